@@ -1,0 +1,43 @@
+# kinhbac-edge: `make demo` runs the agent against an emulated site; `make test` passes the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test lint typecheck schemas docs-check bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v mosquitto >/dev/null || { echo "installing mosquitto (Debian package)"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto) >/dev/null \
+	  || echo "warning: mosquitto is not installed and could not be installed: apt-get install mosquitto"; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install the project with its dev extra
+
+demo: $(STAMP)  ## run the agent against an emulated site, with a broker and the reference receiver
+	$(PY) -m agent demo
+
+lint: $(STAMP)  ## ruff and mypy
+	$(PY) -m ruff check .
+	$(PY) -m mypy agent drivers models sync provisioning hil
+
+typecheck: lint
+
+test: $(STAMP) lint  ## lint, then the whole test suite
+	$(PY) -m pytest -q -p no:cacheprovider
+
+schemas: $(STAMP)  ## regenerate the JSON Schemas in docs/schemas
+	$(PY) -m agent schemas --write docs/schemas
+
+bench: $(STAMP)  ## run every benchmark in bench/ and print figures
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:  ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

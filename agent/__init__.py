@@ -1,0 +1,3 @@
+"""kinhbac-edge agent: daemon, configuration, scheduler, control loops and health."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,102 @@
+"""The ``edge-agent`` command. Every error the agent raises on purpose is printed as one line;
+``DEBUG=1`` shows the traceback instead."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.errors import AgentError, ConfigError
+
+# Subcommands that live with their package: "module:attribute" of a click command or group.
+SUBCOMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when used (fast start on a small board)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *SUBCOMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SUBCOMMANDS:
+            module, attr = SUBCOMMANDS[cmd_name].split(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            assert isinstance(cmd, click.Command)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kinhbac-edge", prog_name="edge-agent")
+def cli() -> None:
+    """kinhbac-edge: the smart-city edge agent."""
+
+
+@cli.group()
+def config() -> None:
+    """Check a site config or print its JSON Schema."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate FILE; print every problem with its path and exit 2 if there is one."""
+    from agent.config import load_config
+
+    try:
+        cfg = load_config(file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"{exc.source}: {problem}", err=True)
+        raise SystemExit(2) from None
+    click.echo(f"{file}: ok (site {cfg.site.id}, {len(cfg.devices)} devices)")
+
+
+@config.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the site config."""
+    from agent.config import config_json_schema
+
+    click.echo(json.dumps(config_json_schema(), indent=2, ensure_ascii=False))
+
+
+@cli.command("run")
+@click.option("--config", "config_file", required=True, type=click.Path(path_type=Path), help="Site config YAML.")
+def run_cmd(config_file: Path) -> None:
+    """Run the agent for one site until SIGTERM or Ctrl-C."""
+    from agent.app import run_agent
+    from agent.config import load_config
+
+    try:
+        cfg = load_config(config_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"{exc.source}: {problem}", err=True)
+        raise SystemExit(2) from None
+    run_agent(cfg)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of ``edge-agent``."""
+    try:
+        return cli.main(args=argv, prog_name="edge-agent", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("edge-agent: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AgentError as exc:
+        if os.environ.get("DEBUG") == "1":
+            raise
+        click.echo(f"edge-agent: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

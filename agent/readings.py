@@ -1,0 +1,52 @@
+"""The reading: what every driver, controller and model hands to the store."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Union
+
+Value = Union[float, int, str, bool, None]
+
+
+class Priority(enum.IntEnum):
+    """Delivery class. Lower drains first; alarms are never dropped to make room."""
+
+    ALARM = 0
+    EVENT = 1
+    TELEMETRY = 2
+
+
+class Quality(enum.IntEnum):
+    """How far a value can be trusted (OPC-style good / uncertain / bad)."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+class ClockQuality(enum.IntEnum):
+    """Where the timestamp's wall clock came from when the reading was taken."""
+
+    SYNCED = 0  # NTP, PTP or GPS disciplined
+    RTC = 1  # battery-backed RTC, not yet disciplined since boot
+    UNSYNCED = 2  # no RTC, no sync: wall time may be far off (monotonic order still holds)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one point of one device at one moment.
+
+    ``ts`` is UTC seconds since the epoch. ``meta`` carries small extras (model name and version,
+    alarm text) and is sent as-is.
+    """
+
+    device: str
+    point: str
+    value: Value
+    ts: float
+    unit: str = ""
+    quality: Quality = Quality.GOOD
+    priority: Priority = Priority.TELEMETRY
+    clock: ClockQuality = ClockQuality.SYNCED
+    meta: dict[str, str] | None = field(default=None, compare=False)

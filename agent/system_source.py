@@ -1,0 +1,67 @@
+"""Device kind ``system``: the board's own health (CPU temperature, load, disk free) as readings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from agent.config_base import StrictModel
+from agent.readings import Reading
+from agent.source import RunContext, Source
+
+_THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
+
+
+class Config(StrictModel):
+    """The board itself as a device."""
+
+    driver: Literal["system"]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    enabled: bool = True
+    period_s: float = Field(default=60.0, ge=1.0, le=86400)
+    disk_path: Path = Path("/")
+
+
+class SystemSource:
+    """Samples the board's health every ``period_s`` seconds."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+
+    def sample(self, now: float) -> list[Reading]:
+        """One set of readings."""
+        out: list[Reading] = []
+        usage = shutil.disk_usage(self.cfg.disk_path)
+        out.append(Reading(self.name, "disk_free", round(usage.free / 2**20, 1), now, "MiB"))
+        out.append(Reading(self.name, "load1", round(os.getloadavg()[0], 2), now, ""))
+        try:
+            milli = int(_THERMAL.read_text().strip())
+            out.append(Reading(self.name, "cpu_temp", milli / 1000.0, now, "°C"))
+        except (OSError, ValueError):
+            pass
+        return out
+
+    async def run(self, ctx: RunContext) -> None:
+        """Sample until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            clock = ctx.clock.quality()
+            readings = [
+                Reading(r.device, r.point, r.value, r.ts, r.unit, clock=clock) for r in self.sample(ctx.clock.now())
+            ]
+            await ctx.sink.put(readings)
+            next_at += self.cfg.period_s
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+
+def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
+    """One source per system device."""
+    return [SystemSource(c) for c in configs if c.enabled]

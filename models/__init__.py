@@ -1,0 +1,1 @@
+"""On-edge inference: LiteRT/TFLite runtime, model registry, camera and farm pipelines."""
