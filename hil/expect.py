@@ -16,6 +16,7 @@ from hil.rig import GpioDevice, ModbusDevice, Rig, SystemDevice, WindowFault
 from hil.schedule import FaultWindow
 
 GOOD = 0  # agent.readings.Quality.GOOD
+TELEMETRY = 2  # agent.readings.Priority.TELEMETRY
 OUTAGE_KINDS = {"dead", "reboot", "agent_kill", "tcp_drop"}
 MAX_LISTED = 10
 
@@ -30,6 +31,12 @@ class Row:
     value: Any
     ts: float
     quality: int = GOOD
+    priority: int = TELEMETRY
+
+    @property
+    def measured(self) -> bool:
+        """A good telemetry value (not an event such as ``online`` or an alarm)."""
+        return self.quality == GOOD and self.priority == TELEMETRY
 
 
 @dataclass
@@ -201,7 +208,7 @@ def check_recovery(rec: RunRecord, device: str, good_ts: Sequence[float], stats:
 
 
 def check_ranges(rec: RunRecord, device: str, rows: Sequence[Row], stats: DeviceStats) -> Check:
-    """Every good numeric value lies inside its point's range."""
+    """Every numeric value lies inside its point's range, whatever quality the driver gave it."""
     ranges = rec.ranges.get(device, {})
     if not ranges:
         return Check("values_in_range", True, "no ranges known for this device", device, skipped=True)
@@ -209,7 +216,7 @@ def check_ranges(rec: RunRecord, device: str, rows: Sequence[Row], stats: Device
     checked = 0
     for r in rows:
         lim = ranges.get(r.point)
-        if lim is None or r.quality != GOOD or isinstance(r.value, bool) or not isinstance(r.value, int | float):
+        if lim is None or isinstance(r.value, bool) or not isinstance(r.value, int | float):
             continue
         checked += 1
         if not (lim[0] <= r.value <= lim[1]) or math.isnan(r.value):
@@ -248,7 +255,7 @@ def check_rate(rec: RunRecord, device: str, rows: Sequence[Row], stats: DeviceSt
     counted = [
         r
         for r in rows
-        if rec.start_wall <= r.ts <= rec.end_wall and r.quality == GOOD and not any(s0 <= r.ts <= s1 for s0, s1 in spans)
+        if rec.start_wall <= r.ts <= rec.end_wall and r.measured and not any(s0 <= r.ts <= s1 for s0, s1 in spans)
     ]
     stats.per_minute = 60.0 * len(counted) / healthy if healthy > 0 else None
     if minimum is None:
@@ -276,7 +283,7 @@ def evaluate(rec: RunRecord) -> Verdict:
     for dev in rec.rig.devices:
         rows = sorted(by_device.get(dev.name, []), key=lambda r: r.ts)
         stats = DeviceStats(dev.name, _kind_label(dev), readings=len(rows))
-        good_ts = [r.ts for r in rows if r.quality == GOOD]
+        good_ts = [r.ts for r in rows if r.measured]
         dev_checks: list[Check] = []
         if not rows:
             dev_checks.append(Check("reported", False, "the receiver holds no reading from this device", dev.name))
@@ -298,7 +305,7 @@ def _kind_label(dev: Any) -> str:
     if isinstance(dev, ModbusDevice):
         return f"modbus {dev.profile}"
     if isinstance(dev, GpioDevice):
-        return f"gpio {dev.mode}"
+        return "gpio"
     if isinstance(dev, SystemDevice):
         return "system"
     return f"serial {dev.sensor}"

@@ -70,15 +70,43 @@ class SerialDevice(DeviceBase):
     kind: Literal["serial"]
     sensor: Literal["pms5003", "sds011", "nmea"]
     baudrate: int | None = Field(default=None, description="Defaults to the sensor's own rate.")
+    period_s: float = Field(default=1.0, ge=1.0, le=3600, description="How often the agent stores readings.")
+
+
+class GpioOutput(StrictModel):
+    """A relay or PWM dimming output."""
+
+    name: str = Field(pattern=NAME)
+    pin: int = Field(ge=0, le=53, description="BCM pin number.")
+    kind: Literal["relay", "pwm"] = "relay"
+    initial: float = Field(default=0.0, ge=0, le=1)
+
+
+class GpioInput(StrictModel):
+    """A contact input (door, photocell, button, vehicle loop)."""
+
+    name: str = Field(pattern=NAME)
+    pin: int = Field(ge=0, le=53, description="BCM pin number.")
+    kind: Literal["door", "photocell", "button", "loop", "contact"] = "contact"
 
 
 class GpioDevice(DeviceBase):
-    """Relays, dimming outputs and contact inputs on gpiozero's MockFactory inside the agent."""
+    """Relays, dimming outputs and contact inputs on gpiozero's MockFactory inside the agent.
+
+    The mock pins live in the agent's process, so a rig cannot toggle them from outside: it checks
+    that the bank reports its outputs' read-back and its inputs every ``period_s``.
+    """
 
     kind: Literal["gpio"]
-    pins: dict[str, int] = Field(min_length=1, description="point name -> BCM pin number")
-    mode: Literal["relay", "pwm", "input"] = "input"
-    period_s: float = Field(default=1.0, gt=0, le=3600)
+    outputs: list[GpioOutput] = Field(default_factory=list)
+    inputs: list[GpioInput] = Field(default_factory=list)
+    period_s: float = Field(default=1.0, ge=0.5, le=3600)
+
+    @model_validator(mode="after")
+    def _some_pins(self) -> GpioDevice:
+        if not self.outputs and not self.inputs:
+            raise ValueError("a gpio device needs at least one output or input")
+        return self
 
 
 class SystemDevice(DeviceBase):
@@ -291,6 +319,8 @@ class AgentSettings(StrictModel):
     batch_max_age_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=2.0, gt=0)
     response_timeout_s: float = Field(default=0.5, gt=0, description="Modbus answer timeout.")
+    device_backoff_max_s: float = Field(default=2.0, gt=0, description="Longest wait before retrying a dead device.")
+    serial_silence_s: float = Field(default=3.0, ge=0.5, description="No frame for this long: sensor offline.")
 
 
 class ReceiverSettings(StrictModel):
@@ -338,10 +368,12 @@ class Rig(StrictModel):
                     )
                 units.setdefault((d.line, d.unit), d.name)
             if isinstance(d, GpioDevice):
-                for point, pin in d.pins.items():
+                named = [(f"outputs[{j}]", o.name, o.pin) for j, o in enumerate(d.outputs)]
+                named += [(f"inputs[{j}]", n.name, n.pin) for j, n in enumerate(d.inputs)]
+                for where, point, pin in named:
                     if pin in pins:
-                        problems.append(f"devices[{i}].pins.{point}: pin {pin} is used by {pins[pin]!r}")
-                    pins[pin] = d.name
+                        problems.append(f"devices[{i}].{where}.pin: pin {pin} is used by {pins[pin]!r}")
+                    pins[pin] = f"{d.name}.{point}"
         for i, f in enumerate(self.faults):
             where = f"faults[{i}]"
             if f.at_s >= self.duration_s:
