@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.readings import Reading  # noqa: E402
-from sync.store import Store, _encode_row  # noqa: E402
+from agent.readings import Reading
+from sync.store import Store, _encode_row
 
 
 def make_batches(n: int, batch: int) -> list[list[Reading]]:
