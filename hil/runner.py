@@ -76,6 +76,8 @@ class RunResult:
     agent_rss_max_kib: int | None
     agent_starts: int
     work_dir: Path
+    lost: int
+    duplicates: int
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -330,6 +332,8 @@ class RigRun:
         verdict = evaluate(record)
         report = render(rig.rig, verdict, scheduler.windows, elapsed)
         stored = sum(1 for r in rows if start_wall <= r.ts <= end_wall)
+        seqs = {r.seq for r in rows}
+        keys = {(r.device, r.point, r.ts, repr(r.value)) for r in rows}
         return RunResult(
             rig=rig,
             verdict=verdict,
@@ -342,6 +346,8 @@ class RigRun:
             agent_rss_max_kib=self.sampler.rss_max or None,
             agent_starts=self.agent.starts,
             work_dir=self.work,
+            lost=len(set(range(1, state.last_seq + 1)) - seqs),
+            duplicates=(len(rows) - len(seqs)) + (len(seqs) - len(keys)),
             extra={"drain_s": drain_s},
         )
 
