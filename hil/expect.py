@@ -260,8 +260,16 @@ def check_rate(rec: RunRecord, device: str, rows: Sequence[Row], stats: DeviceSt
     stats.per_minute = 60.0 * len(counted) / healthy if healthy > 0 else None
     if minimum is None:
         return Check("min_per_minute", True, "no minimum set", device, skipped=True)
-    if healthy < 5.0:
-        return Check("min_per_minute", True, f"only {healthy:.1f} s without faults: not measured", device, skipped=True)
+    # A window shorter than a few report periods says nothing about a rate.
+    needed = max(5.0, 3.0 * _period(dev))
+    if healthy < needed:
+        return Check(
+            "min_per_minute",
+            True,
+            f"only {healthy:.1f} s without faults (under {needed:g} s): not measured",
+            device,
+            skipped=True,
+        )
     assert stats.per_minute is not None
     ok = stats.per_minute >= minimum
     detail = f"{stats.per_minute:.1f}/min over {healthy:.0f} s without faults (minimum {minimum:g})"
@@ -299,6 +307,11 @@ def evaluate(rec: RunRecord) -> Verdict:
         if w.error and w.target is None:
             checks.append(Check(f"inject[{w.kind}]", False, f"{w.label}: {w.error}"))
     return Verdict(checks, stats_list, len(rec.rows), rec.last_seq)
+
+
+def _period(dev: Any) -> float:
+    """How often the device reports, in seconds."""
+    return float(dev.poll_s if isinstance(dev, ModbusDevice) else dev.period_s)
 
 
 def _kind_label(dev: Any) -> str:

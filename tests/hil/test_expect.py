@@ -125,3 +125,15 @@ def test_report_and_junit_name_the_failing_expectation(tmp_path: Path) -> None:
     failed = [tc for tc in suite.iter("testcase") if tc.find("failure") is not None]
     assert [tc.get("name") for tc in failed] == ["recovery[th]"]
     assert "not back within 10 s" in (failed[0].find("failure").get("message") or "")  # type: ignore[union-attr]
+
+
+def test_rate_is_not_judged_on_a_window_shorter_than_three_periods() -> None:
+    rig = {**RIG, "devices": [RIG["devices"][0], {**RIG["devices"][1], "period_s": 30}]}
+    rows = [r for r in _healthy_rows() if r.device == "th"]
+    rows += [Row(10_000, "pm", "pm25", 12.0, T0 + 119.0)]
+    rows = [Row(i + 1, r.device, r.point, r.value, r.ts) for i, r in enumerate(rows)]
+    rec = _record(rows, rig=rig)
+    rec.end_wall = T0 + 80  # 80 s of run, fewer than 3 x 30 s periods
+    check = next(c for c in evaluate(rec).checks if c.label == "min_per_minute[pm]")
+    assert check.skipped
+    assert "not measured" in check.detail
