@@ -190,6 +190,7 @@ def _schema_version(doc: bytes) -> object:
 @click.option("--ca-file", type=click.Path(path_type=Path), default=None)
 @click.option("--cert-file", type=click.Path(path_type=Path), default=None)
 @click.option("--key-file", type=click.Path(path_type=Path), default=None)
+@click.option("--reconnect-max", default=10.0, show_default=True, help="Longest wait between reconnects (s).")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def receiver_cmd(
     broker: str,
@@ -201,6 +202,7 @@ def receiver_cmd(
     ca_file: Path | None,
     cert_file: Path | None,
     key_file: Path | None,
+    reconnect_max: float,
     log_level: str,
 ) -> None:
     """Receive, verify, persist and acknowledge the sites' batches until SIGTERM or Ctrl-C."""
@@ -209,7 +211,14 @@ def receiver_cmd(
     db = open_db(db_url)
     name = client_id or f"kbe-rx-{group}-{socket.gethostname()}"
     receiver = Receiver(db, registry, prefix, name)
-    opts = LinkOptions(broker=broker, client_id=name, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    opts = LinkOptions(
+        broker=broker,
+        client_id=name,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        reconnect_max_s=reconnect_max,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -326,7 +326,7 @@ class Uploader:
                 readings=[WireReading.from_reading(r.seq, r.reading) for r in rows],
                 buffer=stats,
             )
-            frame = self.signer.frame(encode_batch_payload(batch))
+            frame = self.signer.frame(encode_batch_payload(batch), batch.batch_id)
             if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
                 if len(rows) < len(composed.rows):
                     self._shrink_cursors(composed, rows)
