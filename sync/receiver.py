@@ -99,7 +99,8 @@ class Receiver:
         try:
             batch = decode_batch(frame)
         except WireError as exc:
-            reason = "schema-version" if _schema_version(frame.json_bytes()) != SCHEMA_VERSION else "malformed"
+            version = _schema_version(frame.json_bytes())
+            reason = "schema-version" if version not in (None, SCHEMA_VERSION) else "malformed"
             return self._reject(site, topic, payload, bid, first, last, reason, str(exc))
         if batch.site_id != site:
             detail = f"batch says site {batch.site_id!r}, topic says {site!r}"
