@@ -54,6 +54,43 @@ SERIAL_RANGES: dict[str, Ranges] = {
 SERIAL_DRIVER = {"pms5003": "pms", "sds011": "sds011", "nmea": "nmea_gps"}
 
 
+def rated_device(profile: Any, unit: int, seed: int) -> Any:
+    """An emulated Modbus device whose fault can hit only a share of requests (see :class:`_Rated`)."""
+    from drivers.modbus.emulator import EmulatedDevice, Fault
+
+    class _Rated(EmulatedDevice):
+        """``set_rated_fault(fault, arg, rate)``: the fault applies to a ``rate`` share of requests.
+
+        Both front ends (``RtuLine`` and ``TcpServer``) look at ``rebooting`` once, first, for each
+        request they are about to answer; that is where the fault for this request is drawn, so
+        every later look at ``fault`` during the same request sees the same answer.
+        ``tests/hil/test_devices.py`` holds the front ends to it.
+        """
+
+        def __init__(self) -> None:
+            super().__init__(profile, unit, seed=seed)
+            self.rated_fault = Fault.NONE
+            self.rate = 1.0
+
+        def set_rated_fault(self, fault: Any, arg: float = 0.0, rate: float = 1.0) -> None:
+            """Switch a fault on (or off with NONE); a reboot leaves the standing fault to resume after it."""
+            fault = Fault(fault)
+            if fault is not Fault.REBOOT:
+                self.rated_fault, self.rate = fault, rate
+            self.set_fault(fault, arg)
+
+        @property
+        def rebooting(self) -> bool:
+            if self.fault is Fault.REBOOT and super().rebooting:
+                return True
+            if self.rated_fault is not Fault.NONE:
+                hit = self.rate >= 1.0 or self.rng.random() < self.rate
+                self.fault = self.rated_fault if hit else Fault.NONE
+            return False
+
+    return _Rated()
+
+
 class EmulatorBank:
     """Every emulator of one rig, started in the current event loop."""
 
@@ -71,13 +108,13 @@ class EmulatorBank:
 
     async def start(self) -> None:
         """Start every line, gateway and serial sensor."""
-        from drivers.modbus.emulator import EmulatedDevice, Emulator
+        from drivers.modbus.emulator import Emulator
         from drivers.modbus.kind import cached_profile
 
         self._emulator = Emulator()
         for line in self.rig.lines:
             devs = [d for d in self.rig.devices if isinstance(d, ModbusDevice) and d.line == line.name]
-            emulated = [EmulatedDevice(cached_profile(d.profile), d.unit, seed=self.seed) for d in devs]
+            emulated = [rated_device(cached_profile(d.profile), d.unit, self.seed) for d in devs]
             for d, e in zip(devs, emulated, strict=True):
                 self.modbus[d.name] = e
             if isinstance(line, RtuLine):
@@ -199,10 +236,10 @@ class EmulatorBank:
 
         if isinstance(fault, Reboot):
             if on:
-                dev.set_fault(Fault.REBOOT, fault.down_s)
+                dev.set_rated_fault(Fault.REBOOT, fault.down_s)
             return  # the emulator comes back by itself after down_s
         if not on:
-            dev.set_fault(Fault.NONE)
+            dev.set_rated_fault(Fault.NONE)
             return
         kinds: dict[type, tuple[Any, float]] = {
             DeviceDead: (Fault.NO_ANSWER, 0.0),
@@ -213,7 +250,7 @@ class EmulatorBank:
             Exception_: (Fault.EXCEPTION, float(getattr(fault, "code", 4))),
         }
         kind, arg = kinds[type(fault)]
-        dev.set_fault(kind, arg, rate=getattr(fault, "rate", 1.0))
+        dev.set_rated_fault(kind, arg, getattr(fault, "rate", 1.0))
 
     @staticmethod
     def _serial_fault(emu: Any, fault: Any, on: bool) -> None:
