@@ -27,6 +27,10 @@ def hil_cli() -> None:
 @click.option("--speed", type=float, default=None, help="Divide the rig's timeline (duration, fault times) by this.")
 @click.option("--duration", "duration_s", type=float, default=None, help="Run this many seconds (scales the timeline).")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the run's files here.")
+@click.option(
+    "--receiver", "receiver_db", type=click.Choice(["sqlite", "postgres"]), default=None,
+    help="Receiver database (overrides the rig's receiver.db).",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the emulators' noise and faults.")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the rig does (faults, processes).")
 def run_cmd(
@@ -35,6 +39,7 @@ def run_cmd(
     speed: float | None,
     duration_s: float | None,
     work_dir: Path | None,
+    receiver_db: str | None,
     seed: int,
     verbose: bool,
 ) -> None:
@@ -56,7 +61,9 @@ def run_cmd(
         stream=sys.stderr,
     )
     scaled = rig.scaled(factor)
-    opts = RunOptions(speed=factor, work_dir=work_dir, keep=work_dir is not None, seed=seed)
+    opts = RunOptions(
+        speed=factor, work_dir=work_dir, keep=work_dir is not None, seed=seed, receiver_db=receiver_db
+    )
     try:
         result = asyncio.run(_run(RigRun(scaled, opts)))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -59,6 +59,7 @@ class RunOptions:
     work_dir: Path | None = None
     keep: bool = False
     seed: int = 1
+    receiver_db: str | None = None  # "sqlite" or "postgres"; None: what the rig says
 
 
 @dataclass
@@ -288,7 +289,7 @@ class RigRun:
     async def _run(self) -> RunResult:
         rig = self.rig
         key, sites_file = self._keys()
-        if rig.receiver.db == "postgres":
+        if (self.opts.receiver_db or rig.receiver.db) == "postgres":
             await asyncio.to_thread(self._postgres)
         await self.bank.start()
         run_cfg = self._write_config("site.yaml", self.site_config(key, self.bank.site_devices(rig.agent)))

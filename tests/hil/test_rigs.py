@@ -45,7 +45,10 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_shipped_rig_passes(rig: str, tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     work = tmp_path / "work"
-    result = _hil(str(RIGS / f"{rig}.yaml"), "--duration", RUN_S, "--junit", str(junit), "--work", str(work))
+    args = [str(RIGS / f"{rig}.yaml"), "--duration", RUN_S, "--junit", str(junit), "--work", str(work)]
+    if rig == "fault-storm":
+        args += ["--receiver", "postgres"]  # the other backend of the reference receiver
+    result = _hil(*args)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "PASSED:" in result.stdout
     assert "ok   no_loss: all" in result.stdout
