@@ -80,6 +80,7 @@ class RunRecord:
     rows: Sequence[Row]
     windows: Sequence[FaultWindow]
     ranges: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    rejected: dict[int, str] = field(default_factory=dict)  # seq -> reason, from the store's rejected table
 
 
 @dataclass
@@ -125,6 +126,11 @@ def check_loss(rec: RunRecord) -> Check:
     if not missing and not extra:
         return Check("no_loss", True, f"all {rec.last_seq} seqs accepted by the store reached the receiver")
     parts = []
+    refused = {s: rec.rejected[s] for s in missing if s in rec.rejected}
+    if refused:
+        reasons = ", ".join(sorted(set(refused.values())))
+        parts.append(f"{len(refused)} seqs were refused by the receiver ({reasons}): {_spans(refused)}")
+        missing -= set(refused)
     if missing:
         parts.append(f"{len(missing)} of {rec.last_seq} seqs never reached the receiver: {_spans(missing)}")
     if extra:

@@ -329,7 +329,9 @@ class RigRun:
         await asyncio.to_thread(self.receiver.stop)
         rows = await asyncio.to_thread(receiver_rows, self.db_url, self.site_id)
 
-        record = RunRecord(rig, start_wall, end_wall, state.last_seq, rows, scheduler.windows, self.bank.ranges())
+        record = RunRecord(
+            rig, start_wall, end_wall, state.last_seq, rows, scheduler.windows, self.bank.ranges(), state.rejected
+        )
         verdict = evaluate(record)
         report = render(rig.rig, verdict, scheduler.windows, elapsed)
         stored = sum(1 for r in rows if start_wall <= r.ts <= end_wall)
@@ -352,22 +354,35 @@ class RigRun:
             extra={"drain_s": drain_s},
         )
 
-    async def _drain(self, drain_cfg: Path) -> float:
-        """Run the agent with no devices until everything its store holds reached the receiver."""
+    async def _drained(self) -> bool:
+        """The store holds nothing unacknowledged and the receiver holds every seq it handed out."""
+        state = await asyncio.to_thread(store_state, self.store_path)
+        count, top = await asyncio.to_thread(receiver_count, self.db_url, self.site_id)
+        return state.depth == 0 and count == state.last_seq - len(state.rejected) and top <= state.last_seq
+
+    async def _drain(self, drain_cfg: Path, rounds: int = 3) -> float:
+        """Run the agent with no devices until everything its store holds reached the receiver.
+
+        The condition must hold on two looks a second apart, and again once the drain agent has
+        stopped; if it does not (something was committed late), another round runs.
+        """
         self.agent.argv = agent_argv("run", "--config", str(drain_cfg))
-        self.agent.start()
         t0 = time.monotonic()
         deadline = t0 + self.rig.expect.drain_timeout_s
-        try:
-            await self._wait_health()
-            while time.monotonic() < deadline:
-                state = await asyncio.to_thread(store_state, self.store_path)
-                count, top = await asyncio.to_thread(receiver_count, self.db_url, self.site_id)
-                if state.depth == 0 and count == state.last_seq and top == state.last_seq:
-                    break
-                await asyncio.sleep(0.5)
-            else:
+        for attempt in range(rounds):
+            self.agent.start()
+            try:
+                await self._wait_health()
+                held = 0
+                while time.monotonic() < deadline and held < 2:
+                    held = held + 1 if await self._drained() else 0
+                    await asyncio.sleep(1.0 if held else 0.5)
+            finally:
+                await asyncio.to_thread(self.agent.stop, 15.0)
+            if await self._drained():
+                break
+            if time.monotonic() >= deadline:
                 log.warning("drain did not finish within %.0f s", self.rig.expect.drain_timeout_s)
-        finally:
-            await asyncio.to_thread(self.agent.stop, 15.0)
+                break
+            log.info("drain round %d left readings behind; another round", attempt + 1)
         return time.monotonic() - t0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class StoreState:
 
     last_seq: int
     depth: int
+    rejected: dict[int, str] = field(default_factory=dict)  # seq -> reason the centre refused it
 
 
 def store_state(path: Path) -> StoreState:
@@ -74,7 +75,8 @@ def store_state(path: Path) -> StoreState:
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
         row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
         depth = db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-    return StoreState(int(row[0]) if row else 0, int(depth))
+        rejected = {int(seq): str(reason) for seq, reason in db.execute("SELECT seq, reason FROM rejected")}
+    return StoreState(int(row[0]) if row else 0, int(depth), rejected)
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -137,3 +137,12 @@ def test_rate_is_not_judged_on_a_window_shorter_than_three_periods() -> None:
     check = next(c for c in evaluate(rec).checks if c.label == "min_per_minute[pm]")
     assert check.skipped
     assert "not measured" in check.detail
+
+
+def test_loss_names_seqs_the_receiver_refused() -> None:
+    rows = [r for r in _healthy_rows() if r.seq not in (8, 9)]
+    rec = _record(rows, last_seq=len(rows) + 2)
+    rec.rejected = {8: "bad-signature", 9: "bad-signature"}
+    check = next(c for c in evaluate(rec).checks if c.name == "no_loss")
+    assert not check.ok
+    assert check.detail == "2 seqs were refused by the receiver (bad-signature): 8-9"

@@ -24,6 +24,16 @@ def _hil(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _logs(work: Path) -> str:
+    """The tails of the run's process logs (kept in the work dir), for a failing assertion."""
+    out = []
+    for name in ("agent", "receiver", "broker"):
+        path = work / "logs" / f"{name}.log"
+        if path.exists():
+            out.append(f"--- {name}.log\n" + "\n".join(path.read_text(errors="replace").splitlines()[-40:]))
+    return "\n".join(out)
+
+
 def _processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes that mention ``text`` (the run's work dir)."""
     found = []
@@ -49,7 +59,7 @@ def test_shipped_rig_passes(rig: str, tmp_path: Path) -> None:
     if rig == "fault-storm":
         args += ["--receiver", "postgres"]  # the other backend of the reference receiver
     result = _hil(*args)
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:] + _logs(work)
     assert "PASSED:" in result.stdout
     assert "ok   no_loss: all" in result.stdout
     suite = ET.parse(junit).getroot().find("testsuite")
