@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from agent.errors import ConfigError
-from hil.report import write_junit
+from agent.errors import AgentError, ConfigError
+from hil.report import junit_error, write_junit
 from hil.rig import load_rig
 from hil.runner import RigRun, RunOptions, RunResult
 
@@ -69,6 +69,12 @@ def run_cmd(
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("hil: interrupted; every process the rig started has been stopped", err=True)
         raise SystemExit(130) from None
+    except AgentError as exc:
+        # The run could not be carried out: still leave a JUnit file saying so for the bench CI.
+        if junit_file is not None:
+            junit_file.parent.mkdir(parents=True, exist_ok=True)
+            junit_file.write_bytes(junit_error(scaled.rig, str(exc)))
+        raise
     click.echo(result.report)
     click.echo(
         f"stored {result.stored_per_s:.1f} readings/s (offered {result.offered_per_s:.1f}/s); agent CPU "

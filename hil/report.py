@@ -94,3 +94,14 @@ def write_junit(path: Path, rig_name: str, verdict: Verdict, elapsed_s: float, r
     """Write the JUnit XML file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(junit_xml(rig_name, verdict, elapsed_s, report))
+
+
+def junit_error(rig_name: str, message: str) -> bytes:
+    """JUnit XML for a run that could not be carried out (a process would not start, say)."""
+    suite = ET.Element("testsuite", name=f"hil.{rig_name}", tests="1", failures="0", errors="1", skipped="0")
+    case = ET.SubElement(suite, "testcase", classname=f"hil.{rig_name}", name="run", time="0")
+    ET.SubElement(case, "error", message=message.splitlines()[0] if message else "error", type="HilFailure").text = message
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)

@@ -360,6 +360,9 @@ class Rig(StrictModel):
                 problems.append(f"devices[{i}].name: {d.name!r} is used by another device")
             devs[d.name] = d
             if isinstance(d, ModbusDevice):
+                problem = _profile_problem(d.profile)
+                if problem:
+                    problems.append(f"devices[{i}].profile: {problem}")
                 if d.line not in lines:
                     problems.append(f"devices[{i}].line: no line named {d.line!r} (lines: {', '.join(names) or 'none'})")
                 elif (d.line, d.unit) in units:
@@ -426,18 +429,30 @@ class Rig(StrictModel):
         return Rig.model_validate(data)
 
 
+def _profile_problem(ref: str) -> str | None:
+    """Why a Modbus profile cannot be used, or None when it loads."""
+    from drivers.modbus.kind import cached_profile
+
+    try:
+        cached_profile(ref)
+    except ConfigError as exc:
+        return f"{ref!r}: {'; '.join(exc.problems[:3])}"
+    return None
+
+
 register_union_tags((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))
 
 
 def _split_problems(exc: ValidationError) -> list[str]:
     out: list[str] = []
     for line in validation_problems(exc):
-        # A model validator reports several problems in one message, each already named by path.
+        # The cross-checks report several problems in one message, each already named by its path.
         path, _, msg = line.partition(": ")
-        if "\n" in msg:
-            out.extend(p if path == "(top level)" else f"{path}: {p}" for p in msg.split("\n"))
-        else:
-            out.append(line)
+        for part in msg.split("\n"):
+            if path == "(top level)" and part.startswith(("devices[", "faults[", "lines[")):
+                out.append(part)
+            else:
+                out.append(f"{path}: {part}")
     return out
 
 

@@ -13,7 +13,7 @@ RIG = {
     "rig": "s",
     "duration_s": 1.0,
     "lines": [{"name": "bus", "type": "rtu"}],
-    "devices": [{"kind": "modbus", "name": "d", "profile": "p", "line": "bus", "unit": 1}],
+    "devices": [{"kind": "modbus", "name": "d", "profile": "xy-md02", "line": "bus", "unit": 1}],
     "faults": [
         {"kind": "dead", "device": "d", "at_s": 0.2, "until_s": 0.5},
         {"kind": "agent_kill", "at_s": 0.3, "down_s": 0.1},
