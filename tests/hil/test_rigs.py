@@ -132,3 +132,23 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert _processes_mentioning(str(work)) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_run_that_cannot_start_leaves_a_junit_error(tmp_path: Path) -> None:
+    path = tmp_path / "slow.yaml"
+    # Valid as a rig, but the Modbus driver refuses a 100 s answer timeout in the generated site config.
+    path.write_text(
+        "rig: slow\nduration_s: 10\nlines: [{name: bus, type: rtu}]\n"
+        "devices: [{kind: modbus, name: th, profile: xy-md02, line: bus, unit: 1}]\n"
+        "agent: {response_timeout_s: 100}\n"
+    )
+    junit = tmp_path / "junit.xml"
+    work = tmp_path / "work"
+    result = _hil(str(path), "--junit", str(junit), "--work", str(work), timeout=60)
+    assert result.returncode == 2
+    assert "devices[0].timeout_s" in result.stderr
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert suite.get("errors") == "1"
+    assert _processes_mentioning(str(work)) == []
