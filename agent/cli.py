@@ -68,7 +68,9 @@ def config_schema() -> None:
 
 
 @cli.command("run")
-@click.option("--config", "config_file", required=True, type=click.Path(path_type=Path), help="Site config YAML.")
+@click.option(
+    "--config", "config_file", required=True, type=click.Path(path_type=Path), help="Site config YAML."
+)
 def run_cmd(config_file: Path) -> None:
     """Run the agent for one site until SIGTERM or Ctrl-C."""
     from agent.app import run_agent

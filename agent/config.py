@@ -35,7 +35,7 @@ def _device_union() -> Any:
     register_union_tags(DEVICE_KINDS)
     if len(classes) == 1:
         return classes[0]
-    return Annotated[Union[classes], Field(discriminator="driver")]  # noqa: UP007
+    return Annotated[Union[classes], Field(discriminator="driver")]
 
 
 if TYPE_CHECKING:
@@ -119,7 +119,10 @@ class SyncConfig(StrictModel):
     ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_in_flight: int = Field(default=8, ge=1, le=1000)
     live_share: float = Field(
-        default=0.25, ge=0.0, le=0.9, description="Share of each drain batch reserved for the newest readings."
+        default=0.25,
+        ge=0.0,
+        le=0.9,
+        description="Share of each drain batch reserved for the newest readings.",
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     reconnect_min_s: float = Field(default=0.5, gt=0)
