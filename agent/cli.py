@@ -15,7 +15,11 @@ import click
 from agent.errors import AgentError, ConfigError
 
 # Subcommands that live with their package: "module:attribute" of a click command or group.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "keys": "sync.signing:keys_cli",
+    "receiver": "sync.receiver:receiver_cmd",
+    "schemas": "sync.schemas:schemas",
+}
 
 
 class LazyGroup(click.Group):
