@@ -154,7 +154,7 @@ def parse(line: bytes) -> Sentence:
     try:
         want = int(text[star + 1 :], 16)
     except ValueError as exc:
-        raise FrameError(f"NMEA checksum {text[star + 1:]!r} is not hex") from exc
+        raise FrameError(f"NMEA checksum {text[star + 1 :]!r} is not hex") from exc
     if checksum(body) != want:
         raise FrameError(f"NMEA checksum {want:02X}, computed {checksum(body):02X}")
     fields = body.split(",")
