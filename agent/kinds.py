@@ -13,6 +13,7 @@ from types import ModuleType
 DEVICE_KINDS: dict[str, str] = {
     "system": "agent.system_source",
     "gpio": "drivers.gpio.driver",
+    "pms": "drivers.pms.driver",
 }
 
 
