@@ -14,6 +14,8 @@ DEVICE_KINDS: dict[str, str] = {
     "system": "agent.system_source",
     "gpio": "drivers.gpio.driver",
     "pms": "drivers.pms.driver",
+    "sds011": "drivers.sds011.driver",
+    "nmea_gps": "drivers.nmea.driver",
 }
 
 
