@@ -17,7 +17,7 @@ from pydantic import Field
 from agent.readings import Priority, Quality, Reading
 from agent.source import RunContext, Source
 from drivers.nmea import sentences as nm
-from drivers.serial_sensors.config import SerialSensorConfig
+from drivers.serial_sensors.config import SerialSensorConfig, check_own_ports
 from drivers.serial_sensors.source import Framer, SerialSensorSource
 from drivers.transports.base import Transport
 
@@ -112,4 +112,5 @@ class NmeaSource(SerialSensorSource):
 
 def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     """One source per receiver."""
+    check_own_ports("nmea_gps", configs)
     return [NmeaSource(c) for c in configs if c.enabled]

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from agent.readings import Reading
 from agent.source import RunContext, Source
 from drivers.pms import frames as pf
-from drivers.serial_sensors.config import SerialSensorConfig
+from drivers.serial_sensors.config import SerialSensorConfig, check_own_ports
 from drivers.serial_sensors.source import Framer, SerialSensorSource, mean_readings
 from drivers.transports.base import Transport
 
@@ -96,4 +96,5 @@ class PmsSource(SerialSensorSource):
 
 def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     """One source per sensor (each has its own port)."""
+    check_own_ports("pms", configs)
     return [PmsSource(c) for c in configs if c.enabled]

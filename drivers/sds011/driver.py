@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from agent.readings import Reading
 from agent.source import RunContext, Source
 from drivers.sds011 import frames as sf
-from drivers.serial_sensors.config import SerialSensorConfig
+from drivers.serial_sensors.config import SerialSensorConfig, check_own_ports
 from drivers.serial_sensors.source import Framer, SerialSensorSource, mean_readings
 from drivers.transports.base import Transport
 
@@ -100,4 +100,5 @@ class Sds011Source(SerialSensorSource):
 
 def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     """One source per sensor (each has its own port)."""
+    check_own_ports("sds011", configs)
     return [Sds011Source(c) for c in configs if c.enabled]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import Field
 
 from agent.config_base import StrictModel
+from agent.errors import ConfigError
 from drivers.transports.config import LineConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -23,3 +26,18 @@ class SerialSensorConfig(StrictModel):
         le=3600,
         description="No valid frame for this long: the sensor is reported offline.",
     )
+
+
+def check_own_ports(kind: str, configs: Sequence[SerialSensorConfig]) -> None:
+    """A streaming sensor needs its port to itself: refuse two enabled devices on one line."""
+    seen: dict[str, str] = {}
+    problems: list[str] = []
+    for cfg in configs:
+        if not cfg.enabled:
+            continue
+        key = cfg.line.key()
+        if key in seen:
+            problems.append(f"{cfg.name}.line: {key} is already used by {seen[key]}")
+        seen[key] = cfg.name
+    if problems:
+        raise ConfigError(f"{kind} devices", problems)

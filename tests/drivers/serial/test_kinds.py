@@ -60,3 +60,31 @@ def test_lost_port_ends_the_source_with_a_transport_error():
             await asyncio.wait_for(task, 10)
 
     asyncio.run(main())
+
+
+def test_two_sensors_on_one_port_are_refused():
+    from drivers.sds011.driver import Config as SdsConfig
+    from drivers.sds011.driver import build_sources
+
+    line = {"type": "serial", "port": "/dev/ttyUSB1"}
+    configs = [
+        SdsConfig.model_validate({"driver": "sds011", "name": "a", "line": line}),
+        SdsConfig.model_validate({"driver": "sds011", "name": "b", "line": line}),
+    ]
+    with pytest.raises(ConfigError, match=r"b\.line: serial:/dev/ttyUSB1 is already used by a"):
+        build_sources(configs, make_ctx())
+
+
+def test_emulators_by_kind_start_and_stop():
+    from drivers.serial_sensors.emulators import emulator_for
+
+    for kind in ("pms", "sds011", "nmea_gps"):
+        emu = emulator_for(kind, seed=1)
+        path = emu.start()
+        assert path.startswith("/dev/")
+        emu.faults.set(silence=True)
+        emu.stop()
+    with pytest.raises(ValueError, match="no serial emulator"):
+        emulator_for("modbus")
+    with pytest.raises(ValueError, match="unknown fault"):
+        emulator_for("pms").faults.set(crc=0.5)
