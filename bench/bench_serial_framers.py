@@ -43,15 +43,17 @@ def make_frames(kind: str, rnd: random.Random) -> list[bytes]:
     return out
 
 
-def noisy_stream(frames: list[bytes], rnd: random.Random) -> bytes:
+def noisy_stream(frames: list[bytes], rnd: random.Random) -> tuple[bytes, int]:
     parts: list[bytes] = []
+    broken = 0
     for f in frames:
         if rnd.random() < 0.1:
             parts.append(bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 24))))
         if rnd.random() < 0.05:
             f = f[:-3] + bytes([f[-3] ^ 0x21]) + f[-2:]
+            broken += 1
         parts.append(f)
-    return b"".join(parts)
+    return b"".join(parts), broken
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -70,10 +72,10 @@ def main() -> None:
         "sds011": (sf.Sds011Framer, sf.decode),
         "nmea": (nm.NmeaFramer, nm.parse),
     }
-    print(f"{'device':8} {'framed/s':>12} {'MB/s':>8} {'baseline/s':>12} {'ratio':>6}  found/sent")
+    print(f"{'device':8} {'framed/s':>12} {'MB/s':>8} {'baseline/s':>12} {'ratio':>6}  found/intact")
     for kind, (make, decode) in framers.items():
         frames = make_frames(kind, rnd)
-        stream = noisy_stream(frames, rnd)
+        stream, broken = noisy_stream(frames, rnd)
 
         def frame_all(stream: bytes = stream, make: Callable[[], Any] = make) -> int:
             fr = make()
@@ -89,7 +91,7 @@ def main() -> None:
         t_base, _ = timed(decode_all)
         rate, base = N / t_frame, N / t_base
         print(
-            f"{kind:8} {rate:12,.0f} {len(stream) / t_frame / 1e6:8.2f} {base:12,.0f} {rate / base:6.2f}  {found}/{N}"
+            f"{kind:8} {rate:12,.0f} {len(stream) / t_frame / 1e6:8.2f} {base:12,.0f} {rate / base:6.2f}  {found}/{N - broken}"
         )
 
 
