@@ -166,7 +166,8 @@ class GpioBank:
 
     def _edge(self, cfg: InputConfig, active: bool) -> None:
         if active:
-            self._counts[cfg.name] += 1
+            with self._lock:
+                self._counts[cfg.name] += 1
         on, off = DEFAULT_STATES[cfg.kind]
         state = (cfg.active_value or on) if active else (cfg.inactive_value or off)
         meta = {"kind": cfg.kind, "state": state}
@@ -213,7 +214,9 @@ class GpioBank:
                 Reading(self.device, name, bool(dev.value), now, "", clock=clock, meta={"kind": cfg.kind})
             )
             if cfg.kind in ("loop", "button"):
-                out.append(Reading(self.device, f"{name}.count", self._counts[name], now, "", clock=clock))
+                with self._lock:
+                    count = self._counts[name]
+                out.append(Reading(self.device, f"{name}.count", count, now, "", clock=clock))
         return out
 
     # -- loop handover ---------------------------------------------------------------------

@@ -3,8 +3,9 @@
 One source owns one port. It reads whatever arrives, feeds the device's framer, hands each valid
 frame to the device (:meth:`SerialSensorSource.on_frame`), and once per ``period_s`` asks it for the
 readings to store (:meth:`SerialSensorSource.on_period`). Bad frames are counted in the metrics and
-never stop the loop; a sensor that falls silent is reported offline (an EVENT reading) and back
-online when frames return. Only a transport failure ends ``run`` (the supervisor restarts it).
+never stop the loop; a sensor that falls silent is reported offline (an EVENT reading), set up
+again (:meth:`SerialSensorSource.on_open`: wake, mode) every silence limit while it stays silent,
+and reported online when frames return. Only a transport failure ends ``run`` (the supervisor restarts it).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class SerialSensorSource(ABC):
     async def _loop(self, transport: Transport, ctx: RunContext) -> None:
         loop = asyncio.get_running_loop()
         next_period = loop.time() + self.cfg.period_s
-        self.last_frame_at = time.monotonic()
+        self.last_frame_at = kicked_at = time.monotonic()
         while True:
             wait = max(0.01, min(next_period - loop.time(), self.silence_limit()))
             data = b""
@@ -109,9 +110,16 @@ class SerialSensorSource(ABC):
                     out.extend(self.on_frame(frame, ctx))
             while self.outbox:
                 await transport.write(self.outbox.pop(0))
-            if self.online and time.monotonic() - self.last_frame_at > self.silence_limit():
-                ctx.log.warning("%s: no valid frame for %.0f s", self.name, self.silence_limit())
-                out.append(self._status(False, ctx))
+            now = time.monotonic()
+            if now - self.last_frame_at > self.silence_limit():
+                if self.online:
+                    ctx.log.warning("%s: no valid frame for %.0f s", self.name, self.silence_limit())
+                    out.append(self._status(False, ctx))
+                if now - kicked_at > self.silence_limit():
+                    # Asleep, in the wrong mode, or power-cycled into its defaults: set it up again.
+                    kicked_at = now
+                    ctx.metrics.inc("kbe_serial_reinit_total", labels={"device": self.name})
+                    await self.on_open(transport, ctx)
             if loop.time() >= next_period:
                 out.extend(await self.on_period(transport, ctx))
                 next_period += self.cfg.period_s

@@ -86,3 +86,18 @@ def test_silence_reported_offline_then_back(emulator):
     online = points(ctx, "online")
     assert [r.value for r in online] == [True, False, True]
     assert all(r.priority == Priority.EVENT for r in online)
+
+
+def test_sensor_found_asleep_is_woken_again(emulator):
+    ctx = make_ctx()
+    src = PmsSource(config(emulator.path, silence_s=0.5))
+
+    async def body():
+        await wait_for(ctx, lambda rs: any(r.point == "online" and r.value is True for r in rs), 10)
+        emulator.asleep = True  # a brown-out left it asleep (or someone pulled SET low and back)
+        await wait_for(ctx, lambda rs: any(r.point == "online" and r.value is False for r in rs), 10)
+        await wait_for(ctx, lambda rs: [r.value for r in rs if r.point == "online"][-1] is True, 10)
+
+    asyncio.run(run_source(src, ctx, body))
+    assert not emulator.asleep
+    assert ctx.metrics.get("kbe_serial_reinit_total", {"device": "pm1"}) >= 1
