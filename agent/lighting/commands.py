@@ -1,0 +1,110 @@
+"""Commands from the centre for lighting, validated like config before anything changes.
+
+Bodies (the signed envelope around them is sync/wire.py's business):
+
+- ``{"action": "override", "circuit"|"group": NAME or "all": true, "level": 0-100, "duration_s": S}``
+- ``{"action": "clear_override", "circuit"|"group": NAME or "all": true}``
+- ``{"action": "switch_profile", "group": NAME, "profile": NAME or null}`` (null: back to the configured one)
+
+An optional ``"id"`` is echoed in the outcome and kept with an override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
+
+from agent.config_base import StrictModel, validation_problems
+from agent.lighting.config import NAME
+
+
+class _Targeted(StrictModel):
+    id: str = Field(default="", max_length=128)
+    circuit: str | None = Field(default=None, pattern=NAME)
+    group: str | None = Field(default=None, pattern=NAME)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> _Targeted:
+        chosen = [k for k in ("circuit", "group") if getattr(self, k) is not None] + (
+            ["all"] if self.all else []
+        )
+        if len(chosen) != 1:
+            raise ValueError(f"name exactly one target: circuit, group or all: true (got {chosen or 'none'})")
+        return self
+
+
+class OverrideCommand(_Targeted):
+    """Hold circuits at ``level`` (0 = off) for ``duration_s`` seconds, then return to the schedule."""
+
+    action: Literal["override"]
+    level: int = Field(ge=0, le=100)
+    duration_s: float = Field(gt=0)
+
+
+class ClearOverrideCommand(_Targeted):
+    """End overrides now."""
+
+    action: Literal["clear_override"]
+
+
+class SwitchProfileCommand(StrictModel):
+    """Use another dimming profile for a group from now on (persisted), or the configured one again."""
+
+    action: Literal["switch_profile"]
+    id: str = Field(default="", max_length=128)
+    group: str = Field(pattern=NAME)
+    profile: str | None = Field(pattern=NAME)
+
+
+Command = Annotated[
+    OverrideCommand | ClearOverrideCommand | SwitchProfileCommand, Field(discriminator="action")
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What happened to a command: ``applied`` or ``refused``, with the reasons or the effect."""
+
+    status: Literal["applied", "refused"]
+    command_id: str = ""
+    problems: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command was applied."""
+        return self.status == "applied"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The outcome as a JSON-ready dict for the answer topic."""
+        return {
+            "status": self.status,
+            "id": self.command_id,
+            "problems": self.problems,
+            "detail": self.detail,
+        }
+
+
+def parse_command(body: Any) -> OverrideCommand | ClearOverrideCommand | SwitchProfileCommand | list[str]:
+    """The typed command, or the list of ``path: message`` problems that refuse it."""
+    if not isinstance(body, dict):
+        return ["(top level): a command must be a JSON object with an 'action'"]
+    try:
+        cmd: OverrideCommand | ClearOverrideCommand | SwitchProfileCommand = _ADAPTER.validate_python(body)
+    except ValidationError as exc:
+        return [_strip_tag(p) for p in validation_problems(exc)]
+    return cmd
+
+
+def _strip_tag(problem: str) -> str:
+    for tag in ("override.", "clear_override.", "switch_profile."):
+        if problem.startswith(tag):
+            return problem[len(tag) :]
+    for tag in ("override: ", "clear_override: ", "switch_profile: "):
+        if problem.startswith(tag):
+            return "(top level): " + problem[len(tag) :]
+    return problem
