@@ -63,6 +63,7 @@ Command = Annotated[
     OverrideCommand | ClearOverrideCommand | SwitchProfileCommand, Field(discriminator="action")
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
+ACTIONS = ("override", "clear_override", "switch_profile")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def parse_command(body: Any) -> OverrideCommand | ClearOverrideCommand | SwitchP
     """The typed command, or the list of ``path: message`` problems that refuse it."""
     if not isinstance(body, dict):
         return ["(top level): a command must be a JSON object with an 'action'"]
+    if body.get("action") not in ACTIONS:
+        return [f"action: {body.get('action')!r} is not one of {', '.join(ACTIONS)}"]
     try:
         cmd: OverrideCommand | ClearOverrideCommand | SwitchProfileCommand = _ADAPTER.validate_python(body)
     except ValidationError as exc:

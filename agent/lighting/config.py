@@ -151,17 +151,22 @@ class OutputConfig(StrictModel):
         modbus_only = ("host", "relay_coil", "dim_register")
         if self.type == "gpio":
             if self.relay_pin is None:
-                raise ValueError("relay_pin is required for type gpio")
+                raise ValueError("relay_pin: required for type gpio")
             wrong = [f for f in modbus_only if getattr(self, f) is not None]
-            pins = [p for p in (self.relay_pin, self.dim_pin, self.feedback_pin) if p is not None]
-            if len(set(pins)) != len(pins):
-                raise ValueError(f"relay_pin, dim_pin and feedback_pin must be different pins (got {pins})")
+            seen: dict[int, str] = {}
+            for name in gpio_only:
+                pin = getattr(self, name)
+                if pin is not None and pin in seen:
+                    raise ValueError(f"{name}: pin {pin} is also this circuit's {seen[pin]}")
+                if pin is not None:
+                    seen[pin] = name
         else:
-            if self.host is None or self.relay_coil is None:
-                raise ValueError("host and relay_coil are required for type modbus")
+            missing = [f for f in ("host", "relay_coil") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"{missing[0]}: required for type modbus")
             wrong = [f for f in gpio_only if getattr(self, f) is not None]
         if wrong:
-            raise ValueError(f"{', '.join(wrong)} do not apply to type {self.type}")
+            raise ValueError(f"{wrong[0]}: does not apply to type {self.type}")
         return self
 
 
