@@ -62,7 +62,7 @@ def test_lighting_device_needs_section():
         ),
         (
             lambda d: d["calendar"][0].update(lunar_new_year=False),
-            "lighting.calendar[0]: Value error, a calendar rule needs dates, annual, lunar_new_year or public_holidays",
+            "lighting.calendar[0]: Value error, a calendar rule needs dates, annual, lunar_new_year",
         ),
         (
             lambda d: d["calendar"][0].update(annual=["02-30"]),
