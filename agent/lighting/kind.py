@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import Field
@@ -138,12 +138,13 @@ class LightingSource:
         self.controller: LightingController | None = None
         self.buffer = ReadingBuffer(cfg.buffer_readings)
         self._wake = asyncio.Event()
+        self._now: Callable[[], float] = time.time
 
     def apply_command(self, body: object) -> CommandOutcome:
         """Apply a command from the centre (see agent.lighting.commands); outputs follow at once."""
         if self.controller is None:
             return CommandOutcome("refused", "", ["(top level): the lighting controller is not running yet"])
-        outcome = self.controller.apply_command(body, time.time())
+        outcome = self.controller.apply_command(body, self._now())
         self._wake.set()
         return outcome
 
@@ -184,6 +185,7 @@ class LightingSource:
     async def run(self, ctx: RunContext) -> None:
         """Control, metering and reporting until cancelled; pins and clients are released on the way out."""
         ctl = self._build()
+        self._now = ctx.clock.now
         self.controller = ctl
         tasks = [
             asyncio.create_task(self._control(ctx, ctl), name=f"lighting[{self.name}].control"),
