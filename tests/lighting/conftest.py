@@ -23,9 +23,9 @@ BAC_NINH = (21.19, 106.08)
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
-def local_ts(*args: int) -> float:
+def local_ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
     """UTC seconds of a local (Asia/Ho_Chi_Minh) time."""
-    return dt.datetime(*args, tzinfo=TZ).timestamp()  # type: ignore[misc]
+    return dt.datetime(year, month, day, hour, minute, tzinfo=TZ).timestamp()
 
 
 def lighting_dict(**extra: Any) -> dict[str, Any]:

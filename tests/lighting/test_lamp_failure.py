@@ -62,12 +62,17 @@ def test_failed_lamp_raises_alarm_once_and_clears(pins):
         bank.failed = 2
         readings = await ctl.sample_meters(NIGHT + 30)
         alarm = alarms(readings, "c1.lamp_failure")
-        assert len(alarm) == 1 and alarm[0].priority == Priority.ALARM and alarm[0].value == 2
-        assert alarm[0].meta is not None and "2 of 12 lamps" in alarm[0].meta["text"]
+        assert len(alarm) == 1
+        assert alarm[0].priority == Priority.ALARM
+        assert alarm[0].value == 2
+        assert alarm[0].meta is not None
+        assert "2 of 12 lamps" in alarm[0].meta["text"]
         assert not alarms(await ctl.sample_meters(NIGHT + 60), "c1.lamp_failure")  # raised once
         bank.failed = 0  # repaired
         cleared = alarms(await ctl.sample_meters(NIGHT + 90), "c1.lamp_failure")
-        assert len(cleared) == 1 and cleared[0].priority == Priority.EVENT and cleared[0].value == 0
+        assert len(cleared) == 1
+        assert cleared[0].priority == Priority.EVENT
+        assert cleared[0].value == 0
 
     asyncio.run(with_meter(pins, 0.0, body))
 
@@ -79,7 +84,8 @@ def test_current_when_commanded_off_is_an_alarm(pins):
         assert not alarms(await ctl.sample_meters(DAY), "c1.current_when_off")
         bank.stuck_on = True  # welded contactor: lamps burn by day
         alarm = alarms(await ctl.sample_meters(DAY + 30), "c1.current_when_off")
-        assert len(alarm) == 1 and alarm[0].priority == Priority.ALARM
+        assert len(alarm) == 1
+        assert alarm[0].priority == Priority.ALARM
         assert "commanded off" in alarm[0].meta["text"]
 
     asyncio.run(with_meter(pins, 0.0, body))

@@ -28,16 +28,21 @@ def test_override_applies_then_expires(pins, tmp_path):
     out = ctl.apply_command(
         {"action": "override", "circuit": "c1", "level": 100, "duration_s": 1800, "id": "op-7"}, NIGHT
     )
-    assert out.ok and out.detail["circuits"] == ["c1"] and out.command_id == "op-7"
+    assert out.ok
+    assert out.detail["circuits"] == ["c1"]
+    assert out.command_id == "op-7"
     readings = step(ctl, NIGHT + 1)
-    assert duty(pins, 18) == 100 and duty(pins, 23) == 40
+    assert duty(pins, 18) == 100
+    assert duty(pins, 23) == 40
     assert any(r.point == "c1.mode" and r.value == "override" for r in readings)
     step(ctl, NIGHT + 1799)
     assert duty(pins, 18) == 100
     readings = step(ctl, NIGHT + 1800)
     assert duty(pins, 18) == 70
     expired = [r for r in readings if r.point == "c1.override"]
-    assert expired and expired[0].value == "expired" and expired[0].priority == Priority.EVENT
+    assert expired
+    assert expired[0].value == "expired"
+    assert expired[0].priority == Priority.EVENT
     assert json.loads((tmp_path / "state.json").read_text())["overrides"] == {}
 
 
@@ -45,16 +50,19 @@ def test_override_off_and_on_by_day(pins):
     ctl = make_controller(cfg(), pins)
     assert ctl.apply_command({"action": "override", "group": "park", "level": 100, "duration_s": 600}, DAY).ok
     step(ctl, DAY)
-    assert relay(pins, 22) and not relay(pins, 17)  # maintenance test by day, only the park group
+    assert relay(pins, 22)
+    assert not relay(pins, 17)
     assert ctl.apply_command({"action": "override", "all": True, "level": 0, "duration_s": 600}, NIGHT).ok
     step(ctl, NIGHT)
-    assert not relay(pins, 17) and not relay(pins, 22)
+    assert not relay(pins, 17)
+    assert not relay(pins, 22)
     assert ctl.apply_command({"action": "clear_override", "all": True}, NIGHT).detail["circuits"] == [
         "c1",
         "c2",
     ]
     step(ctl, NIGHT + 1)
-    assert relay(pins, 17) and duty(pins, 18) == 70
+    assert relay(pins, 17)
+    assert duty(pins, 18) == 70
 
 
 def test_override_survives_restart_until_expiry(pins, tmp_path):
@@ -146,5 +154,6 @@ def test_refused_commands_change_nothing(pins, tmp_path):
         assert out.status == "refused", body
         assert out.problems[0].startswith(problem), out.problems
         assert out.as_dict()["status"] == "refused"
-    assert ctl.state.overrides == {} and ctl.state.profiles == {}
+    assert ctl.state.overrides == {}
+    assert ctl.state.profiles == {}
     assert not path.exists()

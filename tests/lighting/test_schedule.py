@@ -35,7 +35,8 @@ def test_dimming_profile_steps(pins, hm, level_c1, level_c2):
     ctl = make_controller(cfg, pins)
     day = dt.date(2026, 3, 10) if hm[0] >= 12 else dt.date(2026, 3, 11)
     run(ctl, local_ts(day.year, day.month, day.day, *hm))
-    assert relay(pins, 17) and relay(pins, 22)
+    assert relay(pins, 17)
+    assert relay(pins, 22)
     assert duty(pins, 18) == level_c1
     assert duty(pins, 23) == level_c2
 
@@ -49,7 +50,8 @@ def test_profile_level_zero_switches_off(pins):
     run(ctl, local_ts(2026, 3, 11, 1, 0))
     assert not relay(pins, 17)
     run(ctl, local_ts(2026, 3, 11, 4, 40))
-    assert relay(pins, 17) and duty(pins, 18) == 80
+    assert relay(pins, 17)
+    assert duty(pins, 18) == 80
 
 
 def test_tet_dates_from_vietnamese_calendar():
@@ -87,7 +89,8 @@ def test_default_light_state_when_clock_untrusted(pins):
     d = lighting_dict(default_light_state={"on": True, "level": 60})
     ctl = make_controller(LightingConfig.model_validate(d), pins)
     readings = run(ctl, local_ts(2026, 6, 1, 13, 0), clock=ClockQuality.UNSYNCED)
-    assert relay(pins, 17) and duty(pins, 18) == 60
+    assert relay(pins, 17)
+    assert duty(pins, 18) == 60
     assert any(r.point == "c1.mode" and r.value == "default" for r in readings)
     run(ctl, local_ts(2026, 6, 1, 13, 0), clock=ClockQuality.RTC)  # an RTC time is trusted
     assert not relay(pins, 17)
@@ -96,7 +99,8 @@ def test_default_light_state_when_clock_untrusted(pins):
 def test_outputs_start_in_default_state_before_first_step(pins):
     d = lighting_dict(default_light_state={"on": True, "level": 40})
     ctl = make_controller(LightingConfig.model_validate(d), pins)
-    assert relay(pins, 17) and duty(pins, 18) == 40
+    assert relay(pins, 17)
+    assert duty(pins, 18) == 40
     assert ctl.circuits["c1"].commanded is None
 
 

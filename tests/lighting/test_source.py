@@ -58,7 +58,8 @@ def site(tmp_path: Path) -> SiteConfig:
 def sources(cfg: SiteConfig, ctx: RunContext) -> list[LightingSource]:
     mod = kind_module("lighting")
     built = mod.build_sources([d for d in cfg.devices if d.driver == "lighting"], ctx)
-    assert len(built) == 1 and isinstance(built[0], LightingSource)
+    assert len(built) == 1
+    assert isinstance(built[0], LightingSource)
     return built
 
 
@@ -119,12 +120,14 @@ def test_restart_recomputes_from_schedule_and_keeps_override(pins, tmp_path):
 
     async def after_reboot(src):
         await until(lambda: src.controller.circuits["c1"].commanded is not None)
-        assert relay(pins, 17) and duty(pins, 18) == 70
+        assert relay(pins, 17)
+        assert duty(pins, 18) == 70
         assert not relay(pins, 22)  # the override came back from the state file
 
     async def next_day(src):
         await until(lambda: src.controller.circuits["c1"].commanded is not None)
-        assert not relay(pins, 17) and not relay(pins, 22)
+        assert not relay(pins, 17)
+        assert not relay(pins, 22)
 
     async def main():
         await run_once(first)
@@ -142,7 +145,8 @@ def test_reading_buffer_drops_telemetry_before_alarms():
     buf = ReadingBuffer(3)
     alarm = Reading("d", "c1.lamp_failure", 1, 0.0, priority=Priority.ALARM)
     buf.extend([alarm] + [Reading("d", "c1.power", float(i), float(i)) for i in range(5)])
-    assert len(buf.items) == 3 and buf.dropped == 3
+    assert len(buf.items) == 3
+    assert buf.dropped == 3
     assert buf.items[0] == alarm
     assert [r.value for r in buf.take()] == [1, 3.0, 4.0]
     assert not buf.ready.is_set()
