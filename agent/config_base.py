@@ -7,10 +7,10 @@ import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 from agent.errors import ConfigError
 
@@ -19,6 +19,17 @@ class StrictModel(BaseModel):
     """A frozen pydantic model that refuses unknown keys (a typo is an error, not a silent default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_relative(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve_relative)]
+"""A path in a config file; a relative one is taken relative to the file's own folder."""
 
 
 # Discriminator values pydantic puts in error locations; they are dropped from the printed path.
@@ -54,7 +65,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_NESTED_PATH = re.compile(r"^Value error, ((?:[A-Za-z_]\w*|\[\d+\])(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): ")
+_NESTED_PATH = re.compile(r"^((?:[A-Za-z_]\w*|\[\d+\])(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): ")
 
 
 def validation_problems(exc: ValidationError) -> list[str]:
@@ -69,8 +80,12 @@ def validation_problems(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             problems.append(f"{path}: unknown field")
             continue
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         if "input" in err and not isinstance(err["input"], dict | list):
-            msg = f"{_short(err['input'])} is not valid: {msg}"
+            shown = _short(err["input"])
+            if err["type"] != "value_error" or shown not in msg:
+                msg = f"{shown} is not valid: {msg}"
         nested = _NESTED_PATH.match(msg)
         if nested and err["type"] == "value_error":
             # A model validator named the offending field itself: join it to the model's path.

@@ -58,11 +58,11 @@ def test_lighting_device_needs_section():
         ),
         (
             lambda d: d["profiles"][0]["steps"][0].update(at="25:00"),
-            "lighting.profiles[0].steps[0].at: '25:00' is not valid",
+            "lighting.profiles[0].steps[0].at: '25:00' is not a time like 22:30",
         ),
         (
             lambda d: d["calendar"][0].update(lunar_new_year=False),
-            "lighting.calendar[0]: Value error, a calendar rule needs dates, annual, lunar_new_year",
+            "lighting.calendar[0]: a calendar rule needs dates, annual, lunar_new_year",
         ),
         (
             lambda d: d["calendar"][0].update(annual=["02-30"]),
@@ -70,7 +70,7 @@ def test_lighting_device_needs_section():
         ),
         (
             lambda d: d.update(astro={"switch_on": {"event": "sunrise"}}),
-            "lighting.astro.switch_on: Value error, switch_on must be an evening event",
+            "lighting.astro.switch_on: switch_on must be an evening event",
         ),
         (
             lambda d: d["circuits"][0].update(output={"type": "modbus", "relay_pin": 3}),
