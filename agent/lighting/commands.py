@@ -6,12 +6,11 @@ Bodies (the signed envelope around them is sync/wire.py's business):
 - ``{"action": "clear_override", "circuit"|"group": NAME or "all": true}``
 - ``{"action": "switch_profile", "group": NAME, "profile": NAME or null}`` (null: back to the configured one)
 
-An optional ``"id"`` is echoed in the outcome and kept with an override.
+An optional ``"id"`` is kept with an override. Outcomes are :class:`agent.commands.CommandOutcome`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
@@ -64,30 +63,6 @@ Command = Annotated[
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
 ACTIONS = ("override", "clear_override", "switch_profile")
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    """What happened to a command: ``applied`` or ``refused``, with the reasons or the effect."""
-
-    status: Literal["applied", "refused"]
-    command_id: str = ""
-    problems: list[str] = field(default_factory=list)
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the command was applied."""
-        return self.status == "applied"
-
-    def as_dict(self) -> dict[str, Any]:
-        """The outcome as a JSON-ready dict for the answer topic."""
-        return {
-            "status": self.status,
-            "id": self.command_id,
-            "problems": self.problems,
-            "detail": self.detail,
-        }
 
 
 def parse_command(body: Any) -> OverrideCommand | ClearOverrideCommand | SwitchProfileCommand | list[str]:

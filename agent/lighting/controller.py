@@ -6,14 +6,15 @@ touches the network. State changes and alarms come back as readings for the stor
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
+from agent.commands import CommandOutcome
 from agent.errors import AgentError
 from agent.lighting.astro import AstroClock
 from agent.lighting.commands import (
     ClearOverrideCommand,
-    CommandOutcome,
     OverrideCommand,
     SwitchProfileCommand,
     parse_command,
@@ -201,37 +202,34 @@ class LightingController:
         return out
 
     def apply_command(self, body: object, now: float) -> CommandOutcome:
-        """Validate and apply a command from the centre; the outputs follow on the next step."""
+        """Validate and apply a command from the centre; the outputs follow on the next step.
+
+        A refused command changes nothing; its reason lists every ``field: problem``.
+        """
         cmd = parse_command(body)
-        cmd_id = str(body.get("id", "")) if isinstance(body, dict) else ""
         if isinstance(cmd, list):
-            return CommandOutcome("refused", cmd_id, cmd)
+            return CommandOutcome.refused("; ".join(cmd))
         if isinstance(cmd, SwitchProfileCommand):
             return self._switch_profile(cmd)
         targets, problem = self._targets(cmd)
         if problem:
-            return CommandOutcome("refused", cmd.id, [problem])
+            return CommandOutcome.refused(problem)
         if isinstance(cmd, OverrideCommand):
             if cmd.duration_s > self.cfg.max_override_s:
-                return CommandOutcome(
-                    "refused",
-                    cmd.id,
-                    [
-                        f"duration_s: {cmd.duration_s:g} is not valid: "
-                        f"at most max_override_s = {self.cfg.max_override_s:g}"
-                    ],
+                return CommandOutcome.refused(
+                    f"duration_s: {cmd.duration_s:g} is not valid: "
+                    f"at most max_override_s = {self.cfg.max_override_s:g}"
                 )
             until = now + cmd.duration_s
             for t in targets:
                 self.state.overrides[t] = Override(cmd.level, until, now, cmd.id)
             self.state.save()
-            return CommandOutcome(
-                "applied", cmd.id, detail={"circuits": targets, "level": cmd.level, "until": until}
-            )
+            stamp = dt.datetime.fromtimestamp(until, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return CommandOutcome.accepted(f"override {','.join(targets)} at {cmd.level} % until {stamp}")
         assert isinstance(cmd, ClearOverrideCommand)
         cleared = [t for t in targets if self.state.overrides.pop(t, None) is not None]
         self.state.save()
-        return CommandOutcome("applied", cmd.id, detail={"circuits": cleared})
+        return CommandOutcome.accepted(f"override cleared on {','.join(cleared) or 'no circuit'}")
 
     def _targets(self, cmd: OverrideCommand | ClearOverrideCommand) -> tuple[list[str], str]:
         if cmd.all:
@@ -242,29 +240,26 @@ class LightingController:
             return [cmd.circuit], ""
         names = [c.name for c in self.cfg.circuits if c.group == cmd.group]
         if not names:
-            return (
-                [],
-                f"group: {cmd.group!r} is not a group of this site {sorted(g.name for g in self.cfg.groups)}",
-            )
+            groups = sorted(g.name for g in self.cfg.groups)
+            return [], f"group: {cmd.group!r} is not a group of this site {groups}"
         return names, ""
 
     def _switch_profile(self, cmd: SwitchProfileCommand) -> CommandOutcome:
         groups = {g.name for g in self.cfg.groups}
         profiles = {p.name for p in self.cfg.profiles}
         if cmd.group not in groups:
-            return CommandOutcome(
-                "refused", cmd.id, [f"group: {cmd.group!r} is not a group of this site {sorted(groups)}"]
+            return CommandOutcome.refused(
+                f"group: {cmd.group!r} is not a group of this site {sorted(groups)}"
             )
         if cmd.profile is not None and cmd.profile not in profiles:
-            return CommandOutcome(
-                "refused", cmd.id, [f"profile: {cmd.profile!r} is not a profile {sorted(profiles)}"]
-            )
+            return CommandOutcome.refused(f"profile: {cmd.profile!r} is not a profile {sorted(profiles)}")
         if cmd.profile is None:
             self.state.profiles.pop(cmd.group, None)
         else:
             self.state.profiles[cmd.group] = cmd.profile
         self.state.save()
-        return CommandOutcome("applied", cmd.id, detail={"group": cmd.group, "profile": cmd.profile})
+        shown = cmd.profile or f"{self.cfg.group(cmd.group).profile} (configured)"
+        return CommandOutcome.accepted(f"group {cmd.group} uses profile {shown}")
 
     async def close(self) -> None:
         """Release outputs, meters and the sensor."""

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from agent.commands import CommandOutcome
 from agent.config_base import StrictModel
 from agent.errors import ConfigError
 from agent.lighting.astro import AstroClock
-from agent.lighting.commands import CommandOutcome
 from agent.lighting.config import LightingConfig
 from agent.lighting.controller import LightingController
 from agent.lighting.meter import CircuitMeter, SdmMeter
@@ -143,7 +143,7 @@ class LightingSource:
     def apply_command(self, body: object) -> CommandOutcome:
         """Apply a command from the centre (see agent.lighting.commands); outputs follow at once."""
         if self.controller is None:
-            return CommandOutcome("refused", "", ["(top level): the lighting controller is not running yet"])
+            return CommandOutcome.refused("the lighting controller is not running yet")
         outcome = self.controller.apply_command(body, self._now())
         self._wake.set()
         return outcome

@@ -28,9 +28,9 @@ def test_override_applies_then_expires(pins, tmp_path):
     out = ctl.apply_command(
         {"action": "override", "circuit": "c1", "level": 100, "duration_s": 1800, "id": "op-7"}, NIGHT
     )
-    assert out.ok
-    assert out.detail["circuits"] == ["c1"]
-    assert out.command_id == "op-7"
+    assert out.outcome == "accepted"
+    assert out.reason.startswith("override c1 at 100 % until 2026-03-10T16:30:00Z")
+    assert ctl.state.overrides["c1"].command_id == "op-7"
     readings = step(ctl, NIGHT + 1)
     assert duty(pins, 18) == 100
     assert duty(pins, 23) == 40
@@ -48,18 +48,16 @@ def test_override_applies_then_expires(pins, tmp_path):
 
 def test_override_off_and_on_by_day(pins):
     ctl = make_controller(cfg(), pins)
-    assert ctl.apply_command({"action": "override", "group": "park", "level": 100, "duration_s": 600}, DAY).ok
+    assert ctl.apply_command({"action": "override", "group": "park", "level": 100, "duration_s": 600}, DAY).outcome == "accepted"
     step(ctl, DAY)
     assert relay(pins, 22)
     assert not relay(pins, 17)
-    assert ctl.apply_command({"action": "override", "all": True, "level": 0, "duration_s": 600}, NIGHT).ok
+    assert ctl.apply_command({"action": "override", "all": True, "level": 0, "duration_s": 600}, NIGHT).outcome == "accepted"
     step(ctl, NIGHT)
     assert not relay(pins, 17)
     assert not relay(pins, 22)
-    assert ctl.apply_command({"action": "clear_override", "all": True}, NIGHT).detail["circuits"] == [
-        "c1",
-        "c2",
-    ]
+    out = ctl.apply_command({"action": "clear_override", "all": True}, NIGHT)
+    assert out.reason == "override cleared on c1,c2"
     step(ctl, NIGHT + 1)
     assert relay(pins, 17)
     assert duty(pins, 18) == 70
@@ -70,7 +68,7 @@ def test_override_survives_restart_until_expiry(pins, tmp_path):
     ctl = make_controller(cfg(), pins, path)
     assert ctl.apply_command(
         {"action": "override", "circuit": "c1", "level": 30, "duration_s": 3600}, NIGHT
-    ).ok
+    ).outcome == "accepted"
     step(ctl, NIGHT)
     assert duty(pins, 18) == 30
     asyncio.run(ctl.close())
@@ -110,14 +108,14 @@ def test_corrupt_state_file_runs_schedule(pins, tmp_path):
 def test_switch_profile_persists_and_reverts(pins, tmp_path):
     path = tmp_path / "state.json"
     ctl = make_controller(cfg(), pins, path)
-    assert ctl.apply_command({"action": "switch_profile", "group": "route-1", "profile": "economy"}, NIGHT).ok
+    assert ctl.apply_command({"action": "switch_profile", "group": "route-1", "profile": "economy"}, NIGHT).outcome == "accepted"
     step(ctl, NIGHT)
     assert duty(pins, 18) == 40
     asyncio.run(ctl.close())
     ctl2 = make_controller(cfg(), pins, path)
     step(ctl2, NIGHT + 60)
     assert duty(pins, 18) == 40
-    assert ctl2.apply_command({"action": "switch_profile", "group": "route-1", "profile": None}, NIGHT).ok
+    assert ctl2.apply_command({"action": "switch_profile", "group": "route-1", "profile": None}, NIGHT).outcome == "accepted"
     step(ctl2, NIGHT + 120)
     assert duty(pins, 18) == 70
 
@@ -151,9 +149,8 @@ def test_refused_commands_change_nothing(pins, tmp_path):
     ]
     for body, problem in cases:
         out = ctl.apply_command(body, NIGHT)
-        assert out.status == "refused", body
-        assert out.problems[0].startswith(problem), out.problems
-        assert out.as_dict()["status"] == "refused"
+        assert out.outcome == "refused", body
+        assert out.reason.startswith(problem), out.reason
     assert ctl.state.overrides == {}
     assert ctl.state.profiles == {}
     assert not path.exists()

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 from agent.clock import Clock
+from agent.commands import CommandRouter, IncomingCommand
 from agent.config import SiteConfig, parse_config
 from agent.kinds import kind_module
 from agent.lighting.kind import LightingSource, ReadingBuffer
@@ -87,14 +88,22 @@ def test_switches_while_sink_stalls_and_commands_apply_at_once(pins, tmp_path):
         await until(lambda: sink.calls >= 1)  # the reporter is now stuck in put() for good
         clock.t = NIGHT
         await until(lambda: relay(pins, 17) and duty(pins, 18) == 70)
-        out = src.apply_command({"action": "override", "circuit": "c1", "level": 100, "duration_s": 60})
-        assert out.ok
+        router = CommandRouter("bn-01", clock=clock)
+        router.register("lighting", src)
+        body = {"action": "override", "circuit": "c1", "level": 100, "duration_s": 60}
+        out = router.dispatch(IncomingCommand("cmd-1", "bn-01", "lighting", NIGHT - 5, NIGHT + 300, body))
+        assert out.outcome == "accepted"
+        bad = dict(body, level=101)
+        out = router.dispatch(IncomingCommand("cmd-2", "bn-01", "lighting", NIGHT - 5, NIGHT + 300, bad))
+        assert out.outcome == "refused"
+        assert out.reason.startswith("level: 101 is not valid")
         await until(lambda: duty(pins, 18) == 100, timeout=2.0)
         clock.t = NIGHT + 61
         await until(lambda: duty(pins, 18) == 70)
         assert len(src.buffer.items) <= src.buffer.maxlen
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        router.close()
 
     asyncio.run(main())
 
@@ -115,7 +124,7 @@ def test_restart_recomputes_from_schedule_and_keeps_override(pins, tmp_path):
 
     async def first(src):
         await until(lambda: duty(pins, 18) == 70)
-        assert src.apply_command({"action": "override", "circuit": "c2", "level": 0, "duration_s": 3600}).ok
+        assert src.apply_command({"action": "override", "circuit": "c2", "level": 0, "duration_s": 3600}).outcome == "accepted"
         await until(lambda: not relay(pins, 22))
 
     async def after_reboot(src):
