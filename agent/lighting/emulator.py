@@ -111,16 +111,27 @@ class SdmEmulator:
 
 
 class LightingControllerEmulator:
-    """A Modbus TCP lighting controller: coil ``relay_coil`` (bit 0 of that register) and level register."""
+    """A Modbus TCP lighting controller: a relay coil and a level holding register.
 
-    def __init__(self, unit: int = 1, relay_coil: int = 0, dim_register: int = 1) -> None:
+    pymodbus's shared register space keeps coil ``n`` in bit ``n % 16`` of register ``n``.
+    """
+
+    def __init__(
+        self, unit: int = 1, relay_coil: int = 0, dim_register: int = 1, initial: OutputState | None = None
+    ) -> None:
         self.relay_coil = relay_coil
         self.dim_register = dim_register
+        self.writes = 0
+        values = [0] * 16
+        if initial is not None:
+            values[relay_coil] = int(initial.on) << (relay_coil % 16)
+            values[dim_register] = initial.level
+        self._initial = initial or OutputState(False, 0)
         self.registers: list[int] = []
         self.server: ModbusTcpServer | None = None
         self.device = SimDevice(
             id=unit,
-            simdata=[SimData(0, count=16, values=0, datatype=DataType.REGISTERS)],
+            simdata=[SimData(0, count=16, values=values, datatype=DataType.REGISTERS)],
             action=self._action,
         )
 
@@ -134,13 +145,20 @@ class LightingControllerEmulator:
         set_values: list[int] | list[bool] | None,
     ) -> None:
         self.registers = registers
-        return
+        if set_values:
+            self.writes += 1
 
     def state(self) -> OutputState:
         """What the controller's outputs show (for a :class:`LampBank`)."""
         if not self.registers:
-            return OutputState(False, 0)
-        return OutputState(bool(self.registers[self.relay_coil] & 1), int(self.registers[self.dim_register]))
+            return self._initial
+        coil = bool(self.registers[self.relay_coil] >> (self.relay_coil % 16) & 1)
+        return OutputState(coil, int(self.registers[self.dim_register]))
+
+    def force(self, state: OutputState) -> None:
+        """Change the outputs behind the agent's back (a technician's manual switch)."""
+        self.registers[self.relay_coil] = int(state.on) << (self.relay_coil % 16)
+        self.registers[self.dim_register] = state.level
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port``."""

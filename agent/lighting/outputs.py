@@ -114,7 +114,10 @@ class ModbusLightingOutput:
             await self.client.connect()
             if not self.client.connected:
                 raise DeviceTimeout(f"lighting controller {self.cfg.host}:{self.cfg.port} does not answer")
-        rr = await coro()
+        try:
+            rr = await coro()
+        except Exception as exc:  # pymodbus raises its own exception tree on I/O errors
+            raise DeviceTimeout(f"lighting controller {self.cfg.host}:{self.cfg.port}: {exc}") from exc
         if rr.isError():
             raise DeviceError(f"lighting controller {self.cfg.host}:{self.cfg.port} refused: {rr}")
         return rr

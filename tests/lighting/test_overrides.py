@@ -48,11 +48,19 @@ def test_override_applies_then_expires(pins, tmp_path):
 
 def test_override_off_and_on_by_day(pins):
     ctl = make_controller(cfg(), pins)
-    assert ctl.apply_command({"action": "override", "group": "park", "level": 100, "duration_s": 600}, DAY).outcome == "accepted"
+    assert (
+        ctl.apply_command(
+            {"action": "override", "group": "park", "level": 100, "duration_s": 600}, DAY
+        ).outcome
+        == "accepted"
+    )
     step(ctl, DAY)
     assert relay(pins, 22)
     assert not relay(pins, 17)
-    assert ctl.apply_command({"action": "override", "all": True, "level": 0, "duration_s": 600}, NIGHT).outcome == "accepted"
+    assert (
+        ctl.apply_command({"action": "override", "all": True, "level": 0, "duration_s": 600}, NIGHT).outcome
+        == "accepted"
+    )
     step(ctl, NIGHT)
     assert not relay(pins, 17)
     assert not relay(pins, 22)
@@ -66,9 +74,12 @@ def test_override_off_and_on_by_day(pins):
 def test_override_survives_restart_until_expiry(pins, tmp_path):
     path = tmp_path / "state.json"
     ctl = make_controller(cfg(), pins, path)
-    assert ctl.apply_command(
-        {"action": "override", "circuit": "c1", "level": 30, "duration_s": 3600}, NIGHT
-    ).outcome == "accepted"
+    assert (
+        ctl.apply_command(
+            {"action": "override", "circuit": "c1", "level": 30, "duration_s": 3600}, NIGHT
+        ).outcome
+        == "accepted"
+    )
     step(ctl, NIGHT)
     assert duty(pins, 18) == 30
     asyncio.run(ctl.close())
@@ -108,14 +119,22 @@ def test_corrupt_state_file_runs_schedule(pins, tmp_path):
 def test_switch_profile_persists_and_reverts(pins, tmp_path):
     path = tmp_path / "state.json"
     ctl = make_controller(cfg(), pins, path)
-    assert ctl.apply_command({"action": "switch_profile", "group": "route-1", "profile": "economy"}, NIGHT).outcome == "accepted"
+    assert (
+        ctl.apply_command(
+            {"action": "switch_profile", "group": "route-1", "profile": "economy"}, NIGHT
+        ).outcome
+        == "accepted"
+    )
     step(ctl, NIGHT)
     assert duty(pins, 18) == 40
     asyncio.run(ctl.close())
     ctl2 = make_controller(cfg(), pins, path)
     step(ctl2, NIGHT + 60)
     assert duty(pins, 18) == 40
-    assert ctl2.apply_command({"action": "switch_profile", "group": "route-1", "profile": None}, NIGHT).outcome == "accepted"
+    assert (
+        ctl2.apply_command({"action": "switch_profile", "group": "route-1", "profile": None}, NIGHT).outcome
+        == "accepted"
+    )
     step(ctl2, NIGHT + 120)
     assert duty(pins, 18) == 70
 

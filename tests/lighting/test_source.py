@@ -124,7 +124,10 @@ def test_restart_recomputes_from_schedule_and_keeps_override(pins, tmp_path):
 
     async def first(src):
         await until(lambda: duty(pins, 18) == 70)
-        assert src.apply_command({"action": "override", "circuit": "c2", "level": 0, "duration_s": 3600}).outcome == "accepted"
+        assert (
+            src.apply_command({"action": "override", "circuit": "c2", "level": 0, "duration_s": 3600}).outcome
+            == "accepted"
+        )
         await until(lambda: not relay(pins, 22))
 
     async def after_reboot(src):
