@@ -96,3 +96,19 @@ def test_command_problems_name_the_field():
         "action: 'dance' is not one of override, clear_override, switch_profile"
     ]
     assert parse_command([1]) == ["(top level): a command must be a JSON object with an 'action'"]
+
+
+def test_docs_example_is_a_valid_config():
+    import re
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    text = (REPO / "docs" / "lighting.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    cfg = parse_config(yaml.safe_load(block.group(1)))
+    assert cfg.lighting is not None
+    assert [c.output.type for c in cfg.lighting.circuits] == ["gpio", "modbus"]
+    assert cfg.lighting.photocell is not None
