@@ -29,10 +29,17 @@ def night_minute(hhmm: str) -> int:
 
 
 class LightState(StrictModel):
-    """A light state: on or off, and the dim level in percent when on (TALQ ``defaultLightState``)."""
+    """A light state as a dim level in percent, 0 meaning off (TALQ ``defaultLightState``).
 
-    on: bool = True
+    A bare level rather than ``on: true``: YAML 1.1 reads an ``on`` key as the boolean True.
+    """
+
     level: int = Field(default=100, ge=0, le=100)
+
+    @property
+    def on(self) -> bool:
+        """Whether lamps are lit in this state."""
+        return self.level > 0
 
 
 class AstroTime(StrictModel):
@@ -85,6 +92,14 @@ class ProfileStep(StrictModel):
 
     at: str
     level: int = Field(ge=0, le=100)
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _yaml_sexagesimal(cls, value: object) -> object:
+        # YAML 1.1 (PyYAML) reads an unquoted 22:30 as the base-60 integer 1350.
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return f"{value // 60:02d}:{value % 60:02d}"
+        return value
 
     @field_validator("at")
     @classmethod

@@ -80,10 +80,7 @@ class Schedule:
                 level = profile_level(self.cfg.profile(name), local)
                 scheduled[c.name] = Decision(level > 0, level, reason)
         except (ValueError, LookupError):
-            scheduled = {
-                c.name: Decision(default.on, default.level if default.on else 0, "default")
-                for c in self.cfg.circuits
-            }
+            scheduled = {c.name: Decision(default.on, default.level, "default") for c in self.cfg.circuits}
         for c in self.cfg.circuits:
             ov = self.state.overrides.get(c.name)
             if ov is not None and ov.until > now:

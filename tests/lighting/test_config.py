@@ -112,3 +112,15 @@ def test_docs_example_is_a_valid_config():
     assert cfg.lighting is not None
     assert [c.output.type for c in cfg.lighting.circuits] == ["gpio", "modbus"]
     assert cfg.lighting.photocell is not None
+
+
+def test_unquoted_yaml_times_are_read_as_clock_times():
+    import yaml
+
+    from agent.lighting.config import DimmingProfile
+
+    raw = yaml.safe_load(
+        "name: p\nsteps: [{at: 22:30, level: 70}, {at: 00:00, level: 50}, {at: 04:45, level: 80}]"
+    )
+    assert raw["steps"][0]["at"] == 1350  # PyYAML's base-60 reading
+    assert [s.at for s in DimmingProfile.model_validate(raw).steps] == ["22:30", "00:00", "04:45"]

@@ -86,7 +86,7 @@ def test_tet_profile_holds_until_noon_next_day(pins):
 
 
 def test_default_light_state_when_clock_untrusted(pins):
-    d = lighting_dict(default_light_state={"on": True, "level": 60})
+    d = lighting_dict(default_light_state={"level": 60})
     ctl = make_controller(LightingConfig.model_validate(d), pins)
     readings = run(ctl, local_ts(2026, 6, 1, 13, 0), clock=ClockQuality.UNSYNCED)
     assert relay(pins, 17)
@@ -97,7 +97,7 @@ def test_default_light_state_when_clock_untrusted(pins):
 
 
 def test_outputs_start_in_default_state_before_first_step(pins):
-    d = lighting_dict(default_light_state={"on": True, "level": 40})
+    d = lighting_dict(default_light_state={"level": 40})
     ctl = make_controller(LightingConfig.model_validate(d), pins)
     assert relay(pins, 17)
     assert duty(pins, 18) == 40
