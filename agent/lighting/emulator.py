@@ -1,10 +1,11 @@
-"""Emulators for lighting tests and HIL benches: a lamp bank behind an Eastron SDM meter, and a
-Modbus lighting controller, each served by a real pymodbus TCP server.
+"""Emulators for lighting tests and HIL benches, built on the Modbus driver's emulator
+(drivers/modbus/emulator.py: profile-driven devices, faults on demand, a Modbus TCP front end).
 
-The SDM emulator follows the SDM120 input-register map (float32, high word first): voltage 0x0000,
-current 0x0006, active power 0x000C, total import kWh 0x0048; an SDM630 keeps phases 2 and 3 at +2
-and +4. Its values come from a :class:`LampBank` that follows the circuit's real output (relay and
-PWM pins) and can be given failed lamps or a stuck contactor.
+- :class:`SdmEmulator`: an Eastron SDM120 (or SDM630 phase) from the driver's shipped profile, whose
+  voltage, current, power and energy follow a :class:`LampBank` instead of random motion;
+- :class:`LampBank`: the lamps of one circuit as a load that follows the circuit's real output
+  (relay and PWM pins, or an emulated controller) and can be given failed lamps or a welded contactor;
+- :class:`LightingControllerEmulator`: a Modbus lighting controller (relay coil, level register).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
-
-from agent.lighting.meter import SDM_CURRENT, SDM_IMPORT_KWH, SDM_POWER, SDM_VOLTAGE, encode_float
+from agent.lighting.config import MeterConfig
+from agent.lighting.meter import meter_points
 from agent.lighting.outputs import OutputState
+from drivers.modbus.emulator import EmulatedDevice, TcpServer
+from drivers.modbus.profile import Point, Profile
 
 
 @dataclass
@@ -43,8 +44,7 @@ class LampBank:
     def power(self) -> float:
         """Active power drawn now (W)."""
         st = self.state()
-        on = st.on or self.stuck_on
-        if not on:
+        if not (st.on or self.stuck_on):
             return 0.0
         level = st.level if st.on else 100
         eff = max(level, self.min_level) if level > 0 else 0
@@ -60,113 +60,107 @@ class LampBank:
         return self.voltage, p / (self.voltage * self.power_factor), p, self.energy_kwh
 
 
-class SdmEmulator:
-    """An SDM120/SDM630 on Modbus TCP whose registers are refreshed from a :class:`LampBank` on each read."""
+class _LoadMeter(EmulatedDevice):
+    """An SDM profile device whose four circuit values come from a lamp bank on every read."""
 
-    def __init__(self, bank: LampBank, unit: int = 1, model: str = "sdm120", phase: int = 1) -> None:
+    def __init__(self, profile: Profile, names: list[str], bank: LampBank, unit: int) -> None:
+        self.bank: LampBank | None = None
+        self.names = names
+        super().__init__(profile, unit)
         self.bank = bank
-        self.unit = unit
-        self.phase_offset = (phase - 1) * 2 if model == "sdm630" else 0
-        self.reads = 0
-        self.server: ModbusTcpServer | None = None
-        self.device = SimDevice(
-            id=unit,
-            simdata=[SimData(0, count=0x50, values=0, datatype=DataType.REGISTERS)],
-            action=self._action,
-        )
 
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> None:
-        if function_code not in (3, 4):
-            return
-        self.reads += 1
-        volts, amps, watts, kwh = self.bank.sample()
-        p = self.phase_offset
-        for reg, value in (
-            (SDM_VOLTAGE + p, volts),
-            (SDM_CURRENT + p, amps),
-            (SDM_POWER + p, watts),
-            (SDM_IMPORT_KWH, kwh),
-        ):
-            registers[reg - start_address : reg - start_address + 2] = encode_float(value)
-        return
+    def update(self, force: bool = False) -> None:
+        """Move the other points as usual; set voltage, current, power and energy from the load."""
+        super().update(force)
+        if self.bank is not None:
+            for name, value in zip(self.names, self.bank.sample(), strict=True):
+                self._store(self.profile.point(name), value)
+
+
+class _Server:
+    def __init__(self, device: EmulatedDevice) -> None:
+        self.device = device
+        self.server: TcpServer | None = None
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port``."""
-        self.server = ModbusTcpServer(self.device, address=(host, port))
-        await self.server.serve_forever(background=True)
+        self.server = TcpServer([self.device], host, port)
+        await self.server.start()
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening and drop connections."""
         if self.server is not None:
-            await self.server.shutdown()
+            await self.server.stop()
             self.server = None
 
 
-class LightingControllerEmulator:
-    """A Modbus TCP lighting controller: a relay coil and a level holding register.
+class SdmEmulator(_Server):
+    """An SDM120 (or one phase of an SDM630) on Modbus TCP, measuring a :class:`LampBank`."""
 
-    pymodbus's shared register space keeps coil ``n`` in bit ``n % 16`` of register ``n``.
-    """
+    def __init__(self, bank: LampBank, unit: int = 1, model: str = "sdm120", phase: int = 1) -> None:
+        cfg = MeterConfig.model_validate({"type": model, "host": "emulator", "unit": unit, "phase": phase})
+        profile, names = meter_points(cfg)
+        self.bank = bank
+        super().__init__(_LoadMeter(profile, names, bank, unit))
+
+    @property
+    def reads(self) -> int:
+        """Requests served so far."""
+        return self.device.requests
+
+
+class _Controller(EmulatedDevice):
+    def __init__(self, profile: Profile, unit: int) -> None:
+        super().__init__(profile, unit)
+        self.writes = 0
+
+    def handle(self, pdu: bytes) -> bytes:
+        if pdu and pdu[0] in (5, 6, 15, 16):
+            self.writes += 1
+        return super().handle(pdu)
+
+
+class LightingControllerEmulator(_Server):
+    """A Modbus lighting controller: a writable relay coil and a writable level register (0-100)."""
 
     def __init__(
         self, unit: int = 1, relay_coil: int = 0, dim_register: int = 1, initial: OutputState | None = None
     ) -> None:
+        profile = Profile(
+            model="lighting-controller",
+            points=[
+                Point(name="relay", table="coil", address=relay_coil, type="bool", writable=True),
+                Point(
+                    name="level",
+                    table="holding_register",
+                    address=dim_register,
+                    writable=True,
+                    min=0,
+                    max=100,
+                ),
+            ],
+        )
         self.relay_coil = relay_coil
         self.dim_register = dim_register
-        self.writes = 0
-        values = [0] * 16
+        self.ctl = _Controller(profile, unit)
+        super().__init__(self.ctl)
         if initial is not None:
-            values[relay_coil] = int(initial.on) << (relay_coil % 16)
-            values[dim_register] = initial.level
-        self._initial = initial or OutputState(False, 0)
-        self.registers: list[int] = []
-        self.server: ModbusTcpServer | None = None
-        self.device = SimDevice(
-            id=unit,
-            simdata=[SimData(0, count=16, values=values, datatype=DataType.REGISTERS)],
-            action=self._action,
-        )
+            self.force(initial)
 
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> None:
-        self.registers = registers
-        if set_values:
-            self.writes += 1
+    @property
+    def writes(self) -> int:
+        """Write requests served so far."""
+        return self.ctl.writes
 
     def state(self) -> OutputState:
         """What the controller's outputs show (for a :class:`LampBank`)."""
-        if not self.registers:
-            return self._initial
-        coil = bool(self.registers[self.relay_coil] >> (self.relay_coil % 16) & 1)
-        return OutputState(coil, int(self.registers[self.dim_register]))
+        tables = self.ctl.tables
+        return OutputState(
+            bool(tables["coil"].get(self.relay_coil, 0)),
+            int(tables["holding_register"].get(self.dim_register, 0)),
+        )
 
     def force(self, state: OutputState) -> None:
         """Change the outputs behind the agent's back (a technician's manual switch)."""
-        self.registers[self.relay_coil] = int(state.on) << (self.relay_coil % 16)
-        self.registers[self.dim_register] = state.level
-
-    async def start(self, host: str, port: int) -> None:
-        """Listen on ``host:port``."""
-        self.server = ModbusTcpServer(self.device, address=(host, port))
-        await self.server.serve_forever(background=True)
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self.server is not None:
-            await self.server.shutdown()
-            self.server = None
+        self.ctl.tables["coil"][self.relay_coil] = int(state.on)
+        self.ctl.tables["holding_register"][self.dim_register] = state.level

@@ -24,6 +24,7 @@ from agent.lighting.astro import AstroClock
 from agent.lighting.config import LightingConfig
 from agent.lighting.controller import LightingController
 from agent.lighting.meter import CircuitMeter, SdmMeter
+from agent.lighting.modbus_link import ModbusLink
 from agent.lighting.outputs import GpioLightingOutput, LightingOutput, ModbusLightingOutput
 from agent.lighting.photocell import GpioPhotocell, LightSensor
 from agent.readings import Priority, Reading
@@ -82,38 +83,31 @@ class ReadingBuffer:
 
 
 def build_outputs(cfg: LightingConfig, pin_factory: Any = None) -> dict[str, LightingOutput]:
-    """One output per circuit, each starting in the default light state."""
-    from pymodbus.client import AsyncModbusTcpClient
-
+    """One output per circuit; GPIO outputs start in the default light state."""
     outputs: dict[str, LightingOutput] = {}
     try:
         for c in cfg.circuits:
-            if c.output.type == "gpio":
-                outputs[c.name] = GpioLightingOutput(c.output, cfg.default_light_state, pin_factory)
+            o = c.output
+            if o.type == "gpio":
+                outputs[c.name] = GpioLightingOutput(o, cfg.default_light_state, pin_factory)
             else:
-                client = AsyncModbusTcpClient(
-                    str(c.output.host), port=c.output.port, timeout=c.output.timeout_s, retries=1
-                )
-                outputs[c.name] = ModbusLightingOutput(c.output, client)
+                link = ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s)
+                outputs[c.name] = ModbusLightingOutput(o, link)
     except Exception:
-        for o in outputs.values():
-            if isinstance(o, GpioLightingOutput):
-                o._close_all()
+        for out in outputs.values():
+            if isinstance(out, GpioLightingOutput):
+                out._close_all()
         raise
     return outputs
 
 
 def build_meters(cfg: LightingConfig) -> dict[str, CircuitMeter]:
-    """One SDM meter client per circuit that has a meter."""
-    from pymodbus.client import AsyncModbusTcpClient
-
+    """One SDM meter per circuit that has a meter."""
     meters: dict[str, CircuitMeter] = {}
     for c in cfg.circuits:
-        if c.meter is not None:
-            client = AsyncModbusTcpClient(
-                c.meter.host, port=c.meter.port, timeout=c.meter.timeout_s, retries=1
-            )
-            meters[c.name] = SdmMeter(c.meter, client)
+        m = c.meter
+        if m is not None:
+            meters[c.name] = SdmMeter(m, ModbusLink.tcp(m.host, m.port, m.unit, m.timeout_s))
     return meters
 
 

@@ -1,26 +1,21 @@
 """A circuit's energy meter: voltage, current, active power and imported energy.
 
-:class:`SdmMeter` reads an Eastron SDM120 or SDM630 over Modbus (function 4, input registers,
-IEEE-754 float32, high word first). Register addresses are from Eastron's published Modbus protocol
-documents for the SDM120 and SDM630 (input register tables: voltage 30001, current 30007, active power
-30013, total import kWh 30073; SDM630 phase 2/3 at +2/+4 registers).
+:class:`SdmMeter` reads an Eastron SDM120 or one phase of an SDM630 through the shared Modbus driver
+(drivers/modbus), with register addresses and types taken from the driver's shipped device profiles
+(``eastron-sdm120``, ``eastron-sdm630``; Eastron's published Modbus protocol register maps):
+input registers, IEEE-754 float32, high word first.
 """
 
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from agent.errors import DeviceError, DeviceTimeout, FrameError
 from agent.lighting.config import MeterConfig
-
-# Input register offsets (0-based PDU addresses).
-SDM_VOLTAGE = 0x0000
-SDM_CURRENT = 0x0006
-SDM_POWER = 0x000C
-SDM_IMPORT_KWH = 0x0048
+from agent.lighting.modbus_link import ModbusLink
+from drivers.modbus.codec import apply_scale, decode_raw
+from drivers.modbus.profile import Profile, load_profile
 
 
 @dataclass(frozen=True)
@@ -46,58 +41,39 @@ class CircuitMeter(Protocol):
         ...
 
 
-def decode_float(regs: list[int], offset: int = 0) -> float:
-    """An SDM float32 from two registers, high word first."""
-    if len(regs) < offset + 2:
-        raise FrameError(f"need 2 registers at {offset}, got {len(regs)}")
-    return float(struct.unpack(">f", struct.pack(">HH", regs[offset], regs[offset + 1]))[0])
-
-
-def encode_float(value: float) -> list[int]:
-    """Two registers holding ``value`` as an SDM float32 (for emulators)."""
-    hi, lo = struct.unpack(">HH", struct.pack(">f", value))
-    return [hi, lo]
+def meter_points(cfg: MeterConfig) -> tuple[Profile, list[str]]:
+    """The meter's profile and the names of its voltage, current, power and import-energy points."""
+    if cfg.type == "sdm120":
+        return load_profile("eastron-sdm120"), ["voltage", "current", "active_power", "import_active_energy"]
+    n = cfg.phase
+    names = [f"l{n}_voltage", f"l{n}_current", f"l{n}_active_power", "import_active_energy"]
+    return load_profile("eastron-sdm630"), names
 
 
 class SdmMeter:
-    """An SDM120 (or one phase of an SDM630) read in two block reads per sample.
+    """Reads the four values in two block reads (the electrical values, then the energy counter)."""
 
-    ``client`` is a pymodbus async client for the meter's bus (handed in: the meter does not open ports).
-    """
-
-    def __init__(self, cfg: MeterConfig, client: Any) -> None:
+    def __init__(self, cfg: MeterConfig, link: ModbusLink) -> None:
         self.cfg = cfg
-        self.client = client
-        self._phase = (cfg.phase - 1) * 2 if cfg.type == "sdm630" else 0
-
-    async def _regs(self, address: int, count: int) -> list[int]:
-        if not self.client.connected:
-            await self.client.connect()
-            if not self.client.connected:
-                raise DeviceTimeout(
-                    f"meter {self.cfg.host}:{self.cfg.port} unit {self.cfg.unit} does not answer"
-                )
-        try:
-            rr = await self.client.read_input_registers(address, count=count, device_id=self.cfg.unit)
-        except Exception as exc:  # pymodbus raises its own exception tree on I/O errors
-            raise DeviceTimeout(f"meter {self.cfg.host}:{self.cfg.port} unit {self.cfg.unit}: {exc}") from exc
-        if rr.isError():
-            raise DeviceError(f"meter {self.cfg.host}:{self.cfg.port} unit {self.cfg.unit} refused: {rr}")
-        return list(rr.registers)
+        self.link = link
+        profile, names = meter_points(cfg)
+        self.points = [profile.point(n) for n in names]
+        self.orders = [(profile.byte_order_of(p), profile.word_order_of(p)) for p in self.points]
 
     async def read(self) -> MeterSample:
         """Voltage, current and power of the circuit's phase, and the total imported energy."""
-        block = await self._regs(0, SDM_POWER + 6)
-        energy = await self._regs(SDM_IMPORT_KWH, 2)
-        p = self._phase
-        return MeterSample(
-            voltage=decode_float(block, SDM_VOLTAGE + p),
-            current=decode_float(block, SDM_CURRENT + p),
-            power=decode_float(block, SDM_POWER + p),
-            energy_kwh=decode_float(energy),
-            mono=time.monotonic(),
-        )
+        electrical = self.points[:3]
+        start = min(p.address for p in electrical)
+        block = await self.link.read(4, start, max(p.end for p in electrical) - start)
+        energy_pt = self.points[3]
+        energy = await self.link.read(4, energy_pt.address, energy_pt.registers())
+        regs_of = [block[p.address - start : p.end - start] for p in electrical] + [energy]
+        values = [
+            float(apply_scale(decode_raw([int(r) for r in regs], pt.type, bo, wo), pt.scale, pt.offset))
+            for pt, (bo, wo), regs in zip(self.points, self.orders, regs_of, strict=True)
+        ]
+        return MeterSample(values[0], values[1], values[2], values[3], time.monotonic())
 
     async def close(self) -> None:
-        """Close the client."""
-        self.client.close()
+        """Close the link."""
+        await self.link.close()

@@ -2,7 +2,8 @@
 
 :class:`GpioLightingOutput` drives a contactor relay and a PWM dimming line with gpiozero (any pin
 factory, :class:`gpiozero.pins.mock.MockFactory` in tests). :class:`ModbusLightingOutput` writes a coil
-and a holding register of a Modbus TCP lighting controller and reads them back.
+and a holding register of a Modbus TCP lighting controller (through the shared Modbus driver) and
+reads them back.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any, Protocol
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 
-from agent.errors import DeviceError, DeviceTimeout
 from agent.lighting.config import LightState, OutputConfig
+from agent.lighting.modbus_link import ModbusLink
 
 
 @dataclass(frozen=True)
@@ -97,54 +98,31 @@ class GpioLightingOutput:
 
 
 class ModbusLightingOutput:
-    """A Modbus TCP lighting controller: ``relay_coil`` switches, ``dim_register`` holds 0-100 %.
+    """A Modbus lighting controller: ``relay_coil`` switches, ``dim_register`` holds 0-100 %.
 
-    ``client`` is a connected-or-connectable pymodbus async client (the transport is handed in).
+    Talks through the shared Modbus driver via a :class:`~agent.lighting.modbus_link.ModbusLink`.
     """
 
-    def __init__(self, cfg: OutputConfig, client: Any) -> None:
+    def __init__(self, cfg: OutputConfig, link: ModbusLink) -> None:
         if cfg.type != "modbus" or cfg.relay_coil is None:
             raise ValueError("ModbusLightingOutput needs an output of type modbus")
         self.cfg = cfg
         self.relay_coil: int = cfg.relay_coil
-        self.client = client
-
-    async def _call(self, coro: Any) -> Any:
-        if not self.client.connected:
-            await self.client.connect()
-            if not self.client.connected:
-                raise DeviceTimeout(f"lighting controller {self.cfg.host}:{self.cfg.port} does not answer")
-        try:
-            rr = await coro()
-        except Exception as exc:  # pymodbus raises its own exception tree on I/O errors
-            raise DeviceTimeout(f"lighting controller {self.cfg.host}:{self.cfg.port}: {exc}") from exc
-        if rr.isError():
-            raise DeviceError(f"lighting controller {self.cfg.host}:{self.cfg.port} refused: {rr}")
-        return rr
+        self.link = link
 
     async def apply(self, on: bool, level: int) -> None:
         """Write the level register, then the relay coil."""
-        unit = self.cfg.unit
         if self.cfg.dim_register is not None:
-            await self._call(
-                lambda: self.client.write_register(
-                    self.cfg.dim_register, max(0, min(100, level)), device_id=unit
-                )
-            )
-        await self._call(lambda: self.client.write_coil(self.relay_coil, bool(on), device_id=unit))
+            await self.link.write_registers(self.cfg.dim_register, [max(0, min(100, level))])
+        await self.link.write_coil(self.relay_coil, bool(on))
 
     async def read_back(self) -> OutputState:
         """Read the coil and the level register back from the controller."""
-        unit = self.cfg.unit
-        coil = await self._call(lambda: self.client.read_coils(self.relay_coil, count=1, device_id=unit))
-        on = bool(coil.bits[0])
+        on = bool((await self.link.read(1, self.relay_coil, 1))[0])
         if self.cfg.dim_register is None:
             return OutputState(on, 100 if on else 0)
-        reg = await self._call(
-            lambda: self.client.read_holding_registers(self.cfg.dim_register, count=1, device_id=unit)
-        )
-        return OutputState(on, int(reg.registers[0]))
+        return OutputState(on, int((await self.link.read(3, self.cfg.dim_register, 1))[0]))
 
     async def close(self) -> None:
-        """Close the connection."""
-        self.client.close()
+        """Close the link."""
+        await self.link.close()

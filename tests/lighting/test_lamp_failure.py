@@ -1,16 +1,18 @@
-"""Lamp-failure and stuck-contactor alarms from an emulated Eastron SDM120 on a real pymodbus TCP server,
-with the lamp bank following the mock GPIO relay and PWM pins."""
+"""Lamp-failure and stuck-contactor alarms from an emulated Eastron SDM120 (the Modbus driver's
+profile-driven emulator on Modbus TCP), with the lamp bank following the mock GPIO relay and PWM pins;
+the meter reader also reads one phase of an SDM630."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from agent.lighting.config import CircuitConfig, LightingConfig
+from agent.lighting.config import CircuitConfig, LightingConfig, MeterConfig
 from agent.lighting.emulator import LampBank, SdmEmulator
 from agent.lighting.failure import expected_power, judge
 from agent.lighting.kind import build_meters
-from agent.lighting.meter import MeterSample
+from agent.lighting.meter import MeterSample, SdmMeter
+from agent.lighting.modbus_link import ModbusLink
 from agent.lighting.outputs import OutputState
 from agent.readings import Priority
 from tests.conftest import free_port
@@ -144,3 +146,25 @@ def test_judge_tolerance_and_current_check():
     two_out = MeterSample(230, 800 / (230 * 0.95), 800, 0, 0)
     assert judge(c, OutputState(True, 100), two_out, True).failed_lamps == 2
     assert not judge(c, OutputState(True, 100), two_out, False).judged
+
+
+def test_meter_reads_one_phase_of_sdm630():
+    async def main():
+        bank = LampBank(lambda: OutputState(True, 100), lamps=4, lamp_watts=250, efficiency=1.0)
+        emu = SdmEmulator(bank, unit=9, model="sdm630", phase=3)
+        port = free_port()
+        await emu.start("127.0.0.1", port)
+        cfg = MeterConfig(type="sdm630", host="127.0.0.1", port=port, unit=9, phase=3)
+        meter = SdmMeter(cfg, ModbusLink.tcp("127.0.0.1", port, 9, 1.0))
+        try:
+            sample = await meter.read()
+            assert sample.power == 1000.0
+            cfg1 = MeterConfig(type="sdm630", host="127.0.0.1", port=port, unit=9, phase=1)
+            phase1 = SdmMeter(cfg1, ModbusLink.tcp("127.0.0.1", port, 9, 1.0))
+            assert (await phase1.read()).power != 1000.0  # other phases: the emulator's own motion
+            await phase1.close()
+        finally:
+            await meter.close()
+            await emu.stop()
+
+    asyncio.run(main())

@@ -1,4 +1,4 @@
-"""Outputs through a Modbus TCP lighting controller (emulated on a real pymodbus server): switching,
+"""Outputs through a Modbus TCP lighting controller (the Modbus driver against its emulator): switching,
 dimming, read-back, a manual change detected, and lamp failure judged by an SDM meter on the same load."""
 
 from __future__ import annotations
@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pymodbus.client import AsyncModbusTcpClient
-
 from agent.lighting.astro import AstroClock
 from agent.lighting.config import LightingConfig, OutputConfig
 from agent.lighting.controller import LightingController
 from agent.lighting.emulator import LampBank, LightingControllerEmulator, SdmEmulator
 from agent.lighting.kind import build_meters, build_outputs
+from agent.lighting.modbus_link import ModbusLink
 from agent.lighting.outputs import ModbusLightingOutput, OutputState
 from agent.lighting.state import LightingState
 from agent.readings import Priority
@@ -29,7 +28,7 @@ def test_modbus_output_roundtrip():
         emu = LightingControllerEmulator(unit=2, relay_coil=4, dim_register=5)
         await emu.start("127.0.0.1", port)
         cfg = OutputConfig(type="modbus", host="127.0.0.1", port=port, unit=2, relay_coil=4, dim_register=5)
-        out = ModbusLightingOutput(cfg, AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=1))
+        out = ModbusLightingOutput(cfg, ModbusLink.tcp("127.0.0.1", port, 2, 1.0))
         try:
             await out.apply(True, 65)
             assert await out.read_back() == OutputState(True, 65)
