@@ -156,10 +156,13 @@ class LightingSource:
             self._wake.clear()
             self.buffer.extend(await ctl.step(ctx.clock.now(), time.monotonic(), ctx.clock.quality()))
             ctx.metrics.set("kbe_lighting_buffer", len(self.buffer.items), {"device": self.name})
+            # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow a cancellation that
+            # races with its timeout, and then this loop would outlive the agent's shutdown.
+            waiter = asyncio.ensure_future(self._wake.wait())
             try:
-                await asyncio.wait_for(self._wake.wait(), self.lighting.tick_s)
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait([waiter], timeout=self.lighting.tick_s)
+            finally:
+                waiter.cancel()
 
     async def _metering(self, ctx: RunContext, ctl: LightingController) -> None:
         loop = asyncio.get_running_loop()
@@ -193,7 +196,11 @@ class LightingSource:
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: a driver call that swallowed its cancellation must not hold up the shutdown.
+            await asyncio.wait(tasks, timeout=5.0)
+            for t in tasks:
+                if t.done() and not t.cancelled():
+                    t.exception()  # retrieved here; the first failure was re-raised above
             self.controller = None
             await ctl.close()
 

@@ -59,13 +59,24 @@ async def wait_for(cond, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def start_agent(config: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *agent_argv("run", "--config", str(config)),
-        env=agent_env(),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+async def start_agent(config: Path, log: Path) -> asyncio.subprocess.Process:
+    with open(log, "ab") as err:  # a file, not a pipe: a chatty agent can never block on a full pipe
+        return await asyncio.create_subprocess_exec(
+            *agent_argv("run", "--config", str(config)), env=agent_env(), stdout=err, stderr=err
+        )
+
+
+async def stop_agent(proc: asyncio.subprocess.Process, log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(
+            "agent did not stop within 30 s of SIGTERM:\n" + log.read_text()[-4000:]
+        ) from None
+    assert proc.returncode == 0, log.read_text()[-4000:]
 
 
 def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
@@ -85,12 +96,14 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
         )
     )
 
+    log = tmp_path / "agent.log"
+
     async def main():
         emus = [LightingControllerEmulator(initial=OutputState(True, 100)) for _ in ports]
         for emu, port in zip(emus, ports, strict=True):
             await emu.start("127.0.0.1", port)
         try:
-            proc = await start_agent(config)
+            proc = await start_agent(config, log)
             await wait_for(
                 lambda: emus[0].state() == OutputState(True, 60) and emus[1].state() == OutputState(False, 0)
             )
@@ -98,7 +111,7 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
             await proc.wait()
             emus[0].force(OutputState(False, 0))  # lamps dark while the board is down
             await wait_for(lambda: time.time() > now + 6, timeout=15)
-            proc = await start_agent(config)
+            proc = await start_agent(config, log)
             await wait_for(lambda: emus[0].state() == OutputState(True, 60))
             await asyncio.sleep(1.0)
             proc.send_signal(signal.SIGTERM)
