@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -64,6 +65,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_NESTED_PATH = re.compile(r"^((?:[A-Za-z_]\w*|\[\d+\])(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): ")
+
+
 def validation_problems(exc: ValidationError) -> list[str]:
     """One ``path: message (got value)`` line per pydantic error."""
     problems = []
@@ -82,6 +86,12 @@ def validation_problems(exc: ValidationError) -> list[str]:
             shown = _short(err["input"])
             if err["type"] != "value_error" or shown not in msg:
                 msg = f"{shown} is not valid: {msg}"
+        nested = _NESTED_PATH.match(msg)
+        if nested and err["type"] == "value_error":
+            # A model validator named the offending field itself: join it to the model's path.
+            inner = nested.group(1)
+            path = inner if path == "(top level)" else f"{path}{'' if inner.startswith('[') else '.'}{inner}"
+            msg = msg[nested.end() :]
         problems.append(f"{path}: {msg}")
     return problems
 

@@ -17,6 +17,7 @@ DEVICE_KINDS: dict[str, str] = {
     "pms": "drivers.pms.driver",
     "sds011": "drivers.sds011.driver",
     "nmea_gps": "drivers.nmea.driver",
+    "lighting": "agent.lighting.kind",
 }
 
 
