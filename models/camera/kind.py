@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -124,6 +125,7 @@ class Config(StrictModel):
     url: str = Field(description="rtsp://, http:// (MJPEG), v4l2:///dev/videoN or a video file path.")
     transport: Literal["tcp", "udp"] = "tcp"
     loop: bool = Field(default=False, description="Replay a video file forever (demos and HIL).")
+    pace: bool = Field(default=True, description="Replay a video file at its own frame rate.")
     detector: DetectorConfig = DetectorConfig()
     gate: GateConfig = GateConfig()
     tracker: TrackerConfig = TrackerConfig()
@@ -234,36 +236,54 @@ class CameraSource:
         return self.pipeline.process(frame, ts), frame, ts
 
     async def run(self, ctx: RunContext) -> None:
-        """Read and count until cancelled; a dead stream raises so the supervisor restarts us."""
-        reader = await asyncio.to_thread(FrameReader, self.cfg.url, self.cfg.loop, True, self.cfg.transport)
+        """Read and count until cancelled; a dead stream raises so the supervisor restarts us.
+
+        Reading and processing run on one worker thread per camera; closing the capture is queued
+        on the same thread, so a cancelled run never releases a capture mid-read.
+        """
+        loop = asyncio.get_running_loop()
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"camera-{self.name}")
+        try:
+            reader = await loop.run_in_executor(
+                worker, FrameReader, self.cfg.url, self.cfg.loop, self.cfg.pace, self.cfg.transport
+            )
+        except BaseException:
+            worker.shutdown(wait=False)
+            raise
+        try:
+            await self._loop(ctx, worker, reader)
+        finally:
+            closing = loop.run_in_executor(worker, reader.close)
+            worker.shutdown(wait=False)
+            await asyncio.shield(closing)
+
+    async def _loop(self, ctx: RunContext, worker: ThreadPoolExecutor, reader: FrameReader) -> None:
+        loop = asyncio.get_running_loop()
         ctx.log.info("camera %s: reading %s (%s)", self.name, redact(self.cfg.url), self.cfg.detector.kind)
         min_gap = 1.0 / self.cfg.max_fps if self.cfg.max_fps else 0.0
         last_ts = -math.inf
         next_reload = time.monotonic() + self.reload_check_s
         labels = {"camera": self.name}
-        try:
-            while True:
-                step = await asyncio.to_thread(self._step, reader, min_gap, last_ts)
-                if step is None:
-                    continue
-                result, frame, ts = step
-                last_ts = ts
-                self._store_acc.add(result.state, result.detector_ran)
-                self._listen_acc.add(result.state, result.detector_ran)
-                ctx.metrics.inc("kbe_camera_frames_total", labels=labels)
-                ctx.metrics.inc("kbe_camera_detector_runs_total", float(result.detector_ran), labels=labels)
-                if self._snapshot is not None and not self._snapshot.done():
-                    await self._take_snapshot(ctx, frame, ts)
-                meta = {**self.pipeline.detector.meta(), "detector": self.pipeline.detector.kind}
-                if ts - self._listen_acc.start >= self.cfg.listener_interval_s:
-                    self.bus.publish(self._listen_acc.take(ts, meta))
-                if ts - self._store_acc.start >= self.cfg.report_interval_s:
-                    await ctx.sink.put(self._store_acc.take(ts, meta).readings())
-                if self.reload_check_s and time.monotonic() >= next_reload:
-                    next_reload = time.monotonic() + self.reload_check_s
-                    await self._reload(ctx)
-        finally:
-            reader.close()
+        while True:
+            step = await loop.run_in_executor(worker, self._step, reader, min_gap, last_ts)
+            if step is None:
+                continue
+            result, frame, ts = step
+            last_ts = ts
+            self._store_acc.add(result.state, result.detector_ran)
+            self._listen_acc.add(result.state, result.detector_ran)
+            ctx.metrics.inc("kbe_camera_frames_total", labels=labels)
+            ctx.metrics.inc("kbe_camera_detector_runs_total", float(result.detector_ran), labels=labels)
+            if self._snapshot is not None and not self._snapshot.done():
+                await self._take_snapshot(ctx, frame, ts)
+            meta = {**self.pipeline.detector.meta(), "detector": self.pipeline.detector.kind}
+            if ts - self._listen_acc.start >= self.cfg.listener_interval_s:
+                self.bus.publish(self._listen_acc.take(ts, meta))
+            if ts - self._store_acc.start >= self.cfg.report_interval_s:
+                await ctx.sink.put(self._store_acc.take(ts, meta).readings())
+            if self.reload_check_s and time.monotonic() >= next_reload:
+                next_reload = time.monotonic() + self.reload_check_s
+                await self._reload(ctx)
 
     async def _take_snapshot(self, ctx: RunContext, frame: np.ndarray, ts: float) -> None:
         assert self._snapshot is not None
