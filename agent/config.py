@@ -20,6 +20,7 @@ from agent.config_base import (
 from agent.errors import ConfigError
 from agent.kinds import DEVICE_KINDS, kind_module
 from agent.lighting.config import LightingConfig
+from models.config import InferenceConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -209,6 +210,7 @@ class SiteConfig(StrictModel):
         if len(idx) > 1:
             raise ValueError(f"devices[{idx[1]}]: only one lighting device per site (it runs every circuit)")
         return self
+    inference: InferenceConfig | None = None
 
     @model_validator(mode="after")
     def _unique_devices(self) -> SiteConfig:
