@@ -89,7 +89,11 @@ def irrigation_features(
     arrays = [np.asarray(a, dtype=np.float64) for a in (sm_top, sm_sub, tmax, tmin, rh, rain, doy)]
     if any(a.shape != (WINDOW_DAYS,) for a in arrays):
         raise ValueError(f"every daily series must have shape ({WINDOW_DAYS},)")
-    s_top, s_sub, t_x, t_n, r_h, r_n, d_y = arrays
+    # Non-finite values are missing; the rest is held to physically possible ranges.
+    limits = [(0.0, 1.0), (0.0, 1.0), (-30.0, 60.0), (-30.0, 60.0), (0.0, 100.0), (0.0, 500.0), (1.0, 366.0)]
+    s_top, s_sub, t_x, t_n, r_h, r_n, d_y = (
+        np.clip(np.where(np.isfinite(a), a, np.nan), lo, hi) for a, (lo, hi) in zip(arrays, limits, strict=True)
+    )
     fc, wp = plot.field_capacity, plot.wilting_point
     taw = max(fc - wp, 0.02)
     top, m_top = _fill(s_top, fc)
@@ -98,7 +102,6 @@ def irrigation_features(
     t_n, _ = _fill(t_n, _DEFAULTS["tmin"])
     r_h, _ = _fill(r_h, _DEFAULTS["rh"])
     r_n = np.nan_to_num(r_n, nan=0.0)
-    r_n = np.clip(r_n, 0.0, 500.0)
     d_y, _ = _fill(d_y, 180.0)
     et0 = hargreaves_et0(t_x, np.minimum(t_n, t_x), d_y, plot.latitude_deg)
     crop = np.zeros(len(CROPS))
@@ -113,7 +116,7 @@ def irrigation_features(
         (t_n[-3:] - 20.0) / 6.0,
         (r_h[-3:] - 80.0) / 15.0,
         [np.log1p(r_n.sum()) / 5.0, et0.sum() / 35.0],
-        [np.clip(days_after_planting, 0, 200) / 120.0, (fc - 0.3) / 0.1, (wp - 0.15) / 0.1, plot.smt_percent / 100.0],
+        [float(np.clip(np.nan_to_num(days_after_planting), 0, 200)) / 120.0, (fc - 0.3) / 0.1, (wp - 0.15) / 0.1, plot.smt_percent / 100.0],
         crop,
         [(m_top + m_sub) / (2 * WINDOW_DAYS)],
     ]
@@ -138,6 +141,13 @@ _STEP = {"soil_moisture": 0.01, "temperature": 1.0, "humidity": 3.0, "rain": 1.0
 N_FAULT_CHANNELS = 7 + len(SENSOR_KINDS)
 
 
+def _run_lengths(flags: npt.NDArray[np.bool_]) -> FloatArray:
+    """For each position, how many consecutive True flags end there."""
+    idx = np.arange(len(flags))
+    last_reset = np.maximum.accumulate(np.where(flags, 0, idx))
+    return np.where(flags, idx - last_reset, 0).astype(np.float64)
+
+
 def _norm(x: FloatArray, kind: str) -> FloatArray:
     if kind == "rain":
         return np.log1p(np.clip(x, 0.0, None)) / 2.0
@@ -157,7 +167,7 @@ def fault_features(values: FloatArray, kind: str, rain: FloatArray | None = None
     x = np.asarray(values, dtype=np.float64)
     if x.shape != (FAULT_WINDOW_H,):
         raise ValueError(f"a fault window must have shape ({FAULT_WINDOW_H},), got {x.shape}")
-    x = np.where(np.isfinite(x), x, np.nan)
+    x = np.clip(np.where(np.isfinite(x), x, np.nan), -1e6, 1e6)
     missing = np.isnan(x)
     zero = (x == 0.0) & (kind != "rain")
     filled, _ = _fill(x, 0.0 if kind == "rain" else _SCALE[kind][0])
@@ -173,9 +183,7 @@ def fault_features(values: FloatArray, kind: str, rain: FloatArray | None = None
     repeat[1:] = both_valid[1:] & (x[1:] == x[:-1])
     if kind == "rain":
         repeat &= np.nan_to_num(x) > 0.0
-    run = np.zeros(FAULT_WINDOW_H)
-    for i in range(1, FAULT_WINDOW_H):
-        run[i] = run[i - 1] + 1.0 if repeat[i] else 0.0
+    run = _run_lengths(repeat)
     padded = np.pad(_norm(filled, kind), 3, mode="edge")
     med = np.median(np.lib.stride_tricks.sliding_window_view(padded, 7), axis=1)
     dev = np.clip(_norm(filled, kind) - med, -6.0, 6.0)
@@ -202,12 +210,9 @@ def fault_rule(values: FloatArray, kind: str) -> int:
         return FAULT_CLASSES.index("dropout")
     valid = x[~missing]
     if kind != "rain" or (valid > 0).any():
-        run = best = 0
-        for i in range(1, len(valid)):
-            same = valid[i] == valid[i - 1] and (kind != "rain" or valid[i] > 0)
-            run = run + 1 if same else 0
-            best = max(best, run)
-        if best >= 6:
+        same = np.zeros(len(valid), dtype=bool)
+        same[1:] = (valid[1:] == valid[:-1]) & ((kind != "rain") | (valid[1:] > 0))
+        if len(valid) and _run_lengths(same).max() >= 6:
             return FAULT_CLASSES.index("stuck")
     if len(valid) >= 7:
         padded = np.pad(valid, 3, mode="edge")

@@ -41,7 +41,7 @@ def to_int8_tflite(tf: Any, model: Any, representative: npt.NDArray[np.float32])
     return bytes(conv.convert())
 
 
-def run_tflite(data: bytes, x: npt.NDArray[np.float32], batch: int = 1) -> npt.NDArray[np.float32]:
+def run_tflite(data: bytes, x: npt.NDArray[Any], batch: int = 1) -> npt.NDArray[np.float32]:
     """Evaluate an int8 model in the LiteRT interpreter, one sample at a time (as on the device)."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -62,10 +62,11 @@ def run_tflite(data: bytes, x: npt.NDArray[np.float32], batch: int = 1) -> npt.N
 
 def binary_metrics(y: npt.NDArray[np.generic], pred: npt.NDArray[np.bool_]) -> dict[str, float]:
     """Precision, recall and F1 of a binary prediction."""
-    y = y.astype(bool)
-    tp = float((pred & y).sum())
+    truth = np.asarray(y).astype(bool)
+    pred = np.asarray(pred).astype(bool)
+    tp = float((pred & truth).sum())
     p = tp / max(float(pred.sum()), 1.0)
-    r = tp / max(float(y.sum()), 1.0)
+    r = tp / max(float(truth.sum()), 1.0)
     return {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-9)}
 
 

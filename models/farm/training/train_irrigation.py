@@ -12,6 +12,7 @@ its manifest, its figures (``build/farm/irrigation_results.json``) and the commi
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +32,15 @@ from models.farm.training.manifests import write_manifest
 
 NAME = "irrigation_need"
 VERSION = "1.0.0"
+FEATURE_CHECK = 500
+SCALE = {"sm_top": 1000.0, "sm_sub": 1000.0, "tmax": 10.0, "tmin": 10.0, "rh": 10.0, "rain": 10.0}
 
 
 def export_testset(seasons, data) -> None:  # type: ignore[no-untyped-def]
-    """The held-out seasons' observed daily series (what the device would read) and training features."""
+    """The held-out seasons' observed daily series (what the device would read) and training features.
+
+    ``plots`` rows: field capacity, wilting point, crop index, SMT %, season id, planting date ordinal.
+    """
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("sm_top", "sm_sub", "tmax", "tmin", "rh", "rain")}
     doy, irr, offsets, plots = [], [], [0], []
     for sid, season in seasons.groupby("season_id", sort=True):
@@ -44,21 +50,28 @@ def export_testset(seasons, data) -> None:  # type: ignore[no-untyped-def]
         obs = observed(season, rng)
         for k in cols:
             cols[k].append(obs[k].astype(np.float64))
-        doy.append(season["date"].dt.dayofyear.to_numpy().astype(np.int16))
+        doy.append(season["date"].dt.day_of_year.to_numpy().astype(np.int16))
         irr.append(season["irrigation"].to_numpy() > 0)
         offsets.append(offsets[-1] + len(season))
         f = season.iloc[0]
-        plots.append([float(f.fc), float(f.wp), float(CROPS.index(str(f.crop))), float(f.smt), float(sid)])
+        plots.append([float(f.fc), float(f.wp), float(CROPS.index(str(f.crop))), float(f.smt), float(sid),
+                      float(f.date.toordinal())])
     test = np.isin(data["year"], list(config.TEST_YEARS))
     config.TESTSET_DIR.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {k: encode(np.concatenate(v), SCALE[k]) for k, v in cols.items()}
     np.savez_compressed(
         config.TESTSET_DIR / "irrigation_test.npz",
-        **{k: np.concatenate(v) for k, v in cols.items()},
+        **arrays,
         doy=np.concatenate(doy), irrigated=np.concatenate(irr), offsets=np.array(offsets, dtype=np.int32),
         plots=np.array(plots, dtype=np.float64),
-        features=data["x"][test], labels=data["y"][test], season=data["season"][test],
+        features_head=data["x"][test][:FEATURE_CHECK], labels=data["y"][test], season=data["season"][test],
     )
 
+
+def encode(values: np.ndarray, scale: float) -> np.ndarray:
+    """Daily values as int16 at the sensors' resolution; NaN becomes -32768."""
+    q = np.clip(np.round(np.nan_to_num(values, nan=0.0) * scale), -32767, 32767)
+    return np.where(np.isnan(values), -32768, q).astype(np.int16)
 
 def main() -> None:
     """Train, convert, evaluate, write."""
