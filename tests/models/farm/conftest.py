@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import numpy as np
 import pytest
 
+from models.farm.evaluation import TESTDATA, decode
 from models.farm.source import MODEL_DIR
 from models.registry import ModelRegistry
 
-TESTDATA = Path(__file__).resolve().parents[3] / "models" / "farm" / "testdata"
+__all__ = ["TESTDATA", "card_table", "decode", "registry"]
 
 
 @pytest.fixture(scope="session")
 def registry() -> ModelRegistry:
     """The committed models, loaded (hash and tensors checked) in the runtime's interpreter."""
     return ModelRegistry(MODEL_DIR, num_threads=1)
-
-
-def decode(q: np.ndarray, scale: float) -> np.ndarray:
-    """int16 at sensor resolution back to float; -32768 is missing."""
-    return np.where(q == -32768, np.nan, np.round(q.astype(np.float64) / scale, 4))
 
 
 def card_table(name: str) -> dict[str, dict[str, float]]:
