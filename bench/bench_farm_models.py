@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,8 +77,8 @@ def latency(n: int) -> None:
         for name, x, feats, rule in cases:
             model = reg.get(name)
             q = [quantize(x[None].astype(np.float32), model.manifest.inputs[0])]
-            bare = median_us(lambda m=model, q=q: m.invoke_raw(q), n)
-            wrapped = median_us(lambda m=model, x=x: m.invoke(x[None]), n)
+            bare = median_us(partial(model.invoke_raw, q), n)
+            wrapped = median_us(partial(model.invoke, x[None]), n)
             feat = median_us(feats, n)
             base = median_us(rule, n)
             size = Path(model.path).stat().st_size
