@@ -92,9 +92,9 @@ class Signer:
         """64-byte Ed25519 signature of ``payload``."""
         return self._key.sign(payload)
 
-    def frame(self, payload: bytes) -> bytes:
-        """A signed frame carrying ``payload``."""
-        return pack_frame(payload, self.sign(payload))
+    def frame(self, payload: bytes, msg_id: str = "") -> bytes:
+        """A signed frame carrying ``payload`` (and the batch or command id in its header)."""
+        return pack_frame(payload, self.sign(payload), msg_id=msg_id)
 
 
 def verify_frame(frame: Frame, keys: list[Ed25519PublicKey]) -> None:

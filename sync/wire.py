@@ -8,6 +8,7 @@ Acks, rejections, replies and status are small plain JSON messages.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ SCHEMA_VERSION: Literal[1] = 1
 SITE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,80}$"
 
-# Frame: magic "KB", frame version, codec, signature length (0 or 64), reserved.
+# Frame: magic "KB", frame version, codec, signature length (0 or 64), id length, then the id
+# (batch or command id, ASCII; outside the payload so even a mangled payload can be answered).
 FRAME_MAGIC = b"KB"
 FRAME_VERSION = 1
 CODEC_JSON = 0
@@ -277,6 +279,7 @@ class Frame:
     codec: int
     signature: bytes
     payload: bytes
+    msg_id: str = ""
 
     def json_bytes(self) -> bytes:
         """The JSON document inside the payload."""
@@ -298,18 +301,22 @@ def compress(document: bytes, level: int = ZLIB_LEVEL) -> bytes:
     return zlib.compress(document, level)
 
 
-def pack_frame(payload: bytes, signature: bytes = b"", codec: int = CODEC_ZLIB_JSON) -> bytes:
-    """Header + signature + payload."""
+def pack_frame(payload: bytes, signature: bytes = b"", codec: int = CODEC_ZLIB_JSON, msg_id: str = "") -> bytes:
+    """Header + id + signature + payload."""
     if len(signature) not in (0, SIGNATURE_LEN):
         raise WireError(f"signature must be 0 or {SIGNATURE_LEN} bytes, got {len(signature)}")
-    return _HEADER.pack(FRAME_MAGIC, FRAME_VERSION, codec, len(signature), 0) + signature + payload
+    ident = msg_id.encode("ascii")
+    if len(ident) > 255:
+        raise WireError("frame id longer than 255 bytes")
+    header = _HEADER.pack(FRAME_MAGIC, FRAME_VERSION, codec, len(signature), len(ident))
+    return header + ident + signature + payload
 
 
 def unpack_frame(data: bytes) -> Frame:
     """Split a frame; raise :class:`WireError` when the header is wrong."""
     if len(data) < _HEADER.size:
         raise WireError(f"frame of {len(data)} bytes is shorter than its header")
-    magic, version, codec, sig_len, _ = _HEADER.unpack_from(data)
+    magic, version, codec, sig_len, id_len = _HEADER.unpack_from(data)
     if magic != FRAME_MAGIC:
         raise WireError("frame does not start with the KB magic")
     if version != FRAME_VERSION:
@@ -318,10 +325,15 @@ def unpack_frame(data: bytes) -> Frame:
         raise WireError(f"unknown codec {codec}")
     if sig_len not in (0, SIGNATURE_LEN):
         raise WireError(f"signature length {sig_len} is not 0 or {SIGNATURE_LEN}")
-    start = _HEADER.size + sig_len
+    sig_start = _HEADER.size + id_len
+    start = sig_start + sig_len
     if len(data) <= start:
         raise WireError("frame has no payload")
-    return Frame(codec, bytes(data[_HEADER.size : start]), bytes(data[start:]))
+    try:
+        ident = bytes(data[_HEADER.size : sig_start]).decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise WireError("frame id is not ASCII") from exc
+    return Frame(codec, bytes(data[sig_start:start]), bytes(data[start:]), ident)
 
 
 def encode_batch_payload(batch: Batch, level: int = ZLIB_LEVEL) -> bytes:
@@ -336,6 +348,8 @@ def decode_batch(frame: Frame) -> Batch:
     except ValidationError as exc:
         raise WireError(f"not a valid batch: {_first_error(exc)}") from exc
     batch.check_consistent()
+    if frame.msg_id and frame.msg_id != batch.batch_id:
+        raise WireError(f"frame id {frame.msg_id!r} differs from the signed batch id {batch.batch_id!r}")
     return batch
 
 
@@ -343,15 +357,16 @@ def peek_batch_ids(frame: Frame) -> tuple[str | None, int | None, int | None]:
     """Best-effort batch id and seq range of an untrusted frame, for a rejection message."""
     import json
 
+    header_id = frame.msg_id if re.match(ID_PATTERN, frame.msg_id) else None
     try:
         doc = json.loads(frame.json_bytes())
     except (WireError, ValueError):
-        return None, None, None
+        return header_id, None, None
     if not isinstance(doc, dict):
-        return None, None, None
+        return header_id, None, None
     bid, first, last = doc.get("batch_id"), doc.get("first_seq"), doc.get("last_seq")
     return (
-        bid if isinstance(bid, str) and len(bid) <= 80 else None,
+        header_id or (bid if isinstance(bid, str) and len(bid) <= 80 else None),
         first if isinstance(first, int) else None,
         last if isinstance(last, int) else None,
     )
