@@ -80,6 +80,19 @@ class ReadingHistory:
         return arr[order, 0], arr[order, 1]
 
 
+class ScaledSeries:
+    """A reader that multiplies some points' values into the models' units (e.g. % VWC × 0.01 → m³/m³)."""
+
+    def __init__(self, inner: SeriesReader, scales: dict[PointKey, float]) -> None:
+        self.inner = inner
+        self.scales = scales
+
+    def series(self, device: str, point: str, start: float, end: float) -> tuple[FloatArray, FloatArray]:
+        """The inner series, scaled."""
+        ts, vals = self.inner.series(device, point, start, end)
+        return ts, vals * self.scales.get((device, point), 1.0)
+
+
 class HistoryTee:
     """A sink that copies readings into a :class:`ReadingHistory` and passes them on unchanged."""
 

@@ -10,15 +10,15 @@ Modbus soil probe and a weather station) and runs the farm models over their rec
         humidity: {device: ws1, point: rh}
         rain: {device: ws1, point: rain_mm}
       irrigation:
-        soil_top: {device: soil1, point: vwc_20}
-        soil_sub: {device: soil1, point: vwc_50}
+        soil_top: {device: soil1, point: moisture, scale: 0.01}   # the probe reports % VWC
+        soil_sub: {device: soil2, point: moisture, scale: 0.01}
         field_capacity: 0.33
         wilting_point: 0.13
         crop: maize
         planting_date: 2026-10-01
       faults:
         sensors:
-          - {device: soil1, point: vwc_20, kind: soil_moisture}
+          - {device: soil1, point: moisture, scale: 0.01, kind: soil_moisture}
           - {device: ws1, point: air_temp, kind: temperature}
 
 History comes from a :class:`HistoryTee` put in front of the site's sink when the sources are built,
@@ -41,7 +41,7 @@ from agent.readings import Priority, Reading
 from agent.source import RunContext, Source
 from models.farm.advisor import IrrigationAdvisor, IrrigationPoints
 from models.farm.features import CROPS, PlotInfo
-from models.farm.history import HistoryTee, PointKey, ReadingHistory
+from models.farm.history import HistoryTee, PointKey, ReadingHistory, ScaledSeries
 from models.farm.monitor import SensorFaultMonitor, WatchedSensor
 from models.registry import ModelRegistry
 
@@ -55,6 +55,9 @@ class PointRef(StrictModel):
 
     device: str = Field(min_length=1)
     point: str = Field(min_length=1)
+    scale: float = Field(
+        default=1.0, gt=0, description="Multiplier into the models' units, e.g. 0.01 for soil moisture in %."
+    )
 
     @property
     def key(self) -> PointKey:
@@ -122,16 +125,26 @@ class Config(StrictModel):
     def _something(self) -> Config:
         if self.irrigation is None and self.faults is None:
             raise ValueError("a farm device needs an irrigation section, a faults section or both")
+        _scales(self)
         return self
 
 
-def _points(cfg: Config) -> set[PointKey]:
-    keys = {cfg.weather.temperature.key, cfg.weather.humidity.key, cfg.weather.rain.key}
+def _refs(cfg: Config) -> list[PointRef]:
+    refs: list[PointRef] = [cfg.weather.temperature, cfg.weather.humidity, cfg.weather.rain]
     if cfg.irrigation is not None:
-        keys |= {cfg.irrigation.soil_top.key, cfg.irrigation.soil_sub.key}
+        refs += [cfg.irrigation.soil_top, cfg.irrigation.soil_sub]
     if cfg.faults is not None:
-        keys |= {s.key for s in cfg.faults.sensors}
-    return keys
+        refs += list(cfg.faults.sensors)
+    return refs
+
+
+def _scales(cfg: Config) -> dict[PointKey, float]:
+    """Each point's scale; the same point given two different scales is a config error."""
+    scales: dict[PointKey, float] = {}
+    for ref in _refs(cfg):
+        if scales.setdefault(ref.key, ref.scale) != ref.scale:
+            raise ValueError(f"point {ref.device}/{ref.point} is given two different scales")
+    return scales
 
 
 class FarmSource:
@@ -141,6 +154,7 @@ class FarmSource:
         self.cfg = cfg
         self.name = cfg.name
         self.history = history
+        self.reader = ScaledSeries(history, _scales(cfg))
         self.timezone = timezone
         self.latitude = latitude
         self.advisor: IrrigationAdvisor | None = None
@@ -170,10 +184,10 @@ class FarmSource:
         now, clock = ctx.clock.now(), ctx.clock.quality()
         out: list[Reading] = []
         if run_faults and self.monitor is not None:
-            out += self.monitor.check(self.history, now, clock)
+            out += self.monitor.check(self.reader, now, clock)
         if run_irrigation and self.advisor is not None:
             suspect = self.monitor.suspect if self.monitor is not None else set()
-            out += self.advisor.assess(self.history, now, suspect, clock)
+            out += self.advisor.assess(self.reader, now, suspect, clock)
         return out
 
     async def run(self, ctx: RunContext) -> None:
@@ -208,7 +222,7 @@ def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     for cfg in configs:
         if not cfg.enabled:
             continue
-        for key in _points(cfg):
+        for key in _scales(cfg):
             history.watch(*key)
         sources.append(FarmSource(cfg, history, ctx.site.site.timezone, ctx.site.site.location.lat))
     return sources

@@ -209,3 +209,29 @@ def test_build_sources_tees_the_site_sink_and_ticks(registry):
     assert by_point["fault.soil1.vwc_20"].value == "dropout"  # never reported
     assert by_point["fault.ws1.air_temp"].value == "normal"
     assert not [r for r in faults if r.point.startswith("irrigation")]  # its period is a day
+
+
+def test_point_scale_converts_percent_to_model_units_and_conflicts_are_refused():
+    cfg = parse_config(site([dict(FARM, irrigation=dict(FARM["irrigation"],
+                                                        soil_top={"device": "soil1", "point": "vwc_20", "scale": 0.01}),
+                                  faults={"sensors": [{"device": "soil1", "point": "vwc_20", "scale": 0.01,
+                                                       "kind": "soil_moisture"}]})]))
+    ctx = RunContext(cfg, ListSink())
+    (source,) = build_sources(cfg.devices, ctx)
+    asyncio.run(ctx.sink.put([Reading("soil1", "vwc_20", 31.5, 100.0)]))
+    _, vals = source.reader.series("soil1", "vwc_20", 0, 200)
+    assert vals.tolist() == [pytest.approx(0.315)]
+    conflict = dict(FARM, faults={"sensors": [{"device": "soil1", "point": "vwc_20", "scale": 0.01,
+                                               "kind": "soil_moisture"}]})
+    with pytest.raises(ConfigError, match="two different scales"):
+        parse_config(site([conflict]))
+
+
+def test_history_keeps_one_reading_a_minute_and_bad_quality_as_missing():
+    h = ReadingHistory([("d", "p")], max_per_point=5, min_interval_s=60)
+    h.add([Reading("d", "p", float(i), 1000.0 + 10 * i) for i in range(12)])  # every 10 s for 2 min
+    h.add([Reading("d", "p", 7.0, 1200.0, quality=Quality.BAD), Reading("d", "p", "text", 1300.0)])
+    ts, vals = h.series("d", "p", 0, 2000)
+    assert ts.tolist() == [1000.0, 1060.0, 1200.0, 1300.0]
+    assert vals[:2].tolist() == [0.0, 6.0]
+    assert np.isnan(vals[2:]).all()
