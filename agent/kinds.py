@@ -19,6 +19,7 @@ DEVICE_KINDS: dict[str, str] = {
     "nmea_gps": "drivers.nmea.driver",
     "lighting": "agent.lighting.kind",
     "camera": "models.camera.kind",
+    "farm": "models.farm.source",
 }
 
 
