@@ -161,34 +161,45 @@ def _drive(
     duration_s: float,
     inject_at: float | None,
 ) -> None:
+    import traci.constants as tc
+
     tls = planmod.TLS
     assert ix.output is not None and ix.output.driver == "sumo"
     links = ix.output.links
+    now = [float(conn.simulation.getTime())]
     inter: Intersection | None = None
     if mode in SUMO_PROGRAMS:
         conn.trafficlight.setProgram(tls, SUMO_PROGRAMS[mode])
     else:
         out = SumoSignals(conn, tls, links)
-        inter = Intersection(ix, out, conn.simulation.getTime, mode=mode)  # type: ignore[arg-type]
+        inter = Intersection(ix, out, lambda: now[0], mode=mode)  # type: ignore[arg-type]
         inter.start()
-    loops = [(f"loop_{a}_{lane}") for a in ARMS for lane in (1, 2, 3)]
-    zones = [(f"zone_{a}_{lane}") for a in ARMS for lane in (1, 2, 3)]
+    loops = [f"loop_{a}_{lane}" for a in ARMS for lane in (1, 2, 3)]
+    zones = [f"zone_{a}_{lane}" for a in ARMS for lane in (1, 2, 3)]
     edges = {a: (f"{a}_in", f"{a}_far") for a in ARMS}
+    for d in loops:
+        conn.inductionloop.subscribe(d, [tc.LAST_STEP_VEHICLE_NUMBER])
+    for z in zones:
+        conn.lanearea.subscribe(z, [tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER, tc.JAM_LENGTH_METERS])
+    for es in edges.values():
+        for e in es:
+            conn.edge.subscribe(e, [tc.LAST_STEP_VEHICLE_HALTING_NUMBER])
+    conn.simulationStep()
+    now[0] = float(conn.simulation.getTime())
     injected = False
-    while conn.simulation.getTime() < duration_s:
-        t = conn.simulation.getTime()
+    while now[0] < duration_s:
         if inter is not None:
+            loop_res = conn.inductionloop.getAllSubscriptionResults()
             for d in loops:
-                inter.board.loop(d, conn.inductionloop.getLastStepVehicleNumber(d) > 0)
+                inter.board.loop(d, loop_res[d][tc.LAST_STEP_VEHICLE_NUMBER] > 0)
+            zone_res = conn.lanearea.getAllSubscriptionResults()
             for z in zones:
+                zr = zone_res[z]
                 inter.board.zone(
-                    z,
-                    conn.lanearea.getLastStepVehicleNumber(z),
-                    conn.lanearea.getLastStepHaltingNumber(z),
-                    conn.lanearea.getJamLengthMeters(z),
+                    z, zr[tc.LAST_STEP_VEHICLE_NUMBER], zr[tc.LAST_STEP_VEHICLE_HALTING_NUMBER], zr[tc.JAM_LENGTH_METERS]
                 )
             inter.tick()
-        if inject_at is not None and not injected and t >= inject_at:
+        if inject_at is not None and not injected and now[0] >= inject_at:
             injected = True
             state = list(conn.trafficlight.getRedYellowGreenState(tls))
             for g in ("n_through", "e_through"):
@@ -196,16 +207,15 @@ def _drive(
                     state[i] = "G"
             conn.trafficlight.setRedYellowGreenState(tls, "".join(state))  # below the envelope
         conn.simulationStep()
-        now = conn.simulation.getTime()
+        now[0] += 1.0
         shown = conn.trafficlight.getRedYellowGreenState(tls)
-        if monitor.observe(shown, now) and result.tripped_at is None:
-            result.tripped_at = now
+        if monitor.observe(shown, now[0]) and result.tripped_at is None:
+            result.tripped_at = now[0]
             conn.trafficlight.setProgram(tls, "off")
         if inter is not None:
             inter.envelope.check()
-        q = max(
-            sum(conn.edge.getLastStepHaltingNumber(e) for e in es) for es in edges.values()
-        )
+        halting = conn.edge.getAllSubscriptionResults()
+        q = max(sum(halting[e][tc.LAST_STEP_VEHICLE_HALTING_NUMBER] for e in es) for es in edges.values())
         result.max_queue = max(result.max_queue, q)
     result.sim_s = conn.simulation.getTime()
     if inter is not None:
