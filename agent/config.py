@@ -18,6 +18,7 @@ from agent.config_base import (
 )
 from agent.errors import ConfigError
 from agent.kinds import DEVICE_KINDS, kind_module
+from agent.traffic.config import TrafficConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -194,6 +195,7 @@ class SiteConfig(StrictModel):
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
 
     @model_validator(mode="after")
     def _unique_devices(self) -> SiteConfig:
