@@ -157,6 +157,7 @@ def test_link_loss_flashes_and_latches_until_operator_clears(rig: Rig) -> None:
     rig.env.clear("operator:test")
     assert rig.env.latched is None and rig.emu.fault is None
     assert set(rig.env.shown().values()) == {R}
+    rig.hold(2.5)
     refused(rig, "ped_clearance", ew=G)  # after a flash every crosswalk may be occupied
 
 
