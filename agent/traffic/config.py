@@ -186,6 +186,7 @@ class GpioHeadConfig(StrictModel):
     red: int = Field(ge=0, le=53)
     yellow: int | None = Field(default=None, ge=0, le=53)
     green: int = Field(ge=0, le=53)
+    yield_green: int | None = Field(default=None, ge=0, le=53, description="Permissive aspect, e.g. flashing arrow.")
 
 
 class GpioOutputConfig(StrictModel):
@@ -310,12 +311,17 @@ def _output_problems(ix: IntersectionConfig, known: set[str]) -> list[str]:
     out: list[str] = []
     if isinstance(ix.output, GpioOutputConfig):
         pins: list[int] = []
+        yielding = {n for st in ix.stages for n in st.yield_}
         for n, head in ix.output.heads.items():
             if n not in known:
                 out.append(f"output.heads.{n}: not a signal group")
             elif ix.group(n).kind == "vehicle" and head.yellow is None:
                 out.append(f"output.heads.{n}.yellow: a vehicle head needs a yellow relay")
-            pins += [p for p in (head.red, head.yellow, head.green) if p is not None]
+            elif ix.group(n).kind == "pedestrian" and head.yellow is not None:
+                out.append(f"output.heads.{n}.yellow: a pedestrian head has no yellow (the clearance blinks red)")
+            if n in yielding and head.yield_green is None:
+                out.append(f"output.heads.{n}.yield_green: the plan runs {n!r} permissive, it needs that aspect")
+            pins += [p for p in (head.red, head.yellow, head.green, head.yield_green) if p is not None]
         missing = known - set(ix.output.heads)
         if missing:
             out.append(f"output.heads: no head for {sorted(missing)}")

@@ -28,6 +28,9 @@ from drivers.signals.base import ShownState, SignalOutput
 log = logging.getLogger("kbe.traffic")
 
 R, Y, G, GY = Indication.RED, Indication.YELLOW, Indication.GREEN, Indication.GREEN_YIELD
+ACTIVE = frozenset((G, GY, Y))
+GREENS = frozenset((G, GY))
+COMMANDABLE = frozenset((R, Y, G, GY))
 RULES = (
     "bad_command",
     "flash_latched",
@@ -65,14 +68,14 @@ class ConflictMatrix:
     def conflicts_in(self, state: SignalState) -> list[tuple[str, str]]:
         """Foe pairs shown together that the plan does not permit (or where the yielder shows G)."""
         bad = []
-        active = sorted(n for n, ind in state.items() if ind.is_active)
+        active = sorted(n for n, ind in state.items() if ind in ACTIVE)
         for i, a in enumerate(active):
+            foes = self.foes[a]
             for b in active[i + 1 :]:
-                if b not in self.foes[a]:
-                    continue
-                y = self.yielder.get(frozenset((a, b)))
-                if y is None or state[y] == G:
-                    bad.append((a, b))
+                if b in foes:
+                    y = self.yielder.get(frozenset((a, b)))
+                    if y is None or state[y] == G:
+                        bad.append((a, b))
         return bad
 
     def may_run_with(self, group: str, new: Indication, foe: str) -> bool:
@@ -104,6 +107,7 @@ class SafetyEnvelope:
             g.name: (g.crossing_m or 0.0) / lim.ped_speed_mps for g in ix.groups if g.kind == "pedestrian"
         }
         self.groups = tuple(g.name for g in ix.groups)
+        self._group_set = set(self.groups)
         self._seq = 0
         self._expected: dict[str, Indication] | None = None
         self._timers: dict[str, _Timer] = {}
@@ -140,12 +144,12 @@ class SafetyEnvelope:
 
     def validate(self, target: SignalState, now: float) -> None:
         """Raise :class:`SafetyViolation` naming the first rule ``target`` would break."""
-        names = set(target)
-        if names != set(self.groups):
-            missing, extra = sorted(set(self.groups) - names), sorted(names - set(self.groups))
+        if target.keys() != self._group_set:
+            names = set(target)
+            missing, extra = sorted(self._group_set - names), sorted(names - self._group_set)
             raise SafetyViolation("bad_command", f"state must name every group (missing {missing}, unknown {extra})")
         for n, ind in target.items():
-            if not isinstance(ind, Indication) or ind in (Indication.FLASH, Indication.DARK):
+            if ind not in COMMANDABLE:
                 raise SafetyViolation("bad_command", f"{n}: {ind!r} cannot be commanded (flash goes through flash())")
             if ind == GY and self._kind[n] == "pedestrian":
                 raise SafetyViolation("bad_command", f"{n}: a pedestrian head has no permissive green")
@@ -162,15 +166,15 @@ class SafetyEnvelope:
                 if cur == Y and not ped and now - t.since > lim.yellow_max_s + 1e-9:
                     raise SafetyViolation("long_yellow", f"{n}: yellow for {now - t.since:.1f} s > {lim.yellow_max_s} s")
                 continue
-            if cur.is_green and new == R:
+            if cur in GREENS and new == R:
                 raise SafetyViolation("no_yellow", f"{n}: green straight to red")
             if cur == G and new == GY:
                 raise SafetyViolation("bad_transition", f"{n}: protected green cannot drop to permissive without yellow")
             if cur == R and new == Y:
                 raise SafetyViolation("bad_transition", f"{n}: yellow follows green only")
-            if cur == Y and new.is_green:
+            if cur == Y and new in GREENS:
                 raise SafetyViolation("yellow_to_green", f"{n}: yellow cannot return to green")
-            if cur.is_green and new == Y:
+            if cur in GREENS and new == Y:
                 need = lim.min_walk_s if ped else lim.min_green_s
                 if now - t.green_since < need - 1e-9:
                     raise SafetyViolation("min_green", f"{n}: green {now - t.green_since:.1f} s < {need} s")
@@ -179,7 +183,7 @@ class SafetyEnvelope:
                 rule = "ped_clearance" if ped else "short_yellow"
                 if now - t.since < need - 1e-9:
                     raise SafetyViolation(rule, f"{n}: yellow {now - t.since:.1f} s < {need} s")
-            if new.is_green and (cur == R or (cur == GY and new == G)):
+            if new in GREENS and (cur == R or (cur == GY and new == G)):
                 self._check_clearance(n, new, target, now)
 
     def check(self) -> ShownState | None:
@@ -298,7 +302,7 @@ class SafetyEnvelope:
             t = self._timers[n]
             if ind == t.shown:
                 continue
-            if ind.is_green and not t.shown.is_green:
+            if ind in GREENS and t.shown not in GREENS:
                 t.green_since = now
             if ind == R:
                 t.red_since = now

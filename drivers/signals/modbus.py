@@ -108,10 +108,10 @@ class ModbusSignalController:
         """Read the sequence echo, status, fault and the shown codes."""
         regs = self._link.read_input_registers(IR_SEQ, IR_CHANNELS + len(self.groups))
         seq, status, fault_no = regs[0], regs[1], regs[2]
-        try:
-            shown = {g: FROM_CODE[c] for g, c in zip(self.groups, regs[IR_CHANNELS:], strict=True)}
-        except KeyError as exc:
-            raise FrameError(f"signal controller returned an unknown indication code {exc}") from exc
+        codes = regs[IR_CHANNELS:]
+        if not all(c in FROM_CODE for c in codes):
+            raise FrameError(f"signal controller returned an unknown indication code in {codes}")
+        shown = dict(zip(self.groups, map(FROM_CODE.__getitem__, codes)))
         fault = None
         if status:
             fault = FAULT_KINDS[fault_no] if 0 < fault_no < len(FAULT_KINDS) else f"fault {fault_no}"
