@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,10 +66,30 @@ def validation_problems(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             problems.append(f"{path}: unknown field")
             continue
+        if err["type"] == "value_error":
+            problems.extend(_joined(path, msg.removeprefix("Value error, ")))
+            continue
         if "input" in err and not isinstance(err["input"], dict | list):
             msg = f"{_short(err['input'])} is not valid: {msg}"
         problems.append(f"{path}: {msg}")
     return problems
+
+
+_SUBPATH = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\])*(?:\.[\w]+(?:\[\d+\])*)*): (.+)$", re.S)
+
+
+def _joined(path: str, msg: str) -> list[str]:
+    """A model validator's ``"field: message; other[2].x: message"`` becomes full paths."""
+    out = []
+    for part in msg.split("; "):
+        m = _SUBPATH.match(part)
+        if m is None:
+            out.append(f"{path}: {part}")
+            continue
+        sub, text = m.groups()
+        base = "" if path == "(top level)" else path
+        out.append(f"{base}.{sub}: {text}" if base else f"{sub}: {text}")
+    return out
 
 
 def load_yaml(path: Path) -> Any:

@@ -77,6 +77,11 @@ class StageController:
         """Switch mode (and plan) at the next stage boundary."""
         self._pending = (mode, plan or self.plan)
 
+    @property
+    def next_mode(self) -> Mode:
+        """The mode from the next cycle on."""
+        return self._pending[0] if self._pending is not None else self.mode
+
     def step(self) -> SignalState:
         """Advance the interval machine and command the resulting state through the port."""
         now = self._clock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from agent.errors import SafetyViolation
@@ -33,6 +34,7 @@ class Intersection:
         self.envelope = SafetyEnvelope(ix, output, clock, report)
         self.board = DetectorBoard(ix.detectors, clock)
         self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan)
+        self.lock = threading.RLock()  # ticks and centre commands come from different threads
 
     def start(self) -> None:
         """Leave the start-up flash (all red, then the first stage after the clearances)."""
@@ -40,6 +42,10 @@ class Intersection:
 
     def tick(self) -> None:
         """One control period: the controller asks, the envelope decides, the read-back is checked."""
+        with self.lock:
+            self._tick()
+
+    def _tick(self) -> None:
         if self.envelope.latched is None:
             try:
                 self.controller.step()
@@ -52,6 +58,7 @@ class Intersection:
 
     def clear(self, operator: str) -> None:
         """Operator reset: all red, then a fresh controller from its start-up interval."""
-        c = self.controller
-        self.envelope.clear(operator)
-        self.controller = StageController(self.ix, self.envelope, self.board, self._clock, c.mode, c.plan)
+        with self.lock:
+            c = self.controller
+            self.envelope.clear(operator)
+            self.controller = StageController(self.ix, self.envelope, self.board, self._clock, c.mode, c.plan)
