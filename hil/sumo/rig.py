@@ -49,6 +49,7 @@ class RunResult:
     sim_s: float = 0.0
     wall_s: float = 0.0
     refusals: dict[str, int] = field(default_factory=dict)
+    final_state: str | None = None
 
 
 def rig_intersection(net: Path) -> IntersectionConfig:
@@ -218,6 +219,7 @@ def _drive(
         q = max(sum(halting[e][tc.LAST_STEP_VEHICLE_HALTING_NUMBER] for e in es) for es in edges.values())
         result.max_queue = max(result.max_queue, q)
     result.sim_s = conn.simulation.getTime()
+    result.final_state = conn.trafficlight.getRedYellowGreenState(tls)
     if inter is not None:
         result.flashed = inter.envelope.latched
         result.flashed_at = inter.envelope.flashed_at if inter.envelope.latched else None
