@@ -36,7 +36,7 @@ def _device_union() -> Any:
     register_union_tags(DEVICE_KINDS)
     if len(classes) == 1:
         return classes[0]
-    return Annotated[Union[classes], Field(discriminator="driver")]  # noqa: UP007
+    return Annotated[Union[classes], Field(discriminator="driver")]
 
 
 if TYPE_CHECKING:

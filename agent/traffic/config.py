@@ -20,7 +20,9 @@ GRAVITY = 9.81
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def ite_yellow_s(speed_kmh: float, reaction_s: float = 1.0, decel_mps2: float = 3.05, grade: float = 0.0) -> float:
+def ite_yellow_s(
+    speed_kmh: float, reaction_s: float = 1.0, decel_mps2: float = 3.05, grade: float = 0.0
+) -> float:
     """ITE yellow change interval, rounded up to 0.5 s (COMAR 11.04.14.03): 3.5 s at 50 km/h."""
     v = speed_kmh / 3.6
     raw = reaction_s + v / (2 * decel_mps2 + 2 * grade * GRAVITY)
@@ -39,7 +41,9 @@ class SignalGroupConfig(StrictModel):
         if self.kind == "pedestrian" and self.crossing_m is None:
             raise ValueError(f"crossing_m: required for pedestrian group {self.name!r} (sets its clearance)")
         if self.kind == "vehicle" and self.crossing_m is not None:
-            raise ValueError(f"crossing_m: only pedestrian groups have one ({self.name!r} is a vehicle group)")
+            raise ValueError(
+                f"crossing_m: only pedestrian groups have one ({self.name!r} is a vehicle group)"
+            )
         return self
 
 
@@ -65,7 +69,9 @@ class LimitsConfig(StrictModel):
     min_walk_s: float = Field(default=7.0, ge=4.0, le=30.0)
     ped_speed_mps: float = Field(default=1.1, ge=0.8, le=1.5)
     min_ped_clear_s: float = Field(default=3.0, ge=2.0, le=30.0, description="Shortest flashing DON'T WALK.")
-    link_timeout_s: float = Field(default=0.5, gt=0, lt=1.0, description="No good read-back this long: flash.")
+    link_timeout_s: float = Field(
+        default=0.5, gt=0, lt=1.0, description="No good read-back this long: flash."
+    )
 
     @property
     def ite_yellow_s(self) -> float:
@@ -84,7 +90,8 @@ class LimitsConfig(StrictModel):
         ite = self.ite_yellow_s
         if ite > self.yellow_max_s:
             raise ValueError(
-                f"speed_kmh: {self.speed_kmh} needs an ITE yellow of {ite} s, above yellow_max_s {self.yellow_max_s}"
+                f"speed_kmh: {self.speed_kmh} needs an ITE yellow of {ite} s, "
+                f"above yellow_max_s {self.yellow_max_s}"
             )
         if self.yellow_s is not None:
             if not self.yellow_min_s <= self.yellow_s <= self.yellow_max_s:
@@ -93,7 +100,8 @@ class LimitsConfig(StrictModel):
                 )
             if self.yellow_s < ite:
                 raise ValueError(
-                    f"yellow_s: {self.yellow_s} is below the ITE change interval {ite} s at {self.speed_kmh} km/h"
+                    f"yellow_s: {self.yellow_s} is below the ITE change interval {ite} s "
+                    f"at {self.speed_kmh} km/h"
                 )
         return self
 
@@ -186,7 +194,9 @@ class GpioHeadConfig(StrictModel):
     red: int = Field(ge=0, le=53)
     yellow: int | None = Field(default=None, ge=0, le=53)
     green: int = Field(ge=0, le=53)
-    yield_green: int | None = Field(default=None, ge=0, le=53, description="Permissive aspect, e.g. flashing arrow.")
+    yield_green: int | None = Field(
+        default=None, ge=0, le=53, description="Permissive aspect, e.g. flashing arrow."
+    )
 
 
 class GpioOutputConfig(StrictModel):
@@ -205,7 +215,7 @@ class SumoOutputConfig(StrictModel):
 
 
 OutputConfig = Annotated[
-    Union[ModbusOutputConfig, GpioOutputConfig, SumoOutputConfig], Field(discriminator="driver")  # noqa: UP007
+    Union[ModbusOutputConfig, GpioOutputConfig, SumoOutputConfig], Field(discriminator="driver")
 ]
 
 
@@ -260,7 +270,7 @@ def _plan_problems(ix: IntersectionConfig) -> list[str]:
         yielding[pair] = p.yield_
     stage_names = [s.name for s in ix.stages]
     for si, st in enumerate(ix.stages):
-        shown = {n: "G" for n in st.green} | {n: "g" for n in st.yield_}
+        shown = dict.fromkeys(st.green, "G") | dict.fromkeys(st.yield_, "g")
         for n in shown:
             if n not in known:
                 out.append(f"stages[{si}]: {n!r} is not a signal group")
@@ -274,7 +284,9 @@ def _plan_problems(ix: IntersectionConfig) -> list[str]:
                 if y is None:
                     out.append(f"stages[{si}]: conflicting groups {a!r} and {b!r} are shown together")
                 elif shown[y] == "G":
-                    out.append(f"stages[{si}]: {y!r} must yield to its permissive foe, so it belongs in yield")
+                    out.append(
+                        f"stages[{si}]: {y!r} must yield to its permissive foe, so it belongs in yield"
+                    )
         if st.min_green_s is not None and st.min_green_s > st.max_green_s:
             out.append(f"stages[{si}].min_green_s: {st.min_green_s} is above max_green_s {st.max_green_s}")
     lim = ix.limits
@@ -318,9 +330,13 @@ def _output_problems(ix: IntersectionConfig, known: set[str]) -> list[str]:
             elif ix.group(n).kind == "vehicle" and head.yellow is None:
                 out.append(f"output.heads.{n}.yellow: a vehicle head needs a yellow relay")
             elif ix.group(n).kind == "pedestrian" and head.yellow is not None:
-                out.append(f"output.heads.{n}.yellow: a pedestrian head has no yellow (the clearance blinks red)")
+                out.append(
+                    f"output.heads.{n}.yellow: a pedestrian head has no yellow (the clearance blinks red)"
+                )
             if n in yielding and head.yield_green is None:
-                out.append(f"output.heads.{n}.yield_green: the plan runs {n!r} permissive, it needs that aspect")
+                out.append(
+                    f"output.heads.{n}.yield_green: the plan runs {n!r} permissive, it needs that aspect"
+                )
             pins += [p for p in (head.red, head.yellow, head.green, head.yield_green) if p is not None]
         missing = known - set(ix.output.heads)
         if missing:

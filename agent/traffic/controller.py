@@ -222,7 +222,7 @@ class StageController:
         if self._interval == "startup":
             return state
         st = self.current
-        shown = {n: G for n in st.green} | {n: GY for n in st.yield_}
+        shown = dict.fromkeys(st.green, G) | dict.fromkeys(st.yield_, GY)
         for n, p in self._peds.items():
             shown[n] = p.state
         if self._interval == "green":

@@ -30,7 +30,9 @@ class ZoneState:
 class DetectorBoard:
     """Latest detector state per signal group, timestamped on the controller's clock."""
 
-    def __init__(self, detectors: Iterable[DetectorConfig], clock: Callable[[], float], stale_s: float = 5.0) -> None:
+    def __init__(
+        self, detectors: Iterable[DetectorConfig], clock: Callable[[], float], stale_s: float = 5.0
+    ) -> None:
         self._clock = clock
         self.stale_s = stale_s
         self._group = {d.name: d.group for d in detectors}
@@ -54,12 +56,17 @@ class DetectorBoard:
         for r in readings:
             if r.point == "loop.occupied":
                 self.loop(r.device, bool(r.value))
-            elif r.point in ("zone.count", "zone.halting", "zone.queue_m") and isinstance(r.value, int | float):
+            elif r.point in ("zone.count", "zone.halting", "zone.queue_m") and isinstance(
+                r.value, int | float
+            ):
                 zones.setdefault(r.device, {})[r.point.split(".")[1]] = float(r.value)
         for name, z in zones.items():
             old = self._zones.get(name, ZoneState())
             self.zone(
-                name, int(z.get("count", old.count)), int(z.get("halting", old.halting)), z.get("queue_m", old.queue_m)
+                name,
+                int(z.get("count", old.count)),
+                int(z.get("halting", old.halting)),
+                z.get("queue_m", old.queue_m),
             )
 
     def gap(self, groups: Iterable[str]) -> float:

@@ -63,7 +63,9 @@ class ConflictMatrix:
         for a, b in ix.conflicts:
             self.foes[a].add(b)
             self.foes[b].add(a)
-        self.yielder: dict[frozenset[str], str] = {frozenset((p.yield_, p.to)): p.yield_ for p in ix.permissive}
+        self.yielder: dict[frozenset[str], str] = {
+            frozenset((p.yield_, p.to)): p.yield_ for p in ix.permissive
+        }
 
     def conflicts_in(self, state: SignalState) -> list[tuple[str, str]]:
         """Foe pairs shown together that the plan does not permit (or where the yielder shows G)."""
@@ -133,7 +135,9 @@ class SafetyEnvelope:
         """Show ``target`` if every rule allows it, else raise :class:`SafetyViolation` (reported)."""
         now = self._clock()
         if self.latched is not None:
-            self._refuse("flash_latched", f"the junction is flashing ({self.latched}); an operator must clear it")
+            self._refuse(
+                "flash_latched", f"the junction is flashing ({self.latched}); an operator must clear it"
+            )
         try:
             self.validate(target, now)
         except SafetyViolation as exc:
@@ -147,10 +151,14 @@ class SafetyEnvelope:
         if target.keys() != self._group_set:
             names = set(target)
             missing, extra = sorted(self._group_set - names), sorted(names - self._group_set)
-            raise SafetyViolation("bad_command", f"state must name every group (missing {missing}, unknown {extra})")
+            raise SafetyViolation(
+                "bad_command", f"state must name every group (missing {missing}, unknown {extra})"
+            )
         for n, ind in target.items():
             if ind not in COMMANDABLE:
-                raise SafetyViolation("bad_command", f"{n}: {ind!r} cannot be commanded (flash goes through flash())")
+                raise SafetyViolation(
+                    "bad_command", f"{n}: {ind!r} cannot be commanded (flash goes through flash())"
+                )
             if ind == GY and self._kind[n] == "pedestrian":
                 raise SafetyViolation("bad_command", f"{n}: a pedestrian head has no permissive green")
         pairs = self.matrix.conflicts_in(target)
@@ -164,12 +172,16 @@ class SafetyEnvelope:
             ped = self._kind[n] == "pedestrian"
             if new == cur:
                 if cur == Y and not ped and now - t.since > lim.yellow_max_s + 1e-9:
-                    raise SafetyViolation("long_yellow", f"{n}: yellow for {now - t.since:.1f} s > {lim.yellow_max_s} s")
+                    raise SafetyViolation(
+                        "long_yellow", f"{n}: yellow for {now - t.since:.1f} s > {lim.yellow_max_s} s"
+                    )
                 continue
             if cur in GREENS and new == R:
                 raise SafetyViolation("no_yellow", f"{n}: green straight to red")
             if cur == G and new == GY:
-                raise SafetyViolation("bad_transition", f"{n}: protected green cannot drop to permissive without yellow")
+                raise SafetyViolation(
+                    "bad_transition", f"{n}: protected green cannot drop to permissive without yellow"
+                )
             if cur == R and new == Y:
                 raise SafetyViolation("bad_transition", f"{n}: yellow follows green only")
             if cur == Y and new in GREENS:
@@ -230,7 +242,9 @@ class SafetyEnvelope:
     def start(self) -> None:
         """Leave the start-up flash for all red; refused if anything tripped since."""
         if self.latched != "startup":
-            raise SafetyViolation("flash_latched", f"{self.ix.name} is latched ({self.latched}); an operator must clear it")
+            raise SafetyViolation(
+                "flash_latched", f"{self.ix.name} is latched ({self.latched}); an operator must clear it"
+            )
         self.clear("startup")
 
     def clear(self, operator: str) -> None:
@@ -239,7 +253,7 @@ class SafetyEnvelope:
         self._out.reset()
         self.latched = None
         self._all_red(now)
-        self._write({n: R for n in self.groups}, now)
+        self._write(dict.fromkeys(self.groups, R), now)
         if self.latched is None and operator != "startup":
             self._emit("envelope.cleared", operator, Priority.EVENT, None)
 
@@ -255,12 +269,14 @@ class SafetyEnvelope:
                 raise SafetyViolation("red_clearance", f"{n}: foe {f} is not yet red")
             if now - ft.red_since < lim.red_clearance_s - 1e-9:
                 raise SafetyViolation(
-                    "red_clearance", f"{n}: foe {f} red for {now - ft.red_since:.1f} s < {lim.red_clearance_s} s"
+                    "red_clearance",
+                    f"{n}: foe {f} red for {now - ft.red_since:.1f} s < {lim.red_clearance_s} s",
                 )
             crossing = self._crossing_s.get(f)
             if crossing is not None and now - ft.walk_end < crossing - 1e-9:
                 raise SafetyViolation(
-                    "ped_clearance", f"{n}: crosswalk {f} walk ended {now - ft.walk_end:.1f} s ago < {crossing:.1f} s"
+                    "ped_clearance",
+                    f"{n}: crosswalk {f} walk ended {now - ft.walk_end:.1f} s ago < {crossing:.1f} s",
                 )
 
     def _refuse(self, rule: str, message: str) -> None:

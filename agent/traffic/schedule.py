@@ -24,7 +24,8 @@ def active_entry(schedule: ScheduleConfig, when: dt.datetime) -> ScheduleEntry:
     for day, cutoff in ((when.date(), when.time()), (when.date() - dt.timedelta(days=1), dt.time.max)):
         kind = day_type(schedule, day)
         todays = sorted(
-            (e for e in schedule.entries if e.day_type in (kind, "all") and e.start <= cutoff), key=lambda e: e.start
+            (e for e in schedule.entries if e.day_type in (kind, "all") and e.start <= cutoff),
+            key=lambda e: e.start,
         )
         if todays:
             return todays[-1]

@@ -40,7 +40,9 @@ def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutpu
         return ModbusSignalController(groups, PymodbusTcpLink(out.host, out.port, out.unit, out.timeout_s))
     if out is not None and out.driver == "gpio":
         return GpioSignalHeads(out.heads, pin_factory=pin_factory)
-    raise ConfigError("traffic", [f"intersections.{ix.name}.output: a field intersection needs modbus or gpio"])
+    raise ConfigError(
+        "traffic", [f"intersections.{ix.name}.output: a field intersection needs modbus or gpio"]
+    )
 
 
 class TrafficSource:
@@ -84,7 +86,9 @@ class TrafficSource:
             shown = {n: i.value for n, i in inter.envelope.shown().items()}
             if shown != shown_before:
                 text = " ".join(f"{n}={v}" for n, v in sorted(shown.items()))
-                self._report(Reading(self.ix.name, "signal.state", text, time.time(), priority=Priority.EVENT))
+                self._report(
+                    Reading(self.ix.name, "signal.state", text, time.time(), priority=Priority.EVENT)
+                )
                 shown_before = shown
             deadline += TICK_S
             self._stop.wait(max(0.0, deadline - time.monotonic()))

@@ -41,7 +41,9 @@ FAULT_KINDS = (
 class ControllerEmulator:
     """Cabinet logic: channel outputs, conflict monitor, heartbeat watchdog, latched flash."""
 
-    def __init__(self, card: ProgramCard, clock: Callable[[], float] = time.monotonic, watchdog_s: float = 0.5) -> None:
+    def __init__(
+        self, card: ProgramCard, clock: Callable[[], float] = time.monotonic, watchdog_s: float = 0.5
+    ) -> None:
         self.card = card
         self.clock = clock
         self.watchdog_s = watchdog_s
@@ -181,7 +183,7 @@ class ModbusSignalEmulator:
                 values = [int(v) for v in set_values]
                 if address == HR_SEQ and len(values) >= HR_CHANNELS:
                     self.emu.write(values[HR_SEQ], values[HR_CONTROL], values[HR_CHANNELS:])
-        return None
+        return
 
 
 class DirectLink:

@@ -24,7 +24,11 @@ class _Head:
         from gpiozero import DigitalOutputDevice
 
         def out(pin: int | None) -> Any:
-            return None if pin is None else DigitalOutputDevice(pin, pin_factory=pin_factory, initial_value=False)
+            return (
+                None
+                if pin is None
+                else DigitalOutputDevice(pin, pin_factory=pin_factory, initial_value=False)
+            )
 
         self.red, self.yellow, self.green = out(cfg.red), out(cfg.yellow), out(cfg.green)
         self.yield_green = out(cfg.yield_green)
@@ -34,7 +38,12 @@ class _Head:
         self.dark = False
 
     def show(self, ind: Indication) -> None:
-        lamp = {R: self.red, Y: self.red if self.pedestrian else self.yellow, G: self.green, GY: self.yield_green}[ind]
+        lamp = {
+            R: self.red,
+            Y: self.red if self.pedestrian else self.yellow,
+            G: self.green,
+            GY: self.yield_green,
+        }[ind]
         if lamp is None:
             raise FrameError(f"head has no aspect for {ind.value!r}")
         blink = ind == Y and self.pedestrian

@@ -87,7 +87,9 @@ class PymodbusTcpLink:
             self._client.close()
             raise DeviceError(f"{self._where}: {exc}") from exc
         if rr.isError():
-            raise DeviceRefused(f"{self._where}: exception response {rr}", getattr(rr, "exception_code", None))
+            raise DeviceRefused(
+                f"{self._where}: exception response {rr}", getattr(rr, "exception_code", None)
+            )
         return rr
 
 
@@ -111,7 +113,7 @@ class ModbusSignalController:
         codes = regs[IR_CHANNELS:]
         if not all(c in FROM_CODE for c in codes):
             raise FrameError(f"signal controller returned an unknown indication code in {codes}")
-        shown = dict(zip(self.groups, map(FROM_CODE.__getitem__, codes)))
+        shown = dict(zip(self.groups, map(FROM_CODE.__getitem__, codes), strict=True))
         fault = None
         if status:
             fault = FAULT_KINDS[fault_no] if 0 < fault_no < len(FAULT_KINDS) else f"fault {fault_no}"

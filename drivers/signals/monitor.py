@@ -42,12 +42,12 @@ class ProgramCard:
         index = {n: i for i, n in enumerate(names)}
         n = len(names)
         foe = [[False] * n for _ in range(n)]
-        for a, b in ix.conflicts:
-            foe[index[a]][index[b]] = foe[index[b]][index[a]] = True
+        for ga, gb in ix.conflicts:
+            foe[index[ga]][index[gb]] = foe[index[gb]][index[ga]] = True
         yields: dict[tuple[int, int], int] = {}
         for p in ix.permissive:
-            a, b = index[p.yield_], index[p.to]
-            yields[(a, b)] = yields[(b, a)] = a
+            ia, ib = index[p.yield_], index[p.to]
+            yields[(ia, ib)] = yields[(ib, ia)] = ia
         lim = ix.limits
         return cls(
             channels=names,
@@ -112,7 +112,7 @@ class ConflictMonitor:
                 need = c.min_walk_s if c.pedestrian[i] else c.min_green_s
                 if now - self.green_at[i] + EPS < need:
                     problem = problem or f"short_green {name}"
-            if new in GREENS and old not in GREENS or (old == GREEN_YIELD and new == GREEN):
+            if (new in GREENS and old not in GREENS) or (old == GREEN_YIELD and new == GREEN):
                 problem = problem or self._clearance(i, new, codes, now)
         problem = problem or self._conflict(codes)
         self._record(codes, now)

@@ -94,7 +94,9 @@ class LinkMonitor:
         return found
 
 
-def link_monitor(net_path: Path, tls_id: str, groups: dict[str, list[int]], permissive: list[Any]) -> LinkMonitor:
+def link_monitor(
+    net_path: Path, tls_id: str, groups: dict[str, list[int]], permissive: list[Any]
+) -> LinkMonitor:
     """Build the monitor from the net's junction logic and the plan's permissive pairs."""
     import sumolib
 

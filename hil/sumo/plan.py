@@ -44,8 +44,8 @@ def stages() -> list[dict[str, Any]]:
     """Through stages with permissive lefts and parallel walks, then lagging protected lefts."""
     out: list[dict[str, Any]] = []
     for axis, cross in (("ns", "ew"), ("ew", "ns")):
-        a, b = axis
-        c, d = cross
+        a, b = axis[0], axis[1]
+        c, d = cross[0], cross[1]
         out.append(
             {
                 "name": f"{axis}_through",
@@ -55,7 +55,12 @@ def stages() -> list[dict[str, Any]]:
             }
         )
         out.append(
-            {"name": f"{axis}_left", "green": [f"{a}_left", f"{b}_left"], "max_green_s": 20.0, "skippable": True}
+            {
+                "name": f"{axis}_left",
+                "green": [f"{a}_left", f"{b}_left"],
+                "max_green_s": 20.0,
+                "skippable": True,
+            }
         )
     return out
 
@@ -78,7 +83,7 @@ def intersection(net_path: Path) -> dict[str, Any]:
     stage_list = stages()
     permissive: dict[frozenset[str], str] = {}
     for st in stage_list:
-        shown = {n: "G" for n in st["green"]} | {n: "g" for n in st.get("yield", [])}
+        shown = dict.fromkeys(st["green"], "G") | dict.fromkeys(st.get("yield", []), "g")
         for a, b in foes:
             if a in shown and b in shown:
                 if shown[a] == "g" and shown[b] == "G":
@@ -90,16 +95,24 @@ def intersection(net_path: Path) -> dict[str, Any]:
     return {
         "name": TLS,
         "groups": [
-            {"name": g, "kind": "pedestrian", "crossing_m": CROSSWALK_M} if g.endswith("_ped") else {"name": g}
+            {"name": g, "kind": "pedestrian", "crossing_m": CROSSWALK_M}
+            if g.endswith("_ped")
+            else {"name": g}
             for g in groups
         ],
         "conflicts": [list(p) for p in sorted(foes)],
         "permissive": [
-            {"yield": y, "to": next(iter(pair - {y}))} for pair, y in sorted(permissive.items(), key=lambda x: sorted(x[0]))
+            {"yield": y, "to": next(iter(pair - {y}))}
+            for pair, y in sorted(permissive.items(), key=lambda x: sorted(x[0]))
         ],
         "stages": stage_list,
-        "plans": [{"name": "base", "cycle_s": 100.0, "splits": {
-            "ns_through": 38.0, "ns_left": 12.0, "ew_through": 38.0, "ew_left": 12.0}}],
+        "plans": [
+            {
+                "name": "base",
+                "cycle_s": 100.0,
+                "splits": {"ns_through": 38.0, "ns_left": 12.0, "ew_through": 38.0, "ew_left": 12.0},
+            }
+        ],
         "detectors": [
             {"name": f"{kind}_{a}_{lane}", "group": f"{a}_{'left' if lane == 3 else 'through'}", "kind": k}
             for a in ARMS

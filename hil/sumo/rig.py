@@ -76,7 +76,7 @@ def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
     plan = ix.plans[0]
     for k, st in enumerate(stages):
         nxt = stages[(k + 1) % len(stages)]
-        shown = {n: "G" for n in st.green} | {n: "g" for n in st.yield_}
+        shown = dict.fromkeys(st.green, "G") | dict.fromkeys(st.yield_, "g")
         peds = [n for n in st.green if n.endswith("_ped")]
         fdw = max((ped_clear_s(ix, p) for p in peds), default=0.0)
         green = plan.splits[st.name] - yellow - lim.red_clearance_s
@@ -84,20 +84,29 @@ def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
         main = green - fdw
         phases.append((main, max(1.0, mn), st.max_green_s - fdw, text(shown)))
         if peds:
-            phases.append((fdw, fdw, fdw, text({**shown, **{p: "r" for p in peds}})))
+            phases.append((fdw, fdw, fdw, text({**shown, **dict.fromkeys(peds, "r")})))
             for p in peds:
                 shown[p] = "r"
         keep = set(nxt.green) | set(nxt.yield_)
         ending = {n: ("y" if n not in keep else c) for n, c in shown.items() if c != "r"}
         phases.append((yellow, yellow, yellow, text({**shown, **ending})))
-        phases.append((lim.red_clearance_s, lim.red_clearance_s, lim.red_clearance_s,
-                       text({n: c for n, c in shown.items() if n in keep and c != "r"})))
+        phases.append(
+            (
+                lim.red_clearance_s,
+                lim.red_clearance_s,
+                lim.red_clearance_s,
+                text({n: c for n, c in shown.items() if n in keep and c != "r"}),
+            )
+        )
     out = ["<additional>"]
     for pid, kind in (("static", "static"), ("actuated", "actuated"), ("delay_based", "delay_based")):
         out.append(f'<tlLogic id="{planmod.TLS}" type="{kind}" programID="{pid}" offset="0">')
         if kind == "actuated":
-            out += ['<param key="max-gap" value="3"/>', '<param key="detector-gap" value="2"/>',
-                    '<param key="jam-threshold" value="30"/>']
+            out += [
+                '<param key="max-gap" value="3"/>',
+                '<param key="detector-gap" value="2"/>',
+                '<param key="jam-threshold" value="30"/>',
+            ]
         if kind == "delay_based":
             out.append('<param key="detectorRange" value="60"/>')
         for dur, mn, mx, st_text in phases:
@@ -124,18 +133,38 @@ def run(
     out_dir = out_dir or BUILD_DIR
     paths = build(out_dir, scale)
     ix = rig_intersection(paths["net"])
-    assert ix.output is not None and ix.output.driver == "sumo"
+    assert ix.output is not None
+    assert ix.output.driver == "sumo"
     links = ix.output.links
     n_links = 1 + max(i for ls in links.values() for i in ls)
     progs = out_dir / "x.tls.xml"
     progs.write_text(sumo_programs(ix, n_links, links))
     tripinfo = out_dir / f"trip.{mode}.{seed}.{scale:g}.xml"
     cmd = [
-        binary("sumo"), "-n", str(paths["net"]), "-r", str(paths["rou"]),
-        "-a", f"{paths['det']},{progs}", "--seed", str(seed), "--begin", "0", "--end", str(duration_s),
-        "--step-length", "1", "--no-step-log", "--no-warnings", "--time-to-teleport", "-1",
-        "--tripinfo-output", str(tripinfo), "--tripinfo-output.write-unfinished",
-        "--device.tripinfo.probability", "1",
+        binary("sumo"),
+        "-n",
+        str(paths["net"]),
+        "-r",
+        str(paths["rou"]),
+        "-a",
+        f"{paths['det']},{progs}",
+        "--seed",
+        str(seed),
+        "--begin",
+        "0",
+        "--end",
+        str(duration_s),
+        "--step-length",
+        "1",
+        "--no-step-log",
+        "--no-warnings",
+        "--time-to-teleport",
+        "-1",
+        "--tripinfo-output",
+        str(tripinfo),
+        "--tripinfo-output.write-unfinished",
+        "--device.tripinfo.probability",
+        "1",
     ]
     label = f"rig-{mode}-{seed}-{scale}-{time.monotonic_ns()}"
     traci.start(cmd, label=label)
@@ -165,7 +194,8 @@ def _drive(
     import traci.constants as tc
 
     tls = planmod.TLS
-    assert ix.output is not None and ix.output.driver == "sumo"
+    assert ix.output is not None
+    assert ix.output.driver == "sumo"
     links = ix.output.links
     now = [float(conn.simulation.getTime())]
     inter: Intersection | None = None
@@ -181,7 +211,9 @@ def _drive(
     for d in loops:
         conn.inductionloop.subscribe(d, [tc.LAST_STEP_VEHICLE_NUMBER])
     for z in zones:
-        conn.lanearea.subscribe(z, [tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER, tc.JAM_LENGTH_METERS])
+        conn.lanearea.subscribe(
+            z, [tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER, tc.JAM_LENGTH_METERS]
+        )
     for es in edges.values():
         for e in es:
             conn.edge.subscribe(e, [tc.LAST_STEP_VEHICLE_HALTING_NUMBER])
@@ -197,7 +229,10 @@ def _drive(
             for z in zones:
                 zr = zone_res[z]
                 inter.board.zone(
-                    z, zr[tc.LAST_STEP_VEHICLE_NUMBER], zr[tc.LAST_STEP_VEHICLE_HALTING_NUMBER], zr[tc.JAM_LENGTH_METERS]
+                    z,
+                    zr[tc.LAST_STEP_VEHICLE_NUMBER],
+                    zr[tc.LAST_STEP_VEHICLE_HALTING_NUMBER],
+                    zr[tc.JAM_LENGTH_METERS],
                 )
             inter.tick()
         if inject_at is not None and not injected and now[0] >= inject_at:

@@ -97,9 +97,12 @@ def routes_xml(scale: float = 1.0) -> str:
             for turn, share in zip(TURNS[a], TURN_SHARE, strict=True):
                 prob = min(1.0, vph * share * scale / 3600.0)
                 flows.append(
-                    (k * SLOT_S, f'<flow id="f_{a}_{turn}_{k}" type="mix" begin="{k * SLOT_S}" '
-                     f'end="{(k + 1) * SLOT_S}" probability="{prob:.5f}" from="{a}_far" to="{turn}_away" '
-                     'departLane="best" departSpeed="max"/>')
+                    (
+                        k * SLOT_S,
+                        f'<flow id="f_{a}_{turn}_{k}" type="mix" begin="{k * SLOT_S}" '
+                        f'end="{(k + 1) * SLOT_S}" probability="{prob:.5f}" from="{a}_far" to="{turn}_away" '
+                        'departLane="best" departSpeed="max"/>',
+                    )
                 )
     flows.sort(key=lambda f: f[0])
     out += [f for _, f in flows]
@@ -148,12 +151,24 @@ def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
         subprocess.run(
             [
                 binary("netconvert"),
-                "--node-files", str(paths["nod"]),
-                "--edge-files", str(paths["edg"]),
-                "--connection-files", str(paths["con"]),
-                "--no-turnarounds", "--no-internal-links", "false",
-                "--tls.default-type", "static", "--tls.yellow.time", "4", "--tls.allred.time", "2",
-                "--output-file", str(paths["net"]), "--no-warnings",
+                "--node-files",
+                str(paths["nod"]),
+                "--edge-files",
+                str(paths["edg"]),
+                "--connection-files",
+                str(paths["con"]),
+                "--no-turnarounds",
+                "--no-internal-links",
+                "false",
+                "--tls.default-type",
+                "static",
+                "--tls.yellow.time",
+                "4",
+                "--tls.allred.time",
+                "2",
+                "--output-file",
+                str(paths["net"]),
+                "--no-warnings",
             ],
             check=True,
             capture_output=True,

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
 from agent.traffic.commands import TrafficCommands
 from agent.traffic.runner import Intersection
 from agent.traffic.schedule import active_entry, day_type
-from agent.traffic.signals import Indication
 from drivers.signals.emulator import ControllerEmulator, DirectLink
 from drivers.signals.modbus import ModbusSignalController
 from drivers.signals.monitor import ProgramCard
@@ -27,7 +24,7 @@ def make(mode: str = "fixed") -> tuple[Intersection, ControllerEmulator, SimCloc
 
 
 def run(inter: Intersection, clock: SimClock, seconds: float, feed=None) -> list[str]:
-    stages = []
+    stages: list[str] = []
     end = clock.t + seconds
     while clock.t < end:
         clock.t = round(clock.t + 0.1, 6)
@@ -45,7 +42,8 @@ def test_fixed_time_runs_every_stage_at_its_split() -> None:
     inter, emu, clock = make("fixed")
     stages = run(inter, clock, 400)
     assert stages[1:9] == ["ns", "ns_left", "ew", "ew_left"] * 2
-    assert emu.monitor.faults == [] and inter.envelope.refusals == {}
+    assert emu.monitor.faults == []
+    assert inter.envelope.refusals == {}
     assert inter.controller.cycles >= 4
 
 
@@ -57,8 +55,10 @@ def test_actuated_skips_left_stages_without_calls_and_gaps_out() -> None:
 
     stages = run(inter, clock, 300, feed)
     stages = stages[1:]  # the first entry is the start-up interval
-    assert "ns_left" not in stages and "ew_left" not in stages
-    assert stages.count("ns") >= 2 and emu.monitor.faults == []
+    assert "ns_left" not in stages
+    assert "ew_left" not in stages
+    assert stages.count("ns") >= 2
+    assert emu.monitor.faults == []
 
 
 def test_adaptive_serves_the_queue_and_skips_empty_bays() -> None:
@@ -70,12 +70,13 @@ def test_adaptive_serves_the_queue_and_skips_empty_bays() -> None:
             i.board.zone(z, queue, queue, queue * 6.0)
 
     stages = run(inter, clock, 300, feed)[1:]
-    assert "ns_left" in stages and "ew_left" not in stages
+    assert "ns_left" in stages
+    assert "ew_left" not in stages
     assert emu.monitor.faults == []
 
 
 def test_adaptive_with_stale_zones_falls_back_to_loops() -> None:
-    inter, emu, clock = make("adaptive")
+    inter, _, clock = make("adaptive")
 
     def feed(i: Intersection, t: float) -> None:
         i.board.loop("loop_ns_left", int(t * 10) % 100 == 0)  # no zone data at all, loop calls only
@@ -83,7 +84,8 @@ def test_adaptive_with_stale_zones_falls_back_to_loops() -> None:
             i.board.zone("zone_ew_left", 5, 5, 30.0)  # goes stale after 5 s
 
     stages = run(inter, clock, 300, feed)[1:]
-    assert "ns_left" in stages and "ew_left" not in stages
+    assert "ns_left" in stages
+    assert "ew_left" not in stages
     assert not inter.board.zones_fresh(["ew_left"])
 
 
@@ -102,27 +104,48 @@ def test_schedule_picks_day_type_and_time() -> None:
 
 
 def test_commands_change_mode_and_plan_and_refuse_out_of_range() -> None:
-    inter, emu, clock = make("fixed")
+    inter, _, clock = make("fixed")
     cmds = TrafficCommands({"ltt-ngt": inter})
     ok = cmds.apply_command({"type": "traffic.set_mode", "intersection": "ltt-ngt", "mode": "actuated"})
     assert ok["status"] == "applied"
     bad = cmds.apply_command(
-        {"type": "traffic.set_plan", "intersection": "ltt-ngt",
-         "plan": {"name": "short", "cycle_s": 40, "splits": {"ns": 10, "ns_left": 10, "ew": 10, "ew_left": 10}}}
+        {
+            "type": "traffic.set_plan",
+            "intersection": "ltt-ngt",
+            "plan": {
+                "name": "short",
+                "cycle_s": 40,
+                "splits": {"ns": 10, "ns_left": 10, "ew": 10, "ew_left": 10},
+            },
+        }
     )
-    assert bad["status"] == "refused" and "plans[2].splits.ns" in bad["detail"]
+    assert bad["status"] == "refused"
+    assert "plans[2].splits.ns" in bad["detail"]
     good = cmds.apply_command(
-        {"type": "traffic.set_plan", "intersection": "ltt-ngt",
-         "plan": {"name": "p90", "cycle_s": 90, "splits": {"ns": 36, "ns_left": 12, "ew": 30, "ew_left": 12}}}
+        {
+            "type": "traffic.set_plan",
+            "intersection": "ltt-ngt",
+            "plan": {
+                "name": "p90",
+                "cycle_s": 90,
+                "splits": {"ns": 36, "ns_left": 12, "ew": 30, "ew_left": 12},
+            },
+        }
     )
     assert good["status"] == "applied"
     run(inter, clock, 250)
-    assert inter.controller.plan.name == "p90" and inter.controller.mode == "actuated"
+    assert inter.controller.plan.name == "p90"
+    assert inter.controller.mode == "actuated"
     assert cmds.apply_command({"type": "traffic.flash", "intersection": "ltt-ngt"})["status"] == "applied"
     assert inter.envelope.latched == "operator_flash"
-    assert cmds.apply_command({"type": "traffic.clear_flash", "intersection": "ltt-ngt"})["status"] == "refused"
-    cleared = cmds.apply_command({"type": "traffic.clear_flash", "intersection": "ltt-ngt", "operator": "op1"})
-    assert cleared["status"] == "applied" and inter.envelope.latched is None
+    assert (
+        cmds.apply_command({"type": "traffic.clear_flash", "intersection": "ltt-ngt"})["status"] == "refused"
+    )
+    cleared = cmds.apply_command(
+        {"type": "traffic.clear_flash", "intersection": "ltt-ngt", "operator": "op1"}
+    )
+    assert cleared["status"] == "applied"
+    assert inter.envelope.latched is None
     status = cmds.apply_command({"type": "traffic.status", "intersection": "ltt-ngt"})
     assert set(status["shown"].values()) == {"r"}
     assert cmds.apply_command({"type": "traffic.nope", "intersection": "ltt-ngt"})["status"] == "refused"
@@ -135,7 +158,7 @@ def test_refused_controller_command_flashes() -> None:
 
     class Broken:
         def step(self) -> None:
-            inter.envelope.command({n: G for n in inter.envelope.groups})
+            inter.envelope.command(dict.fromkeys(inter.envelope.groups, G))
 
     inter.controller = Broken()  # type: ignore[assignment]
     inter.tick()

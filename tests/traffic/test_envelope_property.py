@@ -21,7 +21,7 @@ from agent.errors import SafetyViolation
 from agent.traffic.config import IntersectionConfig, ite_yellow_s
 from agent.traffic.signals import Indication
 from drivers.signals.base import FROM_CODE
-from tests.traffic.helpers import GY, R, Y, G, Rig, junction
+from tests.traffic.helpers import GY, G, R, Rig, Y, junction
 
 EXAMPLES = 250
 SEQUENCES_PER_EXAMPLE = 400
@@ -75,7 +75,8 @@ def check_plan(rnd: random.Random) -> None:
         return
     TOTAL["plans_accepted"] += 1
     lim = ix.limits
-    assert 3.0 <= lim.yellow <= 6.0 and lim.yellow >= ite_yellow_s(lim.speed_kmh)
+    assert 3.0 <= lim.yellow <= 6.0
+    assert lim.yellow >= ite_yellow_s(lim.speed_kmh)
     assert 1.0 <= lim.red_clearance_s <= 6.0
     for s in ix.stages:
         assert ix.plans[0].splits[s.name] >= lim.min_green_s + lim.yellow + lim.red_clearance_s
@@ -112,7 +113,9 @@ def run_sequence(rig: Rig, rnd: random.Random, faults: dict[str, float]) -> None
                     TOTAL["hold_refused"] += 1
         rig.env.check()
         if rig.env.latched is None and rig.emu.fault is None:
-            assert {n: FROM_CODE[c] for n, c in zip(rig.env.groups, rig.emu.shown, strict=True)} == rig.env.shown()
+            assert {
+                n: FROM_CODE[c] for n, c in zip(rig.env.groups, rig.emu.shown, strict=True)
+            } == rig.env.shown()
     rig.link.down = rig.link.stale = False
     if rig.env.latched is not None or rig.emu.fault is not None:
         TOTAL[f"flash:{rig.env.latched}"] += 1
@@ -145,8 +148,12 @@ def test_random_sequences_with_faults_never_violate() -> None:
     _sequences()
     assert TOTAL["sequences"] >= 100_000
     assert TOTAL["accepted"] > 10_000, TOTAL  # enough legal changes to reach every interval
-    assert TOTAL["refused:conflict"] > 0 and TOTAL["refused:min_green"] > 0
+    assert TOTAL["refused:conflict"] > 0
+    assert TOTAL["refused:min_green"] > 0
     print(dict(TOTAL))
-    assert TOTAL["flash:link_lost"] > 0 and TOTAL["flash:stale_readback"] > 0 and TOTAL["flash:device_fault"] > 0
-    assert TOTAL["plans_refused"] > 0 and TOTAL["plans_accepted"] > 0
+    assert TOTAL["flash:link_lost"] > 0
+    assert TOTAL["flash:stale_readback"] > 0
+    assert TOTAL["flash:device_fault"] > 0
+    assert TOTAL["plans_refused"] > 0
+    assert TOTAL["plans_accepted"] > 0
     print(dict(TOTAL))

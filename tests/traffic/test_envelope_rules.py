@@ -8,7 +8,7 @@ from agent.errors import SafetyViolation
 from agent.readings import Priority
 from agent.traffic.config import ite_yellow_s
 from agent.traffic.signals import Indication
-from tests.traffic.helpers import GY, R, Y, G, Rig
+from tests.traffic.helpers import GY, G, R, Rig, Y
 
 
 @pytest.fixture
@@ -25,7 +25,8 @@ def refused(rig: Rig, rule: str, **kw: Indication) -> SafetyViolation:
     assert info.value.rule == rule, str(info.value)
     assert rig.env.shown() == before, "a refused command must not reach the output"
     assert rig.emu.monitor.faults == []
-    assert rig.reports[-1].point == "envelope.refused" and rig.reports[-1].value == rule
+    assert rig.reports[-1].point == "envelope.refused"
+    assert rig.reports[-1].value == rule
     return info.value
 
 
@@ -44,7 +45,8 @@ def test_legal_cycle_passes_both_monitors(rig: Rig) -> None:
     rig.go(3.5, ns=Y, ns_left=Y)
     rig.go(2)
     rig.go(14, ew=G, ped_ew=G, ew_left=GY)
-    assert rig.env.latched is None and rig.emu.fault is None
+    assert rig.env.latched is None
+    assert rig.emu.fault is None
     assert rig.env.refusals == {}
 
 
@@ -144,7 +146,9 @@ def test_link_loss_flashes_and_latches_until_operator_clears(rig: Rig) -> None:
     rig.env.check()
     assert rig.env.latched == "link_lost"
     flash = [r for r in rig.reports if r.point == "envelope.flash"]
-    assert flash and flash[-1].priority == Priority.ALARM and flash[-1].value == "link_lost"
+    assert flash
+    assert flash[-1].priority == Priority.ALARM
+    assert flash[-1].value == "link_lost"
     rig.clock.t += 0.3
     rig.emu.poll()
     assert rig.emu.fault is None  # device watchdog 0.5 s not yet expired
@@ -155,7 +159,8 @@ def test_link_loss_flashes_and_latches_until_operator_clears(rig: Rig) -> None:
     rig.link.down = False
     refused(rig, "flash_latched")
     rig.env.clear("operator:test")
-    assert rig.env.latched is None and rig.emu.fault is None
+    assert rig.env.latched is None
+    assert rig.emu.fault is None
     assert set(rig.env.shown().values()) == {R}
     rig.hold(2.5)
     refused(rig, "ped_clearance", ew=G)  # after a flash every crosswalk may be occupied
@@ -181,7 +186,8 @@ def test_device_monitor_trip_flashes_envelope(rig: Rig) -> None:
     codes = list(rig.emu.shown)
     codes[2] = 3  # ew green written straight to the controller, below the envelope
     rig.emu.write(rig.emu.seq + 1, 0, codes)
-    assert rig.emu.fault is not None and rig.emu.fault.split()[0] in ("conflict", "red_clearance")
+    assert rig.emu.fault is not None
+    assert rig.emu.fault.split()[0] in ("conflict", "red_clearance")
     rig.env.check()
     assert rig.env.latched == "device_fault"
 

@@ -9,7 +9,7 @@ from agent.traffic.config import GpioOutputConfig, IntersectionConfig
 from agent.traffic.envelope import SafetyEnvelope
 from agent.traffic.signals import Indication
 from drivers.signals.gpio import GpioSignalHeads
-from tests.traffic.helpers import GY, R, Y, G, SimClock, junction
+from tests.traffic.helpers import GY, G, R, SimClock, Y, junction
 
 HEADS = {
     "ns": {"red": 2, "yellow": 3, "green": 4},
@@ -42,11 +42,15 @@ def test_envelope_drives_relays_and_reads_them_back(factory) -> None:
     clock = SimClock()
     env = SafetyEnvelope(ix, heads, clock)
     env.start()
-    assert factory.pin(2).state and not factory.pin(4).state
+    assert factory.pin(2).state
+    assert not factory.pin(4).state
     clock.t += 11
     env.command({"ns": G, "ns_left": GY, "ew": R, "ew_left": R, "ped_ns": G, "ped_ew": R})
-    assert factory.pin(4).state and factory.pin(8).state and factory.pin(17).state
-    assert not factory.pin(2).state and not factory.pin(7).state
+    assert factory.pin(4).state
+    assert factory.pin(8).state
+    assert factory.pin(17).state
+    assert not factory.pin(2).state
+    assert not factory.pin(7).state
     clock.t += 7
     env.command({"ns": G, "ns_left": GY, "ew": R, "ew_left": R, "ped_ns": Y, "ped_ew": R})
     assert env.latched is None

@@ -13,7 +13,7 @@ from drivers.signals.modbus import ModbusSignalController, PymodbusTcpLink
 from drivers.signals.monitor import ProgramCard
 from hil.linkcut import CuttableLink
 from tests.conftest import free_port
-from tests.traffic.helpers import GY, R, G, junction
+from tests.traffic.helpers import GY, G, R, junction
 
 
 @pytest.fixture
@@ -34,23 +34,26 @@ def test_envelope_runs_the_controller_over_tcp(served) -> None:
     env = SafetyEnvelope(ix, driver)
     assert emu.flashing  # the cabinet powers up flashing
     env.start()
-    assert env.latched is None and not emu.flashing
+    assert env.latched is None
+    assert not emu.flashing
     state = {g.name: R for g in ix.groups}
     env.command(state)
     shown = driver.read_back()
-    assert shown.seq == emu.seq and set(shown.indications.values()) == {R}
+    assert shown.seq == emu.seq
+    assert set(shown.indications.values()) == {R}
     driver.close()
 
 
 def test_conflict_written_below_the_envelope_trips_the_emulator(served) -> None:
-    ix, emu, link = served
+    ix, _, link = served
     raw = PymodbusTcpLink("127.0.0.1", link.port)
     driver = ModbusSignalController(tuple(g.name for g in ix.groups), raw)
     driver.reset()
     codes = {"ns": G, "ns_left": GY, "ew": G, "ew_left": R, "ped_ns": R, "ped_ew": R}
     driver.write(codes, 7)  # no envelope: straight to the cabinet
     shown = driver.read_back()
-    assert shown.fault is not None and shown.fault in ("conflict", "red_clearance")
+    assert shown.fault is not None
+    assert shown.fault in ("conflict", "red_clearance")
     assert set(shown.indications.values()) <= {Indication.FLASH, Indication.DARK}
     driver.close()
 
@@ -81,5 +84,6 @@ def test_lost_link_flashes_within_one_second(served) -> None:
     assert env.latched == "link_lost"
     assert emu.fault == "watchdog"
     # 0.3 s Modbus timeout plus one 0.1 s tick; watchdog 0.5 s; a loaded CI box gets some margin.
-    assert agent_s < 1.5 and device_s < 1.5, (agent_s, device_s)
+    assert agent_s < 1.5, (agent_s, device_s)
+    assert device_s < 1.5, (agent_s, device_s)
     driver.close()

@@ -19,7 +19,8 @@ def rig_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_rig_plan_is_a_valid_intersection(rig_dir: Path) -> None:
     ix = rig_intersection(build(rig_dir)["net"])
-    assert len(ix.groups) == 16 and ix.limits.yellow == 3.5
+    assert len(ix.groups) == 16
+    assert ix.limits.yellow == 3.5
     assert {p.yield_ for p in ix.permissive} >= {"n_left", "s_left", "e_left", "w_left"}
 
 
@@ -28,15 +29,20 @@ def test_simulated_hour_without_violation(rig_dir: Path, mode: str) -> None:
     r = run(mode, seed=1, out_dir=rig_dir)
     assert r.sim_s >= 3600
     assert r.violations == [], r.violations[:5]
-    assert r.flashed is None and r.tripped_at is None
+    assert r.flashed is None
+    assert r.tripped_at is None
     assert r.refusals == {}
-    assert r.vehicles > 2000 and 0 < r.mean_delay_s < 60
+    assert r.vehicles > 2000
+    assert 0 < r.mean_delay_s < 60
 
 
 def test_forced_conflict_below_the_envelope_is_caught_and_flashes(rig_dir: Path) -> None:
     r = run("adaptive", seed=2, duration_s=300, inject_conflict_at=150, out_dir=rig_dir)
-    assert r.tripped_at is not None and 150 <= r.tripped_at <= 152
+    assert r.tripped_at is not None
+    assert 150 <= r.tripped_at <= 152
     assert any(v.rule == "conflict" for v in r.violations)
     assert r.flashed in ("readback_mismatch", "readback_invalid")
-    assert r.flashed_at is not None and r.flashed_at - 150 <= 1.0
-    assert r.final_state is not None and set(r.final_state) <= {"o", "O"}
+    assert r.flashed_at is not None
+    assert r.flashed_at - 150 <= 1.0
+    assert r.final_state is not None
+    assert set(r.final_state) <= {"o", "O"}
