@@ -21,6 +21,7 @@ from agent.errors import ConfigError
 from agent.kinds import DEVICE_KINDS, kind_module
 from agent.lighting.config import LightingConfig
 from models.config import InferenceConfig
+from agent.traffic.config import TrafficConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -201,6 +202,8 @@ class SiteConfig(StrictModel):
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     lighting: LightingConfig | None = None
+    inference: InferenceConfig | None = None
+    traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
 
     @model_validator(mode="after")
     def _lighting_device(self) -> SiteConfig:
@@ -210,7 +213,6 @@ class SiteConfig(StrictModel):
         if len(idx) > 1:
             raise ValueError(f"devices[{idx[1]}]: only one lighting device per site (it runs every circuit)")
         return self
-    inference: InferenceConfig | None = None
 
     @model_validator(mode="after")
     def _unique_devices(self) -> SiteConfig:
