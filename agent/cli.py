@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "keys": "sync.signing:keys_cli",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "sync.schemas:schemas",
+    "firmware-test": "firmware_tests.cli:firmware_test",
 }
 
 
