@@ -40,6 +40,7 @@ class StoreWriter:
         self._queue: deque[Reading] = deque()
         self._space = asyncio.Condition()
         self._wakeup = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
         self.last_commit_mono = time.monotonic()
         self.committed = 0
         metrics.describe("kbe_readings_total", "Readings accepted into the store.")
@@ -61,17 +62,24 @@ class StoreWriter:
             self._wakeup.set()
 
     async def _commit_some(self) -> int:
-        if not self._queue:
-            return 0
-        n = min(len(self._queue), self.max_batch)
-        batch = [self._queue[i] for i in range(n)]
-        await asyncio.to_thread(self.store.append, batch)
-        # Only now are they accepted; take them off the queue.
-        for _ in range(n):
-            self._queue.popleft()
-        self.committed += n
-        self.last_commit_mono = time.monotonic()
-        self.metrics.inc("kbe_readings_total", n)
+        # flush() and run() both commit: the lock keeps them from committing the same batch twice,
+        # and the shield lets a commit whose caller is cancelled (shutdown) still take its batch off
+        # the queue, so the final flush does not append it again.
+        return await asyncio.shield(self._commit_locked())
+
+    async def _commit_locked(self) -> int:
+        async with self._commit_lock:
+            if not self._queue:
+                return 0
+            n = min(len(self._queue), self.max_batch)
+            batch = [self._queue[i] for i in range(n)]
+            await asyncio.to_thread(self.store.append, batch)
+            # Only now are they accepted; take them off the queue.
+            for _ in range(n):
+                self._queue.popleft()
+            self.committed += n
+            self.last_commit_mono = time.monotonic()
+            self.metrics.inc("kbe_readings_total", n)
         async with self._space:
             self._space.notify_all()
         return n
