@@ -397,7 +397,7 @@ class Rig(StrictModel):
             if isinstance(f, TcpDrop) and not isinstance(lines.get(f.line), TcpGateway):
                 problems.append(f"{where}.line: {f.line!r} is not a tcp line of this rig")
         if problems:
-            raise ValueError("\n".join(problems))
+            raise ValueError("; ".join(problems))  # validation_problems splits them back, path by path
         return self
 
     @property
@@ -436,24 +436,11 @@ def _profile_problem(ref: str) -> str | None:
     try:
         cached_profile(ref)
     except ConfigError as exc:
-        return f"{ref!r}: {'; '.join(exc.problems[:3])}"
+        return f"{ref!r}: {' / '.join(exc.problems[:3])}"
     return None
 
 
 register_union_tags((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))
-
-
-def _split_problems(exc: ValidationError) -> list[str]:
-    out: list[str] = []
-    for line in validation_problems(exc):
-        # The cross-checks report several problems in one message, each already named by its path.
-        path, _, msg = line.partition(": ")
-        for part in msg.split("\n"):
-            if path == "(top level)" and part.startswith(("devices[", "faults[", "lines[")):
-                out.append(part)
-            else:
-                out.append(f"{path}: {part}")
-    return out
 
 
 def parse_rig(data: Any, source: str = "<rig>") -> Rig:
@@ -463,7 +450,7 @@ def parse_rig(data: Any, source: str = "<rig>") -> Rig:
     try:
         return Rig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _split_problems(exc)) from exc
+        raise ConfigError(source, validation_problems(exc)) from exc
 
 
 def load_rig(path: Path | str) -> Rig:
