@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import REPO, agent_argv, agent_env
 
 RIGS = REPO / "hil" / "rigs"
-RUN_S = "24"  # each shipped rig's timeline squeezed into this many seconds
+RUN_S = "20"  # each shipped rig's timeline squeezed into this many seconds
 
 
 def _hil(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
