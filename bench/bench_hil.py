@@ -28,7 +28,9 @@ TCP_MIX = ["eastron-sdm630", "eastron-sdm120", "xy-md02"]
 
 def bench_rig(minutes: float, poll_s: float, postgres: bool, faults: bool = False) -> dict[str, Any]:
     """The bench rig as data: 3 RTU lines at 38400 baud with 8 devices each, 6 behind a TCP gateway."""
-    lines: list[dict[str, Any]] = [{"name": f"rs485-{i}", "type": "rtu", "baudrate": 38400} for i in (1, 2, 3)]
+    lines: list[dict[str, Any]] = [
+        {"name": f"rs485-{i}", "type": "rtu", "baudrate": 38400} for i in (1, 2, 3)
+    ]
     lines.append({"name": "gateway", "type": "tcp"})
     devices: list[dict[str, Any]] = []
     for li in (1, 2, 3):
@@ -96,7 +98,9 @@ def main() -> int:
         "faults": [w.label for w in result.windows],
         "offered_per_s": round(result.offered_per_s, 1),
         "stored_per_s": round(result.stored_per_s, 1),
-        "stored_over_offered": round(result.stored_per_s / result.offered_per_s, 3) if result.offered_per_s else None,
+        "stored_over_offered": round(result.stored_per_s / result.offered_per_s, 3)
+        if result.offered_per_s
+        else None,
         "lost": result.lost,
         "duplicates": result.duplicates,
         "store_last_seq": result.verdict.last_seq,
@@ -105,13 +109,17 @@ def main() -> int:
         "drain_s": round(result.extra.get("drain_s", 0.0), 1),
         "wall_s": round(wall, 1),
         "cpus": os.cpu_count(),
-        "expectations": "passed" if result.verdict.ok else "FAILED: " + ", ".join(c.label for c in result.verdict.failures),
+        "expectations": "passed"
+        if result.verdict.ok
+        else "FAILED: " + ", ".join(c.label for c in result.verdict.failures),
     }
     print(result.report)
     print()
     print(f"devices                 {figures['devices']} (3 RTU lines at 38400 baud x 8, TCP gateway x 6)")
     print(f"offered (baseline)      {figures['offered_per_s']} readings/s")
-    print(f"stored                  {figures['stored_per_s']} readings/s  ({figures['stored_over_offered']} x offered)")
+    print(
+        f"stored                  {figures['stored_per_s']} readings/s  ({figures['stored_over_offered']} x offered)"
+    )
     print(f"lost / duplicates       {figures['lost']} / {figures['duplicates']}")
     print(f"agent CPU               {figures['agent_cpu_pct']} % of one core")
     print(f"agent RSS (peak)        {figures['agent_rss_max_mib']} MiB")

@@ -23,15 +23,28 @@ def hil_cli() -> None:
 
 @hil_cli.command("run")
 @click.argument("rig_file", type=click.Path(path_type=Path))
-@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
-@click.option("--speed", type=float, default=None, help="Divide the rig's timeline (duration, fault times) by this.")
-@click.option("--duration", "duration_s", type=float, default=None, help="Run this many seconds (scales the timeline).")
-@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the run's files here.")
 @click.option(
-    "--receiver", "receiver_db", type=click.Choice(["sqlite", "postgres"]), default=None,
+    "--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here."
+)
+@click.option(
+    "--speed", type=float, default=None, help="Divide the rig's timeline (duration, fault times) by this."
+)
+@click.option(
+    "--duration", "duration_s", type=float, default=None, help="Run this many seconds (scales the timeline)."
+)
+@click.option(
+    "--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the run's files here."
+)
+@click.option(
+    "--receiver",
+    "receiver_db",
+    type=click.Choice(["sqlite", "postgres"]),
+    default=None,
     help="Receiver database (overrides the rig's receiver.db).",
 )
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the emulators' noise and faults.")
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Seed of the emulators' noise and faults."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what the rig does (faults, processes).")
 def run_cmd(
     rig_file: Path,

@@ -25,7 +25,9 @@ RIG: dict[str, Any] = {
 }
 
 
-def _record(rows: list[Row], last_seq: int | None = None, rig: dict | None = None, back_at: float = 62.0) -> RunRecord:
+def _record(
+    rows: list[Row], last_seq: int | None = None, rig: dict | None = None, back_at: float = 62.0
+) -> RunRecord:
     r = parse_rig(rig or RIG)
     _, windows = plan(r)
     for w in windows:
@@ -89,7 +91,9 @@ def test_slow_recovery_fails_for_that_device_only() -> None:
 
 def test_out_of_range_value_fails() -> None:
     rows = _healthy_rows()
-    rows[3] = Row(rows[3].seq, rows[3].device, rows[3].point, 900.0 if rows[3].device == "th" else -1.0, rows[3].ts)
+    rows[3] = Row(
+        rows[3].seq, rows[3].device, rows[3].point, 900.0 if rows[3].device == "th" else -1.0, rows[3].ts
+    )
     verdict = evaluate(_record(rows))
     assert [c.label for c in verdict.failures] == [f"values_in_range[{rows[3].device}]"]
 

@@ -72,7 +72,10 @@ def test_problems_are_named_by_path() -> None:
 
 def test_field_errors_name_the_value() -> None:
     data = {**BASE, "faults": [{"kind": "crc", "device": "th1", "rate": 1.5}]}
-    data["devices"] = [*BASE["devices"], {"kind": "modbus", "name": "x", "profile": "xy-md02", "line": "bus1", "unit": 300}]
+    data["devices"] = [
+        *BASE["devices"],
+        {"kind": "modbus", "name": "x", "profile": "xy-md02", "line": "bus1", "unit": 300},
+    ]
     problems = _problems(data)
     assert any(p.startswith("faults[0].rate: 1.5 is not valid") for p in problems)
     assert any(p.startswith("devices[2].unit: 300 is not valid") for p in problems)
@@ -95,7 +98,9 @@ def test_references_and_clashes() -> None:
 
 
 def test_unknown_field_and_missing_field() -> None:
-    problems = _problems({"rig": "t", "duration_s": 10, "devices": [{"kind": "serial", "name": "a"}], "extra": 1})
+    problems = _problems(
+        {"rig": "t", "duration_s": 10, "devices": [{"kind": "serial", "name": "a"}], "extra": 1}
+    )
     assert "devices[0].sensor: required field is missing" in problems
     assert "extra: unknown field" in problems
 

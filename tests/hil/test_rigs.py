@@ -20,7 +20,12 @@ RUN_S = "20"  # each shipped rig's timeline squeezed into this many seconds
 
 def _hil(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        agent_argv("hil", "run", *args), env=agent_env(), capture_output=True, text=True, timeout=timeout, check=False
+        agent_argv("hil", "run", *args),
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -51,7 +56,9 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("rig", ["air-quality", "water-quality", "energy-cabinet", "farm-plot", "fault-storm"])
+@pytest.mark.parametrize(
+    "rig", ["air-quality", "water-quality", "energy-cabinet", "farm-plot", "fault-storm"]
+)
 def test_shipped_rig_passes(rig: str, tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     work = tmp_path / "work"
@@ -86,7 +93,9 @@ def test_impossible_expectation_fails_with_a_clear_report(tmp_path: Path) -> Non
     assert "FAIL min_per_minute[air]:" in result.stdout
     assert "(minimum 100000)" in result.stdout
     assert "FAILED: 1 of" in result.stdout
-    assert any(line.startswith("air ") and "FAIL min_per_minute" in line for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("air ") and "FAIL min_per_minute" in line for line in result.stdout.splitlines()
+    )
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
     assert suite.get("failures") == "1"
