@@ -84,9 +84,6 @@ def _fmt(row: tuple[Any, ...]) -> str:
 async def run_demo(work: Path, seconds: float | None) -> None:
     """Run the demo until Ctrl-C (or ``seconds``)."""
     rig = load_rig(DEMO_RIG)
-    if work.exists():
-        shutil.rmtree(work)
-    (work / "logs").mkdir(parents=True)
     procs = ProcessSet()
     bank = EmulatorBank(rig)
     try:
@@ -184,7 +181,11 @@ async def run_demo(work: Path, seconds: float | None) -> None:
 @click.option("--seconds", type=float, default=None, help="Stop after this long (default: until Ctrl-C).")
 def demo_cmd(workdir: Path, seconds: float | None) -> None:
     """Run the agent against an emulated site with a broker and the reference receiver."""
+    work = workdir.resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "logs").mkdir(parents=True)
     try:
-        asyncio.run(run_demo(workdir.resolve(), seconds))
+        asyncio.run(run_demo(work, seconds))
     except KeyboardInterrupt:
         click.echo("stopped; everything the demo started is stopped too")
