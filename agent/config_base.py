@@ -91,9 +91,9 @@ _SUBPATH = re.compile(r"^((?:[A-Za-z_][\w.]*|\[\d+\])(?:\[\d+\])*(?:\.[\w]+(?:\[
 
 
 def _joined(path: str, msg: str) -> list[str]:
-    """A model validator's ``"field: message; other[2].x: message"`` becomes full paths."""
+    """A model validator's ``"field: message; other[2].x: message"`` (or one problem a line) becomes full paths."""
     out = []
-    for part in msg.split("; "):
+    for part in re.split(r"\n|; ", msg):
         m = _SUBPATH.match(part)
         if m is None:
             out.append(f"{path}: {part}")
@@ -130,7 +130,7 @@ def check_secret_file(path: Path) -> Path:
         raise ValueError(f"secret file {str(path)!r} is not a regular file")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ValueError(
-            f"secret file {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600 "
+            f"secret file {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}, but it must be 0600 "
             f"(chmod 600 {path})"
         )
     if not os.access(path, os.R_OK):
