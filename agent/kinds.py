@@ -17,6 +17,9 @@ DEVICE_KINDS: dict[str, str] = {
     "pms": "drivers.pms.driver",
     "sds011": "drivers.sds011.driver",
     "nmea_gps": "drivers.nmea.driver",
+    "lighting": "agent.lighting.kind",
+    "camera": "models.camera.kind",
+    "farm": "models.farm.source",
 }
 
 
