@@ -205,19 +205,15 @@ class SqliteReceiverDB:
 
 
 class PostgresReceiverDB:
-    """``postgresql://...`` (psycopg 3): one transaction per batch, rows sent as arrays through ``unnest``."""
-
-    _TYPES = (
-        "text", "bigint", "text", "text", "float8", "float8", "text", "text", "text",
-        "smallint", "smallint", "smallint", "jsonb", "text", "float8", "text",
-    )  # fmt: skip
+    """``postgresql://...`` (psycopg 3): per batch, COPY into a temporary table, then one
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, all in one transaction (COPY is about three
+    times faster than ``unnest`` arrays or ``executemany`` for 2000 rows here)."""
 
     def __init__(self, url: str) -> None:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise SyncError("postgresql:// needs psycopg: pip install 'kinhbac-edge[receiver]'") from exc
-        self._psycopg = psycopg
         self._lock = threading.Lock()
         try:
             self._conn = psycopg.connect(url, autocommit=True)
@@ -226,18 +222,24 @@ class PostgresReceiverDB:
         with self._conn.transaction():
             for ddl in _PG_DDL:
                 self._conn.execute(ddl)
-        unnest = ", ".join(f"%s::{t}[]" for t in self._TYPES)
+        self._conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS kbe_rx_incoming (LIKE readings) ON COMMIT DELETE ROWS"
+        )
+        cols = ", ".join(READING_COLUMNS)
+        self._copy = f"COPY kbe_rx_incoming ({cols}) FROM STDIN"
         self._insert = (
-            f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) SELECT * FROM unnest({unnest}) "  # noqa: S608
+            f"INSERT INTO readings ({cols}) SELECT {cols} FROM kbe_rx_incoming "  # noqa: S608 - constant
             "ON CONFLICT (site_id, seq) DO NOTHING"
         )
 
     def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
         """Persist a batch in one transaction; return (newly stored, duplicates)."""
         rows = _rows(batch, receiver, time.time())
-        columns = [list(col) for col in zip(*rows, strict=True)]
-        with self._lock, self._conn.transaction():
-            cur = self._conn.execute(self._insert, columns)
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            with cur.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(self._insert)
             stored = max(cur.rowcount, 0)
         return stored, len(rows) - stored
 

@@ -36,15 +36,14 @@ from sync.signing import Signer
 from sync.store import Store, StoredReading
 from sync.wire import (
     Ack,
-    Batch,
     BufferStats,
     Rejection,
     Status,
     Topics,
     WireError,
-    WireReading,
+    batch_json,
+    compress,
     decode_down,
-    encode_batch_payload,
 )
 
 log = logging.getLogger("kbe.sync")
@@ -234,16 +233,16 @@ class Uploader:
         composed = await asyncio.to_thread(self._compose, self.cfg.batch.max_count)
         if composed is None:
             return False
-        frame, batch = await asyncio.to_thread(self._encode_within_bytes, composed)
-        if frame is None or batch is None:
+        encoded = await asyncio.to_thread(self._encode_within_bytes, composed)
+        if encoded is None:
             return False
+        frame, batch_id, seqs = encoded
         if not self.connected or self._link is None:
             return False
         self._link.publish(self.topics.batch, frame, qos=1)
         now = time.monotonic()
-        seqs = batch.seqs()
         prios: dict[Priority, int] = collections.Counter(r.reading.priority for r in composed.rows)
-        self.in_flight[batch.batch_id] = InFlight(batch.batch_id, seqs, frame, now, now, 1, dict(prios))
+        self.in_flight[batch_id] = InFlight(batch_id, seqs, frame, now, now, 1, dict(prios))
         self._sent.update(seqs)
         self._cursors.update(composed.cursors)
         self._partial_since = None
@@ -313,27 +312,21 @@ class Uploader:
             rejected=s.rejected,
         )
 
-    def _encode_within_bytes(self, composed: Composed) -> tuple[bytes | None, Batch | None]:
+    def _encode_within_bytes(self, composed: Composed) -> tuple[bytes, str, list[int]] | None:
+        """Frame, batch id and seqs of the composed batch, cut until the frame fits ``max_bytes``."""
         rows = composed.rows
         stats = self._buffer_stats()
         while rows:
-            batch = Batch(
-                site_id=self.site_id,
-                batch_id=self._new_batch_id(),
-                first_seq=rows[0].seq,
-                last_seq=rows[-1].seq,
-                created_at=self.clock.now(),
-                readings=[WireReading.from_reading(r.seq, r.reading) for r in rows],
-                buffer=stats,
-            )
-            frame = self.signer.frame(encode_batch_payload(batch), batch.batch_id)
+            batch_id = self._new_batch_id()
+            doc = batch_json(self.site_id, batch_id, self.clock.now(), [(r.seq, r.reading) for r in rows], stats)
+            frame = self.signer.frame(compress(doc), batch_id)
             if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
                 if len(rows) < len(composed.rows):
                     self._shrink_cursors(composed, rows)
-                return frame, batch
+                return frame, batch_id, [r.seq for r in rows]
             keep = max(1, int(len(rows) * self.cfg.batch.max_bytes / len(frame) * 0.9))
             rows = rows[:keep]
-        return None, None
+        return None
 
     def _shrink_cursors(self, composed: Composed, kept: list[StoredReading]) -> None:
         """After cutting a batch for size, move each class's cursor back to what was really taken."""
