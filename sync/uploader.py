@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from sync.store import Store, StoredReading
 from sync.wire import (
     Ack,
     BufferStats,
+    CommandReply,
     Rejection,
     Status,
     Topics,
@@ -47,6 +49,8 @@ from sync.wire import (
 )
 
 log = logging.getLogger("kbe.sync")
+
+CommandHandler = Callable[[str, bytes], None]
 
 _MAX_INCOMING = 10_000  # acks waiting for the event loop; an ack lost here only means a resend
 
@@ -120,6 +124,7 @@ class Uploader:
         self.rejected_batches = 0
         self.last_rejection: str | None = None
         self.acked_readings = 0
+        self._command_handler: CommandHandler | None = None
         self._describe_metrics()
 
     # -- public API -------------------------------------------------------------------------------
@@ -156,6 +161,21 @@ class Uploader:
             return False
         finally:
             self._flushing = False
+
+    def on_commands(self, handler: CommandHandler) -> None:
+        """Route frames from ``<prefix>/<site>/down/cmd/+`` to ``handler(kind, frame)`` on the event loop.
+
+        Call before :meth:`run`. The handler verifies the frame (:func:`sync.signing.open_command`)
+        and answers with :meth:`reply`.
+        """
+        self._command_handler = handler
+
+    def reply(self, reply: CommandReply) -> bool:
+        """Publish a command reply (QoS 1); False when the link is down (the centre will time out)."""
+        if self._link is None or not self.connected:
+            return False
+        self._link.publish(self.topics.cmd_reply, reply.model_dump_json().encode(), qos=1)
+        return True
 
     def notify(self) -> None:
         """Wake the uploader (for example right after an append); safe from any thread."""
@@ -340,8 +360,15 @@ class Uploader:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         # Network thread: hand over to the event loop.
-        self._incoming.append(payload)
-        self.notify()
+        if topic == self.topics.ack:
+            self._incoming.append(payload)
+            self.notify()
+            return
+        handler, loop = self._command_handler, self._loop
+        if handler is not None and loop is not None:
+            kind = topic.rsplit("/", 1)[-1]
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(handler, kind, payload)
 
     def _on_connect(self, session_present: bool) -> None:
         self._session_present = session_present
@@ -473,7 +500,8 @@ class Uploader:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             on_message=self._on_message,
-            subscriptions=[(self.topics.ack, 1)],
+            subscriptions=[(self.topics.ack, 1)]
+            + ([(self.topics.commands, 1)] if self._command_handler is not None else []),
         )
 
     def _describe_metrics(self) -> None:
