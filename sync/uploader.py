@@ -4,8 +4,8 @@ The uploader only *reads* the store (plus ``ack``/``reject``), so acquisition ne
 network. A batch is composed as follows, at most ``batch.max_count`` readings and
 ``batch.max_bytes`` compressed bytes:
 
-1. up to ``live_share`` of the batch from the *newest* unsent telemetry, so a long drain after an
-   outage never starves live data;
+1. up to ``live_share`` of the batch from the *newest* telemetry appended since the last batch
+   (or since the uploader started), so a long drain after an outage never starves live data;
 2. then alarms, then events, then the *oldest* unsent telemetry, each oldest first.
 
 Rows stay in the store until the receiver's :class:`~sync.wire.Ack` for their batch arrives; a
@@ -85,6 +85,7 @@ class Composed:
     rows: list[StoredReading]
     cursors: dict[Priority, int]
     live: set[int] = field(default_factory=set)
+    live_top: int = 0
 
 
 class Uploader:
@@ -112,6 +113,7 @@ class Uploader:
         self.in_flight: dict[str, InFlight] = {}
         self._sent: set[int] = set()
         self._cursors: dict[Priority, int] = dict.fromkeys(Priority, 0)
+        self._live_top = 0
         self._partial_since: float | None = None
         self._incoming: collections.deque[bytes] = collections.deque(maxlen=_MAX_INCOMING)
         self._wake: asyncio.Event | None = None
@@ -265,6 +267,7 @@ class Uploader:
         self.in_flight[batch_id] = InFlight(batch_id, seqs, frame, now, now, 1, dict(prios))
         self._sent.update(seqs)
         self._cursors.update(composed.cursors)
+        self._live_top = max(self._live_top, composed.live_top)
         self._partial_since = None
         self.metrics.inc("kbe_sync_batches_sent_total")
         self.metrics.inc("kbe_sync_readings_sent_total", len(seqs))
@@ -295,8 +298,11 @@ class Uploader:
         cursors = dict(self._cursors)
         live: list[StoredReading] = []
         if live_n:
-            newest = self.store.newest(live_n + 64, Priority.TELEMETRY, above_seq=cursors[Priority.TELEMETRY])
-            live = [r for r in newest if r.seq not in self._sent][:live_n]
+            # Only rows appended since the last live take (or since run() began) count as live;
+            # older ones belong to the backlog, so a drain does not re-read the in-flight tail.
+            above = max(self._live_top, cursors[Priority.TELEMETRY])
+            newest = self.store.newest(live_n, Priority.TELEMETRY, above_seq=above)
+            live = [r for r in newest if r.seq not in self._sent]
         live_seqs = {r.seq for r in live}
         rows: list[StoredReading] = []
         room = max_count - len(live)
@@ -316,7 +322,7 @@ class Uploader:
             if now - self._partial_since < self.cfg.batch.max_age_s:
                 return None
         rows.sort(key=lambda r: r.seq)
-        return Composed(rows, cursors, live_seqs)
+        return Composed(rows, cursors, live_seqs, max(live_seqs, default=self._live_top))
 
     def _new_batch_id(self) -> str:
         self._counter += 1
@@ -354,6 +360,7 @@ class Uploader:
         for prio in Priority:
             last = [r.seq for r in kept if r.reading.priority == prio and r.seq not in composed.live]
             composed.cursors[prio] = max(last) if last else self._cursors[prio]
+        composed.live_top = max((r.seq for r in kept if r.seq in composed.live), default=self._live_top)
         # Rows cut off are not marked sent, so they are taken again by a later batch.
 
     # -- incoming acks and rejections -------------------------------------------------------------
@@ -467,6 +474,7 @@ class Uploader:
         self.in_flight.clear()
         self._sent.clear()
         self._cursors = dict.fromkeys(Priority, 0)
+        self._live_top = self.store.stats().last_seq
         self._incoming.clear()
         self._partial_since = None
 
