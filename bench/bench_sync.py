@@ -92,19 +92,19 @@ def bare_paho(port: int, frames: list[bytes], max_inflight: int) -> float:
     return dt
 
 
-async def drain(uploader: Uploader, store: Store, n: int) -> float:
-    """Seconds from start until the store is empty (every batch acknowledged)."""
+async def drain(uploader: Uploader, store: Store, n: int) -> tuple[float, float]:
+    """Seconds from start until the store is empty (every batch acknowledged), and CPU seconds used."""
     task = asyncio.create_task(uploader.run())
-    while not uploader.connected:
+    while not uploader.connected:  # noqa: ASYNC110 - a benchmark's polling, not the agent's
         await asyncio.sleep(0.01)
-    t = time.perf_counter()
-    while store.stats().depth:
+    t, cpu = time.perf_counter(), time.process_time()
+    while store.stats().depth:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, time.process_time() - cpu
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    return dt
+    return dt, cpu
 
 
 def main() -> None:
@@ -112,6 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
+    ap.add_argument("--receivers", type=int, default=1, help="receiver processes in one $share group")
     args = ap.parse_args()
     n = args.readings
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -137,30 +138,40 @@ def main() -> None:
                 db = f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
             else:
                 db = f"sqlite:///{tmp / 'centre.db'}"
-            rx = subprocess.Popen(
-                agent_argv("receiver", "--broker", broker.url, "--db", db, "--sites", str(tmp / "sites.yaml"),
-                           "--client-id", "bench-rx", "--log-level", "WARNING"),
-                env=agent_env(),
-            )
+            rxs = [
+                subprocess.Popen(
+                    agent_argv("receiver", "--broker", broker.url, "--db", db, "--sites", str(tmp / "sites.yaml"),
+                               "--client-id", f"bench-rx-{i}", "--log-level", "WARNING"),
+                    env=agent_env(),
+                )
+                for i in range(args.receivers)
+            ]
+            rx_cpu = 0.0
             try:
                 time.sleep(2.0)
                 uploader = Uploader(cfg, SITE, store, Metrics())
-                e2e = asyncio.run(drain(uploader, store, n))
+                e2e, up_cpu = asyncio.run(drain(uploader, store, n))
             finally:
-                rx.send_signal(signal.SIGTERM)
-                rx.wait(30)
+                for rx in rxs:
+                    rx.send_signal(signal.SIGTERM)
+                    _pid, _status, usage = os.wait4(rx.pid, 0)
+                    rx.returncode = 0
+                    rx_cpu += usage.ru_utime + usage.ru_stime
                 if args.db == "postgresql":
                     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
                         c.execute(f"DROP SCHEMA {schema} CASCADE")
             base = bare_paho(broker.port, frames, cfg.max_in_flight)
             store.close()
     e2e_rate, base_rate = n / e2e, n / base
-    print(f"batches of {cfg.batch.max_count}, {cfg.max_in_flight} in flight, receiver on {args.db}")
+    print(f"batches of {cfg.batch.max_count}, {cfg.max_in_flight} in flight, "
+          f"{args.receivers} receiver(s) on {args.db}")
     print(f"end to end (store -> sign -> broker -> verify -> {args.db} -> ack -> delete): "
           f"{e2e_rate:,.0f} readings/s ({e2e:.2f} s)")
     print(f"bare paho QoS 1, same {len(frames)} frames, no store/sign/ack:     "
           f"{base_rate:,.0f} readings/s ({base:.2f} s)")
     print(f"ratio end-to-end / bare paho: {e2e_rate / base_rate:.4f}")
+    print(f"CPU used: uploader {up_cpu:.1f} s ({n / up_cpu:,.0f} readings per CPU-second), {args.receivers} receiver process(es) "
+          f"{rx_cpu:.1f} s including start-up ({n / rx_cpu:,.0f} per CPU-second); broker and database not counted")
     load = os.getloadavg()
     print(f"machine load average during the run: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores")
     target = 20_000
