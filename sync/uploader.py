@@ -36,7 +36,6 @@ from sync.mqtt import LinkOptions, MqttLink
 from sync.signing import Signer
 from sync.store import Store, StoredReading
 from sync.wire import (
-    Ack,
     BufferStats,
     CommandReply,
     Rejection,
@@ -390,6 +389,7 @@ class Uploader:
         self.notify()
 
     async def _handle_incoming(self) -> None:
+        acked: list[InFlight] = []
         while self._incoming:
             data = self._incoming.popleft()
             try:
@@ -398,25 +398,28 @@ class Uploader:
                 self.metrics.inc("kbe_sync_bad_down_messages_total")
                 log.warning("ignoring a message on %s: %s", self.topics.ack, exc)
                 continue
-            if isinstance(msg, Ack):
-                await self._handle_ack(msg)
-            else:
+            if isinstance(msg, Rejection):
                 await self._handle_rejection(msg)
+                continue
+            inf = self.in_flight.pop(msg.batch_id, None)
+            if inf is None:
+                self.metrics.inc("kbe_sync_unmatched_acks_total")
+                continue
+            log.debug("batch %s acked: %d stored, %d duplicates", msg.batch_id, msg.stored, msg.duplicates)
+            acked.append(inf)
+        if acked:
+            await self._delete_acked(acked)
 
-    async def _handle_ack(self, ack: Ack) -> None:
-        inf = self.in_flight.pop(ack.batch_id, None)
-        if inf is None:
-            self.metrics.inc("kbe_sync_unmatched_acks_total")
-            return
-        removed = await asyncio.to_thread(self.store.ack, inf.seqs)
-        self._sent.difference_update(inf.seqs)
-        self.acked_readings += len(inf.seqs)
-        self.metrics.inc("kbe_sync_readings_acked_total", len(inf.seqs))
-        self.metrics.inc("kbe_sync_batches_acked_total")
-        self.metrics.set("kbe_sync_ack_latency_seconds", time.monotonic() - inf.first_sent_mono)
+    async def _delete_acked(self, acked: list[InFlight]) -> None:
+        """One store transaction for every ack that arrived together."""
+        seqs = [s for inf in acked for s in inf.seqs]
+        await asyncio.to_thread(self.store.ack, seqs)
+        self._sent.difference_update(seqs)
+        self.acked_readings += len(seqs)
+        self.metrics.inc("kbe_sync_readings_acked_total", len(seqs))
+        self.metrics.inc("kbe_sync_batches_acked_total", len(acked))
+        self.metrics.set("kbe_sync_ack_latency_seconds", time.monotonic() - acked[-1].first_sent_mono)
         self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
-        log.debug("batch %s acked: %d stored, %d duplicates, %d rows deleted",
-                  ack.batch_id, ack.stored, ack.duplicates, removed)
         self.notify()
 
     async def _handle_rejection(self, rej: Rejection) -> None:
