@@ -230,6 +230,7 @@ class Uploader:
                 # The broker lost our session: whatever was in flight may never have left it.
                 for inf in self.in_flight.values():
                     inf.sent_mono = -1e18
+                    inf.sends = 1
             self._status_due = 0.0
         self._resend_overdue(now)
         while len(self.in_flight) < self.cfg.max_in_flight and self.connected:
@@ -243,12 +244,13 @@ class Uploader:
     def _resend_overdue(self, now: float) -> None:
         assert self._link is not None
         for inf in self.in_flight.values():
-            if now - inf.sent_mono >= self.cfg.ack_timeout_s:
+            # 1, 2, 4 ... 16 x ack_timeout_s: a receiver down for hours does not eat a slow link.
+            if now - inf.sent_mono >= self.cfg.ack_timeout_s * min(2 ** (inf.sends - 1), 16):
                 self._link.publish(self.topics.batch, inf.frame, qos=1)
                 inf.sent_mono = now
                 inf.sends += 1
                 self.metrics.inc("kbe_sync_batches_resent_total")
-                log.info("batch %s unacknowledged for %.0f s: sent again", inf.batch_id, self.cfg.ack_timeout_s)
+                log.info("batch %s unacknowledged: sent again (send %d)", inf.batch_id, inf.sends)
 
     async def _send_next(self) -> bool:
         composed = await asyncio.to_thread(self._compose, self.cfg.batch.max_count)

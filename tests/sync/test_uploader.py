@@ -132,3 +132,15 @@ def test_commands_reach_the_handler_and_replies_go_up(mosquitto, store, site_key
         c.disconnect()
     assert got == [("lighting", "c-1")]
     assert CommandReply.model_validate_json(replies[0]).outcome == "accepted"
+
+
+def test_resends_back_off_while_the_centre_is_down(mosquitto, store, site_keys, uploaders):
+    store.append(make_readings(10))
+    up = Uploader(sync_config(mosquitto.url, site_keys.key, ack_timeout_s=1.0), SITE, store)
+    uploaders(up)
+    wait_for(lambda: len(up.in_flight) == 1, 10, "the batch in flight")
+    time.sleep(8.0)
+    resent = up.metrics.total("kbe_sync_batches_resent_total")
+    # Sent at about 0, 1, 3 and 7 s: three resends; a fixed 1 s timer would have made seven.
+    assert 1 <= resent <= 4
+    assert store.stats().depth == 10
