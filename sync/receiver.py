@@ -188,10 +188,11 @@ def _schema_version(frame: Frame) -> object:
 @click.option("--group", default="kbe-receivers", show_default=True, help="Shared subscription group.")
 @click.option("--prefix", default="kbe", show_default=True, help="Topic prefix.")
 @click.option("--client-id", default=None, help="Defaults to kbe-rx-<group>-<hostname>; unique per receiver.")
-@click.option("--ca-file", type=click.Path(path_type=Path), default=None)
-@click.option("--cert-file", type=click.Path(path_type=Path), default=None)
-@click.option("--key-file", type=click.Path(path_type=Path), default=None)
+@click.option("--ca-file", type=click.Path(path_type=Path), default=None, help="CA of the broker (mqtts://).")
+@click.option("--cert-file", type=click.Path(path_type=Path), default=None, help="Client certificate (mutual TLS).")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="Client key (mutual TLS).")
 @click.option("--reconnect-max", default=10.0, show_default=True, help="Longest wait between reconnects (s).")
+@click.option("--stats-every", default=60.0, show_default=True, help="Log the counters every this many seconds.")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def receiver_cmd(
     broker: str,
@@ -204,6 +205,7 @@ def receiver_cmd(
     cert_file: Path | None,
     key_file: Path | None,
     reconnect_max: float,
+    stats_every: float,
     log_level: str,
 ) -> None:
     """Receive, verify, persist and acknowledge the sites' batches until SIGTERM or Ctrl-C."""
@@ -226,8 +228,8 @@ def receiver_cmd(
     link = receiver.connect(opts, group)
     log.info("receiver %s: %d sites registered, group %s, broker %s", name, len(registry), group, broker)
     try:
-        while not stop.wait(1.0):
-            pass
+        while not stop.wait(stats_every):
+            log.info("receiver %s counters: %s", name, dict(receiver.counters))
     finally:
         link.stop()
         db.close()
