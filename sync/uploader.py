@@ -230,7 +230,7 @@ class Uploader:
                 # The broker lost our session: whatever was in flight may never have left it.
                 for inf in self.in_flight.values():
                     inf.sent_mono = -1e18
-                    inf.sends = 1
+                    inf.sends = 0  # this resend is not a timeout: keep the backoff at its start
             self._status_due = 0.0
         self._resend_overdue(now)
         while len(self.in_flight) < self.cfg.max_in_flight and self.connected:
