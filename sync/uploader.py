@@ -74,7 +74,6 @@ class InFlight:
     sent_mono: float
     first_sent_mono: float
     sends: int = 1
-    priorities: dict[Priority, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -252,20 +251,24 @@ class Uploader:
                 self.metrics.inc("kbe_sync_batches_resent_total")
                 log.info("batch %s unacknowledged: sent again (send %d)", inf.batch_id, inf.sends)
 
-    async def _send_next(self) -> bool:
-        composed = await asyncio.to_thread(self._compose, self.cfg.batch.max_count)
+    def _prepare(self) -> tuple[Composed, tuple[bytes, str, list[int]]] | None:
+        """Compose and encode the next batch (one worker-thread hop)."""
+        composed = self._compose(self.cfg.batch.max_count)
         if composed is None:
+            return None
+        encoded = self._encode_within_bytes(composed)
+        return None if encoded is None else (composed, encoded)
+
+    async def _send_next(self) -> bool:
+        prepared = await asyncio.to_thread(self._prepare)
+        if prepared is None:
             return False
-        encoded = await asyncio.to_thread(self._encode_within_bytes, composed)
-        if encoded is None:
-            return False
-        frame, batch_id, seqs = encoded
+        composed, (frame, batch_id, seqs) = prepared
         if not self.connected or self._link is None:
             return False
         self._link.publish(self.topics.batch, frame, qos=1)
         now = time.monotonic()
-        prios: dict[Priority, int] = collections.Counter(r.reading.priority for r in composed.rows)
-        self.in_flight[batch_id] = InFlight(batch_id, seqs, frame, now, now, 1, dict(prios))
+        self.in_flight[batch_id] = InFlight(batch_id, seqs, frame, now, now)
         self._sent.update(seqs)
         self._cursors.update(composed.cursors)
         self._live_top = max(self._live_top, composed.live_top)
