@@ -20,8 +20,8 @@ from agent.config_base import (
 from agent.errors import ConfigError
 from agent.kinds import DEVICE_KINDS, kind_module
 from agent.lighting.config import LightingConfig
-from models.config import InferenceConfig
 from agent.traffic.config import TrafficConfig
+from models.config import InferenceConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
