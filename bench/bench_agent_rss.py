@@ -138,7 +138,7 @@ def main() -> None:
             )
             rx.start()
             bare = bare_python_rss()
-            empty_last, empty_peak, empty_cpu = measure(
+            empty_last, _empty_peak, _empty_cpu = measure(
                 agent_argv("run", "--config", str(site(work, key, broker.url, port, 0))),
                 work / "logs" / "agent0.log",
                 5.0,
