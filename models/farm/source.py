@@ -159,10 +159,11 @@ class FarmSource:
         self.latitude = latitude
         self.advisor: IrrigationAdvisor | None = None
         self.monitor: SensorFaultMonitor | None = None
+        self.registry: ModelRegistry | None = None
 
     def load(self) -> None:
         """Load the models (hash and tensors checked by the registry) and build advisor and monitor."""
-        registry = ModelRegistry(self.cfg.model_dir, num_threads=self.cfg.threads)
+        registry = self.registry = ModelRegistry(self.cfg.model_dir, num_threads=self.cfg.threads)
         w = self.cfg.weather
         if self.cfg.faults is not None:
             sensors = [WatchedSensor(s.device, s.point, s.kind) for s in self.cfg.faults.sensors]
@@ -180,7 +181,19 @@ class FarmSource:
                                              points, self.timezone, priority)
 
     def tick(self, ctx: RunContext, run_faults: bool, run_irrigation: bool) -> list[Reading]:
-        """One scheduled run: faults first, so the advisor knows which soil sensors are suspect."""
+        """One scheduled run: faults first, so the advisor knows which soil sensors are suspect.
+
+        A model whose files changed on disk is reloaded first; a refused replacement is logged and the
+        model in service keeps running.
+        """
+        if self.registry is None:
+            self.load()
+        assert self.registry is not None
+        for result in self.registry.refresh():
+            if result.error:
+                ctx.log.error("%s: replacement model refused, previous one kept: %s", self.name, result.error)
+            else:
+                ctx.log.info("%s: model %s %s now in service", self.name, result.name, result.version)
         now, clock = ctx.clock.now(), ctx.clock.quality()
         out: list[Reading] = []
         if run_faults and self.monitor is not None:
@@ -192,7 +205,7 @@ class FarmSource:
 
     async def run(self, ctx: RunContext) -> None:
         """Tick on each section's period until cancelled; the first runs come one period after start."""
-        if self.advisor is None and self.monitor is None:
+        if self.registry is None:
             self.load()
         loop = asyncio.get_running_loop()
         start = loop.time()

@@ -235,3 +235,26 @@ def test_history_keeps_one_reading_a_minute_and_bad_quality_as_missing():
     assert ts.tolist() == [1000.0, 1060.0, 1200.0, 1300.0]
     assert vals[:2].tolist() == [0.0, 6.0]
     assert np.isnan(vals[2:]).all()
+
+
+def test_replaced_model_is_picked_up_and_a_corrupt_one_is_refused(tmp_path, caplog):
+    import shutil
+
+    from models.farm.source import MODEL_DIR
+
+    for name in ("sensor_fault.tflite", "sensor_fault.yaml", "irrigation_need.tflite", "irrigation_need.yaml"):
+        shutil.copy(MODEL_DIR / name, tmp_path / name)
+    cfg = parse_config(site([dict(FARM, model_dir=str(tmp_path))]))
+    ctx = RunContext(cfg, ListSink())
+    (source,) = build_sources(cfg.devices, ctx)
+    first = source.tick(ctx, True, False)
+    assert {r.meta["model_version"] for r in first} == {"1.0.0"}
+    manifest = tmp_path / "sensor_fault.yaml"
+    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+    assert {r.meta["model_version"] for r in source.tick(ctx, True, False)} == {"1.0.1"}
+    model = tmp_path / "sensor_fault.tflite"
+    model.write_bytes(model.read_bytes()[:-100])  # truncated: the hash no longer matches
+    with caplog.at_level("ERROR"):
+        after = source.tick(ctx, True, False)
+    assert {r.meta["model_version"] for r in after} == {"1.0.1"}  # the previous model keeps running
+    assert "refused" in caplog.text
