@@ -8,7 +8,7 @@ Modbus soil probe and a weather station) and runs the farm models over their rec
       weather:
         temperature: {device: ws1, point: air_temp}
         humidity: {device: ws1, point: rh}
-        rain: {device: ws1, point: rain_mm}
+        rain: {device: ws1, point: rain_total, cumulative: true}   # or mm per reading interval
       irrigation:
         soil_top: {device: soil1, point: moisture, scale: 0.01}   # the probe reports % VWC
         soil_sub: {device: soil2, point: moisture, scale: 0.01}
@@ -71,12 +71,18 @@ class SensorRef(PointRef):
     kind: Literal["soil_moisture", "temperature", "humidity", "rain"]
 
 
+class RainRef(PointRef):
+    """The rain gauge: mm per reading interval, or a running total with ``cumulative: true``."""
+
+    cumulative: bool = False
+
+
 class WeatherPoints(StrictModel):
     """The plot's weather station points."""
 
     temperature: PointRef
     humidity: PointRef
-    rain: PointRef
+    rain: RainRef
 
 
 class IrrigationSettings(StrictModel):
@@ -154,7 +160,8 @@ class FarmSource:
         self.cfg = cfg
         self.name = cfg.name
         self.history = history
-        self.reader = ScaledSeries(history, _scales(cfg))
+        cumulative = {cfg.weather.rain.key} if cfg.weather.rain.cumulative else set()
+        self.reader = ScaledSeries(history, _scales(cfg), cumulative)
         self.timezone = timezone
         self.latitude = latitude
         self.advisor: IrrigationAdvisor | None = None

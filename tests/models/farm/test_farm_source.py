@@ -258,3 +258,20 @@ def test_replaced_model_is_picked_up_and_a_corrupt_one_is_refused(tmp_path, capl
         after = source.tick(ctx, True, False)
     assert {r.meta["model_version"] for r in after} == {"1.0.1"}  # the previous model keeps running
     assert "refused" in caplog.text
+
+
+def test_cumulative_rain_counter_becomes_hourly_amounts():
+    from models.farm.history import ScaledSeries, hourly
+
+    h = ReadingHistory([("ws1", "rain_total")], min_interval_s=0)
+    totals = [10.0, 10.0, 10.4, 11.0, 11.0, 0.2, 0.6]  # the counter resets after the fifth hour
+    h.add([Reading("ws1", "rain_total", v, 3600.0 * i + 1800) for i, v in enumerate(totals)])
+    reader = ScaledSeries(h, {}, {("ws1", "rain_total")})
+    ts, vals = reader.series("ws1", "rain_total", 3600.0, 7 * 3600.0)
+    np.testing.assert_allclose(vals, [0.0, 0.4, 0.6, 0.0, 0.2, 0.4])
+    np.testing.assert_allclose(hourly(ts, vals, 7 * 3600.0, 6, "sum"), [0.0, 0.4, 0.6, 0.0, 0.2, 0.4])
+    cfg = parse_config(site([dict(FARM, weather=dict(FARM["weather"], rain={"device": "ws1", "point": "rain_total",
+                                                                           "cumulative": True}))]))
+    ctx = RunContext(cfg, ListSink())
+    (source,) = build_sources(cfg.devices, ctx)
+    assert source.reader.cumulative == {("ws1", "rain_total")}
