@@ -21,6 +21,7 @@ from models.farm.evaluation import (
     binary_scores,
     decode,
     fault_testset,
+    irrigation_events,
     irrigation_testset,
     per_class_scores,
     predict,
@@ -100,6 +101,13 @@ def metrics() -> None:
     print(f"| tuned threshold rule | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} |")
     print(f"| model / rule | {m['precision'] / r['precision']:.2f}× | {m['recall'] / r['recall']:.2f}× "
           f"| {m['f1'] / r['f1']:.2f}× |")
+    em = irrigation_events(ts, probs >= model.manifest.params["threshold"])
+    er = irrigation_events(ts, ts.rule >= model.manifest.params["rule_threshold"])
+    print("\n| events | irrigations warned 1–3 days ahead | alerts followed by irrigation ≤3 days "
+          "| false alerts / 100 plot-days |\n|---|---|---|---|")
+    for label, e in (("int8 model", em), ("tuned threshold rule", er)):
+        print(f"| {label} | {e['events_warned']:.2f} | {e['alerts_followed']:.2f} "
+              f"| {e['false_alerts_per_100_days']:.1f} |")
 
     fs = fault_testset()
     pred = predict(reg.get("sensor_fault"), fs.x).argmax(axis=1)

@@ -105,3 +105,37 @@ def per_class_scores(y: npt.NDArray[Any], pred: npt.NDArray[Any]) -> dict[str, d
 def predict(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Run a loaded model (``models.registry.LoadedModel``) one sample at a time, as the device does."""
     return np.stack([next(iter(model.invoke(row[None]).values())).ravel() for row in x])
+
+
+def irrigation_events(testset: TestSet, alerts: npt.NDArray[Any]) -> dict[str, float]:
+    """Event-level view of daily alerts over the test seasons.
+
+    ``events_warned``: share of irrigation days (from day 9 of a season on) with an alert 1–3 days
+    before; ``alerts_followed``: share of alerts followed by irrigation within 3 days;
+    ``false_alerts_per_100_days``: alerts not followed by irrigation, per 100 plot-days.
+    """
+    d = testset.raw
+    offsets = d["offsets"]
+    warned = events = followed = false = days = 0
+    row = 0
+    for i in range(len(offsets) - 1):
+        irr = d["irrigated"][int(offsets[i]): int(offsets[i + 1])]
+        n_rows = len(irr) - 2 - (WINDOW_DAYS - 1)
+        a = np.zeros(len(irr), dtype=bool)
+        a[WINDOW_DAYS - 1: len(irr) - 2] = alerts[row: row + n_rows]
+        row += n_rows
+        for e in np.flatnonzero(irr):
+            if e >= WINDOW_DAYS + 2:
+                events += 1
+                warned += int(a[e - 3: e].any())
+        for t in np.flatnonzero(a):
+            hit = bool(irr[t + 1: t + 4].any())
+            followed += int(hit)
+            false += int(not hit)
+        days += n_rows
+    n_alerts = followed + false
+    return {
+        "events_warned": warned / max(events, 1),
+        "alerts_followed": followed / max(n_alerts, 1),
+        "false_alerts_per_100_days": 100.0 * false / max(days, 1),
+    }

@@ -32,3 +32,16 @@ def test_int8_model_beats_tuned_threshold_rule_on_held_out_years(registry, tests
     for metric in ("precision", "recall", "f1"):
         assert got[metric] >= card["int8 model"][metric], metric
     assert rule["f1"] <= card["tuned threshold rule"]["f1"] + 0.005
+
+
+def test_event_level_model_warns_earlier_and_cries_wolf_less_than_the_rule(registry, testset):
+    from models.farm.evaluation import irrigation_events
+
+    model = registry.get("irrigation_need")
+    probs = predict(model, testset.x)[:, 0]
+    got = irrigation_events(testset, probs >= model.manifest.params["threshold"])
+    rule = irrigation_events(testset, testset.rule >= model.manifest.params["rule_threshold"])
+    assert got["events_warned"] >= 0.8
+    assert got["events_warned"] > rule["events_warned"]
+    assert got["alerts_followed"] > rule["alerts_followed"]
+    assert got["false_alerts_per_100_days"] < rule["false_alerts_per_100_days"]
