@@ -113,6 +113,9 @@ class FaultSettings(StrictModel):
     sensors: list[SensorRef] = Field(min_length=1)
     period_s: float = Field(default=3600.0, ge=1.0, le=86400)
     min_confidence: float = Field(default=0.6, ge=0.2, le=1.0)
+    drift_confidence: float = Field(
+        default=0.9, ge=0.2, le=1.0, description="Stricter: a 72 h ramp is often the weather, not the sensor."
+    )
 
 
 class Config(StrictModel):
@@ -175,7 +178,8 @@ class FarmSource:
         if self.cfg.faults is not None:
             sensors = [WatchedSensor(s.device, s.point, s.kind) for s in self.cfg.faults.sensors]
             self.monitor = SensorFaultMonitor(
-                self.name, registry.handle(FAULT_MODEL), sensors, w.rain.key, self.cfg.faults.min_confidence
+                self.name, registry.handle(FAULT_MODEL), sensors, w.rain.key, self.cfg.faults.min_confidence,
+                self.cfg.faults.drift_confidence,
             )
         irr = self.cfg.irrigation
         if irr is not None:
