@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from models.farm.evaluation import (
+    TESTDATA,
     binary_scores,
     decode,
     fault_testset,
     irrigation_events,
     irrigation_testset,
+    load_npz,
     per_class_scores,
     predict,
 )
@@ -54,8 +56,8 @@ def median_us(fn: Callable[[], object], n: int) -> float:
 
 def latency(n: int) -> None:
     """Latency table for both models, 1 thread and all threads."""
-    irr = np.load(MODEL_DIR.parent / "farm" / "testdata" / "irrigation_test.npz")
-    flt = np.load(MODEL_DIR.parent / "farm" / "testdata" / "fault_test.npz")
+    irr = load_npz(TESTDATA / "irrigation_test.npz")
+    flt = load_npz(TESTDATA / "fault_test.npz")
     i_x = irr["features_head"][10]
     sm = decode(flt["readings"][0], 1000.0)
     kind = SENSOR_KINDS[int(flt["kind"][0])]

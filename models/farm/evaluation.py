@@ -34,6 +34,12 @@ MISSING = -32768
 LATITUDE = 21.03  # the weather generator's
 
 
+def load_npz(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """Every array of an .npz file, read once (an open NpzFile inflates an array on every access)."""
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
 def decode(q: npt.NDArray[Any], scale: float) -> npt.NDArray[np.float64]:
     """int16 readings back to float; -32768 becomes NaN."""
     return np.where(q == MISSING, np.nan, np.round(q.astype(np.float64) / scale, 4))
@@ -46,12 +52,12 @@ class TestSet:
     x: npt.NDArray[np.float32]
     y: npt.NDArray[Any]
     rule: npt.NDArray[Any]
-    raw: Any
+    raw: dict[str, npt.NDArray[Any]]
 
 
 def irrigation_testset(path: Path = TESTDATA / "irrigation_test.npz") -> TestSet:
     """Every plot-day of the test-year seasons: features, label (irrigated on t+1 or t+2), rule score."""
-    d = np.load(path)
+    d = load_npz(path)
     series = {k: decode(d[k], s) for k, s in DAILY_SCALE.items()}
     xs, ys, rule = [], [], []
     offsets = d["offsets"]
@@ -72,13 +78,14 @@ def irrigation_testset(path: Path = TESTDATA / "irrigation_test.npz") -> TestSet
 
 def fault_testset(path: Path = TESTDATA / "fault_test.npz") -> TestSet:
     """Every committed 72-hour window: features, fault class, and the baseline rules' class."""
-    d = np.load(path)
+    d = load_npz(path)
     xs, rule = [], []
     rain_all = decode(d["rain"], HOURLY_SCALE["rain"])
+    kinds, readings, has_rain = d["kind"], d["readings"], d["has_rain"]
     for i in range(len(d["label"])):
-        kind = SENSOR_KINDS[int(d["kind"][i])]
-        values = decode(d["readings"][i], HOURLY_SCALE[kind])
-        xs.append(fault_features(values, kind, rain_all[i] if d["has_rain"][i] else None))
+        kind = SENSOR_KINDS[int(kinds[i])]
+        values = decode(readings[i], HOURLY_SCALE[kind])
+        xs.append(fault_features(values, kind, rain_all[i] if has_rain[i] else None))
         rule.append(fault_rule(values, kind))
     return TestSet(np.stack(xs), d["label"].astype(np.int64), np.array(rule), d)
 

@@ -15,6 +15,7 @@ from agent.readings import Priority, Quality, Reading
 from agent.sink import ListSink
 from agent.source import RunContext
 from models.farm.advisor import IrrigationAdvisor, IrrigationPoints
+from models.farm.evaluation import load_npz
 from models.farm.features import CROPS, FAULT_CLASSES, WINDOW_DAYS, PlotInfo, irrigation_features
 from models.farm.history import HistoryTee, ReadingHistory
 from models.farm.monitor import SensorFaultMonitor, WatchedSensor
@@ -79,7 +80,7 @@ def hourly_readings(day: dt.date, sm_top, sm_sub, tmax, tmin, rh, rain) -> list[
 @pytest.fixture(scope="module")
 def irrigation_case():
     """The first held-out season as hourly readings, with the training features of its first days."""
-    d = np.load(TESTDATA / "irrigation_test.npz")
+    d = load_npz(TESTDATA / "irrigation_test.npz")
     row = d["plots"][0]
     n = int(d["offsets"][1])
     s = {k: decode(d[k][:n], v) for k, v in SCALE.items()}
@@ -144,7 +145,7 @@ def feed(history: ReadingHistory, key, values: np.ndarray, end: float) -> None:
 
 
 def test_monitor_raises_and_clears_fault_alarms(registry):
-    d = np.load(TESTDATA / "fault_test.npz")
+    d = load_npz(TESTDATA / "fault_test.npz")
     model = registry.get("sensor_fault")
     sm = [i for i in range(len(d["label"])) if d["kind"][i] == 0]
     stuck = next(i for i in sm if FAULT_CLASSES[d["label"][i]] == "stuck")
@@ -184,7 +185,7 @@ def test_build_sources_tees_the_site_sink_and_ticks(registry):
     assert isinstance(ctx.sink, HistoryTee)
     assert isinstance(source, FarmSource)
     now = ctx.clock.now()
-    d = np.load(TESTDATA / "fault_test.npz")
+    d = load_npz(TESTDATA / "fault_test.npz")
     normal = [i for i in range(len(d["label"])) if d["kind"][i] == 1 and d["label"][i] == 0]
     temps = np.concatenate([decode(d["readings"][i], 10.0) for i in normal[:2]])[-80:]
     assert np.isfinite(temps).all()

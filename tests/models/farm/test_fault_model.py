@@ -16,16 +16,22 @@ def testset():
     return fault_testset()
 
 
+@pytest.fixture(scope="module")
+def probs(registry, testset):
+    """The committed int8 model's class probabilities for every test window."""
+    return predict(registry.get("sensor_fault"), testset.x)
+
+
 def test_device_features_equal_training_features(testset):
     head = testset.raw["features_head"]
     np.testing.assert_allclose(testset.x[: len(head)], head, rtol=0, atol=1e-6)
 
 
-def test_precision_and_recall_per_fault_kind_meet_the_model_card(registry, testset):
+def test_precision_and_recall_per_fault_kind_meet_the_model_card(registry, testset, probs):
     model = registry.get("sensor_fault")
     assert model.manifest.labels == list(FAULT_CLASSES)
     assert model.manifest.inputs[0].dtype == "int8"
-    pred = predict(model, testset.x).argmax(axis=1)
+    pred = probs.argmax(axis=1)
     got = per_class_scores(testset.y, pred)
     card = card_table("sensor_fault")
     for name in FAULT_CLASSES:
@@ -35,8 +41,8 @@ def test_precision_and_recall_per_fault_kind_meet_the_model_card(registry, tests
     assert min(int((testset.y == c).sum()) for c in range(len(FAULT_CLASSES))) >= 300
 
 
-def test_model_beats_the_rules_on_drift(testset, registry):
-    pred = predict(registry.get("sensor_fault"), testset.x).argmax(axis=1)
+def test_model_beats_the_rules_on_drift(testset, probs):
+    pred = probs.argmax(axis=1)
     drift = FAULT_CLASSES.index("drift")
     rules = per_class_scores(testset.y, testset.rule)
     got = per_class_scores(testset.y, pred)
@@ -73,12 +79,11 @@ def test_few_false_alarms_on_healthy_signals_unlike_the_training_data(registry, 
     assert alarms / 300 <= 0.05, f"{kind}: {alarms} of 300 healthy windows flagged"
 
 
-def test_monitor_confidence_rule_keeps_precision_high(registry, testset):
+def test_monitor_confidence_rule_keeps_precision_high(registry, testset, probs):
     """With the monitor's defaults, what it reports as a fault is almost always that fault."""
     from models.farm.monitor import SensorFaultMonitor
 
     mon = SensorFaultMonitor("t", registry.handle("sensor_fault"), [])
-    probs = predict(registry.get("sensor_fault"), testset.x)
     pred = probs.argmax(axis=1)
     needed = np.where(pred == FAULT_CLASSES.index("drift"), mon.drift_confidence, mon.min_confidence)
     pred[(pred != 0) & (probs.max(axis=1) < needed)] = 0
