@@ -276,3 +276,43 @@ def test_cumulative_rain_counter_becomes_hourly_amounts():
     ctx = RunContext(cfg, ListSink())
     (source,) = build_sources(cfg.devices, ctx)
     assert source.reader.cumulative == {("ws1", "rain_total")}
+
+
+def test_farm_device_in_the_real_agent_sees_other_devices_and_stores_its_verdicts(tmp_path):
+    """The agent's own runtime: the tee sits in front of the store writer; verdicts land in SQLite."""
+    from agent.app import Agent
+    from sync.store import Store
+
+    cfg = parse_config({
+        "site": {"id": "bn-farm-01", "name": "Farm", "location": {"lat": 21.18, "lon": 106.07}},
+        "devices": [
+            {"driver": "system", "name": "board", "period_s": 1},
+            {"driver": "farm", "name": "plot-1", "weather": FARM["weather"],
+             "faults": {"period_s": 1, "sensors": [{"device": "board", "point": "load1", "kind": "temperature"}]}},
+        ],
+        "store": {"path": str(tmp_path / "store.db"), "commit_interval_s": 0.02},
+        "health": {"listen": None},
+    })
+
+    async def run() -> FarmSource:
+        agent = Agent(cfg)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(3.0)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        (farm,) = [s for s in agent.sources if isinstance(s, FarmSource)]
+        return farm
+
+    farm = asyncio.run(run())
+    ts, _ = farm.history.series("board", "load1", 0, 4e9)
+    assert len(ts) >= 1  # the board's readings reached the farm history through the tee
+    with Store(tmp_path / "store.db", "bn-farm-01") as store:
+        rows = [s.reading for s in store.pending(10_000)]
+    verdicts = [r for r in rows if r.device == "plot-1"]
+    assert verdicts
+    assert {r.point for r in verdicts} == {"fault.board.load1"}
+    assert verdicts[0].value == "dropout"  # two or three readings in 72 hours
+    assert verdicts[0].priority == Priority.ALARM
+    assert verdicts[0].meta["model"] == "sensor_fault"
+    assert {r.point for r in rows if r.device == "board"} >= {"load1"}  # and they still reach the store
