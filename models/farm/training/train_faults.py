@@ -24,7 +24,7 @@ from models.farm.training.dataset import fault_dataset, simulate_all
 from models.farm.training.manifests import write_manifest
 
 NAME = "sensor_fault"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 FEATURE_CHECK = 100
 EPOCHS = 14
 SCALE = {"soil_moisture": 1000.0, "temperature": 10.0, "humidity": 10.0, "rain": 10.0}

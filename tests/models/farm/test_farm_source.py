@@ -249,15 +249,15 @@ def test_replaced_model_is_picked_up_and_a_corrupt_one_is_refused(tmp_path, capl
     ctx = RunContext(cfg, ListSink())
     (source,) = build_sources(cfg.devices, ctx)
     first = source.tick(ctx, True, False)
-    assert {r.meta["model_version"] for r in first} == {"1.0.0"}
+    assert {r.meta["model_version"] for r in first} == {"1.1.0"}
     manifest = tmp_path / "sensor_fault.yaml"
-    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.1"))
-    assert {r.meta["model_version"] for r in source.tick(ctx, True, False)} == {"1.0.1"}
+    manifest.write_text(manifest.read_text().replace("version: 1.1.0", "version: 1.1.1"))
+    assert {r.meta["model_version"] for r in source.tick(ctx, True, False)} == {"1.1.1"}
     model = tmp_path / "sensor_fault.tflite"
     model.write_bytes(model.read_bytes()[:-100])  # truncated: the hash no longer matches
     with caplog.at_level("ERROR"):
         after = source.tick(ctx, True, False)
-    assert {r.meta["model_version"] for r in after} == {"1.0.1"}  # the previous model keeps running
+    assert {r.meta["model_version"] for r in after} == {"1.1.1"}  # the previous model keeps running
     assert "refused" in caplog.text
 
 
