@@ -7,10 +7,10 @@ import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 from agent.errors import ConfigError
 
@@ -19,6 +19,17 @@ class StrictModel(BaseModel):
     """A frozen pydantic model that refuses unknown keys (a typo is an error, not a silent default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_relative(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve_relative)]
+"""A path in a config file; a relative one is taken relative to the file's own folder."""
 
 
 # Discriminator values pydantic puts in error locations; they are dropped from the printed path.
@@ -67,10 +78,14 @@ def validation_problems(exc: ValidationError) -> list[str]:
             problems.append(f"{path}: unknown field")
             continue
         if err["type"] == "value_error":
-            problems.extend(_joined(path, msg.removeprefix("Value error, ")))
-            continue
+            msg = msg.removeprefix("Value error, ")
+            if isinstance(err.get("input"), dict):  # a model validator: its message names sub-fields
+                problems.extend(_joined(path, msg))
+                continue
         if "input" in err and not isinstance(err["input"], dict | list):
-            msg = f"{_short(err['input'])} is not valid: {msg}"
+            shown = _short(err["input"])
+            if err["type"] != "value_error" or shown not in msg:
+                msg = f"{shown} is not valid: {msg}"
         problems.append(f"{path}: {msg}")
     return problems
 

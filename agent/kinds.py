@@ -12,6 +12,7 @@ from types import ModuleType
 
 DEVICE_KINDS: dict[str, str] = {
     "system": "agent.system_source",
+    "modbus": "drivers.modbus.kind",
 }
 
 

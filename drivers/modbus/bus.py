@@ -1,0 +1,239 @@
+"""One scheduler per physical bus: exactly one transaction at a time, earliest-due poll first.
+
+A dead device costs the bus one timeout per backoff period (circuit breaker), so the others keep
+their rate. Writes go through the same loop, ahead of polls, with read-back verification. A lost
+transport is reopened with a growing delay. Unavailability and recovery are logged once each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.clock import Clock
+from agent.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
+from agent.metrics import Metrics
+from agent.readings import Reading
+from agent.source import RunContext
+from drivers.modbus.client import Framing, ModbusClient
+from drivers.modbus.device import ModbusDevice
+from drivers.modbus.plan import Block
+from drivers.modbus.profile import Point
+from drivers.transports.base import Transport
+
+MAX_PENDING_WRITES = 32
+ILLEGAL_DATA_ADDRESS = 2
+
+
+@dataclass
+class _Write:
+    device: ModbusDevice
+    point: Point
+    payload: list[int] | bool
+    done: asyncio.Future[None]
+
+
+class ModbusBus:
+    """A :class:`~agent.source.Source` polling every device on one RS-485 line or TCP endpoint."""
+
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        devices: Sequence[ModbusDevice],
+        framing: Framing = "rtu",
+        extra_silence_s: float = 0.0,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.transport = transport
+        self.client = ModbusClient(transport, framing, extra_silence_s)
+        self.devices = {d.name: d for d in devices}
+        self.reconnect_max_s = reconnect_max_s
+        self._writes: deque[_Write] = deque()
+        self._wake = asyncio.Event()
+        self.metrics = Metrics()
+        self.log = logging.getLogger(f"kbe.modbus.{name}")
+        self.clock = Clock()
+        self._transport_down = False
+
+    # -- Source ---------------------------------------------------------------------------------
+    async def run(self, ctx: RunContext) -> None:
+        """Poll until cancelled; reopen the transport whenever it fails."""
+        self.metrics, self.log, self.clock = ctx.metrics, ctx.log.getChild(f"modbus.{self.name}"), ctx.clock
+        delay = 0.5
+        try:
+            while True:
+                try:
+                    await self.transport.open()
+                    if self._transport_down:
+                        self.log.info("bus %s: %s reopened", self.name, self.transport.name)
+                        self._transport_down = False
+                    delay = 0.5
+                    await self._serve(ctx)
+                except TransportError as exc:
+                    self.metrics.inc("modbus_transport_errors_total", labels={"bus": self.name})
+                    if not self._transport_down:
+                        self.log.warning("bus %s: %s (reconnecting)", self.name, exc)
+                        self._transport_down = True
+                    await self.transport.close()
+                    self._fail_writes(exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.reconnect_max_s)
+        finally:
+            await self.transport.close()
+            self._fail_writes(TransportError(f"bus {self.name} stopped"))
+
+    async def _serve(self, ctx: RunContext) -> None:
+        while True:
+            if self._writes:
+                await self._do_write(self._writes.popleft())
+                continue
+            job = self._next()
+            if job is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            due, dev, cls = job
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            readings = await self.poll(dev, cls)
+            if readings:
+                await ctx.sink.put(readings)
+
+    def _next(self) -> tuple[float, ModbusDevice, str] | None:
+        best: tuple[float, ModbusDevice, str] | None = None
+        for dev in self.devices.values():
+            nj = dev.next_job()
+            if nj is not None and (best is None or nj[0] < best[0]):
+                best = (nj[0], dev, nj[1])
+        return best
+
+    # -- polling --------------------------------------------------------------------------------
+    async def poll(self, dev: ModbusDevice, cls: str) -> list[Reading]:
+        """Read every block of ``dev``'s poll class once; update its breaker; return the readings."""
+        labels = {"device": dev.name}
+        probing = dev.breaker_open
+        readings: list[Reading] = []
+        ok = True
+        for block in list(dev.planner.plan(cls)):
+            try:
+                values = await self._read_block(dev, block, retries=0 if probing else dev.s.retries)
+            except DeviceRefused as exc:
+                if exc.code == ILLEGAL_DATA_ADDRESS:
+                    aside = dev.planner.refuse(block)
+                    self.metrics.inc("modbus_blocks_split_total", labels=labels)
+                    if aside:
+                        self.log.warning(
+                            "%s: device refuses %s; set aside for an hour",
+                            dev.name,
+                            ", ".join(p.name for p in aside),
+                        )
+                    continue
+                ok = False
+                break
+            except (DeviceTimeout, FrameError):
+                ok = False
+                break
+            ts = self.clock.now()
+            readings.extend(dev.decode(block, values, ts, self.clock.quality()))
+        went, back = dev.polled(cls, ok)
+        self.metrics.inc("modbus_polls_total", labels={**labels, "result": "ok" if ok else "failed"})
+        self.metrics.set("modbus_device_online", 1.0 if dev.online else 0.0, labels=labels)
+        if went:
+            self.log.warning("%s (unit %d on %s) is unavailable", dev.name, dev.unit, self.name)
+        if back:
+            self.log.info("%s (unit %d on %s) is available again", dev.name, dev.unit, self.name)
+        self.metrics.inc("modbus_points_total", len(readings), labels=labels)
+        return readings
+
+    async def _read_block(self, dev: ModbusDevice, block: Block, retries: int) -> list[int] | list[bool]:
+        labels = {"device": dev.name}
+        for attempt in range(retries + 1):
+            t0 = time.monotonic()
+            self.metrics.inc("modbus_requests_total", labels=labels)
+            try:
+                values = await self.client.read(
+                    dev.unit, block.fc, block.address, block.count, dev.s.timeout_s
+                )
+            except DeviceTimeout:
+                self.metrics.inc("modbus_errors_total", labels={**labels, "kind": "timeout"})
+                if attempt == retries:
+                    raise
+                continue
+            except FrameError:
+                self.metrics.inc("modbus_errors_total", labels={**labels, "kind": "frame"})
+                if attempt == retries:
+                    raise
+                continue
+            except DeviceRefused as exc:
+                self.metrics.inc("modbus_errors_total", labels={**labels, "kind": f"exception_{exc.code}"})
+                raise
+            self.metrics.set("modbus_response_seconds", time.monotonic() - t0, labels=labels)
+            return values
+        raise AssertionError("unreachable")
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def write(
+        self, device: str, point: str, value: float | int | bool | str, timeout: float = 30.0
+    ) -> None:
+        """Write ``value`` to ``device.point`` through this bus, then read it back and compare.
+
+        Raises :class:`~agent.errors.WriteRefused` before anything is sent when the profile says the
+        point is not writable or the value does not fit, :class:`DeviceError` when the device
+        refuses or the read-back differs.
+        """
+        dev = self.devices[device]
+        p = dev.point(point)
+        payload = dev.encode(p, value)
+        if len(self._writes) >= MAX_PENDING_WRITES:
+            raise DeviceError(f"bus {self.name}: {MAX_PENDING_WRITES} writes already waiting")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writes.append(_Write(dev, p, payload, done))
+        self._wake.set()
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+
+    async def _do_write(self, w: _Write) -> None:
+        dev, p = w.device, w.point
+        labels = {"device": dev.name}
+        try:
+            self.metrics.inc("modbus_writes_total", labels=labels)
+            if isinstance(w.payload, bool):
+                await self.client.write_coil(dev.unit, p.address, w.payload, dev.s.timeout_s)
+                back = await self.client.read(dev.unit, 1, p.address, 1, dev.s.timeout_s)
+                ok = bool(back[0]) == w.payload
+            else:
+                await self.client.write_registers(dev.unit, p.address, w.payload, dev.s.timeout_s)
+                back = await self.client.read(dev.unit, 3, p.address, len(w.payload), dev.s.timeout_s)
+                ok = [int(v) for v in back] == w.payload
+            if not ok:
+                raise DeviceError(
+                    f"{dev.name}.{p.name}: read-back {list(back)} differs from written {w.payload}"
+                )
+        except TransportError as exc:
+            if not w.done.done():
+                w.done.set_exception(exc)
+            raise
+        except DeviceError as exc:
+            self.metrics.inc("modbus_write_errors_total", labels=labels)
+            if not w.done.done():
+                w.done.set_exception(exc)
+            return
+        if not w.done.done():
+            w.done.set_result(None)
+
+    def _fail_writes(self, exc: Exception) -> None:
+        while self._writes:
+            w = self._writes.popleft()
+            if not w.done.done():
+                w.done.set_exception(exc)

@@ -1,0 +1,168 @@
+"""One Modbus device on a bus: its points (profile plus site overrides), read plan, decoding, breaker."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from agent.errors import WriteRefused
+from agent.readings import ClockQuality, Quality, Reading
+from drivers.modbus.codec import apply_scale, decode_raw, encode_raw, unscale
+from drivers.modbus.plan import Block, Planner
+from drivers.modbus.profile import BIT_TABLES, Point, Profile
+
+
+@dataclass
+class DeviceSettings:
+    """Per-device acquisition settings (from the site config or the technician's command line)."""
+
+    name: str
+    unit: int
+    timeout_s: float = 0.5
+    retries: int = 1
+    fast_s: float = 1.0
+    slow_s: float = 60.0
+    breaker_after: int = 3
+    backoff_min_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_gap: int | None = None
+    overrides: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+class ModbusDevice:
+    """A device's state on its bus: plan, schedule and circuit breaker.
+
+    The breaker opens after ``breaker_after`` failed polls in a row; while open, the device is only
+    probed once per backoff period (doubling up to ``backoff_max_s``), so it costs the bus one
+    timeout per period instead of one per poll.
+    """
+
+    def __init__(self, profile: Profile, settings: DeviceSettings) -> None:
+        self.profile = profile
+        self.s = settings
+        self.name = settings.name
+        self.unit = settings.unit
+        self.points = apply_overrides(profile, settings.overrides)
+        self._by_name = {p.name: p for p in self.points}
+        gap = profile.max_gap if settings.max_gap is None else settings.max_gap
+        self.planner = Planner(self.points, profile.max_registers, profile.max_bits, gap)
+        self.period = {"fast": settings.fast_s, "slow": settings.slow_s}
+        now = time.monotonic()
+        self.due = {cls: now for cls in ("fast", "slow") if self.planner.plan(cls)}
+        self.online: bool | None = None
+        self.failures = 0
+        self.open_until = 0.0
+        self.backoff = settings.backoff_min_s
+
+    def point(self, name: str) -> Point:
+        """The (overridden) point ``name``; KeyError if the device has none."""
+        return self._by_name[name]
+
+    # -- scheduling ---------------------------------------------------------------------------
+    @property
+    def breaker_open(self) -> bool:
+        """True while the device is considered unavailable."""
+        return self.failures >= self.s.breaker_after
+
+    def next_job(self) -> tuple[float, str] | None:
+        """(due time, poll class) of this device's next poll."""
+        if not self.due:
+            return None
+        cls = min(self.due, key=self.due.__getitem__)
+        due = self.due[cls]
+        if self.breaker_open:
+            due = max(due, self.open_until)
+        return due, cls
+
+    def polled(self, cls: str, ok: bool) -> tuple[bool, bool]:
+        """Record a poll's outcome; returns (went offline now, came back now)."""
+        now = time.monotonic()
+        self.due[cls] = max(self.due[cls] + self.period[cls], now)
+        was_open = self.breaker_open
+        if ok:
+            self.failures = 0
+            self.backoff = self.s.backoff_min_s
+            came_back = self.online is False
+            self.online = True
+            return False, came_back
+        self.failures += 1
+        if self.breaker_open:
+            self.open_until = now + self.backoff
+            self.backoff = min(self.backoff * 2, self.s.backoff_max_s)
+        went = self.breaker_open and not was_open and self.online is not False
+        if self.breaker_open:
+            self.online = False
+        return went, False
+
+    # -- values -------------------------------------------------------------------------------
+    def decode(
+        self, block: Block, values: Sequence[int] | Sequence[bool], ts: float, clock: ClockQuality
+    ) -> list[Reading]:
+        """Readings for the points of ``block`` from the values read."""
+        out = []
+        for p in block.points:
+            lo = p.address - block.address
+            chunk = values[lo : lo + p.registers()]
+            if p.table in BIT_TABLES:
+                value: int | float | str | bool = bool(chunk[0])
+            else:
+                raw = decode_raw(
+                    [int(v) for v in chunk],
+                    p.type,
+                    self.profile.byte_order_of(p),
+                    self.profile.word_order_of(p),
+                    p.bit,
+                    p.width,
+                )
+                value = apply_scale(raw, p.scale, p.offset)
+            quality, meta = judge(p, value)
+            out.append(Reading(self.name, p.name, value, ts, p.unit, quality, clock=clock, meta=meta))
+        return out
+
+    def encode(self, p: Point, value: float | int | bool | str) -> list[int] | bool:
+        """What to write for ``value`` (registers, or a coil state); :class:`WriteRefused` if not allowed."""
+        where = f"{self.name}.{p.name}"
+        if not p.writable:
+            raise WriteRefused(f"{where} is not writable (profile {self.profile.model})")
+        if p.table == "coil":
+            if not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise WriteRefused(f"{where} is a coil: write true or false, not {value!r}")
+            return bool(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and out_of_range(p, value):
+            raise WriteRefused(f"{where}: {value!r} is outside [{p.min}, {p.max}]")
+        try:
+            raw: int | float | str | bool = value
+            if p.type not in ("string", "bool"):
+                raw = unscale(float(value), p.type, p.scale, p.offset)
+            return encode_raw(
+                raw, p.type, self.profile.byte_order_of(p), self.profile.word_order_of(p), p.count
+            )
+        except (ValueError, TypeError) as exc:
+            raise WriteRefused(f"{where}: {exc}") from exc
+
+
+def judge(p: Point, value: object) -> tuple[Quality, dict[str, str] | None]:
+    """Quality of a decoded value: BAD when it is not a finite number or lies outside the plausible range."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return Quality.BAD, {"reason": "not a finite number"}
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and out_of_range(p, value):
+        return Quality.BAD, {"reason": f"outside plausible range [{p.min}, {p.max}]"}
+    return Quality.GOOD, None
+
+
+def out_of_range(p: Point, value: float) -> bool:
+    """True when ``value`` lies outside the point's plausible range."""
+    return (p.min is not None and value < p.min) or (p.max is not None and value > p.max)
+
+
+def apply_overrides(profile: Profile, overrides: dict[str, dict[str, object]]) -> list[Point]:
+    """The profile's points with site overrides applied; ``enabled: false`` drops a point."""
+    out = []
+    for p in profile.points:
+        ov = dict(overrides.get(p.name, {}))
+        if ov.pop("enabled", True) is False:
+            continue
+        out.append(Point.model_validate({**p.model_dump(exclude_none=True), **ov}) if ov else p)
+    return out

@@ -1,0 +1,168 @@
+"""Device profiles: one YAML file per device model, validated like the site config.
+
+A profile lists a model's points (table, address, type, order, scale, unit, plausible range, poll
+class). Site configs reference a profile by name (a file in ``drivers/modbus/profiles/``) or by
+path, and may override a point's range, scale, unit or poll class. The format is documented in
+``docs/device-profiles.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from agent.config_base import StrictModel, load_yaml, validation_problems
+from agent.errors import ConfigError
+from drivers.modbus.codec import DataType, Order, register_count
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+POINT_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+Table = Literal["coil", "discrete_input", "input_register", "holding_register"]
+BIT_TABLES = ("coil", "discrete_input")
+READ_FC: dict[str, int] = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
+
+
+class Emulate(StrictModel):
+    """How an emulator moves this point (optional; a default is derived from unit and range)."""
+
+    kind: Literal["constant", "noise", "walk", "diurnal", "counter"]
+    value: float | None = Field(default=None, description="Centre or start value (engineering units).")
+    amplitude: float | None = Field(default=None, ge=0, description="Noise, walk or diurnal half-swing.")
+    rate_per_h: float | None = Field(default=None, ge=0, description="Counter increase per hour.")
+
+
+class Point(StrictModel):
+    """One value of a device."""
+
+    name: str = Field(pattern=POINT_NAME)
+    table: Table
+    address: int = Field(ge=0, le=65535, description="Zero-based protocol address (not 3xxxx/4xxxx).")
+    type: DataType = "uint16"
+    count: int | None = Field(default=None, ge=1, le=123, description="Registers of a string.")
+    bit: int | None = Field(
+        default=None, ge=0, le=15, description="First bit of a bool or bits on a register."
+    )
+    width: int = Field(default=1, ge=1, le=16, description="Bits of a bit field.")
+    byte_order: Order | None = None
+    word_order: Order | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    writable: bool = False
+    min: float | None = Field(default=None, description="Smallest plausible value (engineering units).")
+    max: float | None = Field(default=None, description="Largest plausible value (engineering units).")
+    poll: Literal["fast", "slow"] = "fast"
+    description: str = ""
+    emulate: Emulate | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Point:
+        if self.table in BIT_TABLES and self.type != "bool":
+            raise ValueError(f"a {self.table} holds one bit: type must be bool, not {self.type}")
+        if self.type == "string" and self.count is None:
+            raise ValueError("a string needs count (registers, two characters each)")
+        if self.type != "string" and self.count is not None:
+            raise ValueError("count is only for strings")
+        if self.type == "bits" and self.bit is None:
+            raise ValueError("a bit field needs bit (its lowest bit, 0-15)")
+        if self.bit is not None and self.type not in ("bits", "bool"):
+            raise ValueError("bit is only for bool or bits on a register")
+        if self.bit is not None and self.bit + self.width > 16:
+            raise ValueError(f"bit {self.bit} + width {self.width} runs past the 16-bit register")
+        if self.table in BIT_TABLES and self.bit is not None:
+            raise ValueError("bit is only for registers")
+        if self.address + self.registers() > 65536:
+            raise ValueError(f"address {self.address} + {self.registers()} registers runs past 65535")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is larger than max {self.max}")
+        if self.writable and self.table not in ("coil", "holding_register"):
+            raise ValueError(f"a {self.table} cannot be written; only coils and holding registers")
+        if self.writable and self.type == "bits":
+            raise ValueError("bit fields share a register and cannot be written on their own")
+        return self
+
+    def registers(self) -> int:
+        """Registers (or bits, for coils and discrete inputs) this point occupies."""
+        return 1 if self.table in BIT_TABLES else register_count(self.type, self.count)
+
+    @property
+    def end(self) -> int:
+        """One past the last address."""
+        return self.address + self.registers()
+
+
+class Profile(StrictModel):
+    """A device model's register map."""
+
+    model: str = Field(min_length=1)
+    manufacturer: str = ""
+    description: str = ""
+    sources: list[str] = Field(default_factory=list, description="Datasheets or register maps used.")
+    byte_order: Order = "big"
+    word_order: Order = "big"
+    max_registers: int = Field(
+        default=125, ge=1, le=125, description="Largest register read the device takes."
+    )
+    max_bits: int = Field(default=2000, ge=1, le=2000, description="Largest coil/discrete read.")
+    max_gap: int = Field(default=8, ge=0, le=124, description="Unused registers a block read may span.")
+    points: list[Point] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Profile:
+        seen: set[str] = set()
+        for i, p in enumerate(self.points):
+            if p.name in seen:
+                raise ValueError(f"points[{i}].name: {p.name!r} is used twice")
+            seen.add(p.name)
+            if p.table not in BIT_TABLES and p.registers() > self.max_registers:
+                raise ValueError(
+                    f"points[{i}]: {p.registers()} registers exceed max_registers {self.max_registers}"
+                )
+        return self
+
+    def point(self, name: str) -> Point:
+        """The point called ``name`` (KeyError if none)."""
+        for p in self.points:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def byte_order_of(self, p: Point) -> Order:
+        """The point's byte order, or the profile's."""
+        return p.byte_order or self.byte_order
+
+    def word_order_of(self, p: Point) -> Order:
+        """The point's word order, or the profile's."""
+        return p.word_order or self.word_order
+
+
+def profile_path(ref: str | Path) -> Path:
+    """A profile name (``eastron-sdm120``) or a path to a YAML file."""
+    text = str(ref)
+    if "/" in text or text.endswith((".yaml", ".yml")):
+        return Path(text)
+    return PROFILE_DIR / f"{text}.yaml"
+
+
+def load_profile(ref: str | Path) -> Profile:
+    """Load and validate a profile; problems become one :class:`ConfigError` with path-named lines."""
+    path = profile_path(ref)
+    if not path.is_file() and not ("/" in str(ref) or str(ref).endswith((".yaml", ".yml"))):
+        known = ", ".join(shipped_profiles()) or "none"
+        raise ConfigError(str(ref), [f"no shipped profile of that name (shipped: {known})"])
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), ["(top level): a profile is a mapping with model and points"])
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(str(path), validation_problems(exc)) from None
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles shipped in ``drivers/modbus/profiles``."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
