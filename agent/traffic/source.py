@@ -32,12 +32,14 @@ QUEUE_MAX = 10_000
 def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutput:
     """The configured signal output of one intersection (Modbus or GPIO; SUMO is only for the rig)."""
     from drivers.signals.gpio import GpioSignalHeads
-    from drivers.signals.modbus import ModbusSignalController, PymodbusTcpLink
+    from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
+    from drivers.transports.tcp import TcpTransport
 
     out = ix.output
     groups = tuple(g.name for g in ix.groups)
     if isinstance(out, ModbusOutputConfig):
-        return ModbusSignalController(groups, PymodbusTcpLink(out.host, out.port, out.unit, out.timeout_s))
+        transport = TcpTransport(out.host, out.port, connect_timeout=out.timeout_s)
+        return ModbusSignalController(groups, TransportRegisterLink(transport, out.unit, out.timeout_s))
     if out is not None and out.driver == "gpio":
         return GpioSignalHeads(out.heads, pin_factory=pin_factory)
     raise ConfigError(
