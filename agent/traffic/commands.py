@@ -34,7 +34,11 @@ KIND = "traffic"
 
 def _outcome(status: str, detail: str, **extra: Any) -> CommandOutcome:
     reason = detail if not extra else f"{detail} {json.dumps(extra, sort_keys=True)}"
-    return CommandOutcome({"applied": "accepted", "refused": "refused"}.get(status, "failed"), reason)
+    if status == "applied":
+        return CommandOutcome.accepted(reason)
+    if status == "refused":
+        return CommandOutcome.refused(reason)
+    return CommandOutcome("failed", reason)
 
 
 class TrafficCommands:

@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 
 from agent.errors import DeviceTimeout, FrameError, TransportError
 from agent.traffic.signals import SignalState
+from drivers.modbus.client import Framing, ModbusClient
 from drivers.signals.base import CODES, FROM_CODE, ShownState
 from drivers.signals.emulator import (
     CONTROL_FLASH,
@@ -25,7 +26,6 @@ from drivers.signals.emulator import (
     IR_CHANNELS,
     IR_SEQ,
 )
-from drivers.modbus.client import Framing, ModbusClient
 from drivers.transports.base import Transport
 
 T = TypeVar("T")

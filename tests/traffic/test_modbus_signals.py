@@ -10,8 +10,8 @@ from agent.traffic.envelope import SafetyEnvelope
 from agent.traffic.signals import Indication
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
 from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
-from drivers.transports.tcp import TcpTransport
 from drivers.signals.monitor import ProgramCard
+from drivers.transports.tcp import TcpTransport
 from hil.linkcut import CuttableLink
 from tests.conftest import free_port
 from tests.traffic.helpers import GY, G, R, junction
