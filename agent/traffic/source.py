@@ -97,25 +97,40 @@ class TrafficSource:
             with inter.lock:
                 inter.envelope.watchdog()
 
-    async def run(self, ctx: RunContext) -> None:
-        """Tick in a thread until cancelled; drain reports to the sink."""
+    def start(self) -> threading.Thread:
+        """Start ticking in a thread of its own."""
+        self._stop.clear()
         thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         thread.start()
+        return thread
+
+    def stop(self, thread: threading.Thread) -> None:
+        """Stop ticking and wait for the thread."""
+        self._stop.set()
+        thread.join(5)
+
+    def drain(self) -> list[Reading]:
+        """Reports waiting to go to the sink."""
+        batch: list[Reading] = []
+        while True:
+            try:
+                batch.append(self._reports.get_nowait())
+            except queue.Empty:
+                return batch
+
+    async def run(self, ctx: RunContext) -> None:
+        """Tick in a thread until cancelled; drain reports to the sink."""
+        thread = self.start()
         try:
             while thread.is_alive():
-                batch: list[Reading] = []
-                while True:
-                    try:
-                        batch.append(self._reports.get_nowait())
-                    except queue.Empty:
-                        break
+                batch = self.drain()
                 if batch:
                     await ctx.sink.put(batch)
                 await asyncio.sleep(0.2)
         finally:
-            self._stop.set()
-            await asyncio.to_thread(thread.join, 5)
-            self.intersection.envelope.latch("agent_stopped", "the agent is stopping")
+            await asyncio.to_thread(self.stop, thread)
+            with self.intersection.lock:
+                self.intersection.envelope.latch("agent_stopped", "the agent is stopping")
 
 
 def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficCommands]:
