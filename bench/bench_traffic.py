@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import load_config  # noqa: E402
-from agent.traffic.signals import Indication  # noqa: E402
-from agent.traffic.source import TrafficSource  # noqa: E402
-from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator  # noqa: E402
-from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink  # noqa: E402
-from drivers.signals.monitor import ProgramCard  # noqa: E402
-from drivers.transports.tcp import TcpTransport  # noqa: E402
-from hil.linkcut import CuttableLink  # noqa: E402
-from hil.sumo.rig import AGENT_MODES, SUMO_PROGRAMS, run  # noqa: E402
+from agent.config import load_config
+from agent.traffic.signals import Indication
+from agent.traffic.source import TrafficSource
+from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
+from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
+from drivers.signals.monitor import ProgramCard
+from drivers.transports.tcp import TcpTransport
+from hil.linkcut import CuttableLink
+from hil.sumo.rig import AGENT_MODES, SUMO_PROGRAMS, run
 
 MODES = [*AGENT_MODES, *SUMO_PROGRAMS]
 SITE = Path(__file__).resolve().parent.parent / "tests" / "traffic" / "site.yaml"
@@ -103,7 +103,8 @@ def link_part(trials: int) -> None:
                 if d is None and emu.flashing:
                     d = time.monotonic() - t0
                 time.sleep(0.005)
-            assert a is not None and d is not None, "no flash within 5 s"
+            assert a is not None, "the envelope did not flash within 5 s"
+            assert d is not None, "the controller did not flash within 5 s"
             agent_s.append(a)
             device_s.append(d)
             assert set(emu.shown) <= {0, 5}
@@ -122,7 +123,7 @@ def link_part(trials: int) -> None:
     print(f"control round trip (baseline, same run): median {base * 1000:.1f} ms")
     for name, xs in (("envelope latched", agent_s), ("controller flashing", device_s)):
         xs = sorted(xs)
-        p95 = xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+        p95 = xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
         print(
             f"{name:<20} median {statistics.median(xs):.3f} s  p95 {p95:.3f} s  max {max(xs):.3f} s  "
             f"= {max(xs) / 1.0:.2f} x the 1 s target, {statistics.median(xs) / base:.0f} x the round trip"
