@@ -96,6 +96,8 @@ class TrafficSource:
             self._stop.wait(max(0.0, deadline - time.monotonic()))
             with inter.lock:
                 inter.envelope.watchdog()
+        with inter.lock:  # the output's link belongs to this thread
+            inter.envelope.latch("agent_stopped", "the agent is stopping")
 
     def start(self) -> threading.Thread:
         """Start ticking in a thread of its own."""
@@ -129,8 +131,6 @@ class TrafficSource:
                 await asyncio.sleep(0.2)
         finally:
             await asyncio.to_thread(self.stop, thread)
-            with self.intersection.lock:
-                self.intersection.envelope.latch("agent_stopped", "the agent is stopping")
 
 
 def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficCommands]:
