@@ -84,6 +84,7 @@ def link_part(trials: int) -> None:
     rtt: list[float] = []
     agent_s: list[float] = []
     device_s: list[float] = []
+    spurious: list[str] = []
     thread = src.start()
     try:
         for _ in range(trials):
@@ -93,7 +94,13 @@ def link_part(trials: int) -> None:
                     t0 = time.perf_counter()
                     driver.read_back()
                     rtt.append(time.perf_counter() - t0)
-            assert inter.envelope.latched is None, inter.envelope.latched
+            if inter.envelope.latched is not None:  # a spurious trip before the cut (a loaded machine)
+                spurious.append(str(inter.envelope.latched))
+                with inter.lock:
+                    inter.clear("bench")
+                time.sleep(1.5)
+                if inter.envelope.latched is not None:
+                    raise SystemExit(f"the junction keeps tripping: {inter.envelope.latched}")
             t0 = time.monotonic()
             link.cut()
             a = d = None
@@ -102,7 +109,7 @@ def link_part(trials: int) -> None:
                     a = time.monotonic() - t0
                 if d is None and emu.flashing:
                     d = time.monotonic() - t0
-                time.sleep(0.005)
+                time.sleep(0.01)
             assert a is not None, "the envelope did not flash within 5 s"
             assert d is not None, "the controller did not flash within 5 s"
             agent_s.append(a)
@@ -121,6 +128,7 @@ def link_part(trials: int) -> None:
     base = statistics.median(rtt)
     print(f"== Lost controller link -> flashing yellow, {trials} trials (Modbus TCP emulator, 10 Hz tick)")
     print(f"control round trip (baseline, same run): median {base * 1000:.1f} ms")
+    print(f"spurious trips before a cut: {len(spurious)} {sorted(set(spurious))}")
     for name, xs in (("envelope latched", agent_s), ("controller flashing", device_s)):
         xs = sorted(xs)
         p95 = xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))]
@@ -145,7 +153,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--skip-sumo", action="store_true")
     a = ap.parse_args()
-    link_part(a.trials)
+    if a.trials:
+        link_part(a.trials)
     if not a.skip_sumo:
         sumo_part(a.seeds, a.scales)
 
