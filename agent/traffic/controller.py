@@ -83,6 +83,11 @@ class StageController:
         """The mode from the next cycle on."""
         return self._pending[0] if self._pending is not None else self.mode
 
+    @property
+    def next_plan(self) -> PlanConfig:
+        """The plan from the next cycle on."""
+        return self._pending[1] if self._pending is not None else self.plan
+
     def step(self) -> SignalState:
         """Advance the interval machine and command the resulting state through the port."""
         now = self._clock()

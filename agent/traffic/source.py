@@ -2,8 +2,9 @@
 
 Each intersection ticks in its own thread at :data:`TICK_S` on the monotonic clock (the envelope is
 synchronous and must not wait for the event loop); its reports (refusals, flash alarms, state
-changes) go through a bounded queue to the reading sink. The time-of-day schedule is applied on
-each tick and takes effect at the controller's next cycle.
+changes) go through a bounded queue to the reading sink. The time-of-day schedule is checked on
+each tick; a new entry takes effect at the controller's next cycle, and a mode or plan set by the
+centre holds until the schedule's next change point.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from agent.errors import ConfigError
 from agent.readings import Priority, Reading
 from agent.source import RunContext
 from agent.traffic.commands import TrafficCommands
-from agent.traffic.config import IntersectionConfig, ModbusOutputConfig
+from agent.traffic.config import IntersectionConfig, ModbusOutputConfig, ScheduleEntry
 from agent.traffic.runner import Intersection
 from agent.traffic.schedule import active_entry
 from drivers.signals.base import SignalOutput
@@ -57,6 +58,7 @@ class TrafficSource:
         self._reports: queue.Queue[Reading] = queue.Queue(QUEUE_MAX)
         self.intersection = Intersection(ix, output or build_output(ix), time.monotonic, self._report)
         self._stop = threading.Event()
+        self._entry: ScheduleEntry | None = None
 
     def _report(self, reading: Reading) -> None:
         try:
@@ -70,12 +72,12 @@ class TrafficSource:
         if self.ix.schedule is None:
             return
         entry = active_entry(self.ix.schedule, dt.datetime.now(self._tz))
+        if entry == self._entry:
+            return  # a mode set by the centre holds until the schedule's next change point
+        self._entry = entry
         c = self.intersection.controller
-        if (entry.mode, entry.plan) != (c.mode, c.plan.name):
-            plan = next(p for p in self.ix.plans if p.name == entry.plan)
-            pending = getattr(c, "_pending", None)
-            if pending is None or pending != (entry.mode, plan):
-                c.set_mode(entry.mode, plan)
+        if (entry.mode, entry.plan) != (c.next_mode, c.next_plan.name):
+            c.set_mode(entry.mode, next(p for p in self.ix.plans if p.name == entry.plan))
 
     def _loop(self) -> None:
         inter = self.intersection
