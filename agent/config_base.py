@@ -65,6 +65,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+
 def validation_problems(exc: ValidationError) -> list[str]:
     """One ``path: message (got value)`` line per pydantic error."""
     problems = []
@@ -78,19 +79,15 @@ def validation_problems(exc: ValidationError) -> list[str]:
             problems.append(f"{path}: unknown field")
             continue
         if err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-            if isinstance(err.get("input"), dict):  # a model validator: its message names sub-fields
-                problems.extend(_joined(path, msg))
-                continue
+            problems.extend(_joined(path, msg.removeprefix("Value error, ")))
+            continue
         if "input" in err and not isinstance(err["input"], dict | list):
-            shown = _short(err["input"])
-            if err["type"] != "value_error" or shown not in msg:
-                msg = f"{shown} is not valid: {msg}"
+            msg = f"{_short(err['input'])} is not valid: {msg}"
         problems.append(f"{path}: {msg}")
     return problems
 
 
-_SUBPATH = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\])*(?:\.[\w]+(?:\[\d+\])*)*): (.+)$", re.S)
+_SUBPATH = re.compile(r"^((?:[A-Za-z_][\w.]*|\[\d+\])(?:\[\d+\])*(?:\.[\w]+(?:\[\d+\])*)*): (.+)$", re.S)
 
 
 def _joined(path: str, msg: str) -> list[str]:
@@ -103,7 +100,8 @@ def _joined(path: str, msg: str) -> list[str]:
             continue
         sub, text = m.groups()
         base = "" if path == "(top level)" else path
-        out.append(f"{base}.{sub}: {text}" if base else f"{sub}: {text}")
+        joiner = "" if sub.startswith("[") else "."
+        out.append(f"{base}{joiner}{sub}: {text}" if base else f"{sub}: {text}")
     return out
 
 
@@ -132,7 +130,7 @@ def check_secret_file(path: Path) -> Path:
         raise ValueError(f"secret file {str(path)!r} is not a regular file")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ValueError(
-            f"secret file {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600 "
+            f"secret file {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}, but it must be 0600 "
             f"(chmod 600 {path})"
         )
     if not os.access(path, os.R_OK):
