@@ -17,6 +17,7 @@ import time
 import zoneinfo
 from typing import Any
 
+from agent.commands import CommandOutcome
 from agent.errors import ConfigError
 from agent.readings import Priority, Reading
 from agent.source import RunContext
@@ -59,6 +60,12 @@ class TrafficSource:
         self.intersection = Intersection(ix, output or build_output(ix), time.monotonic, self._report)
         self._stop = threading.Event()
         self._entry: ScheduleEntry | None = None
+        self.commands: TrafficCommands | None = None
+
+    def apply_command(self, body: dict[str, Any]) -> CommandOutcome:
+        """A centre command of kind ``traffic`` (routed by intersection name to any of the site's)."""
+        handler = self.commands or TrafficCommands({self.ix.name: self.intersection})
+        return handler.apply_command(body)
 
     def _report(self, reading: Reading) -> None:
         try:
@@ -141,4 +148,7 @@ def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficCommands]:
     if traffic is None:
         return [], TrafficCommands({})
     sources = [TrafficSource(ix, site.site.timezone) for ix in traffic.intersections]
-    return sources, TrafficCommands({s.ix.name: s.intersection for s in sources})
+    commands = TrafficCommands({s.ix.name: s.intersection for s in sources})
+    for s in sources:
+        s.commands = commands
+    return sources, commands

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 
 from agent.config import load_config
+from agent.kinds import kind_module
 from agent.readings import Priority
 from agent.sink import ListSink
 from agent.source import RunContext
-from agent.traffic.source import traffic_sources
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
 from drivers.signals.monitor import ProgramCard
 from tests.conftest import free_port
@@ -26,14 +26,15 @@ def test_source_runs_the_junction_and_reports(tmp_path) -> None:
     emu = ControllerEmulator(ProgramCard.from_plan(ix), watchdog_s=0.5)
     server = ModbusSignalEmulator(emu, port=port)
     server.start()
-    sources, commands = traffic_sources(cfg)
-    assert len(sources) == 1
     sink = ListSink()
+    ctx = RunContext(cfg, sink)
+    sources = kind_module("traffic").build_sources(cfg.devices, ctx)
+    assert [s.name for s in sources] == ["traffic:ltt-ngt"]
 
     async def main() -> None:
-        task = asyncio.create_task(sources[0].run(RunContext(cfg, sink)))
+        task = asyncio.create_task(sources[0].run(ctx))
         await asyncio.sleep(3.0)
-        status = commands.apply_command({"action": "status", "intersection": "ltt-ngt"})
+        status = sources[0].apply_command({"action": "status", "intersection": "ltt-ngt"})
         assert status.outcome == "accepted"
         assert '"latched": null' in status.reason
         task.cancel()
