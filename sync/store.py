@@ -163,20 +163,30 @@ def _decode_value(value: Value, vtype: int) -> Value:
     return value
 
 
+# Enum members by value: indexing a tuple is much cheaper than calling the enum on the drain path.
+_PRIORITIES = tuple(Priority)
+_QUALITIES = tuple(Quality)
+_CLOCKS = tuple(ClockQuality)
+
+
 def _row_to_stored(row: tuple) -> StoredReading:
     seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta = row
+    if vtype != _VT_FLOAT and vtype != _VT_INT:
+        value = _decode_value(value, vtype)
+    elif vtype == _VT_FLOAT and type(value) is int:
+        value = float(value)
     return StoredReading(
         seq,
         Reading(
-            device=device,
-            point=point,
-            value=_decode_value(value, vtype),
-            ts=ts,
-            unit=unit,
-            quality=Quality(quality),
-            priority=Priority(priority),
-            clock=ClockQuality(clock),
-            meta=json.loads(meta) if meta else None,
+            device,
+            point,
+            value,
+            ts,
+            unit,
+            _QUALITIES[quality],
+            _PRIORITIES[priority],
+            _CLOCKS[clock],
+            json.loads(meta) if meta else None,
         ),
     )
 
