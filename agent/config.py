@@ -258,6 +258,15 @@ class SiteConfig(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _traffic_device(self) -> SiteConfig:
+        idx = [i for i, dev in enumerate(self.devices) if dev.driver == "traffic"]
+        if idx and self.traffic is None:
+            raise ValueError(f"devices[{idx[0]}]: a traffic device needs the top-level traffic section")
+        if len(idx) > 1:
+            raise ValueError(f"devices[{idx[1]}]: only one traffic device per site (it runs every intersection)")
+        return self
+
+    @model_validator(mode="after")
     def _unique_devices(self) -> SiteConfig:
         seen: set[str] = set()
         for i, dev in enumerate(self.devices):
