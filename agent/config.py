@@ -161,6 +161,10 @@ class SyncConfig(StrictModel):
     password_file: RelPath | None = None
     client_id: str | None = Field(default=None, description="Defaults to kbe-<site id>.")
     topic_prefix: str = Field(default="kbe", pattern=r"^[A-Za-z0-9_-]+$")
+    command_public_keys: list[RelPath] = Field(
+        default_factory=list,
+        description="The centre's Ed25519 public keys (PEM) that sign commands; none means commands are refused.",
+    )
     signing_key_file: RelPath = Field(description="Ed25519 private key (PEM), mode 0600.")
     batch: BatchConfig = BatchConfig()
     ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
