@@ -23,7 +23,7 @@ from drivers.modbus.client import Framing, ModbusClient
 from drivers.modbus.device import ModbusDevice
 from drivers.modbus.plan import Block
 from drivers.modbus.profile import Point
-from drivers.transports.base import Transport
+from drivers.transports.base import Transport, with_timeout
 
 MAX_PENDING_WRITES = 32
 ILLEGAL_DATA_ADDRESS = 2
@@ -103,7 +103,7 @@ class ModbusBus:
             if delay > 0:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    await with_timeout(self._wake.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
                 continue
@@ -201,7 +201,7 @@ class ModbusBus:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._writes.append(_Write(dev, p, payload, done))
         self._wake.set()
-        await asyncio.wait_for(asyncio.shield(done), timeout)
+        await with_timeout(asyncio.shield(done), timeout)
 
     async def _do_write(self, w: _Write) -> None:
         dev, p = w.device, w.point

@@ -113,6 +113,7 @@ class EmulatedDevice:
             lo, hi = self.ranges.get(pt.table, (pt.address, pt.end))
             self.ranges[pt.table] = (min(lo, pt.address), max(hi, pt.end))
         self._motions: list[_Motion] = []
+        self._pins: dict[str, float | bool | str] = {}
         self._last_update = 0.0
         self.reset()
 
@@ -132,6 +133,8 @@ class EmulatedDevice:
             self._motions.append(_Motion(pt, spec, start))
         self._last_update = 0.0
         self.update(force=True)
+        for name, value in list(self._pins.items()):  # pinned values stand for the physical quantity
+            self.set_value(name, value)
 
     def set_fault(self, fault: Fault | str, arg: float = 0.0) -> None:
         """Start (or with ``Fault.NONE`` stop) misbehaving."""
@@ -147,6 +150,7 @@ class EmulatedDevice:
                 m.spec = Emulate(kind="constant", value=float(value) if not isinstance(value, str) else 0.0)
                 m.value = float(value) if not isinstance(value, str) else 0.0
                 self._store(m.point, value)
+                self._pins[name] = value
                 return
         raise KeyError(name)
 
@@ -182,6 +186,7 @@ class EmulatedDevice:
             m.value = centre + (self.rng.uniform(-amp, amp) if amp else 0.0)
         else:
             m.value = centre
+            return m.value  # pinned values are served as set, even implausible ones
         lo = pt.min if pt.min is not None else -math.inf
         hi = pt.max if pt.max is not None else math.inf
         m.value = min(max(m.value, lo), hi)
@@ -303,6 +308,7 @@ class RtuLine:
         self.frames_in = 0
         self.bad_frames = 0
         self._task: asyncio.Task[None] | None = None
+        self._answers: set[asyncio.Task[None]] = set()
 
     def char_time(self) -> float:
         """Seconds per character (8N1: 10 bits)."""
@@ -318,6 +324,8 @@ class RtuLine:
 
     async def stop(self) -> None:
         """Stop serving and close the transport."""
+        for answer in list(self._answers):
+            answer.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -348,7 +356,10 @@ class RtuLine:
                 if len(buf) < need:
                     break
                 frame, buf = bytes(buf[:need]), buf[need:]
-                await self._answer(frame)
+                # Devices on a line act independently: a late answer must not hold up the next one.
+                task = asyncio.get_running_loop().create_task(self._answer(frame))
+                self._answers.add(task)
+                task.add_done_callback(self._answers.discard)
 
     async def _answer(self, frame: bytes) -> None:
         self.frames_in += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from agent.errors import TransportError
-from drivers.transports.base import Transport
+from drivers.transports.base import Transport, with_timeout
 
 
 class _Proto(asyncio.Protocol):
@@ -46,7 +46,7 @@ class TcpTransport(Transport):
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            tr, proto = await asyncio.wait_for(
+            tr, proto = await with_timeout(
                 loop.create_connection(lambda: _Proto(self), self.host, self.port), self.connect_timeout
             )
         except (OSError, asyncio.TimeoutError) as exc:
