@@ -15,7 +15,11 @@ import click
 from agent.errors import AgentError, ConfigError
 
 # Subcommands that live with their package: "module:attribute" of a click command or group.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "keys": "sync.signing:keys_cli",
+    "receiver": "sync.receiver:receiver_cmd",
+    "schemas": "sync.schemas:schemas",
+}
 
 
 class LazyGroup(click.Group):
@@ -68,7 +72,9 @@ def config_schema() -> None:
 
 
 @cli.command("run")
-@click.option("--config", "config_file", required=True, type=click.Path(path_type=Path), help="Site config YAML.")
+@click.option(
+    "--config", "config_file", required=True, type=click.Path(path_type=Path), help="Site config YAML."
+)
 def run_cmd(config_file: Path) -> None:
     """Run the agent for one site until SIGTERM or Ctrl-C."""
     from agent.app import run_agent

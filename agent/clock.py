@@ -20,7 +20,7 @@ _TIME_ERROR = 5
 
 class _Timex(ctypes.Structure):
     # struct timex from <sys/timex.h> (Linux, 64-bit and 32-bit longs alike).
-    _fields_ = [  # noqa: RUF012
+    _fields_ = [
         ("modes", ctypes.c_uint),
         ("offset", ctypes.c_long),
         ("freq", ctypes.c_long),

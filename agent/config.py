@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agent.config_base import (
+    RelPath,
     StrictModel,
     check_secret_file,
     load_yaml,
@@ -35,7 +36,7 @@ def _device_union() -> Any:
     register_union_tags(DEVICE_KINDS)
     if len(classes) == 1:
         return classes[0]
-    return Annotated[Union[classes], Field(discriminator="driver")]  # noqa: UP007
+    return Annotated[Union[classes], Field(discriminator="driver")]
 
 
 if TYPE_CHECKING:
@@ -73,9 +74,9 @@ class SiteInfo(StrictModel):
 class TlsConfig(StrictModel):
     """TLS towards the broker; with ``cert_file`` and ``key_file`` it is mutual TLS."""
 
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: RelPath
+    cert_file: RelPath | None = None
+    key_file: RelPath | None = None
     insecure_skip_verify: bool = False
 
     @field_validator("ca_file", "cert_file")
@@ -111,15 +112,18 @@ class SyncConfig(StrictModel):
     broker: str = Field(description="mqtt://host:port or mqtts://host:port")
     tls: TlsConfig | None = None
     username: str | None = None
-    password_file: Path | None = None
+    password_file: RelPath | None = None
     client_id: str | None = Field(default=None, description="Defaults to kbe-<site id>.")
     topic_prefix: str = Field(default="kbe", pattern=r"^[A-Za-z0-9_-]+$")
-    signing_key_file: Path = Field(description="Ed25519 private key (PEM), mode 0600.")
+    signing_key_file: RelPath = Field(description="Ed25519 private key (PEM), mode 0600.")
     batch: BatchConfig = BatchConfig()
     ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_in_flight: int = Field(default=8, ge=1, le=1000)
     live_share: float = Field(
-        default=0.25, ge=0.0, le=0.9, description="Share of each drain batch reserved for the newest readings."
+        default=0.25,
+        ge=0.0,
+        le=0.9,
+        description="Share of each drain batch reserved for the newest readings.",
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     reconnect_min_s: float = Field(default=0.5, gt=0)
@@ -149,7 +153,7 @@ class SyncConfig(StrictModel):
 class StoreConfig(StrictModel):
     """The local SQLite buffer."""
 
-    path: Path = Path("var/store.db")
+    path: RelPath = Path("var/store.db")
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024, description="Cap on the database size.")
     commit_interval_s: float = Field(default=0.05, gt=0, le=5.0)
     queue_size: int = Field(default=50_000, ge=100, description="Readings waiting for a commit, at most.")

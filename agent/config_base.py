@@ -6,10 +6,10 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 from agent.errors import ConfigError
 
@@ -18,6 +18,17 @@ class StrictModel(BaseModel):
     """A frozen pydantic model that refuses unknown keys (a typo is an error, not a silent default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_relative(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve_relative)]
+"""A path in a config file; a relative one is taken relative to the file's own folder."""
 
 
 # Discriminator values pydantic puts in error locations; they are dropped from the printed path.
@@ -65,8 +76,12 @@ def validation_problems(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             problems.append(f"{path}: unknown field")
             continue
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         if "input" in err and not isinstance(err["input"], dict | list):
-            msg = f"{_short(err['input'])} is not valid: {msg}"
+            shown = _short(err["input"])
+            if err["type"] != "value_error" or shown not in msg:
+                msg = f"{shown} is not valid: {msg}"
         problems.append(f"{path}: {msg}")
     return problems
 

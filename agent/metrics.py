@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -80,7 +81,8 @@ class Metrics:
         for name in sorted(self._callbacks):
             try:
                 value = float(self._callbacks[name]())
-            except Exception:  # noqa: BLE001 - a broken gauge must not break the endpoint
+            except Exception:  # a broken gauge must not break the endpoint
+                logging.getLogger("kbe.metrics").debug("gauge %s failed", name, exc_info=True)
                 continue
             if name in self._help:
                 lines.append(f"# HELP {name} {self._help[name]}")

@@ -55,7 +55,8 @@ class SystemSource:
         while True:
             clock = ctx.clock.quality()
             readings = [
-                Reading(r.device, r.point, r.value, r.ts, r.unit, clock=clock) for r in self.sample(ctx.clock.now())
+                Reading(r.device, r.point, r.value, r.ts, r.unit, clock=clock)
+                for r in self.sample(ctx.clock.now())
             ]
             await ctx.sink.put(readings)
             next_at += self.cfg.period_s

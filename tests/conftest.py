@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,6 @@ def agent_argv(*args: str) -> list[str]:
 
 
 @pytest.fixture
-def tmp_store_path(tmp_path: Path) -> Iterator[Path]:
+def tmp_store_path(tmp_path: Path) -> Path:
     """A path for a fresh SQLite store file."""
-    yield tmp_path / "store.db"
+    return tmp_path / "store.db"

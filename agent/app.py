@@ -1,0 +1,251 @@
+"""The agent runtime: store, writer, supervised sources, uplink, health endpoint, systemd integration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+from agent.clock import Clock
+from agent.config import SiteConfig
+from agent.health import HealthServer
+from agent.kinds import kind_module
+from agent.metrics import Metrics
+from agent.readings import Priority, Reading
+from agent.source import RunContext, Source
+from agent.supervisor import Supervisor
+from agent.writer import StoreWriter
+from sync.store import Store
+
+log = logging.getLogger("kbe.agent")
+
+AGENT_DEVICE = "agent"  # device name of the agent's own events and alarms
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line (for journald or a log shipper)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(cfg: SiteConfig) -> None:
+    """Configure the root logger from the site config (``DEBUG=1`` forces DEBUG)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if cfg.logging.json_format:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel("DEBUG" if os.environ.get("DEBUG") == "1" else cfg.logging.level)
+
+
+class _SystemdNotifier:
+    """sd_notify READY/STOPPING/WATCHDOG when run under systemd (``NOTIFY_SOCKET`` set); else nothing."""
+
+    def __init__(self) -> None:
+        self._notifier: Any = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            self._notifier = sdnotify.SystemdNotifier()
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.watchdog_interval_s = int(usec) / 2e6 if usec and usec.isdigit() else None
+
+    def notify(self, state: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify(state)
+
+
+class Agent:
+    """One site's agent. ``await Agent(cfg).run(stop)`` runs until ``stop`` is set, then shuts down cleanly."""
+
+    def __init__(self, cfg: SiteConfig, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or Clock()
+        self.metrics = metrics or Metrics()
+        self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
+        self.writer = StoreWriter(self.store, self.metrics, cfg.store.queue_size, cfg.store.commit_interval_s)
+        self.supervisor = Supervisor(
+            self.metrics, cfg.supervisor.max_restarts, cfg.supervisor.window_s, cfg.supervisor.backoff_s
+        )
+        self.ctx = RunContext(cfg, self.writer, self.clock, self.metrics, logging.getLogger("kbe.source"))
+        self.sources: list[Source] = []
+        self.uploader: Any = None
+        self.health_server: HealthServer | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._started_mono = time.monotonic()
+        self._register_gauges()
+
+    def _register_gauges(self) -> None:
+        m = self.metrics
+        m.describe("kbe_buffer_depth", "Readings in the store not yet acknowledged by the centre.")
+        m.gauge_callback("kbe_buffer_depth", lambda: float(self.store.stats().depth))
+        m.describe("kbe_buffer_oldest_age_seconds", "Age of the oldest unacknowledged reading.")
+        m.gauge_callback("kbe_buffer_oldest_age_seconds", self._oldest_age)
+        m.describe("kbe_buffer_fill_ratio", "Store bytes used over its cap.")
+        m.gauge_callback("kbe_buffer_fill_ratio", lambda: self.store.stats().fill)
+        m.describe("kbe_buffer_dropped", "Readings dropped by the byte cap since the store was created.")
+        m.gauge_callback("kbe_buffer_dropped", lambda: float(sum(self.store.stats().dropped.values())))
+        m.describe("kbe_readings_per_second", "Readings accepted per second over the last 5 s.")
+
+    def _oldest_age(self) -> float:
+        oldest = self.store.stats().oldest_ts
+        return max(0.0, self.clock.now() - oldest) if oldest is not None else 0.0
+
+    def health(self) -> dict[str, Any]:
+        """The /health report."""
+        stats = self.store.stats()
+        writer_stalled = len(self.writer) > 0 and time.monotonic() - self.writer.last_commit_mono > 30
+        tasks = {
+            name: {"state": s.state, "restarts": s.restarts, "last_error": s.last_error}
+            for name, s in self.supervisor.states.items()
+        }
+        sync_state = (
+            self.uploader.health() if self.uploader is not None and hasattr(self.uploader, "health") else None
+        )
+        return {
+            "ok": self.supervisor.healthy() and not writer_stalled,
+            "site": self.cfg.site.id,
+            "uptime_s": round(time.monotonic() - self._started_mono, 1),
+            "clock": self.clock.quality().name.lower(),
+            "buffer": {
+                "depth": stats.depth,
+                "bytes": stats.bytes_used,
+                "fill": round(stats.fill, 4),
+                "oldest_ts": stats.oldest_ts,
+                "dropped": {p.name.lower(): n for p, n in stats.dropped.items()},
+                "rejected": stats.rejected,
+                "quarantined": stats.quarantined,
+            },
+            "writer": {"queued": len(self.writer), "stalled": writer_stalled},
+            "tasks": tasks,
+            "sync": sync_state,
+        }
+
+    async def _report_start(self) -> None:
+        now = self.clock.now()
+        clock = self.clock.quality()
+        events = [Reading(AGENT_DEVICE, "started", 1, now, priority=Priority.EVENT, clock=clock)]
+        for path in self.store.quarantined:
+            events.append(
+                Reading(
+                    AGENT_DEVICE,
+                    "store_quarantined",
+                    str(path),
+                    now,
+                    priority=Priority.ALARM,
+                    clock=clock,
+                    meta={"reason": "integrity check failed; file moved aside"},
+                )
+            )
+        await self.writer.put(events)
+
+    def build_sources(self) -> list[Source]:
+        """Instantiate every enabled device's sources, grouped by kind."""
+        by_kind: dict[str, list[Any]] = defaultdict(list)
+        for dev in self.cfg.devices:
+            if dev.enabled:
+                by_kind[dev.driver].append(dev)
+        sources: list[Source] = []
+        for kind, configs in by_kind.items():
+            sources.extend(kind_module(kind).build_sources(configs, self.ctx))
+        return sources
+
+    async def _rate_loop(self) -> None:
+        last_n, last_t = self.writer.committed, time.monotonic()
+        while True:
+            await asyncio.sleep(5.0)
+            n, t = self.writer.committed, time.monotonic()
+            self.metrics.set("kbe_readings_per_second", (n - last_n) / (t - last_t))
+            last_n, last_t = n, t
+
+    async def start(self) -> None:
+        """Start the writer, the sources, the uplink and the health endpoint."""
+        self._writer_task = asyncio.create_task(self.writer.run(), name="kbe:writer")
+        await self._report_start()
+        self.sources = self.build_sources()
+        for source in self.sources:
+            self.supervisor.start(f"source:{source.name}", lambda s=source: s.run(self.ctx))  # type: ignore[misc]
+        self.supervisor.start("rate", self._rate_loop)
+        if self.cfg.sync is not None:
+            from sync.uploader import Uploader
+
+            self.uploader = Uploader(self.cfg.sync, self.cfg.site.id, self.store, self.metrics, self.clock)
+            self.supervisor.start("sync", self.uploader.run)
+        if self.cfg.health.listen:
+            self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
+            await self.health_server.start()
+        log.info(
+            "agent for site %s running: %d sources, sync %s",
+            self.cfg.site.id,
+            len(self.sources),
+            "on" if self.uploader else "off",
+        )
+
+    async def shutdown(self, flush_timeout_s: float = 5.0) -> None:
+        """Stop acquisition, commit what is queued, give the uplink a moment to flush, close the store."""
+        log.info("shutting down")
+        uploader = self.uploader
+        # Sources first, so nothing new arrives; the uplink keeps running while the writer flushes.
+        await self.supervisor.cancel_matching("source:")
+        await self.writer.flush()
+        if uploader is not None and hasattr(uploader, "flush"):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(uploader.flush(flush_timeout_s), timeout=flush_timeout_s + 1)
+        await self.supervisor.stop()
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        await self.writer.flush()
+        if self.health_server is not None:
+            await self.health_server.stop()
+        await asyncio.to_thread(self.store.close)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start, run until ``stop`` is set, shut down."""
+        notifier = _SystemdNotifier()
+        await self.start()
+        notifier.notify("READY=1")
+        try:
+            while not stop.is_set():
+                interval = notifier.watchdog_interval_s or 5.0
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                # Pet the watchdog only while the loop runs and the store keeps committing.
+                if notifier.watchdog_interval_s and self.health()["writer"]["stalled"] is False:
+                    notifier.notify("WATCHDOG=1")
+        finally:
+            notifier.notify("STOPPING=1")
+            await self.shutdown()
+
+
+def run_agent(cfg: SiteConfig) -> None:
+    """Run the agent in the foreground until SIGTERM or SIGINT."""
+    setup_logging(cfg)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(cfg).run(stop)
+
+    asyncio.run(main())

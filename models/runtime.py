@@ -1,0 +1,91 @@
+"""The TFLite interpreter, whichever runtime package is installed.
+
+``ai_edge_litert`` (LiteRT, the successor of TensorFlow Lite; wheels for x86_64 and aarch64 on
+Python 3.10+) is imported first. ``tflite_runtime`` is the fallback for boards where LiteRT has no
+wheel (armv7 / Pi OS 32-bit, or Python 3.8 images). tflite-runtime 2.14 is built against numpy 1.x
+and crashes under numpy 2, so wherever tflite-runtime is the one installed numpy must be pinned
+below 2 (``pip install 'numpy<2' tflite-runtime``). Both expose the same ``Interpreter`` API
+(``model_content``, ``num_threads``, ``allocate_tensors``, ``set_tensor``, ``invoke``, ``get_tensor``).
+
+``KBE_TFLITE_BACKEND=litert`` or ``=tflite_runtime`` forces one package (used by tests that run a
+model in both runtimes).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import ModelError
+
+BACKENDS: dict[str, str] = {
+    "litert": "ai_edge_litert.interpreter",
+    "tflite_runtime": "tflite_runtime.interpreter",
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One importable runtime: its short name, module and ``Interpreter`` class."""
+
+    name: str
+    module: str
+    interpreter_class: Any
+
+
+def available_backends() -> list[str]:
+    """Names of the runtime packages importable here, preferred first."""
+    found = []
+    for name, module in BACKENDS.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+def select_backend(name: str | None = None) -> Backend:
+    """The runtime to use: ``name``, else ``$KBE_TFLITE_BACKEND``, else the first importable one."""
+    wanted = name or os.environ.get("KBE_TFLITE_BACKEND") or None
+    if wanted is not None and wanted not in BACKENDS:
+        raise ModelError(f"unknown TFLite backend {wanted!r} (known: {', '.join(BACKENDS)})")
+    order = [wanted] if wanted else list(BACKENDS)
+    problems = []
+    for candidate in order:
+        module = BACKENDS[candidate]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            problems.append(f"{module}: {exc}")
+            continue
+        return Backend(candidate, module, mod.Interpreter)
+    raise ModelError(
+        "no TFLite runtime is installed (pip install ai-edge-litert, or on armv7: "
+        "pip install 'numpy<2' tflite-runtime): " + "; ".join(problems)
+    )
+
+
+def default_threads() -> int:
+    """All the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def make_interpreter(content: bytes, num_threads: int | None, backend: Backend) -> Any:
+    """An interpreter with tensors allocated, built from model bytes already checked by the caller.
+
+    A file the runtime cannot parse (truncated, not a flatbuffer, unknown op) raises
+    :class:`ModelError`.
+    """
+    threads = num_threads or default_threads()
+    try:
+        interp = backend.interpreter_class(model_content=content, num_threads=threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"the {backend.name} runtime cannot load the model: {exc}") from exc
+    return interp

@@ -1,0 +1,1 @@
+"""Development tools that make or vendor models; never needed on the device."""

@@ -1,0 +1,271 @@
+"""The reference receiver's storage: the centre's ``readings`` contract on PostgreSQL or SQLite.
+
+``readings`` has the primary key ``(site_id, seq)``; a batch is written in ONE transaction with
+``INSERT ... ON CONFLICT (site_id, seq) DO NOTHING``, so a resent batch stores nothing twice.
+``rejections`` records every refused batch. The columns are documented in docs/wire-protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from agent.errors import ConfigError, SyncError
+from sync.wire import Batch, WireReading
+
+READING_COLUMNS = (
+    "site_id", "seq", "device", "point", "ts", "value", "value_text", "value_type", "unit",
+    "quality", "priority", "clock", "meta", "batch_id", "received_at", "receiver",
+)  # fmt: skip
+
+_SQLITE_DDL = [
+    """CREATE TABLE IF NOT EXISTS readings (
+        site_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        point TEXT NOT NULL,
+        ts REAL NOT NULL,
+        value REAL,
+        value_text TEXT,
+        value_type TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        quality INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        clock INTEGER NOT NULL,
+        meta TEXT,
+        batch_id TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        receiver TEXT NOT NULL,
+        PRIMARY KEY (site_id, seq)
+    )""",
+    "CREATE INDEX IF NOT EXISTS readings_by_point ON readings (site_id, device, point, ts)",
+    """CREATE TABLE IF NOT EXISTS rejections (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        site_id TEXT NOT NULL,
+        batch_id TEXT,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        receiver TEXT NOT NULL
+    )""",
+]
+
+_PG_DDL = [
+    """CREATE TABLE IF NOT EXISTS readings (
+        site_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        device TEXT NOT NULL,
+        point TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        value DOUBLE PRECISION,
+        value_text TEXT,
+        value_type TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        quality SMALLINT NOT NULL,
+        priority SMALLINT NOT NULL,
+        clock SMALLINT NOT NULL,
+        meta JSONB,
+        batch_id TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        receiver TEXT NOT NULL,
+        PRIMARY KEY (site_id, seq)
+    )""",
+    "CREATE INDEX IF NOT EXISTS readings_by_point ON readings (site_id, device, point, ts)",
+    """CREATE TABLE IF NOT EXISTS rejections (
+        id BIGSERIAL PRIMARY KEY,
+        site_id TEXT NOT NULL,
+        batch_id TEXT,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        receiver TEXT NOT NULL
+    )""",
+]
+
+
+def split_value(value: Any) -> tuple[float | None, str | None, str]:
+    """(numeric column, text column, type tag) for a reading value; bools are 0/1 with tag 'bool'."""
+    if value is None:
+        return None, None, "null"
+    if isinstance(value, bool):
+        return float(value), None, "bool"
+    if isinstance(value, int):
+        # Integers past 2**53 would lose digits in a double: the exact text goes beside it.
+        return float(value), (str(value) if abs(value) > 2**53 else None), "int"
+    if isinstance(value, float):
+        return value, None, "float"
+    return None, str(value), "str"
+
+
+def join_value(value: float | None, text: str | None, kind: str) -> Any:
+    """The reading value back from its columns."""
+    if kind == "null":
+        return None
+    if kind == "bool":
+        return bool(value)
+    if kind == "int":
+        return int(text) if text is not None else int(value or 0)
+    if kind == "float":
+        return value
+    return text
+
+
+def _rows(batch: Batch, receiver: str, now: float) -> list[tuple[Any, ...]]:
+    out = []
+    for r in batch.readings:
+        num, text, kind = split_value(r.value)
+        out.append(_row(batch, r, num, text, kind, receiver, now))
+    return out
+
+
+def _row(
+    batch: Batch, r: WireReading, num: float | None, text: str | None, kind: str, receiver: str, now: float
+) -> tuple[Any, ...]:
+    meta = json.dumps(r.meta, ensure_ascii=False) if r.meta else None
+    return (
+        batch.site_id, r.seq, r.device, r.point, r.ts, num, text, kind, r.unit,
+        int(r.quality), int(r.priority), int(r.clock), meta, batch.batch_id, now, receiver,
+    )  # fmt: skip
+
+
+class ReceiverDB(Protocol):
+    """What the receiver needs from its database."""
+
+    def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
+        """Persist a batch in one transaction; return (newly stored, duplicates)."""
+        ...
+
+    def record_rejection(
+        self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
+    ) -> None:
+        """Record a refused batch."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
+class SqliteReceiverDB:
+    """``sqlite:///path``: one connection, WAL, one transaction per batch."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        for ddl in _SQLITE_DDL:
+            self._db.execute(ddl)
+
+    def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
+        """Persist a batch in one transaction; return (newly stored, duplicates)."""
+        rows = _rows(batch, receiver, time.time())
+        marks = ", ".join("?" * len(READING_COLUMNS))
+        sql = (
+            f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) VALUES ({marks}) "  # noqa: S608 - constant columns
+            "ON CONFLICT (site_id, seq) DO NOTHING"
+        )
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self._db.total_changes
+                self._db.executemany(sql, rows)
+                stored = self._db.total_changes - before
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return stored, len(rows) - stored
+
+    def record_rejection(
+        self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
+    ) -> None:
+        """Record a refused batch."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO rejections (site_id, batch_id, reason, detail, topic, size, received_at, receiver) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
+            )
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+
+class PostgresReceiverDB:
+    """``postgresql://...`` (psycopg 3): one transaction per batch, rows sent as arrays through ``unnest``."""
+
+    _TYPES = (
+        "text", "bigint", "text", "text", "float8", "float8", "text", "text", "text",
+        "smallint", "smallint", "smallint", "jsonb", "text", "float8", "text",
+    )  # fmt: skip
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise SyncError("postgresql:// needs psycopg: pip install 'kinhbac-edge[receiver]'") from exc
+        self._psycopg = psycopg
+        self._lock = threading.Lock()
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise SyncError(f"cannot connect to the receiver database: {exc}") from exc
+        with self._conn.transaction():
+            for ddl in _PG_DDL:
+                self._conn.execute(ddl)
+        unnest = ", ".join(f"%s::{t}[]" for t in self._TYPES)
+        self._insert = (
+            f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) SELECT * FROM unnest({unnest}) "  # noqa: S608
+            "ON CONFLICT (site_id, seq) DO NOTHING"
+        )
+
+    def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
+        """Persist a batch in one transaction; return (newly stored, duplicates)."""
+        rows = _rows(batch, receiver, time.time())
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        with self._lock, self._conn.transaction():
+            cur = self._conn.execute(self._insert, columns)
+            stored = max(cur.rowcount, 0)
+        return stored, len(rows) - stored
+
+    def record_rejection(
+        self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
+    ) -> None:
+        """Record a refused batch."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO rejections (site_id, batch_id, reason, detail, topic, size, received_at, receiver) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
+            )
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+
+def open_db(url: str) -> ReceiverDB:
+    """Open ``postgresql://...`` or ``sqlite:///path`` (``sqlite:////abs/path`` for an absolute path)."""
+    scheme = urlparse(url).scheme
+    if scheme in ("postgresql", "postgres"):
+        return PostgresReceiverDB(url)
+    if scheme == "sqlite":
+        rest = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not rest:
+            raise ConfigError("--db", [f"--db: {url!r} is not sqlite:///relative.db or sqlite:////abs/path.db"])
+        return SqliteReceiverDB(Path(rest))
+    raise ConfigError("--db", [f"--db: {url!r} is neither postgresql://... nor sqlite:///path"])

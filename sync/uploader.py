@@ -1,0 +1,492 @@
+"""The site's uplink: reads the store, sends signed batches, deletes rows only on the centre's ack.
+
+The uploader only *reads* the store (plus ``ack``/``reject``), so acquisition never waits on the
+network. A batch is composed as follows, at most ``batch.max_count`` readings and
+``batch.max_bytes`` compressed bytes:
+
+1. up to ``live_share`` of the batch from the *newest* unsent telemetry, so a long drain after an
+   outage never starves live data;
+2. then alarms, then events, then the *oldest* unsent telemetry, each oldest first.
+
+Rows stay in the store until the receiver's :class:`~sync.wire.Ack` for their batch arrives; a
+batch unacknowledged after ``ack_timeout_s`` is sent again (same bytes, same batch id; the centre
+deduplicates on ``(site_id, seq)``). At most ``max_in_flight`` batches are unacknowledged. A
+:class:`~sync.wire.Rejection` moves the batch's rows aside with :meth:`Store.reject`: counted,
+reported in the retained status, never deleted silently and never resent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.clock import Clock
+from agent.config import SyncConfig
+from agent.errors import SyncError
+from agent.metrics import Metrics
+from agent.readings import Priority
+from sync.mqtt import LinkOptions, MqttLink
+from sync.signing import Signer
+from sync.store import Store, StoredReading
+from sync.wire import (
+    Ack,
+    Batch,
+    BufferStats,
+    Rejection,
+    Status,
+    Topics,
+    WireError,
+    WireReading,
+    decode_down,
+    encode_batch_payload,
+)
+
+log = logging.getLogger("kbe.sync")
+
+_MAX_INCOMING = 10_000  # acks waiting for the event loop; an ack lost here only means a resend
+
+
+def agent_version() -> str:
+    """The installed distribution's version, or empty."""
+    try:
+        from importlib.metadata import version
+
+        return version("kinhbac-edge")
+    except Exception:
+        return ""
+
+
+@dataclass
+class InFlight:
+    """A batch sent and not yet acknowledged."""
+
+    batch_id: str
+    seqs: list[int]
+    frame: bytes
+    sent_mono: float
+    first_sent_mono: float
+    sends: int = 1
+    priorities: dict[Priority, int] = field(default_factory=dict)
+
+
+@dataclass
+class Composed:
+    """A batch ready to send and the stream positions it would advance."""
+
+    rows: list[StoredReading]
+    cursors: dict[Priority, int]
+    live: set[int] = field(default_factory=set)
+
+
+class Uploader:
+    """Sends the store's readings to the centre; run it as a supervised task (``run()``)."""
+
+    def __init__(
+        self,
+        cfg: SyncConfig,
+        site_id: str,
+        store: Store,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.site_id = site_id
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.clock = clock or Clock()
+        self.signer = signer or Signer.from_file(cfg.signing_key_file)
+        self.topics = Topics(cfg.topic_prefix, site_id)
+        self.client_id = cfg.client_id or f"kbe-{site_id}"
+        self._boot = os.urandom(4).hex()
+        self._counter = 0
+        self.in_flight: dict[str, InFlight] = {}
+        self._sent: set[int] = set()
+        self._cursors: dict[Priority, int] = dict.fromkeys(Priority, 0)
+        self._partial_since: float | None = None
+        self._incoming: collections.deque[bytes] = collections.deque(maxlen=_MAX_INCOMING)
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._link: MqttLink | None = None
+        self._connected_changed = False
+        self._session_present = True
+        self._flushing = False
+        self._status_due = 0.0
+        self.rejected_batches = 0
+        self.last_rejection: str | None = None
+        self.acked_readings = 0
+        self._describe_metrics()
+
+    # -- public API -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and upload until cancelled. May be called again after it raised (supervisor restart)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._reset_streams()
+        self._link = self._make_link()
+        self._link.start()
+        try:
+            while True:
+                await self._step()
+                await self._sleep()
+        finally:
+            link, self._link = self._link, None
+            await asyncio.shield(asyncio.to_thread(self._say_offline_and_stop, link))
+
+    async def flush(self, timeout: float) -> bool:
+        """Send what is pending and wait for its acks, at most ``timeout`` s, while ``run()`` runs.
+
+        Returns True when the store holds nothing unacknowledged. Rows not acknowledged stay in the
+        store for the next start.
+        """
+        deadline = time.monotonic() + timeout
+        self._flushing = True
+        self.notify()
+        try:
+            while time.monotonic() < deadline:
+                if not self.in_flight and (await asyncio.to_thread(self.store.stats)).depth == 0:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            self._flushing = False
+
+    def notify(self) -> None:
+        """Wake the uploader (for example right after an append); safe from any thread."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(wake.set)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker link is up."""
+        return self._link is not None and self._link.connected
+
+    def health(self) -> dict[str, Any]:
+        """State for the agent's /health report."""
+        link = self._link
+        return {
+            "connected": self.connected,
+            "broker": self.cfg.broker,
+            "in_flight": len(self.in_flight),
+            "acked_readings": self.acked_readings,
+            "rejected_batches": self.rejected_batches,
+            "last_rejection": self.last_rejection,
+            "connect_failures": link.connect_failures if link else 0,
+            "last_error": link.last_error if link else "",
+        }
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _poll_interval(self) -> float:
+        return max(0.02, min(0.25, self.cfg.batch.max_age_s / 2))
+
+    async def _sleep(self) -> None:
+        assert self._wake is not None
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_interval())
+        self._wake.clear()
+
+    async def _step(self) -> None:
+        await self._handle_incoming()
+        if not self.connected:
+            return
+        now = time.monotonic()
+        if self._connected_changed:
+            self._connected_changed = False
+            if not self._session_present:
+                # The broker lost our session: whatever was in flight may never have left it.
+                for inf in self.in_flight.values():
+                    inf.sent_mono = -1e18
+            self._status_due = 0.0
+        self._resend_overdue(now)
+        while len(self.in_flight) < self.cfg.max_in_flight and self.connected:
+            sent = await self._send_next()
+            await self._handle_incoming()
+            if not sent:
+                break
+        if now >= self._status_due:
+            await self._publish_status()
+
+    def _resend_overdue(self, now: float) -> None:
+        assert self._link is not None
+        for inf in self.in_flight.values():
+            if now - inf.sent_mono >= self.cfg.ack_timeout_s:
+                self._link.publish(self.topics.batch, inf.frame, qos=1)
+                inf.sent_mono = now
+                inf.sends += 1
+                self.metrics.inc("kbe_sync_batches_resent_total")
+                log.info("batch %s unacknowledged for %.0f s: sent again", inf.batch_id, self.cfg.ack_timeout_s)
+
+    async def _send_next(self) -> bool:
+        composed = await asyncio.to_thread(self._compose, self.cfg.batch.max_count)
+        if composed is None:
+            return False
+        frame, batch = await asyncio.to_thread(self._encode_within_bytes, composed)
+        if frame is None or batch is None:
+            return False
+        if not self.connected or self._link is None:
+            return False
+        self._link.publish(self.topics.batch, frame, qos=1)
+        now = time.monotonic()
+        seqs = batch.seqs()
+        prios: dict[Priority, int] = collections.Counter(r.reading.priority for r in composed.rows)
+        self.in_flight[batch.batch_id] = InFlight(batch.batch_id, seqs, frame, now, now, 1, dict(prios))
+        self._sent.update(seqs)
+        self._cursors.update(composed.cursors)
+        self._partial_since = None
+        self.metrics.inc("kbe_sync_batches_sent_total")
+        self.metrics.inc("kbe_sync_readings_sent_total", len(seqs))
+        self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
+        return True
+
+    # -- composing batches (runs in a worker thread; reads the store only) ------------------------
+
+    def _take(self, prio: Priority, want: int, skip: set[int], cursor: int) -> tuple[list[StoredReading], int]:
+        """Up to ``want`` unsent readings of one class after ``cursor``, oldest first."""
+        out: list[StoredReading] = []
+        while len(out) < want:
+            rows = self.store.pending(want - len(out) + 64, after_seq=cursor, priority=prio)
+            if not rows:
+                break
+            for r in rows:
+                if r.seq in self._sent or r.seq in skip:
+                    cursor = r.seq
+                    continue
+                out.append(r)
+                cursor = r.seq
+                if len(out) == want:
+                    break
+        return out, cursor
+
+    def _compose(self, max_count: int) -> Composed | None:
+        live_n = int(max_count * self.cfg.live_share)
+        cursors = dict(self._cursors)
+        live: list[StoredReading] = []
+        if live_n:
+            newest = self.store.newest(live_n + 64, Priority.TELEMETRY, above_seq=cursors[Priority.TELEMETRY])
+            live = [r for r in newest if r.seq not in self._sent][:live_n]
+        live_seqs = {r.seq for r in live}
+        rows: list[StoredReading] = []
+        room = max_count - len(live)
+        for prio in Priority:
+            got, cursors[prio] = self._take(prio, room - len(rows), live_seqs, cursors[prio])
+            rows.extend(got)
+        rows.extend(live)
+        if not rows:
+            self._partial_since = None
+            return None
+        full = len(rows) >= max_count
+        urgent = any(r.reading.priority == Priority.ALARM for r in rows)
+        if not (full or urgent or self._flushing):
+            now = time.monotonic()
+            if self._partial_since is None:
+                self._partial_since = now
+            if now - self._partial_since < self.cfg.batch.max_age_s:
+                return None
+        rows.sort(key=lambda r: r.seq)
+        return Composed(rows, cursors, live_seqs)
+
+    def _new_batch_id(self) -> str:
+        self._counter += 1
+        return f"{self._boot}-{self._counter}"
+
+    def _buffer_stats(self) -> BufferStats:
+        s = self.store.stats()
+        return BufferStats(
+            depth=s.depth,
+            bytes=s.bytes_used,
+            oldest_ts=s.oldest_ts,
+            dropped={p.name: n for p, n in s.dropped.items()},
+            rejected=s.rejected,
+        )
+
+    def _encode_within_bytes(self, composed: Composed) -> tuple[bytes | None, Batch | None]:
+        rows = composed.rows
+        stats = self._buffer_stats()
+        while rows:
+            batch = Batch(
+                site_id=self.site_id,
+                batch_id=self._new_batch_id(),
+                first_seq=rows[0].seq,
+                last_seq=rows[-1].seq,
+                created_at=self.clock.now(),
+                readings=[WireReading.from_reading(r.seq, r.reading) for r in rows],
+                buffer=stats,
+            )
+            frame = self.signer.frame(encode_batch_payload(batch), batch.batch_id)
+            if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
+                if len(rows) < len(composed.rows):
+                    self._shrink_cursors(composed, rows)
+                return frame, batch
+            keep = max(1, int(len(rows) * self.cfg.batch.max_bytes / len(frame) * 0.9))
+            rows = rows[:keep]
+        return None, None
+
+    def _shrink_cursors(self, composed: Composed, kept: list[StoredReading]) -> None:
+        """After cutting a batch for size, move each class's cursor back to what was really taken."""
+        composed.rows = kept
+        for prio in Priority:
+            last = [r.seq for r in kept if r.reading.priority == prio and r.seq not in composed.live]
+            composed.cursors[prio] = max(last) if last else self._cursors[prio]
+        # Rows cut off are not marked sent, so they are taken again by a later batch.
+
+    # -- incoming acks and rejections -------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        # Network thread: hand over to the event loop.
+        self._incoming.append(payload)
+        self.notify()
+
+    def _on_connect(self, session_present: bool) -> None:
+        self._session_present = session_present
+        self._connected_changed = True
+        self.metrics.set("kbe_sync_connected", 1)
+        log.info("connected to %s (session %s)", self.cfg.broker, "kept" if session_present else "new")
+        self.notify()
+
+    def _on_disconnect(self) -> None:
+        self.metrics.set("kbe_sync_connected", 0)
+        log.warning("disconnected from %s", self.cfg.broker)
+        self.notify()
+
+    async def _handle_incoming(self) -> None:
+        while self._incoming:
+            data = self._incoming.popleft()
+            try:
+                msg = decode_down(data)
+            except WireError as exc:
+                self.metrics.inc("kbe_sync_bad_down_messages_total")
+                log.warning("ignoring a message on %s: %s", self.topics.ack, exc)
+                continue
+            if isinstance(msg, Ack):
+                await self._handle_ack(msg)
+            else:
+                await self._handle_rejection(msg)
+
+    async def _handle_ack(self, ack: Ack) -> None:
+        inf = self.in_flight.pop(ack.batch_id, None)
+        if inf is None:
+            self.metrics.inc("kbe_sync_unmatched_acks_total")
+            return
+        removed = await asyncio.to_thread(self.store.ack, inf.seqs)
+        self._sent.difference_update(inf.seqs)
+        self.acked_readings += len(inf.seqs)
+        self.metrics.inc("kbe_sync_readings_acked_total", len(inf.seqs))
+        self.metrics.inc("kbe_sync_batches_acked_total")
+        self.metrics.set("kbe_sync_ack_latency_seconds", time.monotonic() - inf.first_sent_mono)
+        self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
+        log.debug("batch %s acked: %d stored, %d duplicates, %d rows deleted",
+                  ack.batch_id, ack.stored, ack.duplicates, removed)
+        self.notify()
+
+    async def _handle_rejection(self, rej: Rejection) -> None:
+        inf = self.in_flight.pop(rej.batch_id, None) if rej.batch_id else None
+        if inf is None:
+            self.metrics.inc("kbe_sync_unmatched_rejections_total")
+            log.warning("centre rejected an unknown batch %s: %s %s", rej.batch_id, rej.reason, rej.detail)
+            return
+        reason = f"{rej.reason}: {rej.detail}" if rej.detail else rej.reason
+        moved = await asyncio.to_thread(self.store.reject, inf.seqs, inf.batch_id, reason)
+        self._sent.difference_update(inf.seqs)
+        self.rejected_batches += 1
+        self.last_rejection = f"{inf.batch_id}: {reason}"
+        self.metrics.inc("kbe_sync_batches_rejected_total", labels={"reason": rej.reason})
+        self.metrics.inc("kbe_sync_readings_rejected_total", moved)
+        self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
+        log.error("centre rejected batch %s (%s): %d readings kept aside in the store", inf.batch_id, reason, moved)
+        self._status_due = 0.0
+        self.notify()
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def _status(self, state: str, buffer: BufferStats | None) -> bytes:
+        return Status(
+            site_id=self.site_id,
+            state="online" if state == "online" else "offline",
+            ts=self.clock.now(),
+            buffer=buffer,
+            in_flight=len(self.in_flight),
+            rejected_batches=self.rejected_batches,
+            last_rejection=self.last_rejection,
+            agent_version=agent_version(),
+        ).model_dump_json().encode()
+
+    async def _publish_status(self) -> None:
+        buffer = await asyncio.to_thread(self._buffer_stats)
+        if self._link is not None and self.connected:
+            self._link.publish(self.topics.status, self._status("online", buffer), qos=1, retain=True)
+        self._status_due = time.monotonic() + self.cfg.keepalive_s
+
+    def _say_offline_and_stop(self, link: MqttLink | None) -> None:
+        if link is None:
+            return
+        if link.connected:
+            info = link.publish(self.topics.status, self._status("offline", None), qos=1, retain=True)
+            with contextlib.suppress(Exception):
+                info.wait_for_publish(2.0)
+        link.stop()
+        self.metrics.set("kbe_sync_connected", 0)
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def _reset_streams(self) -> None:
+        # After a restart of run(), everything still in the store is unsent as far as we know.
+        self.in_flight.clear()
+        self._sent.clear()
+        self._cursors = dict.fromkeys(Priority, 0)
+        self._incoming.clear()
+        self._partial_since = None
+
+    def _make_link(self) -> MqttLink:
+        cfg = self.cfg
+        password = None
+        if cfg.password_file is not None:
+            try:
+                password = cfg.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SyncError(f"cannot read password_file {cfg.password_file}: {exc.strerror}") from exc
+        tls = cfg.tls
+        opts = LinkOptions(
+            broker=cfg.broker,
+            client_id=self.client_id,
+            ca_file=tls.ca_file if tls else None,
+            cert_file=tls.cert_file if tls else None,
+            key_file=tls.key_file if tls else None,
+            insecure_skip_verify=tls.insecure_skip_verify if tls else False,
+            username=cfg.username,
+            password=password,
+            keepalive_s=cfg.keepalive_s,
+            reconnect_min_s=cfg.reconnect_min_s,
+            reconnect_max_s=cfg.reconnect_max_s,
+            max_inflight=cfg.max_in_flight + 4,
+            will_topic=self.topics.status,
+            will_payload=self._status("offline", None),
+        )
+        return MqttLink(
+            opts,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            on_message=self._on_message,
+            subscriptions=[(self.topics.ack, 1)],
+        )
+
+    def _describe_metrics(self) -> None:
+        m = self.metrics
+        m.describe("kbe_sync_connected", "1 while the broker link is up.")
+        m.describe("kbe_sync_readings_acked_total", "Readings the centre acknowledged as persisted.")
+        m.describe("kbe_sync_batches_resent_total", "Batches sent again after ack_timeout_s.")
+        m.describe("kbe_sync_batches_rejected_total", "Batches the centre refused (kept aside in the store).")
+        m.describe("kbe_sync_in_flight", "Batches sent and not yet acknowledged.")

@@ -1,0 +1,404 @@
+"""The versioned wire schema between a site's agent and the centre, its topics and its framing.
+
+Every message is a pydantic v2 model serialised as JSON. Batches and commands travel inside a
+*frame*: a 6-byte header, an optional Ed25519 signature and the zlib-compressed JSON payload.
+The signature covers exactly the compressed payload bytes (see ``docs/wire-protocol.md``).
+Acks, rejections, replies and status are small plain JSON messages.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from agent.errors import SyncError
+from agent.readings import ClockQuality, Priority, Quality, Reading
+
+SCHEMA_VERSION: Literal[1] = 1
+SITE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,80}$"
+
+# Frame: magic "KB", frame version, codec, signature length (0 or 64), id length, then the id
+# (batch or command id, ASCII; outside the payload so even a mangled payload can be answered).
+FRAME_MAGIC = b"KB"
+FRAME_VERSION = 1
+CODEC_JSON = 0
+CODEC_ZLIB_JSON = 1
+_HEADER = struct.Struct("!2sBBBB")
+SIGNATURE_LEN = 64
+ZLIB_LEVEL = 6
+
+
+class WireError(SyncError, ValueError):
+    """A message or frame cannot be decoded or does not match the wire schema."""
+
+
+class WireModel(BaseModel):
+    """Base of every wire message: unknown fields are refused, NaN and infinities travel as JSON constants."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+
+
+WireValue = Union[bool, int, float, str, None]  # smart union keeps True, 1 and 1.0 apart
+
+
+class WireReading(WireModel):
+    """One reading with its store sequence number."""
+
+    seq: int = Field(ge=1, description="Sequence number, strictly increasing per site, survives restarts.")
+    device: str = Field(min_length=1, max_length=200)
+    point: str = Field(min_length=1, max_length=200)
+    ts: float = Field(description="UTC seconds since the epoch.")
+    value: WireValue
+    unit: str = Field(default="", max_length=50)
+    quality: Quality = Quality.GOOD
+    priority: Priority = Priority.TELEMETRY
+    clock: ClockQuality = ClockQuality.SYNCED
+    meta: dict[str, str] | None = None
+
+    @classmethod
+    def from_reading(cls, seq: int, r: Reading) -> WireReading:
+        """Wrap a stored reading."""
+        return cls(
+            seq=seq,
+            device=r.device,
+            point=r.point,
+            ts=r.ts,
+            value=r.value,
+            unit=r.unit,
+            quality=r.quality,
+            priority=r.priority,
+            clock=r.clock,
+            meta=r.meta,
+        )
+
+    def to_reading(self) -> Reading:
+        """The reading without its sequence number."""
+        return Reading(
+            device=self.device,
+            point=self.point,
+            value=self.value,
+            ts=self.ts,
+            unit=self.unit,
+            quality=self.quality,
+            priority=self.priority,
+            clock=self.clock,
+            meta=self.meta,
+        )
+
+
+class BufferStats(WireModel):
+    """The site buffer as seen when the batch was made."""
+
+    depth: int = Field(ge=0, description="Readings waiting in the store (including this batch).")
+    bytes: int = Field(ge=0, description="Store size on disk.")
+    oldest_ts: float | None = Field(default=None, description="Timestamp of the oldest waiting reading.")
+    dropped: dict[str, int] = Field(
+        default_factory=dict, description="Cumulative readings dropped by the buffer cap, per priority name."
+    )
+    rejected: int = Field(default=0, ge=0, description="Readings kept aside after the centre rejected them.")
+
+
+class Batch(WireModel):
+    """A signed upload of readings (topic ``<prefix>/<site>/up/batch``)."""
+
+    type: Literal["batch"] = "batch"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    site_id: str = Field(pattern=SITE_PATTERN)
+    batch_id: str = Field(pattern=ID_PATTERN)
+    first_seq: int = Field(ge=1)
+    last_seq: int = Field(ge=1)
+    created_at: float
+    readings: list[WireReading] = Field(min_length=1)
+    buffer: BufferStats
+
+    def seqs(self) -> list[int]:
+        """Sequence numbers carried."""
+        return [r.seq for r in self.readings]
+
+    def check_consistent(self) -> None:
+        """first_seq/last_seq bound the readings; no seq appears twice."""
+        seqs = self.seqs()
+        if min(seqs) != self.first_seq or max(seqs) != self.last_seq:
+            raise WireError(f"batch {self.batch_id}: first_seq/last_seq do not match the readings")
+        if len(set(seqs)) != len(seqs):
+            raise WireError(f"batch {self.batch_id}: a seq appears twice")
+
+
+class Ack(WireModel):
+    """The centre has persisted a batch (topic ``<prefix>/<site>/down/ack``)."""
+
+    type: Literal["ack"] = "ack"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    site_id: str = Field(pattern=SITE_PATTERN)
+    batch_id: str = Field(pattern=ID_PATTERN)
+    first_seq: int = Field(ge=1)
+    last_seq: int = Field(ge=1)
+    stored: int = Field(ge=0, description="Readings newly stored.")
+    duplicates: int = Field(ge=0, description="Readings already held (a resend); not stored again.")
+    receiver: str = Field(default="", description="Which receiver instance persisted it.")
+
+
+RejectReason = Literal[
+    "unsigned", "bad-signature", "unknown-site", "malformed", "site-mismatch", "schema-version"
+]
+
+
+class Rejection(WireModel):
+    """The centre refused a batch and did not store it (topic ``<prefix>/<site>/down/ack``)."""
+
+    type: Literal["reject"] = "reject"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    site_id: str
+    batch_id: str | None = Field(description="None when the payload could not be read at all.")
+    first_seq: int | None = None
+    last_seq: int | None = None
+    reason: RejectReason
+    detail: str = ""
+    receiver: str = ""
+
+
+DownMessage = Annotated[Union[Ack, Rejection], Field(discriminator="type")]
+DOWN_ADAPTER: TypeAdapter[Ack | Rejection] = TypeAdapter(DownMessage)
+
+
+class Status(WireModel):
+    """Retained site status (topic ``<prefix>/<site>/status``); the last will says ``offline``."""
+
+    type: Literal["status"] = "status"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    site_id: str = Field(pattern=SITE_PATTERN)
+    state: Literal["online", "offline"]
+    ts: float | None = None
+    buffer: BufferStats | None = None
+    in_flight: int = 0
+    rejected_batches: int = Field(
+        default=0, description="Batches rejected by the centre since the agent started."
+    )
+    last_rejection: str | None = None
+    agent_version: str = ""
+
+
+class Command(WireModel):
+    """A signed command from the centre (topic ``<prefix>/<site>/down/cmd/<kind>``)."""
+
+    type: Literal["command"] = "command"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    command_id: str = Field(pattern=ID_PATTERN)
+    target: str = Field(pattern=SITE_PATTERN, description="Site id the command is for.")
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,40}$", description="Same as the topic's last segment.")
+    issued_at: float
+    expires_at: float
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandReply(WireModel):
+    """The site's answer to a command (topic ``<prefix>/<site>/up/cmd-reply``)."""
+
+    type: Literal["cmd-reply"] = "cmd-reply"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    site_id: str = Field(pattern=SITE_PATTERN)
+    command_id: str
+    outcome: Literal["accepted", "refused", "failed"]
+    reason: str = ""
+    ts: float
+
+
+WIRE_MODELS: dict[str, type[WireModel]] = {
+    "batch": Batch,
+    "ack": Ack,
+    "rejection": Rejection,
+    "status": Status,
+    "command": Command,
+    "command-reply": CommandReply,
+}
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic table for one site (or ``+`` for a receiver's wildcard)."""
+
+    prefix: str
+    site: str
+
+    @property
+    def batch(self) -> str:
+        """Agent -> centre, QoS 1, signed frame."""
+        return f"{self.prefix}/{self.site}/up/batch"
+
+    @property
+    def ack(self) -> str:
+        """Centre -> agent, QoS 1, Ack or Rejection JSON."""
+        return f"{self.prefix}/{self.site}/down/ack"
+
+    @property
+    def status(self) -> str:
+        """Agent -> anyone, QoS 1, retained Status JSON; also the last will."""
+        return f"{self.prefix}/{self.site}/status"
+
+    def command(self, kind: str) -> str:
+        """Centre -> agent, QoS 1, signed Command frame."""
+        return f"{self.prefix}/{self.site}/down/cmd/{kind}"
+
+    @property
+    def commands(self) -> str:
+        """Subscription for every command kind."""
+        return f"{self.prefix}/{self.site}/down/cmd/+"
+
+    @property
+    def cmd_reply(self) -> str:
+        """Agent -> centre, QoS 1, CommandReply JSON."""
+        return f"{self.prefix}/{self.site}/up/cmd-reply"
+
+
+def shared_batch_subscription(group: str, prefix: str = "kbe") -> str:
+    """What a receiver of a load-sharing group subscribes to."""
+    return f"$share/{group}/{prefix}/+/up/batch"
+
+
+def site_of_topic(topic: str) -> str:
+    """The site segment of a ``<prefix>/<site>/...`` topic."""
+    parts = topic.split("/")
+    if len(parts) < 3:
+        raise WireError(f"topic {topic!r} has no site segment")
+    return parts[1]
+
+
+# --- framing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame: the signature (empty when unsigned) and the exact payload bytes it covers."""
+
+    codec: int
+    signature: bytes
+    payload: bytes
+    msg_id: str = ""
+
+    def json_bytes(self) -> bytes:
+        """The JSON document inside the payload."""
+        if self.codec == CODEC_JSON:
+            return self.payload
+        try:
+            # Bounded: a batch is at most 16 MiB compressed; refuse decompression bombs past 64 MiB.
+            d = zlib.decompressobj()
+            out = d.decompress(self.payload, 64 * 1024 * 1024)
+            if d.unconsumed_tail or not d.eof:
+                raise WireError("payload does not decompress to a complete document under 64 MiB")
+            return out
+        except zlib.error as exc:
+            raise WireError(f"payload is not zlib data: {exc}") from exc
+
+
+def compress(document: bytes, level: int = ZLIB_LEVEL) -> bytes:
+    """The payload bytes for a JSON document."""
+    return zlib.compress(document, level)
+
+
+def pack_frame(payload: bytes, signature: bytes = b"", codec: int = CODEC_ZLIB_JSON, msg_id: str = "") -> bytes:
+    """Header + id + signature + payload."""
+    if len(signature) not in (0, SIGNATURE_LEN):
+        raise WireError(f"signature must be 0 or {SIGNATURE_LEN} bytes, got {len(signature)}")
+    ident = msg_id.encode("ascii")
+    if len(ident) > 255:
+        raise WireError("frame id longer than 255 bytes")
+    header = _HEADER.pack(FRAME_MAGIC, FRAME_VERSION, codec, len(signature), len(ident))
+    return header + ident + signature + payload
+
+
+def unpack_frame(data: bytes) -> Frame:
+    """Split a frame; raise :class:`WireError` when the header is wrong."""
+    if len(data) < _HEADER.size:
+        raise WireError(f"frame of {len(data)} bytes is shorter than its header")
+    magic, version, codec, sig_len, id_len = _HEADER.unpack_from(data)
+    if magic != FRAME_MAGIC:
+        raise WireError("frame does not start with the KB magic")
+    if version != FRAME_VERSION:
+        raise WireError(f"frame version {version} is not supported (this agent speaks {FRAME_VERSION})")
+    if codec not in (CODEC_JSON, CODEC_ZLIB_JSON):
+        raise WireError(f"unknown codec {codec}")
+    if sig_len not in (0, SIGNATURE_LEN):
+        raise WireError(f"signature length {sig_len} is not 0 or {SIGNATURE_LEN}")
+    sig_start = _HEADER.size + id_len
+    start = sig_start + sig_len
+    if len(data) <= start:
+        raise WireError("frame has no payload")
+    try:
+        ident = bytes(data[_HEADER.size : sig_start]).decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise WireError("frame id is not ASCII") from exc
+    return Frame(codec, bytes(data[sig_start:start]), bytes(data[start:]), ident)
+
+
+def encode_batch_payload(batch: Batch, level: int = ZLIB_LEVEL) -> bytes:
+    """The compressed payload of a batch (what gets signed)."""
+    return compress(batch.model_dump_json().encode(), level)
+
+
+def decode_batch(frame: Frame) -> Batch:
+    """Validate the JSON inside a frame as a :class:`Batch`."""
+    try:
+        batch = Batch.model_validate_json(frame.json_bytes())
+    except ValidationError as exc:
+        raise WireError(f"not a valid batch: {_first_error(exc)}") from exc
+    batch.check_consistent()
+    if frame.msg_id and frame.msg_id != batch.batch_id:
+        raise WireError(f"frame id {frame.msg_id!r} differs from the signed batch id {batch.batch_id!r}")
+    return batch
+
+
+def peek_batch_ids(frame: Frame) -> tuple[str | None, int | None, int | None]:
+    """Best-effort batch id and seq range of an untrusted frame, for a rejection message."""
+    import json
+
+    header_id = frame.msg_id if re.match(ID_PATTERN, frame.msg_id) else None
+    try:
+        doc = json.loads(frame.json_bytes())
+    except (WireError, ValueError):
+        return header_id, None, None
+    if not isinstance(doc, dict):
+        return header_id, None, None
+    bid, first, last = doc.get("batch_id"), doc.get("first_seq"), doc.get("last_seq")
+    return (
+        header_id or (bid if isinstance(bid, str) and len(bid) <= 80 else None),
+        first if isinstance(first, int) else None,
+        last if isinstance(last, int) else None,
+    )
+
+
+def decode_down(data: bytes) -> Ack | Rejection:
+    """Parse a message from ``down/ack``."""
+    try:
+        return DOWN_ADAPTER.validate_json(data)
+    except ValidationError as exc:
+        raise WireError(f"not an ack or rejection: {_first_error(exc)}") from exc
+
+
+def encode_command_payload(cmd: Command) -> bytes:
+    """The compressed payload of a command (what the centre signs)."""
+    return compress(cmd.model_dump_json().encode())
+
+
+def decode_command(frame: Frame) -> Command:
+    """Validate the JSON inside a frame as a :class:`Command`."""
+    try:
+        return Command.model_validate_json(frame.json_bytes())
+    except ValidationError as exc:
+        raise WireError(f"not a valid command: {_first_error(exc)}") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else str(err["msg"])
+
+
+def wire_json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every wire message, keyed by a file stem."""
+    return {name: model.model_json_schema() for name, model in WIRE_MODELS.items()}

@@ -1,0 +1,173 @@
+"""The SQLite buffer: acceptance, ordering, caps, rejection, migrations, corruption, sequence survival."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.errors import StoreError
+from agent.readings import ClockQuality, Priority, Quality, Reading
+from sync.store import SCHEMA_VERSION, SEQ_BLOCK, Store
+
+
+def _r(i: int, prio: Priority = Priority.TELEMETRY, value: object = None) -> Reading:
+    return Reading(
+        "meter-1", f"p{i % 7}", float(i) if value is None else value, 1_700_000_000.0 + i, "V", priority=prio
+    )
+
+
+def test_append_returns_strictly_increasing_seqs_and_reads_back(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a") as s:
+        first = s.append([_r(i) for i in range(10)])
+        second = s.append([_r(i) for i in range(10, 15)])
+        assert first == list(range(1, 11))
+        assert second == list(range(11, 16))
+        got = s.pending(100)
+        assert [g.seq for g in got] == list(range(1, 16))
+        assert got[3].reading == _r(3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=False),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.booleans(),
+            st.none(),
+            st.text(max_size=20),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_values_round_trip_with_their_type(tmp_path_factory: pytest.TempPathFactory, values: list) -> None:
+    path = tmp_path_factory.mktemp("rt") / "s.db"
+    with Store(path, "site-a") as s:
+        readings = [
+            Reading("d", "p", v, 1.5, "u", Quality.UNCERTAIN, Priority.EVENT, ClockQuality.RTC, {"k": "v"})
+            for v in values
+        ]
+        s.append(readings)
+        back = [x.reading for x in s.pending(100)]
+        assert [type(b.value) for b in back] == [type(v) for v in values]
+        assert back == readings
+        assert back[0].meta == {"k": "v"}
+
+
+def test_sequence_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        s.append([_r(i) for i in range(5)])
+        s.ack([1, 2, 3, 4, 5])
+    with Store(path, "site-a") as s:
+        assert s.append([_r(0)]) == [6]
+
+
+def test_sequence_survives_losing_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        seqs = s.append([_r(i) for i in range(5)])
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    with Store(path, "site-a") as s:
+        new = s.append([_r(0)])
+    assert new[0] > seqs[-1]
+    assert new[0] > SEQ_BLOCK - 1
+
+
+def test_pending_orders_by_priority_class(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(0), _r(1, Priority.ALARM), _r(2), _r(3, Priority.EVENT)])
+        alarms = s.pending(10, priority=Priority.ALARM)
+        assert [a.seq for a in alarms] == [2]
+        assert [x.seq for x in s.pending(10, priority=Priority.TELEMETRY)] == [1, 3]
+        assert [x.seq for x in s.newest(1)] == [3]
+        assert [x.seq for x in s.pending(10, after_seq=2)] == [3, 4]
+
+
+def test_ack_removes_only_named_rows_and_updates_depth(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i) for i in range(10)])
+        assert s.ack([2, 4, 99]) == 2
+        assert s.stats().depth == 8
+        assert [x.seq for x in s.fetch([1, 2, 3, 4])] == [1, 3]
+        assert s.ack([2, 4]) == 0
+
+
+def test_cap_drops_oldest_telemetry_only_and_counts(tmp_path: Path) -> None:
+    cap = 1024 * 1024
+    with Store(tmp_path / "s.db", "site-a", max_bytes=cap) as s:
+        alarm_seqs: list[int] = []
+        for batch in range(60):
+            readings = [_r(batch * 1000 + i, value="x" * 40) for i in range(300)]
+            s.append(readings)
+            alarm_seqs += s.append([_r(batch, Priority.ALARM)])
+        st_ = s.stats()
+        assert st_.bytes_used <= cap
+        assert st_.dropped[Priority.TELEMETRY] > 0
+        assert st_.dropped[Priority.ALARM] == 0
+        assert [a.seq for a in s.pending(1000, priority=Priority.ALARM)] == alarm_seqs
+        telemetry = s.pending(100_000, priority=Priority.TELEMETRY)
+        # What is left is the newest telemetry: a contiguous tail, nothing missing in the middle.
+        kept = [t.seq for t in telemetry]
+        total_telemetry = 60 * 300
+        assert len(kept) + st_.dropped[Priority.TELEMETRY] == total_telemetry
+        assert kept[-1] == s.stats().last_seq - 1
+        assert s.counters()["dropped_telemetry"] == st_.dropped[Priority.TELEMETRY]
+
+
+def test_reject_keeps_rows_aside(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i) for i in range(6)])
+        assert s.reject([1, 2, 3], "b-1", "bad signature") == 3
+        assert s.stats().depth == 3
+        assert s.stats().rejected == 3
+        (batch,) = s.rejected_batches()
+        assert (batch.batch_id, batch.reason, batch.count, batch.first_seq, batch.last_seq) == (
+            "b-1",
+            "bad signature",
+            3,
+            1,
+            3,
+        )
+        assert [x.reading for x in s.rejected_readings("b-1")] == [_r(0), _r(1), _r(2)]
+
+
+def test_corrupt_file_is_quarantined_and_store_starts(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        s.append([_r(i) for i in range(100)])
+    data = bytearray(path.read_bytes())
+    data[0:16] = b"this is garbage!"
+    path.write_bytes(bytes(data))
+    with Store(path, "site-a") as s:
+        assert len(s.quarantined) == 1
+        assert s.quarantined[0].exists()
+        assert s.quarantined[0].read_bytes()[:16] == b"this is garbage!"
+        seqs = s.append([_r(0)])
+        assert seqs[0] > 100
+        assert s.stats().quarantined == 1
+
+
+def test_store_refuses_another_sites_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    Store(path, "site-a").close()
+    with pytest.raises(StoreError, match="belongs to site 'site-a'"):
+        Store(path, "site-b")
+
+
+def test_migrations_record_the_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    Store(path, "site-a").close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer than this agent"):
+        Store(path, "site-a")

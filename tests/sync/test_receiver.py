@@ -1,0 +1,126 @@
+"""The receiver's checks, in process (no broker): every refusal is named, recorded and never stored."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sync import wire
+from sync.receiver import Receiver
+from sync.receiver_db import join_value, open_db, split_value
+from sync.signing import Signer, SiteRegistry
+from sync.wire import Ack, Batch, BufferStats, Rejection, WireReading
+from tests.conftest import agent_argv, agent_env
+from tests.sync.conftest import SITE, query
+
+
+def batch(site: str = SITE, bid: str = "b-1", seqs: tuple[int, ...] = (1, 2, 3)) -> Batch:
+    rs = [WireReading(seq=s, device="d", point="p", ts=float(s), value=s * 1.5) for s in seqs]
+    return Batch(site_id=site, batch_id=bid, first_seq=min(seqs), last_seq=max(seqs), created_at=0.0,
+                 readings=rs, buffer=BufferStats(depth=3, bytes=0))
+
+
+@pytest.fixture
+def rx(site_keys, db_url):
+    db = open_db(db_url)
+    r = Receiver(db, SiteRegistry.load(site_keys.registry), name="rx-test")
+    yield r
+    db.close()
+
+
+def topic(site: str = SITE) -> str:
+    return f"kbe/{site}/up/batch"
+
+
+def test_good_batch_is_stored_and_a_resend_only_counts_duplicates(rx, site_keys, db_url):
+    signer = Signer.from_file(site_keys.key)
+    frame = signer.frame(wire.encode_batch_payload(batch()), "b-1")
+    ack = rx.handle(topic(), frame)
+    assert isinstance(ack, Ack)
+    assert (ack.stored, ack.duplicates) == (3, 0)
+    again = rx.handle(topic(), signer.frame(wire.encode_batch_payload(batch(bid="b-2", seqs=(2, 3, 4))), "b-2"))
+    assert isinstance(again, Ack)
+    assert (again.stored, again.duplicates) == (1, 2)
+    assert query(db_url, "SELECT seq, batch_id FROM readings ORDER BY seq") == [
+        (1, "b-1"), (2, "b-1"), (3, "b-1"), (4, "b-2")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("garbage", "malformed"),
+        ("unsigned", "unsigned"),
+        ("tampered", "bad-signature"),
+        ("other-key", "bad-signature"),
+        ("unknown-site", "unknown-site"),
+        ("site-mismatch", "site-mismatch"),
+        ("schema-v2", "schema-version"),
+        ("invalid-json", "malformed"),
+        ("id-mismatch", "malformed"),
+    ],
+)
+def test_refusals_are_recorded_and_not_stored(case, reason, rx, site_keys, db_url, tmp_path: Path):
+    from sync.signing import generate_keypair
+
+    signer = Signer.from_file(site_keys.key)
+    payload = wire.encode_batch_payload(batch())
+    t = topic()
+    if case == "garbage":
+        data = b"\x00\x01garbage"
+    elif case == "unsigned":
+        data = wire.pack_frame(payload, msg_id="b-1")
+    elif case == "tampered":
+        bad = bytearray(payload)
+        bad[10] ^= 1
+        data = wire.pack_frame(bytes(bad), signer.sign(payload), msg_id="b-1")
+    elif case == "other-key":
+        data = Signer.from_file(generate_keypair(tmp_path / "o")[0]).frame(payload, "b-1")
+    elif case == "unknown-site":
+        t = topic("site-zz")
+        data = signer.frame(wire.encode_batch_payload(batch(site="site-zz")), "b-1")
+    elif case == "site-mismatch":
+        data = signer.frame(wire.encode_batch_payload(batch(site="site-b")), "b-1")
+    elif case == "schema-v2":
+        doc = json.loads(batch().model_dump_json())
+        doc["schema_version"] = 2
+        data = signer.frame(wire.compress(json.dumps(doc).encode()), "b-1")
+    elif case == "invalid-json":
+        data = signer.frame(wire.compress(b'{"type": "batch"'), "b-1")
+    else:
+        data = signer.frame(payload, "b-999")
+    answer = rx.handle(t, data)
+    assert isinstance(answer, Rejection)
+    assert answer.reason == reason
+    if case != "garbage":
+        assert answer.batch_id in ("b-1", "b-999")
+    assert query(db_url, "SELECT COUNT(*) FROM readings") == [(0,)]
+    assert query(db_url, "SELECT reason FROM rejections") == [(reason,)]
+    assert rx.counters[f"rejected_{reason}"] == 1
+
+
+@pytest.mark.parametrize("value", [None, True, False, 0, -7, 2**62 + 3, 1.25, float("inf"), "mưa to"])
+def test_value_columns_round_trip(value):
+    assert join_value(*split_value(value)) == value
+    assert type(join_value(*split_value(value))) is type(value)
+
+
+def test_receiver_cli_refuses_a_bad_db_url(site_keys):
+    out = subprocess.run(agent_argv("receiver", "--broker", "mqtt://127.0.0.1:1", "--db", "mysql://x",
+                                    "--sites", str(site_keys.registry)),
+                         env=agent_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "--db: 'mysql://x' is neither" in out.stderr
+
+
+def test_receiver_cli_refuses_a_bad_registry(tmp_path):
+    reg = tmp_path / "sites.yaml"
+    reg.write_text("sites:\n  site-a:\n    public_keys: [nope.pub]\n")
+    out = subprocess.run(agent_argv("receiver", "--broker", "mqtt://127.0.0.1:1", "--db", "sqlite:///x.db",
+                                    "--sites", str(reg)),
+                         env=agent_env(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "sites.site-a.public_keys[0]" in out.stderr

@@ -1,0 +1,83 @@
+"""Tampered, unsigned and unknown-site batches: refused, never stored, counted, kept aside by the agent."""
+
+from __future__ import annotations
+
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.metrics import Metrics
+from sync import wire
+from sync.signing import Signer, generate_keypair
+from sync.store import Store
+from sync.uploader import Uploader
+from sync.wire import Status, Topics
+from tests.sync.conftest import SITE, make_readings, query, stored_readings, sync_config, wait_for
+
+
+class TamperingSigner(Signer):
+    """Signs the payload, then changes one byte of it on the way (as a man in the middle would)."""
+
+    def frame(self, payload: bytes, msg_id: str = "") -> bytes:
+        sig = self.sign(payload)
+        bad = bytearray(payload)
+        bad[len(bad) // 2] ^= 0x20
+        return wire.pack_frame(bytes(bad), sig, msg_id=msg_id)
+
+
+class UnsignedSigner(Signer):
+    """Sends frames without a signature."""
+
+    def frame(self, payload: bytes, msg_id: str = "") -> bytes:
+        return wire.pack_frame(payload, msg_id=msg_id)
+
+
+def retained_status(broker_port: int, site: str) -> Status | None:
+    got: list[bytes] = []
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="status-reader", protocol=paho.MQTTv5)
+    c.on_message = lambda _c, _u, m: got.append(m.payload)
+    c.connect("127.0.0.1", broker_port)
+    c.subscribe(Topics("kbe", site).status, qos=1)
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        c.loop(0.1)
+    c.disconnect()
+    return Status.model_validate_json(got[-1]) if got else None
+
+
+@pytest.mark.parametrize("kind", ["tampered", "unsigned", "unknown-site"])
+def test_refused_batch_is_kept_aside_and_not_resent(
+    kind, mosquitto, tmp_path, site_keys, db_url, receivers, uploaders
+):
+    site = "site-x" if kind == "unknown-site" else SITE
+    store = Store(tmp_path / f"{kind}.db", site, metrics=Metrics())
+    key = generate_keypair(tmp_path / "xkeys", "x")[0] if kind == "unknown-site" else site_keys.key
+    signer = {"tampered": TamperingSigner, "unsigned": UnsignedSigner, "unknown-site": Signer}[kind].from_file(key)
+    rx = receivers(mosquitto, db_url, site_keys.registry)
+    rx.wait_subscribed()
+    seqs = store.append(make_readings(40))
+    up = Uploader(sync_config(mosquitto.url, key, ack_timeout_s=1.0), site, store, signer=signer)
+    uploaders(up)
+    expected = {"tampered": "bad-signature", "unsigned": "unsigned", "unknown-site": "unknown-site"}[kind]
+    wait_for(lambda: store.rejected_batches() != [], 30, "the agent to keep the batch aside")
+    [kept] = store.rejected_batches()
+    assert kept.reason.startswith(expected)
+    assert (kept.count, kept.first_seq, kept.last_seq) == (40, seqs[0], seqs[-1])
+    assert [r.seq for r in store.rejected_readings(kept.batch_id)] == seqs
+    assert store.stats().depth == 0
+    assert store.stats().rejected == 40
+    # Well past the ack timeout: the batch was not resent, nothing was stored.
+    time.sleep(3.0)
+    assert query(db_url, "SELECT site_id, batch_id, reason FROM rejections") == [(site, kept.batch_id, expected)]
+    assert stored_readings(db_url) == []
+    assert up.rejected_batches == 1
+    wait_for(lambda: (s := retained_status(mosquitto.port, site)) is not None and s.rejected_batches == 1, 10,
+             "the retained status to report the rejection")
+    status = retained_status(mosquitto.port, site)
+    assert status is not None
+    assert status.state == "online"
+    assert status.last_rejection is not None
+    assert expected in status.last_rejection
+    store.close()

@@ -1,0 +1,96 @@
+"""Uploader behaviour: graceful flush, the byte bound, backoff, the last will, and the agent wiring."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+from agent.readings import Reading
+from sync.mqtt import backoff_delay
+from sync.uploader import Uploader
+from tests.conftest import agent_argv, agent_env
+from tests.sync.conftest import SITE, make_readings, query, stored_readings, sync_config, wait_for
+from tests.sync.test_rejections import retained_status
+
+
+def test_backoff_is_jittered_exponential_and_capped():
+    for attempt in range(1, 40):
+        d = [backoff_delay(attempt, 0.5, 60.0) for _ in range(50)]
+        assert all(0.5 <= x <= min(60.0, 0.5 * 2**attempt) for x in d)
+    assert len({round(backoff_delay(5, 0.5, 60.0), 6) for _ in range(20)}) > 10
+
+
+def test_flush_delivers_a_partial_batch_and_says_offline(mosquitto, store, site_keys, sqlite_url, receivers,
+                                                         uploaders):
+    rx = receivers(mosquitto, sqlite_url, site_keys.registry)
+    rx.wait_subscribed()
+    # max_age_s is long: only flush() makes the partial batch go now.
+    up = Uploader(sync_config(mosquitto.url, site_keys.key, batch={"max_count": 1000, "max_age_s": 600}),
+                  SITE, store)
+    running = uploaders(up)
+    wait_for(lambda: up.connected, 10, "the connection")
+    store.append(make_readings(37))
+    time.sleep(1.0)
+    assert stored_readings(sqlite_url) == []
+    assert running.call(up.flush(20.0)) is True
+    assert len(stored_readings(sqlite_url)) == 37
+    assert store.stats().depth == 0
+    running.stop()
+    status = retained_status(mosquitto.port, SITE)
+    assert status is not None
+    assert status.state == "offline"
+
+
+def test_batches_respect_the_byte_bound(mosquitto, store, site_keys, sqlite_url, receivers, uploaders):
+    rx = receivers(mosquitto, sqlite_url, site_keys.registry)
+    rx.wait_subscribed()
+    import os
+
+    noisy = [Reading("cam-1", "blob", os.urandom(60).hex(), 1e9 + i) for i in range(300)]
+    seqs = store.append(noisy)
+    cfg = sync_config(mosquitto.url, site_keys.key, batch={"max_count": 1000, "max_bytes": 4096, "max_age_s": 0.1})
+    uploaders(Uploader(cfg, SITE, store))
+    wait_for(lambda: store.stats().depth == 0, 60, "all readings acknowledged")
+    assert [r[1] for r in stored_readings(sqlite_url)] == seqs
+    batches = query(sqlite_url, "SELECT batch_id, COUNT(*) FROM readings GROUP BY batch_id")
+    # 120 hex chars of noise compress to about 60 bytes: 4 KiB holds a few dozen readings, not 300.
+    assert len(batches) >= 5
+    assert max(n for _, n in batches) < 100
+
+
+def test_agent_process_uploads_and_its_will_says_offline_when_killed(mosquitto, tmp_path, site_keys, sqlite_url,
+                                                                    receivers):
+    rx = receivers(mosquitto, sqlite_url, site_keys.registry)
+    rx.wait_subscribed()
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(f"""
+site: {{id: {SITE}, name: Test site, location: {{lat: 21.18, lon: 106.07}}}}
+devices:
+  - {{driver: system, name: board, period_s: 1}}
+sync:
+  broker: {mosquitto.url}
+  signing_key_file: {site_keys.key}
+  keepalive_s: 5
+  batch: {{max_age_s: 0.2}}
+store: {{path: {tmp_path / 'agent-store.db'}}}
+health: {{listen: null}}
+""")
+    log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(agent_argv("run", "--config", str(cfg)), env=agent_env(), stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(stored_readings(sqlite_url)) >= 3, 30, "the agent's readings at the receiver")
+        status = retained_status(mosquitto.port, SITE)
+        assert status is not None
+        assert status.state == "online"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        # The broker publishes the will (retained "offline") once keepalive * 1.5 passes without a packet.
+        wait_for(lambda: (s := retained_status(mosquitto.port, SITE)) is not None and s.state == "offline", 20,
+                 "the last will", step=0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()

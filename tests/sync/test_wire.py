@@ -1,0 +1,174 @@
+"""Wire schema: round trips (hypothesis), framing errors, topics, and the committed JSON Schemas."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.readings import ClockQuality, Priority, Quality, Reading
+from sync import wire
+from sync.schemas import stale_files
+from sync.wire import (
+    Ack,
+    Batch,
+    BufferStats,
+    Command,
+    CommandReply,
+    Rejection,
+    Status,
+    Topics,
+    WireError,
+    WireReading,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=40),
+)
+readings = st.builds(
+    Reading,
+    device=names,
+    point=names,
+    value=values,
+    ts=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    unit=st.text(max_size=10),
+    quality=st.sampled_from(Quality),
+    priority=st.sampled_from(Priority),
+    clock=st.sampled_from(ClockQuality),
+    meta=st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.text(max_size=20), max_size=3)),
+)
+
+
+def same_value(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(readings, min_size=1, max_size=40), st.integers(min_value=1, max_value=2**40))
+def test_batch_round_trip_through_a_frame(rs: list[Reading], first: int) -> None:
+    wrs = [WireReading.from_reading(first + i, r) for i, r in enumerate(rs)]
+    batch = Batch(
+        site_id="site-1",
+        batch_id="b1",
+        first_seq=first,
+        last_seq=first + len(rs) - 1,
+        created_at=1.5,
+        readings=wrs,
+        buffer=BufferStats(depth=len(rs), bytes=10, dropped={"TELEMETRY": 3}),
+    )
+    frame = wire.unpack_frame(wire.pack_frame(wire.encode_batch_payload(batch), b"\x01" * 64))
+    back = wire.decode_batch(frame)
+    assert back.seqs() == batch.seqs()
+    for orig, got in zip(rs, back.readings, strict=True):
+        r = got.to_reading()
+        assert same_value(orig.value, r.value)
+        assert (r.device, r.point, r.ts, r.unit, r.quality, r.priority, r.clock, r.meta) == (
+            orig.device, orig.point, orig.ts, orig.unit, orig.quality, orig.priority, orig.clock, orig.meta
+        )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_frames_raise_wire_error_only(data: bytes) -> None:
+    try:
+        frame = wire.unpack_frame(data)
+        wire.decode_batch(frame)
+    except WireError:
+        pass
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_payload_in_a_valid_header(data: bytes) -> None:
+    frame = wire.unpack_frame(wire.pack_frame(zlib.compress(data) + b"", b""))
+    with pytest.raises(WireError):
+        wire.decode_batch(frame)
+    assert wire.peek_batch_ids(frame)[0] is None or isinstance(wire.peek_batch_ids(frame)[0], str)
+
+
+def test_frame_header_errors_are_named() -> None:
+    with pytest.raises(WireError, match="magic"):
+        wire.unpack_frame(b"XX\x01\x01\x00\x00payload")
+    with pytest.raises(WireError, match="version 9"):
+        wire.unpack_frame(b"KB\x09\x01\x00\x00payload")
+    with pytest.raises(WireError, match="signature length"):
+        wire.unpack_frame(b"KB\x01\x01\x05\x00payload")
+    with pytest.raises(WireError, match="shorter"):
+        wire.unpack_frame(b"KB")
+
+
+def test_decompression_bomb_is_refused() -> None:
+    bomb = zlib.compress(b"0" * (65 * 1024 * 1024), 9)
+    with pytest.raises(WireError, match="64 MiB"):
+        wire.unpack_frame(wire.pack_frame(bomb)).json_bytes()
+
+
+def test_inconsistent_seq_range_is_refused() -> None:
+    r = WireReading(seq=5, device="d", point="p", ts=1.0, value=1)
+    batch = Batch(site_id="s", batch_id="b", first_seq=4, last_seq=5, created_at=0, readings=[r],
+                  buffer=BufferStats(depth=1, bytes=0))
+    with pytest.raises(WireError, match="first_seq"):
+        wire.decode_batch(wire.unpack_frame(wire.pack_frame(wire.encode_batch_payload(batch))))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.builds(Ack, site_id=st.just("s1"), batch_id=st.from_regex(r"\A[a-z0-9]{1,20}\Z"),
+              first_seq=st.integers(1, 10**12), last_seq=st.integers(1, 10**12),
+              stored=st.integers(0, 10**6), duplicates=st.integers(0, 10**6)),
+    st.builds(Rejection, site_id=st.just("s1"), batch_id=st.one_of(st.none(), st.just("b")),
+              reason=st.sampled_from(["unsigned", "bad-signature", "unknown-site", "malformed"]),
+              detail=st.text(max_size=50)),
+)
+def test_down_messages_round_trip(ack: Ack, rej: Rejection) -> None:
+    assert wire.decode_down(ack.model_dump_json().encode()) == ack
+    assert wire.decode_down(rej.model_dump_json().encode()) == rej
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), st.one_of(st.integers(), st.text(max_size=10), st.booleans()),
+                       max_size=5))
+def test_command_and_reply_round_trip(body: dict) -> None:
+    cmd = Command(command_id="c-1", target="site-1", kind="lighting", issued_at=1.0, expires_at=2.0,
+                  body=body)
+    frame = wire.unpack_frame(wire.pack_frame(wire.encode_command_payload(cmd), b"\x00" * 64))
+    assert wire.decode_command(frame) == cmd
+    reply = CommandReply(site_id="site-1", command_id="c-1", outcome="refused", reason="expired", ts=3.0)
+    assert CommandReply.model_validate_json(reply.model_dump_json()) == reply
+    st_ = Status(site_id="site-1", state="online", ts=1.0, buffer=BufferStats(depth=1, bytes=2))
+    assert Status.model_validate_json(st_.model_dump_json()) == st_
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(WireError):
+        wire.decode_down(b'{"type":"ack","site_id":"s","batch_id":"b","first_seq":1,"last_seq":1,'
+                         b'"stored":1,"duplicates":0,"extra":1}')
+
+
+def test_topic_table() -> None:
+    t = Topics("kbe", "site-1")
+    assert t.batch == "kbe/site-1/up/batch"
+    assert t.ack == "kbe/site-1/down/ack"
+    assert t.status == "kbe/site-1/status"
+    assert t.command("lighting") == "kbe/site-1/down/cmd/lighting"
+    assert t.cmd_reply == "kbe/site-1/up/cmd-reply"
+    assert wire.shared_batch_subscription("centre") == "$share/centre/kbe/+/up/batch"
+    assert wire.site_of_topic(t.batch) == "site-1"
+
+
+def test_committed_schemas_are_current() -> None:
+    stale = stale_files(REPO / "docs" / "schemas")
+    assert not stale, f"stale: {stale}; run: edge-agent schemas --write docs/schemas"
