@@ -28,8 +28,15 @@ WINDOW = 12.0
 
 def settings(unit: int) -> DeviceSettings:
     return DeviceSettings(
-        name=f"soil{unit}", unit=unit, timeout_s=0.25, retries=1, fast_s=PERIOD, slow_s=3600.0,
-        breaker_after=3, backoff_min_s=1.0, backoff_max_s=8.0,
+        name=f"soil{unit}",
+        unit=unit,
+        timeout_s=0.25,
+        retries=1,
+        fast_s=PERIOD,
+        slow_s=3600.0,
+        breaker_after=3,
+        backoff_min_s=1.0,
+        backoff_max_s=8.0,
     )
 
 
@@ -72,7 +79,9 @@ def test_dead_and_slow_devices_do_not_slow_the_others():
     for unit in range(1, 7):
         name = f"soil{unit}"
         assert base[name] > 0.8 * nominal, f"healthy line itself too slow: {base}"
-        assert abs(got[name] - base[name]) <= 0.10 * base[name], f"{name}: {got[name]:.2f}/s vs {base[name]:.2f}/s"
+        assert abs(got[name] - base[name]) <= 0.10 * base[name], (
+            f"{name}: {got[name]:.2f}/s vs {base[name]:.2f}/s"
+        )
     assert "soil7" not in got  # the dead one produced nothing, and nothing wrong
     assert got.get("soil8", 0) > 0.5 * nominal  # the slow one is still read
     assert f_ctx.metrics.get("modbus_device_online", {"device": "soil7"}) == 0
