@@ -476,8 +476,11 @@ def pymodbus_devices(devices: Sequence[EmulatedDevice]) -> list[object]:
         blocks: list[list[object]] = []
         for table in ("coil", "discrete_input", "holding_register", "input_register"):
             lo, hi = dev.ranges.get(table, (0, 0))
-            if hi <= lo:
-                blocks.append([])
+            if hi <= lo and table in BIT_TABLES:
+                # pymodbus wants every table non-empty: one bit far away stands for "no coils".
+                blocks.append([SimData(65520, count=1, values=False, datatype=DataType.BITS)])
+            elif hi <= lo:
+                blocks.append([SimData(0, count=1, datatype=DataType.INVALID)])
             elif table in BIT_TABLES:
                 blocks.append([SimData(lo, count=hi - lo, values=False, datatype=DataType.BITS)])
             else:
