@@ -8,6 +8,8 @@ transport is reopened with a growing delay. Unavailability and recovery are logg
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -60,6 +62,8 @@ class ModbusBus:
         self.log = logging.getLogger(f"kbe.modbus.{name}")
         self.clock = Clock()
         self._transport_down = False
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
 
     # -- Source ---------------------------------------------------------------------------------
     async def run(self, ctx: RunContext) -> None:
@@ -89,6 +93,7 @@ class ModbusBus:
             self._fail_writes(TransportError(f"bus {self.name} stopped"))
 
     async def _serve(self, ctx: RunContext) -> None:
+        self._heap.clear()  # rebuilt from the devices' own schedules
         while True:
             if self._writes:
                 await self._do_write(self._writes.popleft())
@@ -107,17 +112,34 @@ class ModbusBus:
                 except asyncio.TimeoutError:
                     pass
                 continue
+            heapq.heappop(self._heap)
             readings = await self.poll(dev, cls)
+            nj = dev.next_job()
+            if nj is not None:
+                heapq.heappush(self._heap, (nj[0], next(self._seq), dev.name, nj[1]))
             if readings:
                 await ctx.sink.put(readings)
 
     def _next(self) -> tuple[float, ModbusDevice, str] | None:
-        best: tuple[float, ModbusDevice, str] | None = None
-        for dev in self.devices.values():
+        """The device and class due first (a heap with lazy re-checks, O(log n) per poll)."""
+        heap = self._heap
+        if not heap:
+            for dev in self.devices.values():
+                nj = dev.next_job()
+                if nj is not None:
+                    heapq.heappush(heap, (nj[0], next(self._seq), dev.name, nj[1]))
+        while heap:
+            due, _, name, cls = heap[0]
+            dev = self.devices[name]
             nj = dev.next_job()
-            if nj is not None and (best is None or nj[0] < best[0]):
-                best = (nj[0], dev, nj[1])
-        return best
+            if nj is None:
+                heapq.heappop(heap)
+                continue
+            if nj[0] != due or nj[1] != cls:
+                heapq.heapreplace(heap, (nj[0], next(self._seq), name, nj[1]))
+                continue
+            return due, dev, cls
+        return None
 
     # -- polling --------------------------------------------------------------------------------
     async def poll(self, dev: ModbusDevice, cls: str) -> list[Reading]:

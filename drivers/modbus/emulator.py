@@ -95,7 +95,7 @@ class EmulatedDevice:
         seed: int = 0,
         turnaround_s: float = 0.0,
         holes: Iterable[tuple[str, int]] = (),
-        update_every_s: float = 0.1,
+        update_every_s: float = 1.0,
     ) -> None:
         self.profile = profile
         self.unit = unit
@@ -162,7 +162,7 @@ class EmulatedDevice:
         dt = now - self._last_update if self._last_update else 0.0
         self._last_update = now
         for m in self._motions:
-            if m.point.writable and not force:
+            if not force and (m.point.writable or m.spec.kind == "constant"):
                 continue
             self._store(m.point, self._next_value(m, dt))
 
@@ -175,7 +175,8 @@ class EmulatedDevice:
         if spec.kind == "counter":
             m.value += (spec.rate_per_h or 1.0) * dt / 3600.0
         elif spec.kind == "diurnal":
-            hours = time.localtime().tm_hour + time.localtime().tm_min / 60.0
+            now = time.localtime()
+            hours = now.tm_hour + now.tm_min / 60.0
             m.value = (
                 centre + amp * math.sin(2 * math.pi * (hours - 9.0) / 24.0) + self.rng.gauss(0, amp * 0.02)
             )
@@ -201,6 +202,11 @@ class EmulatedDevice:
             mask = ((1 << pt.width) - 1) << (pt.bit or 0)
             old = table.get(pt.address, 0) & ~mask
             table[pt.address] = old | ((int(value) << (pt.bit or 0)) & mask)
+            return
+        if pt.type in ("uint16", "int16") and self.profile.byte_order_of(pt) == "big":
+            raw16 = round((float(value) - pt.offset) / pt.scale)
+            lo16, hi16 = (0, 0xFFFF) if pt.type == "uint16" else (-0x8000, 0x7FFF)
+            table[pt.address] = min(max(raw16, lo16), hi16) & 0xFFFF
             return
         if pt.type in ("string", "bool"):
             regs = encode_raw(value, pt.type, self.profile.byte_order_of(pt), "big", pt.count)
@@ -458,7 +464,7 @@ class TcpServer:
                 if delay:
                     await asyncio.sleep(delay)
                 writer.write(frame)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self._writers.discard(writer)

@@ -1,0 +1,205 @@
+"""Modbus TCP throughput: 100 emulated devices x 50 points into the SQLite store, and the same
+workload through ThingsBoard IoT Gateway (peer harness in /work/shared/peers/thingsboard-gateway),
+in one run.
+
+Workload (the peer harness's own shape): one Modbus TCP endpoint with unit ids 1..100, each with
+50 uint16 holding registers at 0..49, polled every 100 ms (50,000 values/s offered). Ours: the
+agent's bus scheduler + StoreWriter + Store (WAL, synchronous=FULL) in this process; the emulator
+(`edge-agent modbus emulate`) in a subprocess. CPU is this process's CPU time (all threads) over the
+measuring window. Theirs: gateway -> Mosquitto -> counter, as the harness measures it (its own
+emulator; gateway CPU from /proc).
+
+    PYTHONPATH=. /work/venv/bin/python bench/modbus_tcp_throughput.py [--window 20] [--no-peer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import glob
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from agent.clock import Clock
+from agent.metrics import Metrics
+from agent.source import RunContext
+from agent.writer import StoreWriter
+from drivers.modbus.bus import ModbusBus
+from drivers.modbus.device import DeviceSettings, ModbusDevice
+from drivers.modbus.profile import load_profile
+from drivers.transports import TcpTransport
+from sync.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+PEER = Path("/work/shared/peers/thingsboard-gateway")
+DEVICES, POINTS, POLL_MS = 100, 50, 100
+
+
+def write_profile(tmp: Path) -> Path:
+    points = [
+        {
+            "name": f"k{i}",
+            "table": "holding_register",
+            "address": i,
+            "type": "uint16",
+            "emulate": {"kind": "noise", "value": 30000, "amplitude": 20000},
+        }
+        for i in range(POINTS)
+    ]
+    path = tmp / "bench50.yaml"
+    path.write_text(yaml.safe_dump({"model": "Bench50", "sources": ["bench"], "points": points}))
+    return path
+
+
+def start_emulator(profile: Path, port: int) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "agent", "modbus", "emulate", "--tcp", str(port)]
+    for _ in range(DEVICES):
+        argv += ["--profile", str(profile)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # "modbus tcp on port ..."
+    return proc
+
+
+async def ours(
+    profile: Path, port: int, tmp: Path, warmup: float, window: float, poll_s: float
+) -> dict[str, float]:
+    prof = load_profile(profile)
+    devs = [
+        ModbusDevice(prof, DeviceSettings(name=f"dev{u}", unit=u, timeout_s=1.0, fast_s=poll_s, slow_s=3600))
+        for u in range(1, DEVICES + 1)
+    ]
+    metrics = Metrics()
+    store = Store(tmp / f"store-{poll_s}.db", "bench", max_bytes=4 * 2**30, metrics=metrics)
+    writer = StoreWriter(store, metrics)
+    bus = ModbusBus("bench", TcpTransport("127.0.0.1", port), devs, "tcp")
+    ctx = RunContext(site=None, sink=writer, clock=Clock(), metrics=metrics, log=logging.getLogger("bench"))  # type: ignore[arg-type]
+    wtask = asyncio.create_task(writer.run())
+    btask = asyncio.create_task(bus.run(ctx))
+    await asyncio.sleep(warmup)
+    c0, p0, t0 = writer.committed, time.process_time(), time.monotonic()
+    await asyncio.sleep(window)
+    c1, p1, t1 = writer.committed, time.process_time(), time.monotonic()
+    for task in (btask, wtask):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    store.close()
+    points = c1 - c0
+    return {
+        "points_per_s": points / (t1 - t0),
+        "cpu_s_per_1m": (p1 - p0) / max(points, 1) * 1e6,
+        "cpu_pct": (p1 - p0) / (t1 - t0) * 100,
+        "offered": DEVICES * POINTS / poll_s,
+    }
+
+
+def peer(warmup: float, window: float) -> dict[str, float] | None:
+    before = set(glob.glob(os.path.expanduser("~/.cache/kbe-peer-tb/results/*/summary.json")))
+    cmd = [
+        str(PEER / "run.sh"),
+        "--grid",
+        f"{POINTS}:{POLL_MS}:{DEVICES}",
+        "--outage",
+        "",
+        "--warmup",
+        str(warmup),
+        "--window",
+        str(window),
+    ]
+    print("running peer:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
+    after = set(glob.glob(os.path.expanduser("~/.cache/kbe-peer-tb/results/*/summary.json"))) - before
+    if not after:
+        return None
+    res = json.loads(Path(sorted(after)[-1]).read_text())["results"][0]
+    if "error" in res:
+        print("peer error:", res["error"])
+        return None
+    vps = res["values_per_s"]
+    cpu = res["gateway"]["cpu_pct"]
+    return {
+        "points_per_s": vps,
+        "cpu_pct": cpu,
+        "cpu_s_per_1m": cpu / 100 / max(vps, 1e-9) * 1e6,
+        "offered": res["offered_values_per_s"],
+        "requests_per_s": res["modbus_requests_per_s"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--window", type=float, default=20.0)
+    ap.add_argument("--no-peer", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        profile = write_profile(tmp)
+        with socket_port() as port:
+            emu = start_emulator(profile, port)
+            try:
+                same = asyncio.run(ours(profile, port, tmp, args.warmup, args.window, POLL_MS / 1000))
+                flat = asyncio.run(ours(profile, port, tmp, args.warmup, args.window, 0.001))
+            finally:
+                emu.terminate()
+                emu.wait(10)
+    theirs = None if args.no_peer else peer(max(args.warmup, 10.0), args.window)
+    print(f"Modbus TCP, {DEVICES} devices x {POINTS} points (uint16 HR 0..49), one endpoint, 2-core box")
+    row = "  {:44s} {:>10.0f} points/s  CPU {:6.1f} % of a core  {:6.2f} CPU s per 1M points"
+    print(
+        row.format(
+            f"ours, poll {POLL_MS} ms (offered {same['offered']:.0f}/s)",
+            same["points_per_s"],
+            same["cpu_pct"],
+            same["cpu_s_per_1m"],
+        )
+    )
+    print(
+        row.format(
+            "ours, as fast as the emulator answers",
+            flat["points_per_s"],
+            flat["cpu_pct"],
+            flat["cpu_s_per_1m"],
+        )
+    )
+    if theirs:
+        print(
+            row.format(
+                f"ThingsBoard GW 3.8.5, poll {POLL_MS} ms",
+                theirs["points_per_s"],
+                theirs["cpu_pct"],
+                theirs["cpu_s_per_1m"],
+            )
+        )
+        print(
+            f"  throughput ratio ours/theirs at the same offered load: {same['points_per_s'] / theirs['points_per_s']:.1f}x"
+            f"  (target >= 5)"
+        )
+        print(
+            f"  CPU per point ratio theirs/ours: {theirs['cpu_s_per_1m'] / same['cpu_s_per_1m']:.1f}x (target >= 1)"
+        )
+
+
+@contextlib.contextmanager
+def socket_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    yield port
+
+
+if __name__ == "__main__":
+    main()
