@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import glob
 import json
 import logging
 import os
@@ -60,9 +59,9 @@ def write_profile(tmp: Path) -> Path:
     return path
 
 
-def start_emulator(profile: Path, port: int) -> subprocess.Popen[str]:
+def start_emulator(profile: Path, port: int, devices: int = DEVICES) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "agent", "modbus", "emulate", "--tcp", str(port)]
-    for _ in range(DEVICES):
+    for _ in range(devices):
         argv += ["--profile", str(profile)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
@@ -72,15 +71,15 @@ def start_emulator(profile: Path, port: int) -> subprocess.Popen[str]:
 
 
 async def ours(
-    profile: Path, port: int, tmp: Path, warmup: float, window: float, poll_s: float
+    profile: Path, port: int, tmp: Path, warmup: float, window: float, poll_s: float, devices: int = DEVICES
 ) -> dict[str, float]:
     prof = load_profile(profile)
     devs = [
         ModbusDevice(prof, DeviceSettings(name=f"dev{u}", unit=u, timeout_s=1.0, fast_s=poll_s, slow_s=3600))
-        for u in range(1, DEVICES + 1)
+        for u in range(1, devices + 1)
     ]
     metrics = Metrics()
-    store = Store(tmp / f"store-{poll_s}.db", "bench", max_bytes=4 * 2**30, metrics=metrics)
+    store = Store(tmp / f"store-{poll_s}-{devices}.db", "bench", max_bytes=4 * 2**30, metrics=metrics)
     writer = StoreWriter(store, metrics)
     bus = ModbusBus("bench", TcpTransport("127.0.0.1", port), devs, "tcp")
     ctx = RunContext(site=None, sink=writer, clock=Clock(), metrics=metrics, log=logging.getLogger("bench"))  # type: ignore[arg-type]
@@ -104,12 +103,15 @@ async def ours(
     }
 
 
-def peer(warmup: float, window: float) -> dict[str, float] | None:
-    before = set(glob.glob(os.path.expanduser("~/.cache/kbe-peer-tb/results/*/summary.json")))
+def peer(warmup: float, window: float, device_counts: list[int]) -> dict[int, dict[str, float] | str]:
+    """Run the peer harness once for every device count; results (or the error) by device count."""
+    results = Path(os.environ.get("PEER_WORK", "~/.cache/kbe-peer-tb")).expanduser() / "results"
+    before = set(results.glob("*/summary.json"))
+    grid = ",".join(f"{POINTS}:{POLL_MS}:{n}" for n in device_counts)
     cmd = [
         str(PEER / "run.sh"),
         "--grid",
-        f"{POINTS}:{POLL_MS}:{DEVICES}",
+        grid,
         "--outage",
         "",
         "--warmup",
@@ -119,22 +121,25 @@ def peer(warmup: float, window: float) -> dict[str, float] | None:
     ]
     print("running peer:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
-    after = set(glob.glob(os.path.expanduser("~/.cache/kbe-peer-tb/results/*/summary.json"))) - before
+    after = set(results.glob("*/summary.json")) - before
+    out: dict[int, dict[str, float] | str] = {}
     if not after:
-        return None
-    res = json.loads(Path(sorted(after)[-1]).read_text())["results"][0]
-    if "error" in res:
-        print("peer error:", res["error"])
-        return None
-    vps = res["values_per_s"]
-    cpu = res["gateway"]["cpu_pct"]
-    return {
-        "points_per_s": vps,
-        "cpu_pct": cpu,
-        "cpu_s_per_1m": cpu / 100 / max(vps, 1e-9) * 1e6,
-        "offered": res["offered_values_per_s"],
-        "requests_per_s": res["modbus_requests_per_s"],
-    }
+        return out
+    for res in json.loads(Path(sorted(after)[-1]).read_text())["results"]:
+        n = int(res["devices"])
+        if "error" in res:
+            out[n] = res["error"]
+            continue
+        vps = res["values_per_s"]
+        cpu = res["gateway"]["cpu_pct"]
+        out[n] = {
+            "points_per_s": vps,
+            "cpu_pct": cpu,
+            "cpu_s_per_1m": cpu / 100 / max(vps, 1e-9) * 1e6,
+            "offered": res["offered_values_per_s"],
+            "requests_per_s": res["modbus_requests_per_s"],
+        }
+    return out
 
 
 def main() -> None:
@@ -143,52 +148,47 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=20.0)
     ap.add_argument("--no-peer", action="store_true")
     args = ap.parse_args()
+    counts = [DEVICES, 10]
+    mine: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         profile = write_profile(tmp)
-        with socket_port() as port:
-            emu = start_emulator(profile, port)
-            try:
-                same = asyncio.run(ours(profile, port, tmp, args.warmup, args.window, POLL_MS / 1000))
-                flat = asyncio.run(ours(profile, port, tmp, args.warmup, args.window, 0.001))
-            finally:
-                emu.terminate()
-                emu.wait(10)
-    theirs = None if args.no_peer else peer(max(args.warmup, 10.0), args.window)
-    print(f"Modbus TCP, {DEVICES} devices x {POINTS} points (uint16 HR 0..49), one endpoint, 2-core box")
-    row = "  {:44s} {:>10.0f} points/s  CPU {:6.1f} % of a core  {:6.2f} CPU s per 1M points"
-    print(
-        row.format(
-            f"ours, poll {POLL_MS} ms (offered {same['offered']:.0f}/s)",
-            same["points_per_s"],
-            same["cpu_pct"],
-            same["cpu_s_per_1m"],
-        )
-    )
-    print(
-        row.format(
-            "ours, as fast as the emulator answers",
-            flat["points_per_s"],
-            flat["cpu_pct"],
-            flat["cpu_s_per_1m"],
-        )
-    )
-    if theirs:
+        for n in counts:
+            with socket_port() as port:
+                emu = start_emulator(profile, port, n)
+                try:
+                    mine[n] = asyncio.run(
+                        ours(profile, port, tmp, args.warmup, args.window, POLL_MS / 1000, n)
+                    )
+                finally:
+                    emu.terminate()
+                    emu.wait(10)
+    theirs = {} if args.no_peer else peer(max(args.warmup, 10.0), args.window, counts)
+    print(f"Modbus TCP, N devices x {POINTS} points (uint16 HR 0..49) behind one endpoint, poll {POLL_MS} ms")
+    row = "  {:46s} {:>9.0f} points/s  CPU {:6.1f} % of a core  {:7.2f} CPU s per 1M points"
+    for n in counts:
+        r = mine[n]
         print(
             row.format(
-                f"ThingsBoard GW 3.8.5, poll {POLL_MS} ms",
-                theirs["points_per_s"],
-                theirs["cpu_pct"],
-                theirs["cpu_s_per_1m"],
+                f"ours, {n} devices (offered {r['offered']:.0f}/s)",
+                r["points_per_s"],
+                r["cpu_pct"],
+                r["cpu_s_per_1m"],
             )
         )
-        print(
-            f"  throughput ratio ours/theirs at the same offered load: {same['points_per_s'] / theirs['points_per_s']:.1f}x"
-            f"  (target >= 5)"
-        )
-        print(
-            f"  CPU per point ratio theirs/ours: {theirs['cpu_s_per_1m'] / same['cpu_s_per_1m']:.1f}x (target >= 1)"
-        )
+        t = theirs.get(n)
+        if isinstance(t, dict):
+            print(
+                row.format(
+                    f"ThingsBoard GW 3.8.5, {n} devices", t["points_per_s"], t["cpu_pct"], t["cpu_s_per_1m"]
+                )
+            )
+            print(
+                f"    throughput ours/theirs: {r['points_per_s'] / max(t['points_per_s'], 1e-9):.1f}x (target >= 5); "
+                f"CPU per point theirs/ours: {t['cpu_s_per_1m'] / r['cpu_s_per_1m']:.1f}x (target >= 1)"
+            )
+        elif t is not None:
+            print(f"  ThingsBoard GW 3.8.5, {n} devices: {t}")
 
 
 @contextlib.contextmanager

@@ -545,6 +545,7 @@ class Emulator:
         self.lines: list[RtuLine] = []
         self.servers: list[TcpServer] = []
         self._ptys: list[PtyPair] = []
+        self._gateways: list[tuple[asyncio.Server, Transport, RtuLine]] = []
         self._devices: dict[int, EmulatedDevice] = {}
 
     async def add_rtu_line(self, devices: Sequence[EmulatedDevice], baudrate: int = 9600) -> str:
@@ -575,6 +576,45 @@ class Emulator:
         self._remember(devices)
         return server.port
 
+    async def add_rtu_gateway(
+        self, devices: Sequence[EmulatedDevice], baudrate: int = 9600, port: int = 0, host: str = "127.0.0.1"
+    ) -> int:
+        """An RS-485 line behind a transparent serial-to-TCP gateway (RTU frames inside TCP); returns the port.
+
+        The line keeps its byte timing; one TCP client at a time is bridged to it, like the common
+        single-socket gateways.
+        """
+        from drivers.transports.memory import memory_pair
+
+        gw_end, line_end = memory_pair(baudrate)
+        line = await self.add_rtu_on(line_end, devices, baudrate)
+        await gw_end.open()
+
+        async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            async def down() -> None:
+                while data := await reader.read(512):
+                    await gw_end.write(data)
+
+            async def up() -> None:
+                while True:
+                    try:
+                        data = await gw_end.read(512, 3600.0)
+                    except DeviceTimeout:
+                        continue
+                    writer.write(data)
+
+            tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                writer.close()
+
+        server = await asyncio.start_server(bridge, host, port)
+        self._gateways.append((server, gw_end, line))
+        return int(server.sockets[0].getsockname()[1])
+
     def _remember(self, devices: Sequence[EmulatedDevice]) -> None:
         for d in devices:
             self._devices[d.unit] = d
@@ -589,8 +629,12 @@ class Emulator:
             await line.stop()
         for server in self.servers:
             await server.stop()
+        for server, gw_end, _ in self._gateways:
+            server.close()
+            await gw_end.close()
         for pair in self._ptys:
             pair.close()
+        self._gateways.clear()
         self.lines.clear()
         self.servers.clear()
         self._ptys.clear()
