@@ -629,8 +629,8 @@ class Emulator:
             await line.stop()
         for server in self.servers:
             await server.stop()
-        for server, gw_end, _ in self._gateways:
-            server.close()
+        for gateway, gw_end, _ in self._gateways:
+            gateway.close()
             await gw_end.close()
         for pair in self._ptys:
             pair.close()
