@@ -99,7 +99,7 @@ async def ours(
         "points_per_s": points / (t1 - t0),
         "cpu_s_per_1m": (p1 - p0) / max(points, 1) * 1e6,
         "cpu_pct": (p1 - p0) / (t1 - t0) * 100,
-        "offered": DEVICES * POINTS / poll_s,
+        "offered": devices * POINTS / poll_s,
     }
 
 
@@ -125,10 +125,18 @@ def peer(warmup: float, window: float, device_counts: list[int]) -> dict[int, di
     out: dict[int, dict[str, float] | str] = {}
     if not after:
         return out
-    for res in json.loads(Path(sorted(after)[-1]).read_text())["results"]:
+    run_dir = sorted(after)[-1].parent
+    for res in json.loads((run_dir / "summary.json").read_text())["results"]:
         n = int(res["devices"])
         if "error" in res:
-            out[n] = res["error"]
+            # It delivered nothing; its Modbus request rate (one register per request) bounds what it could.
+            stats = run_dir / f"throughput_k{POINTS}_p{POLL_MS}_d{n}" / "emulator_stats.json"
+            rate = ""
+            if stats.is_file():
+                per_s = list(json.loads(stats.read_text()).get("requests_per_second", {}).values())[-20:]
+                if per_s:
+                    rate = f"; it was reading {sum(per_s) / len(per_s):.0f} registers/s (one per request)"
+            out[n] = f"{res['error']}{rate}"
             continue
         vps = res["values_per_s"]
         cpu = res["gateway"]["cpu_pct"]
