@@ -505,6 +505,12 @@ def pymodbus_devices(devices: Sequence[EmulatedDevice]) -> list[object]:
                 return ExcCodes(int(dev.fault_arg) or 4)
             if dev.fault is Fault.LATE:
                 await asyncio.sleep(dev.fault_arg)
+            if set_values is not None and fc in (5, 6, 15, 16):
+                # Writes go through the emulated device, so its rules and state stay the only truth.
+                values = [int(v) for v in set_values]  # type: ignore[attr-defined]
+                pdu = bytes([fc]) + address.to_bytes(2, "big") + bytes(3)
+                answer = dev._write(fc, address, values, pdu)
+                return ExcCodes(answer[1]) if answer[0] & 0x80 else None
             table = TABLE_OF_FC.get(fc)
             if table is not None and set_values is None:
                 dev.update()
@@ -530,6 +536,32 @@ async def pymodbus_tcp_server(
         if server.is_active():
             break
     return server
+
+
+async def pymodbus_rtu_server(
+    devices: Sequence[EmulatedDevice], baudrate: int = 9600
+) -> tuple[object, Transport]:
+    """pymodbus 3.16's RTU server for ``devices`` on one end of a fresh pseudo-terminal.
+
+    Returns the server (``await s.shutdown()``) and the transport of the other end, to hand to a bus.
+    pymodbus answers at once (no line timing); use :class:`RtuLine` for timing and line faults.
+    """
+    from pymodbus import FramerType
+    from pymodbus.server import ModbusSerialServer
+
+    pair = PtyPair(baudrate)
+    server = ModbusSerialServer(
+        pymodbus_devices(devices),  # type: ignore[arg-type]
+        framer=FramerType.RTU,
+        port=pair.path,
+        baudrate=baudrate,
+    )
+    asyncio.get_running_loop().create_task(server.serve_forever())
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if server.is_active():
+            break
+    return server, pair.master
 
 
 # -- the rig API -------------------------------------------------------------------------------------

@@ -202,3 +202,45 @@ def test_pymodbus_clients_against_our_emulator():
     assert rr.registers[0] == 420
     assert not sr.isError()
     assert sr.registers[0] == (-35) & 0xFFFF
+
+
+def test_bus_against_the_pymodbus_rtu_server_on_a_pty():
+    from agent.readings import Quality
+    from agent.sink import ListSink
+    from drivers.modbus.emulator import Fault, pymodbus_rtu_server
+    from tests.drivers.modbus.helpers import context, running
+
+    async def main():
+        soil = EmulatedDevice(load_profile("soil-7in1"), unit=1)
+        air = EmulatedDevice(load_profile("xy-md02"), unit=2)
+        soil.set_value("ph", 6.8)
+        air.set_value("humidity", 64.5)
+        server, transport = await pymodbus_rtu_server([soil, air], 19200)
+        devs = [
+            ModbusDevice(
+                load_profile("soil-7in1"), DeviceSettings(name="soil", unit=1, fast_s=0.1, slow_s=0.2)
+            ),
+            ModbusDevice(load_profile("xy-md02"), DeviceSettings(name="air", unit=2, fast_s=0.1, slow_s=0.2)),
+        ]
+        bus = ModbusBus("pm", transport, devs, "rtu")
+        sink = ListSink()
+        ctx = context(sink)
+        async with running(bus, ctx):
+            await asyncio.sleep(0.8)
+            air.set_fault(Fault.EXCEPTION, 4)  # through the pymodbus action hook
+            await asyncio.sleep(0.5)
+            air.set_fault(Fault.NONE)
+            await asyncio.sleep(0.8)
+            await bus.write("air", "humidity_correction", -2.5)
+        await server.shutdown()
+        return sink, ctx, air
+
+    sink, ctx, air = asyncio.run(main())
+    ph = [r for r in sink.readings if r.point == "ph"]
+    hum = [r for r in sink.readings if r.point == "humidity"]
+    assert ph
+    assert all(r.value == pytest.approx(6.8) and r.quality is Quality.GOOD for r in ph)
+    assert hum
+    assert all(r.value == pytest.approx(64.5) for r in hum)
+    assert ctx.metrics.get("modbus_errors_total", {"device": "air", "kind": "exception_4"}) >= 1
+    assert air.tables["holding_register"][0x104] == (-25) & 0xFFFF
