@@ -166,10 +166,7 @@ class Transport(ABC):
     async def write(self, data: bytes, timeout: float = 5.0) -> None:
         """Send ``data``; waits for the OS buffer to drain at most ``timeout`` seconds."""
         self._check_open()
-        try:
-            await with_timeout(self._write(data), timeout)
-        except asyncio.TimeoutError:
-            raise DeviceTimeout(f"{self.name}: write did not complete within {timeout:.3f} s") from None
+        await self._write(data, timeout)
 
     # -- for implementations -------------------------------------------------------------
     @abstractmethod
@@ -179,4 +176,11 @@ class Transport(ABC):
     async def _close(self) -> None: ...
 
     @abstractmethod
-    async def _write(self, data: bytes) -> None: ...
+    async def _write(self, data: bytes, timeout: float) -> None:
+        """Send ``data``; raise :class:`DeviceTimeout` if the OS buffer does not drain within ``timeout``."""
+
+    async def _wait_writable(self, ready: Awaitable[object], timeout: float) -> None:
+        try:
+            await with_timeout(ready, timeout)
+        except asyncio.TimeoutError:
+            raise DeviceTimeout(f"{self.name}: write did not complete within {timeout:.3f} s") from None

@@ -58,8 +58,9 @@ class TcpTransport(Transport):
             self._tr.close()
             self._tr = None
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, timeout: float) -> None:
         if self._tr is None or self._proto is None or self._tr.is_closing():
             raise TransportError(f"{self.name}: connection lost")
         self._tr.write(data)
-        await self._proto.can_write.wait()
+        if not self._proto.can_write.is_set():
+            await self._wait_writable(self._proto.can_write.wait(), timeout)
