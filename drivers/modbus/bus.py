@@ -28,6 +28,18 @@ from drivers.modbus.profile import Point
 from drivers.transports.base import Transport, with_timeout
 
 MAX_PENDING_WRITES = 32
+METRIC_HELP = {
+    "modbus_requests_total": "Modbus read requests sent, per device.",
+    "modbus_errors_total": "Failed requests per device and kind (timeout, frame, exception_N).",
+    "modbus_polls_total": "Polls per device and result (ok, failed).",
+    "modbus_points_total": "Points read per device.",
+    "modbus_device_online": "1 while the device answers, 0 while its circuit breaker is open.",
+    "modbus_response_seconds": "Time of the device's last successful request.",
+    "modbus_blocks_split_total": "Block reads split after an illegal-data-address refusal.",
+    "modbus_transport_errors_total": "Transport failures (port or connection lost) per bus.",
+    "modbus_writes_total": "Writes attempted per device.",
+    "modbus_write_errors_total": "Writes refused by the device or failing read-back.",
+}
 ILLEGAL_DATA_ADDRESS = 2
 
 
@@ -69,6 +81,8 @@ class ModbusBus:
     async def run(self, ctx: RunContext) -> None:
         """Poll until cancelled; reopen the transport whenever it fails."""
         self.metrics, self.log, self.clock = ctx.metrics, ctx.log.getChild(f"modbus.{self.name}"), ctx.clock
+        for name, text in METRIC_HELP.items():
+            self.metrics.describe(name, text)
         delay = 0.5
         try:
             while True:
