@@ -19,6 +19,9 @@ from agent.config_base import (
 )
 from agent.errors import ConfigError
 from agent.kinds import DEVICE_KINDS, kind_module
+from agent.lighting.config import LightingConfig
+from agent.traffic.config import TrafficConfig
+from models.config import InferenceConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -198,6 +201,18 @@ class SiteConfig(StrictModel):
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    lighting: LightingConfig | None = None
+    inference: InferenceConfig | None = None
+    traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
+
+    @model_validator(mode="after")
+    def _lighting_device(self) -> SiteConfig:
+        idx = [i for i, dev in enumerate(self.devices) if dev.driver == "lighting"]
+        if idx and self.lighting is None:
+            raise ValueError(f"devices[{idx[0]}]: a lighting device needs the top-level lighting section")
+        if len(idx) > 1:
+            raise ValueError(f"devices[{idx[1]}]: only one lighting device per site (it runs every circuit)")
+        return self
 
     @model_validator(mode="after")
     def _unique_devices(self) -> SiteConfig:

@@ -1,0 +1,90 @@
+"""The local schedule: from a time (and the sensor) to each circuit's light state, no network involved.
+
+Order of precedence for a circuit: a remote override that has not expired; else, when the astro
+clock (and sensor window) says lit, the level of the night's profile: a calendar rule's profile on
+its nights, otherwise the group's profile (as switched by the centre, or as configured); else off.
+When the schedule cannot be trusted (clock not set, no sun times) the default light state applies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from agent.lighting.astro import AstroClock, NightTimes, night_of
+from agent.lighting.calendar import rule_for_night
+from agent.lighting.config import DimmingProfile, LightingConfig, night_minute
+from agent.lighting.photocell import SensorWindow
+from agent.lighting.state import LightingState
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A wanted state and why (``schedule``, ``profile:P``, ``calendar:R``, ``override``, ``default``)."""
+
+    on: bool
+    level: int
+    reason: str
+
+
+def profile_level(profile: DimmingProfile, local: dt.datetime) -> int:
+    """The profile's level at local time ``local`` (steps in noon-to-noon order)."""
+    now_minute = ((local.hour - 12) % 24) * 60 + local.minute
+    level = profile.start_level
+    for step in profile.steps:
+        if now_minute >= night_minute(step.at):
+            level = step.level
+    return level
+
+
+class Schedule:
+    """The site's lighting schedule."""
+
+    def __init__(self, cfg: LightingConfig, astro: AstroClock, state: LightingState) -> None:
+        self.cfg = cfg
+        self.astro = astro
+        self.state = state
+        self.window = SensorWindow(cfg.photocell.window_min) if cfg.photocell is not None else None
+
+    def night(self, now: float) -> tuple[dt.datetime, NightTimes]:
+        """Local time and the astro times of the night ``now`` (UTC seconds) falls in."""
+        local = dt.datetime.fromtimestamp(now, self.astro.tz)
+        return local, self.astro.night(night_of(local))
+
+    def lit(self, local: dt.datetime, times: NightTimes, dark: bool | None) -> bool:
+        """Astro clock, or astro clock with the sensor window when a sensor is configured."""
+        if self.window is None:
+            return times.on <= local < times.off
+        return self.window.lit(local, times, dark)
+
+    def decide(self, now: float, dark: bool | None = None, trusted: bool = True) -> dict[str, Decision]:
+        """Every circuit's decision at UTC time ``now``."""
+        default = self.cfg.default_light_state
+        decisions: dict[str, Decision] = {}
+        scheduled: dict[str, Decision] = {}
+        try:
+            if not trusted:
+                raise ValueError("wall clock not trusted")
+            local, times = self.night(now)
+            lit = self.lit(local, times, dark)
+            rule = rule_for_night(self.cfg.calendar, times.night)
+            for c in self.cfg.circuits:
+                if not lit:
+                    scheduled[c.name] = Decision(False, 0, "schedule")
+                    continue
+                if rule is not None:
+                    name, reason = rule.profile, f"calendar:{rule.name}"
+                else:
+                    name = self.state.profiles.get(c.group, self.cfg.group(c.group).profile)
+                    reason = f"profile:{name}"
+                level = profile_level(self.cfg.profile(name), local)
+                scheduled[c.name] = Decision(level > 0, level, reason)
+        except (ValueError, LookupError):
+            scheduled = {c.name: Decision(default.on, default.level, "default") for c in self.cfg.circuits}
+        for c in self.cfg.circuits:
+            ov = self.state.overrides.get(c.name)
+            if ov is not None and ov.until > now:
+                decisions[c.name] = Decision(ov.level > 0, ov.level, "override")
+            else:
+                decisions[c.name] = scheduled[c.name]
+        return decisions

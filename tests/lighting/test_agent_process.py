@@ -1,0 +1,134 @@
+"""`edge-agent run` with a lighting section, no uplink reachable, outputs on emulated Modbus lighting
+controllers: it applies persisted overrides at start, survives a kill -9 (power cut), restores the
+outputs after a restart, and records state changes in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import yaml
+
+from agent.lighting.emulator import LightingControllerEmulator
+from agent.lighting.outputs import OutputState
+from sync.store import Store
+from tests.conftest import agent_argv, agent_env, free_port
+from tests.lighting.conftest import lighting_dict
+
+
+def write_config(tmp_path: Path, ports: tuple[int, int]) -> Path:
+    lighting = lighting_dict(
+        state_path=str(tmp_path / "lighting.json"), tick_s=0.2, default_when_clock_unsynced=False
+    )
+    lighting["circuits"] = [
+        {
+            "name": f"m{i + 1}",
+            "group": "route-1",
+            "lamps": 10,
+            "lamp_watts": 100,
+            "output": {
+                "type": "modbus",
+                "host": "127.0.0.1",
+                "port": port,
+                "relay_coil": 0,
+                "dim_register": 1,
+                "timeout_s": 1,
+            },
+        }
+        for i, port in enumerate(ports)
+    ]
+    cfg = {
+        "site": {"id": "bn-01", "name": "Bắc Ninh", "location": {"lat": 21.19, "lon": 106.08}},
+        "devices": [{"driver": "lighting", "name": "street"}],
+        "store": {"path": str(tmp_path / "store.db")},
+        "health": {"listen": None},
+        "lighting": lighting,
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
+
+
+async def wait_for(cond, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def start_agent(config: Path, log: Path) -> asyncio.subprocess.Process:
+    with open(log, "ab") as err:  # a file, not a pipe: a chatty agent can never block on a full pipe
+        return await asyncio.create_subprocess_exec(
+            *agent_argv("run", "--config", str(config)), env=agent_env(), stdout=err, stderr=err
+        )
+
+
+async def stop_agent(proc: asyncio.subprocess.Process, log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(
+            "agent did not stop within 30 s of SIGTERM:\n" + log.read_text()[-4000:]
+        ) from None
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+
+def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
+    ports = (free_port(), free_port())
+    config = write_config(tmp_path, ports)
+    now = time.time()
+    (tmp_path / "lighting.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "overrides": {
+                    "m1": {"level": 60, "until": now + 3600, "set_at": now, "command_id": "op-1"},
+                    "m2": {"level": 0, "until": now + 5, "set_at": now, "command_id": "op-2"},
+                },
+                "profiles": {},
+            }
+        )
+    )
+
+    log = tmp_path / "agent.log"
+
+    async def main():
+        emus = [LightingControllerEmulator(initial=OutputState(True, 100)) for _ in ports]
+        for emu, port in zip(emus, ports, strict=True):
+            await emu.start("127.0.0.1", port)
+        try:
+            proc = await start_agent(config, log)
+            await wait_for(
+                lambda: emus[0].state() == OutputState(True, 60) and emus[1].state() == OutputState(False, 0)
+            )
+            proc.send_signal(signal.SIGKILL)  # power cut
+            await proc.wait()
+            emus[0].force(OutputState(False, 0))  # lamps dark while the board is down
+            await wait_for(lambda: time.time() > now + 6, timeout=15)
+            proc = await start_agent(config, log)
+            await wait_for(lambda: emus[0].state() == OutputState(True, 60))
+            await asyncio.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, err.decode()
+        finally:
+            for emu in emus:
+                await emu.stop()
+
+    asyncio.run(main())
+    store = Store(tmp_path / "store.db", "bn-01")
+    try:
+        readings = [s.reading for s in store.pending(10_000)]
+    finally:
+        store.close()
+    points = {(r.point, r.value) for r in readings}
+    assert ("m1.mode", "override") in points
+    assert ("m2.override", "expired") in points  # expired while the board was down, noticed at restart
+    assert all(r.device == "street" for r in readings if r.point.startswith("m"))
+    assert not (tmp_path / "lighting.json.corrupt").exists()

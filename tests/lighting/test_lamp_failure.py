@@ -1,0 +1,170 @@
+"""Lamp-failure and stuck-contactor alarms from an emulated Eastron SDM120 (the Modbus driver's
+profile-driven emulator on Modbus TCP), with the lamp bank following the mock GPIO relay and PWM pins;
+the meter reader also reads one phase of an SDM630."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from agent.lighting.config import CircuitConfig, LightingConfig, MeterConfig
+from agent.lighting.emulator import LampBank, SdmEmulator
+from agent.lighting.failure import expected_power, judge
+from agent.lighting.kind import build_meters
+from agent.lighting.meter import MeterSample, SdmMeter
+from agent.lighting.modbus_link import ModbusLink
+from agent.lighting.outputs import OutputState
+from agent.readings import Priority
+from tests.conftest import free_port
+from tests.lighting.conftest import duty, lighting_dict, local_ts, make_controller, relay
+
+NIGHT = local_ts(2026, 3, 10, 23, 0)  # c1 at 70 %
+DAY = local_ts(2026, 3, 11, 13, 0)
+
+
+def metered_cfg(port: int, settle_s: float = 0.0) -> LightingConfig:
+    d = lighting_dict()
+    d["circuits"][0]["meter"] = {
+        "type": "sdm120",
+        "host": "127.0.0.1",
+        "port": port,
+        "unit": 3,
+        "timeout_s": 1,
+    }
+    d["circuits"][0]["settle_s"] = settle_s
+    return LightingConfig.model_validate(d)
+
+
+def alarms(readings, point):
+    return [r for r in readings if r.point == point and r.priority in (Priority.ALARM, Priority.EVENT)]
+
+
+async def with_meter(pins, settle_s, body):
+    port = free_port()
+    cfg = metered_cfg(port, settle_s)
+    bank = LampBank(lambda: OutputState(relay(pins, 17), duty(pins, 18)), lamps=12, lamp_watts=100)
+    emu = SdmEmulator(bank, unit=3)
+    await emu.start("127.0.0.1", port)
+    ctl = make_controller(cfg, pins, meters=build_meters(cfg))
+    try:
+        await body(ctl, bank, emu)
+    finally:
+        await ctl.close()
+        await emu.stop()
+
+
+def test_failed_lamp_raises_alarm_once_and_clears(pins):
+    async def body(ctl, bank, emu):
+        await ctl.step(NIGHT, time.monotonic())
+        readings = await ctl.sample_meters(NIGHT)
+        by_point = {r.point: r for r in readings}
+        assert by_point["c1.expected_power"].value == 840.0  # 12 x 100 W x 70 %
+        assert abs(by_point["c1.power"].value - 840 * 0.97) < 1
+        assert not alarms(readings, "c1.lamp_failure")
+        bank.failed = 2
+        readings = await ctl.sample_meters(NIGHT + 30)
+        alarm = alarms(readings, "c1.lamp_failure")
+        assert len(alarm) == 1
+        assert alarm[0].priority == Priority.ALARM
+        assert alarm[0].value == 2
+        assert alarm[0].meta is not None
+        assert "2 of 12 lamps" in alarm[0].meta["text"]
+        assert not alarms(await ctl.sample_meters(NIGHT + 60), "c1.lamp_failure")  # raised once
+        bank.failed = 0  # repaired
+        cleared = alarms(await ctl.sample_meters(NIGHT + 90), "c1.lamp_failure")
+        assert len(cleared) == 1
+        assert cleared[0].priority == Priority.EVENT
+        assert cleared[0].value == 0
+
+    asyncio.run(with_meter(pins, 0.0, body))
+
+
+def test_current_when_commanded_off_is_an_alarm(pins):
+    async def body(ctl, bank, emu):
+        await ctl.step(DAY, time.monotonic())
+        assert not relay(pins, 17)
+        assert not alarms(await ctl.sample_meters(DAY), "c1.current_when_off")
+        bank.stuck_on = True  # welded contactor: lamps burn by day
+        alarm = alarms(await ctl.sample_meters(DAY + 30), "c1.current_when_off")
+        assert len(alarm) == 1
+        assert alarm[0].priority == Priority.ALARM
+        assert "commanded off" in alarm[0].meta["text"]
+
+    asyncio.run(with_meter(pins, 0.0, body))
+
+
+def test_no_verdict_before_settle_delay(pins):
+    async def body(ctl, bank, emu):
+        bank.failed = 3
+        await ctl.step(NIGHT, time.monotonic())
+        assert not alarms(await ctl.sample_meters(NIGHT), "c1.lamp_failure")
+        await asyncio.sleep(0.6)
+        assert alarms(await ctl.sample_meters(NIGHT + 1), "c1.lamp_failure")[0].value == 3
+
+    asyncio.run(with_meter(pins, 0.5, body))
+
+
+def test_energy_counts_up_and_dead_meter_does_not_stop_control(pins):
+    async def body(ctl, bank, emu):
+        await ctl.step(NIGHT, time.monotonic())
+        first = {r.point: r.value for r in await ctl.sample_meters(NIGHT)}["c1.energy"]
+        await asyncio.sleep(0.3)
+        second = {r.point: r.value for r in await ctl.sample_meters(NIGHT + 1)}
+        assert second["c1.energy"] >= first
+        assert bank.energy_kwh > 0
+        await emu.stop()
+        readings = await ctl.sample_meters(NIGHT + 2)
+        assert [r.point for r in readings] == ["c1.meter_fault"]
+        await ctl.step(DAY, time.monotonic())  # the schedule goes on without its meter
+        assert not relay(pins, 17)
+
+    asyncio.run(with_meter(pins, 0.0, body))
+
+
+def test_judge_tolerance_and_current_check():
+    c = CircuitConfig.model_validate(
+        {
+            "name": "c",
+            "group": "g",
+            "output": {"type": "gpio", "relay_pin": 2},
+            "lamps": 10,
+            "lamp_watts": 100,
+            "lamp_min_watts": 10,
+            "min_level": 20,
+            "tolerance_pct": 10,
+        }
+    )
+    assert expected_power(c, OutputState(True, 5)) == 10 * (10 + 90 * 0.2)  # below min_level: raised
+    assert expected_power(c, OutputState(False, 80)) == 0
+    ok = MeterSample(230, 1000 / (230 * 0.95), 1000, 0, 0)
+    assert judge(c, OutputState(True, 100), ok, True).failed_lamps == 0
+    # Power looks fine but the current is a third short (e.g. a meter CT on the wrong phase share).
+    low_a = MeterSample(230, 0.6 * 1000 / (230 * 0.95), 1000, 0, 0)
+    assert judge(c, OutputState(True, 100), low_a, True).failed_lamps == 4
+    one_out = MeterSample(230, 900 / (230 * 0.95), 900, 0, 0)
+    assert judge(c, OutputState(True, 100), one_out, True).failed_lamps == 0  # within 10 %
+    two_out = MeterSample(230, 800 / (230 * 0.95), 800, 0, 0)
+    assert judge(c, OutputState(True, 100), two_out, True).failed_lamps == 2
+    assert not judge(c, OutputState(True, 100), two_out, False).judged
+
+
+def test_meter_reads_one_phase_of_sdm630():
+    async def main():
+        bank = LampBank(lambda: OutputState(True, 100), lamps=4, lamp_watts=250, efficiency=1.0)
+        emu = SdmEmulator(bank, unit=9, model="sdm630", phase=3)
+        port = free_port()
+        await emu.start("127.0.0.1", port)
+        cfg = MeterConfig(type="sdm630", host="127.0.0.1", port=port, unit=9, phase=3)
+        meter = SdmMeter(cfg, ModbusLink.tcp("127.0.0.1", port, 9, 1.0))
+        try:
+            sample = await meter.read()
+            assert sample.power == 1000.0
+            cfg1 = MeterConfig(type="sdm630", host="127.0.0.1", port=port, unit=9, phase=1)
+            phase1 = SdmMeter(cfg1, ModbusLink.tcp("127.0.0.1", port, 9, 1.0))
+            assert (await phase1.read()).power != 1000.0  # other phases: the emulator's own motion
+            await phase1.close()
+        finally:
+            await meter.close()
+            await emu.stop()
+
+    asyncio.run(main())
