@@ -76,6 +76,8 @@ def test_dead_and_slow_devices_do_not_slow_the_others():
     base = rates(h_sink, t0 + WARMUP, t0 + WARMUP + WINDOW)
     got = rates(f_sink, t0 + WARMUP, t0 + WARMUP + WINDOW)
     nominal = 1 / PERIOD
+    print("poll rates /s, healthy line:", {k: round(v, 3) for k, v in sorted(base.items())})
+    print("poll rates /s, faulty line: ", {k: round(v, 3) for k, v in sorted(got.items())})
     for unit in range(1, 7):
         name = f"soil{unit}"
         assert base[name] > 0.8 * nominal, f"healthy line itself too slow: {base}"
