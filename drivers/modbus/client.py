@@ -115,10 +115,15 @@ class ModbusClient:
             raise
         return frame_in[1:-2]
 
-    async def _drain(self, gap: float) -> None:
-        """After a bad frame, wait for the line to go quiet and discard what came."""
+    async def _drain(self, gap: float, limit_s: float = 0.5) -> None:
+        """After a bad frame, wait for the line to go quiet and discard what came.
+
+        Gives up after ``limit_s`` so a babbling device cannot hold the bus; the next request
+        discards whatever is still buffered anyway.
+        """
         t = self.transport
-        while True:
+        end = time.monotonic() + limit_s
+        while time.monotonic() < end:
             self.stray_bytes += t.reset_input()
             await asyncio.sleep(max(gap, 0.002))
             if not t.pending():

@@ -79,3 +79,32 @@ def test_corrupted_answers_never_give_wrong_values(framing, data):
 def test_random_bytes_are_an_error(framing, junk):
     result = run(framing, junk)
     assert isinstance(result, DeviceError) or result == REGS
+
+
+def test_a_babbling_line_does_not_hold_the_bus():
+    """A device streaming noise: the request fails within a bounded time, it does not hang."""
+    import time
+
+    async def main():
+        agent, dev = memory_pair(115200)
+        async with agent, dev:
+            client = ModbusClient(agent, "rtu")
+            stop = asyncio.Event()
+
+            async def babble() -> None:
+                while not stop.is_set():
+                    await dev.write(b"\x07\x03\x02\xff")  # looks like a start of an answer, never ends right
+                    await asyncio.sleep(0.001)
+
+            task = asyncio.create_task(babble())
+            t0 = time.monotonic()
+            try:
+                await client.read(7, 3, 0, 1, 0.05)
+            except DeviceError:
+                pass
+            elapsed = time.monotonic() - t0
+            stop.set()
+            await task
+        return elapsed
+
+    assert asyncio.run(main()) < 2.0
