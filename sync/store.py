@@ -37,41 +37,19 @@ _VT_FLOAT, _VT_INT, _VT_STR, _VT_BOOL, _VT_NULL = range(5)
 _COLUMNS = "seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta"
 
 
+_READING_FIELDS = (
+    "priority INTEGER NOT NULL, ts REAL NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL, value, "
+    "vtype INTEGER NOT NULL, unit TEXT NOT NULL, quality INTEGER NOT NULL, clock INTEGER NOT NULL, meta TEXT"
+)
+
+
 def _m001_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute(
-        """CREATE TABLE readings (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            priority INTEGER NOT NULL,
-            ts REAL NOT NULL,
-            device TEXT NOT NULL,
-            point TEXT NOT NULL,
-            value,
-            vtype INTEGER NOT NULL,
-            unit TEXT NOT NULL,
-            quality INTEGER NOT NULL,
-            clock INTEGER NOT NULL,
-            meta TEXT
-        )"""
-    )
+    db.execute(f"CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, {_READING_FIELDS})")
     db.execute("CREATE INDEX readings_by_priority ON readings (priority, seq)")
     db.execute(
-        """CREATE TABLE rejected (
-            seq INTEGER PRIMARY KEY,
-            priority INTEGER NOT NULL,
-            ts REAL NOT NULL,
-            device TEXT NOT NULL,
-            point TEXT NOT NULL,
-            value,
-            vtype INTEGER NOT NULL,
-            unit TEXT NOT NULL,
-            quality INTEGER NOT NULL,
-            clock INTEGER NOT NULL,
-            meta TEXT,
-            batch_id TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            rejected_at REAL NOT NULL
-        )"""
+        f"CREATE TABLE rejected (seq INTEGER PRIMARY KEY, {_READING_FIELDS}, "
+        "batch_id TEXT NOT NULL, reason TEXT NOT NULL, rejected_at REAL NOT NULL)"
     )
     db.execute("CREATE INDEX rejected_by_batch ON rejected (batch_id)")
     db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
