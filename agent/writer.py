@@ -40,6 +40,7 @@ class StoreWriter:
         self._queue: deque[Reading] = deque()
         self._space = asyncio.Condition()
         self._wakeup = asyncio.Event()
+        # One commit at a time: the run loop and a shutdown flush must never commit the same readings.
         self._commit_lock = asyncio.Lock()
         self.last_commit_mono = time.monotonic()
         self.committed = 0
