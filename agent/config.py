@@ -206,6 +206,10 @@ class SiteConfig(StrictModel):
         idx = [i for i, dev in enumerate(self.devices) if dev.driver == "lighting"]
         if idx and self.lighting is None:
             raise ValueError(f"devices[{idx[0]}]: a lighting device needs the top-level lighting section")
+        if self.lighting is not None and not idx:
+            raise ValueError(
+                "lighting: nothing runs this section; add a device {driver: lighting, name: street-lights}"
+            )
         if len(idx) > 1:
             raise ValueError(f"devices[{idx[1]}]: only one lighting device per site (it runs every circuit)")
         return self
