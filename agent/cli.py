@@ -17,6 +17,7 @@ from agent.errors import AgentError, ConfigError
 # Subcommands that live with their package: "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
     "keys": "sync.signing:keys_cli",
+    "lighting": "agent.lighting.cli:lighting_cli",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "sync.schemas:schemas",
 }
