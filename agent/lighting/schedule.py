@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from agent.lighting.astro import AstroClock, NightTimes, night_of
 from agent.lighting.calendar import rule_for_night
-from agent.lighting.config import DimmingProfile, LightingConfig, night_minute
+from agent.lighting.config import CalendarRule, DimmingProfile, LightingConfig, night_minute
 from agent.lighting.photocell import SensorWindow
 from agent.lighting.state import LightingState
 
@@ -29,11 +29,15 @@ class Decision:
 
 def profile_level(profile: DimmingProfile, local: dt.datetime) -> int:
     """The profile's level at local time ``local`` (steps in noon-to-noon order)."""
+    return _level(profile.start_level, [(night_minute(s.at), s.level) for s in profile.steps], local)
+
+
+def _level(start: int, steps: list[tuple[int, int]], local: dt.datetime) -> int:
     now_minute = ((local.hour - 12) % 24) * 60 + local.minute
-    level = profile.start_level
-    for step in profile.steps:
-        if now_minute >= night_minute(step.at):
-            level = step.level
+    level = start
+    for minute, step_level in steps:
+        if now_minute >= minute:
+            level = step_level
     return level
 
 
@@ -45,6 +49,20 @@ class Schedule:
         self.astro = astro
         self.state = state
         self.window = SensorWindow(cfg.photocell.window_min) if cfg.photocell is not None else None
+        # Per-tick work stays small: profile steps, group profiles and each night's rule precomputed.
+        self._steps = {
+            p.name: (p.start_level, [(night_minute(s.at), s.level) for s in p.steps]) for p in cfg.profiles
+        }
+        self._group_profile = {g.name: g.profile for g in cfg.groups}
+        self._rules: dict[dt.date, CalendarRule | None] = {}
+
+    def rule(self, night: dt.date) -> CalendarRule | None:
+        """The calendar rule of ``night`` (cached for the few nights around now)."""
+        if night not in self._rules:
+            if len(self._rules) > 8:
+                self._rules.clear()
+            self._rules[night] = rule_for_night(self.cfg.calendar, night)
+        return self._rules[night]
 
     def night(self, now: float) -> tuple[dt.datetime, NightTimes]:
         """Local time and the astro times of the night ``now`` (UTC seconds) falls in."""
@@ -67,7 +85,7 @@ class Schedule:
                 raise ValueError("wall clock not trusted")
             local, times = self.night(now)
             lit = self.lit(local, times, dark)
-            rule = rule_for_night(self.cfg.calendar, times.night)
+            rule = self.rule(times.night)
             for c in self.cfg.circuits:
                 if not lit:
                     scheduled[c.name] = Decision(False, 0, "schedule")
@@ -75,9 +93,9 @@ class Schedule:
                 if rule is not None:
                     name, reason = rule.profile, f"calendar:{rule.name}"
                 else:
-                    name = self.state.profiles.get(c.group, self.cfg.group(c.group).profile)
+                    name = self.state.profiles.get(c.group, self._group_profile[c.group])
                     reason = f"profile:{name}"
-                level = profile_level(self.cfg.profile(name), local)
+                level = _level(*self._steps[name], local)
                 scheduled[c.name] = Decision(level > 0, level, reason)
         except (ValueError, LookupError):
             scheduled = {c.name: Decision(default.on, default.level, "default") for c in self.cfg.circuits}
