@@ -218,6 +218,18 @@ class CircuitConfig(StrictModel):
     off_current_a: float = Field(
         default=0.1, gt=0, le=100, description="Current above this while off is an alarm."
     )
+    calibrate_samples: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Learn the circuit's measured/expected power ratio from this many settled samples (0: off).",
+    )
+    calibrated_tolerance_pct: float = Field(
+        default=5.0,
+        gt=0,
+        le=80,
+        description="Allowed shortfall once calibrated (below 100/lamps sees one lamp).",
+    )
     settle_s: float = Field(
         default=120.0, ge=0, le=3600, description="Wait after switching before judging power."
     )

@@ -47,7 +47,7 @@ values = st.one_of(
 bodies = st.one_of(
     st.dictionaries(
         st.sampled_from(["action", "circuit", "group", "all", "level", "duration_s", "profile", "id", "x"]),
-        st.one_of(values, st.sampled_from(["override", "clear_override", "switch_profile"])),
+        st.one_of(values, st.sampled_from(["override", "clear_override", "switch_profile", "recalibrate"])),
         max_size=7,
     ),
     values,
