@@ -107,7 +107,7 @@ def test_command_problems_name_the_field():
     assert isinstance(found, list)
     assert "name exactly one target" in found[0]
     assert parse_command({"action": "dance"}) == [
-        "action: 'dance' is not one of override, clear_override, switch_profile"
+        "action: 'dance' is not one of override, clear_override, switch_profile, recalibrate"
     ]
     assert parse_command([1]) == ["(top level): a command must be a JSON object with an 'action'"]
 
