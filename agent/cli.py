@@ -16,10 +16,13 @@ from agent.errors import AgentError, ConfigError
 
 # Subcommands that live with their package: "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
+    "demo": "agent.demo:demo_cmd",
+    "hil": "hil.cli:hil_cli",
     "keys": "sync.signing:keys_cli",
     "lighting": "agent.lighting.cli:lighting_cli",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "sync.schemas:schemas",
+    "firmware-test": "firmware_tests.cli:firmware_test",
 }
 
 

@@ -20,6 +20,8 @@ from agent.config_base import (
 from agent.errors import ConfigError
 from agent.kinds import DEVICE_KINDS, kind_module
 from agent.lighting.config import LightingConfig
+from agent.traffic.config import TrafficConfig
+from models.config import InferenceConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -200,6 +202,8 @@ class SiteConfig(StrictModel):
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     lighting: LightingConfig | None = None
+    inference: InferenceConfig | None = None
+    traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
 
     @model_validator(mode="after")
     def _lighting_device(self) -> SiteConfig:

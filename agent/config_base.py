@@ -65,8 +65,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_NESTED_PATH = re.compile(r"^((?:[A-Za-z_]\w*|\[\d+\])(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): ")
-
 
 def validation_problems(exc: ValidationError) -> list[str]:
     """One ``path: message (got value)`` line per pydantic error."""
@@ -81,19 +79,30 @@ def validation_problems(exc: ValidationError) -> list[str]:
             problems.append(f"{path}: unknown field")
             continue
         if err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
+            problems.extend(_joined(path, msg.removeprefix("Value error, ")))
+            continue
         if "input" in err and not isinstance(err["input"], dict | list):
-            shown = _short(err["input"])
-            if err["type"] != "value_error" or shown not in msg:
-                msg = f"{shown} is not valid: {msg}"
-        nested = _NESTED_PATH.match(msg)
-        if nested and err["type"] == "value_error":
-            # A model validator named the offending field itself: join it to the model's path.
-            inner = nested.group(1)
-            path = inner if path == "(top level)" else f"{path}{'' if inner.startswith('[') else '.'}{inner}"
-            msg = msg[nested.end() :]
+            msg = f"{_short(err['input'])} is not valid: {msg}"
         problems.append(f"{path}: {msg}")
     return problems
+
+
+_SUBPATH = re.compile(r"^((?:[A-Za-z_][\w.]*|\[\d+\])(?:\[\d+\])*(?:\.[\w]+(?:\[\d+\])*)*): (.+)$", re.S)
+
+
+def _joined(path: str, msg: str) -> list[str]:
+    """A model validator's ``"field: message; other[2].x: message"`` becomes full paths."""
+    out = []
+    for part in msg.split("; "):
+        m = _SUBPATH.match(part)
+        if m is None:
+            out.append(f"{path}: {part}")
+            continue
+        sub, text = m.groups()
+        base = "" if path == "(top level)" else path
+        joiner = "" if sub.startswith("[") else "."
+        out.append(f"{base}{joiner}{sub}: {text}" if base else f"{sub}: {text}")
+    return out
 
 
 def load_yaml(path: Path) -> Any:
@@ -121,7 +130,7 @@ def check_secret_file(path: Path) -> Path:
         raise ValueError(f"secret file {str(path)!r} is not a regular file")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ValueError(
-            f"secret file {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600 "
+            f"secret file {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}, but it must be 0600 "
             f"(chmod 600 {path})"
         )
     if not os.access(path, os.R_OK):

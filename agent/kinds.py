@@ -13,7 +13,13 @@ from types import ModuleType
 DEVICE_KINDS: dict[str, str] = {
     "system": "agent.system_source",
     "modbus": "drivers.modbus.kind",
+    "gpio": "drivers.gpio.driver",
+    "pms": "drivers.pms.driver",
+    "sds011": "drivers.sds011.driver",
+    "nmea_gps": "drivers.nmea.driver",
     "lighting": "agent.lighting.kind",
+    "camera": "models.camera.kind",
+    "farm": "models.farm.source",
 }
 
 

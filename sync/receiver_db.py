@@ -57,6 +57,8 @@ _SQLITE_DDL = [
     )""",
 ]
 
+_DDL_LOCK_KEY = 0x6B6265_5244  # "kbe" "RD": advisory lock id for schema creation
+
 _PG_DDL = [
     """CREATE TABLE IF NOT EXISTS readings (
         site_id TEXT NOT NULL,
@@ -224,6 +226,9 @@ class PostgresReceiverDB:
         except psycopg.Error as exc:
             raise SyncError(f"cannot connect to the receiver database: {exc}") from exc
         with self._conn.transaction():
+            # Receivers of one group start together; serialise their CREATE ... IF NOT EXISTS, which
+            # PostgreSQL does not make race-free on its own.
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
             for ddl in _PG_DDL:
                 self._conn.execute(ddl)
         unnest = ", ".join(f"%s::{t}[]" for t in self._TYPES)

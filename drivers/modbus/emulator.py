@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from agent.errors import DeviceTimeout, TransportError
 from drivers.modbus import protocol as p
 from drivers.modbus.client import silence_s
-from drivers.modbus.codec import encode_raw, unscale
+from drivers.modbus.codec import apply_scale, decode_raw, encode_raw, unscale
 from drivers.modbus.profile import BIT_TABLES, Emulate, Point, Profile
 from drivers.transports.base import Transport
 from drivers.transports.fd import PtyPair
@@ -52,6 +52,16 @@ class Fault(enum.Enum):
     GARBAGE = "garbage"  # answers random bytes
     REBOOT = "reboot"  # silent for ``arg`` seconds, then comes back with its registers reset
     TCP_DROP = "tcp_drop"  # closes the TCP connection on the next request (TCP front ends)
+
+
+@dataclass
+class FirmwareBugs:
+    """Deliberate firmware bugs, for showing that the conformance suite (``firmware_tests/``) catches them."""
+
+    exception_codes: dict[int, int] = field(default_factory=dict)  # right code -> wrong code sent
+    swap_words: bool = False  # multi-register values sent with their words in the wrong order
+    answer_any_unit: bool = False  # answers requests addressed to any unit id
+    accept_invalid_writes: bool = False  # takes writes outside the point's min..max
 
 
 def default_motion(pt: Point) -> Emulate:
@@ -105,6 +115,7 @@ class EmulatedDevice:
         self.rng = random.Random(seed * 7919 + unit)
         self.fault = Fault.NONE
         self.fault_arg: float = 0.0
+        self.bugs = FirmwareBugs()
         self._reboot_until = 0.0
         self.requests = 0
         self.registers_served = 0
@@ -204,6 +215,8 @@ class EmulatedDevice:
             if pt.type.startswith("uint"):
                 raw = max(raw, 0)
             regs = encode_raw(raw, pt.type, self.profile.byte_order_of(pt), self.profile.word_order_of(pt))
+            if self.bugs.swap_words:
+                regs.reverse()
         for i, r in enumerate(regs):
             table[pt.address + i] = r
 
@@ -233,6 +246,12 @@ class EmulatedDevice:
 
     def handle(self, pdu: bytes) -> bytes:
         """The response PDU to a request PDU (faults other than EXCEPTION are the front end's job)."""
+        out = self._handle(pdu)
+        if len(out) == 2 and out[0] & 0x80 and out[1] in self.bugs.exception_codes:
+            out = bytes([out[0], self.bugs.exception_codes[out[1]]])
+        return out
+
+    def _handle(self, pdu: bytes) -> bytes:
         self.requests += 1
         fc = pdu[0]
         if self.fault is Fault.EXCEPTION:
@@ -282,9 +301,28 @@ class EmulatedDevice:
         }
         if not all(a in writable for a in range(address, address + len(values))):
             return bytes([fc | 0x80, 2])
+        if not self.bugs.accept_invalid_writes and not self._in_range(table, address, values):
+            return bytes([fc | 0x80, 3])
         for i, v in enumerate(values):
             self.tables[table][address + i] = v
         return pdu[:5]
+
+    def _in_range(self, table: str, address: int, values: Sequence[int]) -> bool:
+        """Whether every point the write covers whole stays within its min..max."""
+        end = address + len(values)
+        for pt in self.profile.points:
+            if pt.table != table or not pt.writable or pt.address < address or pt.end > end:
+                continue
+            if pt.table in BIT_TABLES or pt.type in ("bool", "string", "bits"):
+                continue
+            regs = values[pt.address - address : pt.end - address]
+            raw = decode_raw(regs, pt.type, self.profile.byte_order_of(pt), self.profile.word_order_of(pt))
+            value = apply_scale(raw, pt.scale, pt.offset)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False
+            if (pt.min is not None and value < pt.min) or (pt.max is not None and value > pt.max):
+                return False
+        return True
 
 
 # -- RTU line ----------------------------------------------------------------------------------------
@@ -333,7 +371,10 @@ class RtuLine:
             try:
                 chunk = await self.transport.read(512, 3600.0 if not buf else max(t35, 0.002) + 0.05)
             except DeviceTimeout:
-                self.bad_frames += 1 if buf else 0
+                if len(buf) >= 4:
+                    await self._answer(bytes(buf))  # a frame only silence delimits (unknown function)
+                elif buf:
+                    self.bad_frames += 1
                 buf.clear()  # a partial frame followed by silence is discarded, as devices do
                 continue
             except TransportError:
@@ -342,9 +383,10 @@ class RtuLine:
             while len(buf) >= 8:
                 need = p.rtu_request_length(bytes(buf[:7]))
                 if need is None:
-                    self.bad_frames += 1
-                    buf.clear()
-                    break
+                    if len(buf) > 256:  # longer than any RTU frame: line noise
+                        self.bad_frames += 1
+                        buf.clear()
+                    break  # unknown function: wait for the silence that ends the frame
                 if len(buf) < need:
                     break
                 frame, buf = bytes(buf[:need]), buf[need:]
@@ -357,7 +399,9 @@ class RtuLine:
         except ValueError:
             self.bad_frames += 1
             return
-        dev = self.devices.get(frame[0])
+        dev = self.devices.get(frame[0]) or next(
+            (d for d in self.devices.values() if d.bugs.answer_any_unit), None
+        )
         if dev is None or dev.rebooting or dev.fault in (Fault.NO_ANSWER, Fault.TCP_DROP):
             return
         pdu = dev.handle(frame[1:-2])

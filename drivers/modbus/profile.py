@@ -109,6 +109,9 @@ class Profile(StrictModel):
     )
     max_bits: int = Field(default=2000, ge=1, le=2000, description="Largest coil/discrete read.")
     max_gap: int = Field(default=8, ge=0, le=124, description="Unused registers a block read may span.")
+    max_answer_s: float = Field(
+        default=0.5, gt=0, le=30, description="Longest turnaround the firmware may take (conformance suite)."
+    )
     points: list[Point] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+"""Signal outputs: a Modbus signal controller (with its emulator), GPIO relays per head, SUMO over TraCI."""

@@ -1,0 +1,100 @@
+"""``edge-agent hil run RIG.yaml``: run a rig, print the report, write JUnit XML, exit 1 on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from agent.errors import ConfigError
+from hil.report import write_junit
+from hil.rig import load_rig
+from hil.runner import RigRun, RunOptions, RunResult
+
+
+@click.group("hil")
+def hil_cli() -> None:
+    """Hardware-in-the-loop rigs: emulated devices, injected faults, checked expectations."""
+
+
+@hil_cli.command("run")
+@click.argument("rig_file", type=click.Path(path_type=Path))
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
+@click.option("--speed", type=float, default=None, help="Divide the rig's timeline (duration, fault times) by this.")
+@click.option("--duration", "duration_s", type=float, default=None, help="Run this many seconds (scales the timeline).")
+@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the run's files here.")
+@click.option(
+    "--receiver", "receiver_db", type=click.Choice(["sqlite", "postgres"]), default=None,
+    help="Receiver database (overrides the rig's receiver.db).",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the emulators' noise and faults.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the rig does (faults, processes).")
+def run_cmd(
+    rig_file: Path,
+    junit_file: Path | None,
+    speed: float | None,
+    duration_s: float | None,
+    work_dir: Path | None,
+    receiver_db: str | None,
+    seed: int,
+    verbose: bool,
+) -> None:
+    """Run RIG_FILE against the agent; exit 0 when every expectation holds, 1 when one fails."""
+    try:
+        rig = load_rig(rig_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"{exc.source}: {problem}", err=True)
+        raise SystemExit(2) from None
+    if speed is not None and duration_s is not None:
+        raise click.UsageError("give --speed or --duration, not both")
+    factor = speed if speed is not None else (rig.duration_s / duration_s if duration_s else 1.0)
+    if factor <= 0:
+        raise click.UsageError("--speed and --duration must be positive")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    scaled = rig.scaled(factor)
+    opts = RunOptions(
+        speed=factor, work_dir=work_dir, keep=work_dir is not None, seed=seed, receiver_db=receiver_db
+    )
+    try:
+        result = asyncio.run(_run(RigRun(scaled, opts)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("hil: interrupted; every process the rig started has been stopped", err=True)
+        raise SystemExit(130) from None
+    click.echo(result.report)
+    click.echo(
+        f"stored {result.stored_per_s:.1f} readings/s (offered {result.offered_per_s:.1f}/s); agent CPU "
+        f"{_fmt(result.agent_cpu_pct, '%')}, RSS max {_fmt(result.agent_rss_max_kib, ' KiB')}; "
+        f"agent started {result.agent_starts} times"
+    )
+    if junit_file is not None:
+        write_junit(junit_file, scaled.rig, result.verdict, result.elapsed_s, result.report)
+        click.echo(f"JUnit XML: {junit_file}")
+    if not result.verdict.ok:
+        raise SystemExit(1)
+
+
+def _fmt(value: float | int | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+async def _run(run: RigRun) -> RunResult:
+    """Run with SIGTERM treated like Ctrl-C: the run is cancelled and everything started is stopped."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run.run()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -1,0 +1,457 @@
+"""The rig file: emulated devices on lines and pins, faults on a timeline, and what must hold.
+
+A rig is one YAML file validated like the site config: a typo or a wrong value is reported with its
+path (``faults[3].device: ...``) and the command exits 2. See ``docs/hil.md`` for the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, ValidationError, model_validator
+
+from agent.config_base import StrictModel, load_yaml, register_union_tags, validation_problems
+from agent.errors import ConfigError
+
+NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+# -- lines ----------------------------------------------------------------------------------------
+
+
+class RtuLine(StrictModel):
+    """An RS-485 line, emulated by a pseudo-terminal pair (the agent opens the slave end)."""
+
+    name: str = Field(pattern=NAME)
+    type: Literal["rtu"]
+    baudrate: int = Field(default=9600, ge=1200, le=115200)
+    parity: Literal["N", "E", "O"] = "N"
+
+
+class TcpGateway(StrictModel):
+    """A Modbus TCP gateway on 127.0.0.1 (one server, the devices behind it by unit id)."""
+
+    name: str = Field(pattern=NAME)
+    type: Literal["tcp"]
+
+
+Line = Annotated[Union[RtuLine, TcpGateway], Field(discriminator="type")]
+
+# -- devices --------------------------------------------------------------------------------------
+
+Range = tuple[float, float]
+
+
+class DeviceBase(StrictModel):
+    """What every emulated device has."""
+
+    name: str = Field(pattern=NAME)
+    min_per_minute: float | None = Field(
+        default=None, ge=0, description="Overrides expect.min_per_minute for this device."
+    )
+    ranges: dict[str, Range] = Field(
+        default_factory=dict, description="point -> [low, high]; overrides the profile's range."
+    )
+
+
+class ModbusDevice(DeviceBase):
+    """A Modbus slave built from a device profile, on an RTU line or behind the TCP gateway."""
+
+    kind: Literal["modbus"]
+    profile: str = Field(min_length=1, description="Profile name (drivers/modbus/profiles).")
+    line: str = Field(pattern=NAME)
+    unit: int = Field(ge=1, le=247)
+    poll_s: float = Field(default=1.0, gt=0, le=3600)
+
+
+class SerialDevice(DeviceBase):
+    """A streaming serial sensor on its own pseudo-terminal."""
+
+    kind: Literal["serial"]
+    sensor: Literal["pms5003", "sds011", "nmea"]
+    baudrate: int | None = Field(default=None, description="Defaults to the sensor's own rate.")
+    period_s: float = Field(default=1.0, ge=1.0, le=3600, description="How often the agent stores readings.")
+
+
+class GpioOutput(StrictModel):
+    """A relay or PWM dimming output."""
+
+    name: str = Field(pattern=NAME)
+    pin: int = Field(ge=0, le=53, description="BCM pin number.")
+    kind: Literal["relay", "pwm"] = "relay"
+    initial: float = Field(default=0.0, ge=0, le=1)
+
+
+class GpioInput(StrictModel):
+    """A contact input (door, photocell, button, vehicle loop)."""
+
+    name: str = Field(pattern=NAME)
+    pin: int = Field(ge=0, le=53, description="BCM pin number.")
+    kind: Literal["door", "photocell", "button", "loop", "contact"] = "contact"
+
+
+class GpioDevice(DeviceBase):
+    """Relays, dimming outputs and contact inputs on gpiozero's MockFactory inside the agent.
+
+    The mock pins live in the agent's process, so a rig cannot toggle them from outside: it checks
+    that the bank reports its outputs' read-back and its inputs every ``period_s``.
+    """
+
+    kind: Literal["gpio"]
+    outputs: list[GpioOutput] = Field(default_factory=list)
+    inputs: list[GpioInput] = Field(default_factory=list)
+    period_s: float = Field(default=1.0, ge=0.5, le=3600)
+
+    @model_validator(mode="after")
+    def _some_pins(self) -> GpioDevice:
+        if not self.outputs and not self.inputs:
+            raise ValueError("a gpio device needs at least one output or input")
+        return self
+
+
+class SystemDevice(DeviceBase):
+    """The board's own health source (needs no emulator)."""
+
+    kind: Literal["system"]
+    period_s: float = Field(default=1.0, ge=1.0)
+
+
+Device = Annotated[Union[ModbusDevice, SerialDevice, GpioDevice, SystemDevice], Field(discriminator="kind")]
+
+# -- faults ---------------------------------------------------------------------------------------
+
+DEVICE_FAULTS = ("dead", "late", "crc", "garbage", "exception", "wrong_unit", "truncate", "reboot")
+MODBUS_ONLY = {"late", "exception", "wrong_unit", "reboot"}
+SERIAL_ONLY = {"truncate"}
+
+
+class FaultBase(StrictModel):
+    """When a fault starts and ends, in rig seconds from the start of the run."""
+
+    at_s: float = Field(default=0.0, ge=0, description="Start, seconds after the run starts.")
+
+    def start(self) -> float:
+        """Start time in rig seconds."""
+        return self.at_s
+
+    def end(self, duration_s: float) -> float:
+        """End time in rig seconds (instant faults end where they start)."""
+        return self.at_s
+
+
+class WindowFault(FaultBase):
+    """A fault that lasts: ``until_s`` or ``for_s`` (neither: until the end of the run)."""
+
+    until_s: float | None = Field(default=None, gt=0)
+    for_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _window(self) -> WindowFault:
+        if self.until_s is not None and self.for_s is not None:
+            raise ValueError("give until_s or for_s, not both")
+        if self.until_s is not None and self.until_s <= self.at_s:
+            raise ValueError(f"until_s ({self.until_s}) must be after at_s ({self.at_s})")
+        return self
+
+    def end(self, duration_s: float) -> float:
+        """End time in rig seconds."""
+        if self.until_s is not None:
+            return self.until_s
+        if self.for_s is not None:
+            return self.at_s + self.for_s
+        return duration_s
+
+
+class DeviceDead(WindowFault):
+    """The device does not answer (Modbus) or falls silent (serial)."""
+
+    kind: Literal["dead"]
+    device: str
+
+
+class RateFault(WindowFault):
+    """A fault that hits a share of the frames."""
+
+    device: str
+    rate: float = Field(default=1.0, gt=0, le=1, description="Share of frames hit, 0..1.")
+
+
+class Late(RateFault):
+    """Answers arrive ``delay_s`` late (past the agent's timeout when large enough)."""
+
+    kind: Literal["late"]
+    delay_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class Crc(RateFault):
+    """Bad CRC (Modbus) or bad checksum (serial frames)."""
+
+    kind: Literal["crc"]
+
+
+class Garbage(RateFault):
+    """Random bytes instead of a frame."""
+
+    kind: Literal["garbage"]
+
+
+class Exception_(RateFault):
+    """A Modbus exception answer with ``code``."""
+
+    kind: Literal["exception"]
+    code: int = Field(default=4, ge=1, le=11)
+
+
+class WrongUnit(RateFault):
+    """The answer carries another unit id."""
+
+    kind: Literal["wrong_unit"]
+
+
+class Truncate(RateFault):
+    """Serial frames cut short."""
+
+    kind: Literal["truncate"]
+
+
+class Reboot(FaultBase):
+    """The device reboots: silent for ``down_s``, then answers with its registers reset."""
+
+    kind: Literal["reboot"]
+    device: str
+    down_s: float = Field(default=3.0, ge=0, le=600)
+
+    def end(self, duration_s: float) -> float:
+        """The device is back after ``down_s``."""
+        return self.at_s + self.down_s
+
+
+class TcpDrop(FaultBase):
+    """The TCP gateway drops every connection at ``at_s`` (the agent must reconnect)."""
+
+    kind: Literal["tcp_drop"]
+    line: str
+
+
+class BrokerDown(WindowFault):
+    """The MQTT broker is stopped for the window, then started again on the same port."""
+
+    kind: Literal["broker_down"]
+
+
+class AgentKill(FaultBase):
+    """The agent is killed with SIGKILL at ``at_s`` and started again ``down_s`` later."""
+
+    kind: Literal["agent_kill"]
+    down_s: float = Field(default=1.0, ge=0, le=600)
+
+    def end(self, duration_s: float) -> float:
+        """The agent is started again after ``down_s``."""
+        return self.at_s + self.down_s
+
+
+class ReceiverRestart(FaultBase):
+    """The reference receiver is stopped (``signal``) at ``at_s`` and started ``down_s`` later."""
+
+    kind: Literal["receiver_restart"]
+    down_s: float = Field(default=1.0, ge=0, le=600)
+    signal: Literal["SIGTERM", "SIGKILL"] = "SIGTERM"
+
+    def end(self, duration_s: float) -> float:
+        """The receiver is started again after ``down_s``."""
+        return self.at_s + self.down_s
+
+
+Fault = Annotated[
+    Union[
+        DeviceDead,
+        Late,
+        Crc,
+        Garbage,
+        Exception_,
+        WrongUnit,
+        Truncate,
+        Reboot,
+        TcpDrop,
+        BrokerDown,
+        AgentKill,
+        ReceiverRestart,
+    ],
+    Field(discriminator="kind"),
+]
+FAULT_KINDS = (
+    "dead",
+    "late",
+    "crc",
+    "garbage",
+    "exception",
+    "wrong_unit",
+    "truncate",
+    "reboot",
+    "tcp_drop",
+    "broker_down",
+    "agent_kill",
+    "receiver_restart",
+)
+
+# -- the rest -------------------------------------------------------------------------------------
+
+
+class Expectations(StrictModel):
+    """What must hold at the end of the run, checked against what the receiver stored."""
+
+    no_loss: bool = Field(default=True, description="Every seq the agent's store accepted reached the receiver.")
+    no_duplicates: bool = Field(default=True, description="No reading stored twice under different seqs.")
+    recovery_s: float | None = Field(
+        default=30.0, gt=0, description="Every device reports again within this many seconds after a fault ends."
+    )
+    values_in_range: bool = True
+    min_per_minute: float | None = Field(
+        default=None, ge=0, description="Readings per device per minute of fault-free time, at least."
+    )
+    drain_timeout_s: float = Field(default=60.0, gt=0, description="How long the final drain may take.")
+
+
+class AgentSettings(StrictModel):
+    """Uplink settings of the generated site config, tuned so a rig's faults resolve quickly."""
+
+    ack_timeout_s: float = Field(default=5.0, gt=0)
+    batch_max_age_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=2.0, gt=0)
+    response_timeout_s: float = Field(default=0.5, gt=0, description="Modbus answer timeout.")
+    device_backoff_max_s: float = Field(default=2.0, gt=0, description="Longest wait before retrying a dead device.")
+    serial_silence_s: float = Field(default=3.0, ge=0.5, description="No frame for this long: sensor offline.")
+
+
+class ReceiverSettings(StrictModel):
+    """The reference receiver's database."""
+
+    db: Literal["sqlite", "postgres"] = "sqlite"
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+class Rig(StrictModel):
+    """One HIL rig."""
+
+    version: Literal[1] = 1
+    rig: str = Field(pattern=NAME, description="Rig name; also the site id (prefixed hil-).")
+    description: str = ""
+    duration_s: float = Field(gt=0, le=7 * 86400)
+    lines: list[Line] = Field(default_factory=list)
+    devices: list[Device] = Field(min_length=1)
+    faults: list[Fault] = Field(default_factory=list)
+    expect: Expectations = Expectations()
+    agent: AgentSettings = AgentSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
+
+    @model_validator(mode="after")
+    def _references(self) -> Rig:
+        problems: list[str] = []
+        names = [ln.name for ln in self.lines]
+        lines = {ln.name: ln for ln in self.lines}
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                problems.append(f"lines[{i}].name: {n!r} is used by another line")
+        devs: dict[str, Any] = {}
+        units: dict[tuple[str, int], str] = {}
+        pins: dict[int, str] = {}
+        for i, d in enumerate(self.devices):
+            if d.name in devs:
+                problems.append(f"devices[{i}].name: {d.name!r} is used by another device")
+            devs[d.name] = d
+            if isinstance(d, ModbusDevice):
+                if d.line not in lines:
+                    problems.append(f"devices[{i}].line: no line named {d.line!r} (lines: {', '.join(names) or 'none'})")
+                elif (d.line, d.unit) in units:
+                    problems.append(
+                        f"devices[{i}].unit: unit {d.unit} on {d.line!r} is taken by {units[(d.line, d.unit)]!r}"
+                    )
+                units.setdefault((d.line, d.unit), d.name)
+            if isinstance(d, GpioDevice):
+                named = [(f"outputs[{j}]", o.name, o.pin) for j, o in enumerate(d.outputs)]
+                named += [(f"inputs[{j}]", n.name, n.pin) for j, n in enumerate(d.inputs)]
+                for where, point, pin in named:
+                    if pin in pins:
+                        problems.append(f"devices[{i}].{where}.pin: pin {pin} is used by {pins[pin]!r}")
+                    pins[pin] = f"{d.name}.{point}"
+        for i, f in enumerate(self.faults):
+            where = f"faults[{i}]"
+            if f.at_s >= self.duration_s:
+                problems.append(f"{where}.at_s: {f.at_s} is not before the end of the run ({self.duration_s} s)")
+            if f.end(self.duration_s) > self.duration_s:
+                problems.append(f"{where}: ends at {f.end(self.duration_s)} s, after the run ({self.duration_s} s)")
+            device = getattr(f, "device", None)
+            if device is not None:
+                target = devs.get(device)
+                if target is None:
+                    problems.append(f"{where}.device: no device named {device!r}")
+                elif isinstance(target, (GpioDevice, SystemDevice)):
+                    problems.append(f"{where}.kind: {f.kind!r} cannot be injected into {target.kind} device {device!r}")
+                elif isinstance(target, SerialDevice) and f.kind in MODBUS_ONLY:
+                    problems.append(f"{where}.kind: {f.kind!r} applies to Modbus devices, {device!r} is serial")
+                elif isinstance(target, ModbusDevice) and f.kind in SERIAL_ONLY:
+                    problems.append(f"{where}.kind: {f.kind!r} applies to serial sensors, {device!r} is Modbus")
+            if isinstance(f, TcpDrop) and not isinstance(lines.get(f.line), TcpGateway):
+                problems.append(f"{where}.line: {f.line!r} is not a tcp line of this rig")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def site_id(self) -> str:
+        """The site id of the generated site config."""
+        return f"hil-{self.rig}"[:63]
+
+    def device(self, name: str) -> Any:
+        """The device named ``name``."""
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def scaled(self, speed: float) -> Rig:
+        """The same rig with its timeline (duration and fault times) divided by ``speed``.
+
+        Device periods, timeouts and the recovery allowance stay in real seconds: they belong to
+        the devices and the agent, not to the scenario.
+        """
+        if speed == 1:
+            return self
+        data = self.model_dump(mode="python", by_alias=True)
+        data["duration_s"] = self.duration_s / speed
+        for f in data["faults"]:
+            for key in ("at_s", "until_s", "for_s", "down_s"):
+                if f.get(key) is not None:
+                    f[key] = f[key] / speed
+        return Rig.model_validate(data)
+
+
+register_union_tags((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))
+
+
+def _split_problems(exc: ValidationError) -> list[str]:
+    out: list[str] = []
+    for line in validation_problems(exc):
+        # A model validator reports several problems in one message, each already named by path.
+        path, _, msg = line.partition(": ")
+        if "\n" in msg:
+            out.extend(p if path == "(top level)" else f"{path}: {p}" for p in msg.split("\n"))
+        else:
+            out.append(line)
+    return out
+
+
+def parse_rig(data: Any, source: str = "<rig>") -> Rig:
+    """Validate already-parsed YAML; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): a rig file is a mapping with rig, duration_s and devices"])
+    try:
+        return Rig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _split_problems(exc)) from exc
+
+
+def load_rig(path: Path | str) -> Rig:
+    """Read and validate a rig file."""
+    path = Path(path)
+    return parse_rig(load_yaml(path), str(path))

@@ -1,0 +1,1 @@
+"""SUMO hardware-in-the-loop rig for the traffic-signal controller (dev extra only)."""

@@ -1,0 +1,118 @@
+"""Motion gating: background subtraction tells where something moves, so detectors run only there.
+
+OpenCV's MOG2 (Zivkovic 2004/2006 adaptive Gaussian mixture; ``cv2.createBackgroundSubtractorMOG2``)
+runs on a grey copy scaled down to ``work_width`` pixels; shadows (marked 127 by MOG2) are dropped,
+the mask is opened and closed, and each remaining blob becomes a box in full-frame pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MotionResult:
+    """What moved in one frame: blob boxes (N, 4) ``x1, y1, x2, y2`` in frame pixels."""
+
+    boxes: np.ndarray
+    fraction: float = 0.0
+    frame_size: tuple[int, int] = (0, 0)
+    areas: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def moving(self) -> bool:
+        """Whether anything moved."""
+        return bool(len(self.boxes))
+
+
+class MotionGate:
+    """Background subtraction on a small grey copy of the frame.
+
+    ``min_area`` is the smallest blob kept, as a fraction of the frame's area. ``warmup_frames``
+    frames are used only to learn the background (nothing is reported moving meanwhile); after
+    them the background adapts at ``learning_rate`` per frame (MOG2's own default, 1/frames-seen,
+    adapts so fast early on that the flat roof of a slow vehicle melts into the background).
+    """
+
+    def __init__(
+        self,
+        work_width: int = 320,
+        min_area: float = 0.0015,
+        history: int = 500,
+        var_threshold: float = 25.0,
+        warmup_frames: int = 5,
+        close_px: int = 5,
+        learning_rate: float = 0.002,
+    ) -> None:
+        self.work_width = work_width
+        self.min_area = min_area
+        self.warmup_frames = warmup_frames
+        self.learning_rate = learning_rate
+        self._frames = 0
+        self._sub = cv2.createBackgroundSubtractorMOG2(
+            history=history, varThreshold=var_threshold, detectShadows=True
+        )
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
+
+    def update(self, frame: np.ndarray) -> MotionResult:
+        """Learn from ``frame`` and return where it differs from the background."""
+        h, w = frame.shape[:2]
+        scale = min(1.0, self.work_width / w)
+        small = cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+        self._frames += 1
+        rate = -1.0 if self._frames <= self.warmup_frames else self.learning_rate
+        raw = self._sub.apply(grey, learningRate=rate)
+        if self._frames <= self.warmup_frames:
+            return MotionResult(np.zeros((0, 4)), 0.0, (w, h))
+        fg = np.where(raw > 200, 255, 0).astype(np.uint8)
+        mask = cv2.morphologyEx(
+            cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._open), cv2.MORPH_CLOSE, self._close
+        )
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        min_px = self.min_area * mask.shape[0] * mask.shape[1]
+        rows = [s for s in stats[1:count] if s[cv2.CC_STAT_AREA] >= min_px]
+        if not rows:
+            return MotionResult(np.zeros((0, 4)), float(mask.mean() / 255), (w, h))
+        st = np.array(rows, np.float64)
+        boxes = np.stack([st[:, 0], st[:, 1], st[:, 0] + st[:, 2], st[:, 1] + st[:, 3]], axis=1) / scale
+        return MotionResult(boxes, float(mask.mean() / 255), (w, h), st[:, 4] / (scale * scale))
+
+
+def merge_regions(boxes: np.ndarray, frame_size: tuple[int, int], margin: float = 0.25) -> list[np.ndarray]:
+    """Grow motion boxes by ``margin`` of their size, make them square, and merge those that overlap.
+
+    The result is the list of crops a detector should look at.
+    """
+    w, h = frame_size
+    regions: list[np.ndarray] = []
+    for box in boxes:
+        side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * margin)
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        regions.append(np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]))
+    merged = True
+    while merged and len(regions) > 1:
+        merged = False
+        for i in range(len(regions)):
+            for j in range(i + 1, len(regions)):
+                a, b = regions[i], regions[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    union = np.array([min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])])
+                    regions[i] = union
+                    del regions[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    clipped = []
+    for r in regions:
+        side = min(max(r[2] - r[0], r[3] - r[1]), min(w, h))
+        cx, cy = (r[0] + r[2]) / 2, (r[1] + r[3]) / 2
+        x1 = float(np.clip(cx - side / 2, 0, w - side))
+        y1 = float(np.clip(cy - side / 2, 0, h - side))
+        clipped.append(np.array([x1, y1, x1 + side, y1 + side]))
+    return clipped

@@ -1,0 +1,199 @@
+"""Each envelope rule refuses a violating command; faults flash the junction and latch."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.errors import SafetyViolation
+from agent.readings import Priority
+from agent.traffic.config import ite_yellow_s
+from agent.traffic.signals import Indication
+from tests.traffic.helpers import GY, G, R, Rig, Y
+
+
+@pytest.fixture
+def rig() -> Rig:
+    r = Rig()
+    r.go(11)  # start-up all red covers the 12 m crosswalks' clearance (10.9 s)
+    return r
+
+
+def refused(rig: Rig, rule: str, **kw: Indication) -> SafetyViolation:
+    before = rig.env.shown()
+    with pytest.raises(SafetyViolation) as info:
+        rig.env.command(rig.state(**kw))
+    assert info.value.rule == rule, str(info.value)
+    assert rig.env.shown() == before, "a refused command must not reach the output"
+    assert rig.emu.monitor.faults == []
+    assert rig.reports[-1].point == "envelope.refused"
+    assert rig.reports[-1].value == rule
+    return info.value
+
+
+def ns_green(rig: Rig, seconds: float = 14.0) -> None:
+    rig.go(seconds, ns=G, ped_ns=G, ns_left=GY)
+
+
+@pytest.mark.parametrize(("kmh", "yellow"), [(40, 3.0), (50, 3.5), (60, 4.0)])
+def test_ite_yellow(kmh: float, yellow: float) -> None:
+    assert ite_yellow_s(kmh) == yellow
+
+
+def test_legal_cycle_passes_both_monitors(rig: Rig) -> None:
+    ns_green(rig, 7)
+    rig.go(6, ns=G, ped_ns=Y, ns_left=GY)
+    rig.go(3.5, ns=Y, ns_left=Y)
+    rig.go(2)
+    rig.go(14, ew=G, ped_ew=G, ew_left=GY)
+    assert rig.env.latched is None
+    assert rig.emu.fault is None
+    assert rig.env.refusals == {}
+
+
+def test_conflicting_greens_refused(rig: Rig) -> None:
+    refused(rig, "conflict", ns=G, ew=G)
+
+
+def test_conflicting_yellow_and_green_refused(rig: Rig) -> None:
+    ns_green(rig)
+    refused(rig, "conflict", ns=Y, ew=G)
+
+
+def test_permissive_yielder_showing_protected_green_refused(rig: Rig) -> None:
+    refused(rig, "conflict", ns=G, ns_left=G)
+
+
+def test_vehicle_min_green_refused(rig: Rig) -> None:
+    rig.go(2, ns=G, ns_left=GY)
+    refused(rig, "min_green", ns=Y, ns_left=GY)
+
+
+def test_pedestrian_min_walk_refused(rig: Rig) -> None:
+    rig.go(3, ns=G, ped_ns=G, ns_left=GY)
+    refused(rig, "min_green", ns=G, ped_ns=Y, ns_left=GY)
+
+
+def test_green_straight_to_red_refused(rig: Rig) -> None:
+    ns_green(rig)
+    refused(rig, "no_yellow", ns=R, ped_ns=G, ns_left=GY)
+
+
+def test_walk_straight_to_dont_walk_refused(rig: Rig) -> None:
+    ns_green(rig)
+    refused(rig, "no_yellow", ns=G, ped_ns=R, ns_left=GY)
+
+
+def test_yellow_back_to_green_refused(rig: Rig) -> None:
+    rig.go(6, ns=G, ns_left=GY)
+    rig.go(1, ns=Y, ns_left=GY)
+    refused(rig, "yellow_to_green", ns=G, ns_left=GY)
+
+
+def test_short_yellow_refused(rig: Rig) -> None:
+    rig.go(6, ns=G)
+    rig.go(1.0, ns=Y)
+    refused(rig, "short_yellow")
+
+
+def test_yellow_beyond_six_seconds_refused(rig: Rig) -> None:
+    rig.go(6, ns=G)
+    rig.go(6.0, ns=Y)
+    rig.clock.t += 0.1
+    refused(rig, "long_yellow", ns=Y)
+
+
+def test_red_clearance_before_conflicting_green_refused(rig: Rig) -> None:
+    rig.go(6, ns=G)
+    rig.go(3.5, ns=Y)
+    rig.go(1.0)
+    refused(rig, "red_clearance", ew=G)
+
+
+def test_pedestrian_clearance_before_conflicting_green_refused(rig: Rig) -> None:
+    rig.go(7, ped_ns=G)
+    rig.go(3, ped_ns=Y)
+    rig.go(2.5)  # 5.5 s since the walk ended, the 12 m crossing needs 10.9 s
+    refused(rig, "ped_clearance", ew=G)
+
+
+def test_short_flashing_dont_walk_refused(rig: Rig) -> None:
+    rig.go(7, ped_ns=G)
+    rig.go(1, ped_ns=Y)
+    refused(rig, "ped_clearance")
+
+
+def test_yellow_without_green_refused(rig: Rig) -> None:
+    refused(rig, "bad_transition", ns=Y)
+
+
+def test_protected_to_permissive_without_yellow_refused(rig: Rig) -> None:
+    rig.go(6, ns_left=G)
+    refused(rig, "bad_transition", ns_left=GY)
+
+
+def test_incomplete_or_flash_command_refused(rig: Rig) -> None:
+    with pytest.raises(SafetyViolation) as info:
+        rig.env.command({"ns": G})
+    assert info.value.rule == "bad_command"
+    refused(rig, "bad_command", ns=Indication.FLASH)
+    refused(rig, "bad_command", ped_ns=GY)
+
+
+def test_link_loss_flashes_and_latches_until_operator_clears(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.link.down = True
+    rig.clock.t += 0.1
+    rig.env.check()
+    assert rig.env.latched == "link_lost"
+    flash = [r for r in rig.reports if r.point == "envelope.flash"]
+    assert flash
+    assert flash[-1].priority == Priority.ALARM
+    assert flash[-1].value == "link_lost"
+    rig.clock.t += 0.3
+    rig.emu.poll()
+    assert rig.emu.fault is None  # device watchdog 0.5 s not yet expired
+    rig.clock.t += 0.2
+    rig.emu.poll()
+    assert rig.emu.fault == "watchdog"
+    assert set(rig.emu.shown) == {0, 5}  # vehicle heads flash yellow, pedestrian heads dark
+    rig.link.down = False
+    refused(rig, "flash_latched")
+    rig.env.clear("operator:test")
+    assert rig.env.latched is None
+    assert rig.emu.fault is None
+    assert set(rig.env.shown().values()) == {R}
+    rig.hold(2.5)
+    refused(rig, "ped_clearance", ew=G)  # after a flash every crosswalk may be occupied
+
+
+def test_stale_readback_flashes(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.link.stale = True
+    rig.clock.t += 0.1
+    rig.env.command(rig.state(ns=G, ped_ns=Y, ns_left=GY))
+    assert rig.env.latched == "stale_readback"
+
+
+def test_readback_mismatch_flashes(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.emu.shown[0] = 2  # a stuck relay: ns shows yellow
+    rig.env.check()
+    assert rig.env.latched == "readback_mismatch"
+
+
+def test_device_monitor_trip_flashes_envelope(rig: Rig) -> None:
+    ns_green(rig, 8)
+    codes = list(rig.emu.shown)
+    codes[2] = 3  # ew green written straight to the controller, below the envelope
+    rig.emu.write(rig.emu.seq + 1, 0, codes)
+    assert rig.emu.fault is not None
+    assert rig.emu.fault.split()[0] in ("conflict", "red_clearance")
+    rig.env.check()
+    assert rig.env.latched == "device_fault"
+
+
+def test_silent_link_trips_watchdog(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.clock.t += 0.6
+    rig.env.watchdog()
+    assert rig.env.latched == "link_lost"
