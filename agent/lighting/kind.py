@@ -25,8 +25,13 @@ from agent.lighting.config import LightingConfig
 from agent.lighting.controller import LightingController
 from agent.lighting.meter import CircuitMeter, SdmMeter
 from agent.lighting.modbus_link import ModbusLink
-from agent.lighting.outputs import GpioLightingOutput, LightingOutput, ModbusLightingOutput
-from agent.lighting.photocell import GpioPhotocell, LightSensor
+from agent.lighting.outputs import (
+    BankLightingOutput,
+    GpioLightingOutput,
+    LightingOutput,
+    ModbusLightingOutput,
+)
+from agent.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor
 from agent.readings import Priority, Reading
 from agent.source import RunContext, Source
 
@@ -90,6 +95,8 @@ def build_outputs(cfg: LightingConfig, pin_factory: Any = None) -> dict[str, Lig
             o = c.output
             if o.type == "gpio":
                 outputs[c.name] = GpioLightingOutput(o, cfg.default_light_state, pin_factory)
+            elif o.type == "gpio_bank":
+                outputs[c.name] = BankLightingOutput(o)
             else:
                 link = ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s)
                 outputs[c.name] = ModbusLightingOutput(o, link)
@@ -145,8 +152,9 @@ class LightingSource:
     def _build(self) -> LightingController:
         outputs = build_outputs(self.lighting, self.pin_factory)
         sensor: LightSensor | None = None
-        if self.lighting.photocell is not None:
-            sensor = GpioPhotocell(self.lighting.photocell, self.pin_factory)
+        pc = self.lighting.photocell
+        if pc is not None:
+            sensor = BankPhotocell(pc) if pc.type == "gpio_bank" else GpioPhotocell(pc, self.pin_factory)
         return LightingController(
             self.name, self.lighting, self.astro, outputs, build_meters(self.lighting), sensor
         )

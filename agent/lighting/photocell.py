@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 from gpiozero import DigitalInputDevice
 
+from agent.errors import DeviceError
 from agent.lighting.astro import NightTimes
 from agent.lighting.config import PhotocellConfig
+from drivers.gpio.registry import get_bank
 
 
 class LightSensor(Protocol):
@@ -35,6 +37,8 @@ class GpioPhotocell:
     """A photocell's relay contact on a GPIO input."""
 
     def __init__(self, cfg: PhotocellConfig, pin_factory: Any = None) -> None:
+        if cfg.pin is None:
+            raise ValueError("GpioPhotocell needs a pin")
         self.cfg = cfg
         self.input = DigitalInputDevice(cfg.pin, pull_up=cfg.pull_up, pin_factory=pin_factory)
 
@@ -46,6 +50,26 @@ class GpioPhotocell:
     def close(self) -> None:
         """Release the pin."""
         self.input.close()
+
+
+class BankPhotocell:
+    """A photocell input of a running ``gpio`` device (drivers/gpio); active means dark."""
+
+    def __init__(self, cfg: PhotocellConfig) -> None:
+        if cfg.device is None or cfg.input is None:
+            raise ValueError("BankPhotocell needs device and input")
+        self.device: str = cfg.device
+        self.input: str = cfg.input
+
+    def is_dark(self) -> bool | None:
+        """The input's state; None while the gpio device is not running."""
+        try:
+            return get_bank(self.device).input_state(self.input)
+        except DeviceError:
+            return None
+
+    def close(self) -> None:
+        """Nothing to release: the gpio device owns its pins."""
 
 
 class LuxThreshold:

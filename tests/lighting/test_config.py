@@ -35,7 +35,7 @@ def test_valid_section_parses_with_device():
 def test_section_without_device_is_an_error():
     with pytest.raises(ConfigError) as err:
         parse_config({"site": SITE, "lighting": lighting_dict()})
-    assert err.value.problems[0].startswith("lighting: nothing runs this section; add a device")
+    assert err.value.problems[0].startswith("lighting: nothing runs this section (add a device")
 
 
 def test_two_lighting_devices_are_an_error():
