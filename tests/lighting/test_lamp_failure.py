@@ -232,3 +232,24 @@ def test_without_calibration_one_lamp_of_twelve_is_within_tolerance(pins):
         assert not alarms(await ctl.sample_meters(NIGHT), "c1.lamp_failure")  # 1/12 < 15 % + 3 % drift
 
     asyncio.run(with_meter(pins, 0.0, body))
+
+
+def test_meter_faults_are_reported_and_recovered(pins):
+    """Faults injected in the emulated SDM (no answer, a dropped TCP connection, a broken MBAP header,
+    an exception response): each sample under fault is a meter_fault event, control goes on, and the
+    next sample after the fault clears is good again (the link reconnects)."""
+    from drivers.modbus.emulator import Fault
+
+    async def body(ctl, bank, emu):
+        await ctl.step(NIGHT, time.monotonic())
+        for fault in (Fault.NO_ANSWER, Fault.TCP_DROP, Fault.CRC, Fault.EXCEPTION):
+            emu.device.set_fault(fault)
+            readings = await ctl.sample_meters(NIGHT)
+            assert [r.point for r in readings] == ["c1.meter_fault"], fault
+            emu.device.set_fault(Fault.NONE)
+            await ctl.step(NIGHT + 1, time.monotonic())
+            assert relay(pins, 17)
+            good = {r.point: r.value for r in await ctl.sample_meters(NIGHT + 2)}
+            assert good["c1.expected_power"] == 840.0, fault
+
+    asyncio.run(with_meter(pins, 0.0, body))
