@@ -78,10 +78,12 @@ class PhotocellConfig(StrictModel):
     TALQ ``AstroAndSensorActivePeriod``: the sensor may switch lamps on (evening) or off (morning)
     only within ``window_min`` minutes either side of the astro time; outside it the astro clock rules.
     ``type: gpio_photocell`` reads its own ``pin``; ``type: gpio_bank`` reads input ``input`` of the
-    ``gpio`` device ``device`` (drivers/gpio), active meaning dark.
+    ``gpio`` device ``device`` (drivers/gpio), active meaning dark; ``type: modbus_lux`` reads a lux
+    value from register ``lux_register`` of a Modbus TCP sensor at ``host`` once per control step: dark
+    below ``on_lux``, light above ``off_lux`` (hysteresis in between).
     """
 
-    type: Literal["gpio_photocell", "gpio_bank"] = "gpio_photocell"
+    type: Literal["gpio_photocell", "gpio_bank", "modbus_lux"] = "gpio_photocell"
     pin: int | None = Field(default=None, ge=0, le=27, description="gpio_photocell: BCM pin number.")
     device: str | None = Field(default=None, pattern=NAME, description="gpio_bank: the gpio device.")
     input: str | None = Field(default=None, pattern=NAME, description="gpio_bank: its photocell input.")
@@ -89,9 +91,28 @@ class PhotocellConfig(StrictModel):
     pull_up: bool = False
     window_min: float = Field(default=30.0, gt=0, le=180)
     debounce_s: float = Field(default=60.0, ge=0, le=3600)
+    host: str | None = Field(default=None, description="modbus_lux: sensor or gateway address.")
+    port: int = Field(default=502, ge=1, le=65535)
+    unit: int = Field(default=1, ge=0, le=247)
+    lux_register: int | None = Field(
+        default=None, ge=0, le=65535, description="modbus_lux: the lux register."
+    )
+    register_table: Literal["input_register", "holding_register"] = "input_register"
+    data_type: Literal["uint16", "uint32", "float32"] = "uint16"
+    scale: float = Field(default=1.0, gt=0, description="modbus_lux: lux = raw x scale.")
+    on_lux: float = Field(default=30.0, ge=0, description="modbus_lux: dark below this.")
+    off_lux: float = Field(default=60.0, ge=0, description="modbus_lux: light above this.")
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
 
     @model_validator(mode="after")
     def _source(self) -> PhotocellConfig:
+        if self.type == "modbus_lux":
+            if self.host is None or self.lux_register is None:
+                raise ValueError(
+                    f"{'host' if self.host is None else 'lux_register'}: required for type modbus_lux"
+                )
+            if self.off_lux <= self.on_lux:
+                raise ValueError(f"off_lux: {self.off_lux} must be above on_lux ({self.on_lux})")
         if self.type == "gpio_photocell" and self.pin is None:
             raise ValueError("pin: required for type gpio_photocell")
         if self.type == "gpio_bank" and (self.device is None or self.input is None):

@@ -116,6 +116,8 @@ class LightingController:
                     meta={"level": str(ov.level), "id": ov.command_id},
                 )
             )
+        if self.sensor is not None:
+            await self.sensor.refresh()
         for name, d in self.decide(now, mono, clock).items():
             out.extend(await self._apply(name, d, now, mono, clock))
         return out
@@ -290,4 +292,4 @@ class LightingController:
             if rt.meter is not None:
                 await rt.meter.close()
         if self.sensor is not None:
-            self.sensor.close()
+            await self.sensor.close()

@@ -31,7 +31,7 @@ from agent.lighting.outputs import (
     LightingOutput,
     ModbusLightingOutput,
 )
-from agent.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor
+from agent.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
 from agent.readings import Priority, Reading
 from agent.source import RunContext, Source
 
@@ -154,7 +154,12 @@ class LightingSource:
         sensor: LightSensor | None = None
         pc = self.lighting.photocell
         if pc is not None:
-            sensor = BankPhotocell(pc) if pc.type == "gpio_bank" else GpioPhotocell(pc, self.pin_factory)
+            if pc.type == "gpio_bank":
+                sensor = BankPhotocell(pc)
+            elif pc.type == "modbus_lux":
+                sensor = ModbusLuxSensor(pc, ModbusLink.tcp(str(pc.host), pc.port, pc.unit, pc.timeout_s))
+            else:
+                sensor = GpioPhotocell(pc, self.pin_factory)
         return LightingController(
             self.name, self.lighting, self.astro, outputs, build_meters(self.lighting), sensor
         )
