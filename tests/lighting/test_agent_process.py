@@ -92,18 +92,16 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
     ports = (free_port(), free_port())
     config = write_config(tmp_path, ports)
     now = time.time()
-    (tmp_path / "lighting.json").write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "overrides": {
-                    "m1": {"level": 60, "until": now + 3600, "set_at": now, "command_id": "op-1"},
-                    "m2": {"level": 0, "until": now + 5, "set_at": now, "command_id": "op-2"},
-                },
-                "profiles": {},
-            }
-        )
-    )
+
+    def overrides(m2_until: float) -> None:
+        """The state file as the agent writes it: overrides received from the centre before."""
+        body = {
+            "m1": {"level": 60, "until": now + 3600, "set_at": now, "command_id": "op-1"},
+            "m2": {"level": 0, "until": m2_until, "set_at": now, "command_id": "op-2"},
+        }
+        (tmp_path / "lighting.json").write_text(json.dumps({"version": 1, "overrides": body, "profiles": {}}))
+
+    overrides(now + 3600)
 
     log = tmp_path / "agent.log"
 
@@ -119,7 +117,9 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
             proc.send_signal(signal.SIGKILL)  # power cut
             await proc.wait()
             emus[0].force(OutputState(False, 0))  # lamps dark while the board is down
-            await wait_for(lambda: time.time() > now + 6, timeout=15)
+            # m2's override ends during the outage (as if it had been sent with that end time).
+            overrides(time.time() + 0.5)
+            await asyncio.sleep(1.0)
             proc = await start_agent(config, log)
             await wait_for(lambda: emus[0].state() == OutputState(True, 60))
             await asyncio.sleep(1.0)
