@@ -1,6 +1,7 @@
 """The local schedule: from a time (and the sensor) to each circuit's light state, no network involved.
 
-Order of precedence for a circuit: a remote override that has not expired; else, when the astro
+Order of precedence for a circuit: a remote override that has not expired (and whose start is not in
+the future: the wall clock went backwards); else, when the astro
 clock (and sensor window) says lit, the level of the night's profile: a calendar rule's profile on
 its nights, otherwise the group's profile (as switched by the centre, or as configured); else off.
 When the schedule cannot be trusted (clock not set, no sun times) the default light state applies.
@@ -16,6 +17,8 @@ from agent.lighting.calendar import rule_for_night
 from agent.lighting.config import CalendarRule, DimmingProfile, LightingConfig, night_minute
 from agent.lighting.photocell import SensorWindow
 from agent.lighting.state import LightingState
+
+CLOCK_SLACK_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ class Schedule:
             scheduled = {c.name: Decision(default.on, default.level, "default") for c in self.cfg.circuits}
         for c in self.cfg.circuits:
             ov = self.state.overrides.get(c.name)
-            if ov is not None and ov.until > now:
+            # Valid only between when it was set and when it ends: a wall clock that went backwards
+            # (a reboot without RTC before NTP) must not stretch an override over decades.
+            if ov is not None and ov.set_at - CLOCK_SLACK_S <= now < ov.until:
                 decisions[c.name] = Decision(ov.level > 0, ov.level, "override")
             else:
                 decisions[c.name] = scheduled[c.name]
