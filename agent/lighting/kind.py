@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from gpiozero import Device
 from pydantic import Field
 
 from agent.commands import CommandOutcome
@@ -34,6 +35,7 @@ from agent.lighting.outputs import (
 from agent.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
 from agent.readings import Priority, Reading
 from agent.source import RunContext, Source
+from drivers.gpio.factory import FactoryName, make_pin_factory
 
 log = logging.getLogger("kbe.lighting")
 
@@ -46,6 +48,10 @@ class Config(StrictModel):
     enabled: bool = True
     buffer_readings: int = Field(
         default=10_000, ge=100, le=1_000_000, description="Readings held for the sink when the store is slow."
+    )
+    pin_factory: FactoryName = Field(
+        default="auto",
+        description="For outputs of type gpio and a gpio_photocell: as the gpio kind (auto: $KBE_GPIO_PIN_FACTORY).",
     )
 
 
@@ -149,7 +155,20 @@ class LightingSource:
         self._wake.set()
         return outcome
 
+    def _factory(self) -> Any:
+        """The pin factory for own-pin outputs; None when no circuit or sensor uses own pins."""
+        pc = self.lighting.photocell
+        own = any(c.output.type == "gpio" for c in self.lighting.circuits) or (
+            pc is not None and pc.type == "gpio_photocell"
+        )
+        if self.pin_factory is not None or not own:
+            return self.pin_factory
+        if self.cfg.pin_factory == "auto" and Device.pin_factory is not None:
+            return Device.pin_factory  # one already chosen in this process (a test, a rig)
+        return make_pin_factory(self.cfg.pin_factory)
+
     def _build(self) -> LightingController:
+        self.pin_factory = self._factory()
         outputs = build_outputs(self.lighting, self.pin_factory)
         sensor: LightSensor | None = None
         pc = self.lighting.photocell
