@@ -61,7 +61,7 @@ def write_config(tmp_path: Path, ports: tuple[int, int]) -> Path:
     return path
 
 
-async def wait_for(cond, timeout: float = 30.0) -> None:
+async def wait_for(cond, timeout: float = 45.0) -> None:
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "condition not met in time"
