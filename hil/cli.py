@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from agent.errors import ConfigError
 from hil.report import write_junit
 from hil.rig import load_rig
 from hil.runner import RigRun, RunOptions, RunResult
@@ -44,12 +43,7 @@ def run_cmd(
     verbose: bool,
 ) -> None:
     """Run RIG_FILE against the agent; exit 0 when every expectation holds, 1 when one fails."""
-    try:
-        rig = load_rig(rig_file)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"{exc.source}: {problem}", err=True)
-        raise SystemExit(2) from None
+    rig = load_rig(rig_file)
     if speed is not None and duration_s is not None:
         raise click.UsageError("give --speed or --duration, not both")
     factor = speed if speed is not None else (rig.duration_s / duration_s if duration_s else 1.0)
