@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from agent.errors import ConfigError
 from agent.lighting.astro import AstroClock, night_of
 from agent.lighting.calendar import rule_for_night
 from agent.lighting.config import LightingConfig, night_minute
@@ -55,12 +54,7 @@ def plan(config_file: Path, start: str | None, nights: int) -> None:
     """Print the switching times and dimming steps of the coming nights."""
     from agent.config import load_config
 
-    try:
-        site = load_config(config_file)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"{exc.source}: {problem}", err=True)
-        raise SystemExit(2) from None
+    site = load_config(config_file)  # a ConfigError is printed one problem a line by the entry point
     if site.lighting is None:
         raise click.ClickException(f"{config_file} has no lighting section")
     cfg = site.lighting
