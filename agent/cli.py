@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "agent.demo:demo_cmd",
     "hil": "hil.cli:hil_cli",
     "keys": "sync.signing:keys_cli",
+    "lighting": "agent.lighting.cli:lighting_cli",
     "modbus": "drivers.modbus.cli:modbus",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "sync.schemas:schemas",

@@ -28,7 +28,7 @@ from agent.config_base import (
 )
 from agent.errors import ConfigError
 from agent.kinds import DEVICE_KINDS, kind_module
-from agent.lighting.config import LightingConfig
+from agent.lighting.config import LightingConfig, gpio_bank_problem
 from agent.traffic.config import TrafficConfig
 from models.config import InferenceConfig
 
@@ -257,8 +257,16 @@ class SiteConfig(StrictModel):
         idx = [i for i, dev in enumerate(self.devices) if dev.driver == "lighting"]
         if idx and self.lighting is None:
             raise ValueError(f"devices[{idx[0]}]: a lighting device needs the top-level lighting section")
+        if self.lighting is not None and not idx:
+            raise ValueError(
+                "lighting: nothing runs this section (add a device {driver: lighting, name: street-lights})"
+            )
         if len(idx) > 1:
             raise ValueError(f"devices[{idx[1]}]: only one lighting device per site (it runs every circuit)")
+        if self.lighting is not None:
+            problem = gpio_bank_problem(self.lighting, list(self.devices))
+            if problem:
+                raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

@@ -10,13 +10,13 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-import holidays
-
 from agent.lighting.config import CalendarRule
 
 
 @lru_cache(maxsize=16)
 def _vn_holidays(year: int) -> dict[dt.date, str]:
+    import holidays  # imported on first use: it is large, and most CLI commands never need it
+
     return dict(holidays.country_holidays("VN", years=year, language="en_US").items())
 
 

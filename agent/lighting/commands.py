@@ -5,6 +5,7 @@ Bodies (the signed envelope around them is sync/wire.py's business):
 - ``{"action": "override", "circuit"|"group": NAME or "all": true, "level": 0-100, "duration_s": S}``
 - ``{"action": "clear_override", "circuit"|"group": NAME or "all": true}``
 - ``{"action": "switch_profile", "group": NAME, "profile": NAME or null}`` (null: back to the configured one)
+- ``{"action": "recalibrate", "circuit"|"group": NAME or "all": true}`` (learn the meter ratio again)
 
 An optional ``"id"`` is kept with an override. Outcomes are :class:`agent.commands.CommandOutcome`.
 """
@@ -49,6 +50,12 @@ class ClearOverrideCommand(_Targeted):
     action: Literal["clear_override"]
 
 
+class RecalibrateCommand(_Targeted):
+    """Forget circuits' learned power calibration (after lamps were replaced) and learn it again."""
+
+    action: Literal["recalibrate"]
+
+
 class SwitchProfileCommand(StrictModel):
     """Use another dimming profile for a group from now on (persisted), or the configured one again."""
 
@@ -59,30 +66,34 @@ class SwitchProfileCommand(StrictModel):
 
 
 Command = Annotated[
-    OverrideCommand | ClearOverrideCommand | SwitchProfileCommand, Field(discriminator="action")
+    OverrideCommand | ClearOverrideCommand | SwitchProfileCommand | RecalibrateCommand,
+    Field(discriminator="action"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
-ACTIONS = ("override", "clear_override", "switch_profile")
+ACTIONS = ("override", "clear_override", "switch_profile", "recalibrate")
 
 
-def parse_command(body: Any) -> OverrideCommand | ClearOverrideCommand | SwitchProfileCommand | list[str]:
+AnyCommand = OverrideCommand | ClearOverrideCommand | SwitchProfileCommand | RecalibrateCommand
+
+
+def parse_command(body: Any) -> AnyCommand | list[str]:
     """The typed command, or the list of ``path: message`` problems that refuse it."""
     if not isinstance(body, dict):
         return ["(top level): a command must be a JSON object with an 'action'"]
     if body.get("action") not in ACTIONS:
         return [f"action: {body.get('action')!r} is not one of {', '.join(ACTIONS)}"]
     try:
-        cmd: OverrideCommand | ClearOverrideCommand | SwitchProfileCommand = _ADAPTER.validate_python(body)
+        cmd: AnyCommand = _ADAPTER.validate_python(body)
     except ValidationError as exc:
         return [_strip_tag(p) for p in validation_problems(exc)]
     return cmd
 
 
 def _strip_tag(problem: str) -> str:
-    for tag in ("override.", "clear_override.", "switch_profile."):
+    for tag in ("override.", "clear_override.", "switch_profile.", "recalibrate."):
         if problem.startswith(tag):
             return problem[len(tag) :]
-    for tag in ("override: ", "clear_override: ", "switch_profile: "):
+    for tag in ("override: ", "clear_override: ", "switch_profile: ", "recalibrate: "):
         if problem.startswith(tag):
             return "(top level): " + problem[len(tag) :]
     return problem

@@ -73,18 +73,51 @@ class AstroConfig(StrictModel):
 
 
 class PhotocellConfig(StrictModel):
-    """A photocell contact on a GPIO pin, trusted only inside a window around the astro times.
+    """A photocell contact, trusted only inside a window around the astro times.
 
     TALQ ``AstroAndSensorActivePeriod``: the sensor may switch lamps on (evening) or off (morning)
     only within ``window_min`` minutes either side of the astro time; outside it the astro clock rules.
+    ``type: gpio_photocell`` reads its own ``pin``; ``type: gpio_bank`` reads input ``input`` of the
+    ``gpio`` device ``device`` (drivers/gpio), active meaning dark; ``type: modbus_lux`` reads a lux
+    value from register ``lux_register`` of a Modbus TCP sensor at ``host`` once per control step: dark
+    below ``on_lux``, light above ``off_lux`` (hysteresis in between).
     """
 
-    type: Literal["gpio_photocell"] = "gpio_photocell"
-    pin: int = Field(ge=0, le=27, description="BCM pin number.")
+    type: Literal["gpio_photocell", "gpio_bank", "modbus_lux"] = "gpio_photocell"
+    pin: int | None = Field(default=None, ge=0, le=27, description="gpio_photocell: BCM pin number.")
+    device: str | None = Field(default=None, pattern=NAME, description="gpio_bank: the gpio device.")
+    input: str | None = Field(default=None, pattern=NAME, description="gpio_bank: its photocell input.")
     dark_when: Literal["high", "low"] = "high"
     pull_up: bool = False
     window_min: float = Field(default=30.0, gt=0, le=180)
     debounce_s: float = Field(default=60.0, ge=0, le=3600)
+    host: str | None = Field(default=None, description="modbus_lux: sensor or gateway address.")
+    port: int = Field(default=502, ge=1, le=65535)
+    unit: int = Field(default=1, ge=0, le=247)
+    lux_register: int | None = Field(
+        default=None, ge=0, le=65535, description="modbus_lux: the lux register."
+    )
+    register_table: Literal["input_register", "holding_register"] = "input_register"
+    data_type: Literal["uint16", "uint32", "float32"] = "uint16"
+    scale: float = Field(default=1.0, gt=0, description="modbus_lux: lux = raw x scale.")
+    on_lux: float = Field(default=30.0, ge=0, description="modbus_lux: dark below this.")
+    off_lux: float = Field(default=60.0, ge=0, description="modbus_lux: light above this.")
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _source(self) -> PhotocellConfig:
+        if self.type == "modbus_lux":
+            if self.host is None or self.lux_register is None:
+                raise ValueError(
+                    f"{'host' if self.host is None else 'lux_register'}: required for type modbus_lux"
+                )
+            if self.off_lux <= self.on_lux:
+                raise ValueError(f"off_lux: {self.off_lux} must be above on_lux ({self.on_lux})")
+        if self.type == "gpio_photocell" and self.pin is None:
+            raise ValueError("pin: required for type gpio_photocell")
+        if self.type == "gpio_bank" and (self.device is None or self.input is None):
+            raise ValueError(f"{'device' if self.device is None else 'input'}: required for type gpio_bank")
+        return self
 
 
 class ProfileStep(StrictModel):
@@ -144,9 +177,11 @@ class OutputConfig(StrictModel):
     gateway input) on ``dim_pin`` and an optional contactor auxiliary contact on ``feedback_pin``.
     ``type: modbus``: a Modbus TCP lighting controller at ``host``; ``relay_coil`` switches the circuit
     and the holding register ``dim_register`` holds the level in percent.
+    ``type: gpio_bank``: outputs ``relay`` (and ``dim``, a pwm output) of the ``gpio`` device ``device``
+    (drivers/gpio), shared with whatever else that bank drives.
     """
 
-    type: Literal["gpio", "modbus"]
+    type: Literal["gpio", "modbus", "gpio_bank"]
     relay_pin: int | None = Field(default=None, ge=0, le=27, description="gpio: BCM pin of the relay.")
     relay_active_high: bool = True
     dim_pin: int | None = Field(default=None, ge=0, le=27)
@@ -159,15 +194,24 @@ class OutputConfig(StrictModel):
     relay_coil: int | None = Field(default=None, ge=0, le=65535)
     dim_register: int | None = Field(default=None, ge=0, le=65535)
     timeout_s: float = Field(default=2.0, gt=0, le=30)
+    device: str | None = Field(default=None, pattern=NAME, description="gpio_bank: the gpio device.")
+    relay: str | None = Field(default=None, pattern=NAME, description="gpio_bank: its relay output.")
+    dim: str | None = Field(default=None, pattern=NAME, description="gpio_bank: its pwm output.")
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> OutputConfig:
         gpio_only = ("relay_pin", "dim_pin", "feedback_pin")
         modbus_only = ("host", "relay_coil", "dim_register")
-        if self.type == "gpio":
+        bank_only = ("device", "relay", "dim")
+        if self.type == "gpio_bank":
+            missing = [f for f in ("device", "relay") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"{missing[0]}: required for type gpio_bank")
+            wrong = [f for f in gpio_only + modbus_only if getattr(self, f) is not None]
+        elif self.type == "gpio":
             if self.relay_pin is None:
                 raise ValueError("relay_pin: required for type gpio")
-            wrong = [f for f in modbus_only if getattr(self, f) is not None]
+            wrong = [f for f in modbus_only + bank_only if getattr(self, f) is not None]
             seen: dict[int, str] = {}
             for name in gpio_only:
                 pin = getattr(self, name)
@@ -179,7 +223,7 @@ class OutputConfig(StrictModel):
             missing = [f for f in ("host", "relay_coil") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"{missing[0]}: required for type modbus")
-            wrong = [f for f in gpio_only if getattr(self, f) is not None]
+            wrong = [f for f in gpio_only + bank_only if getattr(self, f) is not None]
         if wrong:
             raise ValueError(f"{wrong[0]}: does not apply to type {self.type}")
         return self
@@ -217,6 +261,18 @@ class CircuitConfig(StrictModel):
     )
     off_current_a: float = Field(
         default=0.1, gt=0, le=100, description="Current above this while off is an alarm."
+    )
+    calibrate_samples: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Learn the circuit's measured/expected power ratio from this many settled samples (0: off).",
+    )
+    calibrated_tolerance_pct: float = Field(
+        default=5.0,
+        gt=0,
+        le=80,
+        description="Allowed shortfall once calibrated (below 100/lamps sees one lamp).",
     )
     settle_s: float = Field(
         default=120.0, ge=0, le=3600, description="Wait after switching before judging power."
@@ -307,7 +363,7 @@ class LightingConfig(StrictModel):
                     f"calendar[{i}].profile: {r.profile!r} is not a profile name {sorted(profiles)}"
                 )
         pins: dict[int, str] = {}
-        if self.photocell is not None:
+        if self.photocell is not None and self.photocell.pin is not None:
             pins[self.photocell.pin] = "photocell.pin"
         for i, c in enumerate(self.circuits):
             if c.output.type == "gpio":
@@ -337,3 +393,33 @@ def _unique(what: str, names: list[str]) -> set[str]:
             raise ValueError(f"{what}[{i}].name: {name!r} is used twice")
         seen.add(name)
     return seen
+
+
+def gpio_bank_problem(lighting: LightingConfig, devices: list[object]) -> str | None:
+    """The first reference to a missing gpio device, output or input, as ``lighting.<path>: problem``."""
+    banks = {getattr(d, "name", ""): d for d in devices if getattr(d, "driver", "") == "gpio"}
+
+    def check(at: str, field: str, device: str | None, name: str | None, table: str, kind: str) -> str | None:
+        if device not in banks:
+            return f"lighting.{at}.device: {device!r} is not a gpio device of this site {sorted(banks)}"
+        items = {o.name: o.kind for o in getattr(banks[device], table)}
+        if name not in items:
+            return f"lighting.{at}.{field}: {name!r} is not one of {device}'s {table} {sorted(items)}"
+        if items[name] != kind:
+            return f"lighting.{at}.{field}: {device}.{name} is a {items[name]} {table[:-1]}, not {kind}"
+        return None
+
+    for i, c in enumerate(lighting.circuits):
+        o = c.output
+        if o.type != "gpio_bank":
+            continue
+        at = f"circuits[{i}].output"
+        problem = check(at, "relay", o.device, o.relay, "outputs", "relay")
+        if problem is None and o.dim is not None:
+            problem = check(at, "dim", o.device, o.dim, "outputs", "pwm")
+        if problem:
+            return problem
+    pc = lighting.photocell
+    if pc is not None and pc.type == "gpio_bank":
+        return check("photocell", "input", pc.device, pc.input, "inputs", "photocell")
+    return None

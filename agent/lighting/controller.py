@@ -16,6 +16,7 @@ from agent.lighting.astro import AstroClock
 from agent.lighting.commands import (
     ClearOverrideCommand,
     OverrideCommand,
+    RecalibrateCommand,
     SwitchProfileCommand,
     parse_command,
 )
@@ -66,7 +67,13 @@ class LightingController:
         self.debounce = Debounce(cfg.photocell.debounce_s if cfg.photocell else 0.0)
         meters = meters or {}
         self.circuits = {
-            c.name: CircuitRuntime(outputs[c.name], meters.get(c.name), LampFailureDetector(device, c))
+            c.name: CircuitRuntime(
+                outputs[c.name],
+                meters.get(c.name),
+                LampFailureDetector(
+                    device, c, self.state.calibration.get(c.name) if c.calibrate_samples else None
+                ),
+            )
             for c in cfg.circuits
         }
 
@@ -109,6 +116,8 @@ class LightingController:
                     meta={"level": str(ov.level), "id": ov.command_id},
                 )
             )
+        if self.sensor is not None:
+            await self.sensor.refresh()
         for name, d in self.decide(now, mono, clock).items():
             out.extend(await self._apply(name, d, now, mono, clock))
         return out
@@ -198,7 +207,11 @@ class LightingController:
             except AgentError as exc:
                 out.append(self._r(f"{name}.meter_fault", str(exc), now, clock, Priority.EVENT))
                 continue
+            before = rt.detector.scale
             out.extend(rt.detector.check(sample, rt.commanded, self.settled(name, sample), now, clock))
+            if rt.detector.scale is not None and rt.detector.scale != before:
+                self.state.calibration[name] = rt.detector.scale
+                self.state.save()
         return out
 
     def apply_command(self, body: object, now: float) -> CommandOutcome:
@@ -214,6 +227,15 @@ class LightingController:
         targets, problem = self._targets(cmd)
         if problem:
             return CommandOutcome.refused(problem)
+        if isinstance(cmd, RecalibrateCommand):
+            targets = [t for t in targets if self.circuits[t].detector.c.calibrate_samples > 0]
+            if not targets:
+                return CommandOutcome.refused("no targeted circuit calibrates (calibrate_samples is 0)")
+            for t in targets:
+                self.state.calibration.pop(t, None)
+                self.circuits[t].detector.recalibrate()
+            self.state.save()
+            return CommandOutcome.accepted(f"calibration restarted on {','.join(targets)}")
         if isinstance(cmd, OverrideCommand):
             if cmd.duration_s > self.cfg.max_override_s:
                 return CommandOutcome.refused(
@@ -231,7 +253,9 @@ class LightingController:
         self.state.save()
         return CommandOutcome.accepted(f"override cleared on {','.join(cleared) or 'no circuit'}")
 
-    def _targets(self, cmd: OverrideCommand | ClearOverrideCommand) -> tuple[list[str], str]:
+    def _targets(
+        self, cmd: OverrideCommand | ClearOverrideCommand | RecalibrateCommand
+    ) -> tuple[list[str], str]:
         if cmd.all:
             return [c.name for c in self.cfg.circuits], ""
         if cmd.circuit is not None:
@@ -268,4 +292,4 @@ class LightingController:
             if rt.meter is not None:
                 await rt.meter.close()
         if self.sensor is not None:
-            self.sensor.close()
+            await self.sensor.close()

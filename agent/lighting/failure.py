@@ -10,6 +10,7 @@ or a bypass. Each alarm is raised once (``Priority.ALARM``) and cleared once (``
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from agent.lighting.config import CircuitConfig
@@ -40,21 +41,28 @@ class Verdict:
     judged: bool
 
 
-def judge(c: CircuitConfig, commanded: OutputState, sample: MeterSample, settled: bool) -> Verdict:
-    """Compare a meter sample with what ``commanded`` should draw."""
-    exp_w = expected_power(c, commanded)
+def judge(
+    c: CircuitConfig, commanded: OutputState, sample: MeterSample, settled: bool, scale: float | None = None
+) -> Verdict:
+    """Compare a meter sample with what ``commanded`` should draw.
+
+    ``scale`` is the circuit's calibrated measured/expected ratio; with it the expectation is scaled
+    and the tighter ``calibrated_tolerance_pct`` applies.
+    """
+    k = scale if scale is not None else 1.0
+    exp_w = expected_power(c, commanded) * k
     volts = sample.voltage if sample.voltage > 50 else 230.0
     exp_a = exp_w / (volts * c.power_factor)
     if not settled:
         return Verdict(exp_w, exp_a, 0, False, False)
     if not commanded.on:
         return Verdict(exp_w, exp_a, 0, sample.current > c.off_current_a, True)
-    tol = c.tolerance_pct / 100.0
+    tol = (c.calibrated_tolerance_pct if scale is not None else c.tolerance_pct) / 100.0
     short_w = sample.power < exp_w * (1 - tol)
     short_a = sample.current < exp_a * (1 - tol)
     failed = 0
     if short_w or short_a:
-        per_lamp = lamp_power(c, commanded.level)
+        per_lamp = lamp_power(c, commanded.level) * k
         deficit = max(exp_w - sample.power, (exp_a - sample.current) * volts * c.power_factor)
         failed = max(1, min(c.lamps, round(deficit / per_lamp))) if per_lamp > 0 else c.lamps
     return Verdict(exp_w, exp_a, failed, False, True)
@@ -63,11 +71,34 @@ def judge(c: CircuitConfig, commanded: OutputState, sample: MeterSample, settled
 class LampFailureDetector:
     """Turns meter samples of one circuit into telemetry and alarm readings, raising each alarm once."""
 
-    def __init__(self, device: str, circuit: CircuitConfig) -> None:
+    def __init__(self, device: str, circuit: CircuitConfig, scale: float | None = None) -> None:
         self.device = device
         self.c = circuit
         self.failed_lamps = 0
         self.current_when_off = False
+        self.scale = scale
+        self._ratios: list[float] = []
+
+    def recalibrate(self) -> None:
+        """Forget the learned ratio (after lamps were replaced); learning starts again."""
+        self.scale = None
+        self._ratios = []
+
+    def _learn(
+        self, sample: MeterSample, commanded: OutputState, settled: bool, ts: float, clock: ClockQuality
+    ) -> list[Reading]:
+        if not (self.c.calibrate_samples and self.scale is None and commanded.on and settled):
+            return []
+        model = expected_power(self.c, commanded)
+        if model <= 0:
+            return []
+        self._ratios.append(sample.power / model)
+        if len(self._ratios) < self.c.calibrate_samples:
+            return []
+        self.scale = statistics.median(self._ratios)
+        self._ratios = []
+        text = f"{self.c.name} calibrated: draws {self.scale:.3f} x the modelled power"
+        return [self._r("calibration", round(self.scale, 4), ts, "", clock, Priority.EVENT, {"text": text})]
 
     def _r(
         self,
@@ -92,7 +123,8 @@ class LampFailureDetector:
         clock: ClockQuality = ClockQuality.SYNCED,
     ) -> list[Reading]:
         """Readings for one sample: measurements, expectations and any alarm raised or cleared."""
-        v = judge(self.c, commanded, sample, settled)
+        learned = self._learn(sample, commanded, settled, ts, clock)
+        v = judge(self.c, commanded, sample, settled, self.scale)
         out = [
             self._r("voltage", round(sample.voltage, 1), ts, "V", clock),
             self._r("current", round(sample.current, 3), ts, "A", clock),
@@ -101,6 +133,7 @@ class LampFailureDetector:
             self._r("expected_power", round(v.expected_w, 1), ts, "W", clock),
             self._r("expected_current", round(v.expected_a, 3), ts, "A", clock),
         ]
+        out.extend(learned)
         if not v.judged:
             return out
         detail = {

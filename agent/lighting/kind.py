@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from gpiozero import Device
 from pydantic import Field
 
 from agent.commands import CommandOutcome
@@ -25,10 +26,16 @@ from agent.lighting.config import LightingConfig
 from agent.lighting.controller import LightingController
 from agent.lighting.meter import CircuitMeter, SdmMeter
 from agent.lighting.modbus_link import ModbusLink
-from agent.lighting.outputs import GpioLightingOutput, LightingOutput, ModbusLightingOutput
-from agent.lighting.photocell import GpioPhotocell, LightSensor
+from agent.lighting.outputs import (
+    BankLightingOutput,
+    GpioLightingOutput,
+    LightingOutput,
+    ModbusLightingOutput,
+)
+from agent.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
 from agent.readings import Priority, Reading
 from agent.source import RunContext, Source
+from drivers.gpio.factory import FactoryName, make_pin_factory
 
 log = logging.getLogger("kbe.lighting")
 
@@ -41,6 +48,10 @@ class Config(StrictModel):
     enabled: bool = True
     buffer_readings: int = Field(
         default=10_000, ge=100, le=1_000_000, description="Readings held for the sink when the store is slow."
+    )
+    pin_factory: FactoryName = Field(
+        default="auto",
+        description="For outputs of type gpio and a gpio_photocell: as the gpio kind (auto: $KBE_GPIO_PIN_FACTORY).",
     )
 
 
@@ -90,6 +101,8 @@ def build_outputs(cfg: LightingConfig, pin_factory: Any = None) -> dict[str, Lig
             o = c.output
             if o.type == "gpio":
                 outputs[c.name] = GpioLightingOutput(o, cfg.default_light_state, pin_factory)
+            elif o.type == "gpio_bank":
+                outputs[c.name] = BankLightingOutput(o)
             else:
                 link = ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s)
                 outputs[c.name] = ModbusLightingOutput(o, link)
@@ -142,11 +155,30 @@ class LightingSource:
         self._wake.set()
         return outcome
 
+    def _factory(self) -> Any:
+        """The pin factory for own-pin outputs; None when no circuit or sensor uses own pins."""
+        pc = self.lighting.photocell
+        own = any(c.output.type == "gpio" for c in self.lighting.circuits) or (
+            pc is not None and pc.type == "gpio_photocell"
+        )
+        if self.pin_factory is not None or not own:
+            return self.pin_factory
+        if self.cfg.pin_factory == "auto" and Device.pin_factory is not None:
+            return Device.pin_factory  # one already chosen in this process (a test, a rig)
+        return make_pin_factory(self.cfg.pin_factory)
+
     def _build(self) -> LightingController:
+        self.pin_factory = self._factory()
         outputs = build_outputs(self.lighting, self.pin_factory)
         sensor: LightSensor | None = None
-        if self.lighting.photocell is not None:
-            sensor = GpioPhotocell(self.lighting.photocell, self.pin_factory)
+        pc = self.lighting.photocell
+        if pc is not None:
+            if pc.type == "gpio_bank":
+                sensor = BankPhotocell(pc)
+            elif pc.type == "modbus_lux":
+                sensor = ModbusLuxSensor(pc, ModbusLink.tcp(str(pc.host), pc.port, pc.unit, pc.timeout_s))
+            else:
+                sensor = GpioPhotocell(pc, self.pin_factory)
         return LightingController(
             self.name, self.lighting, self.astro, outputs, build_meters(self.lighting), sensor
         )

@@ -11,22 +11,33 @@ window (no flicker on a passing cloud or headlights).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, Protocol
 
 from gpiozero import DigitalInputDevice
 
+from agent.errors import AgentError, DeviceError
 from agent.lighting.astro import NightTimes
 from agent.lighting.config import PhotocellConfig
+from agent.lighting.modbus_link import ModbusLink
+from drivers.gpio.registry import get_bank
+from drivers.modbus.codec import decode_raw, register_count
+
+log = logging.getLogger("kbe.lighting")
 
 
 class LightSensor(Protocol):
     """Something that tells whether it is dark outside (None when it cannot tell)."""
 
+    async def refresh(self) -> None:
+        """Fetch a fresh value if the sensor needs I/O (called once per control step)."""
+        ...
+
     def is_dark(self) -> bool | None:
         """True when dark, False when light, None when unknown."""
         ...
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the sensor."""
         ...
 
@@ -35,17 +46,45 @@ class GpioPhotocell:
     """A photocell's relay contact on a GPIO input."""
 
     def __init__(self, cfg: PhotocellConfig, pin_factory: Any = None) -> None:
+        if cfg.pin is None:
+            raise ValueError("GpioPhotocell needs a pin")
         self.cfg = cfg
         self.input = DigitalInputDevice(cfg.pin, pull_up=cfg.pull_up, pin_factory=pin_factory)
+
+    async def refresh(self) -> None:
+        """Nothing to fetch: the pin is read directly."""
 
     def is_dark(self) -> bool | None:
         """The contact state read as dark or light."""
         high = bool(self.input.value) if not self.cfg.pull_up else not bool(self.input.value)
         return high if self.cfg.dark_when == "high" else not high
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the pin."""
         self.input.close()
+
+
+class BankPhotocell:
+    """A photocell input of a running ``gpio`` device (drivers/gpio); active means dark."""
+
+    def __init__(self, cfg: PhotocellConfig) -> None:
+        if cfg.device is None or cfg.input is None:
+            raise ValueError("BankPhotocell needs device and input")
+        self.device: str = cfg.device
+        self.input: str = cfg.input
+
+    async def refresh(self) -> None:
+        """Nothing to fetch: the bank reads its pin."""
+
+    def is_dark(self) -> bool | None:
+        """The input's state; None while the gpio device is not running."""
+        try:
+            return get_bank(self.device).input_state(self.input)
+        except DeviceError:
+            return None
+
+    async def close(self) -> None:
+        """Nothing to release: the gpio device owns its pins."""
 
 
 class LuxThreshold:
@@ -72,8 +111,43 @@ class LuxThreshold:
             self._dark = lux < (self.on_lux + self.off_lux) / 2
         return self._dark
 
-    def close(self) -> None:
+    async def refresh(self) -> None:
+        """Nothing to fetch: ``read_lux`` is called by :meth:`is_dark`."""
+
+    async def close(self) -> None:
         """Nothing to release."""
+
+
+class ModbusLuxSensor:
+    """A lux sensor on Modbus (through the shared driver), read once per control step."""
+
+    def __init__(self, cfg: PhotocellConfig, link: ModbusLink) -> None:
+        if cfg.lux_register is None:
+            raise ValueError("ModbusLuxSensor needs a lux_register")
+        self.cfg = cfg
+        self.register: int = cfg.lux_register
+        self.link = link
+        self.lux: float | None = None
+        self.threshold = LuxThreshold(lambda: self.lux, cfg.on_lux, cfg.off_lux)
+
+    async def refresh(self) -> None:
+        """Read the lux register; on any device error the value is unknown (the astro time rules)."""
+        fc = 4 if self.cfg.register_table == "input_register" else 3
+        try:
+            regs = await self.link.read(fc, self.register, register_count(self.cfg.data_type))
+            raw = decode_raw([int(r) for r in regs], self.cfg.data_type)
+            self.lux = float(raw) * self.cfg.scale
+        except AgentError as exc:
+            log.warning("lux sensor %s:%s unreadable: %s", self.cfg.host, self.cfg.port, exc)
+            self.lux = None
+
+    def is_dark(self) -> bool | None:
+        """Dark or light with hysteresis; None while the sensor does not answer."""
+        return self.threshold.is_dark()
+
+    async def close(self) -> None:
+        """Close the link."""
+        await self.link.close()
 
 
 class Debounce:

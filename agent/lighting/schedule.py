@@ -1,6 +1,7 @@
 """The local schedule: from a time (and the sensor) to each circuit's light state, no network involved.
 
-Order of precedence for a circuit: a remote override that has not expired; else, when the astro
+Order of precedence for a circuit: a remote override that has not expired (and whose start is not in
+the future: the wall clock went backwards); else, when the astro
 clock (and sensor window) says lit, the level of the night's profile: a calendar rule's profile on
 its nights, otherwise the group's profile (as switched by the centre, or as configured); else off.
 When the schedule cannot be trusted (clock not set, no sun times) the default light state applies.
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 
 from agent.lighting.astro import AstroClock, NightTimes, night_of
 from agent.lighting.calendar import rule_for_night
-from agent.lighting.config import DimmingProfile, LightingConfig, night_minute
+from agent.lighting.config import CalendarRule, DimmingProfile, LightingConfig, night_minute
 from agent.lighting.photocell import SensorWindow
 from agent.lighting.state import LightingState
+
+CLOCK_SLACK_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,15 @@ class Decision:
 
 def profile_level(profile: DimmingProfile, local: dt.datetime) -> int:
     """The profile's level at local time ``local`` (steps in noon-to-noon order)."""
+    return _level(profile.start_level, [(night_minute(s.at), s.level) for s in profile.steps], local)
+
+
+def _level(start: int, steps: list[tuple[int, int]], local: dt.datetime) -> int:
     now_minute = ((local.hour - 12) % 24) * 60 + local.minute
-    level = profile.start_level
-    for step in profile.steps:
-        if now_minute >= night_minute(step.at):
-            level = step.level
+    level = start
+    for minute, step_level in steps:
+        if now_minute >= minute:
+            level = step_level
     return level
 
 
@@ -45,6 +52,20 @@ class Schedule:
         self.astro = astro
         self.state = state
         self.window = SensorWindow(cfg.photocell.window_min) if cfg.photocell is not None else None
+        # Per-tick work stays small: profile steps, group profiles and each night's rule precomputed.
+        self._steps = {
+            p.name: (p.start_level, [(night_minute(s.at), s.level) for s in p.steps]) for p in cfg.profiles
+        }
+        self._group_profile = {g.name: g.profile for g in cfg.groups}
+        self._rules: dict[dt.date, CalendarRule | None] = {}
+
+    def rule(self, night: dt.date) -> CalendarRule | None:
+        """The calendar rule of ``night`` (cached for the few nights around now)."""
+        if night not in self._rules:
+            if len(self._rules) > 8:
+                self._rules.clear()
+            self._rules[night] = rule_for_night(self.cfg.calendar, night)
+        return self._rules[night]
 
     def night(self, now: float) -> tuple[dt.datetime, NightTimes]:
         """Local time and the astro times of the night ``now`` (UTC seconds) falls in."""
@@ -67,7 +88,7 @@ class Schedule:
                 raise ValueError("wall clock not trusted")
             local, times = self.night(now)
             lit = self.lit(local, times, dark)
-            rule = rule_for_night(self.cfg.calendar, times.night)
+            rule = self.rule(times.night)
             for c in self.cfg.circuits:
                 if not lit:
                     scheduled[c.name] = Decision(False, 0, "schedule")
@@ -75,15 +96,17 @@ class Schedule:
                 if rule is not None:
                     name, reason = rule.profile, f"calendar:{rule.name}"
                 else:
-                    name = self.state.profiles.get(c.group, self.cfg.group(c.group).profile)
+                    name = self.state.profiles.get(c.group, self._group_profile[c.group])
                     reason = f"profile:{name}"
-                level = profile_level(self.cfg.profile(name), local)
+                level = _level(*self._steps[name], local)
                 scheduled[c.name] = Decision(level > 0, level, reason)
         except (ValueError, LookupError):
             scheduled = {c.name: Decision(default.on, default.level, "default") for c in self.cfg.circuits}
         for c in self.cfg.circuits:
             ov = self.state.overrides.get(c.name)
-            if ov is not None and ov.until > now:
+            # Valid only between when it was set and when it ends: a wall clock that went backwards
+            # (a reboot without RTC before NTP) must not stretch an override over decades.
+            if ov is not None and ov.set_at - CLOCK_SLACK_S <= now < ov.until:
                 decisions[c.name] = Decision(ov.level > 0, ov.level, "override")
             else:
                 decisions[c.name] = scheduled[c.name]

@@ -1,4 +1,4 @@
-"""What the centre changed and must survive a restart: overrides (until they expire) and profile switches.
+"""What must survive a restart: overrides (until they expire), profile switches, learned meter calibration.
 
 Kept in one small JSON file written atomically (temporary file, fsync, rename), so a power cut leaves
 either the old or the new state, never half of one.
@@ -32,6 +32,7 @@ class LightingState:
     path: Path | None = None
     overrides: dict[str, Override] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None) -> LightingState:
@@ -43,6 +44,7 @@ class LightingState:
             data = json.loads(path.read_text(encoding="utf-8"))
             state.overrides = {k: Override(**v) for k, v in data.get("overrides", {}).items()}
             state.profiles = {str(k): str(v) for k, v in data.get("profiles", {}).items()}
+            state.calibration = {str(k): float(v) for k, v in data.get("calibration", {}).items()}
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             aside = path.with_suffix(path.suffix + ".corrupt")
             log.error(
@@ -65,6 +67,7 @@ class LightingState:
             "version": 1,
             "overrides": {k: asdict(v) for k, v in sorted(self.overrides.items())},
             "profiles": dict(sorted(self.profiles.items())),
+            "calibration": dict(sorted(self.calibration.items())),
         }
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(body, fh, indent=1)

@@ -1,4 +1,4 @@
-"""`edge-agent run` with a lighting section, no uplink reachable, outputs on emulated Modbus lighting
+"""`edge-agent run` with a lighting section, its broker down, outputs on emulated Modbus lighting
 controllers: it applies persisted overrides at start, survives a kill -9 (power cut), restores the
 outputs after a restart, and records state changes in the store."""
 
@@ -14,12 +14,14 @@ import yaml
 
 from agent.lighting.emulator import LightingControllerEmulator
 from agent.lighting.outputs import OutputState
+from sync.signing import generate_keypair
 from sync.store import Store
 from tests.conftest import agent_argv, agent_env, free_port
 from tests.lighting.conftest import lighting_dict
 
 
 def write_config(tmp_path: Path, ports: tuple[int, int]) -> Path:
+    key, _pub = generate_keypair(tmp_path / "keys", "bn-01")
     lighting = lighting_dict(
         state_path=str(tmp_path / "lighting.json"), tick_s=0.2, default_when_clock_unsynced=False
     )
@@ -44,6 +46,13 @@ def write_config(tmp_path: Path, ports: tuple[int, int]) -> Path:
         "site": {"id": "bn-01", "name": "Bắc Ninh", "location": {"lat": 21.19, "lon": 106.08}},
         "devices": [{"driver": "lighting", "name": "street"}],
         "store": {"path": str(tmp_path / "store.db")},
+        # The uplink points at a port where no broker listens: the centre is unreachable throughout.
+        "sync": {
+            "broker": f"mqtt://127.0.0.1:{free_port()}",
+            "signing_key_file": str(key),
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 1.0,
+        },
         "health": {"listen": None},
         "lighting": lighting,
     }
@@ -52,7 +61,7 @@ def write_config(tmp_path: Path, ports: tuple[int, int]) -> Path:
     return path
 
 
-async def wait_for(cond, timeout: float = 30.0) -> None:
+async def wait_for(cond, timeout: float = 45.0) -> None:
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "condition not met in time"
@@ -83,18 +92,16 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
     ports = (free_port(), free_port())
     config = write_config(tmp_path, ports)
     now = time.time()
-    (tmp_path / "lighting.json").write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "overrides": {
-                    "m1": {"level": 60, "until": now + 3600, "set_at": now, "command_id": "op-1"},
-                    "m2": {"level": 0, "until": now + 5, "set_at": now, "command_id": "op-2"},
-                },
-                "profiles": {},
-            }
-        )
-    )
+
+    def overrides(m2_until: float) -> None:
+        """The state file as the agent writes it: overrides received from the centre before."""
+        body = {
+            "m1": {"level": 60, "until": now + 3600, "set_at": now, "command_id": "op-1"},
+            "m2": {"level": 0, "until": m2_until, "set_at": now, "command_id": "op-2"},
+        }
+        (tmp_path / "lighting.json").write_text(json.dumps({"version": 1, "overrides": body, "profiles": {}}))
+
+    overrides(now + 3600)
 
     log = tmp_path / "agent.log"
 
@@ -110,7 +117,9 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
             proc.send_signal(signal.SIGKILL)  # power cut
             await proc.wait()
             emus[0].force(OutputState(False, 0))  # lamps dark while the board is down
-            await wait_for(lambda: time.time() > now + 6, timeout=15)
+            # m2's override ends during the outage (as if it had been sent with that end time).
+            overrides(time.time() + 0.5)
+            await asyncio.sleep(1.0)
             proc = await start_agent(config, log)
             await wait_for(lambda: emus[0].state() == OutputState(True, 60))
             await asyncio.sleep(1.0)
@@ -122,6 +131,7 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
                 await emu.stop()
 
     asyncio.run(main())
+    assert "sync on" in log.read_text()  # the uplink was configured, and never reached
     store = Store(tmp_path / "store.db", "bn-01")
     try:
         readings = [s.reading for s in store.pending(10_000)]

@@ -12,9 +12,12 @@ from tests.lighting.conftest import lighting_dict
 SITE = {"id": "bn-01", "name": "Bắc Ninh", "location": {"lat": 21.19, "lon": 106.08}}
 
 
+DEVICE = {"driver": "lighting", "name": "street"}
+
+
 def problems(lighting: dict, devices: list | None = None) -> list[str]:
     try:
-        parse_config({"site": SITE, "devices": devices or [], "lighting": lighting})
+        parse_config({"site": SITE, "devices": devices or [DEVICE], "lighting": lighting})
     except ConfigError as exc:
         return exc.problems
     return []
@@ -27,6 +30,17 @@ def test_valid_section_parses_with_device():
     assert cfg.lighting is not None
     assert [c.name for c in cfg.lighting.circuits] == ["c1", "c2"]
     assert cfg.devices[0].driver == "lighting"
+
+
+def test_section_without_device_is_an_error():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"site": SITE, "lighting": lighting_dict()})
+    assert err.value.problems[0].startswith("lighting: nothing runs this section (add a device")
+
+
+def test_two_lighting_devices_are_an_error():
+    found = problems(lighting_dict(), [DEVICE, {"driver": "lighting", "name": "other"}])
+    assert found[0].startswith("devices[1]: only one lighting device per site")
 
 
 def test_lighting_device_needs_section():
@@ -93,7 +107,7 @@ def test_command_problems_name_the_field():
     assert isinstance(found, list)
     assert "name exactly one target" in found[0]
     assert parse_command({"action": "dance"}) == [
-        "action: 'dance' is not one of override, clear_override, switch_profile"
+        "action: 'dance' is not one of override, clear_override, switch_profile, recalibrate"
     ]
     assert parse_command([1]) == ["(top level): a command must be a JSON object with an 'action'"]
 

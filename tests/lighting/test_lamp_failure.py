@@ -168,3 +168,88 @@ def test_meter_reads_one_phase_of_sdm630():
             await emu.stop()
 
     asyncio.run(main())
+
+
+def test_calibration_finds_a_single_lamp_and_survives_restart(pins, tmp_path):
+    """12 lamps drawing 9 % under the model: with the model's 15 % tolerance one dead lamp (8.3 %) is
+    invisible; calibrated on 3 samples with a 4 % tolerance it raises an alarm for exactly one lamp."""
+    port = free_port()
+    d = lighting_dict(state_path=str(tmp_path / "state.json"))
+    d["circuits"][0].update(
+        meter={"type": "sdm120", "host": "127.0.0.1", "port": port, "unit": 3, "timeout_s": 1},
+        calibrate_samples=3,
+        calibrated_tolerance_pct=4,
+    )
+    cfg = LightingConfig.model_validate(d)
+
+    async def main():
+        bank = LampBank(
+            lambda: OutputState(relay(pins, 17), duty(pins, 18)), lamps=12, lamp_watts=100, efficiency=0.91
+        )
+        emu = SdmEmulator(bank, unit=3)
+        await emu.start("127.0.0.1", port)
+        try:
+            ctl = make_controller(cfg, pins, tmp_path / "state.json", meters=build_meters(cfg))
+            await ctl.step(NIGHT, time.monotonic())
+            learned = []
+            for k in range(3):
+                learned += [r for r in await ctl.sample_meters(NIGHT + k) if r.point == "c1.calibration"]
+            assert len(learned) == 1
+            ratio = learned[0].value
+            assert isinstance(ratio, float)
+            assert abs(ratio - 0.91) < 0.005
+            await ctl.close()
+            # After a reboot the learned ratio comes back from the state file.
+            ctl = make_controller(cfg, pins, tmp_path / "state.json", meters=build_meters(cfg))
+            await ctl.step(NIGHT + 10, time.monotonic())
+            scale = ctl.circuits["c1"].detector.scale
+            assert scale is not None
+            assert abs(scale - ratio) < 1e-3
+            bank.failed = 1
+            alarm = alarms(await ctl.sample_meters(NIGHT + 20), "c1.lamp_failure")
+            assert [r.value for r in alarm] == [1]
+            assert alarm[0].priority == Priority.ALARM
+            # Lamp replaced: recalibrate, and learning starts over (no verdict from the old ratio).
+            bank.failed = 0
+            assert (
+                ctl.apply_command({"action": "recalibrate", "circuit": "c1"}, NIGHT + 30).outcome
+                == "accepted"
+            )
+            assert ctl.circuits["c1"].detector.scale is None
+            refused = ctl.apply_command({"action": "recalibrate", "circuit": "c2"}, NIGHT + 30)
+            assert refused.outcome == "refused"
+            await ctl.close()
+        finally:
+            await emu.stop()
+
+    asyncio.run(main())
+
+
+def test_without_calibration_one_lamp_of_twelve_is_within_tolerance(pins):
+    async def body(ctl, bank, emu):
+        await ctl.step(NIGHT, time.monotonic())
+        bank.failed = 1
+        assert not alarms(await ctl.sample_meters(NIGHT), "c1.lamp_failure")  # 1/12 < 15 % + 3 % drift
+
+    asyncio.run(with_meter(pins, 0.0, body))
+
+
+def test_meter_faults_are_reported_and_recovered(pins):
+    """Faults injected in the emulated SDM (no answer, a dropped TCP connection, a broken MBAP header,
+    an exception response): each sample under fault is a meter_fault event, control goes on, and the
+    next sample after the fault clears is good again (the link reconnects)."""
+    from drivers.modbus.emulator import Fault
+
+    async def body(ctl, bank, emu):
+        await ctl.step(NIGHT, time.monotonic())
+        for fault in (Fault.NO_ANSWER, Fault.TCP_DROP, Fault.CRC, Fault.EXCEPTION):
+            emu.device.set_fault(fault)
+            readings = await ctl.sample_meters(NIGHT)
+            assert [r.point for r in readings] == ["c1.meter_fault"], fault
+            emu.device.set_fault(Fault.NONE)
+            await ctl.step(NIGHT + 1, time.monotonic())
+            assert relay(pins, 17)
+            good = {r.point: r.value for r in await ctl.sample_meters(NIGHT + 2)}
+            assert good["c1.expected_power"] == 840.0, fault
+
+    asyncio.run(with_meter(pins, 0.0, body))

@@ -173,3 +173,20 @@ def test_refused_commands_change_nothing(pins, tmp_path):
     assert ctl.state.overrides == {}
     assert ctl.state.profiles == {}
     assert not path.exists()
+
+
+def test_override_ignored_while_wall_clock_is_before_it_was_set(pins, tmp_path):
+    """A board without RTC reboots at 1970 before NTP: the override set in 2026 must not hold for
+    decades of 1970 time; it is ignored until the clock is right again, then resumes until its end."""
+    path = tmp_path / "state.json"
+    ctl = make_controller(cfg(), pins, path)
+    body = {"action": "override", "circuit": "c1", "level": 0, "duration_s": 3600}
+    assert ctl.apply_command(body, NIGHT).outcome == "accepted"
+    asyncio.run(ctl.close())
+    ctl2 = make_controller(cfg(), pins, path)
+    step(ctl2, 86400.0 + 15 * 3600)  # 2 January 1970, 22:00 in Bắc Ninh
+    assert relay(pins, 17)  # the schedule's night, not the override's "off"
+    assert duty(pins, 18) == 70
+    assert "c1" in ctl2.state.overrides  # kept, not expired
+    step(ctl2, NIGHT + 60)
+    assert not relay(pins, 17)  # clock right again: the override holds until its end

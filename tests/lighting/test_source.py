@@ -162,3 +162,29 @@ def test_reading_buffer_drops_telemetry_before_alarms():
     assert buf.items[0] == alarm
     assert [r.value for r in buf.take()] == [1, 3.0, 4.0]
     assert not buf.ready.is_set()
+
+
+def test_own_pins_use_the_configured_pin_factory(tmp_path, monkeypatch):
+    """No pin factory chosen in the process: the device's pin_factory (here via KBE_GPIO_PIN_FACTORY)
+    picks one, as for the gpio kind."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.setenv("KBE_GPIO_PIN_FACTORY", "mock")
+    cfg = site(tmp_path)
+    ctx = RunContext(cfg, ListSink(), clock=FakeClock(NIGHT))
+    (src,) = sources(cfg, ctx)
+
+    async def main():
+        task = asyncio.create_task(src.run(ctx))
+        await until(
+            lambda: src.controller is not None and src.controller.circuits["c1"].commanded is not None
+        )
+        assert isinstance(src.pin_factory, MockFactory)
+        assert src.pin_factory.pin(17).state
+        assert round(src.pin_factory.pin(18).state * 100) == 70
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
