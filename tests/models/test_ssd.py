@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from models.camera.detectors import SsdDetector
 from models.registry import ModelRegistry
-from models.runtime import available_backends
+from models.runtime import BACKENDS, available_backends
 from models.tools.make_ssd_model import GRID, expected_box
 
 FILES = Path(__file__).resolve().parents[2] / "models" / "files"
@@ -93,5 +92,4 @@ def test_runtimes_agree() -> None:
     for other in outputs[1:]:
         for key in outputs[0]:
             np.testing.assert_allclose(outputs[0][key], other[key], atol=1e-6)
-    assert backends[0] == "litert"
-    assert cv2 is not None
+    assert backends == [b for b in BACKENDS if b in backends]  # LiteRT preferred when present
