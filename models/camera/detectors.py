@@ -25,7 +25,7 @@ import numpy as np
 from agent.errors import ModelError
 from models.camera.anchors import decode_blaze, ssd_anchors
 from models.camera.geometry import nms
-from models.camera.motion import MotionResult, merge_regions
+from models.camera.motion import MotionResult, merge_regions, shrink
 from models.registry import ModelHandle
 
 
@@ -91,32 +91,42 @@ class MotionBlobDetector:
 def _crops(
     frame: np.ndarray, motion: MotionResult | None, max_regions: int, full_above: float
 ) -> list[np.ndarray]:
+    """The parts of the frame to run a model on: at most ``max_regions`` squares around what moved.
+
+    More regions than that are replaced by one square around all of them; when the squares would
+    cover more than ``full_above`` of the frame, the whole frame is used (one invoke).
+    """
     h, w = frame.shape[:2]
     whole = [np.array([0.0, 0.0, float(w), float(h)])]
     if motion is None:
         return whole
     regions = merge_regions(motion.boxes, (w, h))
+    if len(regions) > max_regions:
+        stacked = np.array(regions)
+        union = np.array([[*stacked[:, :2].min(axis=0), *stacked[:, 2:].max(axis=0)]])
+        regions = merge_regions(union, (w, h), margin=0.0)
     covered = sum((r[2] - r[0]) * (r[3] - r[1]) for r in regions)
-    if len(regions) > max_regions or covered > full_above * w * h:
+    if covered > full_above * w * h:
         return whole
     return regions
 
 
 def _letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float, float]:
-    """Pad to a square (keeping the aspect) and resize; returns image, scale, pad_x, pad_y."""
+    """Resize keeping the aspect, then pad to a square; returns image, side, pad_x, pad_y.
+
+    ``side`` is the padded square's side in the input's pixels, so a normalised coordinate ``u``
+    in the model's square maps back to ``u * side - pad`` in the input.
+    """
     h, w = image.shape[:2]
     side = max(h, w)
-    pad_x, pad_y = (side - w) / 2, (side - h) / 2
+    scale = size / side
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = shrink(image, (nw, nh))
+    left, top = (size - nw) // 2, (size - nh) // 2
     square = cv2.copyMakeBorder(
-        image,
-        int(pad_y),
-        side - h - int(pad_y),
-        int(pad_x),
-        side - w - int(pad_x),
-        cv2.BORDER_CONSTANT,
-        value=0,
+        small, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT, value=0
     )
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA), side, int(pad_x), int(pad_y)
+    return square, side, left / scale, top / scale
 
 
 class _ModelDetector(ABC):
@@ -129,7 +139,7 @@ class _ModelDetector(ABC):
         model: ModelHandle,
         min_score: float | None = None,
         labels: list[str] | None = None,
-        max_regions: int = 4,
+        max_regions: int = 1,
         full_frame_above: float = 0.5,
     ) -> None:
         self.model = model
@@ -192,8 +202,8 @@ class BlazeDetector(_ModelDetector):
 
     def _detect_crop(self, image: np.ndarray, ox: int, oy: int) -> list[Detection]:
         size = self.input_hw[0]
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        tensor, side, pad_x, pad_y = _letterbox(rgb, size)
+        square, side, pad_x, pad_y = _letterbox(image, size)
+        tensor = cv2.cvtColor(square, cv2.COLOR_BGR2RGB)
         out = list(self.model.invoke(self._to_input(tensor)).values())
         params = {**self.params, "min_score": self.min_score}
         boxes, scores, kps = decode_blaze(out[0], out[1], self.anchors, params)
@@ -252,8 +262,8 @@ class SsdDetector(_ModelDetector):
 
     def _detect_crop(self, image: np.ndarray, ox: int, oy: int) -> list[Detection]:
         h, w = image.shape[:2]
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        tensor = cv2.resize(rgb, (self.input_hw[1], self.input_hw[0]), interpolation=cv2.INTER_AREA)
+        small = shrink(image, (self.input_hw[1], self.input_hw[0]))
+        tensor = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         found = []
         for (x1, y1, x2, y2), score, label in self.decode(self.model.invoke(self._to_input(tensor))):
             box = (ox + x1 * w, oy + y1 * h, ox + x2 * w, oy + y2 * h)
