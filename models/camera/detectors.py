@@ -26,7 +26,7 @@ from agent.errors import ModelError
 from models.camera.anchors import decode_blaze, ssd_anchors
 from models.camera.geometry import nms
 from models.camera.motion import MotionResult, merge_regions, shrink
-from models.registry import ModelHandle
+from models.registry import LoadedModel, ModelHandle
 
 
 @dataclass(frozen=True)
@@ -143,25 +143,33 @@ class _ModelDetector(ABC):
         full_frame_above: float = 0.5,
     ) -> None:
         self.model = model
-        manifest = model.current.manifest
-        self.params: dict[str, Any] = dict(manifest.params)
-        self.min_score = float(min_score if min_score is not None else self.params.get("min_score", 0.5))
+        self._min_score = min_score
         self.only_labels = set(labels) if labels else None
         self.max_regions = max_regions
         self.full_frame_above = full_frame_above
+        self._configure(model.current)
+
+    def _configure(self, loaded: LoadedModel) -> None:
+        """Read the decoder settings of ``loaded``; called again after a hot replacement."""
+        manifest = loaded.manifest
+        self.params: dict[str, Any] = dict(manifest.params)
+        self.min_score = float(
+            self._min_score if self._min_score is not None else self.params.get("min_score", 0.5)
+        )
         shape = manifest.inputs[0].shape
         if len(shape) != 4 or shape[3] != 3:
             raise ModelError(
                 f"{manifest.name}: a camera detector needs an input of shape [1, H, W, 3], not {shape}"
             )
         self.input_hw = (shape[1], shape[2])
+        self._loaded = loaded
 
     def meta(self) -> dict[str, str]:
         """The model in service now."""
         return self.model.current.meta()
 
     def _to_input(self, rgb: np.ndarray) -> np.ndarray:
-        spec = self.model.current.manifest.inputs[0]
+        spec = self._loaded.manifest.inputs[0]
         if spec.dtype == "uint8":
             return rgb[None].astype(np.uint8)
         if spec.dtype == "int8":
@@ -171,6 +179,9 @@ class _ModelDetector(ABC):
 
     def detect(self, frame: np.ndarray, motion: MotionResult | None) -> list[Detection]:
         """Run on each crop, map boxes back to the frame, and drop duplicates across crops."""
+        current = self.model.current
+        if current is not self._loaded:
+            self._configure(current)
         found: list[Detection] = []
         for crop in _crops(frame, motion, self.max_regions, self.full_frame_above):
             x1, y1, x2, y2 = (round(float(v)) for v in crop)
@@ -193,18 +204,18 @@ class BlazeDetector(_ModelDetector):
 
     kind = "blaze"
 
-    def __init__(self, model: ModelHandle, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
+    def _configure(self, loaded: LoadedModel) -> None:
+        super()._configure(loaded)
         if self.params.get("decoder") != "blaze" or "anchors" not in self.params:
-            raise ModelError(f"{model.name}: the manifest's params do not describe a blaze decoder")
+            raise ModelError(f"{loaded.name}: the manifest's params do not describe a blaze decoder")
         self.anchors = ssd_anchors(self.params["anchors"])
-        self.label = (model.current.manifest.labels or ["object"])[0]
+        self.label = (loaded.manifest.labels or ["object"])[0]
 
     def _detect_crop(self, image: np.ndarray, ox: int, oy: int) -> list[Detection]:
         size = self.input_hw[0]
         square, side, pad_x, pad_y = _letterbox(image, size)
         tensor = cv2.cvtColor(square, cv2.COLOR_BGR2RGB)
-        out = list(self.model.invoke(self._to_input(tensor)).values())
+        out = list(self._loaded.invoke(self._to_input(tensor)).values())
         params = {**self.params, "min_score": self.min_score}
         boxes, scores, kps = decode_blaze(out[0], out[1], self.anchors, params)
         boxes, scores, kept_kps = nms(boxes, scores, float(self.params.get("nms_iou", 0.3)), True, kps)
@@ -229,14 +240,16 @@ class SsdDetector(_ModelDetector):
 
     kind = "ssd"
 
-    def __init__(self, model: ModelHandle, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        names = [s.name for s in model.current.manifest.outputs]
+    def _configure(self, loaded: LoadedModel) -> None:
+        super()._configure(loaded)
+        names = [s.name for s in loaded.manifest.outputs]
         order = self.params.get("outputs", {"boxes": 0, "classes": 1, "scores": 2, "count": 3})
         if len(names) != 4:
-            raise ModelError(f"{model.name}: an SSD detector needs 4 outputs (boxes, classes, scores, count)")
+            raise ModelError(
+                f"{loaded.name}: an SSD detector needs 4 outputs (boxes, classes, scores, count)"
+            )
         self.out_names = {key: names[int(idx)] for key, idx in order.items()}
-        self.labels = list(model.current.manifest.labels)
+        self.labels = list(loaded.manifest.labels)
         self.label_offset = int(self.params.get("label_offset", 0))
 
     def _label(self, cls: int) -> str:
@@ -265,7 +278,7 @@ class SsdDetector(_ModelDetector):
         small = shrink(image, (self.input_hw[1], self.input_hw[0]))
         tensor = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         found = []
-        for (x1, y1, x2, y2), score, label in self.decode(self.model.invoke(self._to_input(tensor))):
+        for (x1, y1, x2, y2), score, label in self.decode(self._loaded.invoke(self._to_input(tensor))):
             box = (ox + x1 * w, oy + y1 * h, ox + x2 * w, oy + y2 * h)
             found.append(Detection(box, score, label))
         return found

@@ -93,3 +93,25 @@ def test_runtimes_agree() -> None:
         for key in outputs[0]:
             np.testing.assert_allclose(outputs[0][key], other[key], atol=1e-6)
     assert backends == [b for b in BACKENDS if b in backends]  # LiteRT preferred when present
+
+
+def test_detector_follows_a_hot_replacement(tmp_path: Path) -> None:
+    """A new manifest version (relabelled classes) takes effect on the next frame without a restart."""
+    import shutil
+
+    import yaml
+
+    for suffix in (".tflite", ".yaml"):
+        shutil.copyfile(FILES / f"tiny_ssd{suffix}", tmp_path / f"tiny_ssd{suffix}")
+    registry = ModelRegistry(tmp_path, num_threads=1)
+    detector = SsdDetector(registry.handle("tiny_ssd"))
+    frame = np.zeros((512, 512, 3), np.uint8)
+    frame[0:64, 0:64] = (0, 0, 255)
+    assert [d.label for d in detector.detect(frame, None)] == ["red"]
+    data = yaml.safe_load((tmp_path / "tiny_ssd.yaml").read_text())
+    data["version"] = "1.0.1"
+    data["labels"] = ["nen", "do", "xanh"]
+    (tmp_path / "tiny_ssd.yaml").write_text(yaml.safe_dump(data))
+    assert [(r.version, r.error) for r in registry.refresh()] == [("1.0.1", None)]
+    assert [d.label for d in detector.detect(frame, None)] == ["do"]
+    assert detector.meta() == {"model": "tiny_ssd", "model_version": "1.0.1"}
