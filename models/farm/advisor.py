@@ -95,24 +95,14 @@ class IrrigationAdvisor:
         )
 
     def assess(
-        self,
-        reader: SeriesReader,
-        now: float,
-        suspect: set[PointKey] | None = None,
+        self, reader: SeriesReader, now: float, suspect: set[PointKey] | None = None,
         clock: ClockQuality = ClockQuality.SYNCED,
     ) -> list[Reading]:
         """Probability of irrigation within 48 h and the alert flag, as readings."""
         inp = self.inputs(reader, now)
         x = irrigation_features(
-            inp.sm_top,
-            inp.sm_sub,
-            inp.tmax,
-            inp.tmin,
-            inp.rh,
-            inp.rain,
-            inp.doy,
-            inp.days_after_planting,
-            self.plot,
+            inp.sm_top, inp.sm_sub, inp.tmax, inp.tmin, inp.rh, inp.rain, inp.doy,
+            inp.days_after_planting, self.plot,
         )
         model = self.model.current
         prob = float(next(iter(model.invoke(x[None, :]).values())).ravel()[0])
@@ -131,26 +121,8 @@ class IrrigationAdvisor:
         if alert:
             alert_meta["text"] = f"plot may need irrigation within 48 h (p={prob:.2f} >= {threshold:.2f})"
         return [
-            Reading(
-                self.name,
-                "irrigation_need_48h",
-                round(prob, 4),
-                now,
-                "",
-                quality,
-                Priority.TELEMETRY,
-                clock,
-                meta,
-            ),
-            Reading(
-                self.name,
-                "irrigation_alert",
-                alert,
-                now,
-                "",
-                quality,
-                self.alert_priority if alert else Priority.TELEMETRY,
-                clock,
-                alert_meta,
-            ),
+            Reading(self.name, "irrigation_need_48h", round(prob, 4), now, "", quality, Priority.TELEMETRY,
+                    clock, meta),
+            Reading(self.name, "irrigation_alert", alert, now, "", quality,
+                    self.alert_priority if alert else Priority.TELEMETRY, clock, alert_meta),
         ]

@@ -63,19 +63,8 @@ def irrigation_testset(path: Path = TESTDATA / "irrigation_test.npz") -> TestSet
         s = {k: v[lo:hi] for k, v in series.items()}
         for t in range(WINDOW_DAYS - 1, hi - lo - 2):
             w = slice(t - WINDOW_DAYS + 1, t + 1)
-            xs.append(
-                irrigation_features(
-                    s["sm_top"][w],
-                    s["sm_sub"][w],
-                    s["tmax"][w],
-                    s["tmin"][w],
-                    s["rh"][w],
-                    s["rain"][w],
-                    doy[w],
-                    float(t + 1),
-                    plot,
-                )
-            )
+            xs.append(irrigation_features(s["sm_top"][w], s["sm_sub"][w], s["tmax"][w], s["tmin"][w],
+                                          s["rh"][w], s["rain"][w], doy[w], float(t + 1), plot))
             ys.append(bool(irr[t + 1] or irr[t + 2]))
             rule.append(threshold_rule_score(s["sm_top"][t], plot))
     return TestSet(np.stack(xs), np.array(ys), np.array(rule), d)

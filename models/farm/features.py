@@ -38,12 +38,7 @@ def _ra(lat_deg: float, doy: FloatArray) -> FloatArray:
     decl = 0.409 * np.sin(2 * np.pi * doy / 365 - 1.39)
     ws = np.arccos(np.clip(-np.tan(phi) * np.tan(decl), -1.0, 1.0))
     return np.asarray(
-        24
-        * 60
-        / np.pi
-        * 0.0820
-        * dr
-        * (ws * np.sin(phi) * np.sin(decl) + np.cos(phi) * np.cos(decl) * np.sin(ws)),
+        24 * 60 / np.pi * 0.0820 * dr * (ws * np.sin(phi) * np.sin(decl) + np.cos(phi) * np.cos(decl) * np.sin(ws)),
         dtype=np.float64,
     )
 
@@ -97,8 +92,7 @@ def irrigation_features(
     # Non-finite values are missing; the rest is held to physically possible ranges.
     limits = [(0.0, 1.0), (0.0, 1.0), (-30.0, 60.0), (-30.0, 60.0), (0.0, 100.0), (0.0, 500.0), (1.0, 366.0)]
     s_top, s_sub, t_x, t_n, r_h, r_n, d_y = (
-        np.clip(np.where(np.isfinite(a), a, np.nan), lo, hi)
-        for a, (lo, hi) in zip(arrays, limits, strict=True)
+        np.clip(np.where(np.isfinite(a), a, np.nan), lo, hi) for a, (lo, hi) in zip(arrays, limits, strict=True)
     )
     fc, wp = plot.field_capacity, plot.wilting_point
     taw = max(fc - wp, 0.02)
@@ -122,12 +116,7 @@ def irrigation_features(
         (t_n[-3:] - 20.0) / 6.0,
         (r_h[-3:] - 80.0) / 15.0,
         [np.log1p(r_n.sum()) / 5.0, et0.sum() / 35.0],
-        [
-            float(np.clip(np.nan_to_num(days_after_planting), 0, 200)) / 120.0,
-            (fc - 0.3) / 0.1,
-            (wp - 0.15) / 0.1,
-            plot.smt_percent / 100.0,
-        ],
+        [float(np.clip(np.nan_to_num(days_after_planting), 0, 200)) / 120.0, (fc - 0.3) / 0.1, (wp - 0.15) / 0.1, plot.smt_percent / 100.0],
         crop,
         [(m_top + m_sub) / (2 * WINDOW_DAYS)],
     ]
@@ -147,12 +136,7 @@ FAULT_WINDOW_H = 72
 FAULT_CLASSES: tuple[str, ...] = ("normal", "stuck", "spike", "drift", "dropout")
 SENSOR_KINDS: tuple[str, ...] = ("soil_moisture", "temperature", "humidity", "rain")
 # centre, scale per sensor kind (m³/m³, °C, %, mm/h); rain uses log1p before scaling.
-_SCALE = {
-    "soil_moisture": (0.30, 0.08),
-    "temperature": (25.0, 6.0),
-    "humidity": (80.0, 12.0),
-    "rain": (0.0, 1.0),
-}
+_SCALE = {"soil_moisture": (0.30, 0.08), "temperature": (25.0, 6.0), "humidity": (80.0, 12.0), "rain": (0.0, 1.0)}
 _STEP = {"soil_moisture": 0.01, "temperature": 1.0, "humidity": 3.0, "rain": 1.0}
 N_FAULT_CHANNELS = 7 + len(SENSOR_KINDS)
 

@@ -106,7 +106,9 @@ class HistoryTee:
         await self.inner.put(readings)
 
 
-def hourly(ts: FloatArray, values: FloatArray, end: float, hours: int, how: str = "mean") -> FloatArray:
+def hourly(
+    ts: FloatArray, values: FloatArray, end: float, hours: int, how: str = "mean"
+) -> FloatArray:
     """``hours`` hourly bins ending at ``end`` (oldest first); ``how`` is ``mean``, ``last`` or ``sum``.
 
     A bin with no valid reading is NaN, which the fault features read as a dropout.

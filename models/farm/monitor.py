@@ -73,9 +73,7 @@ class SensorFaultMonitor:
             return "normal", float(probs[0])
         return label, float(probs[best])
 
-    def check(
-        self, reader: SeriesReader, now: float, clock: ClockQuality = ClockQuality.SYNCED
-    ) -> list[Reading]:
+    def check(self, reader: SeriesReader, now: float, clock: ClockQuality = ClockQuality.SYNCED) -> list[Reading]:
         """One verdict per sensor over the 72 whole hours before ``now``."""
         end = float(np.floor(now / 3600.0) * 3600.0)
         rain = self.window(reader, self.rain, end, "sum") if self.rain is not None else None
@@ -92,26 +90,11 @@ class SensorFaultMonitor:
                 priority = Priority.EVENT
             else:
                 priority = Priority.TELEMETRY
-            meta = model.meta() | {
-                "sensor": f"{s.device}/{s.point}",
-                "kind": s.kind,
-                "confidence": f"{conf:.2f}",
-            }
+            meta = model.meta() | {"sensor": f"{s.device}/{s.point}", "kind": s.kind, "confidence": f"{conf:.2f}"}
             if priority == Priority.ALARM:
                 meta["text"] = f"sensor {s.device}/{s.point} looks {label} (p={conf:.2f})"
             elif priority == Priority.EVENT:
                 meta["text"] = f"sensor {s.device}/{s.point} looks normal again (was {before})"
-            out.append(
-                Reading(
-                    self.name,
-                    f"fault.{s.device}.{s.point}",
-                    label,
-                    now,
-                    "",
-                    Quality.GOOD,
-                    priority,
-                    clock,
-                    meta,
-                )
-            )
+            out.append(Reading(self.name, f"fault.{s.device}.{s.point}", label, now, "", Quality.GOOD, priority,
+                               clock, meta))
         return out

@@ -173,19 +173,11 @@ class FarmSource:
         if irr is not None:
             plot = PlotInfo(irr.field_capacity, irr.wilting_point, irr.crop, irr.smt_percent, self.latitude)
             assert plot.crop in CROPS
-            points = IrrigationPoints(
-                irr.soil_top.key, irr.soil_sub.key, w.temperature.key, w.humidity.key, w.rain.key
-            )
+            points = IrrigationPoints(irr.soil_top.key, irr.soil_sub.key, w.temperature.key, w.humidity.key,
+                                      w.rain.key)
             priority = Priority.ALARM if irr.alert_priority == "alarm" else Priority.EVENT
-            self.advisor = IrrigationAdvisor(
-                self.name,
-                registry.handle(IRRIGATION_MODEL),
-                plot,
-                irr.planting_date,
-                points,
-                self.timezone,
-                priority,
-            )
+            self.advisor = IrrigationAdvisor(self.name, registry.handle(IRRIGATION_MODEL), plot, irr.planting_date,
+                                             points, self.timezone, priority)
 
     def tick(self, ctx: RunContext, run_faults: bool, run_irrigation: bool) -> list[Reading]:
         """One scheduled run: faults first, so the advisor knows which soil sensors are suspect."""

@@ -30,7 +30,7 @@ def to_int8_tflite(tf: Any, model: Any, representative: npt.NDArray[np.float32])
 
     def rep() -> Any:
         for i in range(len(representative)):
-            yield [representative[i : i + 1]]
+            yield [representative[i: i + 1]]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -53,7 +53,7 @@ def run_tflite(data: bytes, x: npt.NDArray[Any], batch: int = 1) -> npt.NDArray[
     s_out, z_out = out["quantization"]
     results = []
     for i in range(len(x)):
-        q = np.clip(np.round(x[i : i + 1] / s_in + z_in), -128, 127).astype(np.int8)
+        q = np.clip(np.round(x[i: i + 1] / s_in + z_in), -128, 127).astype(np.int8)
         interp.set_tensor(inp["index"], q)
         interp.invoke()
         results.append((interp.get_tensor(out["index"]).astype(np.float32) - z_out) * s_out)

@@ -77,32 +77,18 @@ def irrigation_dataset(seasons: pd.DataFrame) -> dict[str, npt.NDArray[np.generi
         doy = season["date"].dt.day_of_year.to_numpy().astype(float)
         for t in range(WINDOW_DAYS - 1, len(season) - 2):
             w = slice(t - WINDOW_DAYS + 1, t + 1)
-            xs.append(
-                irrigation_features(
-                    obs["sm_top"][w],
-                    obs["sm_sub"][w],
-                    obs["tmax"][w],
-                    obs["tmin"][w],
-                    obs["rh"][w],
-                    obs["rain"][w],
-                    doy[w],
-                    float(t + 1),
-                    plot,
-                )
-            )
+            xs.append(irrigation_features(
+                obs["sm_top"][w], obs["sm_sub"][w], obs["tmax"][w], obs["tmin"][w], obs["rh"][w],
+                obs["rain"][w], doy[w], float(t + 1), plot,
+            ))
             ys.append(bool(irr[t + 1] or irr[t + 2]))
             rules.append(threshold_rule_score(obs["sm_top"][t], plot))
             years.append(int(first.year))
             sids.append(int(sid))
     x = np.stack(xs)
     assert x.shape[1] == N_IRRIGATION_FEATURES
-    return {
-        "x": x,
-        "y": np.array(ys, dtype=np.int8),
-        "rule": np.array(rules, dtype=np.float32),
-        "year": np.array(years, dtype=np.int16),
-        "season": np.array(sids, dtype=np.int32),
-    }
+    return {"x": x, "y": np.array(ys, dtype=np.int8), "rule": np.array(rules, dtype=np.float32),
+            "year": np.array(years, dtype=np.int16), "season": np.array(sids, dtype=np.int32)}
 
 
 # ------------------------------------------------------------------ hourly streams and faults
@@ -125,13 +111,13 @@ def hourly_streams(season: pd.DataFrame, rng: np.random.Generator) -> dict[str, 
     for wet_day in np.flatnonzero(rain_d > 0):
         length = int(rng.integers(2, 9))
         start = int(wet_day) * 24 + int(rng.integers(0, 24 - length + 1))
-        rain_h[start : start + length] = rain_d[wet_day] * rng.dirichlet(np.ones(length))
+        rain_h[start: start + length] = rain_d[wet_day] * rng.dirichlet(np.ones(length))
     rain_h = np.round(rain_h / 0.2) * 0.2  # tipping bucket, 0.2 mm
     wet_share = np.zeros(n * 24)
     for d in range(n):
-        seg = rain_h[d * 24 : (d + 1) * 24]
+        seg = rain_h[d * 24:(d + 1) * 24]
         total = seg.sum()
-        wet_share[d * 24 : (d + 1) * 24] = np.cumsum(seg) / total if total > 0 else (np.arange(24) + 1) / 24
+        wet_share[d * 24:(d + 1) * 24] = np.cumsum(seg) / total if total > 0 else (np.arange(24) + 1) / 24
     sm = season["sm_top"].to_numpy()
     prev = np.concatenate([[sm[0]], sm[:-1]])
     sm_h = prev[day] + (sm - prev)[day] * wet_share
@@ -149,18 +135,11 @@ def hourly_streams(season: pd.DataFrame, rng: np.random.Generator) -> dict[str, 
 
 
 RESOLUTION_DECIMALS = {"soil_moisture": 3, "temperature": 1, "humidity": 1, "rain": 1}
-_SPIKE = {
-    "soil_moisture": (0.08, 0.25),
-    "temperature": (6.0, 20.0),
-    "humidity": (15.0, 40.0),
-    "rain": (15.0, 60.0),
-}
+_SPIKE = {"soil_moisture": (0.08, 0.25), "temperature": (6.0, 20.0), "humidity": (15.0, 40.0), "rain": (15.0, 60.0)}
 _DRIFT = {"soil_moisture": (0.04, 0.12), "temperature": (2.5, 7.0), "humidity": (8.0, 25.0)}
 
 
-def inject(
-    x: npt.NDArray[np.float64], kind: str, fault: str, rng: np.random.Generator
-) -> npt.NDArray[np.float64]:
+def inject(x: npt.NDArray[np.float64], kind: str, fault: str, rng: np.random.Generator) -> npt.NDArray[np.float64]:
     """Return a copy of one window with one fault of the given kind."""
     y = x.copy()
     n = len(y)
@@ -184,7 +163,7 @@ def inject(
     elif fault == "dropout":
         t0 = int(rng.integers(0, n - 6))
         length = int(rng.integers(6, n - t0 + 1))
-        y[t0 : t0 + length] = np.nan if (kind == "rain" or rng.random() < 0.5) else 0.0
+        y[t0:t0 + length] = np.nan if (kind == "rain" or rng.random() < 0.5) else 0.0
     else:
         raise ValueError(fault)
     return np.round(y, RESOLUTION_DECIMALS[kind])
@@ -227,23 +206,14 @@ def fault_dataset(seasons: pd.DataFrame, stride_h: int = 36) -> dict[str, npt.ND
                 ctxs.append(rain_ctx.astype(np.float32))
                 has_rain.append(ctx is not None)
                 ys.append(label)
-                rules.append(
-                    fault_rule(x, kind) if is_test else -1
-                )  # the rules are scored on test years only
+                rules.append(fault_rule(x, kind) if is_test else -1)  # the rules are scored on test years only
                 years.append(year)
                 kinds.append(k)
     x_arr = np.stack(xs)
     assert x_arr.shape[1:] == (FAULT_WINDOW_H, N_FAULT_CHANNELS)
-    return {
-        "x": x_arr,
-        "y": np.array(ys, dtype=np.int8),
-        "rule": np.array(rules, dtype=np.int8),
-        "year": np.array(years, dtype=np.int16),
-        "kind": np.array(kinds, dtype=np.int8),
-        "raw": np.stack(raws),
-        "rain_ctx": np.stack(ctxs),
-        "has_rain": np.array(has_rain),
-    }
+    return {"x": x_arr, "y": np.array(ys, dtype=np.int8), "rule": np.array(rules, dtype=np.int8),
+            "year": np.array(years, dtype=np.int16), "kind": np.array(kinds, dtype=np.int8),
+            "raw": np.stack(raws), "rain_ctx": np.stack(ctxs), "has_rain": np.array(has_rain)}
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def write_manifest(name: str, version: str, data: bytes, kind: str, extra: dict[
         outputs=describe_tensors(interp.get_output_details()),
         labels=["irrigation_needed_48h"] if kind == "irrigation" else list(FAULT_CLASSES),
         licence="Apache-2.0",
-        provenance=f"kinhbac-edge; trained on simulated data (see the model card models/files/{name}.md)",
+        provenance="kinhbac-edge; trained on simulated data (see the model card " f"models/files/{name}.md)",
         training=_TRAINING[kind],
         params=extra,
     )

@@ -51,17 +51,15 @@ def sample_specs(years: range, per_year: int, seed: int) -> list[SeasonSpec]:
             season = "winter" if k % 2 == 0 else "spring"
             month, d0, d1 = PLANTING[season]
             planting = dt.date(year, month, 1) + dt.timedelta(days=int(rng.integers(d0, d1 + 1)) - 1)
-            specs.append(
-                SeasonSpec(
-                    season_id=len(specs),
-                    year=year,
-                    crop=str(rng.choice(list(CROP_NAMES))),
-                    soil=str(rng.choice(SOILS)),
-                    planting=planting,
-                    smt_percent=float(rng.choice([60.0, 65.0, 70.0, 75.0])),
-                    initial_taw_percent=float(rng.uniform(40.0, 95.0)),
-                )
-            )
+            specs.append(SeasonSpec(
+                season_id=len(specs),
+                year=year,
+                crop=str(rng.choice(list(CROP_NAMES))),
+                soil=str(rng.choice(SOILS)),
+                planting=planting,
+                smt_percent=float(rng.choice([60.0, 65.0, 70.0, 75.0])),
+                initial_taw_percent=float(rng.uniform(40.0, 95.0)),
+            ))
     return specs
 
 
@@ -100,24 +98,22 @@ def simulate(spec: SeasonSpec, weather: pd.DataFrame) -> pd.DataFrame:
     th = store.loc[keep, [f"th{i}" for i in range(1, 6)]].to_numpy()
     w = weather.set_index("Date").loc[dates]
     fc, wp = soil_limits(spec.soil)
-    return pd.DataFrame(
-        {
-            "season_id": spec.season_id,
-            "year": spec.year,
-            "crop": spec.crop,
-            "soil": spec.soil,
-            "fc": fc,
-            "wp": wp,
-            "smt": spec.smt_percent,
-            "date": dates,
-            "dap": np.arange(1, n + 1),
-            "sm_top": th[:, :2].mean(axis=1),
-            "sm_sub": th[:, 2:5].mean(axis=1),
-            "irrigation": flux["IrrDay"].to_numpy()[keep],
-            "tmax": w["MaxTemp"].to_numpy(),
-            "tmin": w["MinTemp"].to_numpy(),
-            "rh": w["RH"].to_numpy(),
-            "rain": w["Precipitation"].to_numpy(),
-            "et0_pm": w["ReferenceET"].to_numpy(),
-        }
-    )
+    return pd.DataFrame({
+        "season_id": spec.season_id,
+        "year": spec.year,
+        "crop": spec.crop,
+        "soil": spec.soil,
+        "fc": fc,
+        "wp": wp,
+        "smt": spec.smt_percent,
+        "date": dates,
+        "dap": np.arange(1, n + 1),
+        "sm_top": th[:, :2].mean(axis=1),
+        "sm_sub": th[:, 2:5].mean(axis=1),
+        "irrigation": flux["IrrDay"].to_numpy()[keep],
+        "tmax": w["MaxTemp"].to_numpy(),
+        "tmin": w["MinTemp"].to_numpy(),
+        "rh": w["RH"].to_numpy(),
+        "rain": w["Precipitation"].to_numpy(),
+        "et0_pm": w["ReferenceET"].to_numpy(),
+    })

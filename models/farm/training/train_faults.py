@@ -42,11 +42,8 @@ def per_class(y: npt.NDArray[np.generic], pred: npt.NDArray[np.generic]) -> dict
     out = {}
     for c, name in enumerate(FAULT_CLASSES):
         tp = float(((pred == c) & (y == c)).sum())
-        out[name] = {
-            "precision": tp / max(float((pred == c).sum()), 1.0),
-            "recall": tp / max(float((y == c).sum()), 1.0),
-            "support": int((y == c).sum()),
-        }
+        out[name] = {"precision": tp / max(float((pred == c).sum()), 1.0),
+                     "recall": tp / max(float((y == c).sum()), 1.0), "support": int((y == c).sum())}
     return out
 
 
@@ -57,9 +54,8 @@ def build_model(tf):  # type: ignore[no-untyped-def]
     h = tf.keras.layers.Conv1D(16, 5, padding="same", activation="relu")(h)
     h = tf.keras.layers.MaxPooling1D(2)(h)
     h = tf.keras.layers.Conv1D(24, 5, padding="same", activation="relu")(h)
-    h = tf.keras.layers.Concatenate()(
-        [tf.keras.layers.GlobalMaxPooling1D()(h), tf.keras.layers.GlobalAveragePooling1D()(h)]
-    )
+    h = tf.keras.layers.Concatenate()([tf.keras.layers.GlobalMaxPooling1D()(h),
+                                       tf.keras.layers.GlobalAveragePooling1D()(h)])
     h = tf.keras.layers.Dense(24, activation="relu")(h)
     out = tf.keras.layers.Dense(len(FAULT_CLASSES), activation="softmax")(h)
     return tf.keras.Model(inp, out)
@@ -80,19 +76,11 @@ def main() -> None:
 
     tf = deterministic_tf(config.SEED)
     model = build_model(tf)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     stop = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
-    model.fit(
-        x[tr],
-        y[tr],
-        validation_data=(x[va], y[va]),
-        epochs=int(__import__("os").environ.get("FAULT_EPOCHS", "14")),
-        batch_size=128,
-        verbose=2,
-        callbacks=[stop],
-    )
+    model.fit(x[tr], y[tr], validation_data=(x[va], y[va]), epochs=int(__import__("os").environ.get(
+        "FAULT_EPOCHS", "14")), batch_size=128, verbose=2, callbacks=[stop])
 
     rep = x[tr][rng.choice(len(tr), 1000, replace=False)].astype(np.float32)
     tflite = to_int8_tflite(tf, model, rep)
@@ -128,10 +116,7 @@ def main() -> None:
         config.TESTSET_DIR / "fault_test.npz",
         readings=encode(data["raw"][te], kinds),
         rain=encode(rain_ctx, np.full(len(te), SENSOR_KINDS.index("rain"), dtype=np.int8)),
-        has_rain=data["has_rain"][te],
-        kind=kinds,
-        label=data["y"][te],
-        year=data["year"][te],
+        has_rain=data["has_rain"][te], kind=kinds, label=data["y"][te], year=data["year"][te],
         features_head=x[te][:FEATURE_CHECK],
     )
     print(results)

@@ -54,29 +54,17 @@ def export_testset(seasons, data) -> None:  # type: ignore[no-untyped-def]
         irr.append(season["irrigation"].to_numpy() > 0)
         offsets.append(offsets[-1] + len(season))
         f = season.iloc[0]
-        plots.append(
-            [
-                float(f.fc),
-                float(f.wp),
-                float(CROPS.index(str(f.crop))),
-                float(f.smt),
-                float(sid),
-                float(f.date.toordinal()),
-            ]
-        )
+        plots.append([float(f.fc), float(f.wp), float(CROPS.index(str(f.crop))), float(f.smt), float(sid),
+                      float(f.date.toordinal())])
     test = np.isin(data["year"], list(config.TEST_YEARS))
     config.TESTSET_DIR.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {k: encode(np.concatenate(v), SCALE[k]) for k, v in cols.items()}
     np.savez_compressed(
         config.TESTSET_DIR / "irrigation_test.npz",
         **arrays,
-        doy=np.concatenate(doy),
-        irrigated=np.concatenate(irr),
-        offsets=np.array(offsets, dtype=np.int32),
+        doy=np.concatenate(doy), irrigated=np.concatenate(irr), offsets=np.array(offsets, dtype=np.int32),
         plots=np.array(plots, dtype=np.float64),
-        features_head=data["x"][test][:FEATURE_CHECK],
-        labels=data["y"][test],
-        season=data["season"][test],
+        features_head=data["x"][test][:FEATURE_CHECK], labels=data["y"][test], season=data["season"][test],
     )
 
 
@@ -84,7 +72,6 @@ def encode(values: np.ndarray, scale: float) -> np.ndarray:
     """Daily values as int16 at the sensors' resolution; NaN becomes -32768."""
     q = np.clip(np.round(np.nan_to_num(values, nan=0.0) * scale), -32767, 32767)
     return np.where(np.isnan(values), -32768, q).astype(np.int16)
-
 
 def main() -> None:
     """Train, convert, evaluate, write."""
@@ -97,32 +84,17 @@ def main() -> None:
     print(f"rows: train {tr.sum()} validation {va.sum()} test {te.sum()}; positives {y.mean():.3f}")
 
     tf = deterministic_tf(config.SEED)
-    model = tf.keras.Sequential(
-        [
-            tf.keras.Input(shape=(N_IRRIGATION_FEATURES,)),
-            tf.keras.layers.Dense(32, activation="relu"),
-            tf.keras.layers.Dense(16, activation="relu"),
-            tf.keras.layers.Dense(1, activation="sigmoid"),
-        ]
-    )
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(2e-3),
-        loss="binary_crossentropy",
-        metrics=[tf.keras.metrics.AUC(name="auc")],
-    )
-    stop = tf.keras.callbacks.EarlyStopping(
-        monitor="val_auc", mode="max", patience=6, restore_best_weights=True
-    )
-    model.fit(
-        x[tr],
-        y[tr],
-        validation_data=(x[va], y[va]),
-        epochs=60,
-        batch_size=256,
-        verbose=0,
-        callbacks=[stop],
-        shuffle=True,
-    )
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(N_IRRIGATION_FEATURES,)),
+        tf.keras.layers.Dense(32, activation="relu"),
+        tf.keras.layers.Dense(16, activation="relu"),
+        tf.keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="binary_crossentropy",
+                  metrics=[tf.keras.metrics.AUC(name="auc")])
+    stop = tf.keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=6, restore_best_weights=True)
+    model.fit(x[tr], y[tr], validation_data=(x[va], y[va]), epochs=60, batch_size=256, verbose=0,
+              callbacks=[stop], shuffle=True)
 
     rep = x[tr][np.random.default_rng(config.SEED).choice(int(tr.sum()), 1000, replace=False)]
     tflite = to_int8_tflite(tf, model, rep)
@@ -149,9 +121,7 @@ def main() -> None:
     config.FILES_DIR.mkdir(parents=True, exist_ok=True)
     (config.FILES_DIR / f"{NAME}.tflite").write_bytes(tflite)
     write_json(config.WORK_DIR / "irrigation_results.json", results)
-    write_manifest(
-        NAME, VERSION, tflite, kind="irrigation", extra={"threshold": thr, "rule_threshold": rule_thr}
-    )
+    write_manifest(NAME, VERSION, tflite, kind="irrigation", extra={"threshold": thr, "rule_threshold": rule_thr})
     export_testset(seasons, data)
     print(results)
 

@@ -55,11 +55,7 @@ def extraterrestrial_radiation(lat_deg: float, doy: np.ndarray) -> np.ndarray:
     decl = 0.409 * np.sin(2 * np.pi * doy / 365 - 1.39)
     ws = np.arccos(np.clip(-np.tan(phi) * np.tan(decl), -1.0, 1.0))
     return (
-        24
-        * 60
-        / np.pi
-        * 0.0820
-        * dr
+        24 * 60 / np.pi * 0.0820 * dr
         * (ws * np.sin(phi) * np.sin(decl) + np.cos(phi) * np.cos(decl) * np.sin(ws))
     )
 
@@ -118,29 +114,18 @@ def generate_year(year: int, base_seed: int = 7) -> pd.DataFrame:
     es_n = 0.6108 * np.exp(17.27 * tmin / (tmin + 237.3))
     ea = rh / 100.0 * (es_x + es_n) / 2.0
     et0 = refet.Daily(
-        tmin=tmin,
-        tmax=tmax,
-        ea=ea,
-        rs=rs,
-        uz=wind,
-        zw=2.0,
-        elev=ELEV_M,
-        lat=LAT_DEG,
-        doy=doy,
-        method="asce",
-        input_units={"lat": "deg"},
+        tmin=tmin, tmax=tmax, ea=ea, rs=rs, uz=wind, zw=2.0, elev=ELEV_M,
+        lat=LAT_DEG, doy=doy, method="asce", input_units={"lat": "deg"},
     ).eto()
-    return pd.DataFrame(
-        {
-            "Date": days,
-            "MinTemp": np.round(tmin, 2),
-            "MaxTemp": np.round(tmax, 2),
-            "Precipitation": np.round(rain, 1),
-            "RH": np.round(rh, 1),
-            "Rs": np.round(rs, 2),
-            "ReferenceET": np.round(np.asarray(et0, dtype=float), 2),
-        }
-    )
+    return pd.DataFrame({
+        "Date": days,
+        "MinTemp": np.round(tmin, 2),
+        "MaxTemp": np.round(tmax, 2),
+        "Precipitation": np.round(rain, 1),
+        "RH": np.round(rh, 1),
+        "Rs": np.round(rs, 2),
+        "ReferenceET": np.round(np.asarray(et0, dtype=float), 2),
+    })
 
 
 def generate_years(first: int, last: int, base_seed: int = 7) -> pd.DataFrame:
