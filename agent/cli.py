@@ -16,6 +16,7 @@ from agent.errors import AgentError, ConfigError
 
 # Subcommands that live with their package: "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
+    "demo": "agent.demo:demo_cmd",
     "hil": "hil.cli:hil_cli",
     "keys": "sync.signing:keys_cli",
     "receiver": "sync.receiver:receiver_cmd",

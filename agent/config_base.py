@@ -130,7 +130,7 @@ def check_secret_file(path: Path) -> Path:
         raise ValueError(f"secret file {str(path)!r} is not a regular file")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ValueError(
-            f"secret file {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600 "
+            f"secret file {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}, but it must be 0600 "
             f"(chmod 600 {path})"
         )
     if not os.access(path, os.R_OK):
