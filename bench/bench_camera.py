@@ -133,10 +133,6 @@ def main() -> None:
         results["quiet"] = measure(quiet.write(Path(tmp) / "quiet.avi"), quiet_variants, bare)
 
     b, q = results["busy"], results["quiet"]
-    overhead = (
-        100 * (b["model_ungated"]["ms_median"] - b["bare_invoke_ms_median"]) / b["bare_invoke_ms_median"]
-    )
-    results["overhead_pct"] = overhead
     print(f"1280x720, {b['frames']} frames per stream, runtime {results['backend']}, {args.threads} threads")
     print(f"  decode only (baseline)                 {b['decode_fps']:7.1f} fps")
     mb = b["motion_blob"]
