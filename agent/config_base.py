@@ -91,9 +91,9 @@ _SUBPATH = re.compile(r"^((?:[A-Za-z_][\w.]*|\[\d+\])(?:\[\d+\])*(?:\.[\w]+(?:\[
 
 
 def _joined(path: str, msg: str) -> list[str]:
-    """A model validator's ``"field: message; other[2].x: message"`` becomes full paths."""
+    """A model validator's ``"field: message; other[2].x: message"`` (or one problem a line) becomes full paths."""
     out = []
-    for part in msg.split("; "):
+    for part in re.split(r"\n|; ", msg):
         m = _SUBPATH.match(part)
         if m is None:
             out.append(f"{path}: {part}")

@@ -40,6 +40,8 @@ class StoreWriter:
         self._queue: deque[Reading] = deque()
         self._space = asyncio.Condition()
         self._wakeup = asyncio.Event()
+        # One commit at a time: the run loop and a shutdown flush must never commit the same readings.
+        self._commit_lock = asyncio.Lock()
         self.last_commit_mono = time.monotonic()
         self.committed = 0
         metrics.describe("kbe_readings_total", "Readings accepted into the store.")
@@ -61,14 +63,15 @@ class StoreWriter:
             self._wakeup.set()
 
     async def _commit_some(self) -> int:
-        if not self._queue:
-            return 0
-        n = min(len(self._queue), self.max_batch)
-        batch = [self._queue[i] for i in range(n)]
-        await asyncio.to_thread(self.store.append, batch)
-        # Only now are they accepted; take them off the queue.
-        for _ in range(n):
-            self._queue.popleft()
+        async with self._commit_lock:
+            if not self._queue:
+                return 0
+            n = min(len(self._queue), self.max_batch)
+            batch = [self._queue[i] for i in range(n)]
+            await asyncio.to_thread(self.store.append, batch)
+            # Only now are they accepted; take them off the queue.
+            for _ in range(n):
+                self._queue.popleft()
         self.committed += n
         self.last_commit_mono = time.monotonic()
         self.metrics.inc("kbe_readings_total", n)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from agent.errors import AgentError
+from firmware_tests.bench import BUGS
 
 SUITE = Path(__file__).resolve().parent
 
@@ -30,7 +31,7 @@ SUITE = Path(__file__).resolve().parent
 )
 @click.option("--expect", multiple=True, metavar="POINT=VALUE", help="Reference value a point must read.")
 @click.option(
-    "--bug", default="none", help="Emulator only: a deliberate firmware bug (see docs/firmware-tests.md)."
+    "--bug", type=click.Choice(sorted(BUGS)), default="none", help="Emulator only: a deliberate firmware bug."
 )
 @click.option("--junit", "junit", type=click.Path(path_type=Path), default=None, help="Write JUnit XML here.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)

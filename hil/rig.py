@@ -429,18 +429,6 @@ class Rig(StrictModel):
 register_union_tags((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))
 
 
-def _split_problems(exc: ValidationError) -> list[str]:
-    out: list[str] = []
-    for line in validation_problems(exc):
-        # A model validator reports several problems in one message, each already named by path.
-        path, _, msg = line.partition(": ")
-        if "\n" in msg:
-            out.extend(p if path == "(top level)" else f"{path}: {p}" for p in msg.split("\n"))
-        else:
-            out.append(line)
-    return out
-
-
 def parse_rig(data: Any, source: str = "<rig>") -> Rig:
     """Validate already-parsed YAML; raise :class:`ConfigError` listing every problem."""
     if not isinstance(data, dict):
@@ -448,7 +436,7 @@ def parse_rig(data: Any, source: str = "<rig>") -> Rig:
     try:
         return Rig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _split_problems(exc)) from exc
+        raise ConfigError(source, validation_problems(exc)) from exc
 
 
 def load_rig(path: Path | str) -> Rig:

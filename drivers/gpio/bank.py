@@ -41,7 +41,7 @@ class GpioBank:
         self.factory = factory
         self.clock = clock or Clock()
         self.metrics = metrics or Metrics()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a mock output wired to an input calls back on this thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Reading] | None = None
         self._outputs: dict[str, tuple[OutputConfig, DigitalOutputDevice | PWMOutputDevice]] = {}

@@ -29,7 +29,9 @@ class Config(SerialSensorConfig):
     """A Plantower particulate sensor."""
 
     driver: Literal["pms"]
-    model: Literal["PMS5003", "PMS7003"] = "PMS5003"
+    model: Literal["PMS5003", "PMS7003"] = Field(
+        default="PMS5003", description="Both speak the same protocol; recorded for the inventory."
+    )
     mode: Literal["active", "passive"] = "active"
     sleep_between: bool = Field(default=False, description="Passive mode: sleep between reads.")
     warmup_s: float = Field(default=30.0, ge=0.0, le=300)

@@ -32,7 +32,7 @@ class PmsEmulator(StreamEmulator):
         atm = (round(pm25 * 0.65), round(pm25), round(pm25 * 1.3))
         cf1 = tuple(round(v * 1.1) for v in atm)
         counts = tuple(round(pm25 * k) for k in (60.0, 18.0, 3.5, 0.6, 0.15, 0.05))
-        reserved = 0x9100 if self.model == "PMS7003" else 0  # PMS7003: firmware version, no error
+        reserved = 0x9100 if self.model == "PMS7003" else 0  # what PMS7003 units are seen to send
         return pf.Measurement(tuple(min(v, 0xFFFF) for v in (*cf1, *atm, *counts)), reserved)
 
     def interval(self) -> float:

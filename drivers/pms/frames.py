@@ -10,8 +10,8 @@ https://usermanual.wiki/Pdf/plantowerpms5003manualannotated.626592918/help:
 - The measurement frame has length 2 x 13 + 2 = 28 (32 bytes in all). Data 1-3: PM1.0, PM2.5,
   PM10 in ug/m3 at CF=1 ("standard particle", for factory environments); data 4-6: the same under
   atmospheric environment; data 7-12: particles beyond 0.3, 0.5, 1.0, 2.5, 5.0 and 10 um per 0.1 L
-  of air; data 13: reserved (the PMS7003 puts its firmware version in the high byte and an error
-  code in the low byte).
+  of air; data 13: reserved (PMS7003 owners report a firmware version and an error code there;
+  the manuals found say "reserved", so the driver does not rely on it).
 - Host commands are 7 bytes: 0x42 0x4D, CMD, DATAH, DATAL, check code (16 bits, sum of the first
   five bytes). CMD 0xE2 reads one frame in passive mode; 0xE1 sets the mode (data 0 passive,
   1 active); 0xE4 sleeps (data 0) or wakes (data 1). The sensor acknowledges 0xE1 and 0xE4 with

@@ -22,7 +22,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from agent.errors import DeviceTimeout
+from agent.errors import DeviceTimeout, TransportError
 from drivers.transports import PtyPair
 
 
@@ -174,7 +174,7 @@ class StreamEmulator(ABC):
         self._thread = threading.Thread(target=main, name=f"emu-{type(self).__name__}", daemon=True)
         self._thread.start()
         if not ready.wait(timeout) or errors or self.path is None:
-            raise RuntimeError(f"emulator did not start: {errors[0] if errors else 'timeout'}")
+            raise TransportError(f"emulator did not start: {errors[0] if errors else 'timeout'}")
         return self.path
 
     def stop(self, timeout: float = 5.0) -> None:

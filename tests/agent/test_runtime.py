@@ -202,3 +202,19 @@ def test_logging_setup(tmp_path: Path, json_logs: bool, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert ('"msg": "hello field"' in err) == json_logs
     assert "hello field" in err
+
+
+async def test_flush_while_the_writer_runs_commits_each_reading_once(tmp_path: Path) -> None:
+    store = _GatedStore(tmp_path / "s.db", "site-a")
+    writer = StoreWriter(store, Metrics(), queue_size=10_000, commit_interval_s=0.001, max_batch=50)
+    task = asyncio.create_task(writer.run())
+    store.gate.clear()  # hold the run loop inside a commit
+    await writer.put([_reading(i) for i in range(500)])
+    await asyncio.sleep(0.05)
+    flush = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.05)
+    store.gate.set()
+    await asyncio.wait_for(flush, 10)
+    task.cancel()
+    assert [s.reading.value for s in store.pending(1000)] == [float(i) for i in range(500)]
+    store.close()

@@ -127,7 +127,9 @@ def test_sigkill_twenty_times_loses_nothing_and_stores_nothing_twice(
                 wait_for(lambda: _store_state(store_path)[1] < 50, 90, "the store to drain")
             finally:
                 proc.send_signal(signal.SIGTERM)
-                assert proc.wait(30) == 0
+                code = proc.wait(30)
+            tail = (tmp_path / "agent.log").read_text(errors="replace").splitlines()[-30:]
+            assert code == 0, "\n".join(tail)
         finally:
             log.close()
         last_seq, waiting = _store_state(store_path)

@@ -68,3 +68,47 @@ def test_cli_runs_the_suite(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 1, proc.stdout[-3000:]
+
+
+@pytest.fixture
+def device_on_a_port():
+    """An emulated XY-MD02 at unit 5 on a pty served from this process: to the suite, a real port."""
+    import asyncio
+    import threading
+
+    from drivers.modbus.emulator import EmulatedDevice, Emulator
+    from drivers.modbus.profile import load_profile
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    emu = Emulator()
+    dev = EmulatedDevice(load_profile("xy-md02"), 5, seed=3)
+
+    def call(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+    async def pin():
+        dev.set_value("temperature", 31.4)
+        dev.set_value("humidity", 55.0)
+
+    path = call(emu.add_rtu_line([dev], baudrate=9600))
+    call(pin())
+    yield path, dev
+    call(emu.close())
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def test_suite_on_a_port_with_reference_values(device_on_a_port):
+    path, dev = device_on_a_port
+    base = ("--profile", "xy-md02", "--port", path, "--unit", "5")
+    proc = run_suite(
+        *base, "--expect", "temperature=31.4", "--expect", "humidity=55", "-k", "point_reads or unit"
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert dev.requests >= 3  # the suite talked to this device through the port
+    proc = run_suite(*base, "--expect", "temperature=25.0", "-k", "point_reads")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "test_point_reads_and_decodes_within_range[temperature]" in proc.stdout
+    assert "expected 25.0" in proc.stdout

@@ -201,3 +201,47 @@ def test_build_sources_registers_banks(monkeypatch):
             registry.get_bank("other")
     finally:
         registry.unregister("cabinet")
+
+
+def test_pin_already_in_use_is_a_device_error():
+    factory = mock_factory()
+    cfg = Config.model_validate(CABINET)
+    first = GpioBank("a", cfg, factory)
+    try:
+        with pytest.raises(DeviceError, match="b: cannot set up gpio"):
+            GpioBank("b", cfg, factory)
+    finally:
+        first.close()
+    GpioBank("c", cfg, factory).close()  # released pins can be taken again
+
+
+def test_output_wired_to_an_input_reports_the_edge():
+    from gpiozero.pins.mock import MockConnectedPin, MockFactory
+
+    # A plain MockFactory (no PWM here): output GPIO 26 is jumpered to input GPIO 19, so driving
+    # the output calls the input's callback on the same thread, inside set_relay.
+    factory = MockFactory()
+    factory.pin(26, pin_class=MockConnectedPin, input_pin=factory.pin(19))
+    cfg = Config.model_validate(
+        {
+            "driver": "gpio",
+            "name": "bench",
+            "outputs": [{"name": "out", "pin": 26}],
+            "inputs": [{"name": "sense", "pin": 19, "kind": "contact", "pull_up": False, "bounce_s": 0}],
+        }
+    )
+    bank = GpioBank("bench", cfg, factory)
+    got: list = []
+
+    async def main():
+        queue: asyncio.Queue = asyncio.Queue(10)
+        bank.attach(asyncio.get_running_loop(), queue)
+        bank.set_relay("out", True)
+        for _ in range(2):
+            got.append(await asyncio.wait_for(queue.get(), 2))
+
+    try:
+        asyncio.run(main())
+    finally:
+        bank.close()
+    assert {(r.point, r.value) for r in got} == {("out", 1.0), ("sense", True)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,34 @@ from drivers.pms.emulator import PmsEmulator
 from drivers.sds011.emulator import Sds011Emulator
 from sync.store import Store
 from tests.conftest import agent_argv, agent_env
+
+WANTED = {
+    ("pm", "pm2_5"),
+    ("pm", "n0_3"),
+    ("dust", "pm10"),
+    ("gps", "lat"),
+    ("gps", "clock_offset"),
+    ("cabinet", "lamp"),
+    ("cabinet", "dim"),
+    ("cabinet", "door"),
+}
+
+
+def _wait_for_points(db: Path, wanted: set[tuple[str, str]], proc: subprocess.Popen, timeout: float) -> None:
+    """Poll the agent's store (read-only) until every wanted point has a reading; the machine may be slow."""
+    end = time.monotonic() + timeout
+    have: set[tuple[str, str]] = set()
+    while time.monotonic() < end and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0) as con:
+                    have = set(con.execute("SELECT DISTINCT device, point FROM readings"))
+            except sqlite3.OperationalError:
+                pass  # not created yet, or busy
+            if have >= wanted:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"agent stored {sorted(have)}; missing {sorted(wanted - have)}")
 
 
 def test_agent_stores_serial_and_gpio_readings(tmp_path: Path):
@@ -55,7 +84,7 @@ def test_agent_stores_serial_and_gpio_readings(tmp_path: Path):
         text=True,
     )
     try:
-        time.sleep(6.0)
+        _wait_for_points(tmp_path / "store.db", WANTED, proc, timeout=60.0)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
