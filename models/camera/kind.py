@@ -280,7 +280,7 @@ class CameraSource:
             if ts - self._listen_acc.start >= self.cfg.listener_interval_s:
                 self.bus.publish(self._listen_acc.take(ts, meta))
             if ts - self._store_acc.start >= self.cfg.report_interval_s:
-                await ctx.sink.put(self._store_acc.take(ts, meta).readings())
+                await ctx.sink.put(self._store_acc.take(ts, meta).readings(ctx.clock.quality()))
             if self.reload_check_s and time.monotonic() >= next_reload:
                 next_reload = time.monotonic() + self.reload_check_s
                 await self._reload(ctx)

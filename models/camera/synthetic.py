@@ -64,7 +64,9 @@ class RoadScene:
                 t = leader.start + (length * 1.8) / speed + float(rng.exponential(1 / rate))
         # Sensor noise: a bank of 7 noise fields cycled frame by frame (cheaper than drawing anew).
         noise_rng = np.random.default_rng(seed + 1)
-        self._noise = [np.round(noise_rng.normal(0, 2.0, (height, width, 1))).astype(np.int16) for _ in range(7)]
+        self._noise = [
+            np.round(noise_rng.normal(0, 2.0, (height, width, 1))).astype(np.int16) for _ in range(7)
+        ]
         yy, xx = np.mgrid[0:height, 0:width]
         coarse = rng.normal(0, 6, (height // 8 + 1, width // 8 + 1))
         texture = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
