@@ -14,7 +14,9 @@ from collections import defaultdict
 from typing import Any
 
 from agent.clock import Clock
+from agent.commands import CommandRouter, IncomingCommand
 from agent.config import SiteConfig
+from agent.errors import AgentError
 from agent.health import HealthServer
 from agent.kinds import kind_module
 from agent.metrics import Metrics
@@ -87,7 +89,11 @@ class Agent:
         )
         self.ctx = RunContext(cfg, self.writer, self.clock, self.metrics, logging.getLogger("kbe.source"))
         self.sources: list[Source] = []
+        self.commands = CommandRouter(
+            cfg.site.id, self.clock, cfg.store.path.with_name(cfg.store.path.name + ".commands")
+        )
         self.uploader: Any = None
+        self._command_keys: list[Any] = []
         self.health_server: HealthServer | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._started_mono = time.monotonic()
@@ -165,8 +171,57 @@ class Agent:
                 by_kind[dev.driver].append(dev)
         sources: list[Source] = []
         for kind, configs in by_kind.items():
-            sources.extend(kind_module(kind).build_sources(configs, self.ctx))
+            built = kind_module(kind).build_sources(configs, self.ctx)
+            # A control loop (lighting, traffic) takes the centre's commands of its kind.
+            handler = next((s for s in built if hasattr(s, "apply_command")), None)
+            if handler is not None:
+                self.commands.register(kind, handler)
+            sources.extend(built)
         return sources
+
+    def _on_command(self, kind: str, payload: bytes) -> None:
+        """A frame from ``down/cmd/<kind>``: verify, check, dispatch, answer."""
+        from sync.signing import CommandRefused, open_command
+        from sync.wire import CommandReply, WireError, unpack_frame
+
+        assert self.uploader is not None
+        now = self.clock.now()
+        try:
+            if not self._command_keys:
+                raise CommandRefused("this site has no command_public_keys configured; commands are refused")
+            cmd = open_command(payload, self._command_keys, self.cfg.site.id, now, kind)
+        except (AgentError, WireError) as exc:
+            try:
+                command_id = unpack_frame(payload).msg_id or "unknown"
+            except (AgentError, WireError):
+                command_id = "unknown"
+            log.warning("command on %s refused: %s", kind, exc)
+            self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": "refused"})
+            self.uploader.reply(
+                CommandReply(
+                    site_id=self.cfg.site.id,
+                    command_id=command_id,
+                    outcome="refused",
+                    reason=str(exc),
+                    ts=now,
+                )
+            )
+            return
+        outcome = self.commands.dispatch(
+            IncomingCommand(
+                cmd.command_id, cmd.target, cmd.kind, cmd.issued_at, cmd.expires_at, dict(cmd.body)
+            )
+        )
+        self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": outcome.outcome})
+        self.uploader.reply(
+            CommandReply(
+                site_id=self.cfg.site.id,
+                command_id=cmd.command_id,
+                outcome=outcome.outcome,
+                reason=outcome.reason,
+                ts=self.clock.now(),
+            )
+        )
 
     async def _rate_loop(self) -> None:
         last_n, last_t = self.writer.committed, time.monotonic()
@@ -185,9 +240,12 @@ class Agent:
             self.supervisor.start(f"source:{source.name}", lambda s=source: s.run(self.ctx))  # type: ignore[misc]
         self.supervisor.start("rate", self._rate_loop)
         if self.cfg.sync is not None:
+            from sync.signing import load_public_key
             from sync.uploader import Uploader
 
+            self._command_keys = [load_public_key(p) for p in self.cfg.sync.command_public_keys]
             self.uploader = Uploader(self.cfg.sync, self.cfg.site.id, self.store, self.metrics, self.clock)
+            self.uploader.on_commands(self._on_command)
             self.supervisor.start("sync", self.uploader.run)
         if self.cfg.health.listen:
             self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
@@ -218,6 +276,7 @@ class Agent:
         if self.health_server is not None:
             await self.health_server.stop()
         await asyncio.to_thread(self.store.close)
+        self.commands.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, shut down."""

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "agent.demo:demo_cmd",
     "hil": "hil.cli:hil_cli",
     "keys": "sync.signing:keys_cli",
+    "modbus": "drivers.modbus.cli:modbus",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "sync.schemas:schemas",
     "firmware-test": "firmware_tests.cli:firmware_test",
@@ -57,12 +58,7 @@ def config_check(file: Path) -> None:
     """Validate FILE; print every problem with its path and exit 2 if there is one."""
     from agent.config import load_config
 
-    try:
-        cfg = load_config(file)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"{exc.source}: {problem}", err=True)
-        raise SystemExit(2) from None
+    cfg = load_config(file)
     click.echo(f"{file}: ok (site {cfg.site.id}, {len(cfg.devices)} devices)")
 
 
@@ -83,13 +79,7 @@ def run_cmd(config_file: Path) -> None:
     from agent.app import run_agent
     from agent.config import load_config
 
-    try:
-        cfg = load_config(config_file)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"{exc.source}: {problem}", err=True)
-        raise SystemExit(2) from None
-    run_agent(cfg)
+    run_agent(load_config(config_file))
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -101,6 +91,13 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
+        sys.exit(exc.exit_code)
+    except ConfigError as exc:
+        if os.environ.get("DEBUG") == "1":
+            raise
+        # Every problem on its own line, named by its path; nothing was started.
+        for problem in exc.problems:
+            click.echo(f"{exc.source}: {problem}", err=True)
         sys.exit(exc.exit_code)
     except AgentError as exc:
         if os.environ.get("DEBUG") == "1":

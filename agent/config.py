@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import zoneinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from agent.config_base import (
     RelPath,
     StrictModel,
     check_secret_file,
     load_yaml,
-    register_union_tags,
     validation_problems,
 )
 from agent.errors import ConfigError
@@ -34,18 +43,52 @@ class DeviceConfigBase(StrictModel):
     enabled: bool = True
 
 
-def _device_union() -> Any:
-    classes = tuple(kind_module(kind).Config for kind in DEVICE_KINDS)
-    register_union_tags(DEVICE_KINDS)
-    if len(classes) == 1:
-        return classes[0]
-    return Annotated[Union[classes], Field(discriminator="driver")]
+@functools.cache
+def _device_adapter(kind: str) -> TypeAdapter[Any]:
+    return TypeAdapter(kind_module(kind).Config)
+
+
+def _validate_devices(value: Any, info: ValidationInfo) -> list[Any]:
+    """Validate each device against its own kind only, importing only the kinds the site uses.
+
+    A Raspberry Pi running two energy meters never imports OpenCV or the camera pipeline. Problems
+    come back one a line as ``[i].path: message``, which the error formatter joins to ``devices``.
+    """
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of devices, not {type(value).__name__}")
+    devices: list[Any] = []
+    problems: list[str] = []
+    known = ", ".join(sorted(DEVICE_KINDS))
+    for i, item in enumerate(value):
+        if isinstance(item, DeviceConfigBase):
+            devices.append(item)
+            continue
+        if not isinstance(item, dict):
+            problems.append(f"[{i}]: a device is a mapping with at least driver and name")
+            continue
+        kind = item.get("driver")
+        if kind not in DEVICE_KINDS:
+            problems.append(f"[{i}].driver: {kind!r} is not a known device kind (one of {known})")
+            continue
+        try:
+            devices.append(_device_adapter(kind).validate_python(item, context=info.context))
+        except ValidationError as exc:
+            problems.extend(f"[{i}]{'' if p.startswith('[') else '.'}{p}" for p in validation_problems(exc))
+    if problems:
+        raise ValueError("\n".join(problems))
+    return devices
 
 
 if TYPE_CHECKING:
-    DeviceConfig = DeviceConfigBase
+    DeviceList = list[DeviceConfigBase]
 else:
-    DeviceConfig = _device_union()
+    DeviceList = Annotated[list[Any], BeforeValidator(_validate_devices)]
+
+
+def _schema_device_list() -> Any:
+    """A list of any kind's config, for the JSON Schema only (imports every kind)."""
+    classes = tuple(kind_module(kind).Config for kind in DEVICE_KINDS)
+    return list[Annotated[Union[classes], Field(discriminator="driver")]]  # type: ignore[valid-type]
 
 
 class Location(StrictModel):
@@ -118,6 +161,10 @@ class SyncConfig(StrictModel):
     password_file: RelPath | None = None
     client_id: str | None = Field(default=None, description="Defaults to kbe-<site id>.")
     topic_prefix: str = Field(default="kbe", pattern=r"^[A-Za-z0-9_-]+$")
+    command_public_keys: list[RelPath] = Field(
+        default_factory=list,
+        description="The centre's Ed25519 public keys (PEM) that sign commands; none means commands are refused.",
+    )
     signing_key_file: RelPath = Field(description="Ed25519 private key (PEM), mode 0600.")
     batch: BatchConfig = BatchConfig()
     ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
@@ -195,7 +242,7 @@ class SiteConfig(StrictModel):
 
     version: Literal[1] = 1
     site: SiteInfo
-    devices: list[DeviceConfig] = Field(default_factory=list)
+    devices: DeviceList = Field(default_factory=list)
     sync: SyncConfig | None = None
     store: StoreConfig = StoreConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -212,6 +259,15 @@ class SiteConfig(StrictModel):
             raise ValueError(f"devices[{idx[0]}]: a lighting device needs the top-level lighting section")
         if len(idx) > 1:
             raise ValueError(f"devices[{idx[1]}]: only one lighting device per site (it runs every circuit)")
+        return self
+
+    @model_validator(mode="after")
+    def _traffic_device(self) -> SiteConfig:
+        idx = [i for i, dev in enumerate(self.devices) if dev.driver == "traffic"]
+        if idx and self.traffic is None:
+            raise ValueError(f"devices[{idx[0]}]: a traffic device needs the top-level traffic section")
+        if len(idx) > 1:
+            raise ValueError(f"devices[{idx[1]}]: only one traffic device per site (it runs every intersection)")
         return self
 
     @model_validator(mode="after")
@@ -241,5 +297,11 @@ def load_config(path: Path | str) -> SiteConfig:
 
 
 def config_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the site config."""
-    return SiteConfig.model_json_schema(by_alias=True)
+    """The JSON Schema of the site config (with every device kind)."""
+    schema_model = create_model(
+        "SiteConfig",
+        __base__=SiteConfig,
+        __doc__=SiteConfig.__doc__,
+        devices=(_schema_device_list(), Field(default_factory=list)),
+    )
+    return schema_model.model_json_schema(by_alias=True)

@@ -18,6 +18,7 @@ DEVICE_KINDS: dict[str, str] = {
     "sds011": "drivers.sds011.driver",
     "nmea_gps": "drivers.nmea.driver",
     "lighting": "agent.lighting.kind",
+    "traffic": "agent.traffic.kind",
     "camera": "models.camera.kind",
     "farm": "models.farm.source",
 }

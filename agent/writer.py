@@ -63,6 +63,12 @@ class StoreWriter:
             self._wakeup.set()
 
     async def _commit_some(self) -> int:
+        # flush() and run() both commit: the lock keeps them from committing the same batch twice,
+        # and the shield lets a commit whose caller is cancelled (shutdown) still take its batch off
+        # the queue, so the final flush does not append it again.
+        return await asyncio.shield(self._commit_locked())
+
+    async def _commit_locked(self) -> int:
         async with self._commit_lock:
             if not self._queue:
                 return 0
@@ -72,9 +78,9 @@ class StoreWriter:
             # Only now are they accepted; take them off the queue.
             for _ in range(n):
                 self._queue.popleft()
-        self.committed += n
-        self.last_commit_mono = time.monotonic()
-        self.metrics.inc("kbe_readings_total", n)
+            self.committed += n
+            self.last_commit_mono = time.monotonic()
+            self.metrics.inc("kbe_readings_total", n)
         async with self._space:
             self._space.notify_all()
         return n

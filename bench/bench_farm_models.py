@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from models.farm.evaluation import (
+    TESTDATA,
     binary_scores,
     decode,
     fault_testset,
+    irrigation_events,
     irrigation_testset,
+    load_npz,
     per_class_scores,
     predict,
 )
@@ -53,8 +56,8 @@ def median_us(fn: Callable[[], object], n: int) -> float:
 
 def latency(n: int) -> None:
     """Latency table for both models, 1 thread and all threads."""
-    irr = np.load(MODEL_DIR.parent / "farm" / "testdata" / "irrigation_test.npz")
-    flt = np.load(MODEL_DIR.parent / "farm" / "testdata" / "fault_test.npz")
+    irr = load_npz(TESTDATA / "irrigation_test.npz")
+    flt = load_npz(TESTDATA / "fault_test.npz")
     i_x = irr["features_head"][10]
     sm = decode(flt["readings"][0], 1000.0)
     kind = SENSOR_KINDS[int(flt["kind"][0])]
@@ -100,6 +103,13 @@ def metrics() -> None:
     print(f"| tuned threshold rule | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} |")
     print(f"| model / rule | {m['precision'] / r['precision']:.2f}× | {m['recall'] / r['recall']:.2f}× "
           f"| {m['f1'] / r['f1']:.2f}× |")
+    em = irrigation_events(ts, probs >= model.manifest.params["threshold"])
+    er = irrigation_events(ts, ts.rule >= model.manifest.params["rule_threshold"])
+    print("\n| events | irrigations warned 1–3 days ahead | alerts followed by irrigation ≤3 days "
+          "| false alerts / 100 plot-days |\n|---|---|---|---|")
+    for label, e in (("int8 model", em), ("tuned threshold rule", er)):
+        print(f"| {label} | {e['events_warned']:.2f} | {e['alerts_followed']:.2f} "
+              f"| {e['false_alerts_per_100_days']:.1f} |")
 
     fs = fault_testset()
     pred = predict(reg.get("sensor_fault"), fs.x).argmax(axis=1)

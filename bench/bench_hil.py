@@ -21,14 +21,16 @@ from typing import Any
 from hil.rig import parse_rig
 from hil.runner import RigRun, RunOptions
 
-# Ten devices per line, mixing the shipped profiles a cabinet or station carries.
+# Eight devices per RTU line and six behind the gateway, mixing the shipped profiles.
 RTU_MIX = ["eastron-sdm120", "xy-md02", "soil-7in1", "supmea-do7013", "ysi-odo-ct"]
 TCP_MIX = ["eastron-sdm630", "eastron-sdm120", "xy-md02"]
 
 
-def bench_rig(minutes: float, poll_s: float, postgres: bool) -> dict[str, Any]:
+def bench_rig(minutes: float, poll_s: float, postgres: bool, faults: bool = False) -> dict[str, Any]:
     """The bench rig as data: 3 RTU lines at 38400 baud with 8 devices each, 6 behind a TCP gateway."""
-    lines: list[dict[str, Any]] = [{"name": f"rs485-{i}", "type": "rtu", "baudrate": 38400} for i in (1, 2, 3)]
+    lines: list[dict[str, Any]] = [
+        {"name": f"rs485-{i}", "type": "rtu", "baudrate": 38400} for i in (1, 2, 3)
+    ]
     lines.append({"name": "gateway", "type": "tcp"})
     devices: list[dict[str, Any]] = []
     for li in (1, 2, 3):
@@ -54,10 +56,20 @@ def bench_rig(minutes: float, poll_s: float, postgres: bool) -> dict[str, Any]:
                 "poll_s": poll_s,
             }
         )
+    duration = minutes * 60.0
+    storm: list[dict[str, Any]] = []
+    if faults:
+        # Site-wide faults only, so every device keeps its offered rate outside the outages.
+        storm = [
+            {"kind": "broker_down", "at_s": 0.2 * duration, "for_s": min(60.0, 0.15 * duration)},
+            {"kind": "agent_kill", "at_s": 0.5 * duration, "down_s": 2.0},
+            {"kind": "receiver_restart", "at_s": 0.7 * duration, "down_s": 2.0, "signal": "SIGKILL"},
+        ]
     return {
         "rig": "bench-30",
+        "faults": storm,
         "description": "30 devices, 3 RTU lines + 1 TCP gateway",
-        "duration_s": minutes * 60.0,
+        "duration_s": duration,
         "lines": lines,
         "devices": devices,
         "expect": {"recovery_s": 30, "drain_timeout_s": 120},
@@ -70,10 +82,11 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--poll", type=float, default=1.0, help="Poll period of every device (s).")
     parser.add_argument("--postgres", action="store_true", help="Receiver on PostgreSQL instead of SQLite.")
+    parser.add_argument("--faults", action="store_true", help="Broker outage, agent SIGKILL, receiver kill.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args()
 
-    rig = parse_rig(bench_rig(args.minutes, args.poll, args.postgres), "bench")
+    rig = parse_rig(bench_rig(args.minutes, args.poll, args.postgres, args.faults), "bench")
     t0 = time.monotonic()
     result = asyncio.run(RigRun(rig, RunOptions()).run())
     wall = time.monotonic() - t0
@@ -82,9 +95,12 @@ def main() -> int:
         "minutes": args.minutes,
         "poll_s": args.poll,
         "receiver": rig.receiver.db,
+        "faults": [w.label for w in result.windows],
         "offered_per_s": round(result.offered_per_s, 1),
         "stored_per_s": round(result.stored_per_s, 1),
-        "stored_over_offered": round(result.stored_per_s / result.offered_per_s, 3) if result.offered_per_s else None,
+        "stored_over_offered": round(result.stored_per_s / result.offered_per_s, 3)
+        if result.offered_per_s
+        else None,
         "lost": result.lost,
         "duplicates": result.duplicates,
         "store_last_seq": result.verdict.last_seq,
@@ -93,13 +109,17 @@ def main() -> int:
         "drain_s": round(result.extra.get("drain_s", 0.0), 1),
         "wall_s": round(wall, 1),
         "cpus": os.cpu_count(),
-        "expectations": "passed" if result.verdict.ok else "FAILED: " + ", ".join(c.label for c in result.verdict.failures),
+        "expectations": "passed"
+        if result.verdict.ok
+        else "FAILED: " + ", ".join(c.label for c in result.verdict.failures),
     }
     print(result.report)
     print()
     print(f"devices                 {figures['devices']} (3 RTU lines at 38400 baud x 8, TCP gateway x 6)")
     print(f"offered (baseline)      {figures['offered_per_s']} readings/s")
-    print(f"stored                  {figures['stored_per_s']} readings/s  ({figures['stored_over_offered']} x offered)")
+    print(
+        f"stored                  {figures['stored_per_s']} readings/s  ({figures['stored_over_offered']} x offered)"
+    )
     print(f"lost / duplicates       {figures['lost']} / {figures['duplicates']}")
     print(f"agent CPU               {figures['agent_cpu_pct']} % of one core")
     print(f"agent RSS (peak)        {figures['agent_rss_max_mib']} MiB")

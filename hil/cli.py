@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from agent.errors import ConfigError
-from hil.report import write_junit
+from agent.errors import AgentError
+from hil.report import junit_error, write_junit
 from hil.rig import load_rig
 from hil.runner import RigRun, RunOptions, RunResult
 
@@ -23,15 +23,28 @@ def hil_cli() -> None:
 
 @hil_cli.command("run")
 @click.argument("rig_file", type=click.Path(path_type=Path))
-@click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here.")
-@click.option("--speed", type=float, default=None, help="Divide the rig's timeline (duration, fault times) by this.")
-@click.option("--duration", "duration_s", type=float, default=None, help="Run this many seconds (scales the timeline).")
-@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the run's files here.")
 @click.option(
-    "--receiver", "receiver_db", type=click.Choice(["sqlite", "postgres"]), default=None,
+    "--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path), help="Write JUnit XML here."
+)
+@click.option(
+    "--speed", type=float, default=None, help="Divide the rig's timeline (duration, fault times) by this."
+)
+@click.option(
+    "--duration", "duration_s", type=float, default=None, help="Run this many seconds (scales the timeline)."
+)
+@click.option(
+    "--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), help="Keep the run's files here."
+)
+@click.option(
+    "--receiver",
+    "receiver_db",
+    type=click.Choice(["sqlite", "postgres"]),
+    default=None,
     help="Receiver database (overrides the rig's receiver.db).",
 )
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the emulators' noise and faults.")
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Seed of the emulators' noise and faults."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what the rig does (faults, processes).")
 def run_cmd(
     rig_file: Path,
@@ -44,12 +57,7 @@ def run_cmd(
     verbose: bool,
 ) -> None:
     """Run RIG_FILE against the agent; exit 0 when every expectation holds, 1 when one fails."""
-    try:
-        rig = load_rig(rig_file)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"{exc.source}: {problem}", err=True)
-        raise SystemExit(2) from None
+    rig = load_rig(rig_file)
     if speed is not None and duration_s is not None:
         raise click.UsageError("give --speed or --duration, not both")
     factor = speed if speed is not None else (rig.duration_s / duration_s if duration_s else 1.0)
@@ -69,6 +77,12 @@ def run_cmd(
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("hil: interrupted; every process the rig started has been stopped", err=True)
         raise SystemExit(130) from None
+    except AgentError as exc:
+        # The run could not be carried out: still leave a JUnit file saying so for the bench CI.
+        if junit_file is not None:
+            junit_file.parent.mkdir(parents=True, exist_ok=True)
+            junit_file.write_bytes(junit_error(scaled.rig, str(exc)))
+        raise
     click.echo(result.report)
     click.echo(
         f"stored {result.stored_per_s:.1f} readings/s (offered {result.offered_per_s:.1f}/s); agent CPU "

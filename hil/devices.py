@@ -176,7 +176,11 @@ class EmulatorBank:
                 entry: dict[str, Any] = {
                     "driver": SERIAL_DRIVER[d.sensor],
                     "name": d.name,
-                    "line": {"type": "pty", "path": self.serial_paths[d.name], "baudrate": d.baudrate or 9600},
+                    "line": {
+                        "type": "pty",
+                        "path": self.serial_paths[d.name],
+                        "baudrate": d.baudrate or 9600,
+                    },
                     "period_s": d.period_s,
                     "silence_s": settings.serial_silence_s,
                 }

@@ -134,7 +134,9 @@ def check_loss(rec: RunRecord) -> Check:
     if missing:
         parts.append(f"{len(missing)} of {rec.last_seq} seqs never reached the receiver: {_spans(missing)}")
     if extra:
-        parts.append(f"{len(extra)} seqs in the receiver beyond the store's last seq {rec.last_seq}: {_spans(extra)}")
+        parts.append(
+            f"{len(extra)} seqs in the receiver beyond the store's last seq {rec.last_seq}: {_spans(extra)}"
+        )
     return Check("no_loss", False, "; ".join(parts))
 
 
@@ -231,7 +233,10 @@ def check_ranges(rec: RunRecord, device: str, rows: Sequence[Row], stats: Device
                 bad.append(f"{r.point}={r.value!r} (seq {r.seq}) outside [{lim[0]:g}, {lim[1]:g}]")
     if stats.out_of_range:
         return Check(
-            "values_in_range", False, f"{stats.out_of_range} of {checked} values out of range: {'; '.join(bad)}", device
+            "values_in_range",
+            False,
+            f"{stats.out_of_range} of {checked} values out of range: {'; '.join(bad)}",
+            device,
         )
     return Check("values_in_range", True, f"{checked} values within range", device)
 
@@ -261,7 +266,9 @@ def check_rate(rec: RunRecord, device: str, rows: Sequence[Row], stats: DeviceSt
     counted = [
         r
         for r in rows
-        if rec.start_wall <= r.ts <= rec.end_wall and r.measured and not any(s0 <= r.ts <= s1 for s0, s1 in spans)
+        if rec.start_wall <= r.ts <= rec.end_wall
+        and r.measured
+        and not any(s0 <= r.ts <= s1 for s0, s1 in spans)
     ]
     stats.per_minute = 60.0 * len(counted) / healthy if healthy > 0 else None
     if minimum is None:
@@ -300,7 +307,9 @@ def evaluate(rec: RunRecord) -> Verdict:
         good_ts = [r.ts for r in rows if r.measured]
         dev_checks: list[Check] = []
         if not rows:
-            dev_checks.append(Check("reported", False, "the receiver holds no reading from this device", dev.name))
+            dev_checks.append(
+                Check("reported", False, "the receiver holds no reading from this device", dev.name)
+            )
         if exp.recovery_s is not None:
             dev_checks.append(check_recovery(rec, dev.name, good_ts, stats))
         if exp.values_in_range:

@@ -55,7 +55,9 @@ def agent_argv(*args: str) -> list[str]:
 class ManagedProcess:
     """A child process that can be started, stopped gently, killed hard and started again."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path

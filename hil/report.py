@@ -38,13 +38,18 @@ def device_table(verdict: Verdict) -> str:
 
 def render(rig_name: str, verdict: Verdict, windows: list[FaultWindow], elapsed_s: float) -> str:
     """The whole terminal report."""
-    out = [f"HIL rig {rig_name}: {elapsed_s:.0f} s, {verdict.rows} readings stored, store last seq {verdict.last_seq}", ""]
+    out = [
+        f"HIL rig {rig_name}: {elapsed_s:.0f} s, {verdict.rows} readings stored, store last seq {verdict.last_seq}",
+        "",
+    ]
     out.append(device_table(verdict))
     if windows:
         out.append("")
         out.append("faults:")
         for w in windows:
-            state = "not reached" if w.start_wall is None else ("FAILED " + w.error if w.error else "injected")
+            state = (
+                "not reached" if w.start_wall is None else ("FAILED " + w.error if w.error else "injected")
+            )
             out.append(f"  {w.label}: {state}")
     out.append("")
     out.append("checks:")
@@ -56,7 +61,10 @@ def render(rig_name: str, verdict: Verdict, windows: list[FaultWindow], elapsed_
     out.append("")
     failures = verdict.failures
     if failures:
-        out.append(f"FAILED: {len(failures)} of {len(verdict.checks)} expectations: " + ", ".join(c.label for c in failures))
+        out.append(
+            f"FAILED: {len(failures)} of {len(verdict.checks)} expectations: "
+            + ", ".join(c.label for c in failures)
+        )
     else:
         out.append(f"PASSED: {len(verdict.checks)} expectations")
     return "\n".join(out)
@@ -94,3 +102,16 @@ def write_junit(path: Path, rig_name: str, verdict: Verdict, elapsed_s: float, r
     """Write the JUnit XML file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(junit_xml(rig_name, verdict, elapsed_s, report))
+
+
+def junit_error(rig_name: str, message: str) -> bytes:
+    """JUnit XML for a run that could not be carried out (a process would not start, say)."""
+    suite = ET.Element("testsuite", name=f"hil.{rig_name}", tests="1", failures="0", errors="1", skipped="0")
+    case = ET.SubElement(suite, "testcase", classname=f"hil.{rig_name}", name="run", time="0")
+    ET.SubElement(
+        case, "error", message=message.splitlines()[0] if message else "error", type="HilFailure"
+    ).text = message
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)

@@ -300,10 +300,14 @@ FAULT_KINDS = (
 class Expectations(StrictModel):
     """What must hold at the end of the run, checked against what the receiver stored."""
 
-    no_loss: bool = Field(default=True, description="Every seq the agent's store accepted reached the receiver.")
+    no_loss: bool = Field(
+        default=True, description="Every seq the agent's store accepted reached the receiver."
+    )
     no_duplicates: bool = Field(default=True, description="No reading stored twice under different seqs.")
     recovery_s: float | None = Field(
-        default=30.0, gt=0, description="Every device reports again within this many seconds after a fault ends."
+        default=30.0,
+        gt=0,
+        description="Every device reports again within this many seconds after a fault ends.",
     )
     values_in_range: bool = True
     min_per_minute: float | None = Field(
@@ -319,8 +323,12 @@ class AgentSettings(StrictModel):
     batch_max_age_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=2.0, gt=0)
     response_timeout_s: float = Field(default=0.5, gt=0, description="Modbus answer timeout.")
-    device_backoff_max_s: float = Field(default=2.0, gt=0, description="Longest wait before retrying a dead device.")
-    serial_silence_s: float = Field(default=3.0, ge=0.5, description="No frame for this long: sensor offline.")
+    device_backoff_max_s: float = Field(
+        default=2.0, gt=0, description="Longest wait before retrying a dead device."
+    )
+    serial_silence_s: float = Field(
+        default=3.0, ge=0.5, description="No frame for this long: sensor offline."
+    )
 
 
 class ReceiverSettings(StrictModel):
@@ -360,8 +368,13 @@ class Rig(StrictModel):
                 problems.append(f"devices[{i}].name: {d.name!r} is used by another device")
             devs[d.name] = d
             if isinstance(d, ModbusDevice):
+                problem = _profile_problem(d.profile)
+                if problem:
+                    problems.append(f"devices[{i}].profile: {problem}")
                 if d.line not in lines:
-                    problems.append(f"devices[{i}].line: no line named {d.line!r} (lines: {', '.join(names) or 'none'})")
+                    problems.append(
+                        f"devices[{i}].line: no line named {d.line!r} (lines: {', '.join(names) or 'none'})"
+                    )
                 elif (d.line, d.unit) in units:
                     problems.append(
                         f"devices[{i}].unit: unit {d.unit} on {d.line!r} is taken by {units[(d.line, d.unit)]!r}"
@@ -377,24 +390,34 @@ class Rig(StrictModel):
         for i, f in enumerate(self.faults):
             where = f"faults[{i}]"
             if f.at_s >= self.duration_s:
-                problems.append(f"{where}.at_s: {f.at_s} is not before the end of the run ({self.duration_s} s)")
+                problems.append(
+                    f"{where}.at_s: {f.at_s} is not before the end of the run ({self.duration_s} s)"
+                )
             if f.end(self.duration_s) > self.duration_s:
-                problems.append(f"{where}: ends at {f.end(self.duration_s)} s, after the run ({self.duration_s} s)")
+                problems.append(
+                    f"{where}: ends at {f.end(self.duration_s)} s, after the run ({self.duration_s} s)"
+                )
             device = getattr(f, "device", None)
             if device is not None:
                 target = devs.get(device)
                 if target is None:
                     problems.append(f"{where}.device: no device named {device!r}")
                 elif isinstance(target, (GpioDevice, SystemDevice)):
-                    problems.append(f"{where}.kind: {f.kind!r} cannot be injected into {target.kind} device {device!r}")
+                    problems.append(
+                        f"{where}.kind: {f.kind!r} cannot be injected into {target.kind} device {device!r}"
+                    )
                 elif isinstance(target, SerialDevice) and f.kind in MODBUS_ONLY:
-                    problems.append(f"{where}.kind: {f.kind!r} applies to Modbus devices, {device!r} is serial")
+                    problems.append(
+                        f"{where}.kind: {f.kind!r} applies to Modbus devices, {device!r} is serial"
+                    )
                 elif isinstance(target, ModbusDevice) and f.kind in SERIAL_ONLY:
-                    problems.append(f"{where}.kind: {f.kind!r} applies to serial sensors, {device!r} is Modbus")
+                    problems.append(
+                        f"{where}.kind: {f.kind!r} applies to serial sensors, {device!r} is Modbus"
+                    )
             if isinstance(f, TcpDrop) and not isinstance(lines.get(f.line), TcpGateway):
                 problems.append(f"{where}.line: {f.line!r} is not a tcp line of this rig")
         if problems:
-            raise ValueError("\n".join(problems))
+            raise ValueError("; ".join(problems))  # validation_problems splits them back, path by path
         return self
 
     @property
@@ -424,6 +447,17 @@ class Rig(StrictModel):
                 if f.get(key) is not None:
                     f[key] = f[key] / speed
         return Rig.model_validate(data)
+
+
+def _profile_problem(ref: str) -> str | None:
+    """Why a Modbus profile cannot be used, or None when it loads."""
+    from drivers.modbus.kind import cached_profile
+
+    try:
+        cached_profile(ref)
+    except ConfigError as exc:
+        return f"{ref!r}: {' / '.join(exc.problems[:3])}"
+    return None
 
 
 register_union_tags((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))

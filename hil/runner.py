@@ -184,8 +184,12 @@ class RigRun:
         self.health_port = free_port()
         self._pg_db: str | None = None
         self.db_url = f"sqlite:///{self.work / 'receiver.db'}"
-        self.receiver = self.procs.add(ManagedProcess("receiver", [], self.work / "logs" / "receiver.log", agent_env()))
-        self.agent = self.procs.add(ManagedProcess("agent", [], self.work / "logs" / "agent.log", agent_env()))
+        self.receiver = self.procs.add(
+            ManagedProcess("receiver", [], self.work / "logs" / "receiver.log", agent_env())
+        )
+        self.agent = self.procs.add(
+            ManagedProcess("agent", [], self.work / "logs" / "agent.log", agent_env())
+        )
         self.sampler = _CpuSampler(self.agent)
 
     # -- setup ----------------------------------------------------------------------------------
@@ -270,7 +274,9 @@ class RigRun:
             if not self.agent.running():
                 raise HilFailure(f"the agent exited during start-up:\n{self.agent.tail()}")
             await asyncio.sleep(0.2)
-        raise HilFailure(f"the agent's health endpoint did not answer within {timeout:.0f} s:\n{self.agent.tail()}")
+        raise HilFailure(
+            f"the agent's health endpoint did not answer within {timeout:.0f} s:\n{self.agent.tail()}"
+        )
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -330,7 +336,14 @@ class RigRun:
         rows = await asyncio.to_thread(receiver_rows, self.db_url, self.site_id)
 
         record = RunRecord(
-            rig, start_wall, end_wall, state.last_seq, rows, scheduler.windows, self.bank.ranges(), state.rejected
+            rig,
+            start_wall,
+            end_wall,
+            state.last_seq,
+            rows,
+            scheduler.windows,
+            self.bank.ranges(),
+            state.rejected,
         )
         verdict = evaluate(record)
         report = render(rig.rig, verdict, scheduler.windows, elapsed)

@@ -50,7 +50,9 @@ def _query(db_url: str, sql: str, site_id: str) -> list[tuple[Any, ...]]:
 def receiver_rows(db_url: str, site_id: str) -> list[Row]:
     """Every reading the receiver stored for ``site_id`` (SQLite ``sqlite:///path`` or PostgreSQL)."""
     raw = _query(db_url, _ROWS, site_id)
-    return [Row(int(s), d, p, _join(v, t, k), float(ts), int(q), int(pr)) for s, d, p, v, t, k, ts, q, pr in raw]
+    return [
+        Row(int(s), d, p, _join(v, t, k), float(ts), int(q), int(pr)) for s, d, p, v, t, k, ts, q, pr in raw
+    ]
 
 
 def receiver_count(db_url: str, site_id: str) -> tuple[int, int]:

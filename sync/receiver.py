@@ -33,6 +33,7 @@ from sync.signing import SiteRegistry, verify_frame
 from sync.wire import (
     SCHEMA_VERSION,
     Ack,
+    Frame,
     Rejection,
     RejectReason,
     Topics,
@@ -86,25 +87,24 @@ class Receiver:
         try:
             frame = unpack_frame(payload)
         except WireError as exc:
-            return self._reject(site, topic, payload, None, None, None, "malformed", str(exc))
-        bid, first, last = peek_batch_ids(frame)
+            return self._reject(site, topic, payload, None, "malformed", str(exc))
         keys = self.registry.keys_for(site)
         if keys is None:
-            return self._reject(site, topic, payload, bid, first, last, "unknown-site", f"site {site!r}")
+            return self._reject(site, topic, payload, frame, "unknown-site", f"site {site!r}")
         try:
             verify_frame(frame, keys)
         except SignatureError as exc:
             reason: RejectReason = "unsigned" if not frame.signature else "bad-signature"
-            return self._reject(site, topic, payload, bid, first, last, reason, str(exc))
+            return self._reject(site, topic, payload, frame, reason, str(exc))
         try:
             batch = decode_batch(frame)
         except WireError as exc:
-            version = _schema_version(frame.json_bytes())
+            version = _schema_version(frame)
             reason = "schema-version" if version not in (None, SCHEMA_VERSION) else "malformed"
-            return self._reject(site, topic, payload, bid, first, last, reason, str(exc))
+            return self._reject(site, topic, payload, frame, reason, str(exc))
         if batch.site_id != site:
             detail = f"batch says site {batch.site_id!r}, topic says {site!r}"
-            return self._reject(site, topic, payload, bid, first, last, "site-mismatch", detail)
+            return self._reject(site, topic, payload, frame, "site-mismatch", detail)
         stored, dup = self.db.store_batch(batch, self.name)
         self._count("batches_stored")
         self._count("readings_stored", stored)
@@ -131,12 +131,12 @@ class Receiver:
         site: str,
         topic: str,
         payload: bytes,
-        bid: str | None,
-        first: int | None,
-        last: int | None,
+        frame: Frame | None,
         reason: RejectReason,
         detail: str,
     ) -> Rejection:
+        # Only now look inside the untrusted payload, for the ids the site needs to match it.
+        bid, first, last = peek_batch_ids(frame) if frame is not None else (None, None, None)
         self._count(f"rejected_{reason}")
         log.warning("rejected a batch from %s (batch %s): %s: %s", site, bid, reason, detail)
         self.db.record_rejection(site, bid, reason, detail[:500], topic, len(payload), self.name)
@@ -172,10 +172,10 @@ class Receiver:
         return self.link
 
 
-def _schema_version(doc: bytes) -> object:
+def _schema_version(frame: Frame) -> object:
     try:
-        data = json.loads(doc)
-    except ValueError:
+        data = json.loads(frame.json_bytes())
+    except (ValueError, WireError):
         return None
     return data.get("schema_version") if isinstance(data, dict) else None
 
@@ -188,10 +188,11 @@ def _schema_version(doc: bytes) -> object:
 @click.option("--group", default="kbe-receivers", show_default=True, help="Shared subscription group.")
 @click.option("--prefix", default="kbe", show_default=True, help="Topic prefix.")
 @click.option("--client-id", default=None, help="Defaults to kbe-rx-<group>-<hostname>; unique per receiver.")
-@click.option("--ca-file", type=click.Path(path_type=Path), default=None)
-@click.option("--cert-file", type=click.Path(path_type=Path), default=None)
-@click.option("--key-file", type=click.Path(path_type=Path), default=None)
+@click.option("--ca-file", type=click.Path(path_type=Path), default=None, help="CA of the broker (mqtts://).")
+@click.option("--cert-file", type=click.Path(path_type=Path), default=None, help="Client certificate (mutual TLS).")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="Client key (mutual TLS).")
 @click.option("--reconnect-max", default=10.0, show_default=True, help="Longest wait between reconnects (s).")
+@click.option("--stats-every", default=60.0, show_default=True, help="Log the counters every this many seconds.")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def receiver_cmd(
     broker: str,
@@ -204,6 +205,7 @@ def receiver_cmd(
     cert_file: Path | None,
     key_file: Path | None,
     reconnect_max: float,
+    stats_every: float,
     log_level: str,
 ) -> None:
     """Receive, verify, persist and acknowledge the sites' batches until SIGTERM or Ctrl-C."""
@@ -226,8 +228,8 @@ def receiver_cmd(
     link = receiver.connect(opts, group)
     log.info("receiver %s: %d sites registered, group %s, broker %s", name, len(registry), group, broker)
     try:
-        while not stop.wait(1.0):
-            pass
+        while not stop.wait(stats_every):
+            log.info("receiver %s counters: %s", name, dict(receiver.counters))
     finally:
         link.stop()
         db.close()

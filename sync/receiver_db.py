@@ -11,12 +11,15 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from agent.errors import ConfigError, SyncError
 from sync.wire import Batch, WireReading
+
+_T = TypeVar("_T")
 
 READING_COLUMNS = (
     "site_id", "seq", "device", "point", "ts", "value", "value_text", "value_type", "unit",
@@ -207,12 +210,9 @@ class SqliteReceiverDB:
 
 
 class PostgresReceiverDB:
-    """``postgresql://...`` (psycopg 3): one transaction per batch, rows sent as arrays through ``unnest``."""
-
-    _TYPES = (
-        "text", "bigint", "text", "text", "float8", "float8", "text", "text", "text",
-        "smallint", "smallint", "smallint", "jsonb", "text", "float8", "text",
-    )  # fmt: skip
+    """``postgresql://...`` (psycopg 3): per batch, COPY into a temporary table, then one
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, all in one transaction (COPY is about three
+    times faster than ``unnest`` arrays or ``executemany`` for 2000 rows here)."""
 
     def __init__(self, url: str) -> None:
         try:
@@ -220,42 +220,73 @@ class PostgresReceiverDB:
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise SyncError("postgresql:// needs psycopg: pip install 'kinhbac-edge[receiver]'") from exc
         self._psycopg = psycopg
+        self._url = url
         self._lock = threading.Lock()
-        try:
-            self._conn = psycopg.connect(url, autocommit=True)
-        except psycopg.Error as exc:
-            raise SyncError(f"cannot connect to the receiver database: {exc}") from exc
-        with self._conn.transaction():
-            # Receivers of one group start together; serialise their CREATE ... IF NOT EXISTS, which
-            # PostgreSQL does not make race-free on its own.
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-            for ddl in _PG_DDL:
-                self._conn.execute(ddl)
-        unnest = ", ".join(f"%s::{t}[]" for t in self._TYPES)
+        cols = ", ".join(READING_COLUMNS)
+        self._copy = f"COPY kbe_rx_incoming ({cols}) FROM STDIN"
         self._insert = (
-            f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) SELECT * FROM unnest({unnest}) "  # noqa: S608
+            f"INSERT INTO readings ({cols}) SELECT {cols} FROM kbe_rx_incoming "  # noqa: S608 - constant
             "ON CONFLICT (site_id, seq) DO NOTHING"
         )
+        self._conn = self._connect()
+        self.reconnects = 0
+
+    def _connect(self) -> Any:
+        psycopg = self._psycopg
+        try:
+            conn = psycopg.connect(self._url, autocommit=True)
+        except psycopg.Error as exc:
+            raise SyncError(f"cannot connect to the receiver database: {exc}") from exc
+        with conn.transaction():
+            # Receivers of one group start together; serialise their CREATE ... IF NOT EXISTS, which
+            # PostgreSQL does not make race-free on its own.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+            for ddl in _PG_DDL:
+                conn.execute(ddl)
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS kbe_rx_incoming (LIKE readings) ON COMMIT DELETE ROWS")
+        return conn
 
     def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
-        """Persist a batch in one transaction; return (newly stored, duplicates)."""
+        """Persist a batch in one transaction; return (newly stored, duplicates).
+
+        A broken connection (database restarted, session killed) is reopened once and the batch
+        written again; a commit that did land before the break only turns into duplicates.
+        """
         rows = _rows(batch, receiver, time.time())
-        columns = [list(col) for col in zip(*rows, strict=True)]
-        with self._lock, self._conn.transaction():
-            cur = self._conn.execute(self._insert, columns)
-            stored = max(cur.rowcount, 0)
+        stored = self._reconnecting(lambda: self._write(rows))
         return stored, len(rows) - stored
+
+    def _reconnecting(self, fn: Callable[[], _T]) -> _T:
+        with self._lock:
+            try:
+                return fn()
+            except self._psycopg.OperationalError:
+                if not self._conn.closed and not self._conn.broken:
+                    raise
+                self._conn.close()
+                self._conn = self._connect()
+                self.reconnects += 1
+                return fn()
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> int:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            with cur.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(self._insert)
+            return max(cur.rowcount, 0)
 
     def record_rejection(
         self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
     ) -> None:
         """Record a refused batch."""
-        with self._lock:
-            self._conn.execute(
+        self._reconnecting(
+            lambda: self._conn.execute(
                 "INSERT INTO rejections (site_id, batch_id, reason, detail, topic, size, received_at, receiver) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
             )
+        )
 
     def close(self) -> None:
         """Close the connection."""

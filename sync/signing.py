@@ -19,8 +19,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import Field, ValidationError
 
 from agent.config_base import StrictModel, check_secret_file, load_yaml, validation_problems
-from agent.errors import ConfigError, SignatureError
-from sync.wire import SITE_PATTERN, Frame, pack_frame, unpack_frame
+from agent.errors import ConfigError, SignatureError, SyncError
+from sync.wire import (
+    SITE_PATTERN,
+    Command,
+    Frame,
+    WireError,
+    decode_command,
+    encode_command_payload,
+    pack_frame,
+    unpack_frame,
+)
+
+# A command stamped this far ahead of the site's clock is refused (an RTC-less board may lag a bit).
+CLOCK_SKEW_S = 300.0
+
+
+class CommandRefused(SyncError):
+    """A verified command that this site must not execute (wrong target or kind, expired)."""
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -185,3 +201,32 @@ def keys_generate(out_dir: Path, name: str) -> None:
     key_path, pub_path = generate_keypair(out_dir, name)
     click.echo(f"private key: {key_path} (mode 0600; keep it on the device)")
     click.echo(f"public key:  {pub_path} (register it with the centre)")
+
+
+def sign_command(cmd: Command, signer: Signer) -> bytes:
+    """The frame the centre publishes on ``<prefix>/<site>/down/cmd/<kind>``."""
+    return signer.frame(encode_command_payload(cmd), cmd.command_id)
+
+
+def open_command(
+    data: bytes, centre_keys: list[Ed25519PublicKey], site_id: str, now: float, kind: str | None = None
+) -> Command:
+    """Verify and decode a command frame for this site; raise instead of returning anything doubtful.
+
+    Raises :class:`SignatureError` (unsigned or bad signature), :class:`~sync.wire.WireError`
+    (not a command, id mismatch) or :class:`CommandRefused` (another target, another kind than the
+    topic's, not yet valid, expired), whose message is the reason for the :class:`CommandReply`.
+    """
+    frame = open_signed(data, centre_keys)
+    cmd = decode_command(frame)
+    if frame.msg_id and frame.msg_id != cmd.command_id:
+        raise WireError(f"frame id {frame.msg_id!r} differs from the signed command id {cmd.command_id!r}")
+    if cmd.target != site_id:
+        raise CommandRefused(f"command {cmd.command_id} is for site {cmd.target!r}, not {site_id!r}")
+    if kind is not None and cmd.kind != kind:
+        raise CommandRefused(f"command {cmd.command_id} is a {cmd.kind!r} command on the {kind!r} topic")
+    if now >= cmd.expires_at:
+        raise CommandRefused(f"command {cmd.command_id} expired at {cmd.expires_at:.0f}")
+    if cmd.issued_at > now + CLOCK_SKEW_S:
+        raise CommandRefused(f"command {cmd.command_id} is issued in the future ({cmd.issued_at:.0f})")
+    return cmd

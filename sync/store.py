@@ -37,41 +37,19 @@ _VT_FLOAT, _VT_INT, _VT_STR, _VT_BOOL, _VT_NULL = range(5)
 _COLUMNS = "seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta"
 
 
+_READING_FIELDS = (
+    "priority INTEGER NOT NULL, ts REAL NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL, value, "
+    "vtype INTEGER NOT NULL, unit TEXT NOT NULL, quality INTEGER NOT NULL, clock INTEGER NOT NULL, meta TEXT"
+)
+
+
 def _m001_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute(
-        """CREATE TABLE readings (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            priority INTEGER NOT NULL,
-            ts REAL NOT NULL,
-            device TEXT NOT NULL,
-            point TEXT NOT NULL,
-            value,
-            vtype INTEGER NOT NULL,
-            unit TEXT NOT NULL,
-            quality INTEGER NOT NULL,
-            clock INTEGER NOT NULL,
-            meta TEXT
-        )"""
-    )
+    db.execute(f"CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, {_READING_FIELDS})")
     db.execute("CREATE INDEX readings_by_priority ON readings (priority, seq)")
     db.execute(
-        """CREATE TABLE rejected (
-            seq INTEGER PRIMARY KEY,
-            priority INTEGER NOT NULL,
-            ts REAL NOT NULL,
-            device TEXT NOT NULL,
-            point TEXT NOT NULL,
-            value,
-            vtype INTEGER NOT NULL,
-            unit TEXT NOT NULL,
-            quality INTEGER NOT NULL,
-            clock INTEGER NOT NULL,
-            meta TEXT,
-            batch_id TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            rejected_at REAL NOT NULL
-        )"""
+        f"CREATE TABLE rejected (seq INTEGER PRIMARY KEY, {_READING_FIELDS}, "
+        "batch_id TEXT NOT NULL, reason TEXT NOT NULL, rejected_at REAL NOT NULL)"
     )
     db.execute("CREATE INDEX rejected_by_batch ON rejected (batch_id)")
     db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
@@ -163,20 +141,30 @@ def _decode_value(value: Value, vtype: int) -> Value:
     return value
 
 
+# Enum members by value: indexing a tuple is much cheaper than calling the enum on the drain path.
+_PRIORITIES = tuple(Priority)
+_QUALITIES = tuple(Quality)
+_CLOCKS = tuple(ClockQuality)
+
+
 def _row_to_stored(row: tuple) -> StoredReading:
     seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta = row
+    if vtype != _VT_FLOAT and vtype != _VT_INT:
+        value = _decode_value(value, vtype)
+    elif vtype == _VT_FLOAT and type(value) is int:
+        value = float(value)
     return StoredReading(
         seq,
         Reading(
-            device=device,
-            point=point,
-            value=_decode_value(value, vtype),
-            ts=ts,
-            unit=unit,
-            quality=Quality(quality),
-            priority=Priority(priority),
-            clock=ClockQuality(clock),
-            meta=json.loads(meta) if meta else None,
+            device,
+            point,
+            value,
+            ts,
+            unit,
+            _QUALITIES[quality],
+            _PRIORITIES[priority],
+            _CLOCKS[clock],
+            json.loads(meta) if meta else None,
         ),
     )
 

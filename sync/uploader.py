@@ -4,8 +4,8 @@ The uploader only *reads* the store (plus ``ack``/``reject``), so acquisition ne
 network. A batch is composed as follows, at most ``batch.max_count`` readings and
 ``batch.max_bytes`` compressed bytes:
 
-1. up to ``live_share`` of the batch from the *newest* unsent telemetry, so a long drain after an
-   outage never starves live data;
+1. up to ``live_share`` of the batch from the *newest* telemetry appended since the last batch
+   (or since the uploader started), so a long drain after an outage never starves live data;
 2. then alarms, then events, then the *oldest* unsent telemetry, each oldest first.
 
 Rows stay in the store until the receiver's :class:`~sync.wire.Ack` for their batch arrives; a
@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,19 +36,20 @@ from sync.mqtt import LinkOptions, MqttLink
 from sync.signing import Signer
 from sync.store import Store, StoredReading
 from sync.wire import (
-    Ack,
-    Batch,
     BufferStats,
+    CommandReply,
     Rejection,
     Status,
     Topics,
     WireError,
-    WireReading,
+    batch_json,
+    compress,
     decode_down,
-    encode_batch_payload,
 )
 
 log = logging.getLogger("kbe.sync")
+
+CommandHandler = Callable[[str, bytes], None]
 
 _MAX_INCOMING = 10_000  # acks waiting for the event loop; an ack lost here only means a resend
 
@@ -72,7 +74,6 @@ class InFlight:
     sent_mono: float
     first_sent_mono: float
     sends: int = 1
-    priorities: dict[Priority, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Composed:
     rows: list[StoredReading]
     cursors: dict[Priority, int]
     live: set[int] = field(default_factory=set)
+    live_top: int = 0
 
 
 class Uploader:
@@ -109,6 +111,7 @@ class Uploader:
         self.in_flight: dict[str, InFlight] = {}
         self._sent: set[int] = set()
         self._cursors: dict[Priority, int] = dict.fromkeys(Priority, 0)
+        self._live_top = 0
         self._partial_since: float | None = None
         self._incoming: collections.deque[bytes] = collections.deque(maxlen=_MAX_INCOMING)
         self._wake: asyncio.Event | None = None
@@ -121,6 +124,7 @@ class Uploader:
         self.rejected_batches = 0
         self.last_rejection: str | None = None
         self.acked_readings = 0
+        self._command_handler: CommandHandler | None = None
         self._describe_metrics()
 
     # -- public API -------------------------------------------------------------------------------
@@ -157,6 +161,21 @@ class Uploader:
             return False
         finally:
             self._flushing = False
+
+    def on_commands(self, handler: CommandHandler) -> None:
+        """Route frames from ``<prefix>/<site>/down/cmd/+`` to ``handler(kind, frame)`` on the event loop.
+
+        Call before :meth:`run`. The handler verifies the frame (:func:`sync.signing.open_command`)
+        and answers with :meth:`reply`.
+        """
+        self._command_handler = handler
+
+    def reply(self, reply: CommandReply) -> bool:
+        """Publish a command reply (QoS 1); False when the link is down (the centre will time out)."""
+        if self._link is None or not self.connected:
+            return False
+        self._link.publish(self.topics.cmd_reply, reply.model_dump_json().encode(), qos=1)
+        return True
 
     def notify(self) -> None:
         """Wake the uploader (for example right after an append); safe from any thread."""
@@ -210,6 +229,7 @@ class Uploader:
                 # The broker lost our session: whatever was in flight may never have left it.
                 for inf in self.in_flight.values():
                     inf.sent_mono = -1e18
+                    inf.sends = 0  # this resend is not a timeout: keep the backoff at its start
             self._status_due = 0.0
         self._resend_overdue(now)
         while len(self.in_flight) < self.cfg.max_in_flight and self.connected:
@@ -223,29 +243,35 @@ class Uploader:
     def _resend_overdue(self, now: float) -> None:
         assert self._link is not None
         for inf in self.in_flight.values():
-            if now - inf.sent_mono >= self.cfg.ack_timeout_s:
+            # 1, 2, 4 ... 16 x ack_timeout_s: a receiver down for hours does not eat a slow link.
+            if now - inf.sent_mono >= self.cfg.ack_timeout_s * min(2 ** (inf.sends - 1), 16):
                 self._link.publish(self.topics.batch, inf.frame, qos=1)
                 inf.sent_mono = now
                 inf.sends += 1
                 self.metrics.inc("kbe_sync_batches_resent_total")
-                log.info("batch %s unacknowledged for %.0f s: sent again", inf.batch_id, self.cfg.ack_timeout_s)
+                log.info("batch %s unacknowledged: sent again (send %d)", inf.batch_id, inf.sends)
+
+    def _prepare(self) -> tuple[Composed, tuple[bytes, str, list[int]]] | None:
+        """Compose and encode the next batch (one worker-thread hop)."""
+        composed = self._compose(self.cfg.batch.max_count)
+        if composed is None:
+            return None
+        encoded = self._encode_within_bytes(composed)
+        return None if encoded is None else (composed, encoded)
 
     async def _send_next(self) -> bool:
-        composed = await asyncio.to_thread(self._compose, self.cfg.batch.max_count)
-        if composed is None:
+        prepared = await asyncio.to_thread(self._prepare)
+        if prepared is None:
             return False
-        frame, batch = await asyncio.to_thread(self._encode_within_bytes, composed)
-        if frame is None or batch is None:
-            return False
+        composed, (frame, batch_id, seqs) = prepared
         if not self.connected or self._link is None:
             return False
         self._link.publish(self.topics.batch, frame, qos=1)
         now = time.monotonic()
-        seqs = batch.seqs()
-        prios: dict[Priority, int] = collections.Counter(r.reading.priority for r in composed.rows)
-        self.in_flight[batch.batch_id] = InFlight(batch.batch_id, seqs, frame, now, now, 1, dict(prios))
+        self.in_flight[batch_id] = InFlight(batch_id, seqs, frame, now, now)
         self._sent.update(seqs)
         self._cursors.update(composed.cursors)
+        self._live_top = max(self._live_top, composed.live_top)
         self._partial_since = None
         self.metrics.inc("kbe_sync_batches_sent_total")
         self.metrics.inc("kbe_sync_readings_sent_total", len(seqs))
@@ -276,8 +302,11 @@ class Uploader:
         cursors = dict(self._cursors)
         live: list[StoredReading] = []
         if live_n:
-            newest = self.store.newest(live_n + 64, Priority.TELEMETRY, above_seq=cursors[Priority.TELEMETRY])
-            live = [r for r in newest if r.seq not in self._sent][:live_n]
+            # Only rows appended since the last live take (or since run() began) count as live;
+            # older ones belong to the backlog, so a drain does not re-read the in-flight tail.
+            above = max(self._live_top, cursors[Priority.TELEMETRY])
+            newest = self.store.newest(live_n, Priority.TELEMETRY, above_seq=above)
+            live = [r for r in newest if r.seq not in self._sent]
         live_seqs = {r.seq for r in live}
         rows: list[StoredReading] = []
         room = max_count - len(live)
@@ -297,7 +326,7 @@ class Uploader:
             if now - self._partial_since < self.cfg.batch.max_age_s:
                 return None
         rows.sort(key=lambda r: r.seq)
-        return Composed(rows, cursors, live_seqs)
+        return Composed(rows, cursors, live_seqs, max(live_seqs, default=self._live_top))
 
     def _new_batch_id(self) -> str:
         self._counter += 1
@@ -313,27 +342,21 @@ class Uploader:
             rejected=s.rejected,
         )
 
-    def _encode_within_bytes(self, composed: Composed) -> tuple[bytes | None, Batch | None]:
+    def _encode_within_bytes(self, composed: Composed) -> tuple[bytes, str, list[int]] | None:
+        """Frame, batch id and seqs of the composed batch, cut until the frame fits ``max_bytes``."""
         rows = composed.rows
         stats = self._buffer_stats()
         while rows:
-            batch = Batch(
-                site_id=self.site_id,
-                batch_id=self._new_batch_id(),
-                first_seq=rows[0].seq,
-                last_seq=rows[-1].seq,
-                created_at=self.clock.now(),
-                readings=[WireReading.from_reading(r.seq, r.reading) for r in rows],
-                buffer=stats,
-            )
-            frame = self.signer.frame(encode_batch_payload(batch), batch.batch_id)
+            batch_id = self._new_batch_id()
+            doc = batch_json(self.site_id, batch_id, self.clock.now(), [(r.seq, r.reading) for r in rows], stats)
+            frame = self.signer.frame(compress(doc), batch_id)
             if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
                 if len(rows) < len(composed.rows):
                     self._shrink_cursors(composed, rows)
-                return frame, batch
+                return frame, batch_id, [r.seq for r in rows]
             keep = max(1, int(len(rows) * self.cfg.batch.max_bytes / len(frame) * 0.9))
             rows = rows[:keep]
-        return None, None
+        return None
 
     def _shrink_cursors(self, composed: Composed, kept: list[StoredReading]) -> None:
         """After cutting a batch for size, move each class's cursor back to what was really taken."""
@@ -341,14 +364,22 @@ class Uploader:
         for prio in Priority:
             last = [r.seq for r in kept if r.reading.priority == prio and r.seq not in composed.live]
             composed.cursors[prio] = max(last) if last else self._cursors[prio]
+        composed.live_top = max((r.seq for r in kept if r.seq in composed.live), default=self._live_top)
         # Rows cut off are not marked sent, so they are taken again by a later batch.
 
     # -- incoming acks and rejections -------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         # Network thread: hand over to the event loop.
-        self._incoming.append(payload)
-        self.notify()
+        if topic == self.topics.ack:
+            self._incoming.append(payload)
+            self.notify()
+            return
+        handler, loop = self._command_handler, self._loop
+        if handler is not None and loop is not None:
+            kind = topic.rsplit("/", 1)[-1]
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(handler, kind, payload)
 
     def _on_connect(self, session_present: bool) -> None:
         self._session_present = session_present
@@ -363,6 +394,7 @@ class Uploader:
         self.notify()
 
     async def _handle_incoming(self) -> None:
+        acked: list[InFlight] = []
         while self._incoming:
             data = self._incoming.popleft()
             try:
@@ -371,25 +403,28 @@ class Uploader:
                 self.metrics.inc("kbe_sync_bad_down_messages_total")
                 log.warning("ignoring a message on %s: %s", self.topics.ack, exc)
                 continue
-            if isinstance(msg, Ack):
-                await self._handle_ack(msg)
-            else:
+            if isinstance(msg, Rejection):
                 await self._handle_rejection(msg)
+                continue
+            inf = self.in_flight.pop(msg.batch_id, None)
+            if inf is None:
+                self.metrics.inc("kbe_sync_unmatched_acks_total")
+                continue
+            log.debug("batch %s acked: %d stored, %d duplicates", msg.batch_id, msg.stored, msg.duplicates)
+            acked.append(inf)
+        if acked:
+            await self._delete_acked(acked)
 
-    async def _handle_ack(self, ack: Ack) -> None:
-        inf = self.in_flight.pop(ack.batch_id, None)
-        if inf is None:
-            self.metrics.inc("kbe_sync_unmatched_acks_total")
-            return
-        removed = await asyncio.to_thread(self.store.ack, inf.seqs)
-        self._sent.difference_update(inf.seqs)
-        self.acked_readings += len(inf.seqs)
-        self.metrics.inc("kbe_sync_readings_acked_total", len(inf.seqs))
-        self.metrics.inc("kbe_sync_batches_acked_total")
-        self.metrics.set("kbe_sync_ack_latency_seconds", time.monotonic() - inf.first_sent_mono)
+    async def _delete_acked(self, acked: list[InFlight]) -> None:
+        """One store transaction for every ack that arrived together."""
+        seqs = [s for inf in acked for s in inf.seqs]
+        await asyncio.to_thread(self.store.ack, seqs)
+        self._sent.difference_update(seqs)
+        self.acked_readings += len(seqs)
+        self.metrics.inc("kbe_sync_readings_acked_total", len(seqs))
+        self.metrics.inc("kbe_sync_batches_acked_total", len(acked))
+        self.metrics.set("kbe_sync_ack_latency_seconds", time.monotonic() - acked[-1].first_sent_mono)
         self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
-        log.debug("batch %s acked: %d stored, %d duplicates, %d rows deleted",
-                  ack.batch_id, ack.stored, ack.duplicates, removed)
         self.notify()
 
     async def _handle_rejection(self, rej: Rejection) -> None:
@@ -447,6 +482,7 @@ class Uploader:
         self.in_flight.clear()
         self._sent.clear()
         self._cursors = dict.fromkeys(Priority, 0)
+        self._live_top = self.store.stats().last_seq
         self._incoming.clear()
         self._partial_since = None
 
@@ -480,7 +516,8 @@ class Uploader:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             on_message=self._on_message,
-            subscriptions=[(self.topics.ack, 1)],
+            subscriptions=[(self.topics.ack, 1)]
+            + ([(self.topics.commands, 1)] if self._command_handler is not None else []),
         )
 
     def _describe_metrics(self) -> None:

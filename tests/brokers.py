@@ -8,7 +8,8 @@ Reusable by any test or HIL rig::
         broker.stop(); ...; broker.start()   # an outage on the same port
 
 With ``tls=`` (see :mod:`tests.certs`) the listener speaks TLS; ``require_certificate=True`` makes
-it mutual TLS. Persistence is on, so sessions and queued QoS 1 messages survive a restart.
+it mutual TLS; ``extra_conf`` lines are appended to the config (ACLs, identity mapping).
+Persistence is on, so sessions and queued QoS 1 messages survive a restart.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class Mosquitto:
         tls: TlsFiles | None = None,
         require_certificate: bool = False,
         persistence: bool = True,
+        extra_conf: list[str] | None = None,
     ) -> None:
+        self.extra_conf = list(extra_conf or [])
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -100,6 +103,7 @@ class Mosquitto:
                 "tls_version tlsv1.2",
                 f"require_certificate {'true' if self.require_certificate else 'false'}",
             ]
+        lines += self.extra_conf
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> Mosquitto:

@@ -66,16 +66,19 @@ def _issue(subject_cn: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, 
     return b.sign(issuer_key, hashes.SHA256())
 
 
-def make_tls(directory: Path, client_cn: str = "site-client") -> TlsFiles:
-    """Write ca.pem, server.pem/.key and client.pem/.key into ``directory``."""
+def make_tls(directory: Path, client_cn: str = "site-client", extra_clients: tuple[str, ...] = ()) -> TlsFiles:
+    """Write ca.pem, server.pem/.key and client.pem/.key into ``directory``; for every name in
+    ``extra_clients`` also ``<name>.pem`` and ``<name>.key`` (certificate CN = the name)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = _issue("kbe test CA", ca_key, _name("kbe test CA"), ca_key, ca=True, server=False)
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key",
                      directory / "client.pem", directory / "client.key")
     files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    for cn, cert_path, key_path, server in (("localhost", files.server_cert, files.server_key, True),
-                                            (client_cn, files.client_cert, files.client_key, False)):
+    pairs = [("localhost", files.server_cert, files.server_key, True),
+             (client_cn, files.client_cert, files.client_key, False)]
+    pairs += [(cn, directory / f"{cn}.pem", directory / f"{cn}.key", False) for cn in extra_clients]
+    for cn, cert_path, key_path, server in pairs:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _issue(cn, key, ca_cert.subject, ca_key, ca=False, server=server)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -1,13 +1,14 @@
 """Commands from the centre for the traffic signals: mode and plan changes, operator flash and clear.
 
-The transport (signature, expiry, replay) is the sync layer's job; it hands the verified body to
-:meth:`TrafficCommands.apply_command` and publishes the returned outcome. Bodies::
+Signature, target, expiry and replay are checked by the sync layer and
+:class:`agent.commands.CommandRouter`; the router hands the body of a command of kind ``traffic``
+to :meth:`TrafficCommands.apply_command` (see :meth:`TrafficCommands.register`). Bodies::
 
-    {"type": "traffic.set_mode", "intersection": "c", "mode": "adaptive", "plan": "am_peak"}
-    {"type": "traffic.set_plan", "intersection": "c", "plan": {"name": "p2", "cycle_s": 90, "splits": {...}}}
-    {"type": "traffic.flash", "intersection": "c", "reason": "police on site"}
-    {"type": "traffic.clear_flash", "intersection": "c", "operator": "nguyen.van.a"}
-    {"type": "traffic.status", "intersection": "c"}
+    {"action": "set_mode", "intersection": "c", "mode": "adaptive", "plan": "am_peak"}
+    {"action": "set_plan", "intersection": "c", "plan": {"name": "p2", "cycle_s": 90, "splits": {...}}}
+    {"action": "flash", "intersection": "c", "reason": "police on site"}
+    {"action": "clear_flash", "intersection": "c", "operator": "nguyen.van.a"}
+    {"action": "status", "intersection": "c"}
 
 A plan is validated against the intersection's approved plan and limits exactly like the site
 config; the envelope's limits can never be changed by a command.
@@ -15,21 +16,29 @@ config; the envelope's limits can never be changed by a command.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from agent.commands import CommandOutcome, CommandRouter
 from agent.config_base import validation_problems
 from agent.errors import AgentError, SafetyViolation
 from agent.traffic.config import IntersectionConfig, PlanConfig
 from agent.traffic.runner import Intersection
 
 MODES = ("fixed", "actuated", "adaptive")
+KIND = "traffic"
 
 
-def _outcome(status: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"status": status, "detail": detail, **extra}
+def _outcome(status: str, detail: str, **extra: Any) -> CommandOutcome:
+    reason = detail if not extra else f"{detail} {json.dumps(extra, sort_keys=True)}"
+    if status == "applied":
+        return CommandOutcome.accepted(reason)
+    if status == "refused":
+        return CommandOutcome.refused(reason)
+    return CommandOutcome("failed", reason)
 
 
 class TrafficCommands:
@@ -38,22 +47,26 @@ class TrafficCommands:
     def __init__(self, intersections: Mapping[str, Intersection]) -> None:
         self._ix = dict(intersections)
 
-    def apply_command(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    def register(self, router: CommandRouter) -> None:
+        """Route commands of kind ``traffic`` here."""
+        router.register(KIND, self)
+
+    def apply_command(self, body: Mapping[str, Any]) -> CommandOutcome:
         """Apply one verified command body; never raises for a bad body, it answers ``refused``."""
-        kind = body.get("type")
+        kind = body.get("action")
         name = body.get("intersection")
         inter = self._ix.get(name) if isinstance(name, str) else None
         if inter is None:
             return _outcome("refused", f"intersection: {name!r} is not configured here")
         handler = {
-            "traffic.set_mode": self._set_mode,
-            "traffic.set_plan": self._set_plan,
-            "traffic.flash": self._flash,
-            "traffic.clear_flash": self._clear,
-            "traffic.status": self._status,
+            "set_mode": self._set_mode,
+            "set_plan": self._set_plan,
+            "flash": self._flash,
+            "clear_flash": self._clear,
+            "status": self._status,
         }.get(str(kind))
         if handler is None:
-            return _outcome("refused", f"type: {kind!r} is not a traffic command")
+            return _outcome("refused", f"action: {kind!r} is not a traffic command")
         try:
             with inter.lock:
                 return handler(inter, body)
@@ -62,7 +75,7 @@ class TrafficCommands:
         except AgentError as exc:
             return _outcome("error", str(exc))
 
-    def _set_mode(self, inter: Intersection, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _set_mode(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
         mode = body.get("mode")
         if mode not in MODES:
             return _outcome("refused", f"mode: {mode!r} is not one of {', '.join(MODES)}")
@@ -73,7 +86,7 @@ class TrafficCommands:
         inter.controller.set_mode(mode, plan)
         return _outcome("applied", f"{mode} with plan {plan.name} from the next cycle")
 
-    def _set_plan(self, inter: Intersection, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _set_plan(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
         raw = body.get("plan")
         data = inter.ix.model_dump(by_alias=True)
         plans = [p for p in data["plans"] if not isinstance(raw, dict) or p["name"] != raw.get("name")]
@@ -88,11 +101,11 @@ class TrafficCommands:
         inter.controller.set_mode(inter.controller.next_mode, plan)
         return _outcome("applied", f"plan {plan.name} (cycle {plan.cycle_s:g} s) from the next cycle")
 
-    def _flash(self, inter: Intersection, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _flash(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
         inter.envelope.latch("operator_flash", str(body.get("reason", "flash ordered by the centre")))
         return _outcome("applied", "flashing yellow, latched")
 
-    def _clear(self, inter: Intersection, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _clear(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
         operator = body.get("operator")
         if not isinstance(operator, str) or not operator:
             return _outcome("refused", "operator: who clears the flash must be named")
@@ -102,7 +115,7 @@ class TrafficCommands:
             return _outcome("error", f"still flashing: {inter.envelope.latched}")
         return _outcome("applied", f"cleared ({was}); all red, then the first stage")
 
-    def _status(self, inter: Intersection, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _status(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
         c = inter.controller
         return _outcome(
             "applied",

@@ -69,6 +69,7 @@ class StageController:
         self._peds: dict[str, _Ped] = {}
         self._last_end = {s.name: -math.inf for s in ix.stages}
         self._green_len = 0.0
+        self._cycle_start = clock()
         self.cycles = 0
 
     # ---- public --------------------------------------------------------------------------
@@ -81,6 +82,11 @@ class StageController:
     def next_mode(self) -> Mode:
         """The mode from the next cycle on."""
         return self._pending[0] if self._pending is not None else self.mode
+
+    @property
+    def next_plan(self) -> PlanConfig:
+        """The plan from the next cycle on."""
+        return self._pending[1] if self._pending is not None else self.plan
 
     def step(self) -> SignalState:
         """Advance the interval machine and command the resulting state through the port."""
@@ -167,13 +173,22 @@ class StageController:
     def _fixed_green(self, st: StageConfig, now: float) -> float:
         split = self.plan.splits.get(st.name, 0.0)
         green = max(self._min_green(), split - self.yellow - self.red_clear)
-        if st is self.ix.stages[0] and self.mode == "fixed":
-            # Keep the cycle on its offset: shorten or stretch the first stage by the drift.
+        if self.mode != "fixed":
+            return green
+        if st is self.ix.stages[0]:
+            # Anchor the cycle on its offset: the planned cycle start nearest to now.
             err = (now - self.plan.offset_s) % self.plan.cycle_s
             if err > self.plan.cycle_s / 2:
                 err -= self.plan.cycle_s
-            green = min(max(self._min_green(), green - err), green + 10.0)
-        return green
+            self._cycle_start = now - max(-10.0, err)
+        # Each stage ends where the plan puts it, so tick rounding of clearances never accumulates.
+        before = 0.0
+        for s in self.ix.stages:
+            if s is st:
+                break
+            before += self.plan.splits.get(s.name, 0.0)
+        planned_end = self._cycle_start + before + split - self.yellow - self.red_clear
+        return max(self._min_green(), planned_end - now)
 
     def _want_end(self, now: float) -> bool:
         green_for = now - self._since

@@ -2,8 +2,9 @@
 
 Each intersection ticks in its own thread at :data:`TICK_S` on the monotonic clock (the envelope is
 synchronous and must not wait for the event loop); its reports (refusals, flash alarms, state
-changes) go through a bounded queue to the reading sink. The time-of-day schedule is applied on
-each tick and takes effect at the controller's next cycle.
+changes) go through a bounded queue to the reading sink. The time-of-day schedule is checked on
+each tick; a new entry takes effect at the controller's next cycle, and a mode or plan set by the
+centre holds until the schedule's next change point.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import time
 import zoneinfo
 from typing import Any
 
+from agent.commands import CommandOutcome
 from agent.errors import ConfigError
 from agent.readings import Priority, Reading
 from agent.source import RunContext
 from agent.traffic.commands import TrafficCommands
-from agent.traffic.config import IntersectionConfig, ModbusOutputConfig
+from agent.traffic.config import IntersectionConfig, ModbusOutputConfig, ScheduleEntry
 from agent.traffic.runner import Intersection
 from agent.traffic.schedule import active_entry
 from drivers.signals.base import SignalOutput
@@ -32,12 +34,14 @@ QUEUE_MAX = 10_000
 def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutput:
     """The configured signal output of one intersection (Modbus or GPIO; SUMO is only for the rig)."""
     from drivers.signals.gpio import GpioSignalHeads
-    from drivers.signals.modbus import ModbusSignalController, PymodbusTcpLink
+    from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
+    from drivers.transports.tcp import TcpTransport
 
     out = ix.output
     groups = tuple(g.name for g in ix.groups)
     if isinstance(out, ModbusOutputConfig):
-        return ModbusSignalController(groups, PymodbusTcpLink(out.host, out.port, out.unit, out.timeout_s))
+        transport = TcpTransport(out.host, out.port, connect_timeout=out.timeout_s)
+        return ModbusSignalController(groups, TransportRegisterLink(transport, out.unit, out.timeout_s))
     if out is not None and out.driver == "gpio":
         return GpioSignalHeads(out.heads, pin_factory=pin_factory)
     raise ConfigError(
@@ -55,6 +59,13 @@ class TrafficSource:
         self._reports: queue.Queue[Reading] = queue.Queue(QUEUE_MAX)
         self.intersection = Intersection(ix, output or build_output(ix), time.monotonic, self._report)
         self._stop = threading.Event()
+        self._entry: ScheduleEntry | None = None
+        self.commands: TrafficCommands | None = None
+
+    def apply_command(self, body: dict[str, Any]) -> CommandOutcome:
+        """A centre command of kind ``traffic`` (routed by intersection name to any of the site's)."""
+        handler = self.commands or TrafficCommands({self.ix.name: self.intersection})
+        return handler.apply_command(body)
 
     def _report(self, reading: Reading) -> None:
         try:
@@ -68,12 +79,12 @@ class TrafficSource:
         if self.ix.schedule is None:
             return
         entry = active_entry(self.ix.schedule, dt.datetime.now(self._tz))
+        if entry == self._entry:
+            return  # a mode set by the centre holds until the schedule's next change point
+        self._entry = entry
         c = self.intersection.controller
-        if (entry.mode, entry.plan) != (c.mode, c.plan.name):
-            plan = next(p for p in self.ix.plans if p.name == entry.plan)
-            pending = getattr(c, "_pending", None)
-            if pending is None or pending != (entry.mode, plan):
-                c.set_mode(entry.mode, plan)
+        if (entry.mode, entry.plan) != (c.next_mode, c.next_plan.name):
+            c.set_mode(entry.mode, next(p for p in self.ix.plans if p.name == entry.plan))
 
     def _loop(self) -> None:
         inter = self.intersection
@@ -94,26 +105,41 @@ class TrafficSource:
             self._stop.wait(max(0.0, deadline - time.monotonic()))
             with inter.lock:
                 inter.envelope.watchdog()
+        with inter.lock:  # the output's link belongs to this thread
+            inter.envelope.latch("agent_stopped", "the agent is stopping")
+
+    def start(self) -> threading.Thread:
+        """Start ticking in a thread of its own."""
+        self._stop.clear()
+        thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, thread: threading.Thread) -> None:
+        """Stop ticking and wait for the thread."""
+        self._stop.set()
+        thread.join(5)
+
+    def drain(self) -> list[Reading]:
+        """Reports waiting to go to the sink."""
+        batch: list[Reading] = []
+        while True:
+            try:
+                batch.append(self._reports.get_nowait())
+            except queue.Empty:
+                return batch
 
     async def run(self, ctx: RunContext) -> None:
         """Tick in a thread until cancelled; drain reports to the sink."""
-        thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        thread.start()
+        thread = self.start()
         try:
             while thread.is_alive():
-                batch: list[Reading] = []
-                while True:
-                    try:
-                        batch.append(self._reports.get_nowait())
-                    except queue.Empty:
-                        break
+                batch = self.drain()
                 if batch:
                     await ctx.sink.put(batch)
                 await asyncio.sleep(0.2)
         finally:
-            self._stop.set()
-            await asyncio.to_thread(thread.join, 5)
-            self.intersection.envelope.latch("agent_stopped", "the agent is stopping")
+            await asyncio.to_thread(self.stop, thread)
 
 
 def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficCommands]:
@@ -122,4 +148,7 @@ def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficCommands]:
     if traffic is None:
         return [], TrafficCommands({})
     sources = [TrafficSource(ix, site.site.timezone) for ix in traffic.intersections]
-    return sources, TrafficCommands({s.ix.name: s.intersection for s in sources})
+    commands = TrafficCommands({s.ix.name: s.intersection for s in sources})
+    for s in sources:
+        s.commands = commands
+    return sources, commands

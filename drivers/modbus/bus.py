@@ -8,6 +8,8 @@ transport is reopened with a growing delay. Unavailability and recovery are logg
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -23,9 +25,21 @@ from drivers.modbus.client import Framing, ModbusClient
 from drivers.modbus.device import ModbusDevice
 from drivers.modbus.plan import Block
 from drivers.modbus.profile import Point
-from drivers.transports.base import Transport
+from drivers.transports.base import Transport, with_timeout
 
 MAX_PENDING_WRITES = 32
+METRIC_HELP = {
+    "modbus_requests_total": "Modbus read requests sent, per device.",
+    "modbus_errors_total": "Failed requests per device and kind (timeout, frame, exception_N).",
+    "modbus_polls_total": "Polls per device and result (ok, failed).",
+    "modbus_points_total": "Points read per device.",
+    "modbus_device_online": "1 while the device answers, 0 while its circuit breaker is open.",
+    "modbus_response_seconds": "Time of the device's last successful request.",
+    "modbus_blocks_split_total": "Block reads split after an illegal-data-address refusal.",
+    "modbus_transport_errors_total": "Transport failures (port or connection lost) per bus.",
+    "modbus_writes_total": "Writes attempted per device.",
+    "modbus_write_errors_total": "Writes refused by the device or failing read-back.",
+}
 ILLEGAL_DATA_ADDRESS = 2
 
 
@@ -60,11 +74,15 @@ class ModbusBus:
         self.log = logging.getLogger(f"kbe.modbus.{name}")
         self.clock = Clock()
         self._transport_down = False
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
 
     # -- Source ---------------------------------------------------------------------------------
     async def run(self, ctx: RunContext) -> None:
         """Poll until cancelled; reopen the transport whenever it fails."""
         self.metrics, self.log, self.clock = ctx.metrics, ctx.log.getChild(f"modbus.{self.name}"), ctx.clock
+        for name, text in METRIC_HELP.items():
+            self.metrics.describe(name, text)
         delay = 0.5
         try:
             while True:
@@ -89,6 +107,7 @@ class ModbusBus:
             self._fail_writes(TransportError(f"bus {self.name} stopped"))
 
     async def _serve(self, ctx: RunContext) -> None:
+        self._heap.clear()  # rebuilt from the devices' own schedules
         while True:
             if self._writes:
                 await self._do_write(self._writes.popleft())
@@ -103,21 +122,38 @@ class ModbusBus:
             if delay > 0:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    await with_timeout(self._wake.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
                 continue
+            heapq.heappop(self._heap)
             readings = await self.poll(dev, cls)
+            nj = dev.next_job()
+            if nj is not None:
+                heapq.heappush(self._heap, (nj[0], next(self._seq), dev.name, nj[1]))
             if readings:
                 await ctx.sink.put(readings)
 
     def _next(self) -> tuple[float, ModbusDevice, str] | None:
-        best: tuple[float, ModbusDevice, str] | None = None
-        for dev in self.devices.values():
+        """The device and class due first (a heap with lazy re-checks, O(log n) per poll)."""
+        heap = self._heap
+        if not heap:
+            for dev in self.devices.values():
+                nj = dev.next_job()
+                if nj is not None:
+                    heapq.heappush(heap, (nj[0], next(self._seq), dev.name, nj[1]))
+        while heap:
+            due, _, name, cls = heap[0]
+            dev = self.devices[name]
             nj = dev.next_job()
-            if nj is not None and (best is None or nj[0] < best[0]):
-                best = (nj[0], dev, nj[1])
-        return best
+            if nj is None:
+                heapq.heappop(heap)
+                continue
+            if nj[0] != due or nj[1] != cls:
+                heapq.heapreplace(heap, (nj[0], next(self._seq), name, nj[1]))
+                continue
+            return due, dev, cls
+        return None
 
     # -- polling --------------------------------------------------------------------------------
     async def poll(self, dev: ModbusDevice, cls: str) -> list[Reading]:
@@ -201,7 +237,7 @@ class ModbusBus:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._writes.append(_Write(dev, p, payload, done))
         self._wake.set()
-        await asyncio.wait_for(asyncio.shield(done), timeout)
+        await with_timeout(asyncio.shield(done), timeout)
 
     async def _do_write(self, w: _Write) -> None:
         dev, p = w.device, w.point

@@ -40,6 +40,7 @@ class ModbusClient:
         self._tid = 0
         self._last_tx_end = 0.0
         self.stray_bytes = 0
+        self.foreign_frames = 0
 
     # -- high level -------------------------------------------------------------------------
     async def read(
@@ -85,28 +86,44 @@ class ModbusClient:
         self._last_tx_end = sent + len(frame) * char
         # The answer may take: our request on the wire, the device's turnaround (timeout), its answer.
         deadline = self._last_tx_end + timeout + (expect_pdu_len + 3) * char
+        other_units = 0
         try:
-            head = await t.read_exactly(3, max(deadline - time.monotonic(), 0.0))
-            if head[0] != unit:
-                raise FrameError(f"answer from unit {head[0]} to a request for unit {unit}")
-            total = p.rtu_response_length(head)
-            if total is None or head[1] & 0x7F != pdu[0]:
-                raise FrameError(f"unexpected function {head[1]} in answer to function {pdu[0]}")
-            rest = await t.read_exactly(total - 3, max(deadline - time.monotonic(), 0.0) + 4 * char)
-            frame_in = head + rest
-            p.check_crc(frame_in)
+            while True:
+                head = await t.read_exactly(3, max(deadline - time.monotonic(), 0.0))
+                total = p.rtu_response_length(head)
+                if total is None:
+                    raise FrameError(f"unexpected function {head[1]} in answer to function {pdu[0]}")
+                rest = await t.read_exactly(total - 3, max(deadline - time.monotonic(), 0.0) + 4 * char)
+                frame_in = head + rest
+                p.check_crc(frame_in)
+                if head[0] != unit:
+                    # A late answer from another device (or a device answering as the wrong unit):
+                    # discard it and keep listening for ours until the deadline.
+                    other_units += 1
+                    self.foreign_frames += 1
+                    continue
+                if head[1] & 0x7F != pdu[0]:
+                    raise FrameError(f"unexpected function {head[1]} in answer to function {pdu[0]}")
+                break
         except FrameError:
             await self._drain(gap)
             raise
         except DeviceTimeout:
             self.stray_bytes += t.reset_input()
+            if other_units:
+                raise FrameError(f"only answers from other units than {unit} within the timeout") from None
             raise
         return frame_in[1:-2]
 
-    async def _drain(self, gap: float) -> None:
-        """After a bad frame, wait for the line to go quiet and discard what came."""
+    async def _drain(self, gap: float, limit_s: float = 0.5) -> None:
+        """After a bad frame, wait for the line to go quiet and discard what came.
+
+        Gives up after ``limit_s`` so a babbling device cannot hold the bus; the next request
+        discards whatever is still buffered anyway.
+        """
         t = self.transport
-        while True:
+        end = time.monotonic() + limit_s
+        while time.monotonic() < end:
             self.stray_bytes += t.reset_input()
             await asyncio.sleep(max(gap, 0.002))
             if not t.pending():

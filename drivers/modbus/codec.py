@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 DataType = Literal[
@@ -130,3 +130,40 @@ def unscale(value: float, dtype: str, scale: float, offset: float) -> int | floa
             raise ValueError(f"{value!r} is not a finite number")
         return round(raw)
     return raw
+
+
+Decoder = Callable[[Sequence[int]], "int | float | str | bool"]
+
+
+def make_decoder(
+    dtype: str,
+    byte_order: Order = "big",
+    word_order: Order = "big",
+    bit: int | None = None,
+    width: int = 1,
+    scale: float = 1.0,
+    offset: float = 0.0,
+) -> Decoder:
+    """A function from registers to the scaled value, with fast paths for the common cases.
+
+    Equivalent to ``apply_scale(decode_raw(...), scale, offset)`` (the tests check it).
+    """
+    plain = scale == 1 and offset == 0
+    if byte_order == "big" and dtype in ("uint16", "int16"):
+        signed = dtype == "int16"
+        if plain:
+            return (lambda r: r[0] - 0x10000 if r[0] & 0x8000 else r[0]) if signed else (lambda r: r[0])
+        if signed:
+            return lambda r: (r[0] - 0x10000 if r[0] & 0x8000 else r[0]) * scale + offset
+        return lambda r: r[0] * scale + offset
+    if dtype in _FORMATS and byte_order == "big" and word_order == "big":
+        unpack = struct.Struct(_FORMATS[dtype][0]).unpack
+        pack = struct.Struct(f">{_FORMATS[dtype][1]}H").pack
+        if plain:
+            return lambda r: unpack(pack(*r))[0]
+        return lambda r: unpack(pack(*r))[0] * scale + offset
+
+    def generic(r: Sequence[int]) -> int | float | str | bool:
+        return apply_scale(decode_raw(r, dtype, byte_order, word_order, bit, width), scale, offset)
+
+    return generic

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from agent.errors import WriteRefused
 from agent.readings import ClockQuality, Quality, Reading
-from drivers.modbus.codec import apply_scale, decode_raw, encode_raw, unscale
+from drivers.modbus.codec import Decoder, encode_raw, make_decoder, unscale
 from drivers.modbus.plan import Block, Planner
 from drivers.modbus.profile import BIT_TABLES, Point, Profile
 
@@ -46,6 +46,7 @@ class ModbusDevice:
         self.unit = settings.unit
         self.points = apply_overrides(profile, settings.overrides)
         self._by_name = {p.name: p for p in self.points}
+        self._decoders: dict[str, Decoder] = {}
         gap = profile.max_gap if settings.max_gap is None else settings.max_gap
         self.planner = Planner(self.points, profile.max_registers, profile.max_bits, gap)
         self.period = {"fast": settings.fast_s, "slow": settings.slow_s}
@@ -102,21 +103,24 @@ class ModbusDevice:
     ) -> list[Reading]:
         """Readings for the points of ``block`` from the values read."""
         out = []
+        decoders = self._decoders
         for p in block.points:
             lo = p.address - block.address
-            chunk = values[lo : lo + p.registers()]
             if p.table in BIT_TABLES:
-                value: int | float | str | bool = bool(chunk[0])
+                value: int | float | str | bool = bool(values[lo])
             else:
-                raw = decode_raw(
-                    [int(v) for v in chunk],
-                    p.type,
-                    self.profile.byte_order_of(p),
-                    self.profile.word_order_of(p),
-                    p.bit,
-                    p.width,
-                )
-                value = apply_scale(raw, p.scale, p.offset)
+                fn = decoders.get(p.name)
+                if fn is None:
+                    fn = decoders[p.name] = make_decoder(
+                        p.type,
+                        self.profile.byte_order_of(p),
+                        self.profile.word_order_of(p),
+                        p.bit,
+                        p.width,
+                        p.scale,
+                        p.offset,
+                    )
+                value = fn([int(v) for v in values[lo : lo + p.registers()]])
             quality, meta = judge(p, value)
             out.append(Reading(self.name, p.name, value, ts, p.unit, quality, clock=clock, meta=meta))
         return out

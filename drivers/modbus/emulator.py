@@ -105,7 +105,7 @@ class EmulatedDevice:
         seed: int = 0,
         turnaround_s: float = 0.0,
         holes: Iterable[tuple[str, int]] = (),
-        update_every_s: float = 0.1,
+        update_every_s: float = 1.0,
     ) -> None:
         self.profile = profile
         self.unit = unit
@@ -124,6 +124,7 @@ class EmulatedDevice:
             lo, hi = self.ranges.get(pt.table, (pt.address, pt.end))
             self.ranges[pt.table] = (min(lo, pt.address), max(hi, pt.end))
         self._motions: list[_Motion] = []
+        self._pins: dict[str, float | bool | str] = {}
         self._last_update = 0.0
         self.reset()
 
@@ -143,6 +144,8 @@ class EmulatedDevice:
             self._motions.append(_Motion(pt, spec, start))
         self._last_update = 0.0
         self.update(force=True)
+        for name, value in list(self._pins.items()):  # pinned values stand for the physical quantity
+            self.set_value(name, value)
 
     def set_fault(self, fault: Fault | str, arg: float = 0.0) -> None:
         """Start (or with ``Fault.NONE`` stop) misbehaving."""
@@ -158,6 +161,7 @@ class EmulatedDevice:
                 m.spec = Emulate(kind="constant", value=float(value) if not isinstance(value, str) else 0.0)
                 m.value = float(value) if not isinstance(value, str) else 0.0
                 self._store(m.point, value)
+                self._pins[name] = value
                 return
         raise KeyError(name)
 
@@ -169,7 +173,7 @@ class EmulatedDevice:
         dt = now - self._last_update if self._last_update else 0.0
         self._last_update = now
         for m in self._motions:
-            if m.point.writable and not force:
+            if not force and (m.point.writable or m.spec.kind == "constant"):
                 continue
             self._store(m.point, self._next_value(m, dt))
 
@@ -182,7 +186,8 @@ class EmulatedDevice:
         if spec.kind == "counter":
             m.value += (spec.rate_per_h or 1.0) * dt / 3600.0
         elif spec.kind == "diurnal":
-            hours = time.localtime().tm_hour + time.localtime().tm_min / 60.0
+            now = time.localtime()
+            hours = now.tm_hour + now.tm_min / 60.0
             m.value = (
                 centre + amp * math.sin(2 * math.pi * (hours - 9.0) / 24.0) + self.rng.gauss(0, amp * 0.02)
             )
@@ -193,6 +198,7 @@ class EmulatedDevice:
             m.value = centre + (self.rng.uniform(-amp, amp) if amp else 0.0)
         else:
             m.value = centre
+            return m.value  # pinned values are served as set, even implausible ones
         lo = pt.min if pt.min is not None else -math.inf
         hi = pt.max if pt.max is not None else math.inf
         m.value = min(max(m.value, lo), hi)
@@ -207,6 +213,11 @@ class EmulatedDevice:
             mask = ((1 << pt.width) - 1) << (pt.bit or 0)
             old = table.get(pt.address, 0) & ~mask
             table[pt.address] = old | ((int(value) << (pt.bit or 0)) & mask)
+            return
+        if pt.type in ("uint16", "int16") and self.profile.byte_order_of(pt) == "big":
+            raw16 = round((float(value) - pt.offset) / pt.scale)
+            lo16, hi16 = (0, 0xFFFF) if pt.type == "uint16" else (-0x8000, 0x7FFF)
+            table[pt.address] = min(max(raw16, lo16), hi16) & 0xFFFF
             return
         if pt.type in ("string", "bool"):
             regs = encode_raw(value, pt.type, self.profile.byte_order_of(pt), "big", pt.count)
@@ -341,6 +352,7 @@ class RtuLine:
         self.frames_in = 0
         self.bad_frames = 0
         self._task: asyncio.Task[None] | None = None
+        self._answers: set[asyncio.Task[None]] = set()
 
     def char_time(self) -> float:
         """Seconds per character (8N1: 10 bits)."""
@@ -356,6 +368,8 @@ class RtuLine:
 
     async def stop(self) -> None:
         """Stop serving and close the transport."""
+        for answer in list(self._answers):
+            answer.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -390,7 +404,10 @@ class RtuLine:
                 if len(buf) < need:
                     break
                 frame, buf = bytes(buf[:need]), buf[need:]
-                await self._answer(frame)
+                # Devices on a line act independently: a late answer must not hold up the next one.
+                task = asyncio.get_running_loop().create_task(self._answer(frame))
+                self._answers.add(task)
+                task.add_done_callback(self._answers.discard)
 
     async def _answer(self, frame: bytes) -> None:
         self.frames_in += 1
@@ -491,7 +508,7 @@ class TcpServer:
                 if delay:
                     await asyncio.sleep(delay)
                 writer.write(frame)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self._writers.discard(writer)
@@ -509,8 +526,11 @@ def pymodbus_devices(devices: Sequence[EmulatedDevice]) -> list[object]:
         blocks: list[list[object]] = []
         for table in ("coil", "discrete_input", "holding_register", "input_register"):
             lo, hi = dev.ranges.get(table, (0, 0))
-            if hi <= lo:
-                blocks.append([])
+            if hi <= lo and table in BIT_TABLES:
+                # pymodbus wants every table non-empty: one bit far away stands for "no coils".
+                blocks.append([SimData(65520, count=1, values=False, datatype=DataType.BITS)])
+            elif hi <= lo:
+                blocks.append([SimData(0, count=1, datatype=DataType.INVALID)])
             elif table in BIT_TABLES:
                 blocks.append([SimData(lo, count=hi - lo, values=False, datatype=DataType.BITS)])
             else:
@@ -529,6 +549,12 @@ def pymodbus_devices(devices: Sequence[EmulatedDevice]) -> list[object]:
                 return ExcCodes(int(dev.fault_arg) or 4)
             if dev.fault is Fault.LATE:
                 await asyncio.sleep(dev.fault_arg)
+            if set_values is not None and fc in (5, 6, 15, 16):
+                # Writes go through the emulated device, so its rules and state stay the only truth.
+                values = [int(v) for v in set_values]  # type: ignore[attr-defined]
+                pdu = bytes([fc]) + address.to_bytes(2, "big") + bytes(3)
+                answer = dev._write(fc, address, values, pdu)
+                return ExcCodes(answer[1]) if answer[0] & 0x80 else None
             table = TABLE_OF_FC.get(fc)
             if table is not None and set_values is None:
                 dev.update()
@@ -556,6 +582,32 @@ async def pymodbus_tcp_server(
     return server
 
 
+async def pymodbus_rtu_server(
+    devices: Sequence[EmulatedDevice], baudrate: int = 9600
+) -> tuple[object, Transport]:
+    """pymodbus 3.16's RTU server for ``devices`` on one end of a fresh pseudo-terminal.
+
+    Returns the server (``await s.shutdown()``) and the transport of the other end, to hand to a bus.
+    pymodbus answers at once (no line timing); use :class:`RtuLine` for timing and line faults.
+    """
+    from pymodbus import FramerType
+    from pymodbus.server import ModbusSerialServer
+
+    pair = PtyPair(baudrate)
+    server = ModbusSerialServer(
+        pymodbus_devices(devices),  # type: ignore[arg-type]
+        framer=FramerType.RTU,
+        port=pair.path,
+        baudrate=baudrate,
+    )
+    asyncio.get_running_loop().create_task(server.serve_forever())
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if server.is_active():
+            break
+    return server, pair.master
+
+
 # -- the rig API -------------------------------------------------------------------------------------
 class Emulator:
     """Starts emulated lines and servers and reaches their devices by name; used by ``hil/`` rigs.
@@ -569,6 +621,7 @@ class Emulator:
         self.lines: list[RtuLine] = []
         self.servers: list[TcpServer] = []
         self._ptys: list[PtyPair] = []
+        self._gateways: list[tuple[asyncio.Server, Transport, RtuLine]] = []
         self._devices: dict[int, EmulatedDevice] = {}
 
     async def add_rtu_line(self, devices: Sequence[EmulatedDevice], baudrate: int = 9600) -> str:
@@ -599,6 +652,45 @@ class Emulator:
         self._remember(devices)
         return server.port
 
+    async def add_rtu_gateway(
+        self, devices: Sequence[EmulatedDevice], baudrate: int = 9600, port: int = 0, host: str = "127.0.0.1"
+    ) -> int:
+        """An RS-485 line behind a transparent serial-to-TCP gateway (RTU frames inside TCP); returns the port.
+
+        The line keeps its byte timing; one TCP client at a time is bridged to it, like the common
+        single-socket gateways.
+        """
+        from drivers.transports.memory import memory_pair
+
+        gw_end, line_end = memory_pair(baudrate)
+        line = await self.add_rtu_on(line_end, devices, baudrate)
+        await gw_end.open()
+
+        async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            async def down() -> None:
+                while data := await reader.read(512):
+                    await gw_end.write(data)
+
+            async def up() -> None:
+                while True:
+                    try:
+                        data = await gw_end.read(512, 3600.0)
+                    except DeviceTimeout:
+                        continue
+                    writer.write(data)
+
+            tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                writer.close()
+
+        server = await asyncio.start_server(bridge, host, port)
+        self._gateways.append((server, gw_end, line))
+        return int(server.sockets[0].getsockname()[1])
+
     def _remember(self, devices: Sequence[EmulatedDevice]) -> None:
         for d in devices:
             self._devices[d.unit] = d
@@ -613,8 +705,12 @@ class Emulator:
             await line.stop()
         for server in self.servers:
             await server.stop()
+        for gateway, gw_end, _ in self._gateways:
+            gateway.close()
+            await gw_end.close()
         for pair in self._ptys:
             pair.close()
+        self._gateways.clear()
         self.lines.clear()
         self.servers.clear()
         self._ptys.clear()

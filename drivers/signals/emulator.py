@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from drivers.signals.monitor import DARK, FLASH, RED, ConflictMonitor, ProgramCard
+from drivers.signals.monitor import DARK, FLASH, GREEN, GREEN_YIELD, RED, YELLOW, ConflictMonitor, ProgramCard
 
 HR_SEQ, HR_CONTROL, HR_CHANNELS = 0, 1, 2
 IR_SEQ, IR_STATUS, IR_FAULT, IR_CHANNELS = 0, 1, 2, 3
@@ -79,7 +79,7 @@ class ControllerEmulator:
             return
         if self.fault is not None:
             return
-        if len(codes) != self._n or any(c not in (RED, 2, 3, 4) for c in codes):
+        if len(codes) != self._n or any(c not in (RED, YELLOW, GREEN, GREEN_YIELD) for c in codes):
             self._trip("bad_code", now)
             return
         problem = self.monitor.observe(list(codes), now)

@@ -3,15 +3,19 @@
 The driver is given a register link (it opens no socket itself): anything with
 ``write_registers(address, values)`` and ``read_input_registers(address, count)`` that raises
 :class:`~agent.errors.TransportError` or :class:`~agent.errors.DeviceError` on failure.
-:class:`PymodbusTcpLink` is that link over pymodbus' synchronous TCP client.
+:class:`TransportRegisterLink` is that link over a :mod:`drivers.transports` transport and the
+project's Modbus client (TCP or RTU framing).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
-from agent.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
+from agent.errors import DeviceTimeout, FrameError, TransportError
 from agent.traffic.signals import SignalState
+from drivers.modbus.client import Framing, ModbusClient
 from drivers.signals.base import CODES, FROM_CODE, ShownState
 from drivers.signals.emulator import (
     CONTROL_FLASH,
@@ -22,6 +26,9 @@ from drivers.signals.emulator import (
     IR_CHANNELS,
     IR_SEQ,
 )
+from drivers.transports.base import Transport
+
+T = TypeVar("T")
 
 
 class RegisterLink(Protocol):
@@ -40,57 +47,52 @@ class RegisterLink(Protocol):
         ...
 
 
-class PymodbusTcpLink:
-    """A :class:`RegisterLink` over pymodbus' ModbusTcpClient (short timeout, no retries)."""
+class TransportRegisterLink:
+    """A :class:`RegisterLink` over the project's transport layer and Modbus client.
 
-    def __init__(self, host: str, port: int, unit: int = 1, timeout_s: float = 0.3) -> None:
-        from pymodbus.client import ModbusTcpClient
+    The signal envelope is synchronous, so the async :class:`~drivers.modbus.client.ModbusClient`
+    runs on a private event loop; calls must not overlap (the intersection's lock serialises them).
+    A lost connection is reopened on the next call.
+    """
 
-        self._client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=0)
+    def __init__(
+        self, transport: Transport, unit: int = 1, timeout_s: float = 0.3, framing: Framing = "tcp"
+    ) -> None:
+        self._transport = transport
+        self._client = ModbusClient(transport, framing)
         self._unit = unit
-        self._where = f"modbus://{host}:{port}/{unit}"
+        self._timeout = timeout_s
+        self._loop = asyncio.new_event_loop()
 
-    def _ensure(self) -> None:
-        if not self._client.connected and not self._client.connect():
-            raise TransportError(f"{self._where}: cannot connect")
+    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        async def call() -> T:
+            if self._transport.closed:
+                await self._transport.open()
+            try:
+                return await asyncio.wait_for(make(), self._timeout * 2)
+            except asyncio.TimeoutError as exc:
+                raise DeviceTimeout(f"{self._transport.name}: no answer in {self._timeout} s") from exc
+
+        if self._loop.is_closed():
+            raise TransportError(f"{self._transport.name}: link is closed")
+        return self._loop.run_until_complete(call())
 
     def write_registers(self, address: int, values: list[int]) -> None:
-        """Write holding registers."""
-        self._call(lambda: self._client.write_registers(address, values, device_id=self._unit))
+        """Write holding registers (function 16)."""
+        self._run(lambda: self._client.write_registers(self._unit, address, values, self._timeout))
 
     def read_input_registers(self, address: int, count: int) -> list[int]:
-        """Read input registers."""
-        rr = self._call(lambda: self._client.read_input_registers(address, count=count, device_id=self._unit))
-        regs = list(rr.registers)
+        """Read input registers (function 4)."""
+        regs = self._run(lambda: self._client.read(self._unit, 4, address, count, self._timeout))
         if len(regs) != count:
-            raise FrameError(f"{self._where}: asked {count} registers, got {len(regs)}")
-        return regs
+            raise FrameError(f"{self._transport.name}: asked {count} registers, got {len(regs)}")
+        return [int(r) for r in regs]
 
     def close(self) -> None:
-        """Close the socket."""
-        self._client.close()
-
-    def _call(self, fn):  # type: ignore[no-untyped-def]
-        from pymodbus.exceptions import ConnectionException, ModbusIOException
-        from pymodbus.exceptions import ModbusException as PymodbusError
-
-        self._ensure()
-        try:
-            rr = fn()
-        except ConnectionException as exc:
-            self._client.close()
-            raise TransportError(f"{self._where}: {exc}") from exc
-        except ModbusIOException as exc:
-            self._client.close()
-            raise DeviceTimeout(f"{self._where}: no answer ({exc})") from exc
-        except PymodbusError as exc:
-            self._client.close()
-            raise DeviceError(f"{self._where}: {exc}") from exc
-        if rr.isError():
-            raise DeviceRefused(
-                f"{self._where}: exception response {rr}", getattr(rr, "exception_code", None)
-            )
-        return rr
+        """Close the transport and the private loop."""
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._transport.close())
+            self._loop.close()
 
 
 class ModbusSignalController:

@@ -10,12 +10,36 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from types import TracebackType
+from typing import TypeVar
 
 from agent.errors import DeviceTimeout, TransportClosed
 
 # What may wait in a transport's input buffer before the oldest bytes are dropped (counted).
 MAX_BUFFER = 64 * 1024
+T = TypeVar("T")
+
+
+async def with_timeout(coro: Awaitable[T], timeout: float) -> T:
+    """Like ``asyncio.wait_for`` but never loses a cancellation (Python 3.10/3.11 ``wait_for`` can
+    swallow one when the inner operation finishes at the same moment). Raises ``asyncio.TimeoutError``.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise asyncio.TimeoutError
+    return task.result()
+
+
+def _settle(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
 
 
 class Transport(ABC):
@@ -27,7 +51,7 @@ class Transport(ABC):
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._data = asyncio.Event()
+        self._waiter: asyncio.Future[bool] | None = None
         self._closed = True
         self._eof = False
         self.dropped_bytes = 0
@@ -45,7 +69,6 @@ class Transport(ABC):
             return
         self._buf.clear()
         self._eof = False
-        self._data = asyncio.Event()
         await self._open()
         self._closed = False
 
@@ -54,7 +77,7 @@ class Transport(ABC):
         if self._closed:
             return
         self._closed = True
-        self._data.set()
+        self._wake()
         await self._close()
 
     async def __aenter__(self) -> Transport:
@@ -85,23 +108,33 @@ class Transport(ABC):
             del self._buf[:extra]
             self.dropped_bytes += extra
         self.last_rx = time.monotonic()
-        self._data.set()
+        self._wake()
 
     def _lost(self) -> None:
         """Called by implementations when the peer went away."""
         self._eof = True
         self._closed = True
-        self._data.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _settle(self._waiter, True)
 
     async def read(self, n: int, timeout: float) -> bytes:
         """Up to ``n`` bytes (at least one); :class:`DeviceTimeout` if none arrive within ``timeout``."""
         self._check_open()
         if not self._buf:
-            self._data.clear()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._waiter = waiter
+            timer = loop.call_later(timeout, _settle, waiter, False)
             try:
-                await asyncio.wait_for(self._data.wait(), timeout)
-            except asyncio.TimeoutError:
-                raise DeviceTimeout(f"{self.name}: no data within {timeout:.3f} s") from None
+                woken = await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not woken:
+                raise DeviceTimeout(f"{self.name}: no data within {timeout:.3f} s")
             if not self._buf:
                 what = "connection lost" if self._eof else "closed"
                 raise TransportClosed(f"{self.name}: {what}")
@@ -133,10 +166,7 @@ class Transport(ABC):
     async def write(self, data: bytes, timeout: float = 5.0) -> None:
         """Send ``data``; waits for the OS buffer to drain at most ``timeout`` seconds."""
         self._check_open()
-        try:
-            await asyncio.wait_for(self._write(data), timeout)
-        except asyncio.TimeoutError:
-            raise DeviceTimeout(f"{self.name}: write did not complete within {timeout:.3f} s") from None
+        await self._write(data, timeout)
 
     # -- for implementations -------------------------------------------------------------
     @abstractmethod
@@ -146,4 +176,11 @@ class Transport(ABC):
     async def _close(self) -> None: ...
 
     @abstractmethod
-    async def _write(self, data: bytes) -> None: ...
+    async def _write(self, data: bytes, timeout: float) -> None:
+        """Send ``data``; raise :class:`DeviceTimeout` if the OS buffer does not drain within ``timeout``."""
+
+    async def _wait_writable(self, ready: Awaitable[object], timeout: float) -> None:
+        try:
+            await with_timeout(ready, timeout)
+        except asyncio.TimeoutError:
+            raise DeviceTimeout(f"{self.name}: write did not complete within {timeout:.3f} s") from None

@@ -52,7 +52,7 @@ class FdTransport(Transport):
             return
         self._feed(data)
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, timeout: float) -> None:
         view = memoryview(data)
         loop = asyncio.get_running_loop()
         while view:
@@ -69,7 +69,7 @@ class FdTransport(Transport):
                 ready = asyncio.Event()
                 loop.add_writer(self._fd, ready.set)
                 try:
-                    await ready.wait()
+                    await self._wait_writable(ready.wait(), timeout)
                 finally:
                     if self._fd is not None:
                         loop.remove_writer(self._fd)

@@ -39,7 +39,7 @@ class MemoryTransport(Transport):
         for task in list(self._tasks):
             task.cancel()
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, timeout: float) -> None:
         peer = self.peer
         if peer is None or peer.closed:
             return  # like a wire with nobody listening

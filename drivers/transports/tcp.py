@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from agent.errors import TransportError
-from drivers.transports.base import Transport
+from drivers.transports.base import Transport, with_timeout
 
 
 class _Proto(asyncio.Protocol):
@@ -46,7 +46,7 @@ class TcpTransport(Transport):
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            tr, proto = await asyncio.wait_for(
+            tr, proto = await with_timeout(
                 loop.create_connection(lambda: _Proto(self), self.host, self.port), self.connect_timeout
             )
         except (OSError, asyncio.TimeoutError) as exc:
@@ -58,8 +58,9 @@ class TcpTransport(Transport):
             self._tr.close()
             self._tr = None
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, timeout: float) -> None:
         if self._tr is None or self._proto is None or self._tr.is_closing():
             raise TransportError(f"{self.name}: connection lost")
         self._tr.write(data)
-        await self._proto.can_write.wait()
+        if not self._proto.can_write.is_set():
+            await self._wait_writable(self._proto.can_write.wait(), timeout)

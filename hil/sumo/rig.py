@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.errors import HilFailure
 from agent.traffic.config import IntersectionConfig
 from agent.traffic.runner import Intersection
 from drivers.signals.sumo import SumoSignals
@@ -283,6 +284,8 @@ def main() -> None:
     d = asdict(r)
     d["violations"] = [asdict(v) for v in r.violations[:10]]
     print(json.dumps(d, indent=1))
+    if a.inject_conflict_at is None and (r.violations or r.flashed):
+        raise HilFailure(f"{len(r.violations)} violations, envelope latched: {r.flashed}")
 
 
 if __name__ == "__main__":

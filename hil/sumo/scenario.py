@@ -84,9 +84,7 @@ def routes_xml(scale: float = 1.0) -> str:
     """Vehicle and pedestrian flows for one hour (Bernoulli arrivals, seeded by SUMO's --seed)."""
     out = [
         "<routes>",
-        '<vType id="car" vClass="passenger" length="4.5" probability="0.65"/>'.replace(
-            'probability="0.65"', ""
-        ),
+        '<vType id="car" vClass="passenger" length="4.5"/>',
         '<vType id="moto" vClass="motorcycle" length="2.0" maxSpeed="13.9"/>',
         '<vType id="bus" vClass="bus" length="10.0"/>',
         '<vTypeDistribution id="mix" vTypes="car moto bus" probabilities="0.65 0.30 0.05"/>',
@@ -115,7 +113,6 @@ def routes_xml(scale: float = 1.0) -> str:
                 f'<personFlow id="p_{a}_{b}" begin="0" end="3600" period="{period:.2f}">'
                 f'<walk from="{a}_far" to="{b}_away"/></personFlow>'
             )
-    out.sort(key=lambda r: 0)
     out.append("</routes>")
     return "\n".join(out) + "\n"
 

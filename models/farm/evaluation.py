@@ -34,6 +34,12 @@ MISSING = -32768
 LATITUDE = 21.03  # the weather generator's
 
 
+def load_npz(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """Every array of an .npz file, read once (an open NpzFile inflates an array on every access)."""
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
 def decode(q: npt.NDArray[Any], scale: float) -> npt.NDArray[np.float64]:
     """int16 readings back to float; -32768 becomes NaN."""
     return np.where(q == MISSING, np.nan, np.round(q.astype(np.float64) / scale, 4))
@@ -46,12 +52,12 @@ class TestSet:
     x: npt.NDArray[np.float32]
     y: npt.NDArray[Any]
     rule: npt.NDArray[Any]
-    raw: Any
+    raw: dict[str, npt.NDArray[Any]]
 
 
 def irrigation_testset(path: Path = TESTDATA / "irrigation_test.npz") -> TestSet:
     """Every plot-day of the test-year seasons: features, label (irrigated on t+1 or t+2), rule score."""
-    d = np.load(path)
+    d = load_npz(path)
     series = {k: decode(d[k], s) for k, s in DAILY_SCALE.items()}
     xs, ys, rule = [], [], []
     offsets = d["offsets"]
@@ -72,13 +78,14 @@ def irrigation_testset(path: Path = TESTDATA / "irrigation_test.npz") -> TestSet
 
 def fault_testset(path: Path = TESTDATA / "fault_test.npz") -> TestSet:
     """Every committed 72-hour window: features, fault class, and the baseline rules' class."""
-    d = np.load(path)
+    d = load_npz(path)
     xs, rule = [], []
     rain_all = decode(d["rain"], HOURLY_SCALE["rain"])
+    kinds, readings, has_rain = d["kind"], d["readings"], d["has_rain"]
     for i in range(len(d["label"])):
-        kind = SENSOR_KINDS[int(d["kind"][i])]
-        values = decode(d["readings"][i], HOURLY_SCALE[kind])
-        xs.append(fault_features(values, kind, rain_all[i] if d["has_rain"][i] else None))
+        kind = SENSOR_KINDS[int(kinds[i])]
+        values = decode(readings[i], HOURLY_SCALE[kind])
+        xs.append(fault_features(values, kind, rain_all[i] if has_rain[i] else None))
         rule.append(fault_rule(values, kind))
     return TestSet(np.stack(xs), d["label"].astype(np.int64), np.array(rule), d)
 
@@ -105,3 +112,37 @@ def per_class_scores(y: npt.NDArray[Any], pred: npt.NDArray[Any]) -> dict[str, d
 def predict(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Run a loaded model (``models.registry.LoadedModel``) one sample at a time, as the device does."""
     return np.stack([next(iter(model.invoke(row[None]).values())).ravel() for row in x])
+
+
+def irrigation_events(testset: TestSet, alerts: npt.NDArray[Any]) -> dict[str, float]:
+    """Event-level view of daily alerts over the test seasons.
+
+    ``events_warned``: share of irrigation days (from day 9 of a season on) with an alert 1–3 days
+    before; ``alerts_followed``: share of alerts followed by irrigation within 3 days;
+    ``false_alerts_per_100_days``: alerts not followed by irrigation, per 100 plot-days.
+    """
+    d = testset.raw
+    offsets = d["offsets"]
+    warned = events = followed = false = days = 0
+    row = 0
+    for i in range(len(offsets) - 1):
+        irr = d["irrigated"][int(offsets[i]): int(offsets[i + 1])]
+        n_rows = len(irr) - 2 - (WINDOW_DAYS - 1)
+        a = np.zeros(len(irr), dtype=bool)
+        a[WINDOW_DAYS - 1: len(irr) - 2] = alerts[row: row + n_rows]
+        row += n_rows
+        for e in np.flatnonzero(irr):
+            if e >= WINDOW_DAYS + 2:
+                events += 1
+                warned += int(a[e - 3: e].any())
+        for t in np.flatnonzero(a):
+            hit = bool(irr[t + 1: t + 4].any())
+            followed += int(hit)
+            false += int(not hit)
+        days += n_rows
+    n_alerts = followed + false
+    return {
+        "events_warned": warned / max(events, 1),
+        "alerts_followed": followed / max(n_alerts, 1),
+        "false_alerts_per_100_days": 100.0 * false / max(days, 1),
+    }

@@ -81,16 +81,38 @@ class ReadingHistory:
 
 
 class ScaledSeries:
-    """A reader that multiplies some points' values into the models' units (e.g. % VWC × 0.01 → m³/m³)."""
+    """A reader that puts points into the models' units.
 
-    def __init__(self, inner: SeriesReader, scales: dict[PointKey, float]) -> None:
+    ``scales`` multiplies values (e.g. % VWC × 0.01 → m³/m³). Points in ``cumulative`` are running
+    totals (a rain gauge's counter): they are turned into the amount since the previous reading, a
+    counter that went down (reset or rollover) counting its new value as the amount.
+    """
+
+    LOOKBACK_S = 86400.0  # how far before ``start`` to look for the reading that precedes it
+
+    def __init__(
+        self, inner: SeriesReader, scales: dict[PointKey, float], cumulative: set[PointKey] | None = None
+    ) -> None:
         self.inner = inner
         self.scales = scales
+        self.cumulative = cumulative or set()
 
     def series(self, device: str, point: str, start: float, end: float) -> tuple[FloatArray, FloatArray]:
-        """The inner series, scaled."""
-        ts, vals = self.inner.series(device, point, start, end)
-        return ts, vals * self.scales.get((device, point), 1.0)
+        """The inner series, scaled (and differenced for cumulative points)."""
+        key = (device, point)
+        scale = self.scales.get(key, 1.0)
+        if key not in self.cumulative:
+            ts, vals = self.inner.series(device, point, start, end)
+            return ts, vals * scale
+        ts, vals = self.inner.series(device, point, start - self.LOOKBACK_S, end)
+        ok = np.isfinite(vals)
+        ts, vals = ts[ok], vals[ok]
+        if len(ts) < 2:
+            return np.zeros(0), np.zeros(0)
+        step = np.diff(vals)
+        step = np.where(step < 0, vals[1:], step)
+        keep = ts[1:] >= start
+        return ts[1:][keep], step[keep] * scale
 
 
 class HistoryTee:

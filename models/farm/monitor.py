@@ -4,6 +4,10 @@ drifting or dropping out?
 Every run it takes the last 72 hourly values of each watched sensor (hourly means; rain as hourly
 sums), builds the fault features, runs the int8 detector and reports the class per sensor. A new
 fault is an ALARM, its end an EVENT, anything else TELEMETRY.
+
+A fault is reported only above a confidence: ``min_confidence`` for most classes and the stricter
+``drift_confidence`` for drift, because a 72-hour ramp in temperature or humidity is often just the
+weather (see the model card for the false-alarm figures behind the defaults).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class SensorFaultMonitor:
         sensors: list[WatchedSensor],
         rain: PointKey | None = None,
         min_confidence: float = 0.6,
+        drift_confidence: float = 0.9,
     ) -> None:
         for s in sensors:
             if s.kind not in SENSOR_KINDS:
@@ -51,6 +56,7 @@ class SensorFaultMonitor:
         self.sensors = sensors
         self.rain = rain
         self.min_confidence = min_confidence
+        self.drift_confidence = drift_confidence
         self.state: dict[PointKey, str] = {}
 
     @property
@@ -69,7 +75,8 @@ class SensorFaultMonitor:
         probs = next(iter(self.model.current.invoke(x[None]).values())).ravel()
         best = int(np.argmax(probs))
         label = FAULT_CLASSES[best]
-        if label != "normal" and float(probs[best]) < self.min_confidence:
+        needed = self.drift_confidence if label == "drift" else self.min_confidence
+        if label != "normal" and float(probs[best]) < needed:
             return "normal", float(probs[0])
         return label, float(probs[best])
 

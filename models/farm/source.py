@@ -8,7 +8,7 @@ Modbus soil probe and a weather station) and runs the farm models over their rec
       weather:
         temperature: {device: ws1, point: air_temp}
         humidity: {device: ws1, point: rh}
-        rain: {device: ws1, point: rain_mm}
+        rain: {device: ws1, point: rain_total, cumulative: true}   # or mm per reading interval
       irrigation:
         soil_top: {device: soil1, point: moisture, scale: 0.01}   # the probe reports % VWC
         soil_sub: {device: soil2, point: moisture, scale: 0.01}
@@ -71,12 +71,18 @@ class SensorRef(PointRef):
     kind: Literal["soil_moisture", "temperature", "humidity", "rain"]
 
 
+class RainRef(PointRef):
+    """The rain gauge: mm per reading interval, or a running total with ``cumulative: true``."""
+
+    cumulative: bool = False
+
+
 class WeatherPoints(StrictModel):
     """The plot's weather station points."""
 
     temperature: PointRef
     humidity: PointRef
-    rain: PointRef
+    rain: RainRef
 
 
 class IrrigationSettings(StrictModel):
@@ -107,6 +113,9 @@ class FaultSettings(StrictModel):
     sensors: list[SensorRef] = Field(min_length=1)
     period_s: float = Field(default=3600.0, ge=1.0, le=86400)
     min_confidence: float = Field(default=0.6, ge=0.2, le=1.0)
+    drift_confidence: float = Field(
+        default=0.9, ge=0.2, le=1.0, description="Stricter: a 72 h ramp is often the weather, not the sensor."
+    )
 
 
 class Config(StrictModel):
@@ -154,20 +163,23 @@ class FarmSource:
         self.cfg = cfg
         self.name = cfg.name
         self.history = history
-        self.reader = ScaledSeries(history, _scales(cfg))
+        cumulative = {cfg.weather.rain.key} if cfg.weather.rain.cumulative else set()
+        self.reader = ScaledSeries(history, _scales(cfg), cumulative)
         self.timezone = timezone
         self.latitude = latitude
         self.advisor: IrrigationAdvisor | None = None
         self.monitor: SensorFaultMonitor | None = None
+        self.registry: ModelRegistry | None = None
 
     def load(self) -> None:
         """Load the models (hash and tensors checked by the registry) and build advisor and monitor."""
-        registry = ModelRegistry(self.cfg.model_dir, num_threads=self.cfg.threads)
+        registry = self.registry = ModelRegistry(self.cfg.model_dir, num_threads=self.cfg.threads)
         w = self.cfg.weather
         if self.cfg.faults is not None:
             sensors = [WatchedSensor(s.device, s.point, s.kind) for s in self.cfg.faults.sensors]
             self.monitor = SensorFaultMonitor(
-                self.name, registry.handle(FAULT_MODEL), sensors, w.rain.key, self.cfg.faults.min_confidence
+                self.name, registry.handle(FAULT_MODEL), sensors, w.rain.key, self.cfg.faults.min_confidence,
+                self.cfg.faults.drift_confidence,
             )
         irr = self.cfg.irrigation
         if irr is not None:
@@ -180,7 +192,19 @@ class FarmSource:
                                              points, self.timezone, priority)
 
     def tick(self, ctx: RunContext, run_faults: bool, run_irrigation: bool) -> list[Reading]:
-        """One scheduled run: faults first, so the advisor knows which soil sensors are suspect."""
+        """One scheduled run: faults first, so the advisor knows which soil sensors are suspect.
+
+        A model whose files changed on disk is reloaded first; a refused replacement is logged and the
+        model in service keeps running.
+        """
+        if self.registry is None:
+            self.load()
+        assert self.registry is not None
+        for result in self.registry.refresh():
+            if result.error:
+                ctx.log.error("%s: replacement model refused, previous one kept: %s", self.name, result.error)
+            else:
+                ctx.log.info("%s: model %s %s now in service", self.name, result.name, result.version)
         now, clock = ctx.clock.now(), ctx.clock.quality()
         out: list[Reading] = []
         if run_faults and self.monitor is not None:
@@ -192,7 +216,7 @@ class FarmSource:
 
     async def run(self, ctx: RunContext) -> None:
         """Tick on each section's period until cancelled; the first runs come one period after start."""
-        if self.advisor is None and self.monitor is None:
+        if self.registry is None:
             self.load()
         loop = asyncio.get_running_loop()
         start = loop.time()

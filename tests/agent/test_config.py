@@ -157,3 +157,22 @@ def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().count("\n") == 0
     assert "cannot read file" in proc.stderr
     assert os.fspath(tmp_path / "nope.yaml") in proc.stderr
+
+
+def test_a_modbus_site_imports_no_camera_or_model_stack(tmp_path: Path) -> None:
+    """The device footprint: only the kinds a site uses are imported (OpenCV and numpy are ~40 MB)."""
+    code = (
+        "import sys\n"
+        "from agent.config import parse_config\n"
+        "import agent.app, sync.uploader\n"
+        "parse_config({'site': {'id': 's', 'name': 'n', 'location': {'lat': 1, 'lon': 2}}, 'devices': [\n"
+        "  {'driver': 'modbus', 'name': 'm', 'profile': 'eastron-sdm120', 'unit': 1,\n"
+        "   'line': {'type': 'tcp', 'host': '127.0.0.1'}}]})\n"
+        "print(sorted(m for m in ('cv2', 'numpy', 'ai_edge_litert', 'tflite_runtime', 'astral', 'traci')"
+        " if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [*agent_argv()[:1], "-c", code], env=agent_env(), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -101,7 +101,12 @@ RIG = {
         {"kind": "modbus", "name": "th", "profile": "xy-md02", "line": "bus", "unit": 1},
         {"kind": "modbus", "name": "meter", "profile": "eastron-sdm120", "line": "gw", "unit": 2},
         {"kind": "serial", "name": "pm", "sensor": "pms5003"},
-        {"kind": "gpio", "name": "io", "outputs": [{"name": "relay-1", "pin": 17}], "inputs": [{"name": "door", "pin": 22, "kind": "door"}]},
+        {
+            "kind": "gpio",
+            "name": "io",
+            "outputs": [{"name": "relay-1", "pin": 17}],
+            "inputs": [{"name": "door", "pin": 22, "kind": "door"}],
+        },
         {"kind": "system", "name": "board", "period_s": 5, "ranges": {"load1": [0, 64]}},
     ],
     "faults": [
@@ -123,10 +128,18 @@ def test_bank_site_config_ranges_and_fault_switches() -> None:
         try:
             devices = bank.site_devices(AgentSettings())
             cfg = parse_config(
-                {"site": {"id": "hil-bank", "name": "t", "location": {"lat": 21, "lon": 106}}, "devices": devices}
+                {
+                    "site": {"id": "hil-bank", "name": "t", "location": {"lat": 21, "lon": 106}},
+                    "devices": devices,
+                }
             )
             assert [d.name for d in cfg.devices] == ["th", "meter", "pm", "io", "board"]
-            assert devices[0]["line"] == {"type": "pty", "path": bank.line_paths["bus"], "baudrate": 19200, "parity": "N"}
+            assert devices[0]["line"] == {
+                "type": "pty",
+                "path": bank.line_paths["bus"],
+                "baudrate": 19200,
+                "parity": "N",
+            }
             assert devices[1]["line"]["port"] == bank.gateway_ports["gw"]
             ranges = bank.ranges()
             assert ranges["th"]["temperature"] == (-40.0, 125.0)

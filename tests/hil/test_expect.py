@@ -17,7 +17,7 @@ RIG: dict[str, Any] = {
     "duration_s": 120,
     "lines": [{"name": "bus", "type": "rtu"}],
     "devices": [
-        {"kind": "modbus", "name": "th", "profile": "p", "line": "bus", "unit": 1},
+        {"kind": "modbus", "name": "th", "profile": "xy-md02", "line": "bus", "unit": 1},
         {"kind": "serial", "name": "pm", "sensor": "pms5003"},
     ],
     "faults": [{"kind": "dead", "device": "th", "at_s": 30, "until_s": 60}],
@@ -25,7 +25,9 @@ RIG: dict[str, Any] = {
 }
 
 
-def _record(rows: list[Row], last_seq: int | None = None, rig: dict | None = None, back_at: float = 62.0) -> RunRecord:
+def _record(
+    rows: list[Row], last_seq: int | None = None, rig: dict | None = None, back_at: float = 62.0
+) -> RunRecord:
     r = parse_rig(rig or RIG)
     _, windows = plan(r)
     for w in windows:
@@ -89,7 +91,9 @@ def test_slow_recovery_fails_for_that_device_only() -> None:
 
 def test_out_of_range_value_fails() -> None:
     rows = _healthy_rows()
-    rows[3] = Row(rows[3].seq, rows[3].device, rows[3].point, 900.0 if rows[3].device == "th" else -1.0, rows[3].ts)
+    rows[3] = Row(
+        rows[3].seq, rows[3].device, rows[3].point, 900.0 if rows[3].device == "th" else -1.0, rows[3].ts
+    )
     verdict = evaluate(_record(rows))
     assert [c.label for c in verdict.failures] == [f"values_in_range[{rows[3].device}]"]
 
@@ -146,3 +150,15 @@ def test_loss_names_seqs_the_receiver_refused() -> None:
     check = next(c for c in evaluate(rec).checks if c.name == "no_loss")
     assert not check.ok
     assert check.detail == "2 seqs were refused by the receiver (bad-signature): 8-9"
+
+
+def test_junit_error_for_a_run_that_could_not_start() -> None:
+    from hil.report import junit_error
+
+    root = ET.fromstring(junit_error("x", "the agent exited during start-up:\nConfigError ..."))
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert suite.get("errors") == "1"
+    err = suite.find("testcase/error")
+    assert err is not None
+    assert err.get("message") == "the agent exited during start-up:"

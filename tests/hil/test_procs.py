@@ -85,7 +85,14 @@ def test_kill_takes_the_whole_process_group_and_restart_works(tmp_path: Path) ->
 
 def test_process_set_stops_everything_still_running(tmp_path: Path) -> None:
     procs = ProcessSet()
-    items = [procs.add(ManagedProcess(f"p{i}", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / f"{i}.log")) for i in range(3)]
+    items = [
+        procs.add(
+            ManagedProcess(
+                f"p{i}", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / f"{i}.log"
+            )
+        )
+        for i in range(3)
+    ]
     for p in items:
         p.start()
     items[1].stop()
@@ -94,7 +101,9 @@ def test_process_set_stops_everything_still_running(tmp_path: Path) -> None:
 
 
 def test_wait_port_reports_a_process_that_died(tmp_path: Path) -> None:
-    proc = ManagedProcess("quitter", [sys.executable, "-c", "print('bad config'); raise SystemExit(2)"], tmp_path / "q.log")
+    proc = ManagedProcess(
+        "quitter", [sys.executable, "-c", "print('bad config'); raise SystemExit(2)"], tmp_path / "q.log"
+    )
     proc.start()
     with pytest.raises(HilFailure, match="exited before listening") as info:
         wait_port(free_port(), proc, timeout=10)

@@ -14,7 +14,7 @@ BASE: dict = {
     "duration_s": 120,
     "lines": [{"name": "bus1", "type": "rtu", "baudrate": 9600}, {"name": "gw", "type": "tcp"}],
     "devices": [
-        {"kind": "modbus", "name": "th1", "profile": "th-sensor", "line": "bus1", "unit": 1},
+        {"kind": "modbus", "name": "th1", "profile": "xy-md02", "line": "bus1", "unit": 1},
         {"kind": "serial", "name": "pm", "sensor": "pms5003"},
     ],
 }
@@ -72,7 +72,10 @@ def test_problems_are_named_by_path() -> None:
 
 def test_field_errors_name_the_value() -> None:
     data = {**BASE, "faults": [{"kind": "crc", "device": "th1", "rate": 1.5}]}
-    data["devices"] = [*BASE["devices"], {"kind": "modbus", "name": "x", "profile": "p", "line": "bus1", "unit": 300}]
+    data["devices"] = [
+        *BASE["devices"],
+        {"kind": "modbus", "name": "x", "profile": "xy-md02", "line": "bus1", "unit": 300},
+    ]
     problems = _problems(data)
     assert any(p.startswith("faults[0].rate: 1.5 is not valid") for p in problems)
     assert any(p.startswith("devices[2].unit: 300 is not valid") for p in problems)
@@ -83,8 +86,8 @@ def test_references_and_clashes() -> None:
         **BASE,
         "devices": [
             *BASE["devices"],
-            {"kind": "modbus", "name": "th2", "profile": "p", "line": "bus1", "unit": 1},
-            {"kind": "modbus", "name": "th3", "profile": "p", "line": "bus9", "unit": 2},
+            {"kind": "modbus", "name": "th2", "profile": "xy-md02", "line": "bus1", "unit": 1},
+            {"kind": "modbus", "name": "th3", "profile": "xy-md02", "line": "bus9", "unit": 2},
             {"kind": "serial", "name": "pm", "sensor": "sds011"},
         ],
     }
@@ -95,7 +98,9 @@ def test_references_and_clashes() -> None:
 
 
 def test_unknown_field_and_missing_field() -> None:
-    problems = _problems({"rig": "t", "duration_s": 10, "devices": [{"kind": "serial", "name": "a"}], "extra": 1})
+    problems = _problems(
+        {"rig": "t", "duration_s": 10, "devices": [{"kind": "serial", "name": "a"}], "extra": 1}
+    )
     assert "devices[0].sensor: required field is missing" in problems
     assert "extra: unknown field" in problems
 
@@ -121,3 +126,10 @@ def test_shipped_rigs_are_valid() -> None:
     rigs = sorted((Path(__file__).resolve().parents[2] / "hil" / "rigs").glob("*.yaml"))
     for path in rigs:
         load_rig(path)
+
+
+def test_unknown_profile_is_named() -> None:
+    data = {**BASE, "devices": [{**BASE["devices"][0], "profile": "no-such-meter"}]}
+    problems = _problems(data)
+    assert len(problems) == 1
+    assert problems[0].startswith("devices[0].profile: 'no-such-meter': ")

@@ -15,12 +15,17 @@ import yaml
 from tests.conftest import REPO, agent_argv, agent_env
 
 RIGS = REPO / "hil" / "rigs"
-RUN_S = "24"  # each shipped rig's timeline squeezed into this many seconds
+RUN_S = "20"  # each shipped rig's timeline squeezed into this many seconds
 
 
 def _hil(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        agent_argv("hil", "run", *args), env=agent_env(), capture_output=True, text=True, timeout=timeout, check=False
+        agent_argv("hil", "run", *args),
+        env=agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -51,7 +56,9 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("rig", ["air-quality", "water-quality", "energy-cabinet", "farm-plot", "fault-storm"])
+@pytest.mark.parametrize(
+    "rig", ["air-quality", "water-quality", "energy-cabinet", "farm-plot", "fault-storm"]
+)
 def test_shipped_rig_passes(rig: str, tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     work = tmp_path / "work"
@@ -86,7 +93,9 @@ def test_impossible_expectation_fails_with_a_clear_report(tmp_path: Path) -> Non
     assert "FAIL min_per_minute[air]:" in result.stdout
     assert "(minimum 100000)" in result.stdout
     assert "FAILED: 1 of" in result.stdout
-    assert any(line.startswith("air ") and "FAIL min_per_minute" in line for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("air ") and "FAIL min_per_minute" in line for line in result.stdout.splitlines()
+    )
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
     assert suite.get("failures") == "1"
@@ -131,4 +140,24 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
+    assert _processes_mentioning(str(work)) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_run_that_cannot_start_leaves_a_junit_error(tmp_path: Path) -> None:
+    path = tmp_path / "slow.yaml"
+    # Valid as a rig, but the Modbus driver refuses a 100 s answer timeout in the generated site config.
+    path.write_text(
+        "rig: slow\nduration_s: 10\nlines: [{name: bus, type: rtu}]\n"
+        "devices: [{kind: modbus, name: th, profile: xy-md02, line: bus, unit: 1}]\n"
+        "agent: {response_timeout_s: 100}\n"
+    )
+    junit = tmp_path / "junit.xml"
+    work = tmp_path / "work"
+    result = _hil(str(path), "--junit", str(junit), "--work", str(work), timeout=60)
+    assert result.returncode == 2
+    assert "devices[0].timeout_s" in result.stderr
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert suite.get("errors") == "1"
     assert _processes_mentioning(str(work)) == []

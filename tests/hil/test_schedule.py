@@ -13,7 +13,7 @@ RIG = {
     "rig": "s",
     "duration_s": 1.0,
     "lines": [{"name": "bus", "type": "rtu"}],
-    "devices": [{"kind": "modbus", "name": "d", "profile": "p", "line": "bus", "unit": 1}],
+    "devices": [{"kind": "modbus", "name": "d", "profile": "xy-md02", "line": "bus", "unit": 1}],
     "faults": [
         {"kind": "dead", "device": "d", "at_s": 0.2, "until_s": 0.5},
         {"kind": "agent_kill", "at_s": 0.3, "down_s": 0.1},
@@ -40,8 +40,19 @@ class Recorder:
 def test_plan_orders_ends_before_starts_at_the_same_moment() -> None:
     actions, windows = plan(parse_rig(RIG))
     steps = [(a.at_s, a.phase, a.index) for a in actions]
-    assert steps == [(0.2, "start", 0), (0.3, "start", 1), (0.4, "end", 1), (0.5, "end", 0), (0.5, "end", 2), (0.5, "start", 2)]
-    assert [w.label for w in windows] == ["dead(d) at 0.2-0.5 s", "agent_kill at 0.3-0.4 s", "reboot(d) at 0.5 s"]
+    assert steps == [
+        (0.2, "start", 0),
+        (0.3, "start", 1),
+        (0.4, "end", 1),
+        (0.5, "end", 0),
+        (0.5, "end", 2),
+        (0.5, "start", 2),
+    ]
+    assert [w.label for w in windows] == [
+        "dead(d) at 0.2-0.5 s",
+        "agent_kill at 0.3-0.4 s",
+        "reboot(d) at 0.5 s",
+    ]
 
 
 def test_scheduler_runs_on_time_and_records_walls() -> None:

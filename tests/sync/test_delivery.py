@@ -48,16 +48,20 @@ def test_alarms_go_ahead_of_a_telemetry_backlog(mosquitto, store, site_keys, sql
 
 def test_live_readings_are_not_starved_by_a_drain(mosquitto, store, site_keys, sqlite_url, receivers, uploaders):
     backlog = store.append(make_readings(4000))
-    cfg = sync_config(mosquitto.url, site_keys.key, max_in_flight=1, live_share=0.25,
+    cfg = sync_config(mosquitto.url, site_keys.key, max_in_flight=1, live_share=0.25, ack_timeout_s=2.0,
                       batch={"max_count": 400, "max_age_s": 0.2})
+    up = Uploader(cfg, SITE, store)
+    uploaders(up)
+    # No receiver yet: the first batch of the drain waits for its ack while new readings come in.
+    wait_for(lambda: len(up.in_flight) == 1, 10, "the first batch in flight")
+    live = store.append(make_readings(50, start=10_000))
     rx = receivers(mosquitto, sqlite_url, site_keys.registry)
     rx.wait_subscribed()
-    live = store.append(make_readings(50, start=10_000))
-    uploaders(Uploader(cfg, SITE, store))
-    wait_for(lambda: len(stored_readings(sqlite_url)) >= 400, 30, "a first batch")
-    first_batch = query(sqlite_url, "SELECT batch_id FROM readings ORDER BY received_at, seq LIMIT 1")[0][0]
-    seqs = {s for (s,) in query(sqlite_url, f"SELECT seq FROM readings WHERE batch_id = '{first_batch}'")}
-    # The first batch of the drain carries every live reading, and the oldest of the backlog.
-    assert set(live) <= seqs
-    assert backlog[0] in seqs
     wait_for(lambda: len(stored_readings(sqlite_url)) == 4050, 60, "all readings")
+    order = [s for (s,) in query(sqlite_url, "SELECT seq FROM readings ORDER BY received_at, seq")]
+    backlog_before_live = max(order.index(s) for s in live) - len(live) + 1
+    # The live readings rode in the second batch of the drain, not after the 4000-reading backlog.
+    assert backlog_before_live <= 2 * 400
+    assert order.index(backlog[0]) < order.index(live[0])
+    batches = dict(query(sqlite_url, "SELECT seq, batch_id FROM readings"))
+    assert len({batches[s] for s in live}) == 1

@@ -62,3 +62,30 @@ def test_broker_outage_loses_nothing_and_duplicates_nothing(
     for point, items in by_point.items():
         ts_in_seq_order = [ts for _, ts in sorted(items)]
         assert ts_in_seq_order == sorted(ts_in_seq_order), f"{point} out of order"
+
+
+def test_broker_restart_that_loses_every_session(tmp_path, store, site_keys, sqlite_url, receivers, uploaders):
+    from tests.brokers import Mosquitto
+
+    with Mosquitto(tmp_path / "amnesiac", persistence=False) as broker:
+        rx = receivers(broker, sqlite_url, site_keys.registry, client_id="rx-a")
+        rx.wait_subscribed()
+        up = Uploader(sync_config(broker.url, site_keys.key, ack_timeout_s=12.0), SITE, store)
+        uploaders(up)
+        first = store.append(make_readings(500))
+        wait_for(lambda: store.stats().depth == 0, 30, "the first readings acknowledged")
+        rx.stop()
+        during = store.append(make_readings(700, start=500))
+        wait_for(lambda: len(up.in_flight) >= 1, 10, "a batch in flight with nobody to ack it")
+        assert up.metrics.total("kbe_sync_batches_resent_total") == 0
+        broker.stop()
+        wait_for(lambda: not up.connected, 10, "the uploader to notice")
+        broker.start()
+        wait_for(lambda: up.connected, 10, "the reconnection")
+        # The broker forgot every session and message: the agent resends at once instead of
+        # waiting out its 12 s ack timeout.
+        wait_for(lambda: up.metrics.total("kbe_sync_batches_resent_total") >= 1, 5, "an immediate resend")
+        rx2 = receivers(broker, sqlite_url, site_keys.registry, client_id="rx-b")
+        rx2.wait_subscribed()
+        wait_for(lambda: store.stats().depth == 0, 40, "the in-flight readings acknowledged")
+        assert [r[1] for r in stored_readings(sqlite_url)] == first + during

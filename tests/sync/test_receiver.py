@@ -124,3 +124,26 @@ def test_receiver_cli_refuses_a_bad_registry(tmp_path):
                          env=agent_env(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 2
     assert "sites.site-a.public_keys[0]" in out.stderr
+
+
+def test_postgres_session_killed_between_batches_is_reopened(site_keys):
+    import psycopg
+
+    from tests.sync.conftest import PG_BASE, pg_schema_url
+
+    with pg_schema_url() as url:
+        db = open_db(url)
+        try:
+            rx = Receiver(db, SiteRegistry.load(site_keys.registry), name="rx-pg")
+            signer = Signer.from_file(site_keys.key)
+            assert isinstance(rx.handle(topic(), signer.frame(wire.encode_batch_payload(batch()), "b-1")), Ack)
+            pid = db._conn.info.backend_pid  # type: ignore[attr-defined]
+            with psycopg.connect(PG_BASE, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            ack = rx.handle(topic(), signer.frame(wire.encode_batch_payload(batch(bid="b-2", seqs=(4, 5))), "b-2"))
+            assert isinstance(ack, Ack)
+            assert ack.stored == 2
+            assert db.reconnects == 1  # type: ignore[attr-defined]
+            assert query(url, "SELECT seq FROM readings ORDER BY seq") == [(1,), (2,), (3,), (4,), (5,)]
+        finally:
+            db.close()

@@ -94,3 +94,53 @@ health: {{listen: null}}
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+def test_commands_reach_the_handler_and_replies_go_up(mosquitto, store, site_keys, tmp_path, uploaders):
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from sync.signing import Signer, generate_keypair, open_command, sign_command
+    from sync.wire import Command, CommandReply, Topics
+
+    centre = Signer.from_file(generate_keypair(tmp_path / "centre", "centre")[0])
+    up = Uploader(sync_config(mosquitto.url, site_keys.key), SITE, store)
+    got: list[tuple[str, str]] = []
+
+    def handle(kind: str, frame: bytes) -> None:
+        cmd = open_command(frame, [centre.public_key()], SITE, now=time.time(), kind=kind)
+        got.append((kind, cmd.command_id))
+        up.reply(CommandReply(site_id=SITE, command_id=cmd.command_id, outcome="accepted", ts=time.time()))
+
+    up.on_commands(handle)
+    uploaders(up)
+    wait_for(lambda: up.connected, 10, "the connection")
+    replies: list[bytes] = []
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="centre", protocol=paho.MQTTv5)
+    c.on_message = lambda _c, _u, m: replies.append(m.payload)
+    c.connect("127.0.0.1", mosquitto.port)
+    c.subscribe(Topics("kbe", SITE).cmd_reply, qos=1)
+    c.loop_start()
+    try:
+        time.sleep(1.0)
+        cmd = Command(command_id="c-1", target=SITE, kind="lighting", issued_at=time.time(),
+                      expires_at=time.time() + 60, body={"override": "on"})
+        c.publish(Topics("kbe", SITE).command("lighting"), sign_command(cmd, centre), qos=1)
+        wait_for(lambda: replies != [], 10, "the command reply")
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    assert got == [("lighting", "c-1")]
+    assert CommandReply.model_validate_json(replies[0]).outcome == "accepted"
+
+
+def test_resends_back_off_while_the_centre_is_down(mosquitto, store, site_keys, uploaders):
+    store.append(make_readings(10))
+    up = Uploader(sync_config(mosquitto.url, site_keys.key, ack_timeout_s=1.0), SITE, store)
+    uploaders(up)
+    wait_for(lambda: len(up.in_flight) == 1, 10, "the batch in flight")
+    time.sleep(8.0)
+    resent = up.metrics.total("kbe_sync_batches_resent_total")
+    # Sent at about 0, 1, 3 and 7 s: three resends; a fixed 1 s timer would have made seven.
+    assert 1 <= resent <= 4
+    assert store.stats().depth == 10

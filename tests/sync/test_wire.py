@@ -80,6 +80,18 @@ def test_batch_round_trip_through_a_frame(rs: list[Reading], first: int) -> None
         )
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(readings, min_size=1, max_size=30), st.integers(min_value=1, max_value=2**40))
+def test_fast_batch_json_decodes_like_the_model(rs: list[Reading], first: int) -> None:
+    stats = BufferStats(depth=len(rs), bytes=10, oldest_ts=1.0, dropped={"TELEMETRY": 2}, rejected=1)
+    fast = wire.batch_json("site-1", "b1", 2.5, [(first + i, r) for i, r in enumerate(rs)], stats)
+    model = Batch(site_id="site-1", batch_id="b1", first_seq=first, last_seq=first + len(rs) - 1, created_at=2.5,
+                  readings=[WireReading.from_reading(first + i, r) for i, r in enumerate(rs)], buffer=stats)
+    a = wire.decode_batch(wire.unpack_frame(wire.pack_frame(wire.compress(fast), msg_id="b1")))
+    b = wire.decode_batch(wire.unpack_frame(wire.pack_frame(wire.encode_batch_payload(model), msg_id="b1")))
+    assert a.model_dump_json() == b.model_dump_json()
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=200))
 def test_garbage_frames_raise_wire_error_only(data: bytes) -> None:

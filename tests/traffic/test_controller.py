@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
+from agent.commands import CommandRouter, IncomingCommand
 from agent.traffic.commands import TrafficCommands
 from agent.traffic.runner import Intersection
 from agent.traffic.schedule import active_entry, day_type
@@ -103,14 +105,33 @@ def test_schedule_picks_day_type_and_time() -> None:
     assert active_entry(sched, tet.replace(hour=9)).mode == "actuated"
 
 
+def test_router_routes_traffic_commands() -> None:
+    inter, _, _ = make("fixed")
+    router = CommandRouter("bn-tl-001")
+    TrafficCommands({"ltt-ngt": inter}).register(router)
+    now = time.time()
+    cmd = IncomingCommand(
+        "c1",
+        "bn-tl-001",
+        "traffic",
+        now,
+        now + 60,
+        {"action": "set_mode", "intersection": "ltt-ngt", "mode": "adaptive"},
+    )
+    assert router.dispatch(cmd).outcome == "accepted"
+    assert inter.controller.next_mode == "adaptive"
+    assert router.dispatch(cmd).outcome == "refused"  # replay
+    router.close()
+
+
 def test_commands_change_mode_and_plan_and_refuse_out_of_range() -> None:
     inter, _, clock = make("fixed")
     cmds = TrafficCommands({"ltt-ngt": inter})
-    ok = cmds.apply_command({"type": "traffic.set_mode", "intersection": "ltt-ngt", "mode": "actuated"})
-    assert ok["status"] == "applied"
+    ok = cmds.apply_command({"action": "set_mode", "intersection": "ltt-ngt", "mode": "actuated"})
+    assert ok.outcome == "accepted"
     bad = cmds.apply_command(
         {
-            "type": "traffic.set_plan",
+            "action": "set_plan",
             "intersection": "ltt-ngt",
             "plan": {
                 "name": "short",
@@ -119,11 +140,11 @@ def test_commands_change_mode_and_plan_and_refuse_out_of_range() -> None:
             },
         }
     )
-    assert bad["status"] == "refused"
-    assert "plans[2].splits.ns" in bad["detail"]
+    assert bad.outcome == "refused"
+    assert "plans[2].splits.ns" in bad.reason
     good = cmds.apply_command(
         {
-            "type": "traffic.set_plan",
+            "action": "set_plan",
             "intersection": "ltt-ngt",
             "plan": {
                 "name": "p90",
@@ -132,24 +153,21 @@ def test_commands_change_mode_and_plan_and_refuse_out_of_range() -> None:
             },
         }
     )
-    assert good["status"] == "applied"
+    assert good.outcome == "accepted"
     run(inter, clock, 250)
     assert inter.controller.plan.name == "p90"
     assert inter.controller.mode == "actuated"
-    assert cmds.apply_command({"type": "traffic.flash", "intersection": "ltt-ngt"})["status"] == "applied"
+    assert cmds.apply_command({"action": "flash", "intersection": "ltt-ngt"}).outcome == "accepted"
     assert inter.envelope.latched == "operator_flash"
-    assert (
-        cmds.apply_command({"type": "traffic.clear_flash", "intersection": "ltt-ngt"})["status"] == "refused"
-    )
-    cleared = cmds.apply_command(
-        {"type": "traffic.clear_flash", "intersection": "ltt-ngt", "operator": "op1"}
-    )
-    assert cleared["status"] == "applied"
+    assert cmds.apply_command({"action": "clear_flash", "intersection": "ltt-ngt"}).outcome == "refused"
+    cleared = cmds.apply_command({"action": "clear_flash", "intersection": "ltt-ngt", "operator": "op1"})
+    assert cleared.outcome == "accepted"
     assert inter.envelope.latched is None
-    status = cmds.apply_command({"type": "traffic.status", "intersection": "ltt-ngt"})
-    assert set(status["shown"].values()) == {"r"}
-    assert cmds.apply_command({"type": "traffic.nope", "intersection": "ltt-ngt"})["status"] == "refused"
-    assert cmds.apply_command({"type": "traffic.status", "intersection": "x"})["status"] == "refused"
+    status = cmds.apply_command({"action": "status", "intersection": "ltt-ngt"})
+    assert status.outcome == "accepted"
+    assert '"shown": {"ew": "r", "ew_left": "r", "ns": "r"' in status.reason
+    assert cmds.apply_command({"action": "nope", "intersection": "ltt-ngt"}).outcome == "refused"
+    assert cmds.apply_command({"action": "status", "intersection": "x"}).outcome == "refused"
 
 
 def test_refused_controller_command_flashes() -> None:

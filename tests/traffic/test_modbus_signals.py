@@ -9,11 +9,16 @@ import pytest
 from agent.traffic.envelope import SafetyEnvelope
 from agent.traffic.signals import Indication
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
-from drivers.signals.modbus import ModbusSignalController, PymodbusTcpLink
+from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
 from drivers.signals.monitor import ProgramCard
+from drivers.transports.tcp import TcpTransport
 from hil.linkcut import CuttableLink
 from tests.conftest import free_port
 from tests.traffic.helpers import GY, G, R, junction
+
+
+def tcp_link(port: int) -> TransportRegisterLink:
+    return TransportRegisterLink(TcpTransport("127.0.0.1", port, connect_timeout=0.3), unit=1, timeout_s=0.3)
 
 
 @pytest.fixture
@@ -30,7 +35,7 @@ def served():
 
 def test_envelope_runs_the_controller_over_tcp(served) -> None:
     ix, emu, link = served
-    driver = ModbusSignalController(tuple(g.name for g in ix.groups), PymodbusTcpLink("127.0.0.1", link.port))
+    driver = ModbusSignalController(tuple(g.name for g in ix.groups), tcp_link(link.port))
     env = SafetyEnvelope(ix, driver)
     assert emu.flashing  # the cabinet powers up flashing
     env.start()
@@ -46,7 +51,7 @@ def test_envelope_runs_the_controller_over_tcp(served) -> None:
 
 def test_conflict_written_below_the_envelope_trips_the_emulator(served) -> None:
     ix, _, link = served
-    raw = PymodbusTcpLink("127.0.0.1", link.port)
+    raw = tcp_link(link.port)
     driver = ModbusSignalController(tuple(g.name for g in ix.groups), raw)
     driver.reset()
     codes = {"ns": G, "ns_left": GY, "ew": G, "ew_left": R, "ped_ns": R, "ped_ew": R}
@@ -60,7 +65,7 @@ def test_conflict_written_below_the_envelope_trips_the_emulator(served) -> None:
 
 def test_lost_link_flashes_within_one_second(served) -> None:
     ix, emu, link = served
-    driver = ModbusSignalController(tuple(g.name for g in ix.groups), PymodbusTcpLink("127.0.0.1", link.port))
+    driver = ModbusSignalController(tuple(g.name for g in ix.groups), tcp_link(link.port))
     env = SafetyEnvelope(ix, driver)
     env.start()
     state = {g.name: R for g in ix.groups}

@@ -46,3 +46,36 @@ def test_forced_conflict_below_the_envelope_is_caught_and_flashes(rig_dir: Path)
     assert r.flashed_at - 150 <= 1.0
     assert r.final_state is not None
     assert set(r.final_state) <= {"o", "O"}
+
+
+def test_sumo_readback_with_disagreeing_links_flashes(rig_dir: Path) -> None:
+    import time
+
+    import traci
+
+    from agent.traffic.envelope import SafetyEnvelope
+    from drivers.signals.sumo import SumoSignals
+    from hil.sumo.scenario import binary
+
+    paths = build(rig_dir)
+    ix = rig_intersection(paths["net"])
+    assert ix.output is not None
+    assert ix.output.driver == "sumo"
+    label = f"readback-{time.monotonic_ns()}"
+    traci.start([binary("sumo"), "-n", str(paths["net"]), "--no-step-log", "--no-warnings"], label=label)
+    conn = traci.getConnection(label)
+    try:
+        out = SumoSignals(conn, "c", ix.output.links)
+        env = SafetyEnvelope(ix, out, conn.simulation.getTime)
+        env.start()
+        conn.simulationStep()
+        env.check()
+        assert env.latched is None
+        state = list(conn.trafficlight.getRedYellowGreenState("c"))
+        state[ix.output.links["n_through"][0]] = "G"  # one of the group's two links: a crossed wire
+        conn.trafficlight.setRedYellowGreenState("c", "".join(state))
+        env.check()
+        assert env.latched == "readback_invalid"
+        assert set(conn.trafficlight.getRedYellowGreenState("c")) <= {"o", "O"}
+    finally:
+        conn.close()

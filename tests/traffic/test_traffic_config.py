@@ -81,3 +81,13 @@ def test_cli_check_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "traffic.intersections[0].limits.yellow_s: 2.5 is outside 3.0..6.0 s" in proc.stderr
+
+
+def test_traffic_device_needs_the_section(tmp_path: Path) -> None:
+    data = yaml.safe_load(SITE.read_text())
+    del data["traffic"]
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "devices[0]: a traffic device needs the top-level traffic section" in info.value.problems

@@ -92,13 +92,27 @@ def irrigation_dataset(seasons: pd.DataFrame) -> dict[str, npt.NDArray[np.generi
 
 
 # ------------------------------------------------------------------ hourly streams and faults
-def _diurnal(hours: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """0 at 06:00, 1 at 14:00: the shape of the daily temperature cycle."""
-    h = hours % 24
-    rise = (h >= 6) & (h < 14)
-    out = np.where(rise, 0.5 - 0.5 * np.cos(np.pi * (h - 6) / 8), 0.0)
-    fall_h = np.where(h >= 14, h - 14, h + 10)
-    return np.where(rise, out, 0.5 + 0.5 * np.cos(np.pi * fall_h / 16))
+def _ar1(n: int, rho: float, sigma: float, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    """Stationary AR(1) noise with standard deviation ``sigma`` (clouds, gusts, sensor self-heating)."""
+    e = rng.normal(0.0, sigma * np.sqrt(1 - rho**2), n)
+    out = np.empty(n)
+    out[0] = rng.normal(0.0, sigma)
+    for i in range(1, n):
+        out[i] = rho * out[i - 1] + e[i]
+    return out
+
+
+def _cosine_knots(hours: npt.NDArray[np.float64], t: npt.NDArray[np.float64],
+                  v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Continuous curve through knots (t, v), eased with half-cosines between consecutive knots."""
+    k = np.clip(np.searchsorted(t, hours, side="right") - 1, 0, len(t) - 2)
+    frac = np.clip((hours - t[k]) / (t[k + 1] - t[k]), 0.0, 1.0)
+    return v[k] + (v[k + 1] - v[k]) * (1 - np.cos(np.pi * frac)) / 2
+
+
+def _sat_vp(t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Saturation vapour pressure, kPa (FAO-56 eq. 11)."""
+    return 0.6108 * np.exp(17.27 * t / (t + 237.3))
 
 
 def hourly_streams(season: pd.DataFrame, rng: np.random.Generator) -> dict[str, npt.NDArray[np.float64]]:
@@ -122,10 +136,23 @@ def hourly_streams(season: pd.DataFrame, rng: np.random.Generator) -> dict[str, 
     prev = np.concatenate([[sm[0]], sm[:-1]])
     sm_h = prev[day] + (sm - prev)[day] * wet_share
     sm_h = sm_h + rng.normal(0.0, 0.0015, n * 24) + rng.normal(0.0, 0.01)
+    # Temperature: a continuous curve through each day's Tmin (about 06:00) and Tmax (about 14:00),
+    # so weather trends across days are smooth, plus AR(1) noise; the timing shifts by site/season.
     tmax, tmin = season["tmax"].to_numpy(), season["tmin"].to_numpy()
-    shape = _diurnal(hours)
-    temp = tmin[day] + (tmax - tmin)[day] * shape + rng.normal(0.0, 0.25, n * 24)
-    rh = np.clip(season["rh"].to_numpy()[day] + 12.0 * (0.5 - shape) + rng.normal(0.0, 1.2, n * 24), 25, 100)
+    shift = rng.uniform(-1.0, 1.5)
+    knots_t = np.ravel(np.column_stack([np.arange(n) * 24 + 6 + shift, np.arange(n) * 24 + 14 + shift]))
+    knots_v = np.ravel(np.column_stack([tmin, tmax]))
+    temp = _cosine_knots(hours, knots_t, knots_v) + _ar1(n * 24, 0.85, rng.uniform(0.2, 0.6), rng)
+    # Humidity from a dew point that moves smoothly between days: high at night, low in the afternoon.
+    tmean = (tmax + tmin) / 2
+    ea = season["rh"].to_numpy() / 100 * _sat_vp(tmean)
+    dew = 237.3 * np.log(ea / 0.6108) / (17.27 - np.log(ea / 0.6108))
+    dew_h = np.interp(hours, np.arange(n) * 24 + 12.0, dew) + _ar1(n * 24, 0.9, 0.4, rng)
+    raw_rh = 100 * _sat_vp(dew_h) / _sat_vp(temp) + _ar1(n * 24, 0.7, 1.0, rng)
+    soft = 100 - 1.5 * np.logaddexp(0.0, (100 - raw_rh) / 1.5)  # saturates smoothly below 100 %
+    rh = np.clip(soft + rng.normal(0.0, 0.3, n * 24), 20, 100)
+    # Capacitive soil probes show a small daily wave from soil temperature.
+    sm_h = sm_h + 0.0015 * np.sin(2 * np.pi * (hours - 9 - shift) / 24)
     return {
         "soil_moisture": np.round(sm_h, 3),
         "temperature": np.round(temp, 1),

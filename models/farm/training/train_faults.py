@@ -24,8 +24,9 @@ from models.farm.training.dataset import fault_dataset, simulate_all
 from models.farm.training.manifests import write_manifest
 
 NAME = "sensor_fault"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 FEATURE_CHECK = 100
+EPOCHS = 14
 SCALE = {"soil_moisture": 1000.0, "temperature": 10.0, "humidity": 10.0, "rain": 10.0}
 MISSING = np.int16(-32768)
 
@@ -79,8 +80,8 @@ def main() -> None:
     model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     stop = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
-    model.fit(x[tr], y[tr], validation_data=(x[va], y[va]), epochs=int(__import__("os").environ.get(
-        "FAULT_EPOCHS", "14")), batch_size=128, verbose=2, callbacks=[stop])
+    model.fit(x[tr], y[tr], validation_data=(x[va], y[va]), epochs=EPOCHS, batch_size=128, verbose=2,
+              callbacks=[stop])
 
     rep = x[tr][rng.choice(len(tr), 1000, replace=False)].astype(np.float32)
     tflite = to_int8_tflite(tf, model, rep)

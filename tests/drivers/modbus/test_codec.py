@@ -103,3 +103,22 @@ def test_encode_refuses_what_does_not_fit():
         encode_raw(3, "bits")
     with pytest.raises(ValueError):
         decode_raw([1], "float32")
+
+
+@pytest.mark.parametrize(("byte_order", "word_order"), ORDERS)
+@pytest.mark.parametrize("dtype", [*sorted(INT_RANGES), "float32", "float64"])
+@pytest.mark.parametrize(("scale", "offset"), [(1.0, 0.0), (0.1, -40.0)])
+@given(data=st.data())
+def test_fast_decoders_match_the_reference(dtype, byte_order, word_order, scale, offset, data):
+    from drivers.modbus.codec import make_decoder
+
+    regs = data.draw(
+        st.lists(st.integers(0, 0xFFFF), min_size=register_count(dtype), max_size=register_count(dtype))
+    )
+    ref = apply_scale(decode_raw(regs, dtype, byte_order, word_order), scale, offset)
+    got = make_decoder(dtype, byte_order, word_order, scale=scale, offset=offset)(regs)
+    if isinstance(ref, float) and math.isnan(ref):
+        assert math.isnan(got)
+    else:
+        assert got == ref
+        assert type(got) is type(ref)

@@ -15,6 +15,7 @@ from agent.readings import Priority, Quality, Reading
 from agent.sink import ListSink
 from agent.source import RunContext
 from models.farm.advisor import IrrigationAdvisor, IrrigationPoints
+from models.farm.evaluation import load_npz
 from models.farm.features import CROPS, FAULT_CLASSES, WINDOW_DAYS, PlotInfo, irrigation_features
 from models.farm.history import HistoryTee, ReadingHistory
 from models.farm.monitor import SensorFaultMonitor, WatchedSensor
@@ -79,7 +80,7 @@ def hourly_readings(day: dt.date, sm_top, sm_sub, tmax, tmin, rh, rain) -> list[
 @pytest.fixture(scope="module")
 def irrigation_case():
     """The first held-out season as hourly readings, with the training features of its first days."""
-    d = np.load(TESTDATA / "irrigation_test.npz")
+    d = load_npz(TESTDATA / "irrigation_test.npz")
     row = d["plots"][0]
     n = int(d["offsets"][1])
     s = {k: decode(d[k][:n], v) for k, v in SCALE.items()}
@@ -144,7 +145,7 @@ def feed(history: ReadingHistory, key, values: np.ndarray, end: float) -> None:
 
 
 def test_monitor_raises_and_clears_fault_alarms(registry):
-    d = np.load(TESTDATA / "fault_test.npz")
+    d = load_npz(TESTDATA / "fault_test.npz")
     model = registry.get("sensor_fault")
     sm = [i for i in range(len(d["label"])) if d["kind"][i] == 0]
     stuck = next(i for i in sm if FAULT_CLASSES[d["label"][i]] == "stuck")
@@ -184,7 +185,7 @@ def test_build_sources_tees_the_site_sink_and_ticks(registry):
     assert isinstance(ctx.sink, HistoryTee)
     assert isinstance(source, FarmSource)
     now = ctx.clock.now()
-    d = np.load(TESTDATA / "fault_test.npz")
+    d = load_npz(TESTDATA / "fault_test.npz")
     normal = [i for i in range(len(d["label"])) if d["kind"][i] == 1 and d["label"][i] == 0]
     temps = np.concatenate([decode(d["readings"][i], 10.0) for i in normal[:2]])[-80:]
     assert np.isfinite(temps).all()
@@ -235,3 +236,83 @@ def test_history_keeps_one_reading_a_minute_and_bad_quality_as_missing():
     assert ts.tolist() == [1000.0, 1060.0, 1200.0, 1300.0]
     assert vals[:2].tolist() == [0.0, 6.0]
     assert np.isnan(vals[2:]).all()
+
+
+def test_replaced_model_is_picked_up_and_a_corrupt_one_is_refused(tmp_path, caplog):
+    import shutil
+
+    from models.farm.source import MODEL_DIR
+
+    for name in ("sensor_fault.tflite", "sensor_fault.yaml", "irrigation_need.tflite", "irrigation_need.yaml"):
+        shutil.copy(MODEL_DIR / name, tmp_path / name)
+    cfg = parse_config(site([dict(FARM, model_dir=str(tmp_path))]))
+    ctx = RunContext(cfg, ListSink())
+    (source,) = build_sources(cfg.devices, ctx)
+    first = source.tick(ctx, True, False)
+    assert {r.meta["model_version"] for r in first} == {"1.1.0"}
+    manifest = tmp_path / "sensor_fault.yaml"
+    manifest.write_text(manifest.read_text().replace("version: 1.1.0", "version: 1.1.1"))
+    assert {r.meta["model_version"] for r in source.tick(ctx, True, False)} == {"1.1.1"}
+    model = tmp_path / "sensor_fault.tflite"
+    model.write_bytes(model.read_bytes()[:-100])  # truncated: the hash no longer matches
+    with caplog.at_level("ERROR"):
+        after = source.tick(ctx, True, False)
+    assert {r.meta["model_version"] for r in after} == {"1.1.1"}  # the previous model keeps running
+    assert "refused" in caplog.text
+
+
+def test_cumulative_rain_counter_becomes_hourly_amounts():
+    from models.farm.history import ScaledSeries, hourly
+
+    h = ReadingHistory([("ws1", "rain_total")], min_interval_s=0)
+    totals = [10.0, 10.0, 10.4, 11.0, 11.0, 0.2, 0.6]  # the counter resets after the fifth hour
+    h.add([Reading("ws1", "rain_total", v, 3600.0 * i + 1800) for i, v in enumerate(totals)])
+    reader = ScaledSeries(h, {}, {("ws1", "rain_total")})
+    ts, vals = reader.series("ws1", "rain_total", 3600.0, 7 * 3600.0)
+    np.testing.assert_allclose(vals, [0.0, 0.4, 0.6, 0.0, 0.2, 0.4])
+    np.testing.assert_allclose(hourly(ts, vals, 7 * 3600.0, 6, "sum"), [0.0, 0.4, 0.6, 0.0, 0.2, 0.4])
+    cfg = parse_config(site([dict(FARM, weather=dict(FARM["weather"], rain={"device": "ws1", "point": "rain_total",
+                                                                           "cumulative": True}))]))
+    ctx = RunContext(cfg, ListSink())
+    (source,) = build_sources(cfg.devices, ctx)
+    assert source.reader.cumulative == {("ws1", "rain_total")}
+
+
+def test_farm_device_in_the_real_agent_sees_other_devices_and_stores_its_verdicts(tmp_path):
+    """The agent's own runtime: the tee sits in front of the store writer; verdicts land in SQLite."""
+    from agent.app import Agent
+    from sync.store import Store
+
+    cfg = parse_config({
+        "site": {"id": "bn-farm-01", "name": "Farm", "location": {"lat": 21.18, "lon": 106.07}},
+        "devices": [
+            {"driver": "system", "name": "board", "period_s": 1},
+            {"driver": "farm", "name": "plot-1", "weather": FARM["weather"],
+             "faults": {"period_s": 1, "sensors": [{"device": "board", "point": "load1", "kind": "temperature"}]}},
+        ],
+        "store": {"path": str(tmp_path / "store.db"), "commit_interval_s": 0.02},
+        "health": {"listen": None},
+    })
+
+    async def run() -> FarmSource:
+        agent = Agent(cfg)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(3.0)
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        (farm,) = [s for s in agent.sources if isinstance(s, FarmSource)]
+        return farm
+
+    farm = asyncio.run(run())
+    ts, _ = farm.history.series("board", "load1", 0, 4e9)
+    assert len(ts) >= 1  # the board's readings reached the farm history through the tee
+    with Store(tmp_path / "store.db", "bn-farm-01") as store:
+        rows = [s.reading for s in store.pending(10_000)]
+    verdicts = [r for r in rows if r.device == "plot-1"]
+    assert verdicts
+    assert {r.point for r in verdicts} == {"fault.board.load1"}
+    assert verdicts[0].value == "dropout"  # two or three readings in 72 hours
+    assert verdicts[0].priority == Priority.ALARM
+    assert verdicts[0].meta["model"] == "sensor_fault"
+    assert {r.point for r in rows if r.device == "board"} >= {"load1"}  # and they still reach the store

@@ -1,0 +1,169 @@
+"""Agent memory and CPU with 50 Modbus devices configured, syncing to a receiver.
+
+    .venv/bin/python bench/bench_agent_rss.py [--devices 50] [--seconds 60]
+
+Starts a Modbus TCP emulator with N devices (SDM120 profile, one unit id each, behind one gateway
+as at a cabinet, polled every second), a private Mosquitto, the reference receiver and
+`edge-agent run`, lets it settle, then samples the agent's RSS and CPU from /proc for the measuring
+window. Baseline in the same run: the RSS of a bare `python -c "import time; time.sleep(5)"`, and
+the RSS of the agent with no devices (import footprint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml
+
+from drivers.modbus.emulator import EmulatedDevice, Emulator
+from drivers.modbus.profile import load_profile
+from hil.procs import Broker, ManagedProcess, ProcessSet, agent_argv, agent_env
+from sync.signing import generate_keypair
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE / 2**20
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / TICK
+
+
+def bare_python_rss() -> float:
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    time.sleep(1.5)
+    value = rss_mb(p.pid)
+    p.wait()
+    return value
+
+
+def site(work: Path, key: Path, broker: str, port: int, n: int) -> Path:
+    devices = [
+        {
+            "driver": "modbus",
+            "name": f"meter-{u:02d}",
+            "profile": "eastron-sdm120",
+            "unit": u,
+            "line": {"type": "tcp", "host": "127.0.0.1", "port": port},
+            "poll": {"fast_s": 1.0, "slow_s": 10.0},
+        }
+        for u in range(1, n + 1)
+    ]
+    cfg = {
+        "site": {"id": "bench-rss", "name": "RSS bench", "location": {"lat": 21.19, "lon": 106.08}},
+        "devices": devices,
+        "sync": {"broker": broker, "signing_key_file": str(key), "batch": {"max_age_s": 1.0}},
+        "store": {"path": str(work / "store.db")},
+        "health": {"listen": None},
+    }
+    path = work / f"site-{n}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def measure(argv: list[str], log: Path, settle: float, window: float) -> tuple[float, float, float]:
+    proc = ManagedProcess("agent", argv, log, agent_env())
+    proc.start()
+    try:
+        time.sleep(settle)
+        pid = proc.pid
+        assert pid is not None
+        c0, t0 = cpu_s(pid), time.monotonic()
+        peak = 0.0
+        samples = []
+        while time.monotonic() - t0 < window:
+            r = rss_mb(pid)
+            samples.append(r)
+            peak = max(peak, r)
+            time.sleep(1.0)
+        cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0)
+        return samples[-1], peak, cpu
+    finally:
+        proc.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--devices", type=int, default=50)
+    ap.add_argument("--settle", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=40.0)
+    args = ap.parse_args()
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    emu = Emulator()
+    profile = load_profile("eastron-sdm120")
+    devices = [EmulatedDevice(profile, u, seed=u) for u in range(1, args.devices + 1)]
+    port = asyncio.run_coroutine_threadsafe(emu.add_tcp(devices), loop).result(10)
+    procs = ProcessSet()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "logs").mkdir()
+        try:
+            broker = procs.add(Broker(work))
+            broker.start()
+            key, pub = generate_keypair(work / "keys", "site")
+            sites = work / "sites.yaml"
+            sites.write_text(yaml.safe_dump({"sites": {"bench-rss": {"public_keys": [str(pub)]}}}))
+            rx = procs.add(
+                ManagedProcess(
+                    "receiver",
+                    agent_argv(
+                        "receiver",
+                        "--broker",
+                        broker.url,
+                        "--db",
+                        f"sqlite:///{work / 'centre.db'}",
+                        "--sites",
+                        str(sites),
+                    ),
+                    work / "logs" / "receiver.log",
+                    agent_env(),
+                )
+            )
+            rx.start()
+            bare = bare_python_rss()
+            empty_last, _empty_peak, _empty_cpu = measure(
+                agent_argv("run", "--config", str(site(work, key, broker.url, port, 0))),
+                work / "logs" / "agent0.log",
+                5.0,
+                5.0,
+            )
+            last, peak, cpu = measure(
+                agent_argv("run", "--config", str(site(work, key, broker.url, port, args.devices))),
+                work / "logs" / "agent.log",
+                args.settle,
+                args.seconds,
+            )
+            points = sum(1 for _ in profile.points)
+            print(
+                f"devices: {args.devices} x eastron-sdm120 ({points} points), polled every 1 s (fast class)"
+            )
+            print(f"agent RSS with {args.devices} devices: {last:.1f} MB (peak {peak:.1f} MB)")
+            print(f"agent RSS with no devices:   {empty_last:.1f} MB (import footprint)")
+            print(f"bare python RSS (baseline):  {bare:.1f} MB")
+            print(f"ratio agent/bare python:     {peak / bare:.2f}")
+            print(f"agent CPU: {cpu * 100:.1f} % of one core")
+            print(f"target RSS <= 60 MB: {'met' if peak <= 60 else 'NOT met'}")
+        finally:
+            procs.stop_all()
+            asyncio.run_coroutine_threadsafe(emu.close(), loop).result(10)
+
+
+if __name__ == "__main__":
+    main()
