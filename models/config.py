@@ -15,9 +15,9 @@ PACKAGED_MODELS = Path(__file__).resolve().parent / "files"
 class InferenceConfig(StrictModel):
     """Model directory, runtime and threads for every model the agent runs."""
 
-    models_dir: Path = Field(
-        default=PACKAGED_MODELS,
-        description="Directory of <name>.tflite + <name>.yaml pairs; default the packaged ones.",
+    models_dir: Path | None = Field(
+        default=None,
+        description="Directory of <name>.tflite + <name>.yaml pairs; default: the models packaged with the agent.",
     )
     num_threads: int | None = Field(
         default=None, ge=1, le=64, description="Interpreter threads; default all cores."

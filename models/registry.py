@@ -26,7 +26,7 @@ import numpy as np
 
 from agent.errors import ModelError
 from models.manifest import Manifest, TensorSpec, check_tensors, read_manifest, sha256_hex
-from models.runtime import Backend, default_threads, make_interpreter, select_backend
+from models.runtime import Backend, default_threads, make_interpreter, probe_in_child, select_backend
 
 Inputs = Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray
 
@@ -131,9 +131,16 @@ class LoadedModel:
 
 
 def load_model(
-    manifest_path: Path, num_threads: int | None = None, backend: Backend | None = None
+    manifest_path: Path,
+    num_threads: int | None = None,
+    backend: Backend | None = None,
+    probe: bool | None = None,
 ) -> LoadedModel:
-    """Load one model from its manifest, checking hash and tensors; refuse it with :class:`ModelError`."""
+    """Load one model from its manifest, checking hash and tensors; refuse it with :class:`ModelError`.
+
+    ``probe`` opens the file in a child process first (default: with tflite-runtime only, whose
+    loader can crash on a damaged file).
+    """
     manifest = read_manifest(manifest_path)
     model_path = manifest_path.parent / manifest.filename
     try:
@@ -147,6 +154,8 @@ def load_model(
             f"manifest says {manifest.sha256}; refused"
         )
     backend = backend or select_backend()
+    if backend.name == "tflite_runtime" if probe is None else probe:
+        probe_in_child(content, backend)
     interp = make_interpreter(content, num_threads, backend)
     problems = check_tensors("inputs", manifest.inputs, interp.get_input_details())
     problems += check_tensors("outputs", manifest.outputs, interp.get_output_details())
@@ -192,9 +201,14 @@ class ModelRegistry:
     """
 
     def __init__(
-        self, directory: Path | str, num_threads: int | None = None, backend: str | None = None
+        self,
+        directory: Path | str,
+        num_threads: int | None = None,
+        backend: str | None = None,
+        probe: bool | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.probe = probe
         self.num_threads = num_threads
         self.backend = select_backend(backend)
         self._models: dict[str, LoadedModel] = {}
@@ -218,7 +232,7 @@ class ModelRegistry:
 
         On :class:`ModelError` the model already in service, if any, stays in service.
         """
-        model = load_model(self.manifest_path(name), self.num_threads, self.backend)
+        model = load_model(self.manifest_path(name), self.num_threads, self.backend, self.probe)
         if model.name != name:
             raise ModelError(
                 f"{self.manifest_path(name)}: manifest names the model {model.name!r}, not {name!r}"

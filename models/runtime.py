@@ -7,6 +7,11 @@ and crashes under numpy 2, so wherever tflite-runtime is the one installed numpy
 below 2 (``pip install 'numpy<2' tflite-runtime``). Both expose the same ``Interpreter`` API
 (``model_content``, ``num_threads``, ``allocate_tensors``, ``set_tensor``, ``invoke``, ``get_tensor``).
 
+tflite-runtime's native loader can crash the whole process on a damaged flatbuffer (seen with a
+truncated file whose hash a manifest vouched for), so with that runtime a model is first opened in a
+short-lived child process (:func:`probe_in_child`); if the child dies, the model is refused and the
+agent keeps running.
+
 ``KBE_TFLITE_BACKEND=litert`` or ``=tflite_runtime`` forces one package (used by tests that run a
 model in both runtimes).
 """
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,3 +96,32 @@ def make_interpreter(content: bytes, num_threads: int | None, backend: Backend) 
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"the {backend.name} runtime cannot load the model: {exc}") from exc
     return interp
+
+
+_PROBE = (
+    "import importlib, sys\n"
+    "interp = importlib.import_module(sys.argv[1]).Interpreter(model_content=sys.stdin.buffer.read(), num_threads=1)\n"
+    "interp.allocate_tensors()\n"
+)
+
+
+def probe_in_child(content: bytes, backend: Backend, timeout_s: float = 60.0) -> None:
+    """Open the model in a child process first; :class:`ModelError` if the child fails or crashes."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, backend.module],
+            input=content,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ModelError(
+            f"the {backend.name} runtime did not open the model within {timeout_s:.0f} s"
+        ) from exc
+    if done.returncode != 0:
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise ModelError(
+            f"the {backend.name} runtime cannot load the model (probe process: {how}) {tail[0]}".rstrip()
+        )

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.readings import Priority, Reading
+from agent.readings import ClockQuality, Priority, Reading
 from models.camera.tracker import TrackState
 
 log = logging.getLogger("kbe.camera")
@@ -41,14 +41,23 @@ class CameraCounts:
     queue_max: dict[str, int]
     meta: dict[str, str] = field(default_factory=dict)
 
-    def readings(self) -> list[Reading]:
+    def readings(self, clock: ClockQuality = ClockQuality.SYNCED) -> list[Reading]:
         """The tallies as Readings for the store (timestamped at the interval's end)."""
         out = []
         meta = {**self.meta, "interval_s": f"{self.end - self.start:.3f}"}
 
         def add(point: str, value: float, unit: str) -> None:
             out.append(
-                Reading(self.camera, point, value, self.end, unit, priority=Priority.TELEMETRY, meta=meta)
+                Reading(
+                    self.camera,
+                    point,
+                    value,
+                    self.end,
+                    unit,
+                    priority=Priority.TELEMETRY,
+                    clock=clock,
+                    meta=meta,
+                )
             )
 
         for line, by_dir in sorted(self.crossings.items()):

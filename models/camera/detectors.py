@@ -25,8 +25,8 @@ import numpy as np
 from agent.errors import ModelError
 from models.camera.anchors import decode_blaze, ssd_anchors
 from models.camera.geometry import nms
-from models.camera.motion import MotionResult, merge_regions
-from models.registry import ModelHandle
+from models.camera.motion import MotionResult, merge_regions, shrink
+from models.registry import LoadedModel, ModelHandle
 
 
 @dataclass(frozen=True)
@@ -91,32 +91,42 @@ class MotionBlobDetector:
 def _crops(
     frame: np.ndarray, motion: MotionResult | None, max_regions: int, full_above: float
 ) -> list[np.ndarray]:
+    """The parts of the frame to run a model on: at most ``max_regions`` squares around what moved.
+
+    More regions than that are replaced by one square around all of them; when the squares would
+    cover more than ``full_above`` of the frame, the whole frame is used (one invoke).
+    """
     h, w = frame.shape[:2]
     whole = [np.array([0.0, 0.0, float(w), float(h)])]
     if motion is None:
         return whole
     regions = merge_regions(motion.boxes, (w, h))
+    if len(regions) > max_regions:
+        stacked = np.array(regions)
+        union = np.array([[*stacked[:, :2].min(axis=0), *stacked[:, 2:].max(axis=0)]])
+        regions = merge_regions(union, (w, h), margin=0.0)
     covered = sum((r[2] - r[0]) * (r[3] - r[1]) for r in regions)
-    if len(regions) > max_regions or covered > full_above * w * h:
+    if covered > full_above * w * h:
         return whole
     return regions
 
 
 def _letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float, float]:
-    """Pad to a square (keeping the aspect) and resize; returns image, scale, pad_x, pad_y."""
+    """Resize keeping the aspect, then pad to a square; returns image, side, pad_x, pad_y.
+
+    ``side`` is the padded square's side in the input's pixels, so a normalised coordinate ``u``
+    in the model's square maps back to ``u * side - pad`` in the input.
+    """
     h, w = image.shape[:2]
     side = max(h, w)
-    pad_x, pad_y = (side - w) / 2, (side - h) / 2
+    scale = size / side
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = shrink(image, (nw, nh))
+    left, top = (size - nw) // 2, (size - nh) // 2
     square = cv2.copyMakeBorder(
-        image,
-        int(pad_y),
-        side - h - int(pad_y),
-        int(pad_x),
-        side - w - int(pad_x),
-        cv2.BORDER_CONSTANT,
-        value=0,
+        small, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT, value=0
     )
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA), side, int(pad_x), int(pad_y)
+    return square, side, left / scale, top / scale
 
 
 class _ModelDetector(ABC):
@@ -129,29 +139,37 @@ class _ModelDetector(ABC):
         model: ModelHandle,
         min_score: float | None = None,
         labels: list[str] | None = None,
-        max_regions: int = 4,
+        max_regions: int = 1,
         full_frame_above: float = 0.5,
     ) -> None:
         self.model = model
-        manifest = model.current.manifest
-        self.params: dict[str, Any] = dict(manifest.params)
-        self.min_score = float(min_score if min_score is not None else self.params.get("min_score", 0.5))
+        self._min_score = min_score
         self.only_labels = set(labels) if labels else None
         self.max_regions = max_regions
         self.full_frame_above = full_frame_above
+        self._configure(model.current)
+
+    def _configure(self, loaded: LoadedModel) -> None:
+        """Read the decoder settings of ``loaded``; called again after a hot replacement."""
+        manifest = loaded.manifest
+        self.params: dict[str, Any] = dict(manifest.params)
+        self.min_score = float(
+            self._min_score if self._min_score is not None else self.params.get("min_score", 0.5)
+        )
         shape = manifest.inputs[0].shape
         if len(shape) != 4 or shape[3] != 3:
             raise ModelError(
                 f"{manifest.name}: a camera detector needs an input of shape [1, H, W, 3], not {shape}"
             )
         self.input_hw = (shape[1], shape[2])
+        self._loaded = loaded
 
     def meta(self) -> dict[str, str]:
         """The model in service now."""
         return self.model.current.meta()
 
     def _to_input(self, rgb: np.ndarray) -> np.ndarray:
-        spec = self.model.current.manifest.inputs[0]
+        spec = self._loaded.manifest.inputs[0]
         if spec.dtype == "uint8":
             return rgb[None].astype(np.uint8)
         if spec.dtype == "int8":
@@ -161,6 +179,9 @@ class _ModelDetector(ABC):
 
     def detect(self, frame: np.ndarray, motion: MotionResult | None) -> list[Detection]:
         """Run on each crop, map boxes back to the frame, and drop duplicates across crops."""
+        current = self.model.current
+        if current is not self._loaded:
+            self._configure(current)
         found: list[Detection] = []
         for crop in _crops(frame, motion, self.max_regions, self.full_frame_above):
             x1, y1, x2, y2 = (round(float(v)) for v in crop)
@@ -183,18 +204,18 @@ class BlazeDetector(_ModelDetector):
 
     kind = "blaze"
 
-    def __init__(self, model: ModelHandle, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
+    def _configure(self, loaded: LoadedModel) -> None:
+        super()._configure(loaded)
         if self.params.get("decoder") != "blaze" or "anchors" not in self.params:
-            raise ModelError(f"{model.name}: the manifest's params do not describe a blaze decoder")
+            raise ModelError(f"{loaded.name}: the manifest's params do not describe a blaze decoder")
         self.anchors = ssd_anchors(self.params["anchors"])
-        self.label = (model.current.manifest.labels or ["object"])[0]
+        self.label = (loaded.manifest.labels or ["object"])[0]
 
     def _detect_crop(self, image: np.ndarray, ox: int, oy: int) -> list[Detection]:
         size = self.input_hw[0]
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        tensor, side, pad_x, pad_y = _letterbox(rgb, size)
-        out = list(self.model.invoke(self._to_input(tensor)).values())
+        square, side, pad_x, pad_y = _letterbox(image, size)
+        tensor = cv2.cvtColor(square, cv2.COLOR_BGR2RGB)
+        out = list(self._loaded.invoke(self._to_input(tensor)).values())
         params = {**self.params, "min_score": self.min_score}
         boxes, scores, kps = decode_blaze(out[0], out[1], self.anchors, params)
         boxes, scores, kept_kps = nms(boxes, scores, float(self.params.get("nms_iou", 0.3)), True, kps)
@@ -219,14 +240,16 @@ class SsdDetector(_ModelDetector):
 
     kind = "ssd"
 
-    def __init__(self, model: ModelHandle, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        names = [s.name for s in model.current.manifest.outputs]
+    def _configure(self, loaded: LoadedModel) -> None:
+        super()._configure(loaded)
+        names = [s.name for s in loaded.manifest.outputs]
         order = self.params.get("outputs", {"boxes": 0, "classes": 1, "scores": 2, "count": 3})
         if len(names) != 4:
-            raise ModelError(f"{model.name}: an SSD detector needs 4 outputs (boxes, classes, scores, count)")
+            raise ModelError(
+                f"{loaded.name}: an SSD detector needs 4 outputs (boxes, classes, scores, count)"
+            )
         self.out_names = {key: names[int(idx)] for key, idx in order.items()}
-        self.labels = list(model.current.manifest.labels)
+        self.labels = list(loaded.manifest.labels)
         self.label_offset = int(self.params.get("label_offset", 0))
 
     def _label(self, cls: int) -> str:
@@ -252,10 +275,10 @@ class SsdDetector(_ModelDetector):
 
     def _detect_crop(self, image: np.ndarray, ox: int, oy: int) -> list[Detection]:
         h, w = image.shape[:2]
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        tensor = cv2.resize(rgb, (self.input_hw[1], self.input_hw[0]), interpolation=cv2.INTER_AREA)
+        small = shrink(image, (self.input_hw[1], self.input_hw[0]))
+        tensor = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         found = []
-        for (x1, y1, x2, y2), score, label in self.decode(self.model.invoke(self._to_input(tensor))):
+        for (x1, y1, x2, y2), score, label in self.decode(self._loaded.invoke(self._to_input(tensor))):
             box = (ox + x1 * w, oy + y1 * h, ox + x2 * w, oy + y2 * h)
             found.append(Detection(box, score, label))
         return found

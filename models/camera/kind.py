@@ -50,11 +50,10 @@ Point = tuple[float, float]
 NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
-def _unit_points(points: Sequence[Point]) -> Sequence[Point]:
+def _unit_points(points: Sequence[Point]) -> None:
     for x, y in points:
         if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise ValueError(f"point ({x}, {y}) is outside the frame (coordinates are fractions, 0..1)")
-    return points
 
 
 class LineConfig(StrictModel):
@@ -67,7 +66,11 @@ class LineConfig(StrictModel):
         description="Names for crossing from the right of a->b to its left, and back (y pointing down).",
     )
 
-    _in_frame = field_validator("points")(classmethod(lambda cls, v: _unit_points(v)))
+    @field_validator("points")
+    @classmethod
+    def _in_frame(cls, value: tuple[Point, Point]) -> tuple[Point, Point]:
+        _unit_points(value)
+        return value
 
 
 class ZoneConfig(StrictModel):
@@ -77,7 +80,11 @@ class ZoneConfig(StrictModel):
     polygon: list[Point] = Field(min_length=3)
     queue_speed: float = Field(default=0.02, gt=0, description="Frame widths per second.")
 
-    _in_frame = field_validator("polygon")(classmethod(lambda cls, v: _unit_points(v)))
+    @field_validator("polygon")
+    @classmethod
+    def _in_frame(cls, value: list[Point]) -> list[Point]:
+        _unit_points(value)
+        return value
 
 
 class DetectorConfig(StrictModel):
@@ -280,7 +287,7 @@ class CameraSource:
             if ts - self._listen_acc.start >= self.cfg.listener_interval_s:
                 self.bus.publish(self._listen_acc.take(ts, meta))
             if ts - self._store_acc.start >= self.cfg.report_interval_s:
-                await ctx.sink.put(self._store_acc.take(ts, meta).readings())
+                await ctx.sink.put(self._store_acc.take(ts, meta).readings(ctx.clock.quality()))
             if self.reload_check_s and time.monotonic() >= next_reload:
                 next_reload = time.monotonic() + self.reload_check_s
                 await self._reload(ctx)

@@ -28,6 +28,16 @@ class MotionResult:
         return bool(len(self.boxes))
 
 
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to ``size`` (w, h) with area averaging, cheaply: a large image is first brought to
+    twice the target bilinearly, then halved by INTER_AREA's fast integer path (a direct
+    INTER_AREA from 1280x720 costs about 20 times more)."""
+    w, h = size
+    if image.shape[1] > 2 * w and image.shape[0] > 2 * h:
+        image = cv2.resize(image, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
 class MotionGate:
     """Background subtraction on a small grey copy of the frame.
 
@@ -62,7 +72,7 @@ class MotionGate:
         """Learn from ``frame`` and return where it differs from the background."""
         h, w = frame.shape[:2]
         scale = min(1.0, self.work_width / w)
-        small = cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        small = shrink(frame, (round(w * scale), round(h * scale)))
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         self._frames += 1
         rate = -1.0 if self._frames <= self.warmup_frames else self.learning_rate

@@ -62,7 +62,11 @@ class RoadScene:
                 leader = Vehicle(lane, int(np.ceil(t)), speed, length, 0.1 * height, colour)
                 self.vehicles.append(leader)
                 t = leader.start + (length * 1.8) / speed + float(rng.exponential(1 / rate))
-        self._noise = np.random.default_rng(seed + 1)
+        # Sensor noise: a bank of 7 noise fields cycled frame by frame (cheaper than drawing anew).
+        noise_rng = np.random.default_rng(seed + 1)
+        self._noise = [
+            np.round(noise_rng.normal(0, 2.0, (height, width, 1))).astype(np.int16) for _ in range(7)
+        ]
         yy, xx = np.mgrid[0:height, 0:width]
         coarse = rng.normal(0, 6, (height // 8 + 1, width // 8 + 1))
         texture = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -91,8 +95,7 @@ class RoadScene:
         img = self.background.copy()
         for v, (x1, y1, x2, y2) in self.boxes(index):
             cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), v.colour, thickness=-1)
-        noise = self._noise.normal(0, 2.0, img.shape[:2])[..., None]
-        return np.clip(img + noise, 0, 255).astype(np.uint8)
+        return np.clip(img.astype(np.int16) + self._noise[index % len(self._noise)], 0, 255).astype(np.uint8)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self.frame(i) for i in range(self.frames))

@@ -81,8 +81,12 @@ def _implements() -> str:
     return " ".join(parts)
 
 
-def build() -> bytes:
-    """Convert the hand-weighted network to .tflite bytes (needs TensorFlow)."""
+def build(quantized: bool = False) -> bytes:
+    """Convert the hand-weighted network to .tflite bytes (needs TensorFlow).
+
+    ``quantized`` makes ``tiny_ssd_uint8``: int8 weights and activations with a uint8 image input
+    (0..255 RGB, scale 1/255), calibrated on images of red and green squares.
+    """
     import tensorflow as tf
 
     anchor_tensor = tf.constant(anchors())
@@ -114,6 +118,20 @@ def build() -> bytes:
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = True
+    if quantized:
+        rng = np.random.default_rng(0)
+
+        def calibration() -> Any:
+            for _ in range(64):
+                img = np.zeros((1, SIZE, SIZE, 3), np.float32)
+                for _ in range(3):
+                    r, c, ch = rng.integers(0, GRID), rng.integers(0, GRID), rng.integers(0, 2)
+                    img[0, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8, ch] = 1.0
+                yield [img]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = calibration
+        converter.inference_input_type = tf.uint8
     return bytes(converter.convert())
 
 
@@ -126,18 +144,18 @@ def _output_order(names: list[str]) -> dict[str, int]:
     return order
 
 
-def write(content: bytes, out_dir: Path) -> Path:
+def write(content: bytes, out_dir: Path, name: str = "tiny_ssd") -> Path:
     """Write the model and its manifest (tensor specs read back from the real interpreter)."""
     from models.manifest import Manifest, describe_tensors, sha256_hex, write_manifest
     from models.runtime import make_interpreter, select_backend
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "tiny_ssd.tflite"
+    path = out_dir / f"{name}.tflite"
     path.write_bytes(content)
     interp = make_interpreter(content, 1, select_backend())
     outputs = describe_tensors(interp.get_output_details())
     manifest = Manifest(
-        name="tiny_ssd",
+        name=name,
         version=VERSION,
         file=path.name,
         sha256=sha256_hex(content),
@@ -159,14 +177,15 @@ def write(content: bytes, out_dir: Path) -> Path:
             **SCALES,
         },
     )
-    write_manifest(manifest, out_dir / "tiny_ssd.yaml")
+    write_manifest(manifest, out_dir / f"{name}.yaml")
     return path
 
 
 def main(argv: list[str]) -> int:
-    """``make_ssd_model [OUT_DIR]``; default ``models/files``."""
+    """``make_ssd_model [OUT_DIR]``; default ``models/files``. Writes tiny_ssd and tiny_ssd_uint8."""
     out = Path(argv[0]) if argv else Path(__file__).resolve().parent.parent / "files"
     print(write(build(), out))
+    print(write(build(quantized=True), out, "tiny_ssd_uint8"))
     return 0
 
 

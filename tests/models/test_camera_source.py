@@ -162,3 +162,38 @@ def test_bad_camera_config_names_the_field(change: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"site": SITE, "devices": [{**_camera("/tmp/x.avi"), **change}]})
     assert message in str(err.value)
+
+
+def test_model_updates_while_running_are_reported(video: tuple[Path, RoadScene], tmp_path: Path) -> None:
+    """A camera's periodic reload: a good update is announced, a bad one refused as an EVENT."""
+    import shutil
+
+    import yaml
+
+    from models.registry import ModelRegistry
+
+    files = Path(__file__).resolve().parents[2] / "models" / "files"
+    for suffix in (".tflite", ".yaml"):
+        shutil.copyfile(files / f"tiny_ssd{suffix}", tmp_path / f"tiny_ssd{suffix}")
+    path, _ = video
+    site = parse_config(
+        {"site": SITE, "devices": [_camera(str(path), detector={"kind": "ssd", "model": "tiny_ssd"})]}
+    )
+    source = CameraSource(site.devices[0], ModelRegistry(tmp_path, num_threads=1), bus=CountsBus())  # type: ignore[arg-type]
+    sink = ListSink()
+    ctx = RunContext(site=site, sink=sink)
+    manifest = tmp_path / "tiny_ssd.yaml"
+
+    data = yaml.safe_load(manifest.read_text())
+    manifest.write_text(yaml.safe_dump({**data, "version": "1.1.0"}))
+    asyncio.run(source._reload(ctx))
+    assert [(r.point, r.value) for r in sink.readings] == [("model.tiny_ssd.loaded", "1.1.0")]
+    assert source.pipeline.detector.meta()["model_version"] == "1.1.0"
+
+    manifest.write_text(yaml.safe_dump({**data, "version": "2.0.0", "sha256": "a" * 64}))
+    asyncio.run(source._reload(ctx))
+    refused = sink.readings[-1]
+    assert refused.point == "model.tiny_ssd.refused"
+    assert refused.priority == Priority.EVENT
+    assert "sha256" in str(refused.value)
+    assert source.pipeline.detector.meta()["model_version"] == "1.1.0"  # the running model stays

@@ -159,3 +159,15 @@ def test_wrong_input_shape_at_invoke_is_a_model_error() -> None:
     model = ModelRegistry(FILES, num_threads=1).load(FACE)
     with pytest.raises(ModelError, match="has shape \\[1, 64, 64, 3\\], needs \\[1, 128, 128, 3\\]"):
         model.invoke(np.zeros((1, 64, 64, 3), np.float32))
+
+
+def test_probe_process_refuses_a_damaged_file_without_touching_this_process(model_dir: Path) -> None:
+    """With ``probe`` the file is opened in a child first (default with tflite-runtime, which can crash)."""
+    registry = ModelRegistry(model_dir, num_threads=1, probe=True)
+    running = registry.load(FACE)
+    bad = (model_dir / f"{FACE}.tflite").read_bytes()[:5000]
+    (model_dir / f"{FACE}.tflite").write_bytes(bad)
+    _edit_manifest(model_dir, sha256=sha256_hex(bad))
+    with pytest.raises(ModelError, match="probe process"):
+        registry.load(FACE)
+    assert registry.get(FACE) is running

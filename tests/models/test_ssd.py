@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from models.camera.detectors import SsdDetector
 from models.registry import ModelRegistry
-from models.runtime import available_backends
+from models.runtime import BACKENDS, available_backends
 from models.tools.make_ssd_model import GRID, expected_box
 
 FILES = Path(__file__).resolve().parents[2] / "models" / "files"
@@ -30,9 +29,14 @@ def _image(red: tuple[int, int], green: tuple[int, int], size: int = 64) -> np.n
     return img
 
 
-def test_raw_outputs_decode_to_the_known_boxes_classes_and_scores(registry: ModelRegistry) -> None:
-    model = registry.load("tiny_ssd")
-    detector = SsdDetector(registry.handle("tiny_ssd"))
+MODELS = ["tiny_ssd", "tiny_ssd_uint8"]  # float, and int8 with a uint8 image input
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_raw_outputs_decode_to_the_known_boxes_classes_and_scores(registry: ModelRegistry, name: str) -> None:
+    model = registry.load(name)
+    detector = SsdDetector(registry.handle(name))
+    # Float pixels in 0..1: the registry quantises them for the uint8 model (scale 1/255).
     decoded = detector.decode(model.invoke(_image(red=(2, 5), green=(6, 0))))
     assert len(decoded) == 2
     by_label = {label: (box, score) for box, score, label in decoded}
@@ -40,8 +44,8 @@ def test_raw_outputs_decode_to_the_known_boxes_classes_and_scores(registry: Mode
     for label, cell in (("red", (2, 5)), ("green", (6, 0))):
         ymin, xmin, ymax, xmax = expected_box(*cell)
         box, score = by_label[label]
-        np.testing.assert_allclose(box, (xmin, ymin, xmax, ymax), atol=1e-5)
-        assert score > 0.999
+        np.testing.assert_allclose(box, (xmin, ymin, xmax, ymax), atol=1e-3 if "uint8" in name else 1e-5)
+        assert score > 0.99
 
 
 def test_empty_image_gives_no_detections(registry: ModelRegistry) -> None:
@@ -52,16 +56,17 @@ def test_empty_image_gives_no_detections(registry: ModelRegistry) -> None:
     assert SsdDetector(registry.handle("tiny_ssd")).decode(out) == []
 
 
-def test_detector_maps_boxes_to_frame_pixels_and_filters_labels(registry: ModelRegistry) -> None:
+@pytest.mark.parametrize("name", MODELS)
+def test_detector_maps_boxes_to_frame_pixels_and_filters_labels(registry: ModelRegistry, name: str) -> None:
     frame = np.zeros((512, 512, 3), np.uint8)
     frame[64 * 1 : 64 * 2, 64 * 3 : 64 * 4] = (0, 0, 255)  # red (BGR) in cell (1, 3)
     frame[64 * 7 : 64 * 8, 64 * 7 : 64 * 8] = (0, 255, 0)  # green in cell (7, 7)
-    found = SsdDetector(registry.handle("tiny_ssd")).detect(frame, None)
+    found = SsdDetector(registry.handle(name)).detect(frame, None)
     assert sorted(d.label for d in found) == ["green", "red"]
     red = next(d for d in found if d.label == "red")
     ymin, xmin, ymax, xmax = expected_box(1, 3)
-    np.testing.assert_allclose(red.box, (xmin * 512, ymin * 512, xmax * 512, ymax * 512), atol=0.01)
-    only_green = SsdDetector(registry.handle("tiny_ssd"), labels=["green"]).detect(frame, None)
+    np.testing.assert_allclose(red.box, (xmin * 512, ymin * 512, xmax * 512, ymax * 512), atol=0.5)
+    only_green = SsdDetector(registry.handle(name), labels=["green"]).detect(frame, None)
     assert [d.label for d in only_green] == ["green"]
 
 
@@ -93,5 +98,26 @@ def test_runtimes_agree() -> None:
     for other in outputs[1:]:
         for key in outputs[0]:
             np.testing.assert_allclose(outputs[0][key], other[key], atol=1e-6)
-    assert backends[0] == "litert"
-    assert cv2 is not None
+    assert backends == [b for b in BACKENDS if b in backends]  # LiteRT preferred when present
+
+
+def test_detector_follows_a_hot_replacement(tmp_path: Path) -> None:
+    """A new manifest version (relabelled classes) takes effect on the next frame without a restart."""
+    import shutil
+
+    import yaml
+
+    for suffix in (".tflite", ".yaml"):
+        shutil.copyfile(FILES / f"tiny_ssd{suffix}", tmp_path / f"tiny_ssd{suffix}")
+    registry = ModelRegistry(tmp_path, num_threads=1)
+    detector = SsdDetector(registry.handle("tiny_ssd"))
+    frame = np.zeros((512, 512, 3), np.uint8)
+    frame[0:64, 0:64] = (0, 0, 255)
+    assert [d.label for d in detector.detect(frame, None)] == ["red"]
+    data = yaml.safe_load((tmp_path / "tiny_ssd.yaml").read_text())
+    data["version"] = "1.0.1"
+    data["labels"] = ["nen", "do", "xanh"]
+    (tmp_path / "tiny_ssd.yaml").write_text(yaml.safe_dump(data))
+    assert [(r.version, r.error) for r in registry.refresh()] == [("1.0.1", None)]
+    assert [d.label for d in detector.detect(frame, None)] == ["do"]
+    assert detector.meta() == {"model": "tiny_ssd", "model_version": "1.0.1"}
