@@ -127,7 +127,9 @@ class Config(StrictModel):
     weather: WeatherPoints
     irrigation: IrrigationSettings | None = None
     faults: FaultSettings | None = None
-    model_dir: RelPath = MODEL_DIR
+    model_dir: RelPath | None = Field(
+        default=None, description="Folder of the models and manifests; default: the models shipped with the agent."
+    )
     threads: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
@@ -173,7 +175,7 @@ class FarmSource:
 
     def load(self) -> None:
         """Load the models (hash and tensors checked by the registry) and build advisor and monitor."""
-        registry = self.registry = ModelRegistry(self.cfg.model_dir, num_threads=self.cfg.threads)
+        registry = self.registry = ModelRegistry(self.cfg.model_dir or MODEL_DIR, num_threads=self.cfg.threads)
         w = self.cfg.weather
         if self.cfg.faults is not None:
             sensors = [WatchedSensor(s.device, s.point, s.kind) for s in self.cfg.faults.sensors]
