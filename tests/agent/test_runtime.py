@@ -218,3 +218,31 @@ async def test_flush_while_the_writer_runs_commits_each_reading_once(tmp_path: P
     task.cancel()
     assert [s.reading.value for s in store.pending(1000)] == [float(i) for i in range(500)]
     store.close()
+
+
+async def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd (NOTIFY_SOCKET, WATCHDOG_USEC) the agent says READY=1, pets the watchdog, says STOPPING=1."""
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # pet every 0.2 s
+    agent = Agent(parse_config(_site(tmp_path, free_port())))
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.wait_for(run, 10)
+    messages = []
+    while True:
+        try:
+            messages.append(listener.recv(4096).decode())
+        except BlockingIOError:
+            break
+    listener.close()
+    assert messages[0] == "READY=1"
+    assert messages.count("WATCHDOG=1") >= 3
+    assert messages[-1] == "STOPPING=1"
