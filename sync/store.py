@@ -477,37 +477,10 @@ class Store:
 
     # -- leaving the store ------------------------------------------------------------------------
 
-    def ack(self, seqs: Sequence[int]) -> int:
-        """Delete readings the centre has persisted; return how many were still here."""
-        if not seqs:
-            return 0
+    def _remove(self, seqs: Sequence[int], keep_aside: tuple[str, str] | None = None) -> int:
+        """Delete ``seqs`` in one transaction (first copying them to ``rejected`` with
+        ``keep_aside = (batch_id, reason)``); keep the depth counters right; return how many were here."""
         removed = 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for chunk in _chunks(sorted(seqs)):
-                    marks = ",".join("?" * len(chunk))
-                    counts = self._db.execute(
-                        f"SELECT priority, COUNT(*) FROM readings WHERE seq IN ({marks}) GROUP BY priority",
-                        chunk,
-                    ).fetchall()
-                    self._db.execute(f"DELETE FROM readings WHERE seq IN ({marks})", chunk)
-                    for prio, n in counts:
-                        self._depth[Priority(prio)] -= int(n)
-                        removed += int(n)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._depth = self._count_depth()
-                raise
-        self.metrics.inc("kbe_store_acked_total", removed)
-        return removed
-
-    def reject(self, seqs: Sequence[int], batch_id: str, reason: str) -> int:
-        """Move readings of a batch the centre refused into the ``rejected`` table; return how many."""
-        if not seqs:
-            return 0
-        moved = 0
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -518,21 +491,38 @@ class Store:
                         f"SELECT priority, COUNT(*) FROM readings WHERE seq IN ({marks}) GROUP BY priority",
                         chunk,
                     ).fetchall()
-                    self._db.execute(
-                        f"INSERT OR IGNORE INTO rejected ({_COLUMNS}, batch_id, reason, rejected_at) "
-                        f"SELECT {_COLUMNS}, ?, ?, ? FROM readings WHERE seq IN ({marks})",
-                        (batch_id, reason, now, *chunk),
-                    )
+                    if keep_aside is not None:
+                        self._db.execute(
+                            f"INSERT OR IGNORE INTO rejected ({_COLUMNS}, batch_id, reason, rejected_at) "
+                            f"SELECT {_COLUMNS}, ?, ?, ? FROM readings WHERE seq IN ({marks})",
+                            (*keep_aside, now, *chunk),
+                        )
                     self._db.execute(f"DELETE FROM readings WHERE seq IN ({marks})", chunk)
                     for prio, n in counts:
-                        self._depth[Priority(prio)] -= int(n)
-                        moved += int(n)
-                self._bump("rejected", moved)
+                        self._depth[_PRIORITIES[prio]] -= int(n)
+                        removed += int(n)
+                if keep_aside is not None:
+                    self._bump("rejected", removed)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 self._depth = self._count_depth()
                 raise
+        return removed
+
+    def ack(self, seqs: Sequence[int]) -> int:
+        """Delete readings the centre has persisted; return how many were still here."""
+        if not seqs:
+            return 0
+        removed = self._remove(seqs)
+        self.metrics.inc("kbe_store_acked_total", removed)
+        return removed
+
+    def reject(self, seqs: Sequence[int], batch_id: str, reason: str) -> int:
+        """Move readings of a batch the centre refused into the ``rejected`` table; return how many."""
+        if not seqs:
+            return 0
+        moved = self._remove(seqs, keep_aside=(batch_id, reason))
         self.metrics.inc("kbe_store_rejected_total", moved)
         log.error("centre rejected batch %s (%s): %d readings kept aside", batch_id, reason, moved)
         return moved
