@@ -92,6 +92,7 @@ def test_sigkill_twenty_times_loses_nothing_and_stores_nothing_twice(
             "health: {listen: null}\n"
         )
         log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115
+        proc: subprocess.Popen[bytes] | None = None
         try:
             lasts = []
             for _ in range(KILLS):
@@ -131,6 +132,9 @@ def test_sigkill_twenty_times_loses_nothing_and_stores_nothing_twice(
             tail = (tmp_path / "agent.log").read_text(errors="replace").splitlines()[-30:]
             assert code == 0, "\n".join(tail)
         finally:
+            if proc is not None and proc.poll() is None:  # a failed wait must not leave an agent behind
+                proc.kill()
+                proc.wait(10)
             log.close()
         last_seq, waiting = _store_state(store_path)
         assert waiting == 0, "a clean stop flushes the uplink: nothing left unacknowledged"
