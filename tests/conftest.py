@@ -1,38 +1,19 @@
-"""Shared fixtures: free ports, subprocess environment, a private Mosquitto per test."""
+"""Shared helpers: free ports and the environment for running ``edge-agent`` in a subprocess.
+
+A private Mosquitto per test is in :mod:`tests.brokers`."""
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
-from pathlib import Path
+# One implementation for tests and rigs: free ports and running `edge-agent` from this checkout.
+from hil.procs import REPO, agent_argv, free_port
+from hil.procs import agent_env as _agent_env
 
-import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["REPO", "agent_argv", "agent_env", "free_port"]
 
 
 def agent_env(**extra: str) -> dict[str, str]:
     """Environment for running ``python -m agent`` from this checkout in a subprocess."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = _agent_env()
     env.update(extra)
     return env
 
-
-def agent_argv(*args: str) -> list[str]:
-    """argv that runs ``edge-agent`` with this interpreter."""
-    return [sys.executable, "-m", "agent", *args]
-
-
-@pytest.fixture
-def tmp_store_path(tmp_path: Path) -> Path:
-    """A path for a fresh SQLite store file."""
-    return tmp_path / "store.db"
