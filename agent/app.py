@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.clock import Clock
 from agent.commands import CommandRouter, IncomingCommand
@@ -25,6 +25,9 @@ from agent.source import RunContext, Source
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
 from sync.store import Store
+
+if TYPE_CHECKING:
+    from sync.uploader import Uploader
 
 log = logging.getLogger("kbe.agent")
 
@@ -92,7 +95,7 @@ class Agent:
         self.commands = CommandRouter(
             cfg.site.id, self.clock, cfg.store.path.with_name(cfg.store.path.name + ".commands")
         )
-        self.uploader: Any = None
+        self.uploader: Uploader | None = None
         self._command_keys: list[Any] = []
         self.health_server: HealthServer | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -124,7 +127,7 @@ class Agent:
             for name, s in self.supervisor.states.items()
         }
         sync_state = (
-            self.uploader.health() if self.uploader is not None and hasattr(self.uploader, "health") else None
+            self.uploader.health() if self.uploader is not None else None
         )
         return {
             "ok": self.supervisor.healthy() and not writer_stalled,
@@ -264,7 +267,7 @@ class Agent:
         # Sources first, so nothing new arrives; the uplink keeps running while the writer flushes.
         await self.supervisor.cancel_matching("source:")
         await self.writer.flush()
-        if uploader is not None and hasattr(uploader, "flush"):
+        if uploader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(uploader.flush(flush_timeout_s), timeout=flush_timeout_s + 1)
         await self.supervisor.stop()
