@@ -33,7 +33,7 @@ demo: $(STAMP)  ## run the agent against an emulated site, with a broker and the
 
 lint: $(STAMP)  ## ruff and mypy
 	$(PY) -m ruff check .
-	$(PY) -m mypy agent drivers models sync provisioning hil
+	$(PY) -m mypy kernel drivers models sync control agent provisioning hil
 
 typecheck: lint
 

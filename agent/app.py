@@ -13,17 +13,17 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from agent.clock import Clock
-from agent.commands import CommandRouter, IncomingCommand
 from agent.config import SiteConfig
-from agent.errors import AgentError
 from agent.health import HealthServer
-from agent.kinds import kind_module
-from agent.metrics import Metrics
-from agent.readings import Priority, Reading
-from agent.source import RunContext, Source
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
+from kernel.clock import Clock
+from kernel.commands import CommandRouter, IncomingCommand
+from kernel.errors import AgentError
+from kernel.kinds import kind_module
+from kernel.metrics import Metrics
+from kernel.readings import Priority, Reading
+from kernel.source import RunContext, Source
 from sync.store import Store
 
 if TYPE_CHECKING:

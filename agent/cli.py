@@ -12,17 +12,17 @@ from typing import Any
 
 import click
 
-from agent.errors import AgentError, ConfigError
+from kernel.errors import AgentError, ConfigError
 
 # Subcommands that live with their package: "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
-    "demo": "agent.demo:demo_cmd",
+    "demo": "hil.demo:demo_cmd",
     "hil": "hil.cli:hil_cli",
     "keys": "sync.signing:keys_cli",
-    "lighting": "agent.lighting.cli:lighting_cli",
+    "lighting": "agent.lighting_cli:lighting_cli",
     "modbus": "drivers.modbus.cli:modbus",
     "receiver": "sync.receiver:receiver_cmd",
-    "schemas": "sync.schemas:schemas",
+    "schemas": "agent.schemas:schemas",
     "firmware-test": "firmware_tests.cli:firmware_test",
 }
 

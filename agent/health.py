@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from agent.metrics import Metrics
+from kernel.metrics import Metrics
 
 log = logging.getLogger("kbe.health")
 

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from agent.metrics import Metrics
+from kernel.metrics import Metrics
 
 log = logging.getLogger("kbe.supervisor")
 

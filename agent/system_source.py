@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.config_base import StrictModel
-from agent.readings import Reading
-from agent.source import RunContext, Source
+from kernel.config_base import StrictModel
+from kernel.readings import Reading
+from kernel.source import RunContext, Source
 
 _THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
 

@@ -13,16 +13,16 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from agent.errors import StoreError
-from agent.metrics import Metrics
-from agent.readings import Reading
+from kernel.errors import StoreError
+from kernel.metrics import Metrics
+from kernel.readings import Reading
 from sync.store import Store
 
 log = logging.getLogger("kbe.writer")
 
 
 class StoreWriter:
-    """A :class:`~agent.sink.ReadingSink` that commits to a :class:`~sync.store.Store` in batches."""
+    """A :class:`~kernel.sink.ReadingSink` that commits to a :class:`~sync.store.Store` in batches."""
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import DeviceTimeout
+from kernel.errors import DeviceTimeout
 from models.camera.detectors import BlazeDetector, MotionBlobDetector
 from models.camera.frames import FrameReader
 from models.camera.motion import MotionGate

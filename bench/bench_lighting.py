@@ -27,11 +27,11 @@ from astral import Observer
 from astral.sun import sunrise, sunset
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from agent.lighting.astro import AstroClock
-from agent.lighting.config import LightingConfig
-from agent.lighting.controller import LightingController
-from agent.lighting.kind import build_outputs
-from agent.lighting.state import LightingState
+from control.lighting.astro import AstroClock
+from control.lighting.config import LightingConfig
+from control.lighting.controller import LightingController
+from control.lighting.kind import build_outputs
+from control.lighting.state import LightingState
 
 LAT, LON, TZ = 21.19, 106.08, "Asia/Ho_Chi_Minh"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.readings import Reading
+from kernel.readings import Reading
 from sync.store import Store, _encode_row
 
 

@@ -27,8 +27,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import SyncConfig
-from agent.metrics import Metrics
-from agent.readings import Reading
+from kernel.metrics import Metrics
+from kernel.readings import Reading
 from sync.signing import Signer, generate_keypair
 from sync.store import Store
 from sync.uploader import Uploader

@@ -25,11 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.config import load_config
-from agent.traffic.signals import Indication
-from agent.traffic.source import TrafficSource
+from control.traffic.card import program_card
+from control.traffic.source import TrafficSource
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
+from drivers.signals.indications import Indication
 from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
-from drivers.signals.monitor import ProgramCard
 from drivers.transports.tcp import TcpTransport
 from hil.linkcut import CuttableLink
 from hil.sumo.rig import AGENT_MODES, SUMO_PROGRAMS, run
@@ -73,7 +73,7 @@ def link_part(trials: int) -> None:
     cfg = load_config(SITE)
     assert cfg.traffic is not None
     ix = cfg.traffic.intersections[0]
-    emu = ControllerEmulator(ProgramCard.from_plan(ix), watchdog_s=0.5)
+    emu = ControllerEmulator(program_card(ix), watchdog_s=0.5)
     server = ModbusSignalEmulator(emu, port=_free_port())
     server.start()
     link = CuttableLink(("127.0.0.1", server.port))

@@ -13,7 +13,7 @@ import time
 import zlib
 from collections.abc import Callable
 
-from agent.readings import Priority
+from kernel.readings import Priority
 from sync.wire import Batch, BufferStats, WireReading
 
 

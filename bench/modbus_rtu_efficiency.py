@@ -20,16 +20,16 @@ import contextlib
 import logging
 import time
 
-from agent.clock import Clock
-from agent.metrics import Metrics
-from agent.sink import ListSink
-from agent.source import RunContext
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.client import silence_s
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.emulator import EmulatedDevice, Emulator
 from drivers.modbus.profile import load_profile
 from drivers.transports import PtyTransport
+from kernel.clock import Clock
+from kernel.metrics import Metrics
+from kernel.sink import ListSink
+from kernel.source import RunContext
 
 BAUD = 9600
 STATION = [

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import yaml
 
-from agent.clock import Clock
-from agent.metrics import Metrics
-from agent.source import RunContext
 from agent.writer import StoreWriter
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.profile import load_profile
 from drivers.transports import TcpTransport
+from kernel.clock import Clock
+from kernel.metrics import Metrics
+from kernel.source import RunContext
 from sync.store import Store
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from agent.errors import AgentError
 from firmware_tests.bench import BUGS
+from kernel.errors import AgentError
 
 SUITE = Path(__file__).resolve().parent
 

@@ -13,10 +13,10 @@ import struct
 
 import pytest
 
-from agent.errors import DeviceRefused, DeviceTimeout, FrameError
 from drivers.modbus import protocol as p
 from drivers.modbus.profile import BIT_TABLES, READ_FC, Point
 from firmware_tests.bench import Bench, plausible_float
+from kernel.errors import DeviceRefused, DeviceTimeout, FrameError
 
 REPEATS = 10  # reads timed for the answer-time check
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from agent.errors import AgentError
 from hil.report import junit_error, write_junit
 from hil.rig import load_rig
 from hil.runner import RigRun, RunOptions, RunResult
+from kernel.errors import AgentError
 
 
 @click.group("hil")

@@ -15,8 +15,8 @@ from typing import Any
 from hil.rig import GpioDevice, ModbusDevice, Rig, SystemDevice, WindowFault
 from hil.schedule import FaultWindow
 
-GOOD = 0  # agent.readings.Quality.GOOD
-TELEMETRY = 2  # agent.readings.Priority.TELEMETRY
+GOOD = 0  # kernel.readings.Quality.GOOD
+TELEMETRY = 2  # kernel.readings.Priority.TELEMETRY
 OUTAGE_KINDS = {"dead", "reboot", "agent_kill", "tcp_drop"}
 MAX_LISTED = 10
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.errors import HilFailure
+from kernel.errors import HilFailure
 
 log = logging.getLogger("kbe.hil")
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from agent.config_base import StrictModel, load_yaml, register_union_tags, validation_problems
-from agent.errors import ConfigError
+from kernel.config_base import StrictModel, load_yaml, register_union_tags, validation_problems
+from kernel.errors import ConfigError
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 

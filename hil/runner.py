@@ -27,7 +27,6 @@ from typing import Any
 
 import yaml
 
-from agent.errors import HilFailure
 from hil.devices import EmulatorBank
 from hil.expect import RunRecord, Verdict, evaluate
 from hil.procs import Broker, ManagedProcess, ProcessSet, agent_argv, agent_env, free_port
@@ -44,6 +43,7 @@ from hil.rig import (
 )
 from hil.schedule import FaultScheduler, FaultWindow
 from hil.sources import proc_cpu_seconds, proc_rss_kib, receiver_count, receiver_rows, store_state
+from kernel.errors import HilFailure
 
 log = logging.getLogger("kbe.hil")
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.config_base import StrictModel
+from kernel.config_base import StrictModel
 
 PACKAGED_MODELS = Path(__file__).resolve().parent / "files"
 

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from agent.config_base import StrictModel, validation_problems
-from agent.errors import ModelError
+from kernel.config_base import StrictModel, validation_problems
+from kernel.errors import ModelError
 
 DType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
 MODEL_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"

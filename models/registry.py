@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import ModelError
+from kernel.errors import ModelError
 from models.manifest import Manifest, TensorSpec, check_tensors, read_manifest, sha256_hex
 from models.runtime import Backend, default_threads, make_interpreter, probe_in_child, select_backend
 

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import ModelError
+from kernel.errors import ModelError
 
 BACKENDS: dict[str, str] = {
     "litert": "ai_edge_litert.interpreter",

@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.errors import ConfigError
+from kernel.errors import ConfigError
 
 log = logging.getLogger("kbe.mqtt")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from agent.errors import SignatureError
+from kernel.errors import SignatureError
 from sync.mqtt import LinkOptions, MqttLink
 from sync.receiver_db import ReceiverDB, open_db
 from sync.signing import SiteRegistry, verify_frame

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
-from agent.errors import ConfigError, SyncError
+from kernel.errors import ConfigError, SyncError
 from sync.wire import Batch, WireReading
 
 _T = TypeVar("_T")

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import Field, ValidationError
 
-from agent.config_base import StrictModel, check_secret_file, load_yaml, validation_problems
-from agent.errors import ConfigError, SignatureError, SyncError
+from kernel.config_base import StrictModel, check_secret_file, load_yaml, validation_problems
+from kernel.errors import ConfigError, SignatureError, SyncError
 from sync.wire import (
     SITE_PATTERN,
     Command,

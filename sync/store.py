@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import StoreCorrupt, StoreError
-from agent.metrics import Metrics
-from agent.readings import ClockQuality, Priority, Quality, Reading, Value
+from kernel.errors import StoreCorrupt, StoreError
+from kernel.metrics import Metrics
+from kernel.readings import ClockQuality, Priority, Quality, Reading, Value
 
 log = logging.getLogger("kbe.store")
 

@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.clock import Clock
-from agent.config import SyncConfig
-from agent.errors import SyncError
-from agent.metrics import Metrics
-from agent.readings import Priority
+from kernel.clock import Clock
+from kernel.errors import SyncError
+from kernel.metrics import Metrics
+from kernel.readings import Priority
+from sync.config import SyncConfig
 from sync.mqtt import LinkOptions, MqttLink
 from sync.signing import Signer
 from sync.store import Store, StoredReading

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from agent.errors import SyncError
-from agent.readings import ClockQuality, Priority, Quality, Reading
+from kernel.errors import SyncError
+from kernel.readings import ClockQuality, Priority, Quality, Reading
 
 SCHEMA_VERSION: Literal[1] = 1
 SITE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"

@@ -13,11 +13,11 @@ from typing import Any
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 
-from agent.clock import Clock
-from agent.errors import DeviceError, WriteRefused
-from agent.metrics import Metrics
-from agent.readings import Priority, Quality, Reading
 from drivers.gpio.config import DEFAULT_STATES, GpioConfig, InputConfig, OutputConfig
+from kernel.clock import Clock
+from kernel.errors import DeviceError, WriteRefused
+from kernel.metrics import Metrics
+from kernel.readings import Priority, Quality, Reading
 
 
 class GpioBank:

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from agent.config_base import StrictModel
 from drivers.gpio.factory import FactoryName
+from kernel.config_base import StrictModel
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 Pin = int | str  # BCM number (17) or a gpiozero pin name ("GPIO17", "BOARD11")

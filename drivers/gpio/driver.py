@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from agent.config_base import StrictModel
-from agent.readings import Reading
-from agent.source import RunContext, Source
 from drivers.gpio import registry
 from drivers.gpio.bank import GpioBank
 from drivers.gpio.config import GpioConfig
 from drivers.gpio.factory import make_pin_factory
+from kernel.config_base import StrictModel
+from kernel.readings import Reading
+from kernel.source import RunContext, Source
 
 
 class Config(GpioConfig, StrictModel):

@@ -10,7 +10,7 @@ import importlib
 import os
 from typing import Any, Literal
 
-from agent.errors import DeviceError
+from kernel.errors import DeviceError
 
 FactoryName = Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.errors import DeviceError
 from drivers.gpio.bank import GpioBank
+from kernel.errors import DeviceError
 
 _BANKS: dict[str, GpioBank] = {}
 

@@ -16,16 +16,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.clock import Clock
-from agent.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
-from agent.metrics import Metrics
-from agent.readings import Reading
-from agent.source import RunContext
 from drivers.modbus.client import Framing, ModbusClient
 from drivers.modbus.device import ModbusDevice
 from drivers.modbus.plan import Block
 from drivers.modbus.profile import Point
 from drivers.transports.base import Transport, with_timeout
+from kernel.clock import Clock
+from kernel.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
+from kernel.metrics import Metrics
+from kernel.readings import Reading
+from kernel.source import RunContext
 
 MAX_PENDING_WRITES = 32
 METRIC_HELP = {
@@ -52,7 +52,7 @@ class _Write:
 
 
 class ModbusBus:
-    """A :class:`~agent.source.Source` polling every device on one RS-485 line or TCP endpoint."""
+    """A :class:`~kernel.source.Source` polling every device on one RS-485 line or TCP endpoint."""
 
     def __init__(
         self,
@@ -225,7 +225,7 @@ class ModbusBus:
     ) -> None:
         """Write ``value`` to ``device.point`` through this bus, then read it back and compare.
 
-        Raises :class:`~agent.errors.WriteRefused` before anything is sent when the profile says the
+        Raises :class:`~kernel.errors.WriteRefused` before anything is sent when the profile says the
         point is not writable or the value does not fit, :class:`DeviceError` when the device
         refuses or the read-back differs.
         """

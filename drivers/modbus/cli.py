@@ -15,13 +15,13 @@ import signal
 
 import click
 
-from agent.errors import DeviceError
-from agent.readings import Quality, Reading
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.emulator import EmulatedDevice, Emulator, Fault
 from drivers.modbus.profile import load_profile, shipped_profiles
 from drivers.transports.config import framing_of, parse_port
+from kernel.errors import DeviceError
+from kernel.readings import Quality, Reading
 
 
 @click.group("modbus")

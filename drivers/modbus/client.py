@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Literal
 
-from agent.errors import DeviceTimeout, FrameError
 from drivers.modbus import protocol as p
 from drivers.transports.base import Transport
+from kernel.errors import DeviceTimeout, FrameError
 
 Framing = Literal["rtu", "tcp"]
 

@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.errors import WriteRefused
-from agent.readings import ClockQuality, Quality, Reading
 from drivers.modbus.codec import Decoder, encode_raw, make_decoder, unscale
 from drivers.modbus.plan import Block, Planner
 from drivers.modbus.profile import BIT_TABLES, Point, Profile
+from kernel.errors import WriteRefused
+from kernel.readings import ClockQuality, Quality, Reading
 
 
 @dataclass

@@ -27,13 +27,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from agent.errors import DeviceTimeout, TransportError
 from drivers.modbus import protocol as p
 from drivers.modbus.client import silence_s
 from drivers.modbus.codec import apply_scale, decode_raw, encode_raw, unscale
 from drivers.modbus.profile import BIT_TABLES, Emulate, Point, Profile
 from drivers.transports.base import Transport
 from drivers.transports.fd import PtyPair
+from kernel.errors import DeviceTimeout, TransportError
 
 ENERGY_UNITS = ("kWh", "Wh", "MWh", "kvarh", "varh", "kVAh", "m³", "m3", "L")
 TEMPERATURE_UNITS = ("°C", "degC", "C")

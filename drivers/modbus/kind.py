@@ -21,13 +21,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config_base import StrictModel
-from agent.errors import ConfigError
-from agent.source import RunContext, Source
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.profile import Profile, load_profile, profile_path
 from drivers.transports.config import LineConfig, framing_of
+from kernel.config_base import StrictModel
+from kernel.errors import ConfigError
+from kernel.source import RunContext, Source
 
 
 @functools.lru_cache(maxsize=64)

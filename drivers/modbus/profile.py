@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from agent.config_base import StrictModel, load_yaml, validation_problems
-from agent.errors import ConfigError
 from drivers.modbus.codec import DataType, Order, register_count
+from kernel.config_base import StrictModel, load_yaml, validation_problems
+from kernel.errors import ConfigError
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 POINT_NAME = r"^[a-z][a-z0-9_]{0,62}$"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from agent.errors import DeviceRefused, FrameError
+from kernel.errors import DeviceRefused, FrameError
 
 EXCEPTION_NAMES = {
     1: "illegal function",

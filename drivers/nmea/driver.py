@@ -3,7 +3,7 @@
 Each period the last fix is stored (latitude, longitude, altitude, fix quality, satellites, HDOP)
 together with how far the agent's wall clock is from GPS time. A valid RMC fix whose time agrees
 with the wall clock within ``max_offset_s`` marks the agent's clock synchronised
-(:meth:`agent.clock.Clock.mark_synced`), so readings are stamped ``ClockQuality.SYNCED`` on a board
+(:meth:`kernel.clock.Clock.mark_synced`), so readings are stamped ``ClockQuality.SYNCED`` on a board
 with no NTP. Gaining or losing the fix is stored as an EVENT.
 """
 
@@ -14,12 +14,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from agent.readings import Priority, Quality, Reading
-from agent.source import RunContext, Source
 from drivers.nmea import sentences as nm
 from drivers.serial_sensors.config import SerialSensorConfig, check_own_ports
 from drivers.serial_sensors.source import Framer, SerialSensorSource
 from drivers.transports.base import Transport
+from kernel.readings import Priority, Quality, Reading
+from kernel.source import RunContext, Source
 
 
 class Config(SerialSensorConfig):

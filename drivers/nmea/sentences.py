@@ -21,8 +21,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from agent.errors import FrameError
 from drivers.serial_sensors.framing import FrameStats
+from kernel.errors import FrameError
 
 MAX_SENTENCE = 82  # characters, from "$" to CR LF included
 

@@ -15,12 +15,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from agent.readings import Reading
-from agent.source import RunContext, Source
 from drivers.pms import frames as pf
 from drivers.serial_sensors.config import SerialSensorConfig, check_own_ports
 from drivers.serial_sensors.source import Framer, SerialSensorSource, mean_readings
 from drivers.transports.base import Transport
+from kernel.readings import Reading
+from kernel.source import RunContext, Source
 
 UNITS = dict(pf.POINTS)
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from agent.errors import FrameError
 from drivers.serial_sensors.framing import FrameStats
+from kernel.errors import FrameError
 
 START = b"\x42\x4d"
 DATA_LENGTH = 28  # measurement frame: 13 data words + check word

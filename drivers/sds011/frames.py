@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.errors import FrameError
 from drivers.serial_sensors.framing import FrameStats
+from kernel.errors import FrameError
 
 HEAD = 0xAA
 TAIL = 0xAB

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from agent.config_base import StrictModel
-from agent.errors import ConfigError
 from drivers.transports.config import LineConfig
+from kernel.config_base import StrictModel
+from kernel.errors import ConfigError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 

@@ -22,8 +22,8 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from agent.errors import DeviceTimeout, TransportError
 from drivers.transports import PtyPair
+from kernel.errors import DeviceTimeout, TransportError
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from agent.metrics import Metrics
+from kernel.metrics import Metrics
 
 # Reasons a frame is thrown away; each is one label value of ``kbe_serial_bad_frames_total``.
 BAD_REASONS = ("checksum", "length", "malformed", "truncated")

@@ -15,12 +15,12 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
-from agent.errors import DeviceTimeout
-from agent.readings import Priority, Reading
-from agent.source import RunContext
 from drivers.serial_sensors.config import SerialSensorConfig
 from drivers.serial_sensors.framing import FrameStats, publish_delta
 from drivers.transports.base import Transport
+from kernel.errors import DeviceTimeout
+from kernel.readings import Priority, Reading
+from kernel.source import RunContext
 
 
 class Framer(Protocol):

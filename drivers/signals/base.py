@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.traffic.signals import Indication, SignalState
+from drivers.signals.indications import Indication, SignalState
 
 # Register codes shared by the Modbus controller and its emulator.
 CODES: dict[Indication, int] = {

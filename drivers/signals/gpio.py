@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import FrameError
-from agent.traffic.config import GpioHeadConfig
-from agent.traffic.signals import Indication, SignalState
 from drivers.signals.base import ShownState
+from drivers.signals.config import GpioHeadConfig
+from drivers.signals.indications import Indication, SignalState
+from kernel.errors import FrameError
 
 R, Y, G, GY = Indication.RED, Indication.YELLOW, Indication.GREEN, Indication.GREEN_YIELD
 

@@ -2,7 +2,7 @@
 
 The driver is given a register link (it opens no socket itself): anything with
 ``write_registers(address, values)`` and ``read_input_registers(address, count)`` that raises
-:class:`~agent.errors.TransportError` or :class:`~agent.errors.DeviceError` on failure.
+:class:`~kernel.errors.TransportError` or :class:`~kernel.errors.DeviceError` on failure.
 :class:`TransportRegisterLink` is that link over a :mod:`drivers.transports` transport and the
 project's Modbus client (TCP or RTU framing).
 """
@@ -13,8 +13,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from agent.errors import DeviceTimeout, FrameError, TransportError
-from agent.traffic.signals import SignalState
 from drivers.modbus.client import Framing, ModbusClient
 from drivers.signals.base import CODES, FROM_CODE, ShownState
 from drivers.signals.emulator import (
@@ -26,7 +24,9 @@ from drivers.signals.emulator import (
     IR_CHANNELS,
     IR_SEQ,
 )
+from drivers.signals.indications import SignalState
 from drivers.transports.base import Transport
+from kernel.errors import DeviceTimeout, FrameError, TransportError
 
 T = TypeVar("T")
 

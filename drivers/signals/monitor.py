@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.traffic.config import IntersectionConfig
-
 DARK, RED, YELLOW, GREEN, GREEN_YIELD, FLASH = range(6)
 ACTIVE = (YELLOW, GREEN, GREEN_YIELD)
 GREENS = (GREEN, GREEN_YIELD)
@@ -34,33 +32,6 @@ class ProgramCard:
     min_green_s: float
     min_walk_s: float
     min_ped_clear_s: float
-
-    @classmethod
-    def from_plan(cls, ix: IntersectionConfig) -> ProgramCard:
-        """Wire the card from the approved plan, as a technician would."""
-        names = tuple(g.name for g in ix.groups)
-        index = {n: i for i, n in enumerate(names)}
-        n = len(names)
-        foe = [[False] * n for _ in range(n)]
-        for ga, gb in ix.conflicts:
-            foe[index[ga]][index[gb]] = foe[index[gb]][index[ga]] = True
-        yields: dict[tuple[int, int], int] = {}
-        for p in ix.permissive:
-            ia, ib = index[p.yield_], index[p.to]
-            yields[(ia, ib)] = yields[(ib, ia)] = ia
-        lim = ix.limits
-        return cls(
-            channels=names,
-            foe=tuple(tuple(r) for r in foe),
-            yields_to=yields,
-            pedestrian=tuple(g.kind == "pedestrian" for g in ix.groups),
-            crossing_s=tuple((g.crossing_m or 0.0) / lim.ped_speed_mps for g in ix.groups),
-            min_yellow_s=lim.yellow_min_s,
-            min_red_clear_s=lim.red_clearance_s,
-            min_green_s=lim.min_green_s,
-            min_walk_s=lim.min_walk_s,
-            min_ped_clear_s=lim.min_ped_clear_s,
-        )
 
 
 @dataclass

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import DeviceError, FrameError
-from agent.traffic.signals import Indication, SignalState
 from drivers.signals.base import ShownState
+from drivers.signals.indications import Indication, SignalState
+from kernel.errors import DeviceError, FrameError
 
 OFF_PROGRAM = "off"
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from types import TracebackType
 from typing import TypeVar
 
-from agent.errors import DeviceTimeout, TransportClosed
+from kernel.errors import DeviceTimeout, TransportClosed
 
 # What may wait in a transport's input buffer before the oldest bytes are dropped (counted).
 MAX_BUFFER = 64 * 1024

@@ -10,11 +10,11 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from agent.config_base import StrictModel
 from drivers.transports.base import Transport
 from drivers.transports.fd import PtyTransport
 from drivers.transports.serial import SerialTransport
 from drivers.transports.tcp import TcpTransport
+from kernel.config_base import StrictModel
 
 BAUD_RATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
 

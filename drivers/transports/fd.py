@@ -8,8 +8,8 @@ import os
 import termios
 import tty
 
-from agent.errors import TransportError
 from drivers.transports.base import Transport
+from kernel.errors import TransportError
 
 
 class FdTransport(Transport):

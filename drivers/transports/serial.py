@@ -6,8 +6,8 @@ from typing import Literal
 
 import serial
 
-from agent.errors import TransportError
 from drivers.transports.fd import FdTransport
+from kernel.errors import TransportError
 
 Parity = Literal["N", "E", "O"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.errors import TransportError
 from drivers.transports.base import Transport, with_timeout
+from kernel.errors import TransportError
 
 
 class _Proto(asyncio.Protocol):

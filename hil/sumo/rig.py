@@ -1,6 +1,6 @@
 """Run the SUMO intersection for a simulated hour under the agent's controller or a SUMO program.
 
-The agent modes drive the light through the same :class:`~agent.traffic.runner.Intersection`
+The agent modes drive the light through the same :class:`~control.traffic.runner.Intersection`
 (controller -> envelope -> driver) used in the field, with :class:`drivers.signals.sumo.SumoSignals`
 as the output. The independent :class:`~hil.sumo.monitor.LinkMonitor` reads the shown state after
 every step and trips the light to flashing on any violation.
@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import HilFailure
-from agent.traffic.config import IntersectionConfig
-from agent.traffic.runner import Intersection
+from control.traffic.config import IntersectionConfig
+from control.traffic.runner import Intersection
 from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
 from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
 from hil.sumo.scenario import ARMS, binary, build
+from kernel.errors import HilFailure
 
 AGENT_MODES = ("fixed", "actuated", "adaptive")
 SUMO_PROGRAMS = {"sumo_static": "static", "sumo_actuated": "actuated", "sumo_delay": "delay_based"}
@@ -60,7 +60,7 @@ def rig_intersection(net: Path) -> IntersectionConfig:
 
 def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[int]]) -> str:
     """SUMO static, actuated and delay_based programs with the agent's stage structure and clearances."""
-    from agent.traffic.config import ped_clear_s, stage_min_green
+    from control.traffic.config import ped_clear_s, stage_min_green
 
     lim = ix.limits
     yellow = float(int(lim.yellow + 0.999))

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.readings import ClockQuality, Priority, Reading
+from kernel.readings import ClockQuality, Priority, Reading
 from models.camera.tracker import TrackState
 
 log = logging.getLogger("kbe.camera")

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from agent.errors import ModelError
+from kernel.errors import ModelError
 from models.camera.anchors import decode_blaze, ssd_anchors
 from models.camera.geometry import nms
 from models.camera.motion import MotionResult, merge_regions, shrink

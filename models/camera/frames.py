@@ -20,7 +20,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from agent.errors import DeviceError, DeviceTimeout
+from kernel.errors import DeviceError, DeviceTimeout
 
 Kind = Literal["rtsp", "http", "v4l2", "file"]
 

@@ -32,10 +32,10 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from agent.config_base import StrictModel
-from agent.errors import ModelError
-from agent.readings import Priority, Reading
-from agent.source import RunContext, Source
+from kernel.config_base import StrictModel
+from kernel.errors import ModelError
+from kernel.readings import Priority, Reading
+from kernel.source import RunContext, Source
 from models.camera.counts import COUNTS_BUS, CountsAccumulator, CountsBus
 from models.camera.detectors import BlazeDetector, Detector, MotionBlobDetector, SsdDetector
 from models.camera.frames import FrameReader, parse_url, redact

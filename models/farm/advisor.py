@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.readings import ClockQuality, Priority, Quality, Reading
+from kernel.readings import ClockQuality, Priority, Quality, Reading
 from models.farm.features import WINDOW_DAYS, PlotInfo, irrigation_features
 from models.farm.history import FloatArray, PointKey, SeriesReader, daily, local_midnights
 from models.registry import ModelHandle

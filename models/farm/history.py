@@ -17,8 +17,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from agent.readings import Quality, Reading
-from agent.sink import ReadingSink
+from kernel.readings import Quality, Reading
+from kernel.sink import ReadingSink
 
 FloatArray = npt.NDArray[np.float64]
 PointKey = tuple[str, str]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.readings import ClockQuality, Priority, Quality, Reading
+from kernel.readings import ClockQuality, Priority, Quality, Reading
 from models.farm.features import FAULT_CLASSES, FAULT_WINDOW_H, SENSOR_KINDS, fault_features
 from models.farm.history import PointKey, SeriesReader, hourly
 from models.registry import ModelHandle

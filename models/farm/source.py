@@ -36,9 +36,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from agent.config_base import RelPath, StrictModel
-from agent.readings import Priority, Reading
-from agent.source import RunContext, Source
+from kernel.config_base import RelPath, StrictModel
+from kernel.readings import Priority, Reading
+from kernel.source import RunContext, Source
 from models.farm.advisor import IrrigationAdvisor, IrrigationPoints
 from models.farm.features import CROPS, PlotInfo
 from models.farm.history import HistoryTee, PointKey, ReadingHistory, ScaledSeries

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.clock import Clock
-from agent.commands import CommandOutcome, CommandRouter, IncomingCommand
-from agent.errors import SafetyViolation
-from agent.readings import ClockQuality
+from kernel.clock import Clock
+from kernel.commands import CommandOutcome, CommandRouter, IncomingCommand
+from kernel.errors import SafetyViolation
+from kernel.readings import ClockQuality
 
 
 class _Lamp:

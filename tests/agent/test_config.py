@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from agent.config import load_config, parse_config
-from agent.errors import ConfigError
+from kernel.errors import ConfigError
 from tests.conftest import agent_argv, agent_env
 
 GOOD = {

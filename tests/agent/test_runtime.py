@@ -11,11 +11,11 @@ import pytest
 
 from agent.app import Agent
 from agent.config import parse_config
-from agent.errors import StoreError
-from agent.metrics import Metrics
-from agent.readings import Priority, Reading
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
+from kernel.errors import StoreError
+from kernel.metrics import Metrics
+from kernel.readings import Priority, Reading
 from sync.store import Store
 from tests.conftest import free_port
 

@@ -9,9 +9,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.metrics import Metrics
-from agent.readings import Reading
 from agent.writer import StoreWriter
+from kernel.metrics import Metrics
+from kernel.readings import Reading
 from sync.store import Store
 
 

@@ -20,8 +20,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from agent.lighting.emulator import LightingControllerEmulator
-from agent.lighting.outputs import OutputState
+from control.lighting.emulator import LightingControllerEmulator
+from control.lighting.outputs import OutputState
 from sync.signing import Signer, generate_keypair, sign_command
 from sync.wire import Command, CommandReply, Topics
 from tests.brokers import Mosquitto

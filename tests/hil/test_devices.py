@@ -9,13 +9,13 @@ import struct
 import pytest
 
 from agent.config import parse_config
-from agent.errors import DeviceTimeout
 from drivers.modbus import protocol as p
 from drivers.modbus.emulator import Fault, RtuLine, TcpServer
 from drivers.modbus.kind import cached_profile
 from drivers.transports import memory_pair
 from hil.devices import EmulatorBank, rated_device
 from hil.rig import AgentSettings, parse_rig
+from kernel.errors import DeviceTimeout
 
 READ_T = p.read_request(4, 1, 2)  # XY-MD02 temperature and humidity (input registers 1-2)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from agent.errors import HilFailure
 from hil.procs import Broker, ManagedProcess, ProcessSet, port_open, wait_port
 from hil.sources import proc_cpu_seconds, proc_rss_kib
+from kernel.errors import HilFailure
 from tests.conftest import free_port
 
 

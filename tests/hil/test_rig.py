@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
 from hil.rig import load_rig, parse_rig
+from kernel.errors import ConfigError
 
 BASE: dict = {
     "rig": "t",

@@ -12,12 +12,12 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from agent.lighting.astro import AstroClock
-from agent.lighting.config import LightingConfig
-from agent.lighting.controller import LightingController
-from agent.lighting.kind import build_outputs
-from agent.lighting.photocell import GpioPhotocell
-from agent.lighting.state import LightingState
+from control.lighting.astro import AstroClock
+from control.lighting.config import LightingConfig
+from control.lighting.controller import LightingController
+from control.lighting.kind import build_outputs
+from control.lighting.photocell import GpioPhotocell
+from control.lighting.state import LightingState
 
 BAC_NINH = (21.19, 106.08)
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")

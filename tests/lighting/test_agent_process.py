@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from agent.lighting.emulator import LightingControllerEmulator
-from agent.lighting.outputs import OutputState
+from control.lighting.emulator import LightingControllerEmulator
+from control.lighting.outputs import OutputState
 from sync.signing import generate_keypair
 from sync.store import Store
 from tests.conftest import agent_argv, agent_env, free_port

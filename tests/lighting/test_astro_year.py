@@ -9,7 +9,7 @@ import datetime as dt
 from astral import Observer
 from astral.sun import sunrise, sunset
 
-from agent.lighting.config import LightingConfig
+from control.lighting.config import LightingConfig
 from tests.lighting.conftest import BAC_NINH, TZ, duty, lighting_dict, make_controller, relay
 from tests.lighting.solar_reference import almanac_sun_time
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.config import parse_config
-from agent.errors import ConfigError
-from agent.lighting.commands import parse_command
+from control.lighting.commands import parse_command
+from kernel.errors import ConfigError
 from tests.lighting.conftest import lighting_dict
 
 SITE = {"id": "bn-01", "name": "Bắc Ninh", "location": {"lat": 21.19, "lon": 106.08}}
@@ -131,7 +131,7 @@ def test_docs_example_is_a_valid_config():
 def test_unquoted_yaml_times_are_read_as_clock_times():
     import yaml
 
-    from agent.lighting.config import DimmingProfile
+    from control.lighting.config import DimmingProfile
 
     raw = yaml.safe_load(
         "name: p\nsteps: [{at: 22:30, level: 70}, {at: 00:00, level: 50}, {at: 04:45, level: 80}]"

@@ -9,18 +9,18 @@ import datetime as dt
 import pytest
 
 from agent.config import parse_config
-from agent.errors import ConfigError
-from agent.lighting.astro import AstroClock
-from agent.lighting.controller import LightingController
-from agent.lighting.kind import build_outputs
-from agent.lighting.photocell import BankPhotocell
-from agent.lighting.state import LightingState
-from agent.readings import Priority
-from agent.sink import ListSink
-from agent.source import RunContext
+from control.lighting.astro import AstroClock
+from control.lighting.controller import LightingController
+from control.lighting.kind import build_outputs
+from control.lighting.photocell import BankPhotocell
+from control.lighting.state import LightingState
 from drivers.gpio import registry
 from drivers.gpio.driver import Config as GpioDeviceConfig
 from drivers.gpio.driver import build_sources as gpio_sources
+from kernel.errors import ConfigError
+from kernel.readings import Priority
+from kernel.sink import ListSink
+from kernel.source import RunContext
 from tests.lighting.conftest import BAC_NINH, lighting_dict, local_ts
 
 NIGHT = local_ts(2026, 3, 10, 23, 0)

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agent.lighting.config import CircuitConfig, LightingConfig, MeterConfig
-from agent.lighting.emulator import LampBank, SdmEmulator
-from agent.lighting.failure import expected_power, judge
-from agent.lighting.kind import build_meters
-from agent.lighting.meter import MeterSample, SdmMeter
-from agent.lighting.modbus_link import ModbusLink
-from agent.lighting.outputs import OutputState
-from agent.readings import Priority
+from control.lighting.config import CircuitConfig, LightingConfig, MeterConfig
+from control.lighting.emulator import LampBank, SdmEmulator
+from control.lighting.failure import expected_power, judge
+from control.lighting.kind import build_meters
+from control.lighting.meter import MeterSample, SdmMeter
+from control.lighting.modbus_link import ModbusLink
+from control.lighting.outputs import OutputState
+from kernel.readings import Priority
 from tests.conftest import free_port
 from tests.lighting.conftest import duty, lighting_dict, local_ts, make_controller, relay
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from agent.lighting.astro import AstroClock
-from agent.lighting.config import LightingConfig
-from agent.lighting.controller import LightingController
-from agent.lighting.kind import build_outputs
-from agent.lighting.modbus_link import ModbusLink
-from agent.lighting.photocell import LuxThreshold, ModbusLuxSensor
-from agent.lighting.state import LightingState
+from control.lighting.astro import AstroClock
+from control.lighting.config import LightingConfig
+from control.lighting.controller import LightingController
+from control.lighting.kind import build_outputs
+from control.lighting.modbus_link import ModbusLink
+from control.lighting.photocell import LuxThreshold, ModbusLuxSensor
+from control.lighting.state import LightingState
 from drivers.modbus.emulator import EmulatedDevice, Fault, TcpServer
 from drivers.modbus.profile import Point, Profile
 from tests.conftest import free_port

@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agent.lighting.astro import AstroClock
-from agent.lighting.config import LightingConfig, OutputConfig
-from agent.lighting.controller import LightingController
-from agent.lighting.emulator import LampBank, LightingControllerEmulator, SdmEmulator
-from agent.lighting.kind import build_meters, build_outputs
-from agent.lighting.modbus_link import ModbusLink
-from agent.lighting.outputs import ModbusLightingOutput, OutputState
-from agent.lighting.state import LightingState
-from agent.readings import Priority
+from control.lighting.astro import AstroClock
+from control.lighting.config import LightingConfig, OutputConfig
+from control.lighting.controller import LightingController
+from control.lighting.emulator import LampBank, LightingControllerEmulator, SdmEmulator
+from control.lighting.kind import build_meters, build_outputs
+from control.lighting.modbus_link import ModbusLink
+from control.lighting.outputs import ModbusLightingOutput, OutputState
+from control.lighting.state import LightingState
+from kernel.readings import Priority
 from tests.conftest import free_port
 from tests.lighting.conftest import BAC_NINH, lighting_dict, local_ts
 

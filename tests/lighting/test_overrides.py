@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from agent.lighting.config import LightingConfig
-from agent.readings import Priority
+from control.lighting.config import LightingConfig
+from kernel.readings import Priority
 from tests.lighting.conftest import duty, lighting_dict, local_ts, make_controller, relay
 
 NIGHT = local_ts(2026, 3, 10, 23, 0)  # standard profile: 70 %

@@ -10,13 +10,13 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.lighting.astro import AstroClock
-from agent.lighting.config import LightingConfig
-from agent.lighting.controller import LightingController
-from agent.lighting.outputs import OutputState
-from agent.lighting.photocell import SensorWindow
-from agent.lighting.schedule import Schedule
-from agent.lighting.state import LightingState
+from control.lighting.astro import AstroClock
+from control.lighting.config import LightingConfig
+from control.lighting.controller import LightingController
+from control.lighting.outputs import OutputState
+from control.lighting.photocell import SensorWindow
+from control.lighting.schedule import Schedule
+from control.lighting.state import LightingState
 from tests.lighting.conftest import BAC_NINH, lighting_dict
 
 CFG = LightingConfig.model_validate(lighting_dict(max_override_s=86400))
@@ -81,7 +81,7 @@ def test_commands_never_crash_and_refusals_change_nothing(body, now):
 def test_decisions_are_valid_and_overrides_win_until_expiry(now, override, trusted):
     state = LightingState()
     if override is not None:
-        from agent.lighting.state import Override
+        from control.lighting.state import Override
 
         state.overrides["c1"] = Override(override[0], now + override[1], now - 60)
     decisions = Schedule(CFG, ASTRO, state).decide(now, trusted=trusted)

@@ -8,9 +8,9 @@ import datetime as dt
 
 import pytest
 
-from agent.lighting.calendar import lunar_new_year, public_holidays, rule_for_night
-from agent.lighting.config import CalendarRule, LightingConfig
-from agent.readings import ClockQuality
+from control.lighting.calendar import lunar_new_year, public_holidays, rule_for_night
+from control.lighting.config import CalendarRule, LightingConfig
+from kernel.readings import ClockQuality
 from tests.lighting.conftest import duty, lighting_dict, local_ts, make_controller, relay
 
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agent.clock import Clock
-from agent.commands import CommandRouter, IncomingCommand
 from agent.config import SiteConfig, parse_config
-from agent.kinds import kind_module
-from agent.lighting.kind import LightingSource, ReadingBuffer
-from agent.readings import ClockQuality, Priority, Reading
-from agent.sink import ListSink
-from agent.source import RunContext
+from control.lighting.kind import LightingSource, ReadingBuffer
+from kernel.clock import Clock
+from kernel.commands import CommandRouter, IncomingCommand
+from kernel.kinds import kind_module
+from kernel.readings import ClockQuality, Priority, Reading
+from kernel.sink import ListSink
+from kernel.source import RunContext
 from tests.lighting.conftest import duty, lighting_dict, local_ts, relay
 
 NIGHT = local_ts(2026, 3, 10, 23, 0)

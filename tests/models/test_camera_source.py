@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_config
-from agent.errors import ConfigError, DeviceTimeout
-from agent.readings import Priority
-from agent.sink import ListSink
-from agent.source import RunContext
+from kernel.errors import ConfigError, DeviceTimeout
+from kernel.readings import Priority
+from kernel.sink import ListSink
+from kernel.source import RunContext
 from models.camera.counts import CameraCounts, CountsBus
 from models.camera.kind import CameraSource, Config, build_sources
 from models.camera.synthetic import EASTBOUND, WESTBOUND, RoadScene

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import DeviceTimeout
+from kernel.errors import DeviceTimeout
 from models.camera.detectors import MotionBlobDetector
 from models.camera.frames import FrameReader
 from models.camera.pipeline import CameraPipeline

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.errors import DeviceError, DeviceTimeout
+from kernel.errors import DeviceError, DeviceTimeout
 from models.camera.frames import FrameReader, parse_url, redact
 from tests.conftest import free_port
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from agent.errors import ModelError
+from kernel.errors import ModelError
 from models.manifest import Quantization, TensorSpec, read_manifest, sha256_hex
 from models.registry import ModelRegistry, dequantize, quantize
 from models.runtime import available_backends, select_backend

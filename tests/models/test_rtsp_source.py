@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.errors import DeviceError, DeviceTimeout
+from kernel.errors import DeviceError, DeviceTimeout
 from models.camera.frames import FrameReader
 from tests.conftest import free_port
 

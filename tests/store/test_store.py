@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import StoreError
-from agent.readings import ClockQuality, Priority, Quality, Reading
+from kernel.errors import StoreError
+from kernel.readings import ClockQuality, Priority, Quality, Reading
 from sync.store import SCHEMA_VERSION, SEQ_BLOCK, Store
 
 

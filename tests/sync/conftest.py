@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from agent.config import SyncConfig
-from agent.metrics import Metrics
-from agent.readings import Priority, Reading
+from kernel.metrics import Metrics
+from kernel.readings import Priority, Reading
 from sync.receiver_db import join_value
 from sync.signing import generate_keypair
 from sync.store import Store

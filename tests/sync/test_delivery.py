@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.readings import Priority
+from kernel.readings import Priority
 from sync.uploader import Uploader
 from tests.sync.conftest import SITE, alarm, make_readings, query, stored_readings, sync_config, wait_for
 

@@ -8,7 +8,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.metrics import Metrics
+from kernel.metrics import Metrics
 from sync import wire
 from sync.signing import Signer, generate_keypair
 from sync.store import Store

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError, SignatureError
+from kernel.errors import ConfigError, SignatureError
 from sync import wire
 from sync.signing import Signer, SiteRegistry, generate_keypair, load_private_key, open_signed
 from tests.conftest import agent_argv, agent_env

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from agent.readings import Reading
+from kernel.readings import Reading
 from sync.mqtt import backoff_delay
 from sync.uploader import Uploader
 from tests.conftest import agent_argv, agent_env

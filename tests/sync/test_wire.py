@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.readings import ClockQuality, Priority, Quality, Reading
+from agent.schemas import stale_files
+from kernel.readings import ClockQuality, Priority, Quality, Reading
 from sync import wire
-from sync.schemas import stale_files
 from sync.wire import (
     Ack,
     Batch,

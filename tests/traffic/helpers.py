@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.config import load_config
-from agent.errors import TransportError
-from agent.readings import Reading
-from agent.traffic.config import IntersectionConfig
-from agent.traffic.envelope import SafetyEnvelope
-from agent.traffic.signals import Indication
+from control.traffic.card import program_card
+from control.traffic.config import IntersectionConfig
+from control.traffic.envelope import SafetyEnvelope
 from drivers.signals.emulator import ControllerEmulator, DirectLink
+from drivers.signals.indications import Indication
 from drivers.signals.modbus import ModbusSignalController
-from drivers.signals.monitor import ProgramCard
+from kernel.errors import TransportError
+from kernel.readings import Reading
 
 SITE = Path(__file__).with_name("site.yaml")
 R, Y, G, GY = Indication.RED, Indication.YELLOW, Indication.GREEN, Indication.GREEN_YIELD
@@ -65,7 +65,7 @@ class Rig:
     def __init__(self, ix: IntersectionConfig | None = None) -> None:
         self.ix = ix or junction()
         self.clock = SimClock()
-        self.emu = ControllerEmulator(ProgramCard.from_plan(self.ix), self.clock, watchdog_s=0.5)
+        self.emu = ControllerEmulator(program_card(self.ix), self.clock, watchdog_s=0.5)
         self.link = FaultyLink(self.emu)
         self.reports: list[Reading] = []
         driver = ModbusSignalController(tuple(g.name for g in self.ix.groups), self.link)

@@ -5,20 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from agent.commands import CommandRouter, IncomingCommand
-from agent.traffic.commands import TrafficCommands
-from agent.traffic.runner import Intersection
-from agent.traffic.schedule import active_entry, day_type
+from control.traffic.card import program_card
+from control.traffic.commands import TrafficCommands
+from control.traffic.runner import Intersection
+from control.traffic.schedule import active_entry, day_type
 from drivers.signals.emulator import ControllerEmulator, DirectLink
 from drivers.signals.modbus import ModbusSignalController
-from drivers.signals.monitor import ProgramCard
+from kernel.commands import CommandRouter, IncomingCommand
 from tests.traffic.helpers import G, SimClock, junction
 
 
 def make(mode: str = "fixed") -> tuple[Intersection, ControllerEmulator, SimClock]:
     ix = junction()
     clock = SimClock(0.0)
-    emu = ControllerEmulator(ProgramCard.from_plan(ix), clock, watchdog_s=0.5)
+    emu = ControllerEmulator(program_card(ix), clock, watchdog_s=0.5)
     out = ModbusSignalController(tuple(g.name for g in ix.groups), DirectLink(emu))
     inter = Intersection(ix, out, clock, mode=mode)  # type: ignore[arg-type]
     inter.start()

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.errors import SafetyViolation
-from agent.traffic.config import IntersectionConfig, ite_yellow_s
-from agent.traffic.signals import Indication
+from control.traffic.config import IntersectionConfig, ite_yellow_s
 from drivers.signals.base import FROM_CODE
+from drivers.signals.indications import Indication
+from kernel.errors import SafetyViolation
 from tests.traffic.helpers import GY, G, R, Rig, Y, junction
 
 EXAMPLES = 250

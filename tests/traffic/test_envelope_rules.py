@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import SafetyViolation
-from agent.readings import Priority
-from agent.traffic.config import ite_yellow_s
-from agent.traffic.signals import Indication
+from control.traffic.config import ite_yellow_s
+from drivers.signals.indications import Indication
+from kernel.errors import SafetyViolation
+from kernel.readings import Priority
 from tests.traffic.helpers import GY, G, R, Rig, Y
 
 

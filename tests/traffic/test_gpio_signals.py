@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from agent.traffic.config import GpioOutputConfig, IntersectionConfig
-from agent.traffic.envelope import SafetyEnvelope
-from agent.traffic.signals import Indication
+from control.traffic.config import GpioOutputConfig, IntersectionConfig
+from control.traffic.envelope import SafetyEnvelope
 from drivers.signals.gpio import GpioSignalHeads
+from drivers.signals.indications import Indication
 from tests.traffic.helpers import GY, G, R, SimClock, Y, junction
 
 HEADS = {

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from agent.traffic.envelope import SafetyEnvelope
-from agent.traffic.signals import Indication
+from control.traffic.card import program_card
+from control.traffic.envelope import SafetyEnvelope
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
+from drivers.signals.indications import Indication
 from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
-from drivers.signals.monitor import ProgramCard
 from drivers.transports.tcp import TcpTransport
 from hil.linkcut import CuttableLink
 from tests.conftest import free_port
@@ -24,7 +24,7 @@ def tcp_link(port: int) -> TransportRegisterLink:
 @pytest.fixture
 def served():
     ix = junction()
-    emu = ControllerEmulator(ProgramCard.from_plan(ix), watchdog_s=0.5)
+    emu = ControllerEmulator(program_card(ix), watchdog_s=0.5)
     server = ModbusSignalEmulator(emu, port=free_port())
     server.start()
     link = CuttableLink(("127.0.0.1", server.port))

@@ -53,7 +53,7 @@ def test_sumo_readback_with_disagreeing_links_flashes(rig_dir: Path) -> None:
 
     import traci
 
-    from agent.traffic.envelope import SafetyEnvelope
+    from control.traffic.envelope import SafetyEnvelope
     from drivers.signals.sumo import SumoSignals
     from hil.sumo.scenario import binary
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from agent.config import load_config
-from agent.errors import ConfigError
+from kernel.errors import ConfigError
 from tests.conftest import agent_argv, agent_env
 from tests.traffic.helpers import SITE
 

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 
 from agent.config import load_config
-from agent.kinds import kind_module
-from agent.readings import Priority
-from agent.sink import ListSink
-from agent.source import RunContext
+from control.traffic.card import program_card
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
-from drivers.signals.monitor import ProgramCard
+from kernel.kinds import kind_module
+from kernel.readings import Priority
+from kernel.sink import ListSink
+from kernel.source import RunContext
 from tests.conftest import free_port
 from tests.traffic.helpers import SITE
 
@@ -23,7 +23,7 @@ def test_source_runs_the_junction_and_reports(tmp_path) -> None:
     cfg = load_config(path)
     assert cfg.traffic is not None
     ix = cfg.traffic.intersections[0]
-    emu = ControllerEmulator(ProgramCard.from_plan(ix), watchdog_s=0.5)
+    emu = ControllerEmulator(program_card(ix), watchdog_s=0.5)
     server = ModbusSignalEmulator(emu, port=port)
     server.start()
     sink = ListSink()

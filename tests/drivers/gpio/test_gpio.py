@@ -7,17 +7,17 @@ import threading
 
 import pytest
 
-from agent.clock import Clock
 from agent.config import parse_config
-from agent.errors import DeviceError, WriteRefused
-from agent.metrics import Metrics
-from agent.readings import ClockQuality, Priority, Quality
-from agent.sink import ListSink
-from agent.source import RunContext
 from drivers.gpio import registry
 from drivers.gpio.bank import GpioBank
 from drivers.gpio.driver import Config, GpioSource, build_sources
 from drivers.gpio.factory import ENV_VAR, make_pin_factory, mock_factory
+from kernel.clock import Clock
+from kernel.errors import DeviceError, WriteRefused
+from kernel.metrics import Metrics
+from kernel.readings import ClockQuality, Priority, Quality
+from kernel.sink import ListSink
+from kernel.source import RunContext
 
 CABINET = {
     "driver": "gpio",

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 
-from agent.clock import Clock
-from agent.metrics import Metrics
-from agent.readings import ClockQuality
-from agent.sink import ListSink
-from agent.source import RunContext
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.profile import Profile
+from kernel.clock import Clock
+from kernel.metrics import Metrics
+from kernel.readings import ClockQuality
+from kernel.sink import ListSink
+from kernel.source import RunContext
 
 TEST_PROFILE = {
     "model": "TestMeter",

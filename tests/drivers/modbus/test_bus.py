@@ -7,13 +7,13 @@ import logging
 
 import pytest
 
-from agent.errors import DeviceError, WriteRefused
-from agent.readings import Quality
-from agent.sink import ListSink
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.emulator import EmulatedDevice, Fault, RtuLine, TcpServer
 from drivers.transports import TcpTransport, memory_pair
+from kernel.errors import DeviceError, WriteRefused
+from kernel.readings import Quality
+from kernel.sink import ListSink
 from tests.drivers.modbus.helpers import context, make_profile, running
 
 BAUD = 115200  # fast line: fault tests spend their time on faults, not on the wire

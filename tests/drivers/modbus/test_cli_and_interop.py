@@ -205,9 +205,9 @@ def test_pymodbus_clients_against_our_emulator():
 
 
 def test_bus_against_the_pymodbus_rtu_server_on_a_pty():
-    from agent.readings import Quality
-    from agent.sink import ListSink
     from drivers.modbus.emulator import Fault, pymodbus_rtu_server
+    from kernel.readings import Quality
+    from kernel.sink import ListSink
     from tests.drivers.modbus.helpers import context, running
 
     async def main():

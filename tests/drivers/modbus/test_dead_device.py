@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agent.sink import ListSink
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.emulator import EmulatedDevice, Emulator, Fault
 from drivers.modbus.profile import load_profile
 from drivers.transports import PtyTransport
+from kernel.sink import ListSink
 from tests.drivers.modbus.helpers import context, running
 
 BAUD = 9600

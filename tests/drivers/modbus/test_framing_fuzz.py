@@ -9,10 +9,10 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import DeviceError
 from drivers.modbus import protocol as p
 from drivers.modbus.client import ModbusClient
 from drivers.transports import memory_pair
+from kernel.errors import DeviceError
 
 REGS = [0x1234, 0xABCD, 0x0000, 0xFFFF]
 

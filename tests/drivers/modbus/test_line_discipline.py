@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from agent.sink import ListSink
 from drivers.modbus import protocol as p
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.transports import memory_pair
+from kernel.sink import ListSink
 from tests.drivers.modbus.helpers import context, make_profile, running
 
 BAUD = 9600

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config_base import validation_problems
-from agent.errors import ConfigError
 from drivers.modbus.kind import Config
 from drivers.modbus.profile import load_profile, shipped_profiles
+from kernel.config_base import validation_problems
+from kernel.errors import ConfigError
 
 
 def write(tmp_path: Path, data: object) -> Path:

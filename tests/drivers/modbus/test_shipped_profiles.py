@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from agent.readings import ClockQuality, Quality
 from drivers.modbus.client import ModbusClient
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.profile import load_profile
 from drivers.modbus.protocol import crc16, rtu_frame
 from drivers.transports import memory_pair
+from kernel.readings import ClockQuality, Quality
 
 
 def decode(profile: str, table: str, address: int, regs: list[int]) -> dict[str, object]:

@@ -12,11 +12,11 @@ import yaml
 
 from agent.app import Agent
 from agent.config import load_config
-from agent.errors import ConfigError
-from agent.readings import Quality
 from drivers.modbus.emulator import EmulatedDevice, Emulator, Fault
 from drivers.modbus.kind import build_sources
 from drivers.modbus.profile import load_profile
+from kernel.errors import ConfigError
+from kernel.readings import Quality
 from sync.store import Store
 
 RTU = [("soil", "soil-7in1", 1), ("air", "xy-md02", 2), ("meter", "eastron-sdm120", 3)]

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.clock import Clock
-from agent.metrics import Metrics
-from agent.readings import ClockQuality, Reading
-from agent.sink import ListSink
-from agent.source import RunContext
+from kernel.clock import Clock
+from kernel.metrics import Metrics
+from kernel.readings import ClockQuality, Reading
+from kernel.sink import ListSink
+from kernel.source import RunContext
 
 
 def make_ctx(clock: Clock | None = None) -> RunContext:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from agent.readings import Priority
 from drivers.nmea.emulator import NmeaEmulator
 from drivers.pms.emulator import PmsEmulator
 from drivers.sds011.emulator import Sds011Emulator
+from kernel.readings import Priority
 from sync.store import Store
 from tests.conftest import agent_argv, agent_env
 

@@ -8,10 +8,10 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import FrameError
 from drivers.nmea import sentences as nmea
 from drivers.pms import frames as pms
 from drivers.sds011 import frames as sds
+from kernel.errors import FrameError
 
 u16 = st.integers(0, 0xFFFF)
 flips = st.lists(st.tuples(st.integers(0, 100), st.integers(0, 255)), min_size=1)

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from agent.config import parse_config
-from agent.errors import ConfigError, TransportError
 from drivers.pms.driver import Config as PmsConfig
 from drivers.pms.driver import PmsSource
 from drivers.pms.emulator import PmsEmulator
+from kernel.errors import ConfigError, TransportError
 from tests.drivers.serial.helpers import make_ctx, wait_for
 
 SITE = {"site": {"id": "aq1", "name": "Air station", "location": {"lat": 21.18, "lon": 106.07}}}

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from agent.clock import Clock
-from agent.readings import ClockQuality, Priority
 from drivers.nmea.driver import Config, NmeaSource
 from drivers.nmea.emulator import NmeaEmulator
+from kernel.clock import Clock
+from kernel.readings import ClockQuality, Priority
 from tests.drivers.serial.helpers import make_ctx, points, run_source, wait_for
 
 

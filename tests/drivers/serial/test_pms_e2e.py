@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from agent.readings import Priority
 from drivers.pms.driver import Config, PmsSource
 from drivers.pms.emulator import PmsEmulator
+from kernel.readings import Priority
 from tests.drivers.serial.helpers import make_ctx, points, run_source, wait_for
 
 

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from agent.errors import DeviceTimeout, TransportClosed, TransportError
 from drivers.transports import (
     MemoryTransport,
     PtyPair,
@@ -18,6 +17,7 @@ from drivers.transports import (
     memory_pair,
 )
 from drivers.transports.config import PtyLine, RtuOverTcpLine, SerialLine, TcpLine, framing_of, parse_port
+from kernel.errors import DeviceTimeout, TransportClosed, TransportError
 from tests.conftest import free_port
 
 

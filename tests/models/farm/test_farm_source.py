@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from agent.config import parse_config
-from agent.errors import ConfigError
-from agent.readings import Priority, Quality, Reading
-from agent.sink import ListSink
-from agent.source import RunContext
+from kernel.errors import ConfigError
+from kernel.readings import Priority, Quality, Reading
+from kernel.sink import ListSink
+from kernel.source import RunContext
 from models.farm.advisor import IrrigationAdvisor, IrrigationPoints
 from models.farm.evaluation import load_npz
 from models.farm.features import CROPS, FAULT_CLASSES, WINDOW_DAYS, PlotInfo, irrigation_features

@@ -1,0 +1,1 @@
+"""Control loops that drive field equipment (lighting, traffic) inside their safety envelopes."""

@@ -1,0 +1,255 @@
+"""Device kind ``lighting``: runs the site's street-lighting controller as a supervised source.
+
+The device entry only names the controller (``{driver: lighting, name: street-lights}``); what it
+controls is the site config's top-level ``lighting`` section. Three tasks run side by side so that
+none can stall another: control (every ``tick_s``), metering (every ``meter_period_s``) and reporting
+(hands readings to the sink through a bounded buffer; control never waits on the store or network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from gpiozero import Device
+from pydantic import Field
+
+from control.lighting.astro import AstroClock
+from control.lighting.config import LightingConfig
+from control.lighting.controller import LightingController
+from control.lighting.meter import CircuitMeter, SdmMeter
+from control.lighting.modbus_link import ModbusLink
+from control.lighting.outputs import (
+    BankLightingOutput,
+    GpioLightingOutput,
+    LightingOutput,
+    ModbusLightingOutput,
+)
+from control.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
+from drivers.gpio.factory import FactoryName, make_pin_factory
+from kernel.commands import CommandOutcome
+from kernel.config_base import StrictModel
+from kernel.errors import ConfigError
+from kernel.readings import Priority, Reading
+from kernel.source import RunContext, Source
+
+log = logging.getLogger("kbe.lighting")
+
+
+class Config(StrictModel):
+    """The lighting controller as a device; its model is the top-level ``lighting`` section."""
+
+    driver: Literal["lighting"]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    enabled: bool = True
+    buffer_readings: int = Field(
+        default=10_000, ge=100, le=1_000_000, description="Readings held for the sink when the store is slow."
+    )
+    pin_factory: FactoryName = Field(
+        default="auto",
+        description="For outputs of type gpio and a gpio_photocell: as the gpio kind (auto: $KBE_GPIO_PIN_FACTORY).",
+    )
+
+
+class ReadingBuffer:
+    """A bounded buffer between control and the sink: when full, the oldest telemetry goes first.
+
+    Alarms and events are dropped only if the buffer holds nothing else.
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self.items: collections.deque[Reading] = collections.deque()
+        self.dropped = 0
+        self.ready = asyncio.Event()
+
+    def extend(self, readings: Sequence[Reading]) -> None:
+        """Add readings, making room as needed."""
+        for r in readings:
+            if len(self.items) >= self.maxlen:
+                self._drop_one()
+            self.items.append(r)
+        if self.items:
+            self.ready.set()
+
+    def _drop_one(self) -> None:
+        for i, r in enumerate(self.items):
+            if r.priority == Priority.TELEMETRY:
+                del self.items[i]
+                self.dropped += 1
+                return
+        self.items.popleft()
+        self.dropped += 1
+
+    def take(self, n: int = 500) -> list[Reading]:
+        """Up to ``n`` readings, oldest first."""
+        out = [self.items.popleft() for _ in range(min(n, len(self.items)))]
+        if not self.items:
+            self.ready.clear()
+        return out
+
+
+def build_outputs(cfg: LightingConfig, pin_factory: Any = None) -> dict[str, LightingOutput]:
+    """One output per circuit; GPIO outputs start in the default light state."""
+    outputs: dict[str, LightingOutput] = {}
+    try:
+        for c in cfg.circuits:
+            o = c.output
+            if o.type == "gpio":
+                outputs[c.name] = GpioLightingOutput(o, cfg.default_light_state, pin_factory)
+            elif o.type == "gpio_bank":
+                outputs[c.name] = BankLightingOutput(o)
+            else:
+                link = ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s)
+                outputs[c.name] = ModbusLightingOutput(o, link)
+    except Exception:
+        for out in outputs.values():
+            if isinstance(out, GpioLightingOutput):
+                out._close_all()
+        raise
+    return outputs
+
+
+def build_meters(cfg: LightingConfig) -> dict[str, CircuitMeter]:
+    """One SDM meter per circuit that has a meter."""
+    meters: dict[str, CircuitMeter] = {}
+    for c in cfg.circuits:
+        m = c.meter
+        if m is not None:
+            meters[c.name] = SdmMeter(m, ModbusLink.tcp(m.host, m.port, m.unit, m.timeout_s))
+    return meters
+
+
+class LightingSource:
+    """The lighting controller inside the agent runtime."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        lighting: LightingConfig,
+        lat: float,
+        lon: float,
+        tz: str,
+        pin_factory: Any = None,
+        elevation_m: float = 0.0,
+    ) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self.lighting = lighting
+        self.astro = AstroClock(lat, lon, tz, lighting.astro, elevation_m)
+        self.pin_factory = pin_factory
+        self.controller: LightingController | None = None
+        self.buffer = ReadingBuffer(cfg.buffer_readings)
+        self._wake = asyncio.Event()
+        self._now: Callable[[], float] = time.time
+
+    def apply_command(self, body: object) -> CommandOutcome:
+        """Apply a command from the centre (see control.lighting.commands); outputs follow at once."""
+        if self.controller is None:
+            return CommandOutcome.refused("the lighting controller is not running yet")
+        outcome = self.controller.apply_command(body, self._now())
+        self._wake.set()
+        return outcome
+
+    def _factory(self) -> Any:
+        """The pin factory for own-pin outputs; None when no circuit or sensor uses own pins."""
+        pc = self.lighting.photocell
+        own = any(c.output.type == "gpio" for c in self.lighting.circuits) or (
+            pc is not None and pc.type == "gpio_photocell"
+        )
+        if self.pin_factory is not None or not own:
+            return self.pin_factory
+        if self.cfg.pin_factory == "auto" and Device.pin_factory is not None:
+            return Device.pin_factory  # one already chosen in this process (a test, a rig)
+        return make_pin_factory(self.cfg.pin_factory)
+
+    def _build(self) -> LightingController:
+        self.pin_factory = self._factory()
+        outputs = build_outputs(self.lighting, self.pin_factory)
+        sensor: LightSensor | None = None
+        pc = self.lighting.photocell
+        if pc is not None:
+            if pc.type == "gpio_bank":
+                sensor = BankPhotocell(pc)
+            elif pc.type == "modbus_lux":
+                sensor = ModbusLuxSensor(pc, ModbusLink.tcp(str(pc.host), pc.port, pc.unit, pc.timeout_s))
+            else:
+                sensor = GpioPhotocell(pc, self.pin_factory)
+        return LightingController(
+            self.name, self.lighting, self.astro, outputs, build_meters(self.lighting), sensor
+        )
+
+    async def _control(self, ctx: RunContext, ctl: LightingController) -> None:
+        while True:
+            self._wake.clear()
+            self.buffer.extend(await ctl.step(ctx.clock.now(), time.monotonic(), ctx.clock.quality()))
+            ctx.metrics.set("kbe_lighting_buffer", len(self.buffer.items), {"device": self.name})
+            # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow a cancellation that
+            # races with its timeout, and then this loop would outlive the agent's shutdown.
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait([waiter], timeout=self.lighting.tick_s)
+            finally:
+                waiter.cancel()
+
+    async def _metering(self, ctx: RunContext, ctl: LightingController) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            self.buffer.extend(await ctl.sample_meters(ctx.clock.now(), ctx.clock.quality()))
+            next_at += self.lighting.meter_period_s
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _report(self, ctx: RunContext) -> None:
+        while True:
+            await self.buffer.ready.wait()
+            batch = self.buffer.take()
+            if batch:
+                await ctx.sink.put(batch)
+
+    async def run(self, ctx: RunContext) -> None:
+        """Control, metering and reporting until cancelled; pins and clients are released on the way out."""
+        ctl = self._build()
+        self._now = ctx.clock.now
+        self.controller = ctl
+        tasks = [
+            asyncio.create_task(self._control(ctx, ctl), name=f"lighting[{self.name}].control"),
+            asyncio.create_task(self._metering(ctx, ctl), name=f"lighting[{self.name}].metering"),
+            asyncio.create_task(self._report(ctx), name=f"lighting[{self.name}].report"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            # Bounded: a driver call that swallowed its cancellation must not hold up the shutdown.
+            await asyncio.wait(tasks, timeout=5.0)
+            for t in tasks:
+                if t.done() and not t.cancelled():
+                    t.exception()  # retrieved here; the first failure was re-raised above
+            self.controller = None
+            await ctl.close()
+
+
+def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
+    """The lighting controller (at most one per site) when the site has a ``lighting`` section."""
+    lighting: LightingConfig | None = getattr(ctx.site, "lighting", None)
+    enabled = [c for c in configs if c.enabled]
+    if not enabled:
+        return []
+    if lighting is None:
+        raise ConfigError(
+            "<config>", [f"devices: lighting device {enabled[0].name!r} needs a top-level lighting section"]
+        )
+    loc = ctx.site.site.location
+    return [
+        LightingSource(
+            enabled[0], lighting, loc.lat, loc.lon, ctx.site.site.timezone, elevation_m=loc.elevation_m
+        )
+    ]

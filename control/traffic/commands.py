@@ -1,0 +1,129 @@
+"""Commands from the centre for the traffic signals: mode and plan changes, operator flash and clear.
+
+Signature, target, expiry and replay are checked by the sync layer and
+:class:`kernel.commands.CommandRouter`; the router hands the body of a command of kind ``traffic``
+to :meth:`TrafficCommands.apply_command` (see :meth:`TrafficCommands.register`). Bodies::
+
+    {"action": "set_mode", "intersection": "c", "mode": "adaptive", "plan": "am_peak"}
+    {"action": "set_plan", "intersection": "c", "plan": {"name": "p2", "cycle_s": 90, "splits": {...}}}
+    {"action": "flash", "intersection": "c", "reason": "police on site"}
+    {"action": "clear_flash", "intersection": "c", "operator": "nguyen.van.a"}
+    {"action": "status", "intersection": "c"}
+
+A plan is validated against the intersection's approved plan and limits exactly like the site
+config; the envelope's limits can never be changed by a command.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from control.traffic.config import IntersectionConfig, PlanConfig
+from control.traffic.runner import Intersection
+from kernel.commands import CommandOutcome, CommandRouter
+from kernel.config_base import validation_problems
+from kernel.errors import AgentError, SafetyViolation
+
+MODES = ("fixed", "actuated", "adaptive")
+KIND = "traffic"
+
+
+def _outcome(status: str, detail: str, **extra: Any) -> CommandOutcome:
+    reason = detail if not extra else f"{detail} {json.dumps(extra, sort_keys=True)}"
+    if status == "applied":
+        return CommandOutcome.accepted(reason)
+    if status == "refused":
+        return CommandOutcome.refused(reason)
+    return CommandOutcome("failed", reason)
+
+
+class TrafficCommands:
+    """Applies command bodies to the running intersections; every call returns an outcome dict."""
+
+    def __init__(self, intersections: Mapping[str, Intersection]) -> None:
+        self._ix = dict(intersections)
+
+    def register(self, router: CommandRouter) -> None:
+        """Route commands of kind ``traffic`` here."""
+        router.register(KIND, self)
+
+    def apply_command(self, body: Mapping[str, Any]) -> CommandOutcome:
+        """Apply one verified command body; never raises for a bad body, it answers ``refused``."""
+        kind = body.get("action")
+        name = body.get("intersection")
+        inter = self._ix.get(name) if isinstance(name, str) else None
+        if inter is None:
+            return _outcome("refused", f"intersection: {name!r} is not configured here")
+        handler = {
+            "set_mode": self._set_mode,
+            "set_plan": self._set_plan,
+            "flash": self._flash,
+            "clear_flash": self._clear,
+            "status": self._status,
+        }.get(str(kind))
+        if handler is None:
+            return _outcome("refused", f"action: {kind!r} is not a traffic command")
+        try:
+            with inter.lock:
+                return handler(inter, body)
+        except SafetyViolation as exc:
+            return _outcome("refused", str(exc), rule=exc.rule)
+        except AgentError as exc:
+            return _outcome("error", str(exc))
+
+    def _set_mode(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
+        mode = body.get("mode")
+        if mode not in MODES:
+            return _outcome("refused", f"mode: {mode!r} is not one of {', '.join(MODES)}")
+        plan_name = body.get("plan", inter.controller.plan.name)
+        plan = next((p for p in inter.ix.plans if p.name == plan_name), None)
+        if plan is None:
+            return _outcome("refused", f"plan: {plan_name!r} is not a plan of {inter.ix.name}")
+        inter.controller.set_mode(mode, plan)
+        return _outcome("applied", f"{mode} with plan {plan.name} from the next cycle")
+
+    def _set_plan(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
+        raw = body.get("plan")
+        data = inter.ix.model_dump(by_alias=True)
+        plans = [p for p in data["plans"] if not isinstance(raw, dict) or p["name"] != raw.get("name")]
+        data["plans"] = [*plans, raw]
+        try:
+            checked = IntersectionConfig.model_validate(data)
+        except ValidationError as exc:
+            return _outcome("refused", "; ".join(validation_problems(exc)), rule="plan_out_of_range")
+        plan: PlanConfig = checked.plans[-1]
+        inter.ix = checked
+        inter.controller.ix = checked
+        inter.controller.set_mode(inter.controller.next_mode, plan)
+        return _outcome("applied", f"plan {plan.name} (cycle {plan.cycle_s:g} s) from the next cycle")
+
+    def _flash(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
+        inter.envelope.latch("operator_flash", str(body.get("reason", "flash ordered by the centre")))
+        return _outcome("applied", "flashing yellow, latched")
+
+    def _clear(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
+        operator = body.get("operator")
+        if not isinstance(operator, str) or not operator:
+            return _outcome("refused", "operator: who clears the flash must be named")
+        was = inter.envelope.latched
+        inter.clear(operator)
+        if inter.envelope.latched is not None:
+            return _outcome("error", f"still flashing: {inter.envelope.latched}")
+        return _outcome("applied", f"cleared ({was}); all red, then the first stage")
+
+    def _status(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
+        c = inter.controller
+        return _outcome(
+            "applied",
+            "status",
+            latched=inter.envelope.latched,
+            mode=c.mode,
+            plan=c.plan.name,
+            stage=c.current.name,
+            shown={n: i.value for n, i in inter.envelope.shown().items()},
+            refusals=dict(inter.envelope.refusals),
+        )

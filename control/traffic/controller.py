@@ -1,0 +1,255 @@
+"""The stage controller: fixed time, actuated (gap-out on loops) and adaptive (zone counts and queues).
+
+It runs as an interval machine. Each interval starts on the tick that enters it and ends when its
+time is up, so rounding to the tick never shortens a clearance. The controller holds no output: it
+asks a :class:`SignalPort` (the safety envelope) and a refused command is the envelope's business.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from control.traffic.config import IntersectionConfig, PlanConfig, StageConfig, ped_clear_s
+from control.traffic.detectors import DetectorBoard
+from drivers.signals.indications import Indication, SignalState
+
+Mode = Literal["fixed", "actuated", "adaptive"]
+R, Y, G, GY = Indication.RED, Indication.YELLOW, Indication.GREEN, Indication.GREEN_YIELD
+
+
+class SignalPort(Protocol):
+    """What a controller may do with the signals: ask for a state (the envelope decides)."""
+
+    def command(self, target: SignalState) -> None:
+        """Request ``target``; raises SafetyViolation when refused."""
+        ...
+
+
+@dataclass
+class _Ped:
+    state: Indication = R
+    since: float = -math.inf
+
+
+class StageController:
+    """Runs the stages of one intersection in order, skipping and timing them by mode."""
+
+    ADAPTIVE_GAP_S = 2.0
+
+    def __init__(
+        self,
+        ix: IntersectionConfig,
+        port: SignalPort,
+        detectors: DetectorBoard,
+        clock: Callable[[], float],
+        mode: Mode = "fixed",
+        plan: PlanConfig | None = None,
+    ) -> None:
+        self.ix = ix
+        self._port = port
+        self.board = detectors
+        self._clock = clock
+        self.mode: Mode = mode
+        self.plan = plan or ix.plans[0]
+        self._pending: tuple[Mode, PlanConfig] | None = None
+        lim = ix.limits
+        self.yellow = lim.yellow
+        self.red_clear = lim.red_clearance_s
+        self._kind = {g.name: g.kind for g in ix.groups}
+        self._fdw = {g.name: float(ped_clear_s(ix, g.name)) for g in ix.groups if g.kind == "pedestrian"}
+        start_red = max([lim.red_clearance_s] + [(g.crossing_m or 0) / lim.ped_speed_mps for g in ix.groups])
+        self._interval: str = "startup"
+        self._until = math.ceil(start_red)
+        self._since = clock()
+        self.stage = len(ix.stages) - 1
+        self._next = 0
+        self._peds: dict[str, _Ped] = {}
+        self._last_end = {s.name: -math.inf for s in ix.stages}
+        self._green_len = 0.0
+        self._cycle_start = clock()
+        self.cycles = 0
+
+    # ---- public --------------------------------------------------------------------------
+
+    def set_mode(self, mode: Mode, plan: PlanConfig | None = None) -> None:
+        """Switch mode (and plan) at the next stage boundary."""
+        self._pending = (mode, plan or self.plan)
+
+    @property
+    def next_mode(self) -> Mode:
+        """The mode from the next cycle on."""
+        return self._pending[0] if self._pending is not None else self.mode
+
+    @property
+    def next_plan(self) -> PlanConfig:
+        """The plan from the next cycle on."""
+        return self._pending[1] if self._pending is not None else self.plan
+
+    def step(self) -> SignalState:
+        """Advance the interval machine and command the resulting state through the port."""
+        now = self._clock()
+        self._advance(now)
+        state = self._state()
+        self._port.command(state)
+        return state
+
+    @property
+    def current(self) -> StageConfig:
+        """The stage running (or clearing)."""
+        return self.ix.stages[self.stage]
+
+    # ---- interval machine ----------------------------------------------------------------
+
+    def _advance(self, now: float) -> None:
+        for _ in range(4):
+            held = now - self._since
+            if self._interval == "startup" and held >= self._until:
+                self._enter_green(self._first_stage(), now)
+            elif self._interval == "green":
+                self._walks(now)
+                if self._want_end(now) and not self._peds_busy():
+                    self._next = self._choose_next()
+                    self._go("yellow", now)
+                else:
+                    return
+            elif self._interval == "yellow" and held >= self.yellow:
+                self._go("red", now)
+            elif self._interval == "red" and held >= self.red_clear:
+                self._last_end[self.current.name] = now
+                self._enter_green(self._next, now)
+            else:
+                return
+
+    def _go(self, interval: str, now: float) -> None:
+        self._interval, self._since = interval, now
+
+    def _enter_green(self, stage: int, now: float) -> None:
+        if stage == 0:
+            self.cycles += 1
+            if self._pending is not None:
+                self.mode, self.plan = self._pending
+                self._pending = None
+        self.stage = stage
+        self._go("green", now)
+        st = self.current
+        self._peds = {n: _Ped(G, now) for n in st.green if self._kind[n] == "pedestrian"}
+        self._green_len = self._fixed_green(st, now)
+
+    def _walks(self, now: float) -> None:
+        lim = self.ix.limits
+        green_for = now - self._since
+        for n, p in self._peds.items():
+            if p.state == G:
+                walk = self._green_len - self._fdw[n] if self.mode == "fixed" else lim.min_walk_s
+                if now - p.since >= max(walk, lim.min_walk_s) or (self._ending_early(green_for)):
+                    p.state, p.since = Y, now
+            elif p.state == Y and now - p.since >= self._fdw[n]:
+                p.state, p.since = R, now
+
+    def _ending_early(self, green_for: float) -> bool:
+        # A stage ending before its walk is over (gap-out or max) first clears the crosswalk.
+        return self.mode != "fixed" and green_for >= self._max_green() and bool(self._peds)
+
+    def _peds_busy(self) -> bool:
+        return any(p.state != R for p in self._peds.values())
+
+    # ---- decisions -----------------------------------------------------------------------
+
+    def _vehicle_groups(self, st: StageConfig) -> list[str]:
+        return [n for n in st.green if self._kind[n] == "vehicle"]
+
+    def _min_green(self) -> float:
+        st = self.current
+        return st.min_green_s if st.min_green_s is not None else self.ix.limits.min_green_s
+
+    def _max_green(self) -> float:
+        if self.mode == "fixed":
+            return self._green_len
+        return self.current.max_green_s
+
+    def _fixed_green(self, st: StageConfig, now: float) -> float:
+        split = self.plan.splits.get(st.name, 0.0)
+        green = max(self._min_green(), split - self.yellow - self.red_clear)
+        if self.mode != "fixed":
+            return green
+        if st is self.ix.stages[0]:
+            # Anchor the cycle on its offset: the planned cycle start nearest to now.
+            err = (now - self.plan.offset_s) % self.plan.cycle_s
+            if err > self.plan.cycle_s / 2:
+                err -= self.plan.cycle_s
+            self._cycle_start = now - max(-10.0, err)
+        # Each stage ends where the plan puts it, so tick rounding of clearances never accumulates.
+        before = 0.0
+        for s in self.ix.stages:
+            if s is st:
+                break
+            before += self.plan.splits.get(s.name, 0.0)
+        planned_end = self._cycle_start + before + split - self.yellow - self.red_clear
+        return max(self._min_green(), planned_end - now)
+
+    def _want_end(self, now: float) -> bool:
+        green_for = now - self._since
+        if green_for < self._min_green():
+            return False
+        if self.mode == "fixed":
+            return green_for >= self._green_len
+        if green_for >= self._max_green():
+            return True
+        groups = self._vehicle_groups(self.current)
+        if self.mode == "adaptive" and self.board.zones_fresh(groups):
+            if not self._demand_elsewhere():
+                return False
+            return self.board.halting(groups) == 0 and self.board.gap(groups) >= self.ADAPTIVE_GAP_S
+        return self.board.gap(groups) >= self.ix.gap_s if self.board.has_loops(groups) else False
+
+    def _demand(self, st: StageConfig) -> bool:
+        groups = self._vehicle_groups(st)
+        if self.mode == "fixed":
+            return True
+        if self.board.zones_fresh(groups):
+            return self.board.count(groups) > 0 or self.board.halting(groups) > 0
+        return not self.board.has_loops(groups) or self.board.gap(groups) < (
+            self._clock() - self._last_end[st.name]
+        )
+
+    def _demand_elsewhere(self) -> bool:
+        return any(self._demand(s) for i, s in enumerate(self.ix.stages) if i != self.stage)
+
+    def _choose_next(self) -> int:
+        n = len(self.ix.stages)
+        for k in range(1, n + 1):
+            i = (self.stage + k) % n
+            st = self.ix.stages[i]
+            if not st.skippable or self.mode == "fixed" or self._demand(st):
+                return i
+        return (self.stage + 1) % n
+
+    def _first_stage(self) -> int:
+        return 0
+
+    # ---- the state to show ---------------------------------------------------------------
+
+    def _state(self) -> dict[str, Indication]:
+        state = {g.name: R for g in self.ix.groups}
+        if self._interval == "startup":
+            return state
+        st = self.current
+        shown = dict.fromkeys(st.green, G) | dict.fromkeys(st.yield_, GY)
+        for n, p in self._peds.items():
+            shown[n] = p.state
+        if self._interval == "green":
+            state.update(shown)
+            return state
+        nxt = self.ix.stages[self._next]
+        keep = set(nxt.green) | set(nxt.yield_)
+        for n, ind in shown.items():
+            if self._kind[n] == "pedestrian":
+                state[n] = ind
+            elif n in keep and ind.is_green:
+                state[n] = ind  # continues into the next stage (g becomes G there, after the clearance)
+            elif self._interval == "yellow" and ind.is_green:
+                state[n] = Y
+        return state

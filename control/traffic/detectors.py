@@ -1,0 +1,104 @@
+"""Detector input: loop actuations and camera-zone counts, the adaptive and actuated modes' inputs.
+
+Protocol: whoever watches the approach (the camera pipeline, a loop-detector card, the SUMO rig)
+feeds :class:`DetectorBoard` either directly (:meth:`DetectorBoard.loop`, :meth:`DetectorBoard.zone`)
+or as readings with ``device`` = the detector name and points ``loop.occupied`` (bool),
+``zone.count``, ``zone.halting`` (vehicles) and ``zone.queue_m`` (metres). Zone data older than
+``stale_s`` counts as missing, and the adaptive mode falls back to actuated timing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from control.traffic.config import DetectorConfig
+from kernel.readings import Reading
+
+
+@dataclass
+class ZoneState:
+    """The latest camera-zone (or E2) measurement."""
+
+    count: int = 0
+    halting: int = 0
+    queue_m: float = 0.0
+    ts: float = -math.inf
+
+
+class DetectorBoard:
+    """Latest detector state per signal group, timestamped on the controller's clock."""
+
+    def __init__(
+        self, detectors: Iterable[DetectorConfig], clock: Callable[[], float], stale_s: float = 5.0
+    ) -> None:
+        self._clock = clock
+        self.stale_s = stale_s
+        self._group = {d.name: d.group for d in detectors}
+        self._kind = {d.name: d.kind for d in detectors}
+        self._last_on: dict[str, float] = {n: -math.inf for n, k in self._kind.items() if k == "loop"}
+        self._zones: dict[str, ZoneState] = {n: ZoneState() for n, k in self._kind.items() if k == "zone"}
+
+    def loop(self, name: str, occupied: bool) -> None:
+        """A loop's presence now."""
+        if occupied and name in self._last_on:
+            self._last_on[name] = self._clock()
+
+    def zone(self, name: str, count: int, halting: int, queue_m: float) -> None:
+        """A zone's vehicle count, halting vehicles and queue length now."""
+        if name in self._zones:
+            self._zones[name] = ZoneState(count, halting, queue_m, self._clock())
+
+    def feed(self, readings: Iterable[Reading]) -> None:
+        """Apply readings from the camera pipeline or a detector card (unknown devices are ignored)."""
+        zones: dict[str, dict[str, float]] = {}
+        for r in readings:
+            if r.point == "loop.occupied":
+                self.loop(r.device, bool(r.value))
+            elif r.point in ("zone.count", "zone.halting", "zone.queue_m") and isinstance(
+                r.value, int | float
+            ):
+                zones.setdefault(r.device, {})[r.point.split(".")[1]] = float(r.value)
+        for name, z in zones.items():
+            old = self._zones.get(name, ZoneState())
+            self.zone(
+                name,
+                int(z.get("count", old.count)),
+                int(z.get("halting", old.halting)),
+                z.get("queue_m", old.queue_m),
+            )
+
+    def gap(self, groups: Iterable[str]) -> float:
+        """Seconds since any loop of ``groups`` last saw a vehicle (inf with no loop)."""
+        wanted = set(groups)
+        last = max((t for n, t in self._last_on.items() if self._group[n] in wanted), default=-math.inf)
+        return self._clock() - last
+
+    def has_loops(self, groups: Iterable[str]) -> bool:
+        """True when some loop watches one of ``groups``."""
+        wanted = set(groups)
+        return any(self._group[n] in wanted for n in self._last_on)
+
+    def zones_fresh(self, groups: Iterable[str]) -> bool:
+        """True when every zone of ``groups`` reported within ``stale_s``."""
+        wanted = set(groups)
+        zs = [z for n, z in self._zones.items() if self._group[n] in wanted]
+        return bool(zs) and all(self._clock() - z.ts <= self.stale_s for z in zs)
+
+    def halting(self, groups: Iterable[str]) -> int:
+        """Halting vehicles in the zones of ``groups`` (0 when stale)."""
+        return sum(z.halting for z in self._fresh(groups))
+
+    def count(self, groups: Iterable[str]) -> int:
+        """Vehicles in the zones of ``groups`` (0 when stale)."""
+        return sum(z.count for z in self._fresh(groups))
+
+    def queue_m(self, groups: Iterable[str]) -> float:
+        """Longest queue in the zones of ``groups`` (0 when stale)."""
+        return max((z.queue_m for z in self._fresh(groups)), default=0.0)
+
+    def _fresh(self, groups: Iterable[str]) -> list[ZoneState]:
+        wanted = set(groups)
+        now = self._clock()
+        return [z for n, z in self._zones.items() if self._group[n] in wanted and now - z.ts <= self.stale_s]

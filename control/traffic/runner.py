@@ -1,0 +1,64 @@
+"""One intersection at run time: envelope, detectors and controller, ticked once per control period."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from control.traffic.config import IntersectionConfig, PlanConfig
+from control.traffic.controller import Mode, StageController
+from control.traffic.detectors import DetectorBoard
+from control.traffic.envelope import SafetyEnvelope
+from drivers.signals.base import SignalOutput
+from kernel.errors import SafetyViolation
+from kernel.readings import Reading
+
+log = logging.getLogger("kbe.traffic")
+
+
+class Intersection:
+    """Wires the controller to the envelope (never to the output) and turns any doubt into flash."""
+
+    def __init__(
+        self,
+        ix: IntersectionConfig,
+        output: SignalOutput,
+        clock: Callable[[], float],
+        report: Callable[[Reading], None] | None = None,
+        mode: Mode = "fixed",
+        plan: PlanConfig | None = None,
+    ) -> None:
+        self.ix = ix
+        self._clock = clock
+        self.envelope = SafetyEnvelope(ix, output, clock, report)
+        self.board = DetectorBoard(ix.detectors, clock)
+        self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan)
+        self.lock = threading.RLock()  # ticks and centre commands come from different threads
+
+    def start(self) -> None:
+        """Leave the start-up flash (all red, then the first stage after the clearances)."""
+        self.envelope.start()
+
+    def tick(self) -> None:
+        """One control period: the controller asks, the envelope decides, the read-back is checked."""
+        with self.lock:
+            self._tick()
+
+    def _tick(self) -> None:
+        if self.envelope.latched is None:
+            try:
+                self.controller.step()
+            except SafetyViolation as exc:
+                self.envelope.latch("controller_refused", f"the controller asked for a refused state: {exc}")
+            except Exception as exc:  # any doubt about the controller means flash
+                log.exception("%s: controller failed", self.ix.name)
+                self.envelope.latch("internal_error", f"{type(exc).__name__}: {exc}")
+        self.envelope.check()
+
+    def clear(self, operator: str) -> None:
+        """Operator reset: all red, then a fresh controller from its start-up interval."""
+        with self.lock:
+            c = self.controller
+            self.envelope.clear(operator)
+            self.controller = StageController(self.ix, self.envelope, self.board, self._clock, c.mode, c.plan)
