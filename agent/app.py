@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from agent.config import SiteConfig
+from agent.fleet_report import BalenaHealthReporter
 from agent.health import HealthServer
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
@@ -98,6 +99,7 @@ class Agent:
         self.uploader: Uploader | None = None
         self._command_keys: list[Any] = []
         self.health_server: HealthServer | None = None
+        self.fleet_reporter: BalenaHealthReporter | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._started_mono = time.monotonic()
         self._register_gauges()
@@ -253,6 +255,10 @@ class Agent:
         if self.cfg.health.listen:
             self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
             await self.health_server.start()
+        # Under balena (balena-api feature label), the agent's own health goes to a device tag.
+        self.fleet_reporter = BalenaHealthReporter.from_env(os.environ, self.health)
+        if self.fleet_reporter is not None:
+            self.supervisor.start("fleet-report", self.fleet_reporter.run)
         log.info(
             "agent for site %s running: %d sources, sync %s",
             self.cfg.site.id,

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "agent.schemas:schemas",
     "firmware-test": "firmware_tests.cli:firmware_test",
+    "fleet": "provisioning.fleet.cli:fleet_cli",
 }
 
 
