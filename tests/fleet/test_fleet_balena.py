@@ -331,6 +331,17 @@ def test_the_real_agent_publishes_its_own_health_tag(fleet: Fleet, tmp_path: Pat
         assert (
             next(line for line in out.splitlines() if line.startswith("bn-site-00")).rstrip().endswith("ok")
         )
+        # The image's HEALTHCHECK probe finds the agent through the port in the same site config.
+        probe = subprocess.run(
+            [sys.executable, "-m", "agent.healthcheck", str(tmp_path / "site.yaml")],
+            env=agent_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=REPO,
+        )
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+        assert probe.stdout.strip().endswith("/health: ok")
     finally:
         assert agent.stop() == 0
 
