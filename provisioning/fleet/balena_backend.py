@@ -50,6 +50,7 @@ class BalenaFleet:
 
     def __init__(self, fleet: str, data_dir: Path | None = None) -> None:
         try:
+            import requests
             from balena import Balena
             from balena.exceptions import BalenaException
         except ImportError as exc:  # the device set has no balena-sdk
@@ -57,7 +58,8 @@ class BalenaFleet:
         settings: dict[str, Any] = {}
         if data_dir is not None:
             settings["data_directory"] = str(data_dir)
-        self._errors: tuple[type[Exception], ...] = (BalenaException,)
+        # SDK errors (HTTP status) and transport errors (refused, timeout, DNS) alike.
+        self._errors: tuple[type[Exception], ...] = (BalenaException, requests.RequestException)
         self.sdk = Balena(settings)
         self.fleet = fleet
         app = self._call(self.sdk.models.application.get, fleet, {"$select": ["id", "slug"]})

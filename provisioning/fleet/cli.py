@@ -221,9 +221,17 @@ def rollout_cmd(
         for i, wave in enumerate(plan):
             click.echo(f"wave {i + 1}: {', '.join(d.name for d in wave)}")
         return
-    result = Rollout(
-        backend, change, gate, progress_for(sys.stdout, progress_every), rollout_id=rollout_id
-    ).run(plan)
+    rollout = Rollout(backend, change, gate, progress_for(sys.stdout, progress_every), rollout_id=rollout_id)
+    try:
+        result = rollout.run(plan)
+    except KeyboardInterrupt:
+        at = (rollout.current_wave or 0) + 1
+        click.echo(
+            f"\ninterrupted: rollout {rollout.id} stopped during wave {at}, which is left changed and "
+            f"marked; revert it with: edge-agent fleet rollback --rollout {rollout.id}",
+            err=True,
+        )
+        raise
     if not result.ok:
         assert result.failed_wave is not None
         for uuid, why in sorted(result.reasons.items()):

@@ -20,7 +20,9 @@ def render_bar(status: WaveStatus) -> str:
     watch = f" watch {status.watching_for_s:4.0f}s" if status.watching_for_s is not None else " updating"
     return (
         f"wave {status.index + 1}/{status.total_waves} [{bar}] "
-        f"{status.healthy} ok {status.failed} failed {status.pending} pending of {status.size}{watch}"
+        f"{status.healthy} ok {status.failed} failed {status.pending} pending "
+        + (f"{status.offline} offline " if status.offline else "")
+        + f"of {status.size}{watch}"
     )
 
 

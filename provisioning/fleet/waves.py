@@ -232,6 +232,7 @@ class WaveStatus:
     healthy: int = 0
     failed: int = 0
     pending: int = 0
+    offline: int = 0
     watching_for_s: float | None = None
     reasons: dict[str, str] = field(default_factory=dict)
 
@@ -277,6 +278,7 @@ class Rollout:
         progress: Progress,
         clock: Clock | None = None,
         rollout_id: str | None = None,
+        max_read_errors: int = 5,
     ) -> None:
         self.backend = backend
         self.change = change
@@ -284,6 +286,8 @@ class Rollout:
         self.progress = progress
         self.clock = clock or SystemClock()
         self.id = rollout_id or uuidlib.uuid4().hex[:8]
+        self.current_wave: int | None = None
+        self.max_read_errors = max_read_errors
 
     def run(self, waves: Sequence[Sequence[Device]]) -> RolloutResult:
         """Apply wave after wave; stop and roll back the first wave that misses its gate."""
@@ -332,24 +336,38 @@ class Rollout:
             + ", ".join(d.name for d in wave[:8])
             + (" …" if len(wave) > 8 else "")
         )
+        self.current_wave = index
         applied_at = self.clock.wall()
         self._apply(index, wave)
         t0 = self.clock.monotonic()
         failed: dict[str, str] = {}
-        baseline_restarts: dict[str, int] = {}
+        baseline: dict[str, HealthTag] = {}
         watch_from: float | None = None
         uuids = {d.uuid for d in wave}
+        read_errors = 0
         while True:
-            devices = {d.uuid: d for d in self.backend.list_devices() if d.uuid in uuids}
-            health = self.backend.read_health()
+            try:
+                devices = {d.uuid: d for d in self.backend.list_devices() if d.uuid in uuids}
+                health = self.backend.read_health()
+                read_errors = 0
+            except FleetError as exc:
+                # A flaky link to the API must not decide a wave: retry, within a budget.
+                read_errors += 1
+                if read_errors > self.max_read_errors:
+                    raise FleetError(
+                        f"{exc}; gave up after {read_errors} failed polls in wave {index + 1}, which is "
+                        f"left changed and marked: edge-agent fleet rollback --rollout {self.id} "
+                        f"--wave {index + 1}"
+                    ) from exc
+                self.progress.event(f"balena API read failed ({read_errors}/{self.max_read_errors}): {exc}")
+                self.clock.sleep(self.gate.poll_s)
+                continue
             now_wall, now_mono = self.clock.wall(), self.clock.monotonic()
             timed_out = now_mono - t0 > self.gate.update_timeout_s
             status = WaveStatus(index, total, len(wave))
             healthy: set[str] = set()
             for u in sorted(uuids - failed.keys()):
-                verdict = self._classify(
-                    devices.get(u), health.get(u), applied_at, now_wall, baseline_restarts
-                )
+                verdict = self._classify(devices.get(u), health.get(u), applied_at, now_wall, baseline)
                 if verdict == "pending" and timed_out:
                     verdict = (
                         f"no health report from the changed agent after {self.gate.update_timeout_s:.0f} s"
@@ -359,6 +377,8 @@ class Rollout:
                     status.healthy += 1
                 elif verdict == "pending":
                     status.pending += 1
+                elif verdict == "offline":
+                    status.offline += 1  # seen healthy, now offline: not healthy, not (yet) failed
                 else:
                     failed[u] = verdict  # sticky: a device that failed once fails the wave's count
             status.failed = len(failed)
@@ -385,23 +405,24 @@ class Rollout:
         tag: HealthTag | None,
         applied_at: float,
         now_wall: float,
-        baseline: dict[str, int],
+        baseline: dict[str, HealthTag],
     ) -> str:
-        """'healthy', 'pending', or the reason the device failed."""
+        """'healthy', 'pending', 'offline', or the reason the device failed."""
         if device is None:
             return "removed from the fleet"
+        if device.uuid in baseline and not device.online:
+            return "offline"
         if self.change.release is not None and device.release != self.change.release:
             return "pending"
         if tag is None or tag.started < applied_at or now_wall - tag.at > self.gate.stale_s:
-            # No report yet from an agent started on the change (or a stale one).
-            if device.uuid in baseline and not device.online:
-                return "went offline during the watch"
-            return "pending"
+            return "pending"  # no report yet from an agent started on the change (or a stale one)
         if not tag.ok:
             return "agent unhealthy: " + ("; ".join(tag.why) or "not ok")
-        first = baseline.setdefault(device.uuid, tag.restarts)
-        if tag.restarts > first:
-            return f"supervised tasks restarted {tag.restarts - first} times during the watch"
+        first = baseline.setdefault(device.uuid, tag)
+        if tag.started > first.started:
+            return "agent process restarted during the watch"
+        if tag.restarts > first.restarts:
+            return f"supervised tasks restarted {tag.restarts - first.restarts} times during the watch"
         return "healthy"
 
     # -- rollback ---------------------------------------------------------------------------------

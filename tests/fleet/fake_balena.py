@@ -191,6 +191,8 @@ class FakeBalena:
     device_keys: dict[str, str] = field(default_factory=dict)  # device api key -> uuid
     requests: list[Request] = field(default_factory=list)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Fault injection: the next N GETs of this resource answer 503, as the API does when overloaded.
+    fail_gets: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("application", "release", "device", *UNIQUE):
@@ -399,6 +401,11 @@ class FakeBalena:
                     self._send(404, "Not Found")
                     return
                 resource, row_id = m.group(1), int(m.group(2)) if m.group(2) else None
+                with fake.lock:
+                    if self.command == "GET" and fake.fail_gets.get(resource, 0) > 0:
+                        fake.fail_gets[resource] -= 1
+                        self._send(503, "Service Unavailable")
+                        return
                 try:
                     with fake.lock:
                         if self.command == "GET":
@@ -423,6 +430,7 @@ class FakeBalena:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
 
     def write_balena_cfg(self, directory: Path, endpoint: str) -> Path:
         """A balena-sdk ``balena.cfg`` pointing ``api_endpoint`` at this server (token from env)."""

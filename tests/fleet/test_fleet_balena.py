@@ -10,6 +10,7 @@ One test runs the real ``edge-agent run`` with the balena environment and reads 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -111,7 +112,8 @@ class Fleet:
                             interval_s=0.2,
                         )
                         self.reporters[uuid] = rep
-                    rep.publish_once()
+                    with contextlib.suppress(OSError):  # like the agent's reporter: retried next time
+                        rep.publish_once()
                 self.stop.wait(0.2)
 
         self.thread = threading.Thread(target=loop, daemon=True)
@@ -361,3 +363,20 @@ def test_device_set_never_imports_balena_sdk() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(REPO)
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60, cwd=REPO)
+
+
+def test_api_faults_are_retried_or_reported_in_one_line(fleet: Fleet) -> None:
+    fleet.simulate()
+    fleet.api.fail_gets["device_tag"] = 3  # the health reads of the first polls answer 503
+    out = fleet.fleet("rollout", "--release", GOOD, "--canary", "1", "--waves", "100", "--id", "r-503", *FAST)
+    assert out.stdout.count("balena API read failed") == 3
+    assert "RequestError" in out.stdout
+    assert "all 2 waves passed" in out.stdout
+
+    proc = fleet.fleet("--fleet", "nobody/nothing", "status", check=1)
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("edge-agent: error: balena API (nobody/nothing): ApplicationNotFound")
+    fleet.api.stop()
+    proc = fleet.fleet("status", check=1)
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"edge-agent: error: balena API ({FLEET}): ConnectionError")

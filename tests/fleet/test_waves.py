@@ -268,3 +268,45 @@ def test_progress_bar_on_a_tty_and_a_line_a_minute_otherwise():
         now[0] = float(step)
         lines.update(status)
     assert len(out2.getvalue().splitlines()) == 4  # at 0, 60, 120, 180 s
+
+
+def test_agent_process_restart_during_the_watch_fails():
+    clock = FakeClock()
+    fleet = MemoryFleet(1, clock, healthy_unless_bad)
+    original = fleet.read_health
+
+    def crashing():
+        if clock.slept >= 30:
+            fleet.devices["dev000"].started = clock.wall()  # the container restarted the agent
+        return original()
+
+    fleet.read_health = crashing
+    result, _, _ = run(fleet, Change(release=GOOD), canary=1, percents=[100])
+    assert result.reasons == {"dev000": "agent process restarted during the watch"}
+
+
+def test_api_read_errors_are_retried_within_a_budget():
+    clock = FakeClock()
+    fleet = MemoryFleet(2, clock, healthy_unless_bad)
+    original = fleet.read_health
+    failures = {"left": 3}
+
+    def flaky():
+        if failures["left"]:
+            failures["left"] -= 1
+            raise FleetError("balena API (kbe/x): ConnectionError: refused")
+        return original()
+
+    fleet.read_health = flaky
+    result, rec, _ = run(fleet, Change(release=GOOD), canary=1, percents=[100])
+    assert result.ok
+    assert sum("read failed" in e for e in rec.events) == 3
+
+    failures["left"] = 100
+    fleet = MemoryFleet(2, clock, healthy_unless_bad)
+    fleet.read_health = flaky
+    with pytest.raises(
+        FleetError, match=r"gave up after 6 failed polls in wave 1.*rollback --rollout r1 --wave 1"
+    ):
+        run(fleet, Change(release=GOOD), canary=1, percents=[100])
+    assert len(fleet.marks) == 1  # the wave stays marked for the operator's rollback
