@@ -84,6 +84,9 @@ class Agent:
 
     def __init__(self, cfg: SiteConfig, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
+        # Under balena (balena-api feature label) the agent's own health also goes to a device tag;
+        # read first, so a bad KBE_HEALTH_TAG_INTERVAL_S stops the start before anything opens.
+        self.fleet_reporter = BalenaHealthReporter.from_env(os.environ, self.health)
         self.clock = clock or Clock()
         self.metrics = metrics or Metrics()
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
@@ -99,7 +102,6 @@ class Agent:
         self.uploader: Uploader | None = None
         self._command_keys: list[Any] = []
         self.health_server: HealthServer | None = None
-        self.fleet_reporter: BalenaHealthReporter | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._started_mono = time.monotonic()
         self._register_gauges()
@@ -253,8 +255,6 @@ class Agent:
         if self.cfg.health.listen:
             self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
             await self.health_server.start()
-        # Under balena (balena-api feature label), the agent's own health goes to a device tag.
-        self.fleet_reporter = BalenaHealthReporter.from_env(os.environ, self.health)
         if self.fleet_reporter is not None:
             self.supervisor.start("fleet-report", self.fleet_reporter.run)
         log.info(

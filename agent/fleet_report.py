@@ -24,10 +24,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kernel.errors import ConfigError
+
 log = logging.getLogger("kbe.fleet_report")
 
 HEALTH_TAG = "kbe.health"
 FORMAT_VERSION = 1
+REPOST_EVERY = 20
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,17 @@ class BalenaHealthReporter:
         url, key, uuid = env.get("BALENA_API_URL"), env.get("BALENA_API_KEY"), env.get("BALENA_DEVICE_UUID")
         if not (url and key and uuid):
             return None
-        interval = float(env.get("KBE_HEALTH_TAG_INTERVAL_S", "30"))
-        return cls(url, key, uuid, health, interval_s=max(1.0, interval))
+        raw = env.get("KBE_HEALTH_TAG_INTERVAL_S", "30")
+        try:
+            interval = float(raw)
+        except ValueError:
+            interval = -1.0
+        if not 1.0 <= interval <= 86400.0:
+            raise ConfigError(
+                "environment",
+                [f"KBE_HEALTH_TAG_INTERVAL_S: {raw!r} is not a number of seconds from 1 to 86400"],
+            )
+        return cls(url, key, uuid, health, interval_s=interval)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -166,16 +178,20 @@ class BalenaHealthReporter:
         """Upsert the tag once (blocking): POST, and PATCH when it exists (HTTP 409), like pinejs upsert."""
         device = self._device()
         value = encode(summarize(self.health(), self.started, time.time()))
-        try:
-            self._call("POST", "device_tag", {"device": device, "tag_key": HEALTH_TAG, "value": value})
-        except urllib.error.HTTPError as exc:
-            if exc.code != 409:
-                raise
-            query = urllib.parse.urlencode(
-                {"$filter": f"(device eq {device}) and (tag_key eq '{HEALTH_TAG}')"},
-                quote_via=urllib.parse.quote,
-            )
-            self._call("PATCH", f"device_tag?{query}", {"value": value})
+        query = urllib.parse.urlencode(
+            {"$filter": f"(device eq {device}) and (tag_key eq '{HEALTH_TAG}')"}, quote_via=urllib.parse.quote
+        )
+        # Once the tag exists, one PATCH a report; every REPOST_EVERY reports the upsert starts with
+        # a POST again, in case someone deleted the tag (a PATCH matching nothing still answers 200).
+        if self.sent % REPOST_EVERY == 0:
+            try:
+                self._call("POST", "device_tag", {"device": device, "tag_key": HEALTH_TAG, "value": value})
+                self.sent += 1
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:
+                    raise
+        self._call("PATCH", f"device_tag?{query}", {"value": value})
         self.sent += 1
 
     async def run(self) -> None:

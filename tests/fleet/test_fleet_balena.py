@@ -378,3 +378,54 @@ def test_api_faults_are_retried_or_reported_in_one_line(fleet: Fleet) -> None:
     proc = fleet.fleet("status", check=1)
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"edge-agent: error: balena API ({FLEET}): ConnectionError")
+
+
+def test_reporter_upserts_then_patches(fleet: Fleet) -> None:
+    uuid = fleet.uuids[1]
+    rep = BalenaHealthReporter(fleet.endpoint, "device-key-1", uuid, health=lambda: _report(True))
+    for _ in range(3):
+        rep.publish_once()
+    writes = [(r.method, r.path) for r in fleet.api.writes()]
+    assert writes == [("POST", "/v7/device_tag"), ("PATCH", "/v7/device_tag"), ("PATCH", "/v7/device_tag")]
+    device_lookup = next(r for r in fleet.api.requests if r.path == "/v7/device")
+    assert device_lookup.query == {"$select": "id", "$filter": f"uuid eq '{uuid}'"}
+    patch = fleet.api.writes()[1]
+    assert patch.query["$filter"] == f"(device eq {fleet.id_of(uuid)}) and (tag_key eq 'kbe.health')"
+    assert decode(fleet.api.tag(uuid, HEALTH_TAG) or "") is not None
+    # A restarted agent finds its tag there: POST answers 409 and the upsert falls back to PATCH.
+    again = BalenaHealthReporter(fleet.endpoint, "device-key-1", uuid, health=lambda: _report(False))
+    again.publish_once()
+    assert [(r.method, r.body is not None) for r in fleet.api.writes()[3:]] == [
+        ("POST", True),
+        ("PATCH", True),
+    ]
+    assert decode(fleet.api.tag(uuid, HEALTH_TAG) or "").ok is False
+
+
+def test_bad_report_interval_is_a_config_error(tmp_path: Path) -> None:
+    cfg = {
+        "site": {"id": "bn-fleet-02", "name": "x", "location": {"lat": 21.1, "lon": 106.1}},
+        "store": {"path": str(tmp_path / "store.db")},
+        "health": {"listen": None},
+    }
+    (tmp_path / "site.yaml").write_text(yaml.safe_dump(cfg))
+    env = {
+        **agent_env(),
+        "BALENA_API_URL": "http://127.0.0.1:9/",
+        "BALENA_API_KEY": "k",
+        "BALENA_DEVICE_UUID": "u",
+        "KBE_HEALTH_TAG_INTERVAL_S": "often",
+    }
+    proc = subprocess.run(
+        agent_argv("run", "--config", str(tmp_path / "site.yaml")),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "environment: KBE_HEALTH_TAG_INTERVAL_S: 'often' is not a number of seconds from 1 to 86400"
+    )
+    assert not (tmp_path / "store.db").exists()  # nothing was started
