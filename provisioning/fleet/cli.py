@@ -213,7 +213,8 @@ def rollout_cmd(
         poll_s=poll,
     )
     backend = _backend(ctx)
-    plan = plan_waves(backend.list_devices(), change, canary, percents)
+    current = backend.read_env(change.env_name) if change.env_name else None
+    plan = plan_waves(backend.list_devices(), change, canary, percents, current)
     if not plan:
         click.echo(f"nothing to do: every device already has {change.describe()}")
         return
@@ -244,6 +245,11 @@ def rollout_cmd(
         f"rollout {result.rollout}: all {result.waves_total} waves passed; "
         f"make it the fleet's with: edge-agent fleet promote"
     )
+    if result.skipped_offline:
+        click.echo(
+            f"{len(result.skipped_offline)} devices were offline and left unchanged "
+            f"({', '.join(u[:7] for u in result.skipped_offline[:10])}); run the same rollout again to reach them"
+        )
 
 
 @fleet_cli.command("promote")

@@ -193,17 +193,28 @@ class SystemClock:
 
 
 def plan_waves(
-    devices: Sequence[Device], change: Change, canary: int, percents: Sequence[float]
+    devices: Sequence[Device],
+    change: Change,
+    canary: int,
+    percents: Sequence[float],
+    current_env: Mapping[str, str] | None = None,
 ) -> list[list[Device]]:
     """Split the devices not yet on ``change`` into waves: ``canary`` online devices first, then
-    cumulative percentages of all candidates (``[10, 50, 100]``: up to 10 %, 50 %, all)."""
+    cumulative percentages of all candidates (``[10, 50, 100]``: up to 10 %, 50 %, all).
+    ``current_env``: the device-level values of the variable a variable change sets."""
     if canary < 0:
         raise FleetError(f"canary: {canary} must be 0 or more")
     if not percents or any(not 0 < p <= 100 for p in percents) or list(percents) != sorted(percents):
         raise FleetError(f"waves: {list(percents)} must be increasing percentages in (0, 100]")
     if percents[-1] != 100:
         percents = [*percents, 100.0]
-    todo = [d for d in devices if not _already_on(d, change)]
+    env = current_env or {}
+    todo = [
+        d
+        for d in devices
+        if not (change.release is not None and d.pinned == change.release)
+        and not (change.env_name is not None and env.get(d.uuid) == change.env_value)
+    ]
     # Online devices first (the canary must be able to answer), then by uuid: the plan is repeatable.
     todo.sort(key=lambda d: (not d.online, d.uuid))
     waves: list[list[Device]] = []
@@ -216,10 +227,6 @@ def plan_waves(
             waves.append(todo[taken:upto])
             taken = upto
     return waves
-
-
-def _already_on(device: Device, change: Change) -> bool:
-    return change.release is not None and device.pinned == change.release
 
 
 @dataclass
@@ -248,6 +255,7 @@ class RolloutResult:
     failed_wave: int | None = None
     reasons: dict[str, str] = field(default_factory=dict)
     rolled_back: list[str] = field(default_factory=list)
+    skipped_offline: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -296,7 +304,20 @@ class Rollout:
             f"rollout {self.id}: {self.change.describe()} in {len(waves)} waves "
             f"({', '.join(str(len(w)) for w in waves)} devices)"
         )
-        for i, wave in enumerate(waves):
+        for i, planned in enumerate(waves):
+            # A device offline when its wave starts is left alone: it could not be watched, and an
+            # unwatched change is what this tool exists to avoid. Rerun the rollout to reach it.
+            online = {d.uuid for d in self.backend.list_devices() if d.online}
+            wave = [d for d in planned if d.uuid in online]
+            skipped = sorted(d.uuid for d in planned if d.uuid not in online)
+            result.skipped_offline += skipped
+            if skipped:
+                self.progress.event(
+                    f"wave {i + 1}/{len(waves)}: {len(skipped)} devices offline, left unchanged"
+                )
+            if not wave:
+                result.waves_passed += 1
+                continue
             reasons = self._run_wave(i, len(waves), wave)
             if reasons is not None:
                 result.failed_wave = i

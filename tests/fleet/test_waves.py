@@ -342,3 +342,27 @@ def test_duration_parser_refuses(bad):
 
     with pytest.raises(click.BadParameter, match="not a duration"):
         parse_duration(bad)
+
+
+def test_offline_devices_are_left_unchanged_and_reported():
+    fleet = MemoryFleet(10, FakeClock(), healthy_unless_bad)
+    for u in ("dev007", "dev008"):
+        fleet.devices[u].online = False
+    result, rec, _ = run(fleet, Change(release=GOOD), canary=1, percents=[50, 100])
+    assert result.ok
+    assert result.skipped_offline == ["dev007", "dev008"]
+    assert fleet.devices["dev007"].pinned is None
+    assert "dev007" not in fleet.marks
+    assert any("2 devices offline, left unchanged" in e for e in rec.events)
+    # Back online, the same rollout plans only them.
+    for u in ("dev007", "dev008"):
+        fleet.devices[u].online = True
+    again = plan_waves(fleet.list_devices(), Change(release=GOOD), 1, [100])
+    assert [d.uuid for w in again for d in w] == ["dev007", "dev008"]
+
+
+def test_variable_plan_skips_devices_that_already_have_the_value():
+    devs = [Device(f"d{i}", "n", True, None, "x", None) for i in range(4)]
+    change = Change(env_name="KBE_MODE", env_value="eco")
+    waves = plan_waves(devs, change, 1, [100], current_env={"d0": "eco", "d1": "normal"})
+    assert [d.uuid for w in waves for d in w] == ["d1", "d2", "d3"]
