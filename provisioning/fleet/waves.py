@@ -1,13 +1,14 @@
 """Wave rollouts of a release or a configuration variable, gated on the agents' own health.
 
-Independent of balena: everything goes through a :class:`FleetBackend` (``balena.py`` is one).
+Independent of balena: everything goes through a :class:`FleetBackend` (``balena_backend.py`` is one).
 A rollout splits the devices not yet on the change into waves (a canary, then cumulative
 percentages of the fleet), applies the change to one wave, and watches it:
 
-* a device is *pending* until it runs the change and a health report made by an agent process
-  started after the change was applied arrives (``HealthTag.started >= applied_at``);
-* it is *failed* when such a report says not ok, its supervised tasks restart during the watch,
-  it goes offline, or it is still pending after ``update_timeout_s`` (failure is sticky);
+* a device is *pending* until it runs the change and a health report arrives from an agent process
+  other than the one that reported before the change (``HealthTag.started`` differs);
+* it is *failed* when such a report says not ok, the agent process or its supervised tasks restart
+  during the watch, or it is still pending after ``update_timeout_s`` (failure is sticky);
+* it is *offline* when it goes offline after reporting healthy (not healthy, not failed);
 * it is *healthy* otherwise.
 
 The wave stops at once when failed devices exceed ``error`` (a fraction of the wave); once every
@@ -24,12 +25,16 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from agent.fleet_report import HealthTag
 from kernel.errors import FleetError
 
+_T = TypeVar("_T")
+
 ROLLOUT_TAG = "kbe.rollout"
+# Only for a device with no report before the change: how far its clock may be behind this one.
+CLOCK_SKEW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -275,6 +280,33 @@ class Progress(Protocol):
         ...
 
 
+class _Watch:
+    """What one wave's watch remembers about each device's reports."""
+
+    def __init__(self, before: Mapping[str, float], applied_at: float) -> None:
+        self.before = dict(before)  # uuid -> start of the agent process that reported before the change
+        self.applied_at = applied_at
+        self.first: dict[str, HealthTag] = {}  # first healthy report of the changed agent
+        self._seen: dict[str, tuple[float, float]] = {}  # uuid -> (report time, monotonic when first seen)
+
+    def from_changed_agent(self, uuid: str, tag: HealthTag) -> bool:
+        """True when ``tag`` comes from an agent process started after the change.
+
+        With an earlier report, any other process is new (no clock comparison). A device that never
+        reported before falls back to comparing its start time with the time the change was made."""
+        if uuid in self.before:
+            return tag.started != self.before[uuid]
+        return tag.started >= self.applied_at - CLOCK_SKEW_S
+
+    def last_new_report(self, uuid: str, tag: HealthTag, now: float) -> float:
+        """Monotonic time (this machine's) at which the current report of ``uuid`` was first seen."""
+        seen = self._seen.get(uuid)
+        if seen is None or seen[0] != tag.at:
+            self._seen[uuid] = (tag.at, now)
+            return now
+        return seen[1]
+
+
 class Rollout:
     """Runs a change through waves on a backend."""
 
@@ -358,37 +390,26 @@ class Rollout:
             + (" …" if len(wave) > 8 else "")
         )
         self.current_wave = index
+        uuids = {d.uuid for d in wave}
+        # Which agent process each device runs now: a report from another process after the change is
+        # the changed agent's. Compared with the device's own earlier report, not with this machine's
+        # clock, so a skewed device clock cannot fake or hide it.
+        before = {u: t.started for u, t in self._read(self.backend.read_health, index).items() if u in uuids}
         applied_at = self.clock.wall()
         self._apply(index, wave)
         t0 = self.clock.monotonic()
+        watch = _Watch(before, applied_at)
         failed: dict[str, str] = {}
-        baseline: dict[str, HealthTag] = {}
         watch_from: float | None = None
-        uuids = {d.uuid for d in wave}
-        read_errors = 0
         while True:
-            try:
-                devices = {d.uuid: d for d in self.backend.list_devices() if d.uuid in uuids}
-                health = self.backend.read_health()
-                read_errors = 0
-            except FleetError as exc:
-                # A flaky link to the API must not decide a wave: retry, within a budget.
-                read_errors += 1
-                if read_errors > self.max_read_errors:
-                    raise FleetError(
-                        f"{exc}; gave up after {read_errors} failed polls in wave {index + 1}, which is "
-                        f"left changed and marked: edge-agent fleet rollback --rollout {self.id} "
-                        f"--wave {index + 1}"
-                    ) from exc
-                self.progress.event(f"balena API read failed ({read_errors}/{self.max_read_errors}): {exc}")
-                self.clock.sleep(self.gate.poll_s)
-                continue
-            now_wall, now_mono = self.clock.wall(), self.clock.monotonic()
-            timed_out = now_mono - t0 > self.gate.update_timeout_s
+            devices = {d.uuid: d for d in self._read(self.backend.list_devices, index) if d.uuid in uuids}
+            health = self._read(self.backend.read_health, index)
+            now = self.clock.monotonic()
+            timed_out = now - t0 > self.gate.update_timeout_s
             status = WaveStatus(index, total, len(wave))
             healthy: set[str] = set()
             for u in sorted(uuids - failed.keys()):
-                verdict = self._classify(devices.get(u), health.get(u), applied_at, now_wall, baseline)
+                verdict = self._classify(devices.get(u), health.get(u), watch, now)
                 if verdict == "pending" and timed_out:
                     verdict = (
                         f"no health report from the changed agent after {self.gate.update_timeout_s:.0f} s"
@@ -408,9 +429,9 @@ class Rollout:
                 self.progress.update(status)
                 return failed
             if watch_from is None and status.pending == 0:
-                watch_from = now_mono
+                watch_from = now
             if watch_from is not None:
-                status.watching_for_s = now_mono - watch_from
+                status.watching_for_s = now - watch_from
                 if status.watching_for_s >= self.gate.watch_s:
                     self.progress.update(status)
                     if status.healthy >= self.gate.success * len(wave):
@@ -420,27 +441,38 @@ class Rollout:
             self.progress.update(status)
             self.clock.sleep(self.gate.poll_s)
 
-    def _classify(
-        self,
-        device: Device | None,
-        tag: HealthTag | None,
-        applied_at: float,
-        now_wall: float,
-        baseline: dict[str, HealthTag],
-    ) -> str:
+    def _read(self, fn: Callable[[], _T], index: int) -> _T:
+        """Read from the backend; a flaky link to the API must not decide a wave: retry, within a budget."""
+        for attempt in range(1, self.max_read_errors + 2):
+            try:
+                return fn()
+            except FleetError as exc:
+                if attempt > self.max_read_errors:
+                    raise FleetError(
+                        f"{exc}; gave up after {attempt} failed reads in wave {index + 1}, which may be "
+                        f"left changed and marked: edge-agent fleet rollback --rollout {self.id} "
+                        f"--wave {index + 1}"
+                    ) from exc
+                self.progress.event(f"balena API read failed ({attempt}/{self.max_read_errors}): {exc}")
+                self.clock.sleep(self.gate.poll_s)
+        raise AssertionError("unreachable")
+
+    def _classify(self, device: Device | None, tag: HealthTag | None, watch: _Watch, now: float) -> str:
         """'healthy', 'pending', 'offline', or the reason the device failed."""
         if device is None:
             return "removed from the fleet"
-        if device.uuid in baseline and not device.online:
+        if device.uuid in watch.first and not device.online:
             return "offline"
         if self.change.release is not None and device.release != self.change.release:
             return "pending"
-        if tag is None or tag.started < applied_at or now_wall - tag.at > self.gate.stale_s:
-            return "pending"  # no report yet from an agent started on the change (or a stale one)
+        if tag is None or not watch.from_changed_agent(device.uuid, tag):
+            return "pending"
+        if now - watch.last_new_report(device.uuid, tag, now) > self.gate.stale_s:
+            return "pending"  # the changed agent stopped reporting
         if not tag.ok:
             return "agent unhealthy: " + ("; ".join(tag.why) or "not ok")
-        first = baseline.setdefault(device.uuid, tag)
-        if tag.started > first.started:
+        first = watch.first.setdefault(device.uuid, tag)
+        if tag.started != first.started:
             return "agent process restarted during the watch"
         if tag.restarts > first.restarts:
             return f"supervised tasks restarted {tag.restarts - first.restarts} times during the watch"

@@ -38,6 +38,7 @@ class SimDevice:
     started: float = 0.0
     restarts: int = 0
     reports: bool = True
+    skew: float = 0.0  # this device's clock minus the operator's
 
 
 # behaviour(device) -> (ok, restarts delta per poll) for the running release/env
@@ -81,7 +82,9 @@ class MemoryFleet:
                 continue
             ok, more = self.behaviour(d)
             d.restarts += more
-            out[d.uuid] = HealthTag(ok=ok, at=self.clock.wall(), started=d.started, restarts=d.restarts)
+            out[d.uuid] = HealthTag(
+                ok=ok, at=self.clock.wall() + d.skew, started=d.started + d.skew, restarts=d.restarts
+            )
         return out
 
     def read_env(self, name: str) -> dict[str, str]:

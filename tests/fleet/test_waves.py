@@ -306,10 +306,10 @@ def test_api_read_errors_are_retried_within_a_budget():
     fleet = MemoryFleet(2, clock, healthy_unless_bad)
     fleet.read_health = flaky
     with pytest.raises(
-        FleetError, match=r"gave up after 6 failed polls in wave 1.*rollback --rollout r1 --wave 1"
+        FleetError, match=r"gave up after 6 failed reads in wave 1.*rollback --rollout r1 --wave 1"
     ):
         run(fleet, Change(release=GOOD), canary=1, percents=[100])
-    assert len(fleet.marks) == 1  # the wave stays marked for the operator's rollback
+    assert fleet.marks == {}  # it gave up before changing anything
 
 
 @given(
@@ -366,3 +366,32 @@ def test_variable_plan_skips_devices_that_already_have_the_value():
     change = Change(env_name="KBE_MODE", env_value="eco")
     waves = plan_waves(devs, change, 1, [100], current_env={"d0": "eco", "d1": "normal"})
     assert [d.uuid for w in waves for d in w] == ["d1", "d2", "d3"]
+
+
+def test_a_device_clock_an_hour_behind_does_not_matter():
+    """The changed agent is recognised by a different process start, not by comparing clocks."""
+    fleet = MemoryFleet(3, FakeClock(), healthy_unless_bad)
+    for d in fleet.devices.values():
+        d.skew = -3600.0
+    result, _, _ = run(fleet, Change(release=GOOD), canary=1, percents=[100])
+    assert result.ok
+
+
+def test_giving_up_after_the_change_leaves_the_wave_marked():
+    fleet = MemoryFleet(2, FakeClock(), healthy_unless_bad)
+    original_marks, original_health = fleet.set_marks, fleet.read_health
+    broken = {"on": False}
+
+    def marks_then_break(marks):
+        original_marks(marks)
+        broken["on"] = True
+
+    def health():
+        if broken["on"]:
+            raise FleetError("balena API (kbe/x): RequestError: 503")
+        return original_health()
+
+    fleet.set_marks, fleet.read_health = marks_then_break, health
+    with pytest.raises(FleetError, match="gave up after 6 failed reads in wave 1"):
+        run(fleet, Change(release=GOOD), canary=1, percents=[100])
+    assert list(fleet.marks) == ["dev000"]  # left for `edge-agent fleet rollback --rollout r1`
