@@ -11,6 +11,7 @@ One test runs the real ``edge-agent run`` with the balena environment and reads 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,7 @@ class Fleet:
         self.api.write_balena_cfg(self.dir, self.endpoint)
         self.reporters: dict[str, BalenaHealthReporter] = {}
         self.env_seen: dict[str, list] = {}
+        self.silent: set[str] = set()  # devices whose agent does not report
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -85,6 +87,8 @@ class Fleet:
             assert app is not None
             while not self.stop.is_set():
                 for i, uuid in enumerate(self.uuids):
+                    if uuid in self.silent:
+                        continue
                     dev = self.device(uuid)
                     target = (dev["is_pinned_on__release"] or app["should_be_running__release"])["__id"]
                     if dev["is_running__release"]["__id"] != target:
@@ -176,6 +180,12 @@ FAST = ["--watch", "1s", "--poll", "0.2s", "--update-timeout", "60s", "--stale",
 
 def test_status_lists_release_online_last_seen_and_the_agents_own_health(fleet: Fleet) -> None:
     fleet.api.row("device", uuid=fleet.uuids[5])["is_online"] = False
+    fleet.silent = {fleet.uuids[3], fleet.uuids[2]}
+    old = BalenaHealthReporter(fleet.endpoint, "device-key-3", fleet.uuids[3], health=lambda: _report(True))
+    old.started -= 7200
+    old.publish_once()
+    stale = fleet.api.row("device_tag", device=fleet.id_of(fleet.uuids[3]), tag_key=HEALTH_TAG)
+    stale["value"] = stale["value"].replace('"t":', '"t":1.0,"x":')  # an agent that went quiet long ago
     fleet.simulate()
     deadline = time.monotonic() + 15
     while fleet.api.tag(fleet.uuids[4], HEALTH_TAG) is None and time.monotonic() < deadline:
@@ -187,7 +197,15 @@ def test_status_lists_release_online_last_seen_and_the_agents_own_health(fleet: 
     assert lines["bn-site-00"].rstrip().endswith("ok")
     assert OLD[:7] in lines["bn-site-00"]
     assert " no " in lines["bn-site-05"]
-    assert out.splitlines()[-1] == "6 devices, 5 online, 6 healthy"
+    assert lines["bn-site-02"].rstrip().endswith("no report")
+    assert "stale (" in lines["bn-site-03"]
+    assert out.splitlines()[-1] == "6 devices, 5 online, 4 healthy"
+    rows = json.loads(fleet.fleet("status", "--json").stdout)
+    assert [r["health"] for r in rows][:3] == ["ok", "ok", "no report"]
+    assert rows[0]["release"] == OLD
+    assert rows[0]["pinned"] is None
+    assert rows[0]["uplink"] is True
+    assert rows[0]["last_seen"] == pytest.approx(1796554800.0)  # 2026-12-06T11:00:00Z
     # The SDK's requests are the balena API's: the fleet by slug, its devices with expanded
     # releases, the health tags of the fleet's devices.
     gets = [r for r in fleet.api.requests if r.method == "GET"]
