@@ -15,9 +15,19 @@ from typing import Any
 
 import click
 
-from kernel.errors import RolloutFailed
+from kernel.errors import FleetError, RolloutFailed
 from provisioning.fleet.progress import progress_for
-from provisioning.fleet.waves import Change, FleetBackend, Gate, Mark, Rollout, plan_waves, promote, rollback
+from provisioning.fleet.waves import (
+    Change,
+    FleetBackend,
+    Gate,
+    Mark,
+    Rollout,
+    check_percents,
+    plan_waves,
+    promote,
+    rollback,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
@@ -56,8 +66,11 @@ def _change(release: str | None, env: str | None) -> Change | None:
     if release and env:
         raise click.UsageError("give --release or --env, not both")
     if release:
-        if not re.fullmatch(r"[0-9a-f]{7,64}", release):
-            raise click.BadParameter(f"{release!r} is not a release commit", param_hint="--release")
+        if not re.fullmatch(r"[0-9a-f]{32,64}", release):
+            raise click.BadParameter(
+                f"{release!r} is not a release commit (the full hex commit balena shows)",
+                param_hint="--release",
+            )
         return Change(release=release)
     if env:
         name, sep, value = env.partition("=")
@@ -164,7 +177,9 @@ def status_cmd(ctx: click.Context, as_json: bool, stale: float) -> None:
 @fleet_cli.command("rollout")
 @click.option("--release", help="Full commit of a successful release to roll out.")
 @click.option("--env", "env", help="NAME=VALUE: a device environment variable to roll out instead.")
-@click.option("--canary", default=1, show_default=True, help="Devices in the first wave.")
+@click.option(
+    "--canary", type=click.IntRange(min=0), default=1, show_default=True, help="Devices in the first wave."
+)
 @click.option(
     "--waves", default="10,50,100", show_default=True, help="Cumulative percentages after the canary."
 )
@@ -202,8 +217,12 @@ def rollout_cmd(
         raise click.UsageError("give --release COMMIT or --env NAME=VALUE")
     try:
         percents = [float(p) for p in waves.split(",") if p.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{waves!r} is not a list of percentages", param_hint="--waves") from None
+        check_percents(percents)
+    except (ValueError, FleetError):
+        raise click.BadParameter(
+            f"{waves!r} is not a list of increasing percentages in (0, 100], e.g. 10,50,100",
+            param_hint="--waves",
+        ) from None
     gate = Gate(
         success=_percent("--success", success),
         error=_percent("--error", error),

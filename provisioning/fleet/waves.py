@@ -197,6 +197,12 @@ class SystemClock:
         time.sleep(seconds)
 
 
+def check_percents(percents: Sequence[float]) -> None:
+    """Wave sizes must be increasing cumulative percentages in (0, 100]."""
+    if not percents or any(not 0 < p <= 100 for p in percents) or list(percents) != sorted(set(percents)):
+        raise FleetError(f"waves: {list(percents)} must be increasing percentages in (0, 100]")
+
+
 def plan_waves(
     devices: Sequence[Device],
     change: Change,
@@ -209,8 +215,7 @@ def plan_waves(
     ``current_env``: the device-level values of the variable a variable change sets."""
     if canary < 0:
         raise FleetError(f"canary: {canary} must be 0 or more")
-    if not percents or any(not 0 < p <= 100 for p in percents) or list(percents) != sorted(percents):
-        raise FleetError(f"waves: {list(percents)} must be increasing percentages in (0, 100]")
+    check_percents(percents)
     if percents[-1] != 100:
         percents = [*percents, 100.0]
     env = current_env or {}

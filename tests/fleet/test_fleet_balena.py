@@ -297,6 +297,8 @@ def test_rollback_a_wave_and_roll_out_a_variable(fleet: Fleet) -> None:
     assert all(fleet.device(u)["is_pinned_on__release"] is None for u in fleet.uuids[1:])
     proc = fleet.fleet("rollback", "--rollout", "nope", check=1)
     assert proc.stderr.strip() == "edge-agent: error: rollback: no device carries a matching rollout mark"
+    proc = fleet.fleet("rollout", "--release", GOOD, "--waves", "50,10", check=2)
+    assert "increasing percentages" in proc.stderr
     proc = fleet.fleet("rollout", "--release", "not-a-commit", check=2)
     assert "not a release commit" in proc.stderr
     assert "Traceback" not in proc.stderr
