@@ -130,7 +130,9 @@ class Agent:
             name: {"state": s.state, "restarts": s.restarts, "last_error": s.last_error}
             for name, s in self.supervisor.states.items()
         }
-        sync_state = self.uploader.health() if self.uploader is not None else None
+        sync_state = (
+            self.uploader.health() if self.uploader is not None else None
+        )
         return {
             "ok": self.supervisor.healthy() and not writer_stalled,
             "site": self.cfg.site.id,

@@ -154,9 +154,7 @@ class SiteConfig(StrictModel):
         if idx and self.traffic is None:
             raise ValueError(f"devices[{idx[0]}]: a traffic device needs the top-level traffic section")
         if len(idx) > 1:
-            raise ValueError(
-                f"devices[{idx[1]}]: only one traffic device per site (it runs every intersection)"
-            )
+            raise ValueError(f"devices[{idx[1]}]: only one traffic device per site (it runs every intersection)")
         return self
 
     @model_validator(mode="after")
