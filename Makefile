@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint typecheck schemas docs-check bench clean
+.PHONY: help venv demo test lint typecheck schemas docs-check bench mutate clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,5 +46,10 @@ schemas: $(STAMP)  ## regenerate the JSON Schemas in docs/schemas
 bench: $(STAMP)  ## run every benchmark in bench/ and print figures
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+mutate: $(STAMP)  ## mutation testing of the cores (docs/testing.md); one module: make mutate MODULE=sync.store
+	rm -rf mutants
+	$(VENV)/bin/mutmut run $(if $(MODULE),"$(MODULE).*",)
+	$(VENV)/bin/mutmut results
+
 clean:  ## remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis mutants

@@ -122,3 +122,39 @@ def test_fast_decoders_match_the_reference(dtype, byte_order, word_order, scale,
     else:
         assert got == ref
         assert type(got) is type(ref)
+
+
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_string_write_never_spills_into_the_next_register(count: int) -> None:
+    """A string point of ``count`` registers encodes to exactly that many registers; one character
+    more than fits is refused, not written over the neighbouring register."""
+    fits = "A" * (2 * count)
+    regs = encode_raw(fits, "string", count=count)
+    assert len(regs) == count
+    assert decode_raw(regs, "string") == fits
+    short = encode_raw("B", "string", count=count)
+    assert len(short) == count
+    assert short[0] == 0x4200
+    assert all(r == 0 for r in short[1:])
+    with pytest.raises(ValueError, match="longer"):
+        encode_raw(fits + "C", "string", count=count)
+
+
+def test_bool_encodes_as_one_and_zero() -> None:
+    assert encode_raw(True, "bool") == [1]
+    assert encode_raw(False, "bool") == [0]
+    assert encode_raw(1, "bool") == [1]
+    assert encode_raw(0, "bool") == [0]
+    assert decode_raw([1], "bool") is True
+    assert decode_raw([0], "bool") is False
+    assert decode_raw([0b100], "bool", bit=2) is True
+    assert decode_raw([0b011], "bool", bit=2) is False
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "int32", "uint32", "int64", "uint64"])
+def test_whole_number_floats_write_as_integers(dtype: str) -> None:
+    """A setpoint of 42.0 (how JSON and YAML often carry it) writes the integer 42; 42.5 is refused."""
+    assert encode_raw(42.0, dtype) == encode_raw(42, dtype)
+    assert decode_raw(encode_raw(42.0, dtype), dtype) == 42
+    with pytest.raises(ValueError, match="not an integer"):
+        encode_raw(42.5, dtype)
