@@ -298,7 +298,10 @@ class _Watch:
         """True when ``tag`` comes from an agent process started after the change.
 
         With an earlier report, any other process is new (no clock comparison). A device that never
-        reported before falls back to comparing its start time with the time the change was made."""
+        reported before falls back to comparing its start time with the time the change was made.
+        Not remembered: starts seen while the API still shows the old release. balena reports the
+        running release some seconds after the new container starts, so the changed agent's first
+        reports often arrive before that; for a release, ``Device.release`` is checked as well."""
         if uuid in self.before:
             return tag.started != self.before[uuid]
         return tag.started >= self.applied_at - CLOCK_SKEW_S

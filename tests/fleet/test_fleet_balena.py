@@ -311,16 +311,36 @@ def test_rollback_a_wave_and_roll_out_a_variable(fleet: Fleet) -> None:
     assert posts[0].body == {"device": fleet.id_of(fleet.uuids[0]), "name": "KBE_LOG_LEVEL", "value": "DEBUG"}
 
 
-def test_the_real_agent_publishes_its_own_health_tag(fleet: Fleet, tmp_path: Path) -> None:
-    """``edge-agent run`` under balena's environment upserts ``kbe.health`` from its /health."""
-    uuid = fleet.uuids[0]
-    cfg = {
+def _site(tmp_path: Path, name: str, bad: bool) -> Path:
+    cfg: dict = {
         "site": {"id": "bn-fleet-01", "name": "Fleet test", "location": {"lat": 21.19, "lon": 106.08}},
         "devices": [{"driver": "system", "name": "board", "period_s": 1}],
         "store": {"path": str(tmp_path / "store.db")},
         "health": {"listen": f"127.0.0.1:{free_port()}"},
     }
-    (tmp_path / "site.yaml").write_text(yaml.safe_dump(cfg))
+    if bad:  # a release whose config breaks polling: a sensor on a port that does not exist
+        cfg["devices"].append(
+            {
+                "driver": "pms",
+                "name": "pm",
+                "line": {"type": "serial", "port": "/dev/ttyKBE-none", "baudrate": 9600},
+            }
+        )
+        cfg["supervisor"] = {"max_restarts": 1, "window_s": 60, "backoff_s": 0.2}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_rollouts_gated_on_a_real_agent(tmp_path: Path) -> None:
+    """``edge-agent run`` under balena's environment writes ``kbe.health`` from its own /health, and
+    ``edge-agent fleet`` gates on it: a release whose config breaks polling stops at the canary and
+    is rolled back; a good one passes. The device's supervisor is simulated: when the device's
+    target release changes, it restarts the agent with that release's site config."""
+    fleet = Fleet(tmp_path / "api", 1)
+    uuid = fleet.uuids[0]
+    good, bad = _site(tmp_path, "good.yaml", bad=False), _site(tmp_path, "bad.yaml", bad=True)
+    configs = {fleet.rel[OLD]: good, fleet.rel[GOOD]: good, fleet.rel[BAD]: bad}
     env = {
         **agent_env(),
         "BALENA_API_URL": fleet.endpoint,
@@ -328,11 +348,26 @@ def test_the_real_agent_publishes_its_own_health_tag(fleet: Fleet, tmp_path: Pat
         "BALENA_DEVICE_UUID": uuid,
         "KBE_HEALTH_TAG_INTERVAL_S": "1",
     }
-    env.pop("BALENA_SETTINGS_HOME_DIRECTORY", None)
-    agent = ManagedProcess(
-        "agent", agent_argv("run", "--config", str(tmp_path / "site.yaml")), tmp_path / "agent.log", env=env
-    )
+    agent = ManagedProcess("agent", agent_argv("run", "--config", str(good)), tmp_path / "agent.log", env=env)
     agent.start()
+    stop = threading.Event()
+
+    def supervisor() -> None:
+        app = fleet.api.row("application", id=1)
+        assert app is not None
+        while not stop.is_set():
+            dev = fleet.device(uuid)
+            target = (dev["is_pinned_on__release"] or app["should_be_running__release"])["__id"]
+            if dev["is_running__release"]["__id"] != target:
+                agent.stop()
+                agent.argv = agent_argv("run", "--config", str(configs[target]))
+                agent.start()
+                with fleet.api.lock:
+                    dev["is_running__release"] = {"__id": target}
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=supervisor, daemon=True)
+    thread.start()
     try:
         deadline = time.monotonic() + 30
         tag = None
@@ -348,12 +383,10 @@ def test_the_real_agent_publishes_its_own_health_tag(fleet: Fleet, tmp_path: Pat
         assert tag.why == ()
         assert abs(tag.started - time.time()) < 60
         out = fleet.fleet("status").stdout
-        assert (
-            next(line for line in out.splitlines() if line.startswith("bn-site-00")).rstrip().endswith("ok")
-        )
+        assert out.splitlines()[1].rstrip().endswith("ok")
         # The image's HEALTHCHECK probe finds the agent through the port in the same site config.
         probe = subprocess.run(
-            [sys.executable, "-m", "agent.healthcheck", str(tmp_path / "site.yaml")],
+            [sys.executable, "-m", "agent.healthcheck", str(good)],
             env=agent_env(),
             capture_output=True,
             text=True,
@@ -362,8 +395,39 @@ def test_the_real_agent_publishes_its_own_health_tag(fleet: Fleet, tmp_path: Pat
         )
         assert probe.returncode == 0, probe.stdout + probe.stderr
         assert probe.stdout.strip().endswith("/health: ok")
+
+        gate = [
+            "--canary",
+            "1",
+            "--waves",
+            "100",
+            "--watch",
+            "2s",
+            "--poll",
+            "0.3s",
+            "--update-timeout",
+            "90s",
+        ]
+        proc = fleet.fleet("rollout", "--release", BAD, *gate, check=1)
+        assert "agent unhealthy: source:pm cooling down: TransportError" in proc.stderr, (
+            proc.stdout + agent.tail()
+        )
+        assert fleet.device(uuid)["is_pinned_on__release"] is None  # rolled back: tracks the fleet again
+        bad_start = decode(fleet.api.tag(uuid, HEALTH_TAG) or "")
+        deadline = time.monotonic() + 60  # the operator waits for the site to be back on its good release
+        while time.monotonic() < deadline:
+            now = decode(fleet.api.tag(uuid, HEALTH_TAG) or "")
+            if now is not None and now.ok and bad_start is not None and now.started != bad_start.started:
+                break
+            time.sleep(0.2)
+        proc = fleet.fleet("rollout", "--release", GOOD, "--id", "r-real", *gate)
+        assert "rollout r-real: all 1 waves passed" in proc.stdout, proc.stdout + proc.stderr + agent.tail()
+        assert fleet.device(uuid)["is_running__release"] == {"__id": fleet.rel[GOOD]}
     finally:
+        stop.set()
+        thread.join(30)
         assert agent.stop() == 0
+        fleet.close()
 
 
 def test_device_set_never_imports_balena_sdk() -> None:

@@ -395,3 +395,26 @@ def test_giving_up_after_the_change_leaves_the_wave_marked():
     with pytest.raises(FleetError, match="gave up after 6 failed reads in wave 1"):
         run(fleet, Change(release=GOOD), canary=1, percents=[100])
     assert list(fleet.marks) == ["dev000"]  # left for `edge-agent fleet rollback --rollout r1`
+
+
+def test_the_changed_agent_may_report_before_the_api_shows_its_release():
+    """balena reports the running release a while after the new container starts: the new agent's
+    first reports arrive while the API still shows the old release. They must count once it flips."""
+    clock = FakeClock()
+    fleet = MemoryFleet(2, clock, healthy_unless_bad)
+    restarted: set[str] = set()
+
+    def slow_report():
+        for d in fleet.devices.values():
+            target = fleet._target(d)
+            if d.release == target:
+                continue
+            if d.uuid not in restarted:
+                d.started = clock.wall()  # the new container runs and reports...
+                restarted.add(d.uuid)
+            else:
+                d.release = target  # ...and one poll later the API shows its release
+
+    fleet._step = slow_report
+    result, _, _ = run(fleet, Change(release=GOOD), canary=1, percents=[100])
+    assert result.ok
