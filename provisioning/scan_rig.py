@@ -112,7 +112,14 @@ async def start_scan_line(
     devices: Sequence[tuple[EmulatedDevice, int]], identify: Sequence[int] = (), babbling: bool = False
 ) -> ScanRigLine:
     """A started line on a fresh pty; its path is ``line.pair.path``."""
-    line = ScanRigLine(PtyPair(devices[0][1] if devices else 9600), devices, identify)
+    baud = devices[0][1] if devices else 9600
+    pair = PtyPair(baud)
+    # The pty starts at the first device's speed: an opener that sets no speed (the agent's pty
+    # transport, which stands in for a port already configured) talks at that rate.
+    attrs = termios.tcgetattr(pair._slave_fd)
+    attrs[4] = attrs[5] = getattr(termios, f"B{baud}")
+    termios.tcsetattr(pair._slave_fd, termios.TCSANOW, attrs)
+    line = ScanRigLine(pair, devices, identify)
     line.babbling = babbling
     await line.start()
     return line
