@@ -74,7 +74,8 @@ async def test_scan_finds_identifies_and_the_agent_reads_every_point(tmp_path):
             "vi",
         )
         assert code == 0, err
-        assert "Quét" in out and "tìm thấy 4 thiết bị" in out  # Vietnamese by default for technicians
+        assert "Quét" in out
+        assert "tìm thấy 4 thiết bị" in out
         rtu = yaml.safe_load((tmp_path / "rtu.yaml").read_text())["devices"]
         assert {d["unit"] for d in rtu} == {1, 7, 12, 23}
         # The swapped device gets a derived profile file next to the proposal.
@@ -145,7 +146,7 @@ async def test_scan_finds_identifies_and_the_agent_reads_every_point(tmp_path):
             read = {p for (d, p) in got if d == names[unit]}
             assert read == {p.name for p in dev.profile.points}, (
                 unit,
-                set(p.name for p in dev.profile.points) - read,
+                {p.name for p in dev.profile.points} - read,
             )
     finally:
         if proc is not None:
