@@ -136,10 +136,7 @@ def check_device(state: SiteState, dev: Any) -> CheckResult:
     ]
     stale = age is None or age > max(STALE_S, 3 * getattr(getattr(dev, "poll", None), "fast_s", 1.0))
     failing = driver == "modbus" and online == 0.0 and polls_failed > 0
-    if not readings or (stale and (failing or driver != "modbus")) or (failing and stale):
-        what, todo = device_failure(state, name, driver)
-        return CheckResult(f"device:{name}", FAIL, title, what, todo, points)
-    if failing:
+    if not readings or failing or (stale and driver != "modbus"):
         what, todo = device_failure(state, name, driver)
         return CheckResult(f"device:{name}", FAIL, title, what, todo, points)
     bad = [r for r in readings if r.quality is not Quality.GOOD]
