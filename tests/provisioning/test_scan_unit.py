@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from drivers.modbus.emulator import EmulatedDevice
 from drivers.modbus.profile import Profile, load_profile
 from kernel.errors import ConfigError, FrameError
-from provisioning.scan import ScanOptions, Scanner, char_time, parse_device_id, probe_timeout, probe_wire_s
+from provisioning.scan import Scanner, ScanOptions, char_time, parse_device_id, probe_timeout, probe_wire_s
 from provisioning.scan_cli import parse_bauds, parse_units
 from provisioning.scan_config import propose_devices
 from provisioning.scan_rig import device_id_answer, start_scan_line, stop_scan_line
