@@ -83,6 +83,7 @@ class ScanResult:
     probes: int = 0
     elapsed_s: float = 0.0
     wire_limit_s: float = 0.0
+    identify_s: float = 0.0  # part of elapsed_s spent identifying the devices that answered
 
 
 # -- timing -----------------------------------------------------------------------------------------
@@ -100,13 +101,16 @@ def probe_timeout(baud: int | None, margin_s: float) -> float:
 
 
 def probe_wire_s(baud: int | None, margin_s: float, answered: bool, answer_bytes: int = 7) -> float:
-    """What one probe needs on the wire: silence, request, then the answer or the whole timeout."""
+    """What one probe needs on the wire: the request, then either the answer and the silence that
+    must follow it, or the whole timeout (which already contains that silence)."""
     if not baud:
         return 0.0
     c = char_time(baud)
     gap = 0.00175 if baud > 19200 else 3.5 * c
-    t = gap + 8 * c
-    return t + (3.5 * c + answer_bytes * c if answered else probe_timeout(baud, margin_s) + 7 * c)
+    request = 8 * c
+    if answered:
+        return request + 3.5 * c + answer_bytes * c + gap
+    return request + probe_timeout(baud, margin_s) + 7 * c
 
 
 # -- lines ------------------------------------------------------------------------------------------
@@ -537,7 +541,9 @@ class Scanner:
         if not answered:
             return
         found = FoundDevice(unit, baud, parity, result.framing)
+        t0 = time.monotonic()
         await identify(client, unit, timeout, found, self.profiles, opts.identify)
+        result.identify_s += time.monotonic() - t0
         result.devices.append(found)
 
     def run_sync(self) -> ScanResult:
