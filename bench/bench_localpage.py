@@ -4,7 +4,7 @@ emulated rig (a Modbus TCP gateway with an energy meter and a climate sensor, po
 Run: PYTHONPATH=. .venv/bin/python bench/bench_localpage.py   (needs Debian's chromium, chromium-driver)
 - load: navigation start to the first device values on screen (page, script, first /api/state),
   20 loads; baseline: one /api/state request over HTTP from Python in the same run.
-- update: a value changed in the emulator until it shows on the page, 20 changes; the bound it is
+- update: a value changed in the emulator (at a random phase) until it shows on the page, 20 changes; the bound it is
   compared with is what the design allows: one poll period (0.5 s) plus one page refresh (1 s).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def main() -> None:
         for i in range(20):
             value = 220.0 + i * 0.5 + 0.25
             want = f"{value:.2f}"
+            time.sleep(random.uniform(0.0, 1.5))  # a random phase against the poll and the refresh
             t0 = time.perf_counter()
             loop.call_soon_threadsafe(meter.set_value, "voltage", value)
             while not drv.execute_script(cell).startswith(want):
