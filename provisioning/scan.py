@@ -279,14 +279,17 @@ class RegisterCache:
         """Values, an exception code, or None when the unit stayed silent."""
         key = (block.fc, block.address, block.count)
         if key not in self._seen:
-            try:
-                self._seen[key] = await self.client.read(
-                    self.unit, block.fc, block.address, block.count, self.timeout
-                )
-            except DeviceRefused as exc:
-                self._seen[key] = exc.code or 4
-            except (DeviceTimeout, FrameError):
-                self._seen[key] = None
+            self._seen[key] = None
+            for _attempt in range(2):  # the unit answered the probe: one silence may be a hiccup
+                try:
+                    self._seen[key] = await self.client.read(
+                        self.unit, block.fc, block.address, block.count, self.timeout
+                    )
+                except DeviceRefused as exc:
+                    self._seen[key] = exc.code or 4
+                except (DeviceTimeout, FrameError):
+                    continue
+                break
         return self._seen[key]
 
 

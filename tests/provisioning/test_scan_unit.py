@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.emulator import EmulatedDevice
+from drivers.modbus.emulator import EmulatedDevice, Emulator
 from drivers.modbus.profile import Profile, load_profile
 from kernel.errors import ConfigError, FrameError
 from provisioning.scan import Scanner, ScanOptions, char_time, parse_device_id, probe_timeout, probe_wire_s
@@ -88,3 +88,21 @@ async def test_a_device_that_never_stops_talking_is_reported():
         await stop_scan_line(line)
     assert result.devices == []
     assert any("never goes quiet" in m.render("en") for m in result.problems)
+
+
+async def test_tcp_port_behind_a_transparent_serial_gateway_is_scanned_with_rtu_frames():
+    emu = Emulator()
+    port = await emu.add_rtu_gateway([EmulatedDevice(load_profile("xy-md02"), 3)], baudrate=9600)
+    try:
+        result = await Scanner(
+            ScanOptions(f"tcp://127.0.0.1:{port}", bauds=(9600, 19200), units=range(1, 5), margin_s=0.12)
+        ).run()
+    finally:
+        await emu.close()
+    assert result.framing == "rtu"
+    assert [(d.unit, d.profile) for d in result.devices] == [(3, "xy-md02")]
+    # The gateway fixes the serial speed: the walk is one speed, and the scan says so.
+    assert result.probes == 4
+    assert any("gateway sets the serial speed" in m.render("en") for m in result.notes)
+    entry = propose_devices(result)[0]["line"]
+    assert entry == {"type": "rtu-over-tcp", "host": "127.0.0.1", "port": port, "baudrate": 9600}
