@@ -178,6 +178,47 @@ def check_device(state: SiteState, dev: Any) -> CheckResult:
     )
 
 
+def check_gpio_loopbacks(state: SiteState) -> CheckResult:
+    """Relays wired back to an input (``feedback_pin``): the contact follows the command."""
+    title = Message(N_("GPIO loop-backs"))
+    wired = [
+        (dev.name, out.name)
+        for dev in state.cfg.devices
+        if dev.enabled and dev.driver == "gpio"
+        for out in getattr(dev, "outputs", [])
+        if out.feedback_pin is not None
+    ]
+    if not wired:
+        return CheckResult("gpio", SKIP, title, Message(N_("No relay has a feedback contact wired.")))
+    faults, unread = [], []
+    for device, output in wired:
+        r = state.tap.last.get((device, output))
+        if r is None:
+            unread.append(f"{device}.{output}")
+        elif r.quality is not Quality.GOOD:
+            faults.append((f"{device}.{output}", (r.meta or {}).get("fault", "")))
+    if faults:
+        where, why = faults[0]
+        return CheckResult(
+            "gpio",
+            FAIL,
+            title,
+            Message(N_("{output}: {why}."), {"output": where, "why": why}),
+            Message(N_("Check the relay and the wiring of its auxiliary contact to the input pin.")),
+        )
+    if unread:
+        return CheckResult(
+            "gpio",
+            WARN,
+            title,
+            Message(N_("Not read yet: {outputs}."), {"outputs": ", ".join(unread)}),
+            Message(N_("Run the check again once the agent has reported its outputs.")),
+        )
+    return CheckResult(
+        "gpio", OK, title, Message(N_("{n} relay contact(s) follow their commands."), {"n": len(wired)})
+    )
+
+
 # -- site -------------------------------------------------------------------------------------------
 def check_clock(state: SiteState) -> CheckResult:
     """NTP/GPS synchronised, or at least a battery-backed RTC."""

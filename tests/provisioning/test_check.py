@@ -116,3 +116,34 @@ def test_local_page_is_off_public_interfaces_and_needs_a_password_on_the_network
     assert cfg.local_page is not None
     assert cfg.local_page.password() == "x"
     assert parse_config(_site({"listen": "0.0.0.0:8080", "allow_public": True, "password_file": str(secret)}))
+
+
+def test_gpio_loop_back_follows_the_relay_or_fails_with_what_to_do():
+    from agent.commissioning.checks import SiteState, check_gpio_loopbacks
+    from agent.commissioning.live import LiveTap
+    from kernel.clock import Clock
+    from kernel.metrics import Metrics
+    from kernel.readings import Quality, Reading
+
+    data = _site({})
+    del data["local_page"]
+    data["devices"] = [
+        {
+            "driver": "gpio",
+            "name": "cabinet",
+            "pin_factory": "mock",
+            "outputs": [{"name": "relay1", "pin": 17, "feedback_pin": 27}],
+        },
+    ]
+    cfg = parse_config(data)
+    tap = LiveTap()
+    state = SiteState(cfg, tap, Metrics(), Clock())
+    assert check_gpio_loopbacks(state).status == "warn"  # nothing reported yet
+    tap.record([Reading("cabinet", "relay1", 1.0, 0.0)])
+    assert check_gpio_loopbacks(state).status == "ok"
+    fault = {"fault": "feedback contact open while relay on"}
+    tap.record([Reading("cabinet", "relay1", 1.0, 1.0, quality=Quality.BAD, meta=fault)])
+    verdict = check_gpio_loopbacks(state)
+    assert verdict.status == "fail"
+    assert verdict.detail.render("en") == "cabinet.relay1: feedback contact open while relay on."
+    assert verdict.advice.render("vi").startswith("Kiểm tra rơ-le")
