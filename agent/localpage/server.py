@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from agent.commissioning.checks import CONTROL_KINDS, CheckResult, SiteState, ch
 from agent.commissioning.report import STATUS_WORDS, render_html, results_json
 from agent.localpage.config import LocalPageConfig
 from kernel.i18n import LANGUAGES, N_, gettext_for, pick_language
+from kernel.readings import Quality
 
 log = logging.getLogger("kbe.localpage")
 HERE = Path(__file__).resolve().parent
@@ -35,6 +37,13 @@ CLOCK_WORDS = {
     "rtc": N_("battery RTC, not synchronised"),
     "unsynced": N_("not synchronised"),
 }
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN and infinities are not JSON: shown as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 class LocalPage:
@@ -145,39 +154,20 @@ class LocalPage:
         """Everything the page shows, in ``lang``."""
         st = self.state
         t = gettext_for(lang).gettext
-        devices = []
-        for dev in st.cfg.devices:
-            if not dev.enabled:
-                continue
-            verdict = check_device(st, dev)
-            ok = st.metrics.get("modbus_polls_total", {"device": dev.name, "result": "ok"})
-            failed = st.metrics.get("modbus_polls_total", {"device": dev.name, "result": "failed"})
-            devices.append(
-                {
-                    "name": dev.name,
-                    "driver": dev.driver,
-                    "status": verdict.status
-                    if dev.driver not in CONTROL_KINDS or verdict.status == "ok"
-                    else "ok",
-                    "status_text": t(STATUS_WORDS[verdict.status]),
-                    "detail": verdict.detail.render(t),
-                    "advice": verdict.advice.render(t) if verdict.advice else "",
-                    "poll_success": None if not ok + failed else round(ok / (ok + failed), 3),
-                    "age_s": None
-                    if st.tap.age_s(dev.name) is None
-                    else round(st.tap.age_s(dev.name) or 0, 1),
-                    "points": [
-                        {
-                            "point": p["point"],
-                            "value": p["value"],
-                            "unit": p["unit"],
-                            "good": p["good"],
-                            "reason": p["reason"],
-                        }
-                        for p in verdict.points
-                    ],
-                }
-            )
+        devices = [
+            self._device_json(dev, t)
+            for dev in st.cfg.devices
+            if dev.enabled and dev.driver not in CONTROL_KINDS
+        ]
+        # Lighting and signal state: the lighting device's points, and each intersection's (the
+        # traffic controller reports under the intersection's name).
+        control = [
+            self._state_json(dev.name, "lighting", t)
+            for dev in st.cfg.devices
+            if dev.enabled and dev.driver == "lighting"
+        ]
+        if st.cfg.traffic is not None:
+            control += [self._state_json(ix.name, "traffic", t) for ix in st.cfg.traffic.intersections]
         stats = st.store_stats() if st.store_stats is not None else None
         sync = st.sync_health() if st.sync_health is not None else None
         tls = st.cfg.sync.tls if st.cfg.sync is not None else None
@@ -187,6 +177,7 @@ class LocalPage:
             "site": {"id": st.cfg.site.id, "name": st.cfg.site.name},
             "clock": t(CLOCK_WORDS[st.clock.quality().name.lower()]),
             "devices": devices,
+            "control": control,
             "buffer": {
                 "depth": stats.depth if stats is not None else None,
                 "oldest_age_s": None if oldest is None else round(max(0.0, st.clock.now() - oldest), 1),
@@ -204,6 +195,51 @@ class LocalPage:
                 "enrolment_text": t(N_("enrolled (mutual TLS)")) if enrolled else t(N_("not enrolled")),
             },
             "checks": None if self.last_results is None else self._checks_json(self.last_results, lang),
+        }
+
+    def _points_json(self, device: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "point": r.point,
+                "value": _jsonable(r.value),
+                "unit": r.unit,
+                "good": r.quality is Quality.GOOD,
+                "reason": (r.meta or {}).get("reason", "") or (r.meta or {}).get("fault", ""),
+            }
+            for r in self.state.tap.device_points(device)
+        ]
+
+    def _device_json(self, dev: Any, t: Any) -> dict[str, Any]:
+        st = self.state
+        verdict = check_device(st, dev)
+        ok = st.metrics.get("modbus_polls_total", {"device": dev.name, "result": "ok"})
+        failed = st.metrics.get("modbus_polls_total", {"device": dev.name, "result": "failed"})
+        age = st.tap.age_s(dev.name)
+        return {
+            "name": dev.name,
+            "driver": dev.driver,
+            "status": verdict.status,
+            "status_text": t(STATUS_WORDS[verdict.status]),
+            "detail": verdict.detail.render(t),
+            "advice": verdict.advice.render(t) if verdict.advice else "",
+            "poll_success": None if not ok + failed else round(ok / (ok + failed), 3),
+            "age_s": None if age is None else round(age, 1),
+            "points": self._points_json(dev.name),
+        }
+
+    def _state_json(self, name: str, driver: str, t: Any) -> dict[str, Any]:
+        age = self.state.tap.age_s(name)
+        status = "ok" if age is not None else "skip"
+        return {
+            "name": name,
+            "driver": driver,
+            "status": status,
+            "status_text": t(STATUS_WORDS[status]) if age is not None else t(N_("no state reported yet")),
+            "detail": "",
+            "advice": "",
+            "poll_success": None,
+            "age_s": None if age is None else round(age, 1),
+            "points": self._points_json(name),
         }
 
     def _checks_json(self, results: list[CheckResult], lang: str) -> list[dict[str, Any]]:

@@ -127,7 +127,9 @@ def test_local_page_in_a_real_browser(tmp_path):
         assert browser.current_url.endswith("/login")
         browser.find_element(By.ID, "password").send_keys("sai")
         browser.find_element(By.ID, "login").click()
-        assert wait(lambda: browser.find_element(By.ID, "login-failed").text, 10, "refusal") == "Sai mật khẩu."
+        assert (
+            wait(lambda: browser.find_element(By.ID, "login-failed").text, 10, "refusal") == "Sai mật khẩu."
+        )
         browser.find_element(By.ID, "password").send_keys("mat-khau-tram")
         browser.find_element(By.ID, "login").click()
         wait(lambda: browser.current_url.rstrip("/") == base, 10, "logged in")

@@ -22,7 +22,7 @@ function deviceBox(d) {
   if (d.poll_success !== null) head.append(" · " + Math.round(d.poll_success * 100) + "%");
   head.append(" · " + (d.age_s === null ? T.never : T.ago.replace("{s}", d.age_s)));
   box.append(head);
-  if (d.status !== "ok") box.append(el("p", {class: "reason"}, d.detail + " " + d.advice));
+  if (d.status === "warn" || d.status === "fail") box.append(el("p", {class: "reason"}, d.detail + " " + d.advice));
   const table = el("table");
   for (const p of d.points) {
     const tr = el("tr", {"data-point": p.point});
@@ -62,7 +62,7 @@ async function refresh() {
   devs.replaceChildren(); ctl.replaceChildren();
   const select = document.getElementById("point");
   const options = [];
-  for (const d of s.devices) {
+  for (const d of s.devices.concat(s.control)) {
     (["lighting", "traffic", "camera"].includes(d.driver) ? ctl : devs).append(deviceBox(d));
     for (const p of d.points) if (typeof p.value === "number") options.push(d.name + "/" + p.point);
   }
