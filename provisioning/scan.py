@@ -31,7 +31,7 @@ from drivers.transports.base import Transport
 from drivers.transports.config import AnyLine, PtyLine, RtuOverTcpLine, SerialLine, TcpLine, parse_port
 from drivers.transports.fd import PtyTransport
 from drivers.transports.tcp import TcpTransport
-from kernel.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
+from kernel.errors import ConfigError, DeviceError, DeviceRefused, DeviceTimeout, FrameError
 from kernel.i18n import N_, Message
 
 DEFAULT_BAUDS = (9600, 19200, 4800, 2400, 38400, 115200)
@@ -426,7 +426,7 @@ class Scanner:
         try:
             line = parse_port(opts.port, opts.bauds[0] if opts.bauds else 9600)
         except ValueError as exc:
-            raise TransportError(str(exc)) from None
+            raise ConfigError("--port", [str(exc)]) from None
         framing = "rtu"
         if isinstance(line, TcpLine):
             framing = await detect_tcp_framing(line.host, line.port)
@@ -553,7 +553,30 @@ class Scanner:
         """Run to completion (blocking)."""
         return asyncio.run(self.run())
 
+    def _merge_parities(self, result: ScanResult) -> None:
+        """A unit answering at one speed under several parities is one device (many receivers take
+        a frame with an unexpected parity bit): keep the first parity walked and say so."""
+        seen: dict[tuple[int, int | None], FoundDevice] = {}
+        kept: list[FoundDevice] = []
+        for d in result.devices:
+            first = seen.get((d.unit, d.baudrate))
+            if first is None:
+                seen[(d.unit, d.baudrate)] = d
+                kept.append(d)
+            else:
+                result.notes.append(
+                    Message(
+                        N_(
+                            "Unit {unit} at {baud} baud answers with parity {first} and {other}; proposed "
+                            "with {first}: check the parity set in the device."
+                        ),
+                        {"unit": d.unit, "baud": d.baudrate, "first": first.parity, "other": d.parity},
+                    )
+                )
+        result.devices = kept
+
     def _check_bauds(self, result: ScanResult) -> None:
+        self._merge_parities(result)
         rates = sorted(
             {d.baudrate for d in result.devices if d.baudrate},
             key=lambda b: (-sum(1 for d in result.devices if d.baudrate == b), b),

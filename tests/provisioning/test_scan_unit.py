@@ -106,3 +106,23 @@ async def test_tcp_port_behind_a_transparent_serial_gateway_is_scanned_with_rtu_
     assert any("gateway sets the serial speed" in m.render("en") for m in result.notes)
     entry = propose_devices(result)[0]["line"]
     assert entry == {"type": "rtu-over-tcp", "host": "127.0.0.1", "port": port, "baudrate": 9600}
+
+
+async def test_one_device_answering_under_two_parities_is_proposed_once():
+    line = await start_scan_line([(EmulatedDevice(load_profile("xy-md02"), 2), 9600)])
+    try:
+        result = await Scanner(
+            ScanOptions(line.pair.path, bauds=(9600,), parities=("N", "E"), units=range(1, 4), margin_s=0.12)
+        ).run()
+    finally:
+        await stop_scan_line(line)
+    assert [(d.unit, d.parity) for d in result.devices] == [(2, "N")]
+    assert any("parity N and E" in m.render("en") for m in result.notes)
+    assert len(propose_devices(result)) == 1
+
+
+async def test_a_malformed_port_is_a_config_error():
+    with pytest.raises(ConfigError) as exc:
+        await Scanner(ScanOptions("tcp://nohostport")).run()
+    assert exc.value.exit_code == 2
+    assert "tcp://HOST:PORT" in str(exc.value)
