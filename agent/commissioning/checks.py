@@ -134,11 +134,30 @@ def check_device(state: SiteState, dev: Any) -> CheckResult:
         }
         for r in readings
     ]
-    stale = age is None or age > max(STALE_S, 3 * getattr(getattr(dev, "poll", None), "fast_s", 1.0))
+    poll = getattr(dev, "poll", None)
+    fast_s, slow_s = getattr(poll, "fast_s", 1.0), getattr(poll, "slow_s", 60.0)
+    stale = age is None or age > max(STALE_S, 3 * fast_s)
     failing = driver == "modbus" and online == 0.0 and polls_failed > 0
     if not readings or failing or (stale and driver != "modbus"):
         what, todo = device_failure(state, name, driver)
         return CheckResult(f"device:{name}", FAIL, title, what, todo, points)
+    line = getattr(dev, "line", None)
+    port_lost = (
+        line is not None and state.metrics.get("modbus_transport_errors_total", {"bus": line.key()}) > 0
+    )
+    if age is not None and stale and (port_lost or age > 3 * slow_s):
+        # No poll failed, yet nothing came: the port or the connection itself is gone.
+        return CheckResult(
+            f"device:{name}",
+            FAIL,
+            title,
+            Message(
+                N_("{device} has sent nothing for {s:.0f} s: its port or connection is lost."),
+                {"device": name, "s": age},
+            ),
+            Message(N_("Check the RS-485 adapter or the gateway's network cable and power.")),
+            points,
+        )
     bad = [r for r in readings if r.quality is not Quality.GOOD]
     if bad:
         r = bad[0]

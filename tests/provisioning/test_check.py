@@ -147,3 +147,29 @@ def test_gpio_loop_back_follows_the_relay_or_fails_with_what_to_do():
     assert verdict.status == "fail"
     assert verdict.detail.render("en") == "cabinet.relay1: feedback contact open while relay on."
     assert verdict.advice.render("vi").startswith("Kiểm tra rơ-le")
+
+
+def test_a_device_whose_port_is_lost_fails_although_no_poll_failed():
+    import time
+
+    from agent.commissioning.checks import SiteState, check_device
+    from agent.commissioning.live import LiveTap
+    from kernel.clock import Clock
+    from kernel.metrics import Metrics
+    from kernel.readings import Reading
+
+    data = _site({})
+    del data["local_page"]
+    line = {"type": "tcp", "host": "127.0.0.1", "port": 1502}
+    data["devices"] = [{"driver": "modbus", "name": "meter", "profile": "xy-md02", "unit": 1, "line": line}]
+    cfg = parse_config(data)
+    tap, metrics = LiveTap(), Metrics()
+    tap.record([Reading("meter", "humidity", 55.0, 0.0, "%RH")])
+    state = SiteState(cfg, tap, metrics, Clock())
+    assert check_device(state, cfg.devices[0]).status == "ok"
+    tap.last_seen["meter"] = time.monotonic() - 40
+    assert check_device(state, cfg.devices[0]).status == "ok"  # quiet, but nothing says the port is gone
+    metrics.inc("modbus_transport_errors_total", labels={"bus": "tcp:127.0.0.1:1502"})
+    verdict = check_device(state, cfg.devices[0])
+    assert verdict.status == "fail"
+    assert "its port or connection is lost" in verdict.detail.render("en")
