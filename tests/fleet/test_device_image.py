@@ -74,6 +74,7 @@ def test_compose_release() -> None:
     assert agent["environment"]["KBE_CONFIG"] == "/data/site.yaml"
     assert "no-new-privileges:true" in agent["security_opt"]
     assert agent["read_only"] is True
+    assert agent["network_mode"] == "host"  # the local page on the cabinet's address
     assert "user" not in agent or agent["user"] not in ("root", "0")
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {"tests", ".git", ".venv"} <= set(ignored)
