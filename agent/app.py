@@ -20,9 +20,10 @@ from agent.writer import StoreWriter
 from kernel.clock import Clock
 from kernel.commands import CommandRouter, IncomingCommand
 from kernel.errors import AgentError
-from kernel.kinds import kind_module
+from kernel.kinds import KindRegistry
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
+from kernel.services import Services
 from kernel.source import RunContext, Source
 from sync.store import Store
 
@@ -81,8 +82,16 @@ class _SystemdNotifier:
 class Agent:
     """One site's agent. ``await Agent(cfg).run(stop)`` runs until ``stop`` is set, then shuts down cleanly."""
 
-    def __init__(self, cfg: SiteConfig, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        kinds: KindRegistry | None = None,
+        services: Services | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.kinds = kinds if kinds is not None else KindRegistry()
         self.clock = clock or Clock()
         self.metrics = metrics or Metrics()
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
@@ -90,7 +99,14 @@ class Agent:
         self.supervisor = Supervisor(
             self.metrics, cfg.supervisor.max_restarts, cfg.supervisor.window_s, cfg.supervisor.backoff_s
         )
-        self.ctx = RunContext(cfg, self.writer, self.clock, self.metrics, logging.getLogger("kbe.source"))
+        self.ctx = RunContext(
+            cfg,
+            self.writer,
+            self.clock,
+            self.metrics,
+            logging.getLogger("kbe.source"),
+            services if services is not None else Services(),
+        )
         self.sources: list[Source] = []
         self.commands = CommandRouter(
             cfg.site.id, self.clock, cfg.store.path.with_name(cfg.store.path.name + ".commands")
@@ -174,11 +190,13 @@ class Agent:
                 by_kind[dev.driver].append(dev)
         sources: list[Source] = []
         for kind, configs in by_kind.items():
-            built = kind_module(kind).build_sources(configs, self.ctx)
+            device_kind = self.kinds.get(kind)
+            built = device_kind.build_sources(configs, self.ctx)
             # A control loop (lighting, traffic) takes the centre's commands of its kind.
-            handler = next((s for s in built if hasattr(s, "apply_command")), None)
+            handler: Any = next((s for s in built if hasattr(s, "apply_command")), None)
             if handler is not None:
-                self.commands.register(kind, handler)
+                for command_kind in device_kind.command_kinds or (kind,):
+                    self.commands.register(command_kind, handler)
             sources.extend(built)
         return sources
 
@@ -314,8 +332,8 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
-def run_agent(cfg: SiteConfig) -> None:
-    """Run the agent in the foreground until SIGTERM or SIGINT."""
+def run_agent(cfg: SiteConfig, kinds: KindRegistry | None = None) -> None:
+    """Run the agent in the foreground until SIGTERM or SIGINT (``kinds``: the registry ``cfg`` was read with)."""
     setup_logging(cfg)
     limit_malloc_arenas()
 
@@ -324,6 +342,6 @@ def run_agent(cfg: SiteConfig) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Agent(cfg).run(stop)
+        await Agent(cfg, kinds=kinds).run(stop)
 
     asyncio.run(main())

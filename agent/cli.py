@@ -79,8 +79,10 @@ def run_cmd(config_file: Path) -> None:
     """Run the agent for one site until SIGTERM or Ctrl-C."""
     from agent.app import run_agent
     from agent.config import load_config
+    from kernel.kinds import KindRegistry
 
-    run_agent(load_config(config_file))
+    kinds = KindRegistry()
+    run_agent(load_config(config_file, kinds), kinds)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from kernel.config_base import StrictModel, load_yaml, register_union_tags, validation_problems
+from kernel.config_base import StrictModel, load_yaml, validation_problems
 from kernel.errors import ConfigError
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -460,7 +460,8 @@ def _profile_problem(ref: str) -> str | None:
     return None
 
 
-register_union_tags((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))
+# The discriminator values of the rig's unions, left out of error paths (``faults[3].device``).
+UNION_TAGS = frozenset((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))
 
 
 def parse_rig(data: Any, source: str = "<rig>") -> Rig:
@@ -470,7 +471,7 @@ def parse_rig(data: Any, source: str = "<rig>") -> Rig:
     try:
         return Rig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, validation_problems(exc)) from exc
+        raise ConfigError(source, validation_problems(exc, UNION_TAGS)) from exc
 
 
 def load_rig(path: Path | str) -> Rig:
