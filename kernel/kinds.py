@@ -47,18 +47,34 @@ class RigSupport:
     is imported only when a rig asks for it. ``transport`` says how the rig attaches the emulator:
     ``stream`` is a :class:`~drivers.serial_sensors.emulator.StreamEmulator` on its own pty,
     ``modbus`` an emulated slave on an emulated RTU line or TCP gateway.
+
+    ``ranges`` are the points' plausible ranges (from the datasheet); when they depend on the
+    device (a Modbus profile), ``ranges_for`` names a function ``(rig device options) -> ranges``.
+    ``aliases`` are other names a rig file may use for the kind, ``site_fields`` what a generated
+    site config adds to the device's entry, ``emulator_options`` what a rig passes the factory,
+    ``readings_per_period`` how many readings a device stores each period (0: one per range), for a
+    rig's expected rate.
     """
 
     emulator: str
     transport: Literal["stream", "modbus"] = "stream"
     ranges: Ranges = field(default_factory=dict)
+    ranges_for: str = ""
     aliases: tuple[str, ...] = ()
     site_fields: Mapping[str, Any] = field(default_factory=dict)
     emulator_options: Mapping[str, Any] = field(default_factory=dict)
+    readings_per_period: int = 0
 
     def emulator_factory(self) -> Any:
         """The emulator's factory (imported now)."""
         return load_ref(self.emulator)
+
+    def point_ranges(self, options: Mapping[str, Any] | None = None) -> dict[str, tuple[float, float]]:
+        """point -> (low, high) for a device with these rig options."""
+        out = dict(self.ranges)
+        if self.ranges_for:
+            out.update(load_ref(self.ranges_for)(options or {}))
+        return out
 
 
 @runtime_checkable
@@ -211,6 +227,32 @@ class KindRegistry:
             for alias in (kind.name, *rig.aliases):
                 out[alias] = kind
         return out
+
+    def rig_kind(self, name: str, transport: str | None = None) -> Kind:
+        """The kind a rig file means by ``name`` (a kind or an alias); :class:`KeyError` naming the choices.
+
+        A kind's own name is found without importing the others; an alias needs them all.
+        """
+        if name in self._refs:
+            kind = self.get(name)
+            if kind.rig is not None and (transport is None or kind.rig.transport == transport):
+                return kind
+        table = self.rig_kinds(transport)
+        if name not in table:
+            raise KeyError(f"{name!r} is not an emulated device kind (one of {', '.join(sorted(table))})")
+        return table[name]
+
+    def emulator(self, name: str, **options: Any) -> Any:
+        """A new emulator for a device of kind ``name`` (``options`` go to its factory).
+
+        :raises ValueError: when the kind has no emulator.
+        """
+        try:
+            kind = self.rig_kind(name)
+        except KeyError as exc:
+            raise ValueError(f"no emulator for device kind {name!r}: {exc.args[0]}") from None
+        assert kind.rig is not None
+        return kind.rig.emulator_factory()(**options)
 
     def with_kinds(self, refs: Iterable[tuple[str, str]]) -> KindRegistry:
         """A new registry with these ``(name, entry-point value)`` added (tests, tools)."""
