@@ -75,6 +75,10 @@ def _validate_devices(value: Any, info: ValidationInfo) -> list[Any]:
             continue
         try:
             model = kinds.get(kind).config
+        except ConfigError as exc:  # a registered kind that cannot be imported
+            problems.extend(f"[{i}].driver: {p}" for p in exc.problems)
+            continue
+        try:
             devices.append(_device_adapter(model).validate_python(item, context=info.context))
         except ValidationError as exc:
             problems.extend(f"[{i}]{'' if p.startswith('[') else '.'}{p}" for p in validation_problems(exc))

@@ -198,14 +198,31 @@ class KindRegistry:
         return name in self._refs
 
     def get(self, name: str) -> Kind:
-        """The kind ``name``, imported on first use; :class:`KeyError` when none is registered."""
+        """The kind ``name``, imported on first use.
+
+        :raises KeyError: when no kind of that name is registered.
+        :raises ConfigError: when its registration cannot be imported or is not a kind (one line).
+        """
         kind = self._loaded.get(name)
         if kind is not None:
             return kind
-        obj = load_ref(self._refs[name])
-        kind = ModuleKind(name, obj) if isinstance(obj, ModuleType) else obj
-        if not isinstance(kind, Kind):
-            raise TypeError(f"device kind {name!r} ({self._refs[name]}) is not a Kind")
+        ref = self._refs[name]
+        try:
+            obj = load_ref(ref)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                "device kinds", [f"device kind {name!r} cannot be loaded from {ref}: {type(exc).__name__}: {exc}"]
+            ) from exc
+        if isinstance(obj, ModuleType):
+            kind: Any = ModuleKind(name, obj)
+            valid = hasattr(obj, "Config") and callable(getattr(obj, "build_sources", None))
+        else:
+            kind, valid = obj, isinstance(obj, Kind)
+        if not valid:
+            raise ConfigError(
+                "device kinds",
+                [f"device kind {name!r} ({ref}) is not a kind: it needs Config and build_sources"],
+            )
         self._loaded[name] = kind
         return kind
 

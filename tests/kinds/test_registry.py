@@ -96,8 +96,23 @@ def test_the_checkout_declarations_win_over_stale_installed_metadata(monkeypatch
 
 
 def test_a_kind_that_is_not_a_kind_is_refused() -> None:
-    registry = KindRegistry({"broken": "kernel.errors:ConfigError"})
-    with pytest.raises(TypeError, match="'broken'"):
+    registry = KindRegistry({"broken": "kernel.errors:ConfigError", "bare": "kernel.errors"})
+    with pytest.raises(ConfigError, match=r"'broken' .* is not a kind: it needs Config and build_sources"):
         registry.get("broken")
+    with pytest.raises(ConfigError, match=r"'bare' .* is not a kind"):
+        registry.get("bare")
     with pytest.raises(ConfigError, match="no device kind is registered"):
         KindRegistry({})
+
+
+def test_a_kind_that_cannot_be_imported_is_one_problem_naming_the_device(tmp_path) -> None:
+    from agent.config import parse_config
+
+    kinds = KindRegistry().with_kinds([("vanished", "kbe_vanished.driver")])
+    site = {"site": {"id": "s1", "name": "n", "location": {"lat": 1, "lon": 2}}}
+    with pytest.raises(ConfigError) as err:
+        parse_config(site | {"devices": [{"driver": "vanished", "name": "x"}]}, kinds=kinds)
+    assert err.value.problems == [
+        "devices[0].driver: device kind 'vanished' cannot be loaded from kbe_vanished.driver: "
+        "ModuleNotFoundError: No module named 'kbe_vanished'"
+    ]
