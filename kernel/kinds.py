@@ -203,9 +203,9 @@ class KindRegistry:
         :raises KeyError: when no kind of that name is registered.
         :raises ConfigError: when its registration cannot be imported or is not a kind (one line).
         """
-        kind = self._loaded.get(name)
-        if kind is not None:
-            return kind
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
         ref = self._refs[name]
         try:
             obj = load_ref(ref)
@@ -213,8 +213,9 @@ class KindRegistry:
             raise ConfigError(
                 "device kinds", [f"device kind {name!r} cannot be loaded from {ref}: {type(exc).__name__}: {exc}"]
             ) from exc
+        kind: Any
         if isinstance(obj, ModuleType):
-            kind: Any = ModuleKind(name, obj)
+            kind = ModuleKind(name, obj)
             valid = hasattr(obj, "Config") and callable(getattr(obj, "build_sources", None))
         else:
             kind, valid = obj, isinstance(obj, Kind)
@@ -224,7 +225,8 @@ class KindRegistry:
                 [f"device kind {name!r} ({ref}) is not a kind: it needs Config and build_sources"],
             )
         self._loaded[name] = kind
-        return kind
+        result: Kind = kind
+        return result
 
     def all(self) -> list[Kind]:
         """Every kind, imported (the JSON Schema and rig tables need them all)."""
