@@ -63,6 +63,16 @@ def config_check(file: Path) -> None:
     click.echo(f"{file}: ok (site {cfg.site.id}, {len(cfg.devices)} devices)")
 
 
+@config.command("kinds")
+def config_kinds() -> None:
+    """List the registered device kinds and the module of each (nothing is imported)."""
+    from kernel.kinds import KindRegistry
+
+    kinds = KindRegistry()
+    for name in kinds.names():
+        click.echo(f"{name:<12} {kinds.ref(name)}")
+
+
 @config.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of the site config."""

@@ -194,6 +194,10 @@ class KindRegistry:
         """Every registered kind, sorted (nothing is imported)."""
         return sorted(self._refs)
 
+    def ref(self, name: str) -> str:
+        """Where kind ``name`` is implemented (its entry point's value)."""
+        return self._refs[name]
+
     def __contains__(self, name: object) -> bool:
         return name in self._refs
 

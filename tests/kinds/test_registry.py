@@ -116,3 +116,10 @@ def test_a_kind_that_cannot_be_imported_is_one_problem_naming_the_device(tmp_pat
         "devices[0].driver: device kind 'vanished' cannot be loaded from kbe_vanished.driver: "
         "ModuleNotFoundError: No module named 'kbe_vanished'"
     ]
+
+
+def test_config_kinds_lists_every_registered_kind(capsys) -> None:
+    main(["config", "kinds"])
+    lines = capsys.readouterr().out.splitlines()
+    assert {line.split()[0] for line in lines} == SHIPPED
+    assert "modbus       drivers.modbus.kind" in lines
