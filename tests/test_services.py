@@ -58,6 +58,34 @@ def global_pin_factory_uses(source: str) -> list[int]:
     return sorted(lines)
 
 
+def devices_without_pin_factory(source: str) -> list[int]:
+    """Lines creating a gpiozero device (a class imported from ``gpiozero``) without ``pin_factory=``:
+    such a device silently uses, and on first use creates, gpiozero's global factory."""
+    tree = ast.parse(source)
+    classes: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "gpiozero":
+            classes.update(a.asname or a.name for a in node.names if a.name.endswith(("Device", "LED", "Button")))
+    return sorted(
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in classes
+        and not any(k.arg == "pin_factory" for k in node.keywords)
+    )
+
+
+def test_every_gpiozero_device_gets_its_pin_factory_explicitly() -> None:
+    assert devices_without_pin_factory("from gpiozero import LED\nLED(17)\n") == [2]
+    hits = []
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for line in devices_without_pin_factory(path.read_text(encoding="utf-8")):
+                hits.append(f"{path.relative_to(REPO)}:{line}")
+    assert hits == []
+
+
 @pytest.mark.parametrize(
     "snippet",
     [
