@@ -28,6 +28,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from pydantic import BaseModel
+
 from kernel.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -87,7 +89,7 @@ class Kind(Protocol):
         ...
 
     @property
-    def config(self) -> Any:
+    def config(self) -> type[BaseModel]:
         """The pydantic model of one device of this kind."""
         ...
 
@@ -114,9 +116,10 @@ class ModuleKind:
     module: ModuleType
 
     @property
-    def config(self) -> Any:
+    def config(self) -> type[BaseModel]:
         """The module's ``Config``."""
-        return self.module.Config
+        model: type[BaseModel] = self.module.Config
+        return model
 
     @property
     def command_kinds(self) -> tuple[str, ...]:
