@@ -1,11 +1,11 @@
 """The emulated side of a rig: the drivers' own emulators started on ptys and a TCP gateway.
 
-Nothing here emulates a device itself, and nothing here names a device kind's emulator: each kind
-declares its emulator and its points' ranges in its registration (:class:`kernel.kinds.RigSupport`),
-and the rig looks them up in the :class:`~kernel.kinds.KindRegistry`. Modbus devices are the modbus
-kind's emulated slaves built from their profiles, serial sensors the stream emulators of their kinds
-(pms, sds011, nmea_gps, or any kind installed later), GPIO runs on gpiozero's MockFactory inside the
-agent. This module starts them, writes the matching ``devices`` section of the site config, knows
+Nothing here emulates a device itself: each kind declares its emulator and its points' ranges in
+its registration (:class:`kernel.kinds.RigSupport`), and the rig looks them up in the
+:class:`~kernel.kinds.KindRegistry`. Serial sensors are the stream emulators of their kinds (pms,
+sds011, nmea_gps, or any kind installed later; no sensor is named here); Modbus devices are
+:class:`drivers.modbus.emulator.EmulatedDevice` slaves built from their profiles, wrapped here so a
+fault can hit a share of requests; GPIO runs on gpiozero's MockFactory inside the agent. This module starts them, writes the matching ``devices`` section of the site config, knows
 each point's plausible range, and turns a rig fault into the emulator's own fault switch.
 """
 
