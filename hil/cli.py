@@ -10,10 +10,11 @@ from pathlib import Path
 
 import click
 
-from hil.report import junit_error, write_junit
+from hil.report import junit_broken_rig, junit_error, write_junit
 from hil.rig import load_rig
 from hil.runner import RigRun, RunOptions, RunResult
-from kernel.errors import AgentError
+from kernel.errors import AgentError, ConfigError
+from kernel.progress import Progress
 
 
 @click.group("hil")
@@ -45,6 +46,12 @@ def hil_cli() -> None:
 @click.option(
     "--seed", type=int, default=1, show_default=True, help="Seed of the emulators' noise and faults."
 )
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a self-contained HTML report here (and its figures as JSON beside it).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what the rig does (faults, processes).")
 def run_cmd(
     rig_file: Path,
@@ -54,10 +61,18 @@ def run_cmd(
     work_dir: Path | None,
     receiver_db: str | None,
     seed: int,
+    report_file: Path | None,
     verbose: bool,
 ) -> None:
     """Run RIG_FILE against the agent; exit 0 when every expectation holds, 1 when one fails."""
-    rig = load_rig(rig_file)
+    try:
+        rig = load_rig(rig_file)
+    except ConfigError as exc:
+        # The bench CI still gets a JUnit file, failing with the reason.
+        if junit_file is not None:
+            junit_file.parent.mkdir(parents=True, exist_ok=True)
+            junit_file.write_bytes(junit_broken_rig(rig_file.stem, str(exc)))
+        raise
     if speed is not None and duration_s is not None:
         raise click.UsageError("give --speed or --duration, not both")
     factor = speed if speed is not None else (rig.duration_s / duration_s if duration_s else 1.0)
@@ -69,20 +84,29 @@ def run_cmd(
         stream=sys.stderr,
     )
     scaled = rig.scaled(factor)
+    progress = Progress(f"hil {rig.rig}")
     opts = RunOptions(
-        speed=factor, work_dir=work_dir, keep=work_dir is not None, seed=seed, receiver_db=receiver_db
+        speed=factor,
+        work_dir=work_dir,
+        keep=work_dir is not None,
+        seed=seed,
+        receiver_db=receiver_db,
+        on_progress=progress.update,
     )
     try:
         result = asyncio.run(_run(RigRun(scaled, opts)))
     except (KeyboardInterrupt, asyncio.CancelledError):
+        progress.close()
         click.echo("hil: interrupted; every process the rig started has been stopped", err=True)
         raise SystemExit(130) from None
     except AgentError as exc:
+        progress.close()
         # The run could not be carried out: still leave a JUnit file saying so for the bench CI.
         if junit_file is not None:
             junit_file.parent.mkdir(parents=True, exist_ok=True)
             junit_file.write_bytes(junit_error(scaled.rig, str(exc)))
         raise
+    progress.close()
     click.echo(result.report)
     click.echo(
         f"stored {result.stored_per_s:.1f} readings/s (offered {result.offered_per_s:.1f}/s); agent CPU "
@@ -92,8 +116,38 @@ def run_cmd(
     if junit_file is not None:
         write_junit(junit_file, scaled.rig, result.verdict, result.elapsed_s, result.report)
         click.echo(f"JUnit XML: {junit_file}")
+    if report_file is not None:
+        json_file = write_report(report_file, result)
+        click.echo(f"report: {report_file} (figures: {json_file})")
     if not result.verdict.ok:
         raise SystemExit(1)
+
+
+def write_report(path: Path, result: RunResult) -> Path:
+    """Write the HTML report and its JSON figures (same name, ``.json``); returns the JSON path."""
+    import json
+
+    from hil.figures import RunData, figures
+    from hil.html import render_html
+
+    fig = figures(
+        RunData(
+            result.rig,
+            result.verdict,
+            result.windows,
+            result.rows,
+            result.samples,
+            result.start_wall,
+            result.end_wall,
+            result.elapsed_s,
+            result.extra.get("drain_s"),
+        )
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(fig), encoding="utf-8")
+    json_file = path.with_suffix(".json")
+    json_file.write_text(json.dumps(fig, indent=1), encoding="utf-8")
+    return json_file
 
 
 def _fmt(value: float | int | None, unit: str) -> str:

@@ -115,3 +115,15 @@ def junit_error(rig_name: str, message: str) -> bytes:
     root.append(suite)
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def junit_broken_rig(rig_name: str, message: str) -> bytes:
+    """JUnit XML for a rig file that cannot be run: one failing testcase carrying the reason."""
+    suite = ET.Element("testsuite", name=f"hil.{rig_name}", tests="1", failures="1", errors="0", skipped="0")
+    case = ET.SubElement(suite, "testcase", classname=f"hil.{rig_name}", name="rig_file", time="0")
+    first = message.splitlines()[0] if message else "the rig file cannot be run"
+    ET.SubElement(case, "failure", message=first, type="RigFileInvalid").text = message
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)

@@ -314,6 +314,11 @@ class Expectations(StrictModel):
         default=None, ge=0, description="Readings per device per minute of fault-free time, at least."
     )
     drain_timeout_s: float = Field(default=60.0, gt=0, description="How long the final drain may take.")
+    backlog_delivered_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="After each broker outage ends, what was stored during it reaches the receiver within this.",
+    )
 
 
 class AgentSettings(StrictModel):

@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 
 from hil.devices import EmulatorBank
-from hil.expect import RunRecord, Verdict, evaluate
+from hil.expect import Row, RunRecord, Verdict, evaluate, failing_so_far
 from hil.procs import Broker, ManagedProcess, ProcessSet, agent_argv, agent_env, free_port
 from hil.report import render
 from hil.rig import (
@@ -42,8 +43,16 @@ from hil.rig import (
     SystemDevice,
 )
 from hil.schedule import FaultScheduler, FaultWindow
-from hil.sources import proc_cpu_seconds, proc_rss_kib, receiver_count, receiver_rows, store_state
+from hil.sources import (
+    proc_cpu_seconds,
+    proc_rss_kib,
+    receiver_count,
+    receiver_last_good,
+    receiver_rows,
+    store_state,
+)
 from kernel.errors import HilFailure
+from kernel.progress import Snapshot
 
 log = logging.getLogger("kbe.hil")
 
@@ -60,6 +69,17 @@ class RunOptions:
     keep: bool = False
     seed: int = 1
     receiver_db: str | None = None  # "sqlite" or "postgres"; None: what the rig says
+    on_progress: Callable[[Snapshot], None] | None = None  # called about once a second while it runs
+    live_checks_every_s: float = 5.0  # how often the progress asks the receiver what is failing
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The agent's store seen once a second: readings waiting for the centre and the last seq."""
+
+    wall: float
+    depth: int
+    last_seq: int
 
 
 @dataclass
@@ -80,6 +100,10 @@ class RunResult:
     lost: int
     duplicates: int
     extra: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    start_wall: float = 0.0
+    end_wall: float = 0.0
 
 
 def offered_rate(rig: Rig) -> float:
@@ -118,11 +142,6 @@ class _CpuSampler:
             self.cpu[pid] = cpu
         if rss is not None:
             self.rss_max = max(self.rss_max, rss)
-
-    async def run(self, every_s: float = 1.0) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(every_s)
 
     @property
     def total(self) -> float:
@@ -191,6 +210,7 @@ class RigRun:
             ManagedProcess("agent", [], self.work / "logs" / "agent.log", agent_env())
         )
         self.sampler = _CpuSampler(self.agent)
+        self.samples: list[Sample] = []
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -278,6 +298,53 @@ class RigRun:
             f"the agent's health endpoint did not answer within {timeout:.0f} s:\n{self.agent.tail()}"
         )
 
+    # -- watching -------------------------------------------------------------------------------
+
+    def _sample_store(self) -> Sample | None:
+        try:
+            state = store_state(self.store_path)
+        except Exception:  # the store is being created or checkpointed: skip this look
+            return None
+        return Sample(time.time(), state.depth, state.last_seq)
+
+    async def _watch(
+        self, scheduler: FaultScheduler, t0: float, start_wall: float, phase: str = "run"
+    ) -> None:
+        """Once a second: CPU and RSS, the store's depth; the progress line with what fails so far."""
+        failing: list[str] = []
+        checked = 0.0
+        while True:
+            self.sampler.sample()
+            sample = await asyncio.to_thread(self._sample_store)
+            if sample is not None:
+                self.samples.append(sample)
+            show = self.opts.on_progress
+            if show is not None:
+                now = time.monotonic()
+                if now - checked >= self.opts.live_checks_every_s:
+                    checked = now
+                    try:
+                        last_good = await asyncio.to_thread(receiver_last_good, self.db_url, self.site_id)
+                        failing = failing_so_far(self.rig, scheduler.windows, last_good, start_wall, time.time())
+                    except Exception as exc:  # the receiver's table may not exist yet
+                        log.debug("live checks: %s", exc)
+                active = [
+                    w.label.split(" at ")[0]
+                    for w in scheduler.windows
+                    if w.start_wall is not None and w.end_wall is None
+                ]
+                show(
+                    Snapshot(
+                        elapsed_s=now - t0,
+                        total_s=self.rig.duration_s,
+                        faults=active,
+                        stored=sample.last_seq if sample is not None else None,
+                        failing=failing,
+                        phase=phase,
+                    )
+                )
+            await asyncio.sleep(1.0)
+
     # -- the run --------------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
@@ -309,11 +376,12 @@ class RigRun:
         self.agent.start()
         await self._wait_health()
 
-        sampler = asyncio.create_task(self.sampler.run())
         scheduler = FaultScheduler(rig, _Injector(self))
         t0 = time.monotonic()
         start_wall = time.time()
+        self.sampler.sample()
         cpu0 = self.sampler.total
+        sampler = asyncio.create_task(self._watch(scheduler, t0, start_wall))
         timeline = asyncio.create_task(scheduler.run(t0))
         try:
             await asyncio.sleep(rig.duration_s)
@@ -324,11 +392,16 @@ class RigRun:
             await scheduler.finish()
             self.sampler.sample()
             sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         end_wall = time.time()
         elapsed = time.monotonic() - t0
         cpu_used = self.sampler.total - cpu0
 
         await asyncio.to_thread(self.agent.stop, 15.0)
+        if self.opts.on_progress is not None:
+            last = self.samples[-1].last_seq if self.samples else None
+            self.opts.on_progress(Snapshot(elapsed, rig.duration_s, stored=last, phase="drain"))
         # Processes stopped by a fault that ends at the very end are back by now (scheduler.finish).
         drain_s = await self._drain(drain_cfg)
         state = store_state(self.store_path)
@@ -365,6 +438,10 @@ class RigRun:
             lost=len(set(range(1, state.last_seq + 1)) - seqs),
             duplicates=(len(rows) - len(seqs)) + (len(seqs) - len(keys)),
             extra={"drain_s": drain_s},
+            rows=rows,
+            samples=list(self.samples),
+            start_wall=start_wall,
+            end_wall=end_wall,
         )
 
     async def _drained(self) -> bool:
