@@ -7,11 +7,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from hil.report import junit_broken_rig, junit_error, write_junit
-from hil.rig import load_rig
+from hil.rigfile import load_any_rig
 from hil.runner import RigRun, RunOptions, RunResult
 from kernel.errors import AgentError, ConfigError
 from kernel.progress import Progress
@@ -66,7 +67,7 @@ def run_cmd(
 ) -> None:
     """Run RIG_FILE against the agent; exit 0 when every expectation holds, 1 when one fails."""
     try:
-        rig = load_rig(rig_file)
+        rig = load_any_rig(rig_file)
     except ConfigError as exc:
         # The bench CI still gets a JUnit file, failing with the reason.
         if junit_file is not None:
@@ -75,6 +76,9 @@ def run_cmd(
         raise
     if speed is not None and duration_s is not None:
         raise click.UsageError("give --speed or --duration, not both")
+    if getattr(rig, "kind", None) == "sumo":
+        _run_sumo(rig, junit_file, duration_s, speed, work_dir, seed, report_file)
+        return
     factor = speed if speed is not None else (rig.duration_s / duration_s if duration_s else 1.0)
     if factor <= 0:
         raise click.UsageError("--speed and --duration must be positive")
@@ -123,12 +127,74 @@ def run_cmd(
         raise SystemExit(1)
 
 
-def write_report(path: Path, result: RunResult) -> Path:
-    """Write the HTML report and its JSON figures (same name, ``.json``); returns the JSON path."""
+def _run_sumo(
+    rig: Any,
+    junit_file: Path | None,
+    duration_s: float | None,
+    speed: float | None,
+    work_dir: Path | None,
+    seed: int,
+    report_file: Path | None,
+) -> None:
+    """A traffic rig: SUMO runs as fast as it can, so ``--duration`` sets the simulated seconds."""
+    import shutil
+    import tempfile
+
+    from hil.sumo.rigfile import run_sumo_rig
+
+    if speed is not None:
+        rig = rig.model_copy(update={"duration_s": rig.duration_s / speed})
+    if duration_s is not None:
+        rig = rig.model_copy(update={"duration_s": duration_s})
+    if seed != 1:
+        rig = rig.model_copy(update={"seed": seed})
+    work = work_dir or Path(tempfile.mkdtemp(prefix=f"hil-{rig.rig}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    progress = Progress(f"hil {rig.rig}")
+    try:
+        result = run_sumo_rig(rig, work, progress.update)
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo("hil: interrupted; SUMO has been stopped", err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        progress.close()
+        if junit_file is not None:
+            junit_file.parent.mkdir(parents=True, exist_ok=True)
+            junit_file.write_bytes(junit_error(rig.rig, f"{type(exc).__name__}: {exc}"))
+        if isinstance(exc, AgentError):
+            raise
+        raise AgentError(f"the traffic rig could not run: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    progress.close()
+    click.echo(result.report)
+    if junit_file is not None:
+        write_junit(junit_file, rig.rig, result.verdict, result.elapsed_s, result.report)
+        click.echo(f"JUnit XML: {junit_file}")
+    if report_file is not None:
+        json_file = _write_figures(report_file, result.figures)
+        click.echo(f"report: {report_file} (figures: {json_file})")
+    if not result.verdict.ok:
+        raise SystemExit(1)
+
+
+def _write_figures(path: Path, fig: dict[str, Any]) -> Path:
     import json
 
-    from hil.figures import RunData, figures
     from hil.html import render_html
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(fig), encoding="utf-8")
+    json_file = path.with_suffix(".json")
+    json_file.write_text(json.dumps(fig, indent=1), encoding="utf-8")
+    return json_file
+
+
+def write_report(path: Path, result: RunResult) -> Path:
+    """Write the HTML report and its JSON figures (same name, ``.json``); returns the JSON path."""
+    from hil.figures import RunData, figures
 
     fig = figures(
         RunData(
@@ -143,11 +209,7 @@ def write_report(path: Path, result: RunResult) -> Path:
             result.extra.get("drain_s"),
         )
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(fig), encoding="utf-8")
-    json_file = path.with_suffix(".json")
-    json_file.write_text(json.dumps(fig, indent=1), encoding="utf-8")
-    return json_file
+    return _write_figures(path, fig)
 
 
 def _fmt(value: float | int | None, unit: str) -> str:

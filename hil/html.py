@@ -105,6 +105,10 @@ def render_html(fig: dict[str, Any]) -> str:
     span = max(fig["end_wall"] - fig["start_wall"], 1e-6)
     verdict = "PASSED" if fig["ok"] else "FAILED"
     colour = "#2a9d8f" if fig["ok"] else ERROR
+    summary = fig.get("summary") or (
+        f"{fig['elapsed_s']:.0f} s, {fig['rows']} readings stored at the receiver, store last seq "
+        f"{fig['last_seq']}; final drain {_fmt(fig['drain_s'])} s."
+    )
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -115,8 +119,7 @@ def render_html(fig: dict[str, Any]) -> str:
         "h2{margin-top:1.4em}</style></head><body>",
         f'<h1>HIL rig {_esc(fig["rig"])}: <span style="color:{colour}">{verdict}</span></h1>',
         f"<p>{_esc(fig['description'])}</p>",
-        f"<p>{fig['elapsed_s']:.0f} s, {fig['rows']} readings stored at the receiver, store last seq "
-        f"{fig['last_seq']}; final drain {_fmt(fig['drain_s'])} s. Bars: readings stored per "
+        f"<p>{_esc(summary)} Bars: {_esc(fig.get('stored_label', 'readings stored'))} per "
         f'{fig["bucket_s"]:g} s (<span style="color:{STORED}">good</span>, '
         f'<span style="color:{ERROR}">errors</span>); shaded: a fault was active.</p>',
         "<h2>Expectations</h2><table><tr><th>check</th><th>result</th><th>worst</th><th>detail</th></tr>",
@@ -128,7 +131,7 @@ def render_html(fig: dict[str, Any]) -> str:
             f"<td>{_esc(_fmt(c['worst']))}</td><td>{_esc(c['detail'])}</td></tr>"
         )
     out.append("</table>")
-    out.append("<h2>Backlog (readings waiting in the agent's store)</h2>")
+    out.append(f"<h2>{_esc(fig.get('backlog_title', 'Backlog (readings waiting in the agent store)'))}</h2>")
     out.append(backlog_svg(fig, span))
     if fig["outages"]:
         out.append("<table><tr><th>broker outage</th><th>peak backlog</th><th>drained after</th></tr>")

@@ -36,10 +36,13 @@ def device_table(verdict: Verdict) -> str:
     return "\n".join(out)
 
 
-def render(rig_name: str, verdict: Verdict, windows: list[FaultWindow], elapsed_s: float) -> str:
-    """The whole terminal report."""
+def render(
+    rig_name: str, verdict: Verdict, windows: list[FaultWindow], elapsed_s: float, header: str | None = None
+) -> str:
+    """The whole terminal report (``header`` replaces the first line, for rigs that store no readings)."""
     out = [
-        f"HIL rig {rig_name}: {elapsed_s:.0f} s, {verdict.rows} readings stored, store last seq {verdict.last_seq}",
+        header
+        or f"HIL rig {rig_name}: {elapsed_s:.0f} s, {verdict.rows} readings stored, store last seq {verdict.last_seq}",
         "",
     ]
     out.append(device_table(verdict))
