@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hil.rig import GpioDevice, ModbusDevice, Rig, SystemDevice, WindowFault
+from hil.rig import Follow, GpioDevice, GpioInputSet, ModbusDevice, Rig, SystemDevice, WindowFault
 from hil.schedule import FaultWindow
 
 GOOD = 0  # kernel.readings.Quality.GOOD
@@ -360,6 +360,64 @@ def check_rate(rec: RunRecord, device: str, rows: Sequence[Row], stats: DeviceSt
     return Check("min_per_minute", ok, detail, device, worst=stats.per_minute)
 
 
+def _same(stored: Any, wanted: bool | float | str) -> bool:
+    if isinstance(wanted, bool) or isinstance(stored, bool):
+        return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
+    if isinstance(wanted, int | float) and isinstance(stored, int | float):
+        return abs(float(stored) - float(wanted)) < 1e-6
+    return str(stored) == str(wanted)
+
+
+def check_follows(rec: RunRecord) -> list[Check]:
+    """For each input the rig drove, the readings that must follow each change within ``within_s``.
+
+    Going active, the ``follow`` readings (by default the input's own event, ``True``); going back
+    inactive, the input's own event ``False``.
+    """
+    checks = []
+    for w in rec.windows:
+        fault = rec.rig.faults[w.index]
+        if not isinstance(fault, GpioInputSet) or w.start_wall is None:
+            continue
+        own = Follow(device=fault.device, point=fault.input, value=True)
+        phases = [(w.start_wall, fault.follow or [own], "active")]
+        if w.end_wall is not None and not _never_ends(rec, w):
+            phases.append((w.end_wall, [own.model_copy(update={"value": False})], "inactive"))
+        for at, wanted, phase in phases:
+            when = w.planned_start_s if phase == "active" else w.planned_end_s
+            label = f"{fault.input}={phase}@{round(when, 1):g}s"
+            if at + fault.within_s > rec.end_wall:
+                checks.append(
+                    Check("follows", True, f"not checked: under {fault.within_s:g} s before the end", label, True)
+                )
+                continue
+            missing, worst = [], 0.0
+            for f in wanted:
+                hits = [
+                    r.ts - at
+                    for r in rec.rows
+                    if r.device == f.device
+                    and r.point == f.point
+                    and at - 0.5 <= r.ts <= at + fault.within_s
+                    and _same(r.value, f.value)
+                ]
+                if hits:
+                    worst = max(worst, max(0.0, min(hits)))
+                else:
+                    seen = sorted(
+                        (r for r in rec.rows if r.device == f.device and r.point == f.point and r.ts >= at - 0.5),
+                        key=lambda r: r.ts,
+                    )
+                    after = f"; next was {seen[0].value!r} {seen[0].ts - at:.1f} s after" if seen else ""
+                    missing.append(f"{f.device}.{f.point}={f.value!r} not within {fault.within_s:g} s{after}")
+            if missing:
+                checks.append(Check("follows", False, "; ".join(missing), label, worst=worst))
+            else:
+                names = ", ".join(f"{f.device}.{f.point}={f.value!r}" for f in wanted)
+                checks.append(Check("follows", True, f"{names} within {worst:.1f} s", label, worst=worst))
+    return checks
+
+
 def evaluate(rec: RunRecord) -> Verdict:
     """Run every expectation the rig asks for."""
     exp = rec.rig.expect
@@ -391,6 +449,7 @@ def evaluate(rec: RunRecord) -> Verdict:
         stats.failed = [c.name for c in dev_checks if not c.ok]
         checks.extend(dev_checks)
         stats_list.append(stats)
+    checks.extend(check_follows(rec))
     for w in rec.windows:
         if w.error and w.target is None:
             checks.append(Check(f"inject[{w.kind}]", False, f"{w.label}: {w.error}"))

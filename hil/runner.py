@@ -28,14 +28,17 @@ from typing import Any
 
 import yaml
 
+from drivers.gpio.rigpins import SOCKET_ENV
 from hil.devices import EmulatorBank
 from hil.expect import Row, RunRecord, Verdict, evaluate, failing_so_far
+from hil.pins import PinServer
 from hil.procs import Broker, ManagedProcess, ProcessSet, agent_argv, agent_env, free_port
 from hil.report import render
 from hil.rig import (
     AgentKill,
     BrokerDown,
     GpioDevice,
+    GpioInputSet,
     ModbusDevice,
     ReceiverRestart,
     Rig,
@@ -166,6 +169,8 @@ class _Injector:
                 await asyncio.to_thread(r.receiver.kill)
             else:
                 await asyncio.to_thread(r.receiver.stop)
+        elif isinstance(fault, GpioInputSet):
+            await r.set_input(fault, True)
         else:
             r.bank.inject(fault, True)
 
@@ -177,8 +182,62 @@ class _Injector:
             r.agent.start()
         elif isinstance(fault, ReceiverRestart):
             r.receiver.start()
+        elif isinstance(fault, GpioInputSet):
+            await r.set_input(fault, False)
         else:
             r.bank.inject(fault, False)
+
+
+def sunset_site(after_s: float, now: float | None = None, lat: float = 21.19) -> tuple[float, float, str]:
+    """(lat, lon, timezone) of a place where the sun sets ``after_s`` seconds from now.
+
+    A rig with a lighting controller runs at any hour; putting the site where it is evening makes the
+    photocell's window around sunset open during the run. Sunset moves 4 minutes per degree of
+    longitude; the zone is the whole-hour ``Etc/GMT`` zone nearest that longitude (local evening).
+    """
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from astral import Observer
+    from astral import sun as astral_sun
+
+    target = dt.datetime.fromtimestamp((now if now is not None else time.time()) + after_s, dt.timezone.utc)
+    lon = 106.0
+    tzname = "Etc/GMT"
+    for _ in range(5):
+        off = max(-12, min(14, round(lon / 15)))
+        tzname = f"Etc/GMT{-off:+d}" if off else "Etc/GMT"
+        tz = ZoneInfo(tzname)
+        local = target.astimezone(tz)
+        day = local.date() if local.hour >= 12 else local.date() - dt.timedelta(days=1)
+        sunset = astral_sun.sunset(Observer(lat, lon), day, tzinfo=tz)
+        lon = (lon + (sunset - target).total_seconds() / 240.0 + 180.0) % 360.0 - 180.0
+    return lat, round(lon, 5), tzname
+
+
+def lighting_section(lt: Any, work: Path) -> dict[str, Any]:
+    """The site config's ``lighting``: one circuit on the rig's gpio bank, full level all night."""
+    output: dict[str, Any] = {"type": "gpio_bank", "device": lt.gpio, "relay": lt.relay}
+    if lt.dim is not None:
+        output["dim"] = lt.dim
+    return {
+        "profiles": [{"name": "full", "start_level": 100}],
+        "groups": [{"name": "route", "profile": "full"}],
+        "circuits": [
+            {"name": "c1", "group": "route", "lamps": 10, "lamp_watts": 100, "settle_s": 0, "output": output}
+        ],
+        "photocell": {
+            "type": "gpio_bank",
+            "device": lt.gpio,
+            "input": lt.photocell,
+            "window_min": lt.window_min,
+            "debounce_s": 0,
+        },
+        "default_when_clock_unsynced": False,
+        "state_path": str(work / "agent" / "lighting-state.json"),
+        "tick_s": 0.5,
+        "report_period_s": 60,
+    }
 
 
 class RigRun:
@@ -206,9 +265,15 @@ class RigRun:
         self.receiver = self.procs.add(
             ManagedProcess("receiver", [], self.work / "logs" / "receiver.log", agent_env())
         )
-        self.agent = self.procs.add(
-            ManagedProcess("agent", [], self.work / "logs" / "agent.log", agent_env())
-        )
+        env = agent_env()
+        self.pins: PinServer | None = None
+        self._pins_dir: Path | None = None
+        if any(isinstance(d, GpioDevice) and d.pins == "rig" for d in rig.devices):
+            # A short path of its own: Unix socket paths are limited to about 100 bytes.
+            self._pins_dir = Path(tempfile.mkdtemp(prefix="kbe-pins-"))
+            self.pins = PinServer(self._pins_dir / "pins.sock")
+            env[SOCKET_ENV] = str(self.pins.path)
+        self.agent = self.procs.add(ManagedProcess("agent", [], self.work / "logs" / "agent.log", env))
         self.sampler = _CpuSampler(self.agent)
         self.samples: list[Sample] = []
 
@@ -241,17 +306,36 @@ class RigRun:
         with psycopg.connect(self.rig.receiver.postgres_url, autocommit=True) as pg:
             pg.execute(f'DROP DATABASE IF EXISTS "{self._pg_db}" WITH (FORCE)')
 
+    async def set_input(self, fault: GpioInputSet, active: bool) -> None:
+        """Drive a rig-controlled input: active is the low level (the bank's inputs pull up)."""
+        assert self.pins is not None
+        dev = self.rig.device(fault.device)
+        pin = next(i.pin for i in dev.inputs if i.name == fault.input)
+        await self.pins.set(pin, not active)
+
     def site_config(self, key: Path, devices: list[dict[str, Any]]) -> dict[str, Any]:
         """The site config the agent runs with."""
         a = self.rig.agent
+        site: dict[str, Any] = {
+            "id": self.site_id,
+            "name": f"HIL rig {self.rig.rig}",
+            "location": {"lat": 21.1861, "lon": 106.0763},
+        }
+        extra: dict[str, Any] = {}
+        for d in devices:
+            if d.get("driver") == "gpio" and self.rig.device(d["name"]).pins == "rig":
+                d["pin_factory"] = "rig"
+        if self.rig.lighting is not None and devices:
+            lat, lon, tz = sunset_site(self.rig.lighting.sunset_after_s)
+            site["location"] = {"lat": lat, "lon": lon}
+            site["timezone"] = tz
+            devices = [*devices, {"driver": "lighting", "name": self.rig.lighting.name}]
+            extra["lighting"] = lighting_section(self.rig.lighting, self.work)
         return {
             "version": 1,
-            "site": {
-                "id": self.site_id,
-                "name": f"HIL rig {self.rig.rig}",
-                "location": {"lat": 21.1861, "lon": 106.0763},
-            },
+            "site": site,
             "devices": devices,
+            **extra,
             "sync": {
                 "broker": self.broker.url,
                 "signing_key_file": str(key),
@@ -354,6 +438,10 @@ class RigRun:
         finally:
             await asyncio.to_thread(self.procs.stop_all)
             await self.bank.close()
+            if self.pins is not None:
+                await self.pins.close()
+            if self._pins_dir is not None:
+                shutil.rmtree(self._pins_dir, ignore_errors=True)
             with contextlib.suppress(Exception):
                 self._drop_postgres()
             if self._tmp is not None and not self.opts.keep:
@@ -365,6 +453,8 @@ class RigRun:
         if (self.opts.receiver_db or rig.receiver.db) == "postgres":
             await asyncio.to_thread(self._postgres)
         await self.bank.start()
+        if self.pins is not None:
+            await self.pins.start()
         run_cfg = self._write_config("site.yaml", self.site_config(key, self.bank.site_devices(rig.agent)))
         drain_cfg = self._write_config("site-drain.yaml", self.site_config(key, []))
         await asyncio.to_thread(self.broker.start)
