@@ -347,8 +347,13 @@ async def run_demo(work: Path, seconds: float | None, lines: bool = False, watch
                 for row in await _poll(state, centre, health_url):
                     click.echo(_fmt(row))
         else:
-            from rich.console import Console
-            from rich.live import Live
+            try:
+                from rich.console import Console
+                from rich.live import Live
+            except ImportError:
+                raise AgentError(
+                    "the live table needs rich (pip install 'kinhbac-edge[dev]'); or run: edge-agent demo --lines"
+                ) from None
 
             with Live(render_table(state, time.time()), console=Console(), refresh_per_second=2) as live:
                 while seconds is None or time.monotonic() - started < seconds:
