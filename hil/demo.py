@@ -347,13 +347,8 @@ async def run_demo(work: Path, seconds: float | None, lines: bool = False, watch
                 for row in await _poll(state, centre, health_url):
                     click.echo(_fmt(row))
         else:
-            try:
-                from rich.console import Console
-                from rich.live import Live
-            except ImportError:
-                raise AgentError(
-                    "the live table needs rich (pip install 'kinhbac-edge[dev]'); or run: edge-agent demo --lines"
-                ) from None
+            from rich.console import Console
+            from rich.live import Live
 
             with Live(render_table(state, time.time()), console=Console(), refresh_per_second=2) as live:
                 while seconds is None or time.monotonic() - started < seconds:
@@ -380,6 +375,13 @@ async def run_demo(work: Path, seconds: float | None, lines: bool = False, watch
 @click.option("--lines", is_flag=True, help="One line per stored reading instead of the live table.")
 def demo_cmd(workdir: Path, seconds: float | None, lines: bool) -> None:
     """Run the agent against an emulated site with a broker and the reference receiver."""
+    if not lines:
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            raise AgentError(
+                "the live table needs rich (pip install 'kinhbac-edge[dev]'); or run: edge-agent demo --lines"
+            ) from None
     work = workdir.resolve()
     if work.exists():
         shutil.rmtree(work)
