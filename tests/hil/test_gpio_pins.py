@@ -139,7 +139,7 @@ def test_rig_flips_photocell_and_door_in_a_subprocess_agent(tmp_path: Path) -> N
     junit = tmp_path / "junit.xml"
     result = subprocess.run(
         agent_argv(
-            "hil", "run", str(RIGS / "cabinet-inputs.yaml"), "--duration", "24", "--junit", str(junit)
+            "hil", "run", str(RIGS / "cabinet-inputs.yaml"), "--duration", "20", "--junit", str(junit)
         ),
         env=agent_env(),
         capture_output=True,
@@ -151,11 +151,11 @@ def test_rig_flips_photocell_and_door_in_a_subprocess_agent(tmp_path: Path) -> N
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None
     cases = {tc.get("name"): tc for tc in suite.iter("testcase")}
-    photocell = cases["follows[photocell=active@4s]"]
+    photocell = cases["follows[photocell=active@3.3s]"]
     assert photocell.find("failure") is None
     out = photocell.findtext("system-out") or ""
     # The lighting controller in the agent switched the circuit on, through the cabinet's contactor.
     assert "street-lights.c1.on=True" in out
     assert "cabinet-io.contactor-1=1" in out
-    assert cases["follows[door=active@8s]"].find("failure") is None
-    assert cases["follows[door=inactive@14s]"].find("failure") is None
+    assert cases["follows[door=active@6.7s]"].find("failure") is None
+    assert cases["follows[door=inactive@11.7s]"].find("failure") is None
