@@ -109,7 +109,9 @@ def draw(t: Table, path: Path) -> bool:
         labels = [name[:LABEL_CHARS] for name, _ in cols]
         cols = measures[:MAX_PANELS]
     height = 0.9 + 0.32 * len(labels)
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols) + 3.0, height), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(cols), figsize=(3.2 * len(cols) + 3.0, height), squeeze=False, sharey=True
+    )
     ys = list(range(len(labels)))
     for ax, (name, values) in zip(axes[0], cols, strict=True):
         shown = [0.0 if math.isnan(v) else v for v in values]
