@@ -202,6 +202,7 @@ def check_recovery(rec: RunRecord, device: str, good_ts: Sequence[float], stats:
     if not windows:
         return Check("recovery", True, "no fault touched this device", device, skipped=True)
     problems, times, unchecked = [], [], []
+    late: list[float] = []
     for w in windows:
         end = w.end_wall if w.end_wall is not None else rec.end_wall
         if w.error:
@@ -222,14 +223,15 @@ def check_recovery(rec: RunRecord, device: str, good_ts: Sequence[float], stats:
         if not after or after[0] - end > allowance:
             seen = f"next good reading {after[0] - end:.1f} s after" if after else "no good reading after it"
             problems.append(f"{w.label}: not back within {allowance:g} s ({seen})")
+            late.append(after[0] - end if after else rec.end_wall - end)
             continue
         times.append(after[0] - end)
-    stats.worst_recovery_s = max(times) if times else None
-    worst = max(times) if times else None
+    worst = max(times + late) if times or late else None  # a failed recovery is the worst seen
+    stats.worst_recovery_s = worst
     note = f"; not checked: {'; '.join(unchecked)}" if unchecked else ""
     if problems:
         return Check("recovery", False, "; ".join(problems) + note, device, worst=worst)
-    if worst is None:
+    if worst is None or not times:
         return Check("recovery", True, "not checked: " + "; ".join(unchecked), device, skipped=True)
     checked = len(times)
     return Check(

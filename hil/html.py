@@ -56,7 +56,6 @@ def device_svg(dev: dict[str, Any], bucket: float, span: float) -> str:
     top, bottom = 8.0, H - 20.0
     height = bottom - top
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img">']
-    parts += _shades(dev["faults"], span, top, height)
     bw = (W - 2 * PAD) * bucket / span if span > 0 else 1
     for i, (good, bad) in enumerate(zip(stored, errors, strict=True)):
         x = _x(i * bucket, span)
@@ -71,6 +70,7 @@ def device_svg(dev: dict[str, Any], bucket: float, span: float) -> str:
                 f'<rect x="{x:.1f}" y="{bottom - hg - hb:.1f}" width="{max(bw - 1, 1):.1f}" height="{hb:.1f}" '
                 f'fill="{ERROR}"><title>{i * bucket:.0f} s: {bad} errors</title></rect>'
             )
+    parts += _shades(dev["faults"], span, top, height)  # over the bars, translucent
     parts.append(f'<text x="2" y="{top + 8}" font-size="10">{peak}</text>')
     parts += _axis(span, bottom)
     parts.append("</svg>")
@@ -98,6 +98,14 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def _device_summary(d: dict[str, Any]) -> str:
+    faults = ", ".join(f["label"] for f in d["faults"]) or "none"
+    return (
+        f"{d['rows']} readings ({d['good']} good, {d['errors']} errors), {_fmt(d['per_minute'])}/min without "
+        f"faults, worst recovery {_fmt(d['worst_recovery_s'])} s; faults: {faults}"
+    )
 
 
 def render_html(fig: dict[str, Any]) -> str:
@@ -148,9 +156,7 @@ def render_html(fig: dict[str, Any]) -> str:
         out.append(
             f"<h3>{_esc(d['name'])} <small>({_esc(d['kind'])})</small> "
             f'<span class="{cls}">{_esc(status)}</span></h3>'
-            f"<p>{d['rows']} readings ({d['good']} good, {d['errors']} errors), "
-            f"{_fmt(d['per_minute'])}/min without faults, worst recovery {_fmt(d['worst_recovery_s'])} s; "
-            f"faults: {_esc(', '.join(f['label'] for f in d['faults']) or 'none')}</p>"
+            f"<p>{_esc(d.get('summary') or _device_summary(d))}</p>"
         )
         out.append(device_svg(d, fig["bucket_s"], span))
     out.append("</body></html>")

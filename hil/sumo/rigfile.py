@@ -225,6 +225,11 @@ def sumo_figures(rig: SumoRig, verdict: Verdict, r: Any, elapsed_s: float) -> di
             {
                 "name": "junction",
                 "kind": st.kind,
+                "summary": (
+                    f"{r.vehicles} trips ({len(r.arrivals)} finished, {r.vehicles - len(r.arrivals)} still on the "
+                    f"road at the end); {len(r.violations)} monitor findings; faults: "
+                    + (", ".join(f["label"] for f in faults) or "none")
+                ),
                 "rows": r.vehicles,
                 "good": len(r.arrivals),
                 "errors": len(r.violations),
