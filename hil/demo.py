@@ -195,7 +195,7 @@ def render_table(state: DemoState, now: float) -> Any:
     table = Table(title="kinhbac-edge demo: readings at the centre", expand=False)
     table.add_column("device")
     table.add_column("kind")
-    table.add_column("last values")
+    table.add_column("last values", no_wrap=True, overflow="ellipsis")  # one line per device
     table.add_column("poll ok", justify="right")
     table.add_column("age", justify="right")
     for view in state.devices.values():
