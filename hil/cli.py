@@ -101,6 +101,9 @@ def run_cmd(
         result = asyncio.run(_run(RigRun(scaled, opts)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         progress.close()
+        if junit_file is not None:
+            junit_file.parent.mkdir(parents=True, exist_ok=True)
+            junit_file.write_bytes(junit_error(scaled.rig, "interrupted (Ctrl-C or SIGTERM) before the end"))
         click.echo("hil: interrupted; every process the rig started has been stopped", err=True)
         raise SystemExit(130) from None
     except AgentError as exc:
