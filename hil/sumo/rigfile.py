@@ -75,11 +75,6 @@ class SumoRig(StrictModel):
                 raise ValueError(f"faults[{i}].at_s: {f.at_s} is not before the end ({self.duration_s} s)")
         return self
 
-    @property
-    def devices(self) -> list[Any]:
-        """No emulated devices: the junction is the one "device" of the report."""
-        return []
-
 
 def parse_sumo_rig(data: Any, source: str = "<rig>") -> SumoRig:
     """Validate a ``kind: sumo`` rig; :class:`ConfigError` lists every problem with its path."""
