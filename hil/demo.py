@@ -192,12 +192,13 @@ def render_table(state: DemoState, now: float) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="kinhbac-edge demo: readings at the centre", expand=False)
-    table.add_column("device")
-    table.add_column("kind")
-    table.add_column("last values", no_wrap=True, overflow="ellipsis")  # one line per device
-    table.add_column("poll ok", justify="right")
-    table.add_column("age", justify="right")
+    table = Table(title="kinhbac-edge demo: readings at the centre", expand=True)
+    table.add_column("device", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    # One line per device: the values take the width left and are cut short with an ellipsis.
+    table.add_column("last values", no_wrap=True, overflow="ellipsis", ratio=1)
+    table.add_column("poll ok", justify="right", no_wrap=True)
+    table.add_column("age", justify="right", no_wrap=True)
     for view in state.devices.values():
         items = list(view.points.items())
         shown = ", ".join(f"{p} {v}{(' ' + u) if u else ''}" for p, (v, u) in items[:MAX_POINTS])
@@ -350,13 +351,15 @@ async def run_demo(work: Path, seconds: float | None, lines: bool = False, watch
             from rich.console import Console
             from rich.live import Live
 
-            with Live(render_table(state, time.time()), console=Console(), refresh_per_second=2) as live:
-                while seconds is None or time.monotonic() - started < seconds:
-                    await asyncio.sleep(1.0)
-                    check_children()
-                    await _poll(state, centre, health_url)
-                    live.update(render_table(state, time.time()))
-            click.echo("")
+            try:
+                with Live(render_table(state, time.time()), console=Console(), refresh_per_second=2) as live:
+                    while seconds is None or time.monotonic() - started < seconds:
+                        await asyncio.sleep(1.0)
+                        check_children()
+                        await _poll(state, centre, health_url)
+                        live.update(render_table(state, time.time()))
+            finally:
+                click.echo("")  # below the table, also on Ctrl-C
         click.echo(f"{state.stored} readings stored at the receiver")
     finally:
         await asyncio.to_thread(children.stop_all)
