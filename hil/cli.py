@@ -15,6 +15,7 @@ from hil.report import junit_broken_rig, junit_error, write_junit
 from hil.rigfile import load_any_rig
 from hil.runner import RigRun, RunOptions, RunResult
 from kernel.errors import AgentError, ConfigError
+from kernel.kinds import KindRegistry
 from kernel.progress import Progress
 
 
@@ -66,8 +67,9 @@ def run_cmd(
     verbose: bool,
 ) -> None:
     """Run RIG_FILE against the agent; exit 0 when every expectation holds, 1 when one fails."""
+    kinds = KindRegistry()  # the installed device kinds: their emulators and ranges
     try:
-        rig = load_any_rig(rig_file)
+        rig = load_any_rig(rig_file, kinds)
     except ConfigError as exc:
         # The bench CI still gets a JUnit file, failing with the reason.
         if junit_file is not None:
@@ -98,7 +100,7 @@ def run_cmd(
         on_progress=progress.update,
     )
     try:
-        result = asyncio.run(_run(RigRun(scaled, opts)))
+        result = asyncio.run(_run(RigRun(scaled, opts, kinds)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         progress.close()
         if junit_file is not None:

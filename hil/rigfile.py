@@ -7,9 +7,10 @@ from typing import Any
 
 from hil.rig import Rig, parse_rig
 from kernel.config_base import load_yaml
+from kernel.kinds import KindRegistry
 
 
-def load_any_rig(path: Path | str) -> Any:
+def load_any_rig(path: Path | str, kinds: KindRegistry | None = None) -> Any:
     """The validated rig of ``path``: :class:`hil.rig.Rig` or :class:`hil.sumo.rigfile.SumoRig`.
 
     :raises ConfigError: the file cannot be read or is not a valid rig (every problem, by path).
@@ -20,5 +21,5 @@ def load_any_rig(path: Path | str) -> Any:
         from hil.sumo.rigfile import parse_sumo_rig
 
         return parse_sumo_rig(data, str(path))
-    rig: Rig = parse_rig(data, str(path))
+    rig: Rig = parse_rig(data, str(path), kinds)
     return rig

@@ -81,6 +81,16 @@ def _start_demo(work: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+def _centre_rows(work: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{work / 'centre.db'}?mode=ro", uri=True, timeout=2) as db:
+            return int(db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
 def _wait_children(work: Path, n: int, timeout: float = 40.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(_processes_mentioning(str(work))) < n:
@@ -94,7 +104,10 @@ def test_killing_the_demo_leaves_nothing_running(tmp_path: Path) -> None:
     demo = _start_demo(work, "--lines")
     try:
         _wait_children(work, 3)  # the watchdog, the receiver and the agent (whose argv name the work dir)
-        time.sleep(3.0)  # some readings flow
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and _centre_rows(work) < 5:  # readings flow
+            time.sleep(0.5)
+        time.sleep(1.5)  # and the demo has printed them
         demo.send_signal(signal.SIGKILL)  # no clean-up of its own: only the watchdog is left to do it
         out, _ = demo.communicate(timeout=10)
         deadline = time.monotonic() + 30
