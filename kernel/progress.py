@@ -23,7 +23,7 @@ class Snapshot:
     total_s: float | None = None  # None: unknown length
     faults: Sequence[str] | None = None  # faults active now (None: the command injects none)
     stored: int | None = None  # readings stored so far (None: not applicable)
-    failing: Sequence[str] = ()  # expectations failing so far
+    failing: Sequence[str] | None = None  # expectations failing so far (None: nothing is checked)  # expectations failing so far
     phase: str = ""  # "run", "drain", "check" ...
     done: int | None = None  # steps done (tests run) when the command counts steps
     steps: int | None = None
@@ -56,7 +56,8 @@ def status_line(title: str, snap: Snapshot) -> str:
         parts.append(f"faults: {_names(snap.faults) if snap.faults else 'none'}")
     if snap.stored is not None:
         parts.append(f"stored {snap.stored}")
-    parts.append(f"failing: {_names(snap.failing) if snap.failing else 'none'}")
+    if snap.failing is not None:
+        parts.append(f"failing: {_names(snap.failing) if snap.failing else 'none'}")
     return "  ".join(parts)
 
 

@@ -18,7 +18,8 @@ def test_status_line_names_time_left_faults_stored_and_failures() -> None:
     assert "faults: dead(th), broker_down" in line
     assert "stored 812" in line
     assert "failing: recovery[th]" in line
-    assert "failing: none" in status_line("x", Snapshot(1.0))
+    assert "failing: none" in status_line("x", Snapshot(1.0, failing=[]))
+    assert "failing" not in status_line("bench", Snapshot(1.0))  # a command that checks nothing
     assert "faults" not in status_line("suite", Snapshot(1.0, done=3, steps=9))
     many = status_line("x", Snapshot(1.0, failing=[f"r[{i}]" for i in range(7)]))
     assert "+3" in many
