@@ -140,6 +140,6 @@ def parse_response(request: bytes, response: bytes) -> list[int] | list[bool]:
         if fc in (1, 2):
             return unpack_bits(response[2:], count)
         return list(struct.unpack(f">{count}H", response[2:]))
-    if response[:5] != request[:5]:
-        raise FrameError(f"write echo {response[:5].hex()} does not match request {request[:5].hex()}")
+    if response != request[:5]:
+        raise FrameError(f"write echo {response.hex()} does not match request {request[:5].hex()}")
     return []

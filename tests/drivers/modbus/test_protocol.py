@@ -129,3 +129,96 @@ def test_rtu_request_length(frame: bytes, length: int) -> None:
     assert len(frame) == length
     assert p.rtu_request_length(frame[:7]) == length
     assert p.rtu_request_length(bytes.fromhex("0107")) is None
+
+
+def _bitwise_crc16(data: bytes) -> int:
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def test_crc_table_is_the_reflected_0xa001_polynomial() -> None:
+    """The lookup table equals the bit-by-bit CRC of the serial line specification (Appendix B)."""
+    table = p._crc_table()
+    assert len(table) == 256
+    assert table[0] == 0x0000
+    assert table[1] == 0xC0C1
+    assert table[128] == 0xA001
+    assert table[255] == 0x4040
+    assert table == p._CRC_TABLE
+
+
+@given(st.binary(max_size=300))
+def test_crc_matches_the_bitwise_reference(data: bytes) -> None:
+    assert p.crc16(data) == _bitwise_crc16(data)
+
+
+def test_crc_check_takes_the_shortest_frame_and_names_the_bad_one() -> None:
+    shortest = p.rtu_frame(1, b"\x07")  # address, function, CRC: four bytes
+    assert len(shortest) == 4
+    p.check_crc(shortest)
+    with pytest.raises(FrameError, match="CRC error in 0107"):
+        p.check_crc(shortest[:3])
+    with pytest.raises(FrameError, match=f"CRC error in {shortest[:-1].hex()}00"):
+        p.check_crc(shortest[:-1] + b"\x00")
+
+
+def test_addresses_and_values_above_32767_are_unsigned() -> None:
+    assert p.read_request(3, 40001, 2) == bytes.fromhex("039c410002")
+    assert p.write_register_request(40001, 0xFFFF) == bytes.fromhex("069c41ffff")
+    assert p.write_coils_request(40001, [True]) == bytes.fromhex("0f9c4100010101")
+    assert p.write_registers_request(40001, [0xFFFF]) == bytes.fromhex("109c41000102ffff")
+
+
+@pytest.mark.parametrize("fc", [1, 2, 3, 4, 5, 6, 15, 16])
+def test_exception_responses_to_every_function(fc: int) -> None:
+    request = p.read_request(fc, 0, 1) if fc <= 4 else bytes([fc]) + bytes(4)
+    with pytest.raises(DeviceRefused, match=f"exception 2 \\(illegal data address\\) to function {fc}"):
+        p.parse_response(request, bytes([fc | 0x80, 2]))
+    assert p.rtu_response_length(bytes([1, fc | 0x80, 2])) == 5
+
+
+def test_exception_without_code_or_with_an_unknown_one() -> None:
+    request = p.read_request(3, 0, 1)
+    with pytest.raises(DeviceRefused, match=r"exception 0 \(unknown exception\)") as info:
+        p.parse_response(request, b"\x83")
+    assert info.value.code == 0
+    with pytest.raises(DeviceRefused, match=r"exception 12 \(unknown exception\)"):
+        p.parse_response(request, b"\x83\x0c")
+
+
+def test_malformed_read_responses_are_frame_errors_that_say_why() -> None:
+    request = p.read_request(3, 0, 2)
+    with pytest.raises(FrameError, match="empty response"):
+        p.parse_response(request, b"")
+    with pytest.raises(FrameError, match="response function 4 to request function 3"):
+        p.parse_response(request, bytes.fromhex("040400010002"))
+    with pytest.raises(FrameError, match="expected 4 data bytes, got 6"):
+        p.parse_response(request, bytes.fromhex("0304000100020003"))  # right count byte, extra data
+    with pytest.raises(FrameError, match="expected 4 data bytes, got 4"):
+        p.parse_response(request, bytes.fromhex("030500010002"))  # wrong count byte
+    inputs = p.read_request(2, 0, 10)
+    assert p.parse_response(inputs, bytes.fromhex("02 02 cd 01")) == SPEC_COILS
+
+
+def test_write_echo_must_be_exactly_the_request_head() -> None:
+    request = p.write_register_request(1, 3)
+    with pytest.raises(FrameError, match="write echo 060001000300 does not match request 0600010003"):
+        p.parse_response(request, bytes.fromhex("060001000300"))
+
+
+@pytest.mark.parametrize(
+    ("head", "length"),
+    [(bytes.fromhex("010200"), 8), (bytes.fromhex("010400"), 8), (bytes.fromhex("0110"), 9), (bytes.fromhex("010f"), 9)],
+)
+def test_rtu_request_length_of_reads_and_short_heads(head: bytes, length: int) -> None:
+    """Reads are eight bytes; a multiple write whose byte count has not arrived yet needs at least nine."""
+    assert p.rtu_request_length(head) == length
+
+
+def test_rtu_response_length_of_discrete_inputs_and_input_registers() -> None:
+    assert p.rtu_response_length(bytes.fromhex("010202")) == 7
+    assert p.rtu_response_length(bytes.fromhex("010404")) == 9
