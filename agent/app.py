@@ -27,6 +27,7 @@ from kernel.source import RunContext, Source
 from sync.store import Store
 
 if TYPE_CHECKING:
+    from sync.enrol import Enroller
     from sync.uploader import Uploader
 
 log = logging.getLogger("kbe.agent")
@@ -96,6 +97,7 @@ class Agent:
             cfg.site.id, self.clock, cfg.store.path.with_name(cfg.store.path.name + ".commands")
         )
         self.uploader: Uploader | None = None
+        self.enroller: Enroller | None = None
         self._command_keys: list[Any] = []
         self.health_server: HealthServer | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -146,6 +148,7 @@ class Agent:
             "writer": {"queued": len(self.writer), "stalled": writer_stalled},
             "tasks": tasks,
             "sync": sync_state,
+            "enrolment": self.enroller.health() if self.enroller is not None else None,
         }
 
     async def _report_start(self) -> None:
@@ -249,7 +252,11 @@ class Agent:
             self._command_keys = [load_public_key(p) for p in self.cfg.sync.command_public_keys]
             self.uploader = Uploader(self.cfg.sync, self.cfg.site.id, self.store, self.metrics, self.clock)
             self.uploader.on_commands(self._on_command)
-            self.supervisor.start("sync", self.uploader.run)
+            if self.cfg.sync.enrol is not None:
+                from sync.enrol import Enroller
+
+                self.enroller = Enroller(self.cfg.sync, self.cfg.site.id, self.uploader.signer)
+            self.supervisor.start("sync", self._sync_task)
         if self.cfg.health.listen:
             self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
             await self.health_server.start()
@@ -259,6 +266,13 @@ class Agent:
             len(self.sources),
             "on" if self.uploader else "off",
         )
+
+    async def _sync_task(self) -> None:
+        """Enrol first when the site has no certificate yet (acquisition buffers meanwhile), then upload."""
+        assert self.uploader is not None
+        if self.enroller is not None:
+            await self.enroller.run()
+        await self.uploader.run()
 
     async def shutdown(self, flush_timeout_s: float = 5.0) -> None:
         """Stop acquisition, commit what is queued, give the uplink a moment to flush, close the store."""
