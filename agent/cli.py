@@ -16,11 +16,13 @@ from kernel.errors import AgentError, ConfigError
 
 # Subcommands that live with their package: "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
+    "centre": "provisioning.centre.cli:centre_cli",
     "demo": "hil.demo:demo_cmd",
     "hil": "hil.cli:hil_cli",
     "keys": "sync.signing:keys_cli",
     "lighting": "agent.lighting_cli:lighting_cli",
     "modbus": "drivers.modbus.cli:modbus",
+    "provision": "provisioning.cli:provision_cli",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "agent.schemas:schemas",
     "firmware-test": "firmware_tests.cli:firmware_test",
