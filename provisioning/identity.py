@@ -85,9 +85,7 @@ def skeleton(
     store: str,
 ) -> dict[str, object]:
     """The site config ``provision init`` writes (paths relative to the config file)."""
-    site: dict[str, object] = {"id": site_id}
-    if name:
-        site["name"] = name
+    site: dict[str, object] = {"id": site_id, "name": name or site_id}
     if lat is not None and lon is not None:
         site["location"] = {"lat": lat, "lon": lon}
     return {
@@ -123,8 +121,8 @@ def provision_init(
 
     if not re.match(SITE_PATTERN, site_id):
         raise ConfigError("--site", [f"--site: {site_id!r} is not a valid site id (a-z, 0-9, . _ -; 63 at most)"])
-    if (lat is None) != (lon is None):
-        raise ConfigError("--lat/--lon", ["--lat/--lon: give both or neither"])
+    if lat is None or lon is None:
+        raise ConfigError("--lat/--lon", ["--lat/--lon: the site config needs the site's location"])
     keys = directory / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     keys.chmod(0o700)
@@ -189,8 +187,8 @@ _MSG_ENROL = N_("The agent enrols by itself at its first connection with the one
 @click.command("init")
 @click.option("--site", "site_id", required=True, help="Site id, e.g. bn-kcn-que-vo-01.")
 @click.option("--name", default=None, help="Human name of the site.")
-@click.option("--lat", type=float, default=None)
-@click.option("--lon", type=float, default=None)
+@click.option("--lat", type=float, required=True, help="Latitude (the site config needs the location).")
+@click.option("--lon", type=float, required=True, help="Longitude.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR,
               show_default=True, help="Where site.yaml and keys/ go.")  # fmt: skip
 @click.option("--broker", default="mqtts://ioc.bacninh.example:8883", show_default=True, help="mTLS listener.")
