@@ -123,7 +123,8 @@ def test_real_site_path_enrols_once_and_ends_on_mtls(tmp_path):
                       "--dir", str(site), "--ca", str(centre / "ca.pem"), "--centre-key", str(centre / "centre.pub"),
                       "--token", token, "--broker", broker.url, "--enrol-broker", f"mqtts://127.0.0.1:{enrol_port}",
                       "--store", "var/store.db", "--no-qr", "--lang", "en", cwd=tmp_path).stdout
-            assert SITE in out and (site / "workorder-qr.png").stat().st_size > 100
+            assert SITE in out
+            assert (site / "workorder-qr.png").stat().st_size > 100
             config = site / "site.yaml"
             assert "ok (site bn-enrol-01" in cli("config", "check", str(config), cwd=tmp_path).stdout
             for f in ("site.key", "site-tls.key", "enrol.token"):
@@ -151,12 +152,14 @@ def test_real_site_path_enrols_once_and_ends_on_mtls(tmp_path):
 
             wait_for(lambda: stored() >= 3, 60, "readings stored at the centre over mTLS", logs)
             assert rx.poll() is None, "the receiver was not restarted"
-            assert "site registry" in rx_log.read_text() and SITE in rx_log.read_text()
+            assert "site registry" in rx_log.read_text()
+            assert SITE in rx_log.read_text()
             with urllib.request.urlopen(f"http://127.0.0.1:{health}/health", timeout=5) as resp:
                 report = json.loads(resp.read())
             assert report["enrolment"]["state"] == "enrolled"
             assert report["sync"]["connected"] is True
-            assert rx.poll() is None and agent.poll() is None
+            assert rx.poll() is None
+            assert agent.poll() is None
             # The enrolled config, token gone and certificate present, still passes config check.
             assert cli("config", "check", str(config), cwd=tmp_path).returncode == 0
 
@@ -179,7 +182,8 @@ def test_real_site_path_enrols_once_and_ends_on_mtls(tmp_path):
                 await asyncio.gather(task, return_exceptions=True)
 
             asyncio.run(attempt())
-            assert enroller.state == "refused" and "already used" in enroller.last_refusal
+            assert enroller.state == "refused"
+            assert "already used" in enroller.last_refusal
             assert not (other / "keys" / "site.crt").exists()
             wait_for(lambda: "REFUSED: token already used" in svc_log.read_text(), 10, "refusal logged", logs)
             assert len(yaml.safe_load(sites.read_text())["sites"][SITE]["public_keys"]) == 1
