@@ -114,7 +114,7 @@ def line_problems(devices: list[Any]) -> list[str]:
             if other.driver != dev.driver or dev.driver != "modbus":
                 problems.append(
                     f"[{i}].line: "
-                    + tr("two drivers on one port: {port} is already used by {other} ({odrv}); {name} ({drv}) needs its own port").format(
+                    + tr("two drivers on one port: {port} is already used by {other} ({odrv}), so {name} ({drv}) needs its own port").format(
                         port=where, other=other.name, odrv=other.driver, name=dev.name, drv=dev.driver
                     )
                 )

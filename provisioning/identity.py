@@ -120,9 +120,9 @@ def provision_init(
     import re
 
     if not re.match(SITE_PATTERN, site_id):
-        raise ConfigError("--site", [f"--site: {site_id!r} is not a valid site id (a-z, 0-9, . _ -; 63 at most)"])
+        raise ConfigError("--site", [f"{site_id!r} is not a valid site id (a-z, 0-9, . _ -; 63 at most)"])
     if lat is None or lon is None:
-        raise ConfigError("--lat/--lon", ["--lat/--lon: the site config needs the site's location"])
+        raise ConfigError("--lat/--lon", ["the site config needs the site's location"])
     keys = directory / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     keys.chmod(0o700)
@@ -130,7 +130,7 @@ def provision_init(
     tls_key, csr_path, config = keys / "site-tls.key", keys / "site.csr", directory / "site.yaml"
     existing = [p for p in (signing_key, tls_key, config) if p.exists()]
     if existing:
-        raise ConfigError(str(existing[0]), [f"{existing[0]}: exists; refusing to overwrite a site's identity"])
+        raise ConfigError(str(existing[0]), ["exists already: refusing to overwrite a site's identity"])
     problems = [f"{opt}: file {str(p)!r} does not exist" for opt, p in (("--ca", ca_file), ("--centre-key", centre_key))
                 if p is not None and not p.is_file()]  # fmt: skip
     if problems:

@@ -114,7 +114,7 @@ def check_signing_key_file(path: Path) -> None:
     kind = pem_kind(data)
     if kind == "public-key":
         raise ValueError(
-            tr("file {file!r} is a public key; the signing key must be the site's private key (site.key)").format(
+            tr("file {file!r} is a public key, but the signing key must be the site's private key (site.key)").format(
                 file=str(path)
             )
         )

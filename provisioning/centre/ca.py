@@ -72,7 +72,7 @@ def ca_init(directory: Path, name: str = "kinhbac-edge site CA", days: int = CA_
     files = CentreFiles(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if files.ca_key.exists() or files.ca_cert.exists():
-        raise ConfigError(str(files.ca_key), [f"{files.ca_key}: a CA exists here; refusing to overwrite it"])
+        raise ConfigError(str(files.ca_key), ["a CA exists here already: refusing to overwrite it"])
     key = new_tls_key()
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
@@ -101,9 +101,9 @@ def load_ca(files: CentreFiles) -> tuple[x509.Certificate, ec.EllipticCurvePriva
         cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
         key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
     except (OSError, ValueError) as exc:
-        raise ConfigError(str(files.directory), [f"{files.directory}: no usable CA ({exc}); run edge-agent centre ca init"]) from None
+        raise ConfigError(str(files.directory), [f"no usable CA ({exc}): run edge-agent centre ca init --dir {files.directory}"]) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ConfigError(str(files.ca_key), [f"{files.ca_key}: not an ECDSA key"])
+        raise ConfigError(str(files.ca_key), ["not an ECDSA key"])
     return cert, key
 
 

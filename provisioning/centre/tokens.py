@@ -31,7 +31,7 @@ def parse_ttl(text: str) -> float:
     """``90``, ``30m``, ``12h``, ``7d`` -> seconds; anything else is a :class:`ConfigError`."""
     m = _TTL.match(text.strip())
     if m is None or float(m.group(1)) <= 0:
-        raise ConfigError("--ttl", [f"--ttl: {text!r} is not a duration like 30m, 12h or 7d"])
+        raise ConfigError("--ttl", [f"{text!r} is not a duration like 30m, 12h or 7d"])
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
@@ -62,7 +62,7 @@ class TokenBook:
             try:
                 data = json.loads(self.path.read_text()) if self.path.exists() else {"tokens": {}}
             except ValueError as exc:
-                raise ConfigError(str(self.path), [f"{self.path}: not a token book ({exc})"]) from None
+                raise ConfigError(str(self.path), [f"not a token book ({exc})"]) from None
             before = json.dumps(data, sort_keys=True)
             yield data
             if json.dumps(data, sort_keys=True) != before:
