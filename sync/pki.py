@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import NameOID
 
 from kernel.config_base import check_secret_file
-from kernel.i18n import tr
+from kernel.i18n import N_, tr
 
 _PRIVATE_MARKERS = (b"PRIVATE KEY-----",)
 _PUBLIC_MARKERS = (b"-----BEGIN PUBLIC KEY-----", b"-----BEGIN RSA PUBLIC KEY-----")
@@ -62,13 +62,13 @@ def pem_kind(data: bytes) -> str:
 
 
 _KIND_TEXT = {
-    "empty": "it is empty",
-    "csr": "it holds a certificate request (CSR), not a certificate: enrol the site first",
-    "private-key": "it holds a private key, not a certificate",
-    "public-key": "it holds a public key, not a certificate",
-    "garbage": "it is not PEM text (no -----BEGIN CERTIFICATE----- block)",
+    "empty": N_("it is empty"),
+    "csr": N_("it holds a certificate request (CSR), not a certificate: enrol the site first"),
+    "private-key": N_("it holds a private key, not a certificate"),
+    "public-key": N_("it holds a public key, not a certificate"),
+    "garbage": N_("it is not PEM text (no -----BEGIN CERTIFICATE----- block)"),
 }
-_KEY_GARBAGE = "it is not PEM text (no -----BEGIN PRIVATE KEY----- block)"
+_KEY_GARBAGE = N_("it is not PEM text (no -----BEGIN PRIVATE KEY----- block)")
 
 
 def check_cert_file(path: Path, now: dt.datetime | None = None) -> x509.Certificate:
