@@ -39,6 +39,7 @@ log = logging.getLogger("kbe.enrol")
 
 ENROL_VERSION = 1
 MAX_ENROL_BYTES = 64 * 1024
+REFUSED_RETRY_S = 600.0  # after a refusal, unless a new token file appears
 
 
 class EnrolTopics:
@@ -171,6 +172,23 @@ class Enroller:
         )
         return pack_signed(req, self.signer)
 
+    def _token_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.enrol.token_file.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
+
+    def _request_or_none(self) -> bytes | None:
+        try:
+            return self._request()
+        except OSError as exc:
+            if self.state != "no-token":
+                log.error(tr("cannot enrol site %s: %s"), self.site_id, exc)
+            self.state = "no-token"
+            self.last_refusal = str(exc)
+            return None
+
     def _on_message(self, topic: str, payload: bytes) -> None:
         loop, answers = self._loop, self._answers
         if loop is None or answers is None or len(payload) > MAX_ENROL_BYTES:
@@ -206,18 +224,27 @@ class Enroller:
         log.info(tr("site %s is not enrolled: asking the centre on %s"), self.site_id, self.enrol.broker)
         try:
             next_ask = 0.0
+            token_stamp = self._token_stamp()
             while True:
                 now = time.monotonic()
-                ready = now >= next_ask and link.connected
-                if ready and link.publish(self.topics.request, self._request(), qos=1).rc == 0:
-                    self.requests_sent += 1
+                stamp = self._token_stamp()
+                if stamp != token_stamp:  # a new token written by the technician: ask at once
+                    token_stamp, next_ask = stamp, 0.0
+                    self.state = "enrolling"
+                if now >= next_ask and link.connected:
                     next_ask = now + self.enrol.retry_s
+                    request = self._request_or_none()
+                    if request is not None and link.publish(self.topics.request, request, qos=1).rc == 0:
+                        self.requests_sent += 1
                 try:
                     data = await asyncio.wait_for(self._answers.get(), timeout=1.0)
                 except asyncio.TimeoutError:
                     continue
                 if self._accept(data, centre_keys):
                     return
+                if self.state == "refused":
+                    # The same token will be refused again: ask seldom until a new one is written.
+                    next_ask = time.monotonic() + max(self.enrol.retry_s, REFUSED_RETRY_S)
         finally:
             await asyncio.to_thread(link.stop)
 
