@@ -154,8 +154,9 @@ class SiteRegistry:
     """Site id -> registered public keys (what the receiver verifies batches against).
 
     Loaded from a file, it follows that file without a restart: :meth:`keys_for` looks at the
-    file's mtime, size and inode at most once every ``check_every_s`` (monotonic clock) and reloads
-    when they changed; :meth:`request_reload` (the receiver's SIGHUP) makes the next lookup reload.
+    file's mtime, size and inode at most once every ``check_every_s`` (monotonic clock), and before
+    answering that a site is unknown, and reloads when they changed; :meth:`request_reload` (the
+    receiver's SIGHUP) makes the next lookup reload.
     A file that fails to load keeps the previous registry in force and is logged, so a half-edited
     file never drops every site.
     """
@@ -217,9 +218,17 @@ class SiteRegistry:
             self.refresh()
 
     def keys_for(self, site_id: str) -> list[Ed25519PublicKey] | None:
-        """The keys of a site, or None when it is not registered."""
+        """The keys of a site, or None when it is not registered.
+
+        An unknown site makes the registry look at its file once more before answering None: a
+        site that has just enrolled sends its first batch within the second its key was added,
+        and must not see that batch refused (a stat per unknown-site batch is cheap next to the
+        rejection the receiver records anyway)."""
         self.poll()
-        return self._keys.get(site_id)
+        keys = self._keys.get(site_id)
+        if keys is None and self.path is not None and self.refresh():
+            keys = self._keys.get(site_id)
+        return keys
 
     def __contains__(self, site_id: object) -> bool:
         return site_id in self._keys

@@ -146,11 +146,13 @@ def test_real_site_path_enrols_once_and_ends_on_mtls(tmp_path):
             wait_for(lambda: (site / "keys" / "site.crt").exists(), 60, "certificate installed", logs)
             assert not (site / "keys" / "enrol.token").exists(), "the used token stays on the device"
 
-            def stored() -> int:
-                rows = query(f"sqlite:///{db}", f"SELECT COUNT(*) FROM readings WHERE site_id = '{SITE}'")
-                return int(rows[0][0]) if rows else 0
+            def seqs() -> list[int]:
+                rows = query(f"sqlite:///{db}", f"SELECT seq FROM readings WHERE site_id = '{SITE}' ORDER BY seq")
+                return [int(r[0]) for r in rows]
 
-            wait_for(lambda: stored() >= 3, 60, "readings stored at the centre over mTLS", logs)
+            # What was acquired while enrolling was buffered and follows: every seq from 1, no gap.
+            wait_for(lambda: len(seqs()) >= 3 and seqs() == list(range(1, len(seqs()) + 1)), 60,
+                     "readings stored at the centre over mTLS, from seq 1 without a gap", logs)
             assert rx.poll() is None, "the receiver was not restarted"
             assert "site registry" in rx_log.read_text()
             assert SITE in rx_log.read_text()

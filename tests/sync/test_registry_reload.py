@@ -71,3 +71,22 @@ def test_a_broken_registry_keeps_the_previous_one_and_sighup_reloads_a_replaced_
     signer = Signer.from_file(new_key)
     assert wire.unpack_frame(frame(signer, SITE, "b", (1,))).signature
     keys[0].verify(signer.sign(b"x"), b"x")
+
+
+def test_a_batch_right_after_enrolment_is_not_refused_within_the_check_interval(tmp_path, site_keys):
+    """The race the end-to-end test found: key added, first batch in the same second."""
+    url = f"sqlite:///{tmp_path / 'centre.db'}"
+    db = open_db(url)
+    registry = SiteRegistry.load(site_keys.registry, check_every_s=3600)
+    rx = Receiver(db, registry, name="rx")
+    new_key, _ = generate_keypair(tmp_path / "keys", "bn-new-03")
+    text = site_keys.registry.read_text() + "  bn-new-03:\n    public_keys: [keys/bn-new-03.pub]\n"
+    tmp = site_keys.registry.with_name("sites.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, site_keys.registry)
+    ack = rx.handle("kbe/bn-new-03/up/batch", frame(Signer.from_file(new_key), "bn-new-03", "n-1", (1,)))
+    assert isinstance(ack, Ack)
+    # An unknown site with the file unchanged does not reload it.
+    assert rx.handle("kbe/bn-nobody/up/batch", frame(Signer.from_file(new_key), "bn-nobody", "x", (1,))).reason == "unknown-site"
+    assert registry.reloads == 1
+    db.close()
