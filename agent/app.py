@@ -281,7 +281,8 @@ class Agent:
         # Sources first, so nothing new arrives; the uplink keeps running while the writer flushes.
         await self.supervisor.cancel_matching("source:")
         await self.writer.flush()
-        if uploader is not None:
+        enrolled = self.enroller is None or self.enroller.state == "enrolled"
+        if uploader is not None and enrolled:  # not enrolled: nothing can be sent, keep all for the next start
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(uploader.flush(flush_timeout_s), timeout=flush_timeout_s + 1)
         await self.supervisor.stop()

@@ -15,6 +15,7 @@ import io
 import os
 import pwd
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +199,8 @@ _MSG_ENROL = N_("The agent enrols by itself at its first connection with the one
               help="The centre's CA certificate (ca.pem).")  # fmt: skip
 @click.option("--centre-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The centre's public key (centre.pub) that signs its answers and commands.")  # fmt: skip
-@click.option("--token", default=None, help="One-time enrolment token from the work order.")
+@click.option("--token", default=None,
+              help="One-time enrolment token from the work order; '-' reads it from standard input (keeps it out of the shell history).")  # fmt: skip
 @click.option("--store", default="/var/lib/kinhbac-edge/store.db", show_default=True, help="SQLite buffer path.")
 @click.option("--lang", type=click.Choice(["vi", "en"]), default="vi", show_default=True)
 @click.option("--no-qr", is_flag=True, help="Do not draw the QR code on the terminal.")
@@ -219,6 +221,9 @@ def provision_init_cmd(
 ) -> None:
     """Write the site's keys, certificate request, config skeleton and work-order QR code."""
     _ = gettext_for(lang).gettext
+    if token == "-":  # noqa: S105 - "-" means standard input, not a password
+        line: str = sys.stdin.readline()
+        token = line.strip() or None
     ident = provision_init(site_id, directory, name=name, lat=lat, lon=lon, broker=broker,
                            enrol_broker=enrol_broker, ca_file=ca_file, centre_key=centre_key, token=token,
                            store=store)  # fmt: skip

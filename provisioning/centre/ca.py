@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kernel.errors import ConfigError, SignatureError
@@ -130,6 +130,17 @@ def _builder(subject: x509.Name, public_key: object, ca: x509.Certificate, days:
     )
 
 
+def _weak_key(key: object) -> str:
+    """Why a TLS key is too weak to certify, or empty: EC P-256 and up, RSA 2048 and up, Ed25519."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "" if key.curve.key_size >= 256 else f"EC curve {key.curve.name} is too small"
+    if isinstance(key, rsa.RSAPublicKey):
+        return "" if key.key_size >= 2048 else f"RSA {key.key_size} bits is too small (2048 at least)"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ""
+    return f"{type(key).__name__} keys are not accepted"
+
+
 def sign_site_csr(
     files: CentreFiles, csr: x509.CertificateSigningRequest, site_id: str, days: int = SITE_CERT_DAYS
 ) -> x509.Certificate:
@@ -138,6 +149,9 @@ def sign_site_csr(
         raise SignatureError("the CSR's signature does not verify")
     if common_name(csr.subject) != site_id:
         raise SignatureError(f"the CSR names {common_name(csr.subject)!r}, not site {site_id!r}")
+    weak = _weak_key(csr.public_key())
+    if weak:
+        raise SignatureError(f"the CSR's key is refused: {weak}")
     ca, ca_key = load_ca(files)
     b = _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site_id)]), csr.public_key(), ca, days)
     b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)

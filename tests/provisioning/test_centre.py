@@ -142,3 +142,17 @@ def test_enrolment_frames_from_any_bytes_fail_cleanly(data):
 def test_request_model_refuses_a_bad_site_id():
     with pytest.raises(ValueError, match="site_id"):
         EnrolRequest(site_id="Bad/Site", nonce="12345678", token="12345678", public_key="", csr="")
+
+
+def test_a_csr_with_a_weak_key_is_refused(tmp_path, centre):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from provisioning.centre.ca import sign_site_csr
+
+    key = rsa.generate_private_key(65537, 1024)
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SITE)])).sign(key, hashes.SHA256()))
+    with pytest.raises(SignatureError, match="RSA 1024 bits is too small"):
+        sign_site_csr(centre, csr, SITE)
