@@ -90,3 +90,22 @@ def test_a_batch_right_after_enrolment_is_not_refused_within_the_check_interval(
     assert rx.handle("kbe/bn-nobody/up/batch", frame(Signer.from_file(new_key), "bn-nobody", "x", (1,))).reason == "unknown-site"
     assert registry.reloads == 1
     db.close()
+
+
+def test_sighup_makes_the_running_receiver_reload(tmp_path, site_keys, receivers):
+    """The receiver process: a SIGHUP reloads the registry even when its file did not change."""
+    import signal
+
+    from tests.brokers import Mosquitto
+
+    with Mosquitto(tmp_path / "broker") as broker:
+        rx = receivers(broker, f"sqlite:///{tmp_path / 'centre.db'}", site_keys.registry)
+        rx.wait_subscribed()
+        time.sleep(1.5)
+        assert b"reloaded" not in rx.log.read_bytes()
+        rx.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while b"site registry" not in rx.log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"site registry {site_keys.registry} reloaded: 1 sites".encode() in rx.log.read_bytes()
+        assert rx.proc.poll() is None
