@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.localpage.config import LocalPageConfig
 from control.lighting.config import LightingConfig, gpio_bank_problem
 from control.traffic.config import TrafficConfig
 from kernel.config_base import (
@@ -185,6 +186,7 @@ class SiteConfig(StrictModel):
     lighting: LightingConfig | None = None
     inference: InferenceConfig | None = None
     traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
+    local_page: LocalPageConfig | None = Field(default=None, description="The technician's status page.")
 
     @field_validator("devices", mode="after")
     @classmethod

@@ -1,41 +1,79 @@
-"""Technician-facing text in Vietnamese and English: gettext catalogues shipped in ``kernel/locale``.
+"""Technician-facing text in Vietnamese and English through gettext catalogues.
 
-``gettext_for("vi")`` loads ``kernel/locale/vi/LC_MESSAGES/kinhbac_edge.mo``; an unknown language
-or a missing catalogue falls back to the English source text. ``N_`` marks a message for
-extraction without translating it where it is defined.
+Catalogues live in ``kernel/locale/<lang>/LC_MESSAGES/kinhbac_edge.mo`` (compiled from the ``.po``
+files next to them with Babel: ``make i18n``). Source strings are English; Vietnamese is the
+default language on site. Mark strings for extraction with :func:`N_` where they are defined and
+translate them where they are shown.
 """
 
 from __future__ import annotations
 
+import functools
 import gettext
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DOMAIN = "kinhbac_edge"
-LOCALE_DIR = Path(__file__).with_name("locale")
-
-
-def gettext_for(lang: str | None) -> gettext.NullTranslations:
-    """The translations of ``lang`` (``"vi"``, ``"en"``); None or unknown gives the English text."""
-    if not lang:
-        return gettext.NullTranslations()
-    return gettext.translation(DOMAIN, localedir=str(LOCALE_DIR), languages=[lang], fallback=True)
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+LANGUAGES = ("vi", "en")
+DEFAULT_LANGUAGE = "vi"
 
 
 def N_(message: str) -> str:
-    """Mark ``message`` for extraction; returns it unchanged."""
+    """Mark ``message`` for extraction without translating it here."""
     return message
+
+
+@functools.lru_cache(maxsize=8)
+def gettext_for(lang: str | None) -> gettext.NullTranslations:
+    """The translations for ``lang`` (``vi``, ``en``; None means the default, Vietnamese).
+
+    An unknown language or a missing catalogue falls back to the English source strings.
+    """
+    code = (lang or DEFAULT_LANGUAGE).split("_")[0].split("-")[0].lower()
+    try:
+        return gettext.translation(DOMAIN, localedir=str(LOCALE_DIR), languages=[code])
+    except OSError:
+        return gettext.NullTranslations()
+
+
+def pick_language(requested: str | None) -> str:
+    """``requested`` if a catalogue exists for it, else the default."""
+    code = (requested or "").split("_")[0].split("-")[0].lower()
+    return code if code in LANGUAGES else DEFAULT_LANGUAGE
+
+
+@dataclass(frozen=True)
+class Message:
+    """A technician-facing message: an English msgid (marked with :func:`N_`) and its parameters,
+    rendered in a language only when shown."""
+
+    msgid: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, lang_or_gettext: str | Callable[[str], str] | None) -> str:
+        """The message in a language (``vi``, ``en``) or through a gettext function."""
+        fn = lang_or_gettext if callable(lang_or_gettext) else gettext_for(lang_or_gettext).gettext
+        return fn(self.msgid).format(**self.params)
 
 
 LANG_ENV = "KBE_LANG"
 
 
 def env_lang() -> str | None:
-    """The technician's language from ``KBE_LANG`` (``vi`` or ``en``); None when unset."""
+    """The language ``KBE_LANG`` asks for (``vi`` or ``en``); None when unset."""
     import os
 
     return os.environ.get(LANG_ENV) or None
 
 
 def tr(message: str, lang: str | None = None) -> str:
-    """``message`` translated into ``lang`` (default: :func:`env_lang`)."""
-    return gettext_for(lang if lang is not None else env_lang()).gettext(message)
+    """``message`` in ``lang``, else in ``KBE_LANG``'s language, else as written (English).
+
+    For text printed among English text unless the technician asks otherwise: ``config check``
+    problems (beside pydantic's own messages) and the agent's enrolment log.
+    """
+    lang = lang or env_lang()
+    return gettext_for(lang).gettext(message) if lang else message

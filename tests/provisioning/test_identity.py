@@ -74,3 +74,28 @@ def test_cli_bad_site_id_is_one_line_exit_2(tmp_path):
                          timeout=60)
     assert run.returncode == 2
     assert run.stderr.strip() == "--site: 'Bad Site!' is not a valid site id (a-z, 0-9, . _ -; 63 at most)"
+
+
+def test_commissioning_check_and_local_page_tell_where_enrolment_stands(tmp_path):
+    from agent.commissioning.checks import FAIL, WARN, SiteState, check_certificate
+    from agent.localpage.server import LocalPage
+
+    ident = identity.provision_init("bn-init-03", tmp_path / "site", lat=21.0, lon=106.0, token="tok-123456789")
+    (tmp_path / "site" / "keys" / "ca.pem").write_bytes(ca_init(tmp_path / "centre").ca_cert.read_bytes())
+    (tmp_path / "site" / "keys" / "centre.pub").write_bytes((tmp_path / "centre" / "centre.pub").read_bytes())
+    state = SiteState(load_config(ident.config), None, None, None)  # type: ignore[arg-type]
+    result = check_certificate(state)
+    assert result.status == WARN
+    assert result.detail.render("en") == "The site is not enrolled yet; readings are buffered on site."
+    (tmp_path / "site" / "keys" / "enrol.token").unlink()
+    assert check_certificate(state).status == FAIL
+
+    vi = identity.gettext_for("vi").gettext
+    en = identity.gettext_for("en").gettext
+    text = LocalPage._enrolment_text
+    assert text(False, {"state": "refused", "last_refusal": "unknown token"}, en) == (
+        "enrolment refused by the centre: unknown token")
+    assert text(False, {"state": "refused", "last_refusal": "unknown token"}, vi) == (
+        "trung tâm từ chối đăng ký: unknown token")
+    assert text(False, {"state": "enrolling"}, en) == "enrolling (waiting for the centre's answer)"
+    assert text(True, None, en) == "enrolled (mutual TLS)"
