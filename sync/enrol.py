@@ -15,6 +15,7 @@ and buffers the whole time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -151,6 +152,8 @@ class Enroller:
         self._answers: asyncio.Queue[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nonce = ""
+        # Answers to our earlier requests count too (the centre may work through a backlog).
+        self._nonces: collections.deque[str] = collections.deque(maxlen=64)
 
     def enrolled(self) -> bool:
         """Whether the client certificate is installed."""
@@ -163,6 +166,7 @@ class Enroller:
     def _request(self) -> bytes:
         token = self.enrol.token_file.read_text(encoding="utf-8").strip()
         self._nonce = os.urandom(12).hex()
+        self._nonces.append(self._nonce)
         req = EnrolRequest(
             site_id=self.site_id,
             nonce=self._nonce,
@@ -254,8 +258,8 @@ class Enroller:
         except (WireError, SignatureError) as exc:
             log.warning(tr("ignored an enrolment answer: %s"), exc)
             return False
-        if reply.nonce != self._nonce or reply.site_id != self.site_id:
-            return False  # an answer to an earlier request of ours, or not ours
+        if reply.nonce not in self._nonces or reply.site_id != self.site_id:
+            return False  # not an answer to a request of this run
         if reply.status != "ok":
             self.state = "refused"
             self.last_refusal = reply.reason

@@ -85,8 +85,11 @@ class EnrolService:
             csr = x509.load_pem_x509_csr(req.csr.encode())
         except ValueError as exc:
             return self._refuse(req, f"CSR is not PEM: {exc}")
+        # Both keys name the requester: a repeated request must come with the same two.
+        site_pem = public_pem(site_key)
         key_id = hashlib.sha256(
             csr.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            + site_pem
         ).hexdigest()
         verdict = self.tokens.check(req.token, req.site_id, key_id)
         if not verdict.ok:
@@ -97,18 +100,18 @@ class EnrolService:
                 cert = sign_site_csr(self.files, csr, req.site_id)
             except SignatureError as exc:
                 return self._refuse(req, str(exc))
-            cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-            # Register first: a site whose token is spent must never be missing from the registry.
-            register_site_key(self.sites_file, req.site_id, public_pem(site_key))
-            verdict = self.tokens.use(req.token, req.site_id, key_id, cert_pem)
+            verdict = self.tokens.use(req.token, req.site_id, key_id, cert.public_bytes(serialization.Encoding.PEM).decode())
             if not verdict.ok:  # another service took it in between
                 return self._refuse(req, verdict.reason)
-            cert_pem = verdict.certificate or cert_pem
+            cert_pem = verdict.certificate or cert.public_bytes(serialization.Encoding.PEM).decode()
             self.counters["enrolled"] += 1
             log.info("site %s enrolled (key registered in %s)", req.site_id, self.sites_file)
         else:
             self.counters["repeated"] += 1
-            log.info("site %s asked again with its used token and the same key: same certificate", req.site_id)
+            log.info("site %s asked again with its used token and the same keys: same certificate", req.site_id)
+        # Registered before any "ok" leaves (idempotent): if this failed after the token was spent,
+        # the site's next request, with the same keys, registers it.
+        register_site_key(self.sites_file, req.site_id, site_pem)
         reply = EnrolReply(site_id=req.site_id, nonce=req.nonce, status="ok", certificate=cert_pem)
         return self._answer(reply)
 
