@@ -156,3 +156,30 @@ def test_a_csr_with_a_weak_key_is_refused(tmp_path, centre):
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SITE)])).sign(key, hashes.SHA256()))
     with pytest.raises(SignatureError, match="RSA 1024 bits is too small"):
         sign_site_csr(centre, csr, SITE)
+
+
+def test_a_registry_write_that_fails_after_the_token_is_spent_is_done_by_the_next_request(tmp_path, centre, monkeypatch):
+    from provisioning.centre import service as service_mod
+
+    sites = tmp_path / "sites.yaml"
+    service = EnrolService(centre, sites)
+    token = TokenBook(centre.tokens).new(SITE, 3600)
+    frame, enroller = site_request(tmp_path, centre, token)
+    real = service_mod.register_site_key
+    calls = []
+
+    def failing_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(service_mod, "register_site_key", failing_once)
+    with pytest.raises(OSError):
+        service.handle(f"kbe/enrol/{SITE}/request", frame)  # no answer: the site asks again
+    assert not sites.exists()
+    again = open_reply(service.handle(f"kbe/enrol/{SITE}/request", enroller._request()),
+                       [load_public_key(centre.centre_pub)])
+    assert again.status == "ok"
+    assert SiteRegistry.load(sites).keys_for(SITE) == [enroller.signer.public_key()]
+    assert service.counters["repeated"] == 1
