@@ -4,7 +4,7 @@ Writes, under ``--dir``: ``keys/site.key`` (Ed25519 signing key) and ``keys/site
 ``keys/site-tls.key`` (ECDSA P-256) and ``keys/site.csr`` (CN = site id), the centre's files when
 given (``keys/ca.pem``, ``keys/centre.pub``, ``keys/enrol.token``), a site config skeleton
 ``site.yaml`` that ``config check`` accepts as it is, and ``workorder-qr.png``. Private files are
-mode 0600 and, when run as root, owned by the service user. Prints the QR code on the terminal
+mode 0600 and, when run as root, owned by the service user (``kbe``, ``--user``). Prints the QR code on the terminal
 and the short text code (site id + public-key fingerprint) for the work order.
 """
 
@@ -31,7 +31,7 @@ from sync.pki import fingerprint, make_csr, new_tls_key, private_pem, write_publ
 from sync.signing import public_pem
 from sync.wire import SITE_PATTERN
 
-SERVICE_USER = "kinhbac-edge"
+SERVICE_USER = "kbe"  # the user of provisioning/systemd/edge-agent.service (sysusers: kinhbac-edge.conf)
 DEFAULT_DIR = Path("/etc/kinhbac-edge")
 
 
@@ -63,12 +63,12 @@ def qr_payload(site_id: str, key: Ed25519PublicKey) -> str:
     return f"KBE1;site={site_id};key={b64};fp={fingerprint(key)}"
 
 
-def _chown_to_service_user(paths: list[Path]) -> bool:
+def _chown_to_service_user(paths: list[Path], user: str | None = None) -> bool:
     """When root and the service user exists, give it the files; True when done."""
     if os.geteuid() != 0:
         return False
     try:
-        pw = pwd.getpwnam(SERVICE_USER)
+        pw = pwd.getpwnam(user or SERVICE_USER)
     except KeyError:
         return False
     for p in paths:
@@ -116,6 +116,7 @@ def provision_init(
     centre_key: Path | None = None,
     token: str | None = None,
     store: str = "/var/lib/kinhbac-edge/store.db",
+    user: str | None = None,
 ) -> Identity:
     """Write the site's keys, CSR, config skeleton and QR code; refuse to overwrite existing keys."""
     import re
@@ -163,7 +164,7 @@ def provision_init(
     qr_png = directory / "workorder-qr.png"
     qr.save(str(qr_png), scale=6, border=4)
     written.append(qr_png)
-    _chown_to_service_user([*written, directory])
+    _chown_to_service_user([*written, directory], user)
     return Identity(site_id, directory, config, signing_key, public_key, tls_key, csr_path, qr_png,
                     work_order_code(site_id, sk.public_key()), qr_text)  # fmt: skip
 
@@ -202,6 +203,8 @@ _MSG_ENROL = N_("The agent enrols by itself at its first connection with the one
 @click.option("--token", default=None,
               help="One-time enrolment token from the work order; '-' reads it from standard input (keeps it out of the shell history).")  # fmt: skip
 @click.option("--store", default="/var/lib/kinhbac-edge/store.db", show_default=True, help="SQLite buffer path.")
+@click.option("--user", default=SERVICE_USER, show_default=True,
+              help="Service user that gets the files when run as root (if it exists).")  # fmt: skip
 @click.option("--lang", type=click.Choice(["vi", "en"]), default="vi", show_default=True)
 @click.option("--no-qr", is_flag=True, help="Do not draw the QR code on the terminal.")
 def provision_init_cmd(
@@ -216,6 +219,7 @@ def provision_init_cmd(
     centre_key: Path | None,
     token: str | None,
     store: str,
+    user: str,
     lang: str,
     no_qr: bool,
 ) -> None:
@@ -226,7 +230,7 @@ def provision_init_cmd(
         token = line.strip() or None
     ident = provision_init(site_id, directory, name=name, lat=lat, lon=lon, broker=broker,
                            enrol_broker=enrol_broker, ca_file=ca_file, centre_key=centre_key, token=token,
-                           store=store)  # fmt: skip
+                           store=store, user=user)  # fmt: skip
     click.echo(_(_MSG_WROTE).format(site=site_id, dir=directory))
     click.echo("  " + _(_MSG_KEYS).format(key=ident.signing_key, pub=ident.public_key))
     click.echo("  " + _(_MSG_TLS).format(key=ident.tls_key, csr=ident.csr))

@@ -58,11 +58,11 @@ def test_init_writes_an_identity_config_check_accepts(tmp_path):
         identity.provision_init("bn-init-01", tmp_path / "site", lat=21.0, lon=106.0)
 
 
-def test_init_as_root_gives_the_files_to_the_service_user(tmp_path, monkeypatch):
+def test_init_as_root_gives_the_files_to_the_service_user(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root (the installer runs provision init as root)")
-    monkeypatch.setattr(identity, "SERVICE_USER", "nobody")  # an account every Debian has
-    ident = identity.provision_init("bn-init-02", tmp_path / "site", lat=21.0, lon=106.0)
+    ident = identity.provision_init("bn-init-02", tmp_path / "site", lat=21.0, lon=106.0,
+                                    user="nobody")  # an account every Debian has
     nobody = pwd.getpwnam("nobody").pw_uid
     for p in (ident.signing_key, ident.tls_key, ident.csr, ident.config, ident.signing_key.parent):
         assert p.stat().st_uid == nobody, p
