@@ -55,7 +55,7 @@ mutate: $(STAMP)  ## mutation testing of the cores (docs/testing.md); one module
 	$(VENV)/bin/mutmut results
 
 i18n: $(STAMP)  ## extract technician-facing messages, update the .po catalogues, compile the .mo files
-	$(VENV)/bin/pybabel extract -F babel.cfg --no-location --sort-output -o kernel/locale/kinhbac_edge.pot .
+	$(VENV)/bin/pybabel extract -F babel.cfg -k tr --no-location --sort-output -o kernel/locale/kinhbac_edge.pot .
 	$(VENV)/bin/pybabel update -i kernel/locale/kinhbac_edge.pot -d kernel/locale -D kinhbac_edge -l vi -w 100 --no-fuzzy-matching
 	$(VENV)/bin/pybabel compile -d kernel/locale -D kinhbac_edge --statistics
 

@@ -32,6 +32,7 @@ from sync.store import Store
 if TYPE_CHECKING:
     from agent.commissioning.live import LiveTap
     from agent.localpage.server import LocalPage
+    from sync.enrol import Enroller
     from sync.uploader import Uploader
 
 log = logging.getLogger("kbe.agent")
@@ -128,6 +129,7 @@ class Agent:
             cfg.site.id, self.clock, cfg.store.path.with_name(cfg.store.path.name + ".commands")
         )
         self.uploader: Uploader | None = None
+        self.enroller: Enroller | None = None
         self._command_keys: list[Any] = []
         self.health_server: HealthServer | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -178,6 +180,7 @@ class Agent:
             "writer": {"queued": len(self.writer), "stalled": writer_stalled},
             "tasks": tasks,
             "sync": sync_state,
+            "enrolment": self.enroller.health() if self.enroller is not None else None,
         }
 
     async def _report_start(self) -> None:
@@ -283,7 +286,11 @@ class Agent:
             self._command_keys = [load_public_key(p) for p in self.cfg.sync.command_public_keys]
             self.uploader = Uploader(self.cfg.sync, self.cfg.site.id, self.store, self.metrics, self.clock)
             self.uploader.on_commands(self._on_command)
-            self.supervisor.start("sync", self.uploader.run)
+            if self.cfg.sync.enrol is not None:
+                from sync.enrol import Enroller
+
+                self.enroller = Enroller(self.cfg.sync, self.cfg.site.id, self.uploader.signer)
+            self.supervisor.start("sync", self._sync_task)
         if self.cfg.health.listen:
             self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
             await self.health_server.start()
@@ -298,6 +305,22 @@ class Agent:
             "on" if self.uploader else "off",
         )
 
+    async def _sync_task(self) -> None:
+        """Enrol first when the site has no certificate yet (acquisition buffers meanwhile), then upload."""
+        assert self.uploader is not None
+        if self.enroller is not None:
+            await self.enroller.run()
+        await self.uploader.run()
+
+    def _sync_health(self) -> dict[str, Any] | None:
+        """The uplink's state with the enrolment's (for the local page)."""
+        if self.uploader is None:
+            return None
+        report = dict(self.uploader.health())
+        if self.enroller is not None:
+            report["enrolment"] = self.enroller.health()
+        return report
+
     async def _start_local_page(self) -> None:
         """Serve the technician's page (imported only when configured: aiohttp stays out otherwise)."""
         from agent.commissioning.checks import SiteState
@@ -311,7 +334,7 @@ class Agent:
             self.metrics,
             self.clock,
             store_stats=self.store.stats,
-            sync_health=lambda: self.uploader.health() if self.uploader is not None else None,
+            sync_health=self._sync_health,
             task_states=lambda: self.health()["tasks"],
         )
         self.local_page = LocalPage(self.cfg.local_page, state)
@@ -324,7 +347,8 @@ class Agent:
         # Sources first, so nothing new arrives; the uplink keeps running while the writer flushes.
         await self.supervisor.cancel_matching("source:")
         await self.writer.flush()
-        if uploader is not None:
+        enrolled = self.enroller is None or self.enroller.state == "enrolled"
+        if uploader is not None and enrolled:  # not enrolled: nothing can be sent, keep all for the next start
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(uploader.flush(flush_timeout_s), timeout=flush_timeout_s + 1)
         await self.supervisor.stop()

@@ -27,6 +27,7 @@ from kernel.config_base import (
     validation_problems,
 )
 from kernel.errors import ConfigError
+from kernel.i18n import tr
 from kernel.kinds import KindRegistry
 from kernel.site import NAME_PATTERN, SiteInfo
 from models.config import InferenceConfig
@@ -100,6 +101,60 @@ def _schema_device_list(kinds: KindRegistry) -> Any:
     return list[Annotated[Union[classes], Field(discriminator="driver")]]  # type: ignore[valid-type]
 
 
+_LINE_FIELDS = ("baudrate", "parity", "stopbits")
+
+
+def line_problems(devices: list[Any]) -> list[str]:
+    """What fails on site when devices share a port: every problem, one a line, as ``[i].path: text``.
+
+    Two drivers on one serial port, one port set to two baud rates (or parities, stop bits), two
+    Modbus devices at one unit id on one line. Disabled devices do not hold a port.
+    """
+    problems: list[str] = []
+    first: dict[str, tuple[int, Any]] = {}
+    units: dict[tuple[str, int], int] = {}
+    for i, dev in enumerate(devices):
+        line = getattr(dev, "line", None)
+        if line is None or not getattr(dev, "enabled", True) or not hasattr(line, "key"):
+            continue
+        key = line.key()
+        where = key.split(":", 1)[1]
+        if key not in first:
+            first[key] = (i, dev)
+        else:
+            _, other = first[key]
+            if other.driver != dev.driver or dev.driver != "modbus":
+                problems.append(
+                    f"[{i}].line: "
+                    + tr("two drivers on one port: {port} is already used by {other} ({odrv}), so {name} ({drv}) needs its own port").format(
+                        port=where, other=other.name, odrv=other.driver, name=dev.name, drv=dev.driver
+                    )
+                )
+                continue
+            for field in _LINE_FIELDS:
+                mine, theirs = getattr(line, field, None), getattr(other.line, field, None)
+                if mine != theirs:
+                    problems.append(
+                        f"[{i}].line.{field}: "
+                        + tr("one port, two settings: {port} is set to {field} {mine} here and {theirs} by {other}").format(
+                            port=where, field=field, mine=mine, theirs=theirs, other=other.name
+                        )
+                    )
+        unit = getattr(dev, "unit", None)
+        if dev.driver == "modbus" and isinstance(unit, int):
+            if (key, unit) in units:
+                other = devices[units[(key, unit)]]
+                problems.append(
+                    f"[{i}].unit: "
+                    + tr("two devices at unit id {unit} on {port}: {name} and {other} (they would answer together)").format(
+                        unit=unit, port=where, name=dev.name, other=other.name
+                    )
+                )
+            else:
+                units[(key, unit)] = i
+    return problems
+
+
 class LoggingConfig(StrictModel):
     """Logging."""
 
@@ -143,6 +198,14 @@ class SiteConfig(StrictModel):
     inference: InferenceConfig | None = None
     traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
     local_page: LocalPageConfig | None = Field(default=None, description="The technician's status page.")
+
+    @field_validator("devices", mode="after")
+    @classmethod
+    def _shared_lines(cls, devices: list[Any]) -> list[Any]:
+        problems = line_problems(devices)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return devices
 
     @model_validator(mode="after")
     def _lighting_device(self) -> SiteConfig:

@@ -57,3 +57,23 @@ class Message:
         """The message in a language (``vi``, ``en``) or through a gettext function."""
         fn = lang_or_gettext if callable(lang_or_gettext) else gettext_for(lang_or_gettext).gettext
         return fn(self.msgid).format(**self.params)
+
+
+LANG_ENV = "KBE_LANG"
+
+
+def env_lang() -> str | None:
+    """The language ``KBE_LANG`` asks for (``vi`` or ``en``); None when unset."""
+    import os
+
+    return os.environ.get(LANG_ENV) or None
+
+
+def tr(message: str, lang: str | None = None) -> str:
+    """``message`` in ``lang``, else in ``KBE_LANG``'s language, else as written (English).
+
+    For text printed among English text unless the technician asks otherwise: ``config check``
+    problems (beside pydantic's own messages) and the agent's enrolment log.
+    """
+    lang = lang or env_lang()
+    return gettext_for(lang).gettext(message) if lang else message

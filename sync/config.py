@@ -8,33 +8,74 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from kernel.config_base import RelPath, StrictModel, check_secret_file
+from kernel.i18n import tr
+from sync.pki import cert_matches_key, check_cert_file, check_signing_key_file, check_tls_key_file
 
 
 class TlsConfig(StrictModel):
-    """TLS towards the broker; with ``cert_file`` and ``key_file`` it is mutual TLS."""
+    """TLS towards the broker; with ``cert_file`` and ``key_file`` it is mutual TLS.
+
+    ``cert_file`` may be missing while the site is not enrolled yet (``sync.enrol``): the agent gets
+    it from the centre and writes it there.
+    """
 
     ca_file: RelPath
     cert_file: RelPath | None = None
     key_file: RelPath | None = None
     insecure_skip_verify: bool = False
 
-    @field_validator("ca_file", "cert_file")
+    @field_validator("ca_file")
     @classmethod
-    def _exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
+    def _ca(cls, value: Path) -> Path:
+        check_cert_file(value)
+        return value
+
+    @field_validator("cert_file")
+    @classmethod
+    def _cert(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists():
+            check_cert_file(value)
         return value
 
     @field_validator("key_file")
     @classmethod
     def _secret(cls, value: Path | None) -> Path | None:
-        return None if value is None else check_secret_file(value)
+        if value is None:
+            return None
+        check_tls_key_file(value)
+        return check_secret_file(value)
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        cert, key = self.cert_file, self.key_file
+        if cert is not None and key is not None and cert.is_file() and not cert_matches_key(cert, key):
+            raise ValueError(
+                "cert_file: "
+                + tr("certificate {file!r} was not issued for the key in {key!r}").format(file=str(cert), key=str(key))
+            )
         return self
+
+    def enrolled(self) -> bool:
+        """Whether the client certificate is there (mutual TLS possible)."""
+        return self.cert_file is not None and self.cert_file.is_file()
+
+
+class EnrolConfig(StrictModel):
+    """First contact with the centre: the CSR goes out with a one-time token, the certificate comes back."""
+
+    broker: str = Field(description="The enrolment listener: TLS without a client certificate, e.g. mqtts://ioc:8884")
+    token_file: RelPath = Field(description="The one-time token from the centre's work order (mode 0600).")
+    csr_file: RelPath = Field(description="The CSR written by provision init (CN = site id).")
+    retry_s: float = Field(default=30.0, ge=1.0, le=3600, description="Ask again this often until answered.")
+
+    @field_validator("broker")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^mqtts://[^/:]+(:\d{1,5})?/?$", value):
+            raise ValueError(f"{value!r} is not a TLS broker URL like mqtts://broker.example:8884")
+        return value
 
 
 class BatchConfig(StrictModel):
@@ -59,6 +100,9 @@ class SyncConfig(StrictModel):
         description="The centre's Ed25519 public keys (PEM) that sign commands; none means commands are refused.",
     )
     signing_key_file: RelPath = Field(description="Ed25519 private key (PEM), mode 0600.")
+    enrol: EnrolConfig | None = Field(
+        default=None, description="Enrolment with a one-time token while tls.cert_file does not exist yet."
+    )
     batch: BatchConfig = BatchConfig()
     ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_in_flight: int = Field(default=8, ge=1, le=1000)
@@ -79,10 +123,16 @@ class SyncConfig(StrictModel):
             raise ValueError(f"{value!r} is not a broker URL like mqtts://broker.example:8883")
         return value
 
-    @field_validator("password_file", "signing_key_file")
+    @field_validator("password_file")
     @classmethod
     def _secret(cls, value: Path | None) -> Path | None:
         return None if value is None else check_secret_file(value)
+
+    @field_validator("signing_key_file")
+    @classmethod
+    def _signing_key(cls, value: Path) -> Path:
+        check_signing_key_file(value)  # a public key here is named as such, then the mode, then the PEM
+        return value
 
     @model_validator(mode="after")
     def _tls_scheme(self) -> SyncConfig:
@@ -90,6 +140,43 @@ class SyncConfig(StrictModel):
             raise ValueError("mqtts:// needs a tls section (ca_file at least)")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
+
+    @model_validator(mode="after")
+    def _enrolment(self) -> SyncConfig:
+        tls = self.tls
+        problems = []
+        if tls is not None and tls.cert_file is not None and not tls.cert_file.is_file():
+            if self.enrol is None:
+                problems.append(
+                    "tls.cert_file: "
+                    + tr("file {file!r} does not exist (enrol the site, or add a sync.enrol section)").format(
+                        file=str(tls.cert_file)
+                    )
+                )
+            elif not self.enrol.token_file.is_file():
+                problems.append(
+                    "enrol.token_file: "
+                    + tr("file {file!r} does not exist: the site is not enrolled and has no token").format(
+                        file=str(self.enrol.token_file)
+                    )
+                )
+        if self.enrol is not None:
+            if tls is None or tls.cert_file is None:
+                problems.append("enrol: " + tr("enrolment needs tls with ca_file, cert_file and key_file"))
+            if not self.command_public_keys:
+                problems.append(
+                    "command_public_keys: " + tr("enrolment needs the centre's public key to check its answer")
+                )
+            if not self.enrol.csr_file.is_file() and not (tls is not None and tls.enrolled()):
+                problems.append(
+                    "enrol.csr_file: "
+                    + tr("file {file!r} does not exist (run edge-agent provision init)").format(
+                        file=str(self.enrol.csr_file)
+                    )
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -150,6 +151,11 @@ class Receiver:
             receiver=self.name,
         )
 
+    def poll_registry(self) -> None:
+        """Let the site registry pick up a changed file (or a SIGHUP) while no batch arrives."""
+        with self._lock:
+            self.registry.poll()
+
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
 
@@ -225,11 +231,18 @@ def receiver_cmd(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # A new site in the registry file is picked up within a second anyway; SIGHUP forces it.
+    signal.signal(signal.SIGHUP, lambda *_: registry.request_reload())
     link = receiver.connect(opts, group)
     log.info("receiver %s: %d sites registered, group %s, broker %s", name, len(registry), group, broker)
+    next_stats = time.monotonic() + stats_every
     try:
-        while not stop.wait(stats_every):
-            log.info("receiver %s counters: %s", name, dict(receiver.counters))
+        while not stop.wait(1.0):
+            # Also reloads the registry while no batch arrives (a SIGHUP or an edit shows in the log).
+            receiver.poll_registry()
+            if time.monotonic() >= next_stats:
+                next_stats += stats_every
+                log.info("receiver %s counters: %s", name, dict(receiver.counters))
     finally:
         link.stop()
         db.close()

@@ -7,8 +7,11 @@ is refused. Public keys are PEM SubjectPublicKeyInfo files.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,6 +33,8 @@ from sync.wire import (
     pack_frame,
     unpack_frame,
 )
+
+log = logging.getLogger("kbe.registry")
 
 # A command stamped this far ahead of the site's clock is refused (an RTC-less board may lag a bit).
 CLOCK_SKEW_S = 300.0
@@ -146,46 +151,123 @@ class RegistryFile(StrictModel):
 
 
 class SiteRegistry:
-    """Site id -> registered public keys (what the receiver verifies batches against)."""
+    """Site id -> registered public keys (what the receiver verifies batches against).
 
-    def __init__(self, keys: Mapping[str, list[Ed25519PublicKey]]) -> None:
+    Loaded from a file, it follows that file without a restart: :meth:`keys_for` looks at the
+    file's mtime, size and inode at most once every ``check_every_s`` (monotonic clock), and before
+    answering that a site is unknown, and reloads when they changed; :meth:`request_reload` (the
+    receiver's SIGHUP) makes the next lookup reload.
+    A file that fails to load keeps the previous registry in force and is logged, so a half-edited
+    file never drops every site.
+    """
+
+    def __init__(
+        self,
+        keys: Mapping[str, list[Ed25519PublicKey]],
+        path: Path | None = None,
+        check_every_s: float = 1.0,
+    ) -> None:
         self._keys = {site: list(k) for site, k in keys.items()}
+        self.path = path
+        self.check_every_s = check_every_s
+        self._stamp = _file_stamp(path) if path is not None else None
+        self._next_check = time.monotonic() + check_every_s
+        self._forced = False
+        self.reloads = 0
+        self.reload_errors = 0
+        self.last_error = ""
 
     @classmethod
-    def load(cls, path: Path) -> SiteRegistry:
+    def load(cls, path: Path, check_every_s: float = 1.0) -> SiteRegistry:
         """Read a YAML registry; key paths are relative to the file. Problems raise ConfigError."""
-        data = load_yaml(path)
-        try:
-            reg = RegistryFile.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(str(path), validation_problems(exc)) from exc
-        import re
+        stamp = _file_stamp(path)
+        reg = cls(_read_registry(path), path, check_every_s)
+        reg._stamp = stamp
+        return reg
 
-        keys: dict[str, list[Ed25519PublicKey]] = {}
-        problems = []
-        for site, entry in reg.sites.items():
-            if not re.match(SITE_PATTERN, site):
-                problems.append(f"sites.{site}: {site!r} is not a valid site id")
-                continue
-            for i, p in enumerate(entry.public_keys):
-                full = p if p.is_absolute() else path.parent / p
-                try:
-                    keys.setdefault(site, []).append(load_public_key(full))
-                except SignatureError as exc:
-                    problems.append(f"sites.{site}.public_keys[{i}]: {exc}")
-        if problems:
-            raise ConfigError(str(path), problems)
-        return cls(keys)
+    def request_reload(self) -> None:
+        """Reload at the next lookup whatever the mtime says (safe to call from a signal handler)."""
+        self._forced = True
+
+    def refresh(self) -> bool:
+        """Reload now if the file changed (or a reload was requested); True when the keys were replaced."""
+        if self.path is None:
+            return False
+        forced, self._forced = self._forced, False
+        self._next_check = time.monotonic() + self.check_every_s
+        stamp = _file_stamp(self.path)
+        if not forced and stamp == self._stamp:
+            return False
+        try:
+            keys = _read_registry(self.path)
+        except ConfigError as exc:
+            self._stamp = stamp  # try again when it changes once more
+            self.reload_errors += 1
+            self.last_error = "; ".join(exc.problems[:3])
+            log.error("site registry %s not reloaded, the previous one stays in force: %s", self.path, self.last_error)
+            return False
+        added = sorted(set(keys) - set(self._keys))
+        self._keys, self._stamp = keys, stamp
+        self.reloads += 1
+        log.info("site registry %s reloaded: %d sites%s", self.path, len(keys), f" (new: {', '.join(added)})" if added else "")
+        return True
+
+    def poll(self) -> None:
+        """Reload when a reload was requested or the check interval passed and the file changed."""
+        if self.path is not None and (self._forced or time.monotonic() >= self._next_check):
+            self.refresh()
 
     def keys_for(self, site_id: str) -> list[Ed25519PublicKey] | None:
-        """The keys of a site, or None when it is not registered."""
-        return self._keys.get(site_id)
+        """The keys of a site, or None when it is not registered.
+
+        An unknown site makes the registry look at its file once more before answering None: a
+        site that has just enrolled sends its first batch within the second its key was added,
+        and must not see that batch refused (a stat per unknown-site batch is cheap next to the
+        rejection the receiver records anyway)."""
+        self.poll()
+        keys = self._keys.get(site_id)
+        if keys is None and self.path is not None and self.refresh():
+            keys = self._keys.get(site_id)
+        return keys
 
     def __contains__(self, site_id: object) -> bool:
         return site_id in self._keys
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _read_registry(path: Path) -> dict[str, list[Ed25519PublicKey]]:
+    data = load_yaml(path)
+    try:
+        reg = RegistryFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(str(path), validation_problems(exc)) from exc
+    keys: dict[str, list[Ed25519PublicKey]] = {}
+    problems = []
+    for site, entry in reg.sites.items():
+        if not re.match(SITE_PATTERN, site):
+            problems.append(f"sites.{site}: {site!r} is not a valid site id")
+            continue
+        for i, p in enumerate(entry.public_keys):
+            full = p if p.is_absolute() else path.parent / p
+            try:
+                keys.setdefault(site, []).append(load_public_key(full))
+            except SignatureError as exc:
+                problems.append(f"sites.{site}.public_keys[{i}]: {exc}")
+    if problems:
+        raise ConfigError(str(path), problems)
+    return keys
 
 
 @click.group("keys")

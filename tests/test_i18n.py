@@ -22,7 +22,7 @@ def source_messages() -> set[str]:
         method_map, options_map = parse_mapping_cfg(f)
     found = set()
     for _file, _line, message, _comments, _context in extract_from_dir(
-        str(REPO), method_map, options_map, keywords={"_": None, "N_": None, "gettext": None}
+        str(REPO), method_map, options_map, keywords={"_": None, "N_": None, "gettext": None, "tr": None}
     ):
         found.add(message if isinstance(message, str) else message[0])
     return found

@@ -384,6 +384,18 @@ def check_certificate(state: SiteState) -> CheckResult:
     cert = sync.tls.cert_file if sync is not None and sync.tls is not None else None
     if cert is None:
         return CheckResult("certificate", SKIP, title, Message(N_("No client certificate configured.")))
+    if not Path(cert).exists() and sync is not None and sync.enrol is not None:
+        token = sync.enrol.token_file.is_file()
+        return CheckResult(
+            "certificate",
+            WARN if token else FAIL,
+            title,
+            Message(N_("The site is not enrolled yet; readings are buffered on site.")),
+            Message(N_("The agent enrols by itself at its first connection to the centre."))
+            if token
+            else Message(N_("No enrolment token: ask the centre for one and write it to {file}."),
+                         {"file": str(sync.enrol.token_file)}),
+        )
     from cryptography import x509
 
     try:

@@ -14,6 +14,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,10 +193,23 @@ class LocalPage:
                 else t(N_("not configured"))
                 if st.cfg.sync is None
                 else t(N_("buffering (not connected)")),
-                "enrolment_text": t(N_("enrolled (mutual TLS)")) if enrolled else t(N_("not enrolled")),
+                "enrolment_text": self._enrolment_text(enrolled, (sync or {}).get("enrolment"), t),
             },
             "checks": None if self.last_results is None else self._checks_json(self.last_results, lang),
         }
+
+    @staticmethod
+    def _enrolment_text(enrolled: bool, enrolment: dict[str, Any] | None, t: Callable[[str], str]) -> str:
+        """Enrolled, or where the enrolment stands (refused: with the centre's reason)."""
+        if enrolled:
+            return t(N_("enrolled (mutual TLS)"))
+        enrolment = enrolment or {}
+        state = enrolment.get("state")
+        if state == "refused":
+            return t(N_("enrolment refused by the centre: {reason}")).format(reason=enrolment.get("last_refusal", ""))
+        if state == "enrolling":
+            return t(N_("enrolling (waiting for the centre's answer)"))
+        return t(N_("not enrolled"))
 
     def _points_json(self, device: str) -> list[dict[str, Any]]:
         return [

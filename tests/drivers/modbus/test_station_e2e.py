@@ -13,7 +13,6 @@ import yaml
 from agent.app import Agent
 from agent.config import load_config
 from drivers.modbus.emulator import EmulatedDevice, Emulator, Fault
-from drivers.modbus.kind import build_sources
 from drivers.modbus.profile import load_profile
 from kernel.errors import ConfigError
 from kernel.readings import Quality
@@ -130,16 +129,16 @@ def test_devices_on_one_line_must_agree(tmp_path):
     data = yaml.safe_load(path.read_text())
     data["devices"][1]["line"]["baudrate"] = 9600
     path.write_text(yaml.safe_dump(data))
-    cfg = load_config(path)
+    # config check refuses it now (issue 10 item 6), before anything is built.
     with pytest.raises(ConfigError) as exc:
-        build_sources([d for d in cfg.devices if d.driver == "modbus"], None)  # type: ignore[arg-type]
-    assert "air.line" in exc.value.problems[0]
+        load_config(path)
+    assert any(p.startswith("devices[1].line.baudrate: one port, two settings") for p in exc.value.problems)
     data["devices"][1]["line"]["baudrate"] = 19200
     data["devices"][1]["unit"] = 1
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError) as exc:
-        build_sources([d for d in load_config(path).devices if d.driver == "modbus"], None)  # type: ignore[arg-type]
-    assert "air.unit: 1 is already used by soil" in exc.value.problems[0]
+        load_config(path)
+    assert any(p.startswith("devices[1].unit: two devices at unit id 1") for p in exc.value.problems)
 
 
 def test_bad_modbus_entry_in_site_config_is_path_named(tmp_path):
