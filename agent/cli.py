@@ -78,9 +78,10 @@ def config_schema() -> None:
 def run_cmd(config_file: Path) -> None:
     """Run the agent for one site until SIGTERM or Ctrl-C."""
     from agent.app import run_agent
-    from agent.config import load_config
+    from agent.update.manager import UpdateManager
 
-    run_agent(load_config(config_file))
+    cfg, updates = UpdateManager.resolve(config_file)
+    run_agent(cfg, updates, lambda: UpdateManager.resolve(config_file))
 
 
 def main(argv: list[str] | None = None) -> Any:

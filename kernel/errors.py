@@ -92,3 +92,7 @@ class ModelError(AgentError):
 
 class HilFailure(AgentError):
     """A hardware-in-the-loop rig expectation failed."""
+
+
+class UpdateError(AgentError):
+    """A signed update that cannot be applied (invalid, out of order, or failing validation)."""
