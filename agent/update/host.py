@@ -39,6 +39,15 @@ class AgentUpdateHost:
                     continue
                 ok = labels.get("result") == ok_value if ok_value else ok_value is None
                 out.setdefault(device, [0.0, 0.0])[0 if ok else 1] += value
+        # A bus that cannot even be opened (wrong port, missing adapter) fails every device on it.
+        on_bus: dict[str, list[str]] = {}
+        for dev in self.agent.cfg.devices:
+            line = getattr(dev, "line", None)
+            if dev.enabled and dev.driver == "modbus" and line is not None:
+                on_bus.setdefault(line.key(), []).append(dev.name)
+        for key, value in m.series("modbus_transport_errors_total").items():
+            for device in on_bus.get(dict(key).get("bus", ""), []):
+                out.setdefault(device, [0.0, 0.0])[1] += value
         return {d: (v[0], v[1]) for d, v in out.items()}
 
     def task_restarts(self) -> dict[str, tuple[int, str | None]]:
