@@ -16,6 +16,7 @@ from kernel.errors import AgentError, ConfigError
 
 # Subcommands that live with their package: "module:attribute" of a click command or group.
 SUBCOMMANDS: dict[str, str] = {
+    "centre": "provisioning.centre.cli:centre_cli",
     "demo": "hil.demo:demo_cmd",
     "hil": "hil.cli:hil_cli",
     "keys": "sync.signing:keys_cli",

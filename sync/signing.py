@@ -137,6 +137,9 @@ class SiteEntry(StrictModel):
     """One site in the registry: its public keys (more than one while a key is being rotated)."""
 
     public_keys: list[Path] = Field(min_length=1)
+    groups: list[str] = Field(
+        default_factory=list, description="Groups the centre tools address together (canary, a district)."
+    )
 
 
 class RegistryFile(StrictModel):
@@ -150,6 +153,7 @@ class SiteRegistry:
 
     def __init__(self, keys: Mapping[str, list[Ed25519PublicKey]]) -> None:
         self._keys = {site: list(k) for site, k in keys.items()}
+        self.groups: dict[str, list[str]] = {}
 
     @classmethod
     def load(cls, path: Path) -> SiteRegistry:
@@ -175,7 +179,13 @@ class SiteRegistry:
                     problems.append(f"sites.{site}.public_keys[{i}]: {exc}")
         if problems:
             raise ConfigError(str(path), problems)
-        return cls(keys)
+        registry = cls(keys)
+        registry.groups = {site: list(entry.groups) for site, entry in reg.sites.items()}
+        return registry
+
+    def sites(self, group: str | None = None) -> list[str]:
+        """Registered site ids, all or those of one group, sorted."""
+        return sorted(s for s in self._keys if group is None or group in self.groups.get(s, []))
 
     def keys_for(self, site_id: str) -> list[Ed25519PublicKey] | None:
         """The keys of a site, or None when it is not registered."""
