@@ -114,7 +114,14 @@ def _reply_row(reply: CommandReply, now: float) -> tuple[Any, ...]:
 def _upsert_status_sql(mark: str) -> str:
     cols = ", ".join(_STATUS_COLUMNS)
     marks = ", ".join([mark] * len(_STATUS_COLUMNS))
-    updates = ", ".join(f"{c} = excluded.{c}" for c in _STATUS_COLUMNS[1:])
+    # An offline status (the last will) carries no version or health: keep the last known ones.
+    keep = {"config_version", "release", "healthy", "readings_per_s", "buffer_depth"}
+    updates = ", ".join(
+        f"{c} = COALESCE(excluded.{c}, site_status.{c})" if c in keep
+        else f"{c} = CASE WHEN excluded.{c} = '' THEN site_status.{c} ELSE excluded.{c} END" if c == "update_state"
+        else f"{c} = excluded.{c}"
+        for c in _STATUS_COLUMNS[1:]
+    )
     # An older status (a retained one delivered late) never overwrites a newer one.
     return (
         f"INSERT INTO site_status ({cols}) VALUES ({marks}) ON CONFLICT (site_id) DO UPDATE SET {updates} "  # noqa: S608
