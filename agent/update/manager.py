@@ -72,7 +72,10 @@ class UpdateManager:
         base = load_config(bootstrap)
         if base.update is None:
             return base, None
-        versions = Versions(base.update.dir, bootstrap)
+        try:
+            versions = Versions(base.update.dir, bootstrap)
+        except OSError as exc:
+            raise ConfigError(str(bootstrap), [f"update.dir: cannot use {str(base.update.dir)!r}: {exc.strerror or exc}"]) from exc
         try:
             journal = load_journal(versions.journal_path)
         except UpdateError as exc:

@@ -14,6 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from agent.cli import cli
 from agent.update.merge import make_merge_patch
 from sync.wire import pack_frame, unpack_frame
 from tests.brokers import Mosquitto
@@ -97,10 +100,18 @@ def test_updates_refused_committed_and_rolled_back(tmp_path: Path, keys, meters,
             # A config that breaks polling (both meters on a closed port): rolled back within its window.
             dead = free_port()
             v2 = {**v1, "devices": [{**d, "line": {**d["line"], "port": dead}} for d in v1["devices"]]}
+            # Sent with the operator's tool this time: edge-agent centre send ... config FILE.
+            v2_file = write_config(tmp_path / "v2.yaml", v2)
             t_publish = time.monotonic()
-            hq.send(hq.frame(hq.command("bad-2", {"type": "config", "version": 2, "config": v2, "watch_s": 15})))
-            assert hq.reply("bad-2", phase="staged").outcome == "accepted"
-            rolled = hq.reply("bad-2", timeout=60, phase="rolled-back")
+            out = CliRunner().invoke(cli, [
+                "centre", "send", "--broker", broker.url, "--key", str(tmp_path / "keys" / "centre.key"),
+                "--sites", str(keys.registry), "--site", SITE, "config", str(v2_file), "--version", "2",
+                "--watch", "15",
+            ])  # fmt: skip
+            assert out.exit_code == 0, out.output
+            bad_id = out.output.split()[3]
+            assert hq.reply(bad_id, phase="staged").outcome == "accepted"
+            rolled = hq.reply(bad_id, timeout=60, phase="rolled-back")
             assert rolled.outcome == "failed"
             assert "meter-" in rolled.reason, rolled.reason
             assert time.monotonic() - t_publish < 15 + 10, "rolled back within the watch window"

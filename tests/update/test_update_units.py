@@ -286,3 +286,21 @@ def test_gate_fails_on_restarts_silence_and_a_stuck_uplink() -> None:
         v.up = Uplink(False, 0, 0)
 
     assert "not connected" in _run(_View(), GatePolicy(0.3, grace_s=0.1, step_s=0.02), offline).reason
+
+
+def test_an_unusable_update_dir_is_one_line_and_exit_2(tmp_path: Path, capsys: Any) -> None:
+    import pytest
+
+    from agent.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    path = _site(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["update"]["dir"] = str(tmp_path / "afile" / "updates")
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--config", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "update.dir: cannot use" in err[0]
