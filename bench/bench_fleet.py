@@ -130,11 +130,21 @@ class Fleet:
         logging.getLogger().setLevel(logging.ERROR)
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self._start_agents(), self.loop).result(120)
-        ok = self.link.wait(lambda: self.online() == len(self.sites), 30 + self.agents * 0.5)
+        deadline = time.monotonic() + 60 + self.agents * 0.5
+        while not self.link.wait(lambda: self.online() == len(self.sites), 10):
+            print(f"  {self.online()} of {len(self.sites)} sites online", flush=True)
+            if time.monotonic() > deadline:
+                break
+        ok = self.online() == len(self.sites)
         if not ok:
             raise RuntimeError(f"only {self.online()} of {len(self.sites)} sites came online")
 
     async def _start_agents(self) -> None:
+        # Every core hops to worker threads for SQLite commits and batch composition: the default
+        # pool (cores + 4) would make 200 cores queue behind each other.
+        from concurrent.futures import ThreadPoolExecutor
+
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=48))
         self.stop_event = asyncio.Event()
         for site in self.sites:
             path = self.work / "sites" / site / "site.yaml"
@@ -261,12 +271,18 @@ def main() -> None:
     ap.add_argument("--canary", type=int, default=2)
     ap.add_argument("--watch", type=float, default=10.0)
     ap.add_argument("--fractions", default="0.1,0.5", help="Cumulative wave sizes after the canary.")
+    ap.add_argument("--work", default=None, help="Work folder to keep (default: a temporary one).")
     args = ap.parse_args()
+    ap_work = Path(args.work) if args.work else None
     with tempfile.TemporaryDirectory(prefix="kbe-fleet-") as tmp:
+        if ap_work is not None:
+            ap_work.mkdir(parents=True, exist_ok=False)
+            tmp = str(ap_work)  # kept for inspection
         fleet = Fleet(Path(tmp), args.agents, canary=args.canary)
         t0 = time.monotonic()
         fleet.start()
-        print(f"{args.agents} agent cores online in {time.monotonic() - t0:.1f} s; load {os.getloadavg()}")
+        print(f"{args.agents} agent cores online in {time.monotonic() - t0:.1f} s; load {os.getloadavg()}",
+              flush=True)
         try:
             figures = scenario(fleet, args.watch, [float(f) for f in args.fractions.split(",")])
         finally:
