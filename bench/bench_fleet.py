@@ -1,8 +1,10 @@
 """Fleet simulation: many agent cores behind a real broker and receiver, updated in waves.
 
-One process hosts N agent cores (each its own site id, Ed25519 key, SQLite store, update folder and
-MQTT connection, each running the real runtime: ``agent.app.run_site``, Modbus polling of an
-emulated SDM120 over TCP, the uplink, the update manager and its health gate). A private Mosquitto
+Worker processes host the agent cores, up to ``--per-process`` each (paho-mqtt's network loop uses
+``select()``, which cannot watch file descriptors above 1024, and a core holds about ten). Each core
+has its own site id, Ed25519 key, SQLite store, update folder and MQTT connection and runs the real
+runtime: ``agent.app.run_site``, Modbus polling of an emulated SDM120 over TCP, the uplink, the
+update manager and its health gate. A private Mosquitto
 and the reference receiver (``edge-agent receiver`` on SQLite, a subprocess) stand for the centre;
 the centre's wave driver (``provisioning.centre.waves``) rolls updates out over MQTT.
 
@@ -10,17 +12,17 @@ Scenario: a good release (a config patch) rolls out in waves (canary, then growi
 site; then a bad one (a config that points the meter at a closed port, so polling breaks) is sent:
 the canary sites roll themselves back, the rollout stops there, and no other site receives it.
 
-Run: PYTHONPATH=. python bench/bench_fleet.py [--agents 200] [--watch 10]
+Run: PYTHONPATH=. python bench/bench_fleet.py [--agents 200] [--watch 10] [--per-process 50]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -68,6 +70,7 @@ class Fleet:
     agents: int
     canary: int = 2
     poll_s: float = 5.0
+    per_process: int = 50
     sites: list[str] = field(default_factory=list)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -75,10 +78,7 @@ class Fleet:
         self.meters = _Meters()
         self.broker = Mosquitto(self.work / "broker")
         self.db_url = f"sqlite:///{self.work / 'centre.db'}"
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fleet", daemon=True)
-        self.stop_event: asyncio.Event | None = None
-        self.tasks: list[Any] = []
+        self.workers: list[ManagedProcess] = []
         self.receiver: ManagedProcess | None = None
         self.link: CentreLink | None = None
 
@@ -127,31 +127,23 @@ class Fleet:
             LinkOptions(broker=self.broker.url, client_id=f"fleet-centre-{os.getpid()}"),
             Signer.from_file(self.work / "centre" / "centre.key"),
         ).start()
-        logging.getLogger().setLevel(logging.ERROR)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start_agents(), self.loop).result(120)
+        for n in range(0, len(self.sites), self.per_process):
+            name = f"worker-{n // self.per_process}"
+            listing = self.work / f"{name}.txt"
+            paths = [str(self.work / "sites" / s / "site.yaml") for s in self.sites[n : n + self.per_process]]
+            listing.write_text("\n".join(paths))
+            worker = ManagedProcess(
+                name, [sys.executable, str(Path(__file__).resolve()), "--worker", str(listing)],
+                self.work / f"{name}.log", agent_env(),
+            )  # fmt: skip
+            worker.start()
+            self.workers.append(worker)
         deadline = time.monotonic() + 60 + self.agents * 0.5
         while not self.link.wait(lambda: self.online() == len(self.sites), 10):
             print(f"  {self.online()} of {len(self.sites)} sites online", flush=True)
-            if time.monotonic() > deadline:
-                break
-        ok = self.online() == len(self.sites)
-        if not ok:
-            raise RuntimeError(f"only {self.online()} of {len(self.sites)} sites came online")
-
-    async def _start_agents(self) -> None:
-        # Every core hops to worker threads for SQLite commits and batch composition: the default
-        # pool (cores + 4) would make 200 cores queue behind each other.
-        from concurrent.futures import ThreadPoolExecutor
-
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=48))
-        self.stop_event = asyncio.Event()
-        for site in self.sites:
-            path = self.work / "sites" / site / "site.yaml"
-            cfg, updates = await asyncio.to_thread(UpdateManager.resolve, path)
-            reload = lambda p=path: UpdateManager.resolve(p)  # noqa: E731
-            self.tasks.append(asyncio.create_task(run_site(cfg, updates, reload, self.stop_event)))
-            await asyncio.sleep(0.01)
+            dead = [w.name for w in self.workers if not w.running()]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"only {self.online()} of {len(self.sites)} sites came online (dead: {dead})")
 
     def online(self) -> int:
         """Sites whose retained status says online."""
@@ -169,17 +161,9 @@ class Fleet:
         return json.loads((self.work / "sites" / site / "updates" / "journal.json").read_text())
 
     def stop(self) -> None:
-        """Stop every agent core, the receiver, the broker and the meters."""
-        if self.stop_event is not None:
-            self.loop.call_soon_threadsafe(self.stop_event.set)
-
-            async def wait_all() -> None:
-                await asyncio.gather(*self.tasks, return_exceptions=True)
-
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(wait_all(), self.loop).result(120)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
+        """Stop every worker (its agent cores shut down cleanly), the receiver, the broker and the meters."""
+        for worker in self.workers:
+            worker.stop(60.0)
         if self.link is not None:
             self.link.stop()
         if self.receiver is not None:
@@ -219,6 +203,33 @@ class Fleet:
         for site in result.committed:
             self.configs[site] = new_docs[site]
         return result
+
+
+def worker_main(listing: Path) -> None:
+    """A worker process: run the agent cores of the site configs listed in ``listing`` until SIGTERM."""
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s: %(message)s")
+    paths = [Path(p) for p in listing.read_text().split()]
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        # Every core hops to worker threads for SQLite commits and batch composition.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32))
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = []
+        for path in paths:
+            cfg, updates = await asyncio.to_thread(UpdateManager.resolve, path)
+            reload = lambda p=path: UpdateManager.resolve(p)  # noqa: E731
+            tasks.append(asyncio.create_task(run_site(cfg, updates, reload, stop)))
+            await asyncio.sleep(0.02)
+        await stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
 
 
 def wire_bytes(fleet: Fleet, site: str) -> tuple[int, int]:
@@ -272,18 +283,23 @@ def main() -> None:
     ap.add_argument("--watch", type=float, default=10.0)
     ap.add_argument("--fractions", default="0.1,0.5", help="Cumulative wave sizes after the canary.")
     ap.add_argument("--work", default=None, help="Work folder to keep (default: a temporary one).")
+    ap.add_argument("--per-process", type=int, default=50, help="Agent cores per worker process.")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        worker_main(Path(args.worker))
+        return
     ap_work = Path(args.work) if args.work else None
     with tempfile.TemporaryDirectory(prefix="kbe-fleet-") as tmp:
         if ap_work is not None:
             ap_work.mkdir(parents=True, exist_ok=False)
             tmp = str(ap_work)  # kept for inspection
-        fleet = Fleet(Path(tmp), args.agents, canary=args.canary)
+        fleet = Fleet(Path(tmp), args.agents, canary=args.canary, per_process=args.per_process)
         t0 = time.monotonic()
-        fleet.start()
-        print(f"{args.agents} agent cores online in {time.monotonic() - t0:.1f} s; load {os.getloadavg()}",
-              flush=True)
         try:
+            fleet.start()
+            print(f"{args.agents} agent cores online in {time.monotonic() - t0:.1f} s; load {os.getloadavg()}",
+                  flush=True)
             figures = scenario(fleet, args.watch, [float(f) for f in args.fractions.split(",")])
         finally:
             fleet.stop()
