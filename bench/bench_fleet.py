@@ -243,6 +243,14 @@ def wire_bytes(fleet: Fleet, site: str) -> tuple[int, int]:
             len(sign_command(make_command(site, "update", whole, 600), signer)))  # fmt: skip
 
 
+def _gate_delay(reason: str) -> float:
+    """Seconds from the first failed poll to the unhealthy verdict, from an agent's rollback reason."""
+    import re
+
+    m = re.search(r"first failure ([0-9.]+) s, unhealthy ([0-9.]+) s", reason)
+    return round(float(m.group(2)) - float(m.group(1)), 2) if m else float("nan")
+
+
 def scenario(fleet: Fleet, watch_s: float, fractions: list[float]) -> dict[str, Any]:
     """Good release to all in waves, then a bad one that must stop at the canary. Returns the figures."""
     t0 = time.monotonic()
@@ -269,7 +277,8 @@ def scenario(fleet: Fleet, watch_s: float, fractions: list[float]) -> dict[str, 
         "one_site_publish_to_commit_s": round(one_site_s, 2),
         "fleet_publish_to_all_committed_s": round(good_s, 2),
         "bad_wave_publish_to_rolled_back_s": round(bad_s, 2),
-        "bad_wave_first_failure_to_last_rollback_s": round((wave.rolled_back or 0) - (wave.first_failure or 0), 2),
+        "bad_wave_first_to_last_rollback_reply_s": round((wave.rolled_back or 0) - (wave.first_failure or 0), 2),
+        "gate_first_failure_to_verdict_s": max(_gate_delay(r) for r in wave.failed.values()),
         "bad_reasons": sorted(set(wave.failed.values()))[:2],
         "update_bytes_patch": patch_bytes,
         "update_bytes_whole": whole_bytes,

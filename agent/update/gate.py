@@ -53,6 +53,8 @@ class Verdict:
     healthy: bool
     reason: str
     elapsed_s: float
+    first_failure_s: float | None = None
+    """When (into the watch) the first failed poll or task restart was seen."""
 
 
 @dataclass(frozen=True)
@@ -105,20 +107,28 @@ def _uplink_problem(view: GateView, start: Uplink | None) -> str | None:
     return None
 
 
+def _any_failure(view: GateView, start: PollCounts) -> bool:
+    now = view.poll_counts()
+    return any(_delta(now, start, d)[1] > 0 for d in view.polled_devices())
+
+
 async def watch(view: GateView, policy: GatePolicy) -> Verdict:
     """Watch for ``policy.watch_s`` (monotonic); return as soon as the site is clearly unhealthy."""
     t0 = time.monotonic()
     polls0, tasks0, up0 = view.poll_counts(), view.task_restarts(), view.uplink()
+    first: float | None = None
     while True:
         elapsed = time.monotonic() - t0
         final = elapsed >= policy.watch_s
         problem = _restart_problem(view, tasks0)
+        if first is None and (problem is not None or _any_failure(view, polls0)):
+            first = elapsed
         if problem is None and (final or elapsed >= policy.grace_s):
             problem = _device_problem(view, polls0, policy, final)
         if problem is None and final:
             problem = _uplink_problem(view, up0)
         if problem is not None:
-            return Verdict(False, problem, elapsed)
+            return Verdict(False, problem, elapsed, first)
         if final:
-            return Verdict(True, f"healthy for {elapsed:.0f} s", elapsed)
+            return Verdict(True, f"healthy for {elapsed:.0f} s", elapsed, first)
         await asyncio.sleep(min(policy.step_s, max(0.01, policy.watch_s - elapsed)))

@@ -233,7 +233,8 @@ class UpdateManager:
                 self.versions.prune({p.version, p.previous}, self.ucfg.keep_versions)
                 log.info("version %d committed: %s", p.version, verdict.reason)
             else:
-                self._rollback(verdict.reason)
+                first = "" if verdict.first_failure_s is None else f"first failure {verdict.first_failure_s:.1f} s, "
+                self._rollback(f"{verdict.reason} ({first}unhealthy {verdict.elapsed_s:.1f} s into the watch)")
                 host.request_restart()
                 return
         await self._report(host)
