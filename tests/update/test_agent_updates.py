@@ -105,11 +105,12 @@ def test_updates_refused_committed_and_rolled_back(tmp_path: Path, keys, meters,
             t_publish = time.monotonic()
             out = CliRunner().invoke(cli, [
                 "centre", "send", "--broker", broker.url, "--key", str(tmp_path / "keys" / "centre.key"),
-                "--sites", str(keys.registry), "--site", SITE, "config", str(v2_file), "--version", "2",
+                "--sites", str(keys.registry), "--site", SITE, "--wait", "40", "config", str(v2_file), "--version", "2",
                 "--watch", "15",
             ])  # fmt: skip
             assert out.exit_code == 0, out.output
             bad_id = out.output.split()[3]
+            assert f"{bad_id} failed rolled-back rolled back to version 1: device meter-" in out.output, out.output
             assert hq.reply(bad_id, phase="staged").outcome == "accepted"
             rolled = hq.reply(bad_id, timeout=60, phase="rolled-back")
             assert rolled.outcome == "failed"

@@ -87,3 +87,37 @@ def test_centre_sites_cli_and_config_body(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         config_update_body(new, 6, 30.0)
     assert "logging.level" in err.value.problems[0]
+
+
+def test_centre_follow_prints_replies(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from tests.brokers import Mosquitto
+
+    key, _ = generate_keypair(tmp_path / "keys", "centre")
+    with Mosquitto(tmp_path / "broker") as broker:
+        result: dict[str, object] = {}
+
+        def follow() -> None:
+            result["out"] = CliRunner().invoke(
+                cli, ["centre", "follow", "--broker", broker.url, "--key", str(key), "--for", "4"]
+            )
+
+        t = threading.Thread(target=follow)
+        t.start()
+        time.sleep(2.0)
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="site-a-test")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        reply = CommandReply(site_id="site-a", command_id="u-9", outcome="failed", ts=1.0, phase="rolled-back",
+                             version=9, reason="rolled back to version 8: device meter-1 did not poll")  # fmt: skip
+        pub.publish("kbe/site-a/up/cmd-reply", reply.model_dump_json(), qos=1).wait_for_publish(5)
+        t.join(20)
+        pub.loop_stop()
+        pub.disconnect()
+    out = result["out"]
+    assert out.exit_code == 0, out.output  # type: ignore[attr-defined]
+    assert "site-a: u-9 failed rolled-back rolled back to version 8" in out.output  # type: ignore[attr-defined]
