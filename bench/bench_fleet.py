@@ -199,7 +199,8 @@ class Fleet:
                     "patch": make_merge_patch(self.configs[site], new), "base_version": base}  # fmt: skip
 
         result = rollout(self.link, waves, body_for, lambda s: self.version(s), max_failures=0,
-                         wave_timeout_s=watch_s * 3 + 60, progress=lambda m: print(f"  {m}", flush=True))  # fmt: skip
+                         wave_timeout_s=watch_s * 3 + 60, progress=lambda m: print(f"  {m}", flush=True),
+                         rollback_watch_s=watch_s)  # fmt: skip
         for site in result.committed:
             self.configs[site] = new_docs[site]
         return result

@@ -54,6 +54,7 @@ class RolloutResult:
     stopped: bool
     bytes_sent: int
     compensated: list[str] = field(default_factory=list)
+    """Command ids of the rollbacks sent to the failed wave's sites that had committed."""
 
     @property
     def committed(self) -> list[str]:
@@ -70,12 +71,14 @@ def rollout(
     wave_timeout_s: float = 120.0,
     ttl_s: float = 600.0,
     progress: Callable[[str], None] = lambda _m: None,
+    rollback_watch_s: float = 60.0,
 ) -> RolloutResult:
     """Send the update wave by wave; stop at the first wave with more than ``max_failures`` failures."""
     results: list[WaveResult] = []
     bytes0 = link.bytes_sent
     for n, sites in enumerate(waves, 1):
         wave = WaveResult(sites, time.monotonic())
+        before = {site: previous_version(site) for site in sites}  # what a compensating rollback returns to
         ids: dict[str, str] = {}
         for site in sites:
             cmd = make_command(site, UPDATE_KIND, body_for(site), ttl_s)
@@ -100,7 +103,7 @@ def rollout(
         progress(f"wave {n}/{len(waves)}: {len(wave.committed)} committed, {len(wave.failed)} failed "
                  f"in {wave.ended - wave.started:.1f} s")  # fmt: skip
         if len(wave.failed) > max_failures:
-            compensated = _roll_back(link, wave.committed, previous_version, ttl_s)
+            compensated = _roll_back(link, wave.committed, before, ttl_s, rollback_watch_s)
             progress(f"wave {n} failed its threshold ({len(wave.failed)} > {max_failures}): stopped; "
                      f"{len(compensated)} committed sites sent a rollback")  # fmt: skip
             return RolloutResult(results, True, link.bytes_sent - bytes0, compensated)
@@ -117,13 +120,14 @@ def _finals(link: CentreLink, ids: dict[str, str]) -> dict[str, tuple[CommandRep
 
 
 def _roll_back(
-    link: CentreLink, sites: list[str], previous_version: Callable[[str], int | None], ttl_s: float
+    link: CentreLink, sites: list[str], before: dict[str, int | None], ttl_s: float, watch_s: float
 ) -> list[str]:
     sent = []
     for site in sites:
-        prev = previous_version(site)
+        prev = before.get(site)
         if prev is None:
             continue
-        link.send(make_command(site, UPDATE_KIND, {"type": "config", "version": prev, "rollback": True}, ttl_s))
-        sent.append(site)
+        cmd = make_command(site, UPDATE_KIND, {"type": "config", "version": prev, "rollback": True, "watch_s": watch_s}, ttl_s)
+        link.send(cmd)
+        sent.append(cmd.command_id)
     return sent
