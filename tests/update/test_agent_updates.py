@@ -1,4 +1,5 @@
-"""Signed updates end to end, through the real agent: refused before anything changes, committed
+"""Signed updates end to end, through the real agent: refused before anything changes (bad signature,
+target, expiry, invalid config, a model whose tensors differ from its manifest, replay, downgrade), committed
 after a healthy watch, rolled back by the agent itself when polling breaks.
 
 Real parts: a private Mosquitto, the reference receiver on SQLite, a Modbus TCP emulator with two
@@ -8,16 +9,20 @@ the centre does.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import signal
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
+import yaml
 from click.testing import CliRunner
 
 from agent.cli import cli
 from agent.update.merge import make_merge_patch
+from models.config import PACKAGED_MODELS
 from sync.wire import pack_frame, unpack_frame
 from tests.brokers import Mosquitto
 from tests.conftest import agent_argv, agent_env, free_port
@@ -70,6 +75,18 @@ def test_updates_refused_committed_and_rolled_back(tmp_path: Path, keys, meters,
             invalid = hq.reply("invalid")
             assert invalid.outcome == "refused"
             assert "devices[0].unit" in invalid.reason
+            assert not (work / "updates" / "current").exists()
+
+            # A model whose manifest does not match its tensors: refused, nothing changed.
+            manifest = yaml.safe_load((PACKAGED_MODELS / "irrigation_need.yaml").read_text())
+            content = (PACKAGED_MODELS / "irrigation_need.tflite").read_bytes()
+            manifest["outputs"][0]["shape"] = [1, 2]
+            model = {"manifest": manifest, "content_b64": base64.b64encode(content).decode(),
+                     "sha256": hashlib.sha256(content).hexdigest()}  # fmt: skip
+            hq.send(hq.frame(hq.command("bad-model", {"type": "model", "version": 1, "model": model})))
+            bad_model = hq.reply("bad-model")
+            assert bad_model.outcome == "refused"
+            assert "tensors do not match" in bad_model.reason
             assert not (work / "updates" / "current").exists()
 
             # A good merge patch: a second meter. Staged, switched, watched, committed.
