@@ -79,8 +79,10 @@ class UpdateManager:
         try:
             journal = load_journal(versions.journal_path)
         except UpdateError as exc:
-            log.error("%s; starting a fresh journal at version %d", exc, versions.current())
-            journal = Journal(highest=versions.current())
+            # The highest version this site has ever held is still written in its folders.
+            held = [int(p.name) for d in (versions.dir, versions.failed_dir) for p in d.iterdir() if p.name.isdigit()]
+            journal = Journal(highest=max([versions.current(), *held]))
+            log.error("%s; starting a fresh journal (highest version %d)", exc, journal.highest)
         mgr = cls(base.update, bootstrap, versions, journal)
         mgr.recover()
         mgr.running = mgr._load_current(base)

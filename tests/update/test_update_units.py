@@ -304,3 +304,14 @@ def test_an_unusable_update_dir_is_one_line_and_exit_2(tmp_path: Path, capsys: A
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "update.dir: cannot use" in err[0]
+
+
+def test_a_damaged_journal_keeps_the_version_floor(tmp_path: Path) -> None:
+    path = _site(tmp_path)
+    mgr = _manager(path)
+    assert mgr.handle(_cmd("a", {"type": "release", "version": 7, "release": "r"})).outcome == "accepted"
+    (tmp_path / "updates" / "journal.json").write_text("{not json")
+    _cfg, mgr = UpdateManager.resolve(path)
+    assert mgr is not None
+    assert mgr.journal.highest == 7
+    assert "not newer" in mgr.handle(_cmd("b", {"type": "release", "version": 6, "release": "r"})).reason
