@@ -86,6 +86,9 @@ class Versions:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            elif f.is_dir():
+                fsync_dir(f)
+        fsync_dir(stage)
         final = self.path(version)
         if final.exists():  # an older attempt at the same version that never ran: replace it
             shutil.rmtree(final)
