@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from agent.config import SiteConfig
+from agent.fleet_report import BalenaHealthReporter
 from agent.health import HealthServer
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
@@ -23,10 +24,13 @@ from kernel.errors import AgentError
 from kernel.kinds import kind_module
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
+from kernel.sink import ReadingSink
 from kernel.source import RunContext, Source
 from sync.store import Store
 
 if TYPE_CHECKING:
+    from agent.commissioning.live import LiveTap
+    from agent.localpage.server import LocalPage
     from agent.update.manager import UpdateManager
     from sync.uploader import Uploader
 
@@ -90,6 +94,9 @@ class Agent:
         updates: UpdateManager | None = None,
     ) -> None:
         self.cfg = cfg
+        # Under balena (balena-api feature label) the agent's own health also goes to a device tag;
+        # read first, so a bad KBE_HEALTH_TAG_INTERVAL_S stops the start before anything opens.
+        self.fleet_reporter = BalenaHealthReporter.from_env(os.environ, self.health)
         self.updates = updates
         self._restart = asyncio.Event()
         self._update_task: asyncio.Task[None] | None = None
@@ -100,7 +107,16 @@ class Agent:
         self.supervisor = Supervisor(
             self.metrics, cfg.supervisor.max_restarts, cfg.supervisor.window_s, cfg.supervisor.backoff_s
         )
-        self.ctx = RunContext(cfg, self.writer, self.clock, self.metrics, logging.getLogger("kbe.source"))
+        # With the local page on, readings pass a tap that keeps the last values for it on their way.
+        self.tap: LiveTap | None = None
+        sink: ReadingSink = self.writer
+        if cfg.local_page is not None:
+            from agent.commissioning.live import LiveTap
+
+            self.tap = LiveTap(self.writer)
+            sink = self.tap
+        self.local_page: LocalPage | None = None
+        self.ctx = RunContext(cfg, sink, self.clock, self.metrics, logging.getLogger("kbe.source"))
         self.sources: list[Source] = []
         self.commands = CommandRouter(
             cfg.site.id, self.clock, cfg.store.path.with_name(cfg.store.path.name + ".commands")
@@ -288,6 +304,10 @@ class Agent:
         if self.cfg.health.listen:
             self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
             await self.health_server.start()
+        if self.cfg.local_page is not None:
+            await self._start_local_page()
+        if self.fleet_reporter is not None:
+            self.supervisor.start("fleet-report", self.fleet_reporter.run)
         log.info(
             "agent for site %s running: %d sources, sync %s",
             self.cfg.site.id,
@@ -303,6 +323,25 @@ class Agent:
             raise
         except Exception:
             log.exception("the update watch failed")
+
+    async def _start_local_page(self) -> None:
+        """Serve the technician's page (imported only when configured: aiohttp stays out otherwise)."""
+        from agent.commissioning.checks import SiteState
+        from agent.localpage.server import LocalPage
+
+        assert self.cfg.local_page is not None
+        assert self.tap is not None
+        state = SiteState(
+            self.cfg,
+            self.tap,
+            self.metrics,
+            self.clock,
+            store_stats=self.store.stats,
+            sync_health=lambda: self.uploader.health() if self.uploader is not None else None,
+            task_states=lambda: self.health()["tasks"],
+        )
+        self.local_page = LocalPage(self.cfg.local_page, state)
+        await self.local_page.start()
 
     async def shutdown(self, flush_timeout_s: float = 5.0) -> None:
         """Stop acquisition, commit what is queued, give the uplink a moment to flush, close the store."""
@@ -326,6 +365,8 @@ class Agent:
         await self.writer.flush()
         if self.health_server is not None:
             await self.health_server.stop()
+        if self.local_page is not None:
+            await self.local_page.stop()
         await asyncio.to_thread(self.store.close)
         self.commands.close()
 

@@ -22,9 +22,11 @@ SUBCOMMANDS: dict[str, str] = {
     "keys": "sync.signing:keys_cli",
     "lighting": "agent.lighting_cli:lighting_cli",
     "modbus": "drivers.modbus.cli:modbus",
+    "provision": "provisioning.cli:provision",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "agent.schemas:schemas",
     "firmware-test": "firmware_tests.cli:firmware_test",
+    "fleet": "provisioning.fleet.cli:fleet_cli",
 }
 
 

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.localpage.config import LocalPageConfig
 from control.lighting.config import LightingConfig, gpio_bank_problem
 from control.traffic.config import TrafficConfig
 from kernel.config_base import (
@@ -148,6 +149,7 @@ class SiteConfig(StrictModel):
     inference: InferenceConfig | None = None
     traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
     update: UpdateConfig | None = Field(default=None, description="Signed updates; none means updates are refused.")
+    local_page: LocalPageConfig | None = Field(default=None, description="The technician's status page.")
 
     @model_validator(mode="after")
     def _lighting_device(self) -> SiteConfig:

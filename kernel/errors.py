@@ -96,3 +96,11 @@ class HilFailure(AgentError):
 
 class UpdateError(AgentError):
     """A signed update that cannot be applied (invalid, out of order, or failing validation)."""
+
+
+class FleetError(AgentError):
+    """A fleet operation (balena rollout, promote, rollback) cannot proceed."""
+
+
+class RolloutFailed(FleetError):
+    """A rollout wave missed its health gate; it was stopped and rolled back."""
