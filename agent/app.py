@@ -21,9 +21,10 @@ from agent.writer import StoreWriter
 from kernel.clock import Clock
 from kernel.commands import CommandRouter, IncomingCommand
 from kernel.errors import AgentError
-from kernel.kinds import kind_module
+from kernel.kinds import KindRegistry
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
+from kernel.services import Services
 from kernel.sink import ReadingSink
 from kernel.source import RunContext, Source
 from sync.store import Store
@@ -91,12 +92,15 @@ class Agent:
         cfg: SiteConfig,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        kinds: KindRegistry | None = None,
+        services: Services | None = None,
         updates: UpdateManager | None = None,
     ) -> None:
         self.cfg = cfg
         # Under balena (balena-api feature label) the agent's own health also goes to a device tag;
         # read first, so a bad KBE_HEALTH_TAG_INTERVAL_S stops the start before anything opens.
         self.fleet_reporter = BalenaHealthReporter.from_env(os.environ, self.health)
+        self.kinds = kinds if kinds is not None else KindRegistry()
         self.updates = updates
         self._restart = asyncio.Event()
         self._update_task: asyncio.Task[None] | None = None
@@ -116,7 +120,14 @@ class Agent:
             self.tap = LiveTap(self.writer)
             sink = self.tap
         self.local_page: LocalPage | None = None
-        self.ctx = RunContext(cfg, sink, self.clock, self.metrics, logging.getLogger("kbe.source"))
+        self.ctx = RunContext(
+            cfg,
+            sink,
+            self.clock,
+            self.metrics,
+            logging.getLogger("kbe.source"),
+            services if services is not None else Services(),
+        )
         self.sources: list[Source] = []
         self.commands = CommandRouter(
             cfg.site.id, self.clock, cfg.store.path.with_name(cfg.store.path.name + ".commands")
@@ -213,11 +224,13 @@ class Agent:
                 by_kind[dev.driver].append(dev)
         sources: list[Source] = []
         for kind, configs in by_kind.items():
-            built = kind_module(kind).build_sources(configs, self.ctx)
+            device_kind = self.kinds.get(kind)
+            built = device_kind.build_sources(configs, self.ctx)
             # A control loop (lighting, traffic) takes the centre's commands of its kind.
-            handler = next((s for s in built if hasattr(s, "apply_command")), None)
+            handler: Any = next((s for s in built if hasattr(s, "apply_command")), None)
             if handler is not None:
-                self.commands.register(kind, handler)
+                for command_kind in device_kind.command_kinds or (kind,):
+                    self.commands.register(command_kind, handler)
             sources.extend(built)
         return sources
 
@@ -412,18 +425,27 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
-async def run_site(cfg: SiteConfig, updates: UpdateManager | None, reload: Any, stop: asyncio.Event) -> None:
+async def run_site(
+    cfg: SiteConfig,
+    updates: UpdateManager | None,
+    reload: Any,
+    stop: asyncio.Event,
+    kinds: KindRegistry | None = None,
+) -> None:
     """Run one site until ``stop``; after an update's restart, rebuild it from ``reload()`` -> (cfg, updates)."""
     while True:
-        restart = await Agent(cfg, updates=updates).run(stop)
+        restart = await Agent(cfg, kinds=kinds, updates=updates).run(stop)
         if not restart or stop.is_set():
             return
         log.info("restarting the agent core for the selected version")
         cfg, updates = await asyncio.to_thread(reload)
 
 
-def run_agent(cfg: SiteConfig, updates: UpdateManager | None = None, reload: Any = None) -> None:
-    """Run the agent in the foreground until SIGTERM or SIGINT."""
+def run_agent(
+    cfg: SiteConfig, kinds: KindRegistry | None = None, updates: UpdateManager | None = None, reload: Any = None
+) -> None:
+    """Run the agent in the foreground until SIGTERM or SIGINT (``kinds``: the registry ``cfg`` was read with;
+    ``updates`` and ``reload``: the update manager and how to rebuild the site after an update)."""
     setup_logging(cfg)
     limit_malloc_arenas()
 
@@ -432,6 +454,6 @@ def run_agent(cfg: SiteConfig, updates: UpdateManager | None = None, reload: Any
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_site(cfg, updates, reload or (lambda: (cfg, updates)), stop)
+        await run_site(cfg, updates, reload or (lambda: (cfg, updates)), stop, kinds)
 
     asyncio.run(main())

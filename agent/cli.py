@@ -66,6 +66,16 @@ def config_check(file: Path) -> None:
     click.echo(f"{file}: ok (site {cfg.site.id}, {len(cfg.devices)} devices)")
 
 
+@config.command("kinds")
+def config_kinds() -> None:
+    """List the registered device kinds and the module of each (nothing is imported)."""
+    from kernel.kinds import KindRegistry
+
+    kinds = KindRegistry()
+    for name in kinds.names():
+        click.echo(f"{name:<12} {kinds.ref(name)}")
+
+
 @config.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of the site config."""
@@ -82,9 +92,11 @@ def run_cmd(config_file: Path) -> None:
     """Run the agent for one site until SIGTERM or Ctrl-C."""
     from agent.app import run_agent
     from agent.update.manager import UpdateManager
+    from kernel.kinds import KindRegistry
 
-    cfg, updates = UpdateManager.resolve(config_file)
-    run_agent(cfg, updates, lambda: UpdateManager.resolve(config_file))
+    kinds = KindRegistry()
+    cfg, updates = UpdateManager.resolve(config_file, kinds)
+    run_agent(cfg, kinds, updates=updates, reload=lambda: UpdateManager.resolve(config_file, kinds))
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -38,6 +38,7 @@ from agent.update.merge import make_merge_patch
 from drivers.modbus.emulator import EmulatedDevice, Emulator
 from drivers.modbus.profile import load_profile
 from hil.procs import ManagedProcess, agent_argv, agent_env, free_port
+from kernel.kinds import KindRegistry
 from provisioning.centre.link import CentreLink, make_command
 from provisioning.centre.waves import RolloutResult, plan_waves, rollout
 from sync.mqtt import LinkOptions
@@ -222,10 +223,11 @@ def worker_main(listing: Path) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tasks = []
+        kinds = KindRegistry()
         for path in paths:
-            cfg, updates = await asyncio.to_thread(UpdateManager.resolve, path)
-            reload = lambda p=path: UpdateManager.resolve(p)  # noqa: E731
-            tasks.append(asyncio.create_task(run_site(cfg, updates, reload, stop)))
+            cfg, updates = await asyncio.to_thread(UpdateManager.resolve, path, kinds)
+            reload = lambda p=path: UpdateManager.resolve(p, kinds)  # noqa: E731
+            tasks.append(asyncio.create_task(run_site(cfg, updates, reload, stop, kinds)))
             await asyncio.sleep(0.02)
         await stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)

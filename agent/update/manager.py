@@ -26,6 +26,7 @@ from agent.update.versions import Versions
 from kernel.commands import CommandOutcome, IncomingCommand
 from kernel.config_base import validation_problems
 from kernel.errors import ConfigError, UpdateError
+from kernel.kinds import KindRegistry
 
 log = logging.getLogger("kbe.update")
 
@@ -55,8 +56,16 @@ class UpdateHost(GateView, Protocol):
 class UpdateManager:
     """Updates of one site; one instance per agent core, rebuilt on every restart."""
 
-    def __init__(self, ucfg: UpdateConfig, bootstrap: Path, versions: Versions, journal: Journal) -> None:
+    def __init__(
+        self,
+        ucfg: UpdateConfig,
+        bootstrap: Path,
+        versions: Versions,
+        journal: Journal,
+        kinds: KindRegistry | None = None,
+    ) -> None:
         self.ucfg = ucfg
+        self.kinds = kinds
         self.bootstrap = bootstrap
         self.versions = versions
         self.journal = journal
@@ -67,9 +76,13 @@ class UpdateManager:
     # -- start-up ---------------------------------------------------------------------------------
 
     @classmethod
-    def resolve(cls, bootstrap: Path) -> tuple[SiteConfig, UpdateManager | None]:
-        """The config to run (the version ``current`` selects) and its manager; finishes an interrupted step."""
-        base = load_config(bootstrap)
+    def resolve(cls, bootstrap: Path, kinds: KindRegistry | None = None) -> tuple[SiteConfig, UpdateManager | None]:
+        """The config to run (the version ``current`` selects) and its manager; finishes an interrupted step.
+
+        ``kinds`` is the registry of device kinds every version is read with (default: discovered).
+        """
+        kinds = kinds if kinds is not None else KindRegistry()
+        base = load_config(bootstrap, kinds)
         if base.update is None:
             return base, None
         try:
@@ -83,7 +96,7 @@ class UpdateManager:
             held = [int(p.name) for d in (versions.dir, versions.failed_dir) for p in d.iterdir() if p.name.isdigit()]
             journal = Journal(highest=max([versions.current(), *held]))
             log.error("%s; starting a fresh journal (highest version %d)", exc, journal.highest)
-        mgr = cls(base.update, bootstrap, versions, journal)
+        mgr = cls(base.update, bootstrap, versions, journal, kinds)
         mgr.recover()
         mgr.running = mgr._load_current(base)
         return mgr.running, mgr
@@ -123,7 +136,7 @@ class UpdateManager:
         if cur == 0:
             return base
         try:
-            return parse_config(self.versions.raw(cur), f"version {cur}", self.bootstrap.parent)
+            return parse_config(self.versions.raw(cur), f"version {cur}", self.bootstrap.parent, self.kinds)
         except (ConfigError, UpdateError) as exc:
             problem = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
             log.error("version %d does not load (%s)", cur, problem)
@@ -187,7 +200,7 @@ class UpdateManager:
         try:
             if body.type == "model" and stage is not None:
                 doc = stage_model(body, doc, self.running, stage)
-            validate_document(doc, self.running, self.bootstrap.parent, body.version)
+            validate_document(doc, self.running, self.bootstrap.parent, body.version, self.kinds)
             if stage is not None:
                 self.versions.commit_stage(body.version, stage, doc)
         except BaseException:

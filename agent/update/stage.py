@@ -14,6 +14,7 @@ from agent.update.body import UpdateBody
 from agent.update.merge import apply_merge_patch
 from agent.update.versions import Versions
 from kernel.errors import ConfigError, ModelError, UpdateError
+from kernel.kinds import KindRegistry
 
 
 def candidate_document(body: UpdateBody, versions: Versions, current: int) -> dict[str, Any]:
@@ -36,10 +37,12 @@ def candidate_document(body: UpdateBody, versions: Versions, current: int) -> di
     return versions.raw(current)
 
 
-def validate_document(doc: dict[str, Any], running: SiteConfig, base_dir: Path, version: int) -> SiteConfig:
+def validate_document(
+    doc: dict[str, Any], running: SiteConfig, base_dir: Path, version: int, kinds: KindRegistry | None = None
+) -> SiteConfig:
     """What ``edge-agent config check`` checks, plus what an update must not change."""
     try:
-        cfg = parse_config(doc, f"update version {version}", base_dir)
+        cfg = parse_config(doc, f"update version {version}", base_dir, kinds)
     except ConfigError as exc:
         raise UpdateError("config check failed: " + "; ".join(exc.problems)) from exc
     problems = []
