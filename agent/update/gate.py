@@ -2,7 +2,8 @@
 
 Healthy means, over the window: every device that polls (Modbus, serial sensors) keeps its poll
 success rate, no supervised task restarts, the uplink is connected at the end and the store drains
-(readings are acknowledged while any wait). A device failing early (after ``grace_s``, at least
+(readings are acknowledged while any wait; the uplink gets ``uplink_grace_s`` past the window to
+connect or see its first ack). A device failing early (after ``grace_s``, at least
 three polls below the rate) ends the watch at once, so a broken config is rolled back quickly.
 """
 
@@ -66,6 +67,8 @@ class GatePolicy:
     grace_s: float = 5.0
     min_polls: int = 3
     step_s: float = 0.5
+    uplink_grace_s: float = 15.0
+    """After the window, how long the uplink may still take to connect or get its first ack."""
 
 
 def _delta(now: PollCounts, start: PollCounts, device: str) -> tuple[float, float]:
@@ -127,6 +130,11 @@ async def watch(view: GateView, policy: GatePolicy) -> Verdict:
             problem = _device_problem(view, polls0, policy, final)
         if problem is None and final:
             problem = _uplink_problem(view, up0)
+            # A restart resends what was in flight: on a slow link the first ack may come a little
+            # after a short window. Wait for it (still watching for restarts), not longer.
+            if problem is not None and elapsed < policy.watch_s + policy.uplink_grace_s:
+                await asyncio.sleep(policy.step_s)
+                continue
         if problem is not None:
             return Verdict(False, problem, elapsed, first)
         if final:

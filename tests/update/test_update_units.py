@@ -262,7 +262,7 @@ def test_gate_passes_a_healthy_site_and_fails_early_on_a_dead_device() -> None:
 
 
 def test_gate_fails_on_restarts_silence_and_a_stuck_uplink() -> None:
-    policy = GatePolicy(0.3, grace_s=0.1, step_s=0.02)
+    policy = GatePolicy(0.3, grace_s=0.1, step_s=0.02, uplink_grace_s=0.2)
     assert "task sync restarted" in _run(_View(polls=(10, 0), restarts=1), policy).reason
     assert "did not poll" in _run(_View(), policy).reason
     assert "not draining" in _run(_View(polls=(10, 0), up=Uplink(True, 0, 400)), policy).reason
