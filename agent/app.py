@@ -32,6 +32,7 @@ from sync.store import Store
 if TYPE_CHECKING:
     from agent.commissioning.live import LiveTap
     from agent.localpage.server import LocalPage
+    from agent.update.manager import UpdateManager
     from sync.enrol import Enroller
     from sync.uploader import Uploader
 
@@ -94,12 +95,16 @@ class Agent:
         metrics: Metrics | None = None,
         kinds: KindRegistry | None = None,
         services: Services | None = None,
+        updates: UpdateManager | None = None,
     ) -> None:
         self.cfg = cfg
         # Under balena (balena-api feature label) the agent's own health also goes to a device tag;
         # read first, so a bad KBE_HEALTH_TAG_INTERVAL_S stops the start before anything opens.
         self.fleet_reporter = BalenaHealthReporter.from_env(os.environ, self.health)
         self.kinds = kinds if kinds is not None else KindRegistry()
+        self.updates = updates
+        self._restart = asyncio.Event()
+        self._update_task: asyncio.Task[None] | None = None
         self.clock = clock or Clock()
         self.metrics = metrics or Metrics()
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
@@ -147,6 +152,19 @@ class Agent:
         m.describe("kbe_buffer_dropped", "Readings dropped by the byte cap since the store was created.")
         m.gauge_callback("kbe_buffer_dropped", lambda: float(sum(self.store.stats().dropped.values())))
         m.describe("kbe_readings_per_second", "Readings accepted per second over the last 5 s.")
+
+    def request_restart(self) -> None:
+        """Stop this agent core; :meth:`run` returns True so the runtime starts it again (updates)."""
+        self._restart.set()
+
+    def _status_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "healthy": bool(self.supervisor.healthy()),
+            "readings_per_s": round(self.metrics.get("kbe_readings_per_second"), 2),
+        }
+        if self.updates is not None:
+            info.update(self.updates.status())
+        return info
 
     def _oldest_age(self) -> float:
         oldest = self.store.stats().oldest_ts
@@ -253,6 +271,7 @@ class Agent:
             )
         )
         self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": outcome.outcome})
+        version = cmd.body.get("version") if kind == "update" else None
         self.uploader.reply(
             CommandReply(
                 site_id=self.cfg.site.id,
@@ -260,6 +279,8 @@ class Agent:
                 outcome=outcome.outcome,
                 reason=outcome.reason,
                 ts=self.clock.now(),
+                phase="staged" if version is not None and outcome.outcome == "accepted" else "",
+                version=version if isinstance(version, int) else None,
             )
         )
 
@@ -290,7 +311,16 @@ class Agent:
                 from sync.enrol import Enroller
 
                 self.enroller = Enroller(self.cfg.sync, self.cfg.site.id, self.uploader.signer)
+            self.uploader.status_info = self._status_info
             self.supervisor.start("sync", self._sync_task)
+        if self.updates is not None:
+            from agent.update.body import UPDATE_KIND
+            from agent.update.host import AgentUpdateHost
+
+            host = AgentUpdateHost(self)
+            self.updates.host = host
+            self.commands.register_incoming(UPDATE_KIND, self.updates.handle)
+            self._update_task = asyncio.create_task(self._run_updates(host), name="kbe:update")
         if self.cfg.health.listen:
             self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
             await self.health_server.start()
@@ -321,6 +351,15 @@ class Agent:
             report["enrolment"] = self.enroller.health()
         return report
 
+    async def _run_updates(self, host: Any) -> None:
+        assert self.updates is not None
+        try:
+            await self.updates.run(host)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the update watch failed")
+
     async def _start_local_page(self) -> None:
         """Serve the technician's page (imported only when configured: aiohttp stays out otherwise)."""
         from agent.commissioning.checks import SiteState
@@ -343,6 +382,10 @@ class Agent:
     async def shutdown(self, flush_timeout_s: float = 5.0) -> None:
         """Stop acquisition, commit what is queued, give the uplink a moment to flush, close the store."""
         log.info("shutting down")
+        if self._update_task is not None:
+            self._update_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._update_task
         uploader = self.uploader
         # Sources first, so nothing new arrives; the uplink keeps running while the writer flushes.
         await self.supervisor.cancel_matching("source:")
@@ -364,22 +407,31 @@ class Agent:
         await asyncio.to_thread(self.store.close)
         self.commands.close()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Start, run until ``stop`` is set, shut down."""
+    async def run(self, stop: asyncio.Event) -> bool:
+        """Start, run until ``stop`` is set (False) or a restart is requested (True), shut down."""
         notifier = _SystemdNotifier()
         await self.start()
         notifier.notify("READY=1")
+        restart = False
         try:
             while not stop.is_set():
                 interval = notifier.watchdog_interval_s or 5.0
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                stopped = asyncio.ensure_future(stop.wait())
+                restarted = asyncio.ensure_future(self._restart.wait())
+                await asyncio.wait({stopped, restarted}, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+                for fut in (stopped, restarted):
+                    fut.cancel()
+                if self._restart.is_set() and not stop.is_set():
+                    restart = True
+                    break
                 # Pet the watchdog only while the loop runs and the store keeps committing.
                 if notifier.watchdog_interval_s and self.health()["writer"]["stalled"] is False:
                     notifier.notify("WATCHDOG=1")
         finally:
-            notifier.notify("STOPPING=1")
-            await self.shutdown()
+            if not restart:
+                notifier.notify("STOPPING=1")
+            await self.shutdown(1.0 if restart else 5.0)
+        return restart
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -397,8 +449,27 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
-def run_agent(cfg: SiteConfig, kinds: KindRegistry | None = None) -> None:
-    """Run the agent in the foreground until SIGTERM or SIGINT (``kinds``: the registry ``cfg`` was read with)."""
+async def run_site(
+    cfg: SiteConfig,
+    updates: UpdateManager | None,
+    reload: Any,
+    stop: asyncio.Event,
+    kinds: KindRegistry | None = None,
+) -> None:
+    """Run one site until ``stop``; after an update's restart, rebuild it from ``reload()`` -> (cfg, updates)."""
+    while True:
+        restart = await Agent(cfg, kinds=kinds, updates=updates).run(stop)
+        if not restart or stop.is_set():
+            return
+        log.info("restarting the agent core for the selected version")
+        cfg, updates = await asyncio.to_thread(reload)
+
+
+def run_agent(
+    cfg: SiteConfig, kinds: KindRegistry | None = None, updates: UpdateManager | None = None, reload: Any = None
+) -> None:
+    """Run the agent in the foreground until SIGTERM or SIGINT (``kinds``: the registry ``cfg`` was read with;
+    ``updates`` and ``reload``: the update manager and how to rebuild the site after an update)."""
     setup_logging(cfg)
     limit_malloc_arenas()
 
@@ -407,6 +478,6 @@ def run_agent(cfg: SiteConfig, kinds: KindRegistry | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Agent(cfg, kinds=kinds).run(stop)
+        await run_site(cfg, updates, reload or (lambda: (cfg, updates)), stop, kinds)
 
     asyncio.run(main())

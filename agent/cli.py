@@ -91,11 +91,12 @@ def config_schema() -> None:
 def run_cmd(config_file: Path) -> None:
     """Run the agent for one site until SIGTERM or Ctrl-C."""
     from agent.app import run_agent
-    from agent.config import load_config
+    from agent.update.manager import UpdateManager
     from kernel.kinds import KindRegistry
 
     kinds = KindRegistry()
-    run_agent(load_config(config_file, kinds), kinds)
+    cfg, updates = UpdateManager.resolve(config_file, kinds)
+    run_agent(cfg, kinds, updates=updates, reload=lambda: UpdateManager.resolve(config_file, kinds))
 
 
 def main(argv: list[str] | None = None) -> Any:

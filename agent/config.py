@@ -22,6 +22,7 @@ from agent.localpage.config import LocalPageConfig
 from control.lighting.config import LightingConfig, gpio_bank_problem
 from control.traffic.config import TrafficConfig
 from kernel.config_base import (
+    RelPath,
     StrictModel,
     load_yaml,
     validation_problems,
@@ -183,6 +184,22 @@ class SupervisorConfig(StrictModel):
     backoff_s: float = Field(default=1.0, ge=0)
 
 
+class UpdateConfig(StrictModel):
+    """Signed updates from the centre (agent/update/): where versions live and what healthy means."""
+
+    dir: RelPath = Field(description="Folder of versions, the current pointer and the journal.")
+    min_success: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="Poll success rate every device must keep during a watch."
+    )
+    grace_s: float = Field(
+        default=5.0, ge=0.0, le=600.0, description="Time after a switch before a failing device counts."
+    )
+    max_watch_boots: int = Field(
+        default=3, ge=1, le=100, description="Restarts during a watch after which the update is rolled back."
+    )
+    keep_versions: int = Field(default=5, ge=2, le=100, description="Older versions kept for rollback.")
+
+
 class SiteConfig(StrictModel):
     """A whole site: identity, devices, uplink, buffer, logging, health."""
 
@@ -197,6 +214,7 @@ class SiteConfig(StrictModel):
     lighting: LightingConfig | None = None
     inference: InferenceConfig | None = None
     traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
+    update: UpdateConfig | None = Field(default=None, description="Signed updates; none means updates are refused.")
     local_page: LocalPageConfig | None = Field(default=None, description="The technician's status page.")
 
     @field_validator("devices", mode="after")

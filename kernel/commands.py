@@ -108,7 +108,7 @@ class CommandRouter:
         self.site_id = site_id
         self.clock = clock or Clock()
         self.max_future_s = max_future_s
-        self._handlers: dict[str, Callable[[dict[str, Any]], CommandOutcome]] = {}
+        self._handlers: dict[str, Callable[[IncomingCommand], CommandOutcome]] = {}
         self._seen = _SeenIds(seen_path)
 
     def register(
@@ -116,7 +116,11 @@ class CommandRouter:
     ) -> None:
         """Route commands of ``kind`` to ``handler``."""
         fn = handler.apply_command if hasattr(handler, "apply_command") else handler
-        self._handlers[kind] = fn
+        self._handlers[kind] = lambda cmd: fn(cmd.body)
+
+    def register_incoming(self, kind: str, handler: Callable[[IncomingCommand], CommandOutcome]) -> None:
+        """Route commands of ``kind`` to ``handler``, which gets the whole command (id, times, body)."""
+        self._handlers[kind] = handler
 
     @property
     def kinds(self) -> list[str]:
@@ -145,7 +149,7 @@ class CommandRouter:
         if not self._seen.add(cmd.command_id, cmd.expires_at):
             return CommandOutcome.refused(f"command {cmd.command_id} was already handled (replay)")
         try:
-            outcome = handler(cmd.body)
+            outcome = handler(cmd)
         except SafetyViolation as exc:
             outcome = CommandOutcome.refused(f"safety envelope: {exc}")
         except AgentError as exc:

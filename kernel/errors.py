@@ -94,6 +94,10 @@ class HilFailure(AgentError):
     """A hardware-in-the-loop rig expectation failed."""
 
 
+class UpdateError(AgentError):
+    """A signed update that cannot be applied (invalid, out of order, or failing validation)."""
+
+
 class FleetError(AgentError):
     """A fleet operation (balena rollout, promote, rollback) cannot proceed."""
 

@@ -59,6 +59,11 @@ class Metrics:
             return self._callbacks[name]()
         return 0.0
 
+    def series(self, name: str) -> dict[LabelKey, float]:
+        """Every label set of a counter or gauge with its current value (a copy)."""
+        with self._lock:
+            return dict(self._counters.get(name) or self._gauges.get(name) or {})
+
     def total(self, name: str) -> float:
         """Sum of a counter over all its label sets."""
         with self._lock:

@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from kernel.errors import SignatureError
 from sync.mqtt import LinkOptions, MqttLink
@@ -34,9 +35,11 @@ from sync.signing import SiteRegistry, verify_frame
 from sync.wire import (
     SCHEMA_VERSION,
     Ack,
+    CommandReply,
     Frame,
     Rejection,
     RejectReason,
+    Status,
     Topics,
     WireError,
     decode_batch,
@@ -159,7 +162,37 @@ class Receiver:
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
 
+    def handle_site_message(self, topic: str, payload: bytes) -> None:
+        """A status or a command reply: kept in the database for the centre tools (issue 11)."""
+        try:
+            site = site_of_topic(topic)
+            msg: Status | CommandReply
+            if topic.endswith("/status"):
+                msg = Status.model_validate_json(payload)
+            else:
+                msg = CommandReply.model_validate_json(payload)
+        except (WireError, ValidationError):
+            self._count("bad_site_messages")
+            return
+        if msg.site_id != site or site not in self.registry:
+            self._count("bad_site_messages")
+            return
+        with self._lock:
+            if isinstance(msg, Status):
+                self.db.record_status(msg)
+                self._count("statuses")
+            else:
+                self.db.record_reply(msg)
+                self._count("replies")
+
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if not topic.endswith("/up/batch"):
+            try:
+                self.handle_site_message(topic, payload)
+            except Exception:
+                self._count("errors")
+                log.exception("could not keep a message on %s", topic)
+            return
         try:
             self.handle(topic, payload)
         except Exception:
@@ -172,7 +205,13 @@ class Receiver:
         self.link = MqttLink(
             opts,
             on_message=self._on_message,
-            subscriptions=[(shared_batch_subscription(group, self.prefix), 1)],
+            # Status and replies are not shared: every receiver keeps them (idempotent upserts), and a
+            # shared subscription would not get the retained statuses.
+            subscriptions=[
+                (shared_batch_subscription(group, self.prefix), 1),
+                (Topics(self.prefix, "+").status, 1),
+                (Topics(self.prefix, "+").cmd_reply, 1),
+            ],
         )
         self.link.start()
         return self.link

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from kernel.errors import ConfigError, SyncError
-from sync.wire import Batch, WireReading
+from sync.wire import Batch, CommandReply, Status, WireReading
 
 _T = TypeVar("_T")
 
@@ -59,6 +59,81 @@ _SQLITE_DDL = [
         receiver TEXT NOT NULL
     )""",
 ]
+
+# Issue 11, its own migration: the sites' retained status and their command replies, as received.
+_STATUS_COLUMNS = (
+    "site_id", "state", "ts", "received_at", "config_version", "update_state", "release", "healthy",
+    "readings_per_s", "buffer_depth", "rejected_batches", "agent_version", "doc",
+)  # fmt: skip
+_REPLY_COLUMNS = ("site_id", "command_id", "outcome", "phase", "version", "reason", "ts", "received_at")
+
+_STATUS_DDL = [
+    """CREATE TABLE IF NOT EXISTS site_status (
+        site_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        ts DOUBLE PRECISION,
+        received_at DOUBLE PRECISION NOT NULL,
+        config_version INTEGER,
+        update_state TEXT NOT NULL,
+        release TEXT,
+        healthy BOOLEAN,
+        readings_per_s DOUBLE PRECISION,
+        buffer_depth BIGINT,
+        rejected_batches BIGINT NOT NULL,
+        agent_version TEXT NOT NULL,
+        doc TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS command_replies (
+        site_id TEXT NOT NULL,
+        command_id TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        version INTEGER,
+        reason TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (site_id, command_id, phase, ts)
+    )""",
+]
+
+
+def _status_row(status: Status, now: float) -> tuple[Any, ...]:
+    buf = status.buffer
+    return (
+        status.site_id, status.state, status.ts, now, status.config_version, status.update_state,
+        status.release, status.healthy, status.readings_per_s, buf.depth if buf else None,
+        status.rejected_batches, status.agent_version, status.model_dump_json(),
+    )  # fmt: skip
+
+
+def _reply_row(reply: CommandReply, now: float) -> tuple[Any, ...]:
+    return (reply.site_id, reply.command_id, reply.outcome, reply.phase, reply.version, reply.reason[:2000],
+            reply.ts, now)  # fmt: skip
+
+
+def _upsert_status_sql(mark: str) -> str:
+    cols = ", ".join(_STATUS_COLUMNS)
+    marks = ", ".join([mark] * len(_STATUS_COLUMNS))
+    # An offline status (the last will) carries no version or health: keep the last known ones.
+    keep = {"config_version", "release", "healthy", "readings_per_s", "buffer_depth"}
+    updates = ", ".join(
+        f"{c} = COALESCE(excluded.{c}, site_status.{c})" if c in keep
+        else f"{c} = CASE WHEN excluded.{c} = '' THEN site_status.{c} ELSE excluded.{c} END" if c == "update_state"
+        else f"{c} = excluded.{c}"
+        for c in _STATUS_COLUMNS[1:]
+    )
+    # An older status (a retained one delivered late) never overwrites a newer one.
+    return (
+        f"INSERT INTO site_status ({cols}) VALUES ({marks}) ON CONFLICT (site_id) DO UPDATE SET {updates} "  # noqa: S608
+        "WHERE site_status.ts IS NULL OR excluded.ts IS NULL OR excluded.ts >= site_status.ts"
+    )
+
+
+def _insert_reply_sql(mark: str) -> str:
+    cols = ", ".join(_REPLY_COLUMNS)
+    marks = ", ".join([mark] * len(_REPLY_COLUMNS))
+    return f"INSERT INTO command_replies ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
+
 
 _DDL_LOCK_KEY = 0x6B6265_5244  # "kbe" "RD": advisory lock id for schema creation
 
@@ -155,6 +230,18 @@ class ReceiverDB(Protocol):
         """Record a refused batch."""
         ...
 
+    def record_status(self, status: Status) -> None:
+        """Keep a site's latest status (the newest by its own timestamp)."""
+        ...
+
+    def record_reply(self, reply: CommandReply) -> None:
+        """Keep a command reply (the same reply twice is kept once)."""
+        ...
+
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query without parameters (the centre tools' overview)."""
+        ...
+
     def close(self) -> None:
         """Close the connection."""
         ...
@@ -169,7 +256,7 @@ class SqliteReceiverDB:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        for ddl in _SQLITE_DDL:
+        for ddl in _SQLITE_DDL + _STATUS_DDL:
             self._db.execute(ddl)
 
     def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
@@ -202,6 +289,21 @@ class SqliteReceiverDB:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
             )
+
+    def record_status(self, status: Status) -> None:
+        """Keep a site's latest status (the newest by its own timestamp)."""
+        with self._lock:
+            self._db.execute(_upsert_status_sql("?"), _status_row(status, time.time()))
+
+    def record_reply(self, reply: CommandReply) -> None:
+        """Keep a command reply (the same reply twice is kept once)."""
+        with self._lock:
+            self._db.execute(_insert_reply_sql("?"), _reply_row(reply, time.time()))
+
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query without parameters."""
+        with self._lock:
+            return self._db.execute(sql).fetchall()
 
     def close(self) -> None:
         """Close the connection."""
@@ -241,7 +343,7 @@ class PostgresReceiverDB:
             # Receivers of one group start together; serialise their CREATE ... IF NOT EXISTS, which
             # PostgreSQL does not make race-free on its own.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-            for ddl in _PG_DDL:
+            for ddl in _PG_DDL + _STATUS_DDL:
                 conn.execute(ddl)
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS kbe_rx_incoming (LIKE readings) ON COMMIT DELETE ROWS")
         return conn
@@ -287,6 +389,20 @@ class PostgresReceiverDB:
                 (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
             )
         )
+
+    def record_status(self, status: Status) -> None:
+        """Keep a site's latest status (the newest by its own timestamp)."""
+        row = _status_row(status, time.time())
+        self._reconnecting(lambda: self._conn.execute(_upsert_status_sql("%s"), row))
+
+    def record_reply(self, reply: CommandReply) -> None:
+        """Keep a command reply (the same reply twice is kept once)."""
+        row = _reply_row(reply, time.time())
+        self._reconnecting(lambda: self._conn.execute(_insert_reply_sql("%s"), row))
+
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query without parameters."""
+        return self._reconnecting(lambda: self._conn.execute(sql).fetchall())
 
     def close(self) -> None:
         """Close the connection."""

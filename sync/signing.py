@@ -142,6 +142,9 @@ class SiteEntry(StrictModel):
     """One site in the registry: its public keys (more than one while a key is being rotated)."""
 
     public_keys: list[Path] = Field(min_length=1)
+    groups: list[str] = Field(
+        default_factory=list, description="Groups the centre tools address together (canary, a district)."
+    )
 
 
 class RegistryFile(StrictModel):
@@ -176,13 +179,16 @@ class SiteRegistry:
         self.reloads = 0
         self.reload_errors = 0
         self.last_error = ""
+        self.groups: dict[str, list[str]] = {}
 
     @classmethod
     def load(cls, path: Path, check_every_s: float = 1.0) -> SiteRegistry:
         """Read a YAML registry; key paths are relative to the file. Problems raise ConfigError."""
         stamp = _file_stamp(path)
-        reg = cls(_read_registry(path), path, check_every_s)
+        keys, groups = _read_registry(path)
+        reg = cls(keys, path, check_every_s)
         reg._stamp = stamp
+        reg.groups = groups
         return reg
 
     def request_reload(self) -> None:
@@ -199,7 +205,7 @@ class SiteRegistry:
         if not forced and stamp == self._stamp:
             return False
         try:
-            keys = _read_registry(self.path)
+            keys, groups = _read_registry(self.path)
         except ConfigError as exc:
             self._stamp = stamp  # try again when it changes once more
             self.reload_errors += 1
@@ -207,7 +213,7 @@ class SiteRegistry:
             log.error("site registry %s not reloaded, the previous one stays in force: %s", self.path, self.last_error)
             return False
         added = sorted(set(keys) - set(self._keys))
-        self._keys, self._stamp = keys, stamp
+        self._keys, self.groups, self._stamp = keys, groups, stamp
         self.reloads += 1
         log.info("site registry %s reloaded: %d sites%s", self.path, len(keys), f" (new: {', '.join(added)})" if added else "")
         return True
@@ -216,6 +222,11 @@ class SiteRegistry:
         """Reload when a reload was requested or the check interval passed and the file changed."""
         if self.path is not None and (self._forced or time.monotonic() >= self._next_check):
             self.refresh()
+
+    def sites(self, group: str | None = None) -> list[str]:
+        """Registered site ids, all or those of one group, sorted."""
+        self.poll()
+        return sorted(s for s in self._keys if group is None or group in self.groups.get(s, []))
 
     def keys_for(self, site_id: str) -> list[Ed25519PublicKey] | None:
         """The keys of a site, or None when it is not registered.
@@ -247,7 +258,7 @@ def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _read_registry(path: Path) -> dict[str, list[Ed25519PublicKey]]:
+def _read_registry(path: Path) -> tuple[dict[str, list[Ed25519PublicKey]], dict[str, list[str]]]:
     data = load_yaml(path)
     try:
         reg = RegistryFile.model_validate(data)
@@ -267,7 +278,7 @@ def _read_registry(path: Path) -> dict[str, list[Ed25519PublicKey]]:
                 problems.append(f"sites.{site}.public_keys[{i}]: {exc}")
     if problems:
         raise ConfigError(str(path), problems)
-    return keys
+    return keys, {site: list(entry.groups) for site, entry in reg.sites.items()}
 
 
 @click.group("keys")

@@ -125,6 +125,8 @@ class Uploader:
         self.last_rejection: str | None = None
         self.acked_readings = 0
         self._command_handler: CommandHandler | None = None
+        self.status_info: Callable[[], dict[str, Any]] | None = None
+        """Extra fields of the online status (config version, health), read at each publish."""
         self._describe_metrics()
 
     # -- public API -------------------------------------------------------------------------------
@@ -176,6 +178,11 @@ class Uploader:
             return False
         self._link.publish(self.topics.cmd_reply, reply.model_dump_json().encode(), qos=1)
         return True
+
+    def status_now(self) -> None:
+        """Publish the retained status at the next step (after a change the centre should see soon)."""
+        self._status_due = 0.0
+        self.notify()
 
     def notify(self) -> None:
         """Wake the uploader (for example right after an append); safe from any thread."""
@@ -448,6 +455,12 @@ class Uploader:
     # -- status -----------------------------------------------------------------------------------
 
     def _status(self, state: str, buffer: BufferStats | None) -> bytes:
+        extra: dict[str, Any] = {}
+        if state == "online" and self.status_info is not None:
+            try:
+                extra = self.status_info()
+            except Exception:  # the status must go out even if a field cannot be read
+                log.debug("status_info failed", exc_info=True)
         return Status(
             site_id=self.site_id,
             state="online" if state == "online" else "offline",
@@ -457,6 +470,7 @@ class Uploader:
             rejected_batches=self.rejected_batches,
             last_rejection=self.last_rejection,
             agent_version=agent_version(),
+            **extra,
         ).model_dump_json().encode()
 
     async def _publish_status(self) -> None:

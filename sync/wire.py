@@ -184,6 +184,11 @@ class Status(WireModel):
     )
     last_rejection: str | None = None
     agent_version: str = ""
+    config_version: int | None = Field(default=None, description="The site config version running (updates).")
+    update_state: str = Field(default="", description="idle, switching, watching or rolling_back.")
+    release: str | None = Field(default=None, description="The release pin the site last committed.")
+    healthy: bool | None = Field(default=None, description="The agent's own /health verdict.")
+    readings_per_s: float | None = Field(default=None, description="Readings accepted per second (5 s window).")
 
 
 class Command(WireModel):
@@ -209,6 +214,10 @@ class CommandReply(WireModel):
     outcome: Literal["accepted", "refused", "failed"]
     reason: str = ""
     ts: float
+    phase: Literal["", "staged", "committed", "rolled-back", "aborted"] = Field(
+        default="", description="Updates only: which step this reply reports (a second reply follows the watch)."
+    )
+    version: int | None = Field(default=None, description="Updates only: the version concerned.")
 
 
 WIRE_MODELS: dict[str, type[WireModel]] = {

@@ -1,1 +1,2 @@
-"""The centre's side of enrolment: the site CA, one-time tokens, the enrolment service."""
+"""The centre's tools: the site CA, one-time tokens and the enrolment service; signing and sending
+commands and updates, following replies, listing sites."""

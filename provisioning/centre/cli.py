@@ -99,3 +99,14 @@ def enrol_cmd(directory: Path, broker: str, sites_file: Path, prefix: str, clien
     finally:
         link.stop()
         logging.getLogger("kbe.enrol.centre").info("enrolment service stopped: %s", dict(service.counters))
+
+
+def _add_operator_commands() -> None:
+    """``send``, ``follow`` and ``sites`` (provisioning.centre.operate) join the same group."""
+    from provisioning.centre.operate import operate_cli
+
+    for command in operate_cli.commands.values():
+        centre_cli.add_command(command)
+
+
+_add_operator_commands()

@@ -1,0 +1,123 @@
+"""The receiver keeps the sites' status and command replies (SQLite and PostgreSQL), and
+``edge-agent centre sites`` lists them; ``centre send config`` checks the file before sending."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from agent.cli import cli
+from kernel.errors import ConfigError
+from provisioning.centre.operate import config_update_body
+from provisioning.centre.overview import render, site_rows
+from sync.receiver import Receiver
+from sync.receiver_db import open_db
+from sync.signing import SiteRegistry, generate_keypair
+from sync.wire import BufferStats, CommandReply, Status
+from tests.sync.conftest import db_url  # noqa: F401 - fixture
+
+
+def _registry(tmp_path: Path) -> Path:
+    _, pub = generate_keypair(tmp_path / "keys", "a")
+    path = tmp_path / "sites.yaml"
+    path.write_text(yaml.safe_dump({"sites": {
+        "site-a": {"public_keys": [str(pub)], "groups": ["canary"]},
+        "site-b": {"public_keys": [str(pub)]},
+    }}))  # fmt: skip
+    return path
+
+
+def test_statuses_and_replies_are_kept_newest_first(tmp_path: Path, db_url: str) -> None:  # noqa: F811
+    registry = _registry(tmp_path)
+    db = open_db(db_url)
+    rx = Receiver(db, SiteRegistry.load(registry))
+    try:
+        online = Status(site_id="site-a", state="online", ts=1000.0, buffer=BufferStats(depth=7, bytes=1),
+                        config_version=3, update_state="idle", healthy=True, readings_per_s=4.5)  # fmt: skip
+        rx.handle_site_message("kbe/site-a/status", online.model_dump_json().encode())
+        older = online.model_copy(update={"ts": 900.0, "config_version": 2})
+        rx.handle_site_message("kbe/site-a/status", older.model_dump_json().encode())
+        offline = Status(site_id="site-a", state="offline", ts=1100.0)
+        rx.handle_site_message("kbe/site-a/status", offline.model_dump_json().encode())
+        # Another site's status on this topic, and an unregistered site: not kept.
+        rx.handle_site_message("kbe/site-b/status", online.model_dump_json().encode())
+        forged = online.model_copy(update={"site_id": "site-x"})
+        rx.handle_site_message("kbe/site-x/status", forged.model_dump_json().encode())
+        reply = CommandReply(site_id="site-a", command_id="u-1", outcome="accepted", reason="committed", ts=1.0,
+                             phase="committed", version=3)  # fmt: skip
+        for _ in range(2):
+            rx.handle_site_message("kbe/site-a/up/cmd-reply", reply.model_dump_json().encode())
+        db.record_rejection("site-b", "b-1", "bad-signature", "x", "kbe/site-b/up/batch", 10, "rx")
+        rows = {r.site_id: r for r in site_rows(db, ["site-a", "site-b"], now=1200.0)}
+        assert db.fetch("SELECT COUNT(*) FROM command_replies")[0][0] == 1
+    finally:
+        db.close()
+    a, b = rows["site-a"], rows["site-b"]
+    assert (a.state, a.config_version, a.update_state, a.buffer_depth, a.healthy) == ("offline", 3, "idle", 7, True)
+    assert a.readings_per_s == 4.5
+    assert (b.state, b.rejections) == ("never seen", 1)
+    table = render(list(rows.values()))
+    assert "site-a" in table
+    assert "never seen" in table
+
+
+def test_centre_sites_cli_and_config_body(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    url = f"sqlite:///{tmp_path / 'centre.db'}"
+    db = open_db(url)
+    db.record_status(Status(site_id="site-a", state="online", ts=1.0, config_version=5))
+    db.close()
+    out = CliRunner().invoke(cli, ["centre", "sites", "--db", url, "--sites", str(registry), "--group", "canary"])
+    assert out.exit_code == 0, out.output
+    assert "site-a" in out.output
+    assert "site-b" not in out.output
+
+    site = {"site": {"id": "site-a", "name": "A", "location": {"lat": 21.0, "lon": 106.0}},
+            "health": {"listen": None}}  # fmt: skip
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(yaml.safe_dump(site))
+    new.write_text(yaml.safe_dump({**site, "logging": {"level": "DEBUG"}}))
+    body = config_update_body(new, 6, 30.0, old, 5)
+    assert body["patch"] == {"logging": {"level": "DEBUG"}}
+    assert body["base_version"] == 5
+    new.write_text(yaml.safe_dump({**site, "logging": {"level": "LOUD"}}))
+    with pytest.raises(ConfigError) as err:
+        config_update_body(new, 6, 30.0)
+    assert "logging.level" in err.value.problems[0]
+
+
+def test_centre_follow_prints_replies(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from tests.brokers import Mosquitto
+
+    key, _ = generate_keypair(tmp_path / "keys", "centre")
+    with Mosquitto(tmp_path / "broker") as broker:
+        result: dict[str, object] = {}
+
+        def follow() -> None:
+            result["out"] = CliRunner().invoke(
+                cli, ["centre", "follow", "--broker", broker.url, "--key", str(key), "--for", "4"]
+            )
+
+        t = threading.Thread(target=follow)
+        t.start()
+        time.sleep(2.0)
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="site-a-test")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        reply = CommandReply(site_id="site-a", command_id="u-9", outcome="failed", ts=1.0, phase="rolled-back",
+                             version=9, reason="rolled back to version 8: device meter-1 did not poll")  # fmt: skip
+        pub.publish("kbe/site-a/up/cmd-reply", reply.model_dump_json(), qos=1).wait_for_publish(5)
+        t.join(20)
+        pub.loop_stop()
+        pub.disconnect()
+    out = result["out"]
+    assert out.exit_code == 0, out.output  # type: ignore[attr-defined]
+    assert "site-a: u-9 failed rolled-back rolled back to version 8" in out.output  # type: ignore[attr-defined]
