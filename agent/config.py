@@ -103,8 +103,13 @@ class HealthConfig(StrictModel):
     @field_validator("listen")
     @classmethod
     def _hostport(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", value):
+        if value is None:
+            return value
+        if not re.match(r"^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", value):
             raise ValueError(f"{value!r} is not host:port")
+        port = int(value.rpartition(":")[2])
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} in {value!r} is not between 0 and 65535")
         return value
 
 

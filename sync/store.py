@@ -25,6 +25,7 @@ from pathlib import Path
 from kernel.errors import StoreCorrupt, StoreError
 from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Priority, Quality, Reading, Value
+from sync.config import foreign_store_problem
 
 log = logging.getLogger("kbe.store")
 
@@ -232,6 +233,9 @@ class Store:
         self.metrics = metrics or Metrics()
         self.quarantined: list[Path] = []
         self._lock = threading.Lock()
+        problem = foreign_store_problem(self.path)
+        if problem:
+            raise StoreError(problem)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seq_file = _SeqReservation(self.path.with_name(self.path.name + ".seq"))
         self._db = self._open_checked()
