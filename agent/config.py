@@ -64,7 +64,7 @@ def _validate_devices(value: Any, info: ValidationInfo) -> list[Any]:
             problems.append(f"[{i}]: a device is a mapping with at least driver and name")
             continue
         kind = item.get("driver")
-        if kind not in DEVICE_KINDS:
+        if not isinstance(kind, str) or kind not in DEVICE_KINDS:
             problems.append(f"[{i}].driver: {kind!r} is not a known device kind (one of {known})")
             continue
         try:
@@ -128,7 +128,7 @@ class SiteConfig(StrictModel):
     site: SiteInfo
     devices: DeviceList = Field(default_factory=list)
     sync: SyncConfig | None = None
-    store: StoreConfig = StoreConfig()
+    store: StoreConfig = Field(default_factory=dict, validate_default=True)
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()

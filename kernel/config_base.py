@@ -42,6 +42,9 @@ def register_union_tags(tags: Iterable[str]) -> None:
     _UNION_TAGS.update(tags)
 
 
+_PLAIN_KEY = re.compile(r"[\w.:@/+-]+")
+
+
 def format_loc(loc: tuple[int | str, ...]) -> str:
     """Turn a pydantic error location into ``devices[2].points[5].type``."""
     out = ""
@@ -55,6 +58,10 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
             prev_index = False
             continue
         if part.startswith("function-") or part in ("tagged-union",):
+            continue
+        if not _PLAIN_KEY.fullmatch(part):
+            out += f"[{part!r}]"  # a key with spaces, newlines or nothing in it is quoted, never printed raw
+            prev_index = False
             continue
         out += f".{part}" if out else part
         prev_index = False
@@ -122,16 +129,16 @@ def read_limited(path: Path, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise ValueError(f"{str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+        raise ValueError(f"cannot read file {str(path)!r}: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ValueError(f"{str(path)!r} is not a regular file")
+            raise ValueError(f"file {str(path)!r} is not a regular file")
         try:
             data = f.read(limit + 1)
         except OSError as exc:
-            raise ValueError(f"{str(path)!r} cannot be read: {exc.strerror or exc}") from exc
+            raise ValueError(f"cannot read file {str(path)!r}: {exc.strerror or exc}") from exc
     if len(data) > limit:
-        raise ValueError(f"{str(path)!r} is larger than {limit} bytes")
+        raise ValueError(f"file {str(path)!r} is larger than {limit} bytes")
     return data
 
 
@@ -211,7 +218,7 @@ def load_yaml(path: Path) -> Any:
     try:
         data = read_limited(path, MAX_YAML_BYTES)
     except ValueError as exc:
-        raise ConfigError(str(path), [str(exc)]) from exc
+        raise ConfigError(str(path), [str(exc).replace(f" {str(path)!r}", "")]) from exc
     return parse_yaml_bytes(data, str(path))
 
 

@@ -109,7 +109,7 @@ class SyncConfig(StrictModel):
             raise ValueError("\n".join(problems))
         return value
 
-    @field_validator("password_file", "signing_key_file")
+    @field_validator("password_file")
     @classmethod
     def _secret(cls, value: Path | None) -> Path | None:
         return None if value is None else check_secret_file(value)
@@ -117,10 +117,11 @@ class SyncConfig(StrictModel):
     @field_validator("signing_key_file")
     @classmethod
     def _signing_key(cls, value: Path) -> Path:
+        # What the file is first (a .pub given here is the likelier mistake), then who may read it.
         problem = private_key_problem(value)
         if problem:
             raise ValueError(problem)
-        return value
+        return check_secret_file(value)
 
     @model_validator(mode="after")
     def _tls_scheme(self) -> SyncConfig:
@@ -166,7 +167,7 @@ def foreign_store_problem(path: Path) -> str | None:
 class StoreConfig(StrictModel):
     """The local SQLite buffer."""
 
-    path: RelPath = Path("var/store.db")
+    path: RelPath = Field(default=Path("var/store.db"), validate_default=True)
     max_bytes: int = Field(
         default=512 * 1024 * 1024, ge=1024 * 1024, le=1024**4, description="Cap on the database size."
     )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -51,6 +50,7 @@ from sync.wire import (
     WireError,
     batch_json,
     compress,
+    content_hash,
     unpack_frame,
 )
 
@@ -363,12 +363,12 @@ class Uploader:
         while rows:
             batch_id = self._new_batch_id()
             doc = batch_json(self.site_id, batch_id, self.clock.now(), [(r.seq, r.reading) for r in rows], stats)
-            payload = compress(doc)
-            frame = self.signer.frame(payload, batch_id)
+            frame = self.signer.frame(compress(doc), batch_id)
             if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
                 if len(rows) < len(composed.rows):
                     self._shrink_cursors(composed, rows)
-                return frame, batch_id, [r.seq for r in rows], hashlib.sha256(payload).hexdigest()
+                # The hash of the payload as framed and signed: what the centre's answer must name.
+                return frame, batch_id, [r.seq for r in rows], content_hash(unpack_frame(frame).payload)
             keep = max(1, int(len(rows) * self.cfg.batch.max_bytes / len(frame) * 0.9))
             rows = rows[:keep]
         return None
