@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from kernel.config_base import check_secret_file
 from kernel.errors import ConfigError, SignatureError
@@ -45,6 +46,7 @@ from sync.wire import (
     Frame,
     Rejection,
     RejectReason,
+    Status,
     Topics,
     WireError,
     content_hash,
@@ -200,7 +202,39 @@ class Receiver:
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
 
+    def handle_status(self, topic: str, payload: bytes) -> Status | None:
+        """Keep the latest status of a registered site (plain JSON, not signed: see docs/wire-protocol.md)."""
+        try:
+            site = site_of_topic(topic)
+        except WireError:
+            return None
+        if site not in self.registry:
+            self._count("status_unknown_site")
+            return None
+        try:
+            status = Status.model_validate_json(payload)
+        except ValidationError as exc:
+            self._count("status_invalid")
+            self._quiet.warning((site, "status"), "ignored an invalid status on %s: %s", topic,
+                                exc.errors(include_url=False)[0]["msg"])  # fmt: skip
+            return None
+        if status.site_id != site:
+            self._count("status_invalid")
+            self._quiet.warning((site, "status"), "ignored a status on %s that says site %r", topic, status.site_id)
+            return None
+        self.db.record_status(status, self.name)
+        self.health.reported(site)
+        self._count("status_stored")
+        return status
+
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic.endswith("/status"):
+            try:
+                self.handle_status(topic, payload)
+            except Exception:
+                self._count("errors")
+                log.exception("could not store a status from %s", topic)
+            return
         try:
             self.handle(topic, payload)
         except Exception:
@@ -216,7 +250,10 @@ class Receiver:
             on_message=self._on_message,
             on_connect=lambda _session: self.health.broker_up(True),
             on_disconnect=lambda: self.health.broker_up(False),
-            subscriptions=[(shared_batch_subscription(group, self.prefix), 1)],
+            subscriptions=[
+                (shared_batch_subscription(group, self.prefix), 1),
+                (f"$share/{group}/{self.prefix}/+/status", 1),
+            ],
         )
         self.link.start()
         return self.link

@@ -6,7 +6,7 @@ Red (HTTP 503, ``ok: false``) when any of these holds, each named in ``reasons``
 * ``broker-unreachable``: the MQTT link is down;
 * ``site-rejected``: a site's frames were refused within the last ``reject_window_s`` and none of
   its batches has been stored since (a wrong public key, a site on an old protocol);
-* ``no-site-reported``: no batch from any site was stored for ``silence_s``.
+* ``no-site-reported``: no batch and no status from any site for ``silence_s``.
 
 Everything recovers by itself: the broker comes back, the site's next batch is stored.
 """
@@ -61,6 +61,7 @@ class ReceiverHealth:
         self._started = clock()
         self._connected = False
         self._last_stored: dict[str, float] = {}
+        self._last_heard: dict[str, float] = {}  # a stored batch or a status
         self._last_rejected: dict[str, tuple[float, str]] = {}
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
@@ -74,6 +75,7 @@ class ReceiverHealth:
         self.rejections = Counter(
             f"{PREFIX}rejected", "Frames refused, by site and reason.", ["site", "reason"], registry=r
         )
+        self.statuses = Counter(f"{PREFIX}status_messages", "Status messages stored, by site.", ["site"], registry=r)
         self.errors = Counter(f"{PREFIX}errors", "Batches that failed to store (resent by the site).", registry=r)
         self.lag = Gauge(
             f"{PREFIX}lag_seconds", "Receive time minus the newest reading's timestamp in the last batch.", ["site"],
@@ -99,11 +101,17 @@ class ReceiverHealth:
     def stored(self, site: str, batch: Batch, stored: int, duplicates: int) -> None:
         """A batch of ``site`` was stored."""
         with self._lock:
-            self._last_stored[site] = self._clock()
+            self._last_stored[site] = self._last_heard[site] = self._clock()
         self.batches_stored.labels(site).inc()
         self.readings_stored.labels(site).inc(stored)
         self.readings_duplicate.labels(site).inc(duplicates)
         self.lag.labels(site).set(max(0.0, self._wall() - max(r.ts for r in batch.readings)))
+
+    def reported(self, site: str) -> None:
+        """A site published its status (it is alive, even with nothing to send)."""
+        with self._lock:
+            self._last_heard[site] = self._clock()
+        self.statuses.labels(site).inc()
 
     def rejected(self, site: str, reason: str) -> None:
         """A frame on ``site``'s topic was refused."""
@@ -117,13 +125,14 @@ class ReceiverHealth:
         with self._lock:
             connected = self._connected
             stored = dict(self._last_stored)
+            heard = dict(self._last_heard)
             rejected = dict(self._last_rejected)
         rejecting = sorted(
             site
             for site, (t, _reason) in rejected.items()
             if now - t < self.reject_window_s and stored.get(site, -1e18) < t
         )
-        newest = max(stored.values(), default=self._started)
+        newest = max(heard.values(), default=self._started)
         silent = now - newest >= self.silence_s
         reasons = {
             "broker-unreachable": not connected,
@@ -137,8 +146,14 @@ class ReceiverHealth:
             "reasons": [r for r, bad in reasons.items() if bad],
             "broker_connected": connected,
             "rejecting_sites": {site: rejected[site][1] for site in rejecting},
-            "seconds_since_last_batch": round(now - newest, 1),
-            "sites": {site: {"seconds_since_last_batch": round(now - t, 1)} for site, t in sorted(stored.items())},
+            "seconds_since_a_site_reported": round(now - newest, 1),
+            "sites": {
+                site: {
+                    "seconds_since_heard": round(now - t, 1),
+                    "seconds_since_last_batch": round(now - stored[site], 1) if site in stored else None,
+                }
+                for site, t in sorted(heard.items())
+            },
         }
 
     def metrics_text(self) -> bytes:

@@ -122,11 +122,12 @@ class ReceiverProc:
     """``edge-agent receiver`` in a subprocess, stopped by its PID."""
 
     def __init__(self, broker: Mosquitto, db: str, registry: Path, workdir: Path, client_id: str,
-                 group: str = "centre", env: dict[str, str] | None = None, tls_args: list[str] | None = None):
+                 group: str = "centre", env: dict[str, str] | None = None, tls_args: list[str] | None = None,
+                 extra_args: list[str] | None = None):
         self.log = workdir / f"{client_id}.log"
         argv = agent_argv("receiver", "--broker", broker.url, "--db", db, "--sites", str(registry),
                           "--signing-key", str(centre_pair(registry)[0]),
-                          "--group", group, "--client-id", client_id, *(tls_args or []))
+                          "--group", group, "--client-id", client_id, *(tls_args or []), *(extra_args or []))
         if broker.url.startswith("mqtt://"):
             argv.append("--allow-plaintext")
         self.logf = open(self.log, "wb")  # noqa: SIM115 - closed in stop()

@@ -184,3 +184,33 @@ def test_receiver_cli_refuses_plaintext_and_loose_or_wrong_keys(site_keys, tmp_p
     assert expected in out.stderr
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_device_availability_events_and_site_status_are_kept(rx, site_keys, db_url):
+    from kernel.readings import Priority
+    from sync.wire import Status
+
+    signer = Signer.from_file(site_keys.key)
+    rs = [WireReading(seq=1, device="meter-1", point="v", ts=10.0, value=230.0),
+          WireReading(seq=2, device="meter-1", point="availability", ts=11.0, value="offline",
+                      priority=Priority.EVENT, meta={"where": "unit 1 on rs485-a"}),
+          WireReading(seq=3, device="meter-1", point="availability", ts=42.0, value="online",
+                      priority=Priority.EVENT)]
+    b = Batch(site_id=SITE, batch_id="b-1", first_seq=1, last_seq=3, created_at=0.0, readings=rs,
+              buffer=BufferStats(depth=3, bytes=0))
+    frame = signer.frame(wire.encode_batch_payload(b), "b-1")
+    assert isinstance(rx.handle(topic(), frame), Ack)
+    assert isinstance(rx.handle(topic(), frame), Ack)  # a resend stores no event twice
+    assert query(db_url, "SELECT device, state, ts FROM device_events ORDER BY seq") == [
+        ("meter-1", "offline", 11.0), ("meter-1", "online", 42.0)]
+    status = Status(site_id=SITE, state="online", ts=5.0, buffer=BufferStats(depth=7, bytes=1), in_flight=2)
+    assert rx.handle_status(f"kbe/{SITE}/status", status.model_dump_json().encode()) == status
+    later = status.model_copy(update={"state": "offline", "ts": 6.0})
+    rx.handle_status(f"kbe/{SITE}/status", later.model_dump_json().encode())
+    # A status for an unregistered site, or claiming another site, is not kept.
+    assert rx.handle_status("kbe/site-zz/status", later.model_copy(update={"site_id": "site-zz"})
+                            .model_dump_json().encode()) is None
+    assert rx.handle_status(f"kbe/{SITE}/status", later.model_copy(update={"site_id": "site-b"})
+                            .model_dump_json().encode()) is None
+    assert query(db_url, "SELECT site_id, state, ts, depth, in_flight FROM site_status") == [
+        (SITE, "offline", 6.0, 7, 2)]
