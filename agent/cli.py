@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "modbus": "drivers.modbus.cli:modbus",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "agent.schemas:schemas",
+    "store": "agent.store_cli:store_cli",
     "firmware-test": "firmware_tests.cli:firmware_test",
 }
 

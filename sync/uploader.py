@@ -490,6 +490,10 @@ class Uploader:
         ).model_dump_json().encode()
 
     async def _publish_status(self) -> None:
+        if await asyncio.to_thread(self.store.resend_requested):
+            # Rows put back by `edge-agent store resend` sit below the cursors: look at everything again.
+            self._cursors = dict.fromkeys(Priority, 0)
+            log.info("rejected readings were put back for sending; they go out with the next batches")
         buffer = await asyncio.to_thread(self._buffer_stats)
         if self._link is not None and self.connected:
             self._link.publish(self.topics.status, self._status("online", buffer), qos=1, retain=True)
