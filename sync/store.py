@@ -676,7 +676,7 @@ class StoreFile:
         try:
             for bid in batch_ids:
                 cur = db.execute(
-                    f"INSERT OR IGNORE INTO readings ({_COLUMNS}) "  # noqa: S608 - constant columns
+                    f"INSERT OR IGNORE INTO readings ({_COLUMNS}) "
                     f"SELECT {_COLUMNS} FROM rejected WHERE batch_id = ?", (bid,)
                 )
                 moved += max(cur.rowcount, 0)
