@@ -235,7 +235,11 @@ class Agent:
             last_n, last_t = n, t
 
     async def start(self) -> None:
-        """Start the writer, the sources, the uplink and the health endpoint."""
+        """Start the health endpoint (first: a taken port stops everything before it starts), the
+        writer, the sources and the uplink."""
+        if self.cfg.health.listen:
+            self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
+            await self.health_server.start()
         self._writer_task = asyncio.create_task(self.writer.run(), name="kbe:writer")
         await self._report_start()
         self.sources = self.build_sources()
@@ -250,9 +254,6 @@ class Agent:
             self.uploader = Uploader(self.cfg.sync, self.cfg.site.id, self.store, self.metrics, self.clock)
             self.uploader.on_commands(self._on_command)
             self.supervisor.start("sync", self.uploader.run)
-        if self.cfg.health.listen:
-            self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
-            await self.health_server.start()
         log.info(
             "agent for site %s running: %d sources, sync %s",
             self.cfg.site.id,
