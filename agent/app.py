@@ -84,7 +84,7 @@ class Agent:
     def __init__(self, cfg: SiteConfig, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.clock = clock or Clock()
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(process=True, version=_version())
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
         self.writer = StoreWriter(self.store, self.metrics, cfg.store.queue_size, cfg.store.commit_interval_s)
         self.supervisor = Supervisor(
@@ -298,6 +298,15 @@ class Agent:
         finally:
             notifier.notify("STOPPING=1")
             await self.shutdown()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("kinhbac-edge")
+    except Exception:
+        return ""
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

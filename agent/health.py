@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kernel.errors import AgentError
-from kernel.metrics import Metrics
+from kernel.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("kbe.health")
 
@@ -49,7 +49,7 @@ class HealthServer:
             parts = line.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else "/"
             if path.startswith("/metrics"):
-                status, ctype, body = "200 OK", "text/plain; version=0.0.4", self.metrics.render()
+                status, ctype, body = "200 OK", CONTENT_TYPE, self.metrics.render()
             elif path.startswith("/health"):
                 report = self.health()
                 status = "200 OK" if report.get("ok") else "503 Service Unavailable"

@@ -446,7 +446,8 @@ class Uploader:
         self.acked_readings += len(seqs)
         self.metrics.inc("kbe_sync_readings_acked_total", len(seqs))
         self.metrics.inc("kbe_sync_batches_acked_total", len(acked))
-        self.metrics.set("kbe_sync_ack_latency_seconds", time.monotonic() - acked[-1].first_sent_mono)
+        for inf in acked:
+            self.metrics.observe("kbe_sync_ack_latency_seconds", time.monotonic() - inf.first_sent_mono)
         self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
         self.notify()
 

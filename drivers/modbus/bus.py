@@ -219,7 +219,7 @@ class ModbusBus:
             except DeviceRefused as exc:
                 self.metrics.inc("modbus_errors_total", labels={**labels, "kind": f"exception_{exc.code}"})
                 raise
-            self.metrics.set("modbus_response_seconds", time.monotonic() - t0, labels=labels)
+            self.metrics.observe("modbus_response_seconds", time.monotonic() - t0, labels=labels)
             return values
         raise AssertionError("unreachable")
 
