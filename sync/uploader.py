@@ -402,8 +402,9 @@ class Uploader:
         self.metrics.set("kbe_sync_connected", 1)
         log.info("connected to %s (session %s)", self.cfg.broker, "kept" if session_present else "new")
         if self.cfg.tls is not None and self.cfg.tls.insecure_skip_verify:
-            log.warning("connected to %s WITHOUT verifying its certificate (tls.insecure_skip_verify): "
-                        "anyone on the path can pose as the broker", self.cfg.broker)  # fmt: skip
+            log.warning("connected to %s but does not check that its certificate names that host "
+                        "(tls.insecure_skip_verify): anyone with a certificate of the same CA can pose as the "
+                        "broker", self.cfg.broker)  # fmt: skip
         self.notify()
 
     def _on_disconnect(self) -> None:
