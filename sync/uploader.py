@@ -473,7 +473,7 @@ class Uploader:
         self.metrics.inc("kbe_sync_batches_rejected_total", labels={"reason": rej.reason})
         self.metrics.inc("kbe_sync_readings_rejected_total", moved)
         self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
-        log.error("centre rejected batch %s (%s): %d readings kept aside in the store", inf.batch_id, reason, moved)
+        # Store.reject has logged it (once): "centre rejected batch ... readings kept aside".
         self._status_due = 0.0
         self.notify()
 
