@@ -116,9 +116,9 @@ class HealthConfig(StrictModel):
 class SupervisorConfig(StrictModel):
     """Restart budget for supervised tasks."""
 
-    max_restarts: int = Field(default=5, ge=0)
-    window_s: float = Field(default=60.0, gt=0)
-    backoff_s: float = Field(default=1.0, ge=0)
+    max_restarts: int = Field(default=5, ge=0, le=10_000)
+    window_s: float = Field(default=60.0, gt=0, le=86_400)
+    backoff_s: float = Field(default=1.0, ge=0, le=3600)
 
 
 class SiteConfig(StrictModel):

@@ -79,8 +79,8 @@ class Config(StrictModel):
     breaker_after: int = Field(
         default=3, ge=1, le=100, description="Failed polls before the device is set aside."
     )
-    backoff_min_s: float = Field(default=1.0, gt=0)
-    backoff_max_s: float = Field(default=60.0, gt=0)
+    backoff_min_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=60.0, gt=0, le=86_400)
     extra_silence_ms: float = Field(default=0.0, ge=0, le=1000, description="Added to the 3.5-character gap.")
     max_gap: int | None = Field(default=None, ge=0, le=124, description="Overrides the profile's max_gap.")
     overrides: dict[str, PointOverride] = Field(default_factory=dict)
