@@ -106,7 +106,7 @@ class Agent:
         self._restart = asyncio.Event()
         self._update_task: asyncio.Task[None] | None = None
         self.clock = clock or Clock()
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(process=True, version=_version())
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
         self.writer = StoreWriter(self.store, self.metrics, cfg.store.queue_size, cfg.store.commit_interval_s)
         self.supervisor = Supervisor(
@@ -293,7 +293,11 @@ class Agent:
             last_n, last_t = n, t
 
     async def start(self) -> None:
-        """Start the writer, the sources, the uplink and the health endpoint."""
+        """Start the health endpoint (first: a taken port stops everything before it starts), the
+        writer, the sources and the uplink."""
+        if self.cfg.health.listen:
+            self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
+            await self.health_server.start()
         self._writer_task = asyncio.create_task(self.writer.run(), name="kbe:writer")
         await self._report_start()
         self.sources = self.build_sources()
@@ -321,9 +325,6 @@ class Agent:
             self.updates.host = host
             self.commands.register_incoming(UPDATE_KIND, self.updates.handle)
             self._update_task = asyncio.create_task(self._run_updates(host), name="kbe:update")
-        if self.cfg.health.listen:
-            self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
-            await self.health_server.start()
         if self.cfg.local_page is not None:
             await self._start_local_page()
         if self.fleet_reporter is not None:
@@ -432,6 +433,15 @@ class Agent:
                 notifier.notify("STOPPING=1")
             await self.shutdown(1.0 if restart else 5.0)
         return restart
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("kinhbac-edge")
+    except Exception:
+        return ""
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

@@ -171,17 +171,22 @@ class HealthConfig(StrictModel):
     @field_validator("listen")
     @classmethod
     def _hostport(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", value):
+        if value is None:
+            return value
+        if not re.match(r"^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", value):
             raise ValueError(f"{value!r} is not host:port")
+        port = int(value.rpartition(":")[2])
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} in {value!r} is not between 0 and 65535")
         return value
 
 
 class SupervisorConfig(StrictModel):
     """Restart budget for supervised tasks."""
 
-    max_restarts: int = Field(default=5, ge=0)
-    window_s: float = Field(default=60.0, gt=0)
-    backoff_s: float = Field(default=1.0, ge=0)
+    max_restarts: int = Field(default=5, ge=0, le=10_000)
+    window_s: float = Field(default=60.0, gt=0, le=86_400)
+    backoff_s: float = Field(default=1.0, ge=0, le=3600)
 
 
 class UpdateConfig(StrictModel):
@@ -207,7 +212,7 @@ class SiteConfig(StrictModel):
     site: SiteInfo
     devices: DeviceList = Field(default_factory=list)
     sync: SyncConfig | None = None
-    store: StoreConfig = StoreConfig()
+    store: StoreConfig = Field(default_factory=dict, validate_default=True)
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()

@@ -57,6 +57,8 @@ def _site_config(
         "devices": devices,
         "sync": {
             "broker": broker_url,
+            "allow_plaintext": True,  # a local demo broker on the loopback
+            "centre_public_keys": [str(key.parent / "centre.pub")],
             "signing_key_file": str(key),
             "topic_prefix": prefix,
             "client_id": f"{prefix}-{rig_site}-{int(time.time())}",
@@ -289,6 +291,7 @@ async def run_demo(work: Path, seconds: float | None, lines: bool = False, watch
         from sync.signing import generate_keypair
 
         key, pub = generate_keypair(work / "keys", "site")
+        centre_key, _centre_pub = generate_keypair(work / "keys", "centre")
         sites = work / "sites.yaml"
         sites.write_text(yaml.safe_dump({"sites": {rig.site_id: {"public_keys": [str(pub)]}}}))
         centre = work / "centre.db"
@@ -305,6 +308,9 @@ async def run_demo(work: Path, seconds: float | None, lines: bool = False, watch
                     f"sqlite:///{centre}",
                     "--sites",
                     str(sites),
+                    "--signing-key",
+                    str(centre_key),
+                    "--allow-plaintext",
                     "--prefix",
                     prefix,
                     "--group",

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from kernel.errors import ConfigError, SyncError
+from kernel.readings import AVAILABILITY_POINT, Priority
 from sync.wire import Batch, CommandReply, Status, WireReading
 
 _T = TypeVar("_T")
@@ -60,10 +61,12 @@ _SQLITE_DDL = [
     )""",
 ]
 
-# Issue 11, its own migration: the sites' retained status and their command replies, as received.
+# Their own migration step (issues 11 and 12): each site's latest status, the command replies as
+# received, and the devices' availability events, kept apart from the readings contract.
 _STATUS_COLUMNS = (
     "site_id", "state", "ts", "received_at", "config_version", "update_state", "release", "healthy",
-    "readings_per_s", "buffer_depth", "rejected_batches", "agent_version", "doc",
+    "readings_per_s", "buffer_depth", "in_flight", "rejected_batches", "last_rejection", "agent_version", "doc",
+    "receiver",
 )  # fmt: skip
 _REPLY_COLUMNS = ("site_id", "command_id", "outcome", "phase", "version", "reason", "ts", "received_at")
 
@@ -79,9 +82,12 @@ _STATUS_DDL = [
         healthy BOOLEAN,
         readings_per_s DOUBLE PRECISION,
         buffer_depth BIGINT,
+        in_flight INTEGER,
         rejected_batches BIGINT NOT NULL,
+        last_rejection TEXT,
         agent_version TEXT NOT NULL,
-        doc TEXT NOT NULL
+        doc TEXT NOT NULL,
+        receiver TEXT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS command_replies (
         site_id TEXT NOT NULL,
@@ -94,15 +100,25 @@ _STATUS_DDL = [
         received_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (site_id, command_id, phase, ts)
     )""",
+    """CREATE TABLE IF NOT EXISTS device_events (
+        site_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        device TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        detail TEXT,
+        received_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (site_id, seq)
+    )""",
 ]
 
 
-def _status_row(status: Status, now: float) -> tuple[Any, ...]:
+def _status_row(status: Status, now: float, receiver: str) -> tuple[Any, ...]:
     buf = status.buffer
     return (
         status.site_id, status.state, status.ts, now, status.config_version, status.update_state,
-        status.release, status.healthy, status.readings_per_s, buf.depth if buf else None,
-        status.rejected_batches, status.agent_version, status.model_dump_json(),
+        status.release, status.healthy, status.readings_per_s, buf.depth if buf else None, status.in_flight,
+        status.rejected_batches, status.last_rejection, status.agent_version, status.model_dump_json(), receiver,
     )  # fmt: skip
 
 
@@ -230,7 +246,7 @@ class ReceiverDB(Protocol):
         """Record a refused batch."""
         ...
 
-    def record_status(self, status: Status) -> None:
+    def record_status(self, status: Status, receiver: str = "") -> None:
         """Keep a site's latest status (the newest by its own timestamp)."""
         ...
 
@@ -245,6 +261,14 @@ class ReceiverDB(Protocol):
     def close(self) -> None:
         """Close the connection."""
         ...
+
+
+def _event_rows(batch: Batch, now: float) -> list[tuple[Any, ...]]:
+    return [
+        (batch.site_id, r.seq, r.device, str(r.value), r.ts, json.dumps(r.meta) if r.meta else None, now)
+        for r in batch.readings
+        if r.point == AVAILABILITY_POINT and r.priority == Priority.EVENT
+    ]
 
 
 class SqliteReceiverDB:
@@ -273,6 +297,11 @@ class SqliteReceiverDB:
                 before = self._db.total_changes
                 self._db.executemany(sql, rows)
                 stored = self._db.total_changes - before
+                self._db.executemany(
+                    "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, seq) DO NOTHING",
+                    _event_rows(batch, rows[0][14] if rows else time.time()),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -290,10 +319,10 @@ class SqliteReceiverDB:
                 (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
             )
 
-    def record_status(self, status: Status) -> None:
+    def record_status(self, status: Status, receiver: str = "") -> None:
         """Keep a site's latest status (the newest by its own timestamp)."""
         with self._lock:
-            self._db.execute(_upsert_status_sql("?"), _status_row(status, time.time()))
+            self._db.execute(_upsert_status_sql("?"), _status_row(status, time.time(), receiver))
 
     def record_reply(self, reply: CommandReply) -> None:
         """Keep a command reply (the same reply twice is kept once)."""
@@ -376,7 +405,14 @@ class PostgresReceiverDB:
                 for row in rows:
                     copy.write_row(row)
             cur.execute(self._insert)
-            return max(cur.rowcount, 0)
+            stored = max(cur.rowcount, 0)
+            cur.execute(
+                "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
+                "SELECT site_id, seq, device, value_text, ts, meta::text, received_at FROM kbe_rx_incoming "
+                "WHERE point = %s AND priority = %s ON CONFLICT (site_id, seq) DO NOTHING",
+                (AVAILABILITY_POINT, int(Priority.EVENT)),
+            )
+            return stored
 
     def record_rejection(
         self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
@@ -390,9 +426,9 @@ class PostgresReceiverDB:
             )
         )
 
-    def record_status(self, status: Status) -> None:
+    def record_status(self, status: Status, receiver: str = "") -> None:
         """Keep a site's latest status (the newest by its own timestamp)."""
-        row = _status_row(status, time.time())
+        row = _status_row(status, time.time(), receiver)
         self._reconnecting(lambda: self._conn.execute(_upsert_status_sql("%s"), row))
 
     def record_reply(self, reply: CommandReply) -> None:

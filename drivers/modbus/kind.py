@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
-from drivers.modbus.profile import Profile, load_profile, profile_path
+from drivers.modbus.profile import Profile, load_profile, profile_is_path, profile_path
 from drivers.transports.config import LineConfig, framing_of
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
@@ -96,15 +97,18 @@ class Config(StrictModel):
     breaker_after: int = Field(
         default=3, ge=1, le=100, description="Failed polls before the device is set aside."
     )
-    backoff_min_s: float = Field(default=1.0, gt=0)
-    backoff_max_s: float = Field(default=60.0, gt=0)
+    backoff_min_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=60.0, gt=0, le=86_400)
     extra_silence_ms: float = Field(default=0.0, ge=0, le=1000, description="Added to the 3.5-character gap.")
     max_gap: int | None = Field(default=None, ge=0, le=124, description="Overrides the profile's max_gap.")
     overrides: dict[str, PointOverride] = Field(default_factory=dict)
 
     @field_validator("profile")
     @classmethod
-    def _loads(cls, value: str) -> str:
+    def _loads(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        if base is not None and profile_is_path(value) and not Path(value).is_absolute():
+            value = str(Path(base) / value)  # a relative profile path is relative to the site config
         try:
             cached_profile(value)
         except ConfigError as exc:
