@@ -22,7 +22,6 @@ from control.lighting.astro import AstroClock
 from control.lighting.config import LightingConfig
 from control.lighting.controller import LightingController
 from control.lighting.meter import CircuitMeter, SdmMeter
-from control.lighting.modbus_link import ModbusLink
 from control.lighting.outputs import (
     BankLightingOutput,
     GpioLightingOutput,
@@ -31,6 +30,7 @@ from control.lighting.outputs import (
 )
 from control.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
 from drivers.gpio.factory import FactoryName, make_pin_factory
+from drivers.modbus.link import ModbusLink
 from kernel.commands import CommandOutcome
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError

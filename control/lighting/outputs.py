@@ -14,8 +14,8 @@ from typing import Any, Protocol
 from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 
 from control.lighting.config import LightState, OutputConfig
-from control.lighting.modbus_link import ModbusLink
 from drivers.gpio.registry import get_bank
+from drivers.modbus.link import ModbusLink
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class GpioLightingOutput:
 class ModbusLightingOutput:
     """A Modbus lighting controller: ``relay_coil`` switches, ``dim_register`` holds 0-100 %.
 
-    Talks through the shared Modbus driver via a :class:`~control.lighting.modbus_link.ModbusLink`.
+    Talks through the shared Modbus driver via a :class:`~drivers.modbus.link.ModbusLink`.
     """
 
     def __init__(self, cfg: OutputConfig, link: ModbusLink) -> None:

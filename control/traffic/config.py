@@ -172,11 +172,18 @@ class ScheduleConfig(StrictModel):
 
 
 class DetectorConfig(StrictModel):
-    """A loop detector or a camera zone feeding one signal group."""
+    """A loop detector or a camera zone feeding one signal group.
+
+    ``source`` names the device that sees it (a ``camera`` for a zone, a ``gpio`` device for a loop);
+    ``input`` is the zone or input name in that device (default: the detector's own name). Without a
+    source, the detector is fed directly (the SUMO rig, tests).
+    """
 
     name: str = Field(pattern=NAME)
     group: str
     kind: Literal["loop", "zone"] = "loop"
+    source: str | None = Field(default=None, description="Camera (zone) or gpio device (loop) that feeds it.")
+    input: str | None = Field(default=None, description="Zone or input name in the source; default: name.")
 
 
 class ModbusOutputConfig(StrictModel):
