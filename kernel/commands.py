@@ -163,6 +163,10 @@ class CommandRouter:
         return CommandOutcome("failed", f"{type(exc).__name__}: {exc}")
 
     def _log(self, cmd: IncomingCommand, outcome: CommandOutcome) -> CommandOutcome:
+        if outcome.outcome == "accepted" and self.clock.quality() == ClockQuality.UNSYNCED:
+            # Never silently: the reply says that time was not checked.
+            note = "site clock unsynchronised: expiry not checked"
+            outcome = CommandOutcome.accepted(f"{outcome.reason}; {note}" if outcome.reason else note)
         log.info("command %s (%s): %s %s", cmd.command_id, cmd.kind, outcome.outcome, outcome.reason)
         return outcome
 
