@@ -75,6 +75,27 @@ def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutpu
     return make(ix, pin_factory)
 
 
+class TickClock:
+    """The monotonic clock as the intersection's thread sees it: read once per step.
+
+    The controller times an interval from its own reading and the envelope checks it from another;
+    on a loaded board a thread may be preempted between the two, and the envelope would see a
+    clearance a few milliseconds short of the one the controller timed, and flash the junction.
+    With one reading per step both judge the same instant.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self) -> float:
+        """Read the monotonic clock for the next step."""
+        self.now = time.monotonic()
+        return self.now
+
+
 class TrafficSource:
     """Runs one intersection: ticks it, applies the schedule, forwards its reports."""
 
@@ -83,7 +104,10 @@ class TrafficSource:
         self.ix = ix
         self._tz = zoneinfo.ZoneInfo(tz)
         self._reports: queue.Queue[Reading] = queue.Queue(QUEUE_MAX)
-        self.intersection = Intersection(ix, output or build_output(ix), time.monotonic, self._report)
+        self.clock = TickClock()
+        self.intersection = Intersection(
+            ix, output or build_output(ix), self.clock, self._report, defer_flash=True
+        )
         self.inbox = DetectorInbox(ix.detectors)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -122,6 +146,7 @@ class TrafficSource:
             except queue.Empty:
                 return
             if fut.set_running_or_notify_cancel():
+                self.clock.advance()
                 try:
                     fut.set_result(apply(body))
                 except Exception as exc:  # the router turns it into a 'failed' answer
@@ -163,11 +188,14 @@ class TrafficSource:
 
     def _ticks(self) -> None:
         inter = self.intersection
+        self.clock.advance()
+        with inter.lock:  # the output belongs to this thread: its first command is the start-up flash
+            inter.envelope.latch("startup", "the junction flashes until it starts")
         inter.start()
         shown_before: dict[str, Any] = {}
         deadline = time.monotonic()
         while not self._stop.is_set():
-            self.last_tick_mono = time.monotonic()
+            self.last_tick_mono = self.clock.advance()
             self.inbox.apply(inter.board)
             self._take_commands()
             self._apply_schedule()
@@ -185,7 +213,9 @@ class TrafficSource:
                     self._wake.clear()
                     self._take_commands()
             with inter.lock:
+                self.clock.advance()
                 inter.envelope.watchdog()
+        self.clock.advance()
         with inter.lock:  # the output's link belongs to this thread
             inter.envelope.latch("agent_stopped", "the agent is stopping")
 
