@@ -55,6 +55,12 @@ class DetectorBoard:
         else:
             self._occupied.discard(name)
 
+    def refresh_occupied(self) -> None:
+        """Loops still occupied saw a vehicle now (called once per tick by an edge-fed owner)."""
+        now = self._clock()
+        for name in self._occupied:
+            self._last_on[name] = now
+
     def zone(self, name: str, count: int, halting: int, queue_m: float) -> None:
         """A zone's vehicle count, halting vehicles and queue length now."""
         if name in self._zones:
@@ -149,7 +155,11 @@ class DetectorInbox:
                 self.received += 1
 
     def apply(self, board: DetectorBoard) -> int:
-        """Apply what arrived to ``board`` (on the intersection's thread); how many events."""
+        """Apply what arrived to ``board`` (on the intersection's thread, once per tick); how many events.
+
+        Loop inputs arrive as edges, so a loop that stays occupied is refreshed here on every tick:
+        once it frees, its gap counts from (within a tick of) when the vehicle left.
+        """
         with self._lock:
             events = list(self._events)
             self._events.clear()
@@ -158,4 +168,5 @@ class DetectorInbox:
                 board.loop(name, ev.occupied)
             else:
                 board.zone(name, ev.count, ev.halting, ev.queue_m)
+        board.refresh_occupied()
         return len(events)
