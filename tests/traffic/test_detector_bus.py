@@ -104,3 +104,23 @@ def test_gpio_loop_reaches_the_running_intersection() -> None:
     finally:
         gpio.bank.close()
     assert traffic.inbox.received >= 3
+
+
+def test_a_detector_source_must_publish_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import agent_argv, agent_env
+    from tests.traffic.helpers import SITE
+
+    data = yaml.safe_load(SITE.read_text())
+    data["traffic"]["intersections"][0]["detectors"][4].update(source="cam-9", input="approach")
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    out = subprocess.run(
+        agent_argv("config", "check", str(path)), env=agent_env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2, out.stderr
+    assert "traffic.intersections[0].detectors[4].source: 'cam-9' is not a camera device" in out.stderr
+    assert "Traceback" not in out.stderr
