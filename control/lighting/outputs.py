@@ -37,6 +37,10 @@ class LightingOutput(Protocol):
         """The state the hardware reports now."""
         ...
 
+    async def heartbeat(self) -> None:
+        """Tell the hardware the agent is alive (every control step); a no-op where it has no watchdog."""
+        ...
+
     async def close(self) -> None:
         """Release pins or connections."""
         ...
@@ -88,6 +92,9 @@ class GpioLightingOutput:
         level = round(self.dim.value * 100) if self.dim is not None else (100 if on else 0)
         return OutputState(on, level)
 
+    async def heartbeat(self) -> None:
+        """Nothing: the pins hold their state only while this process runs."""
+
     def _close_all(self) -> None:
         for dev in (self.relay, self.dim, self.feedback):
             if dev is not None:
@@ -110,6 +117,13 @@ class ModbusLightingOutput:
         self.cfg = cfg
         self.relay_coil: int = cfg.relay_coil
         self.link = link
+        self._beat = 0
+
+    async def heartbeat(self) -> None:
+        """Write the next counter value to ``heartbeat_register`` (when configured)."""
+        if self.cfg.heartbeat_register is not None:
+            self._beat = (self._beat + 1) & 0xFFFF
+            await self.link.write_registers(self.cfg.heartbeat_register, [self._beat])
 
     async def apply(self, on: bool, level: int) -> None:
         """Write the level register, then the relay coil."""
@@ -159,6 +173,9 @@ class BankLightingOutput:
         if self.cfg.dim is None:
             return OutputState(on, 100 if on else 0)
         return OutputState(on, round(bank.read_back(self.cfg.dim) * 100))
+
+    async def heartbeat(self) -> None:
+        """Nothing: the gpio device's pins need no heartbeat."""
 
     async def close(self) -> None:
         """Nothing to release: the gpio device owns its pins."""
