@@ -18,7 +18,7 @@ from agent.health import HealthServer
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
 from kernel.clock import Clock
-from kernel.commands import CommandOutcome, CommandRouter, IncomingCommand
+from kernel.commands import CommandHandler, CommandOutcome, CommandRouter, IncomingCommand
 from kernel.errors import AgentError
 from kernel.kinds import kind_module
 from kernel.metrics import Metrics
@@ -180,8 +180,9 @@ class Agent:
         sources: list[Source] = []
         for kind, configs in by_kind.items():
             built = kind_module(kind).build_sources(configs, self.ctx)
-            # A control loop (lighting, traffic) takes the centre's commands of its kind.
-            handler = next((s for s in built if hasattr(s, "apply_command")), None)
+            # A control loop (lighting, traffic) takes the centre's commands of its kind and hands
+            # them to the thread or task that owns its outputs (answered from there).
+            handler = next((s for s in built if isinstance(s, CommandHandler)), None)
             if handler is not None:
                 self.commands.register(kind, handler)
             sources.extend(built)
