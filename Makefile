@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint typecheck schemas docs-check bench clean
+.PHONY: help venv demo test lint typecheck schemas docs-check bench mutate clean i18n
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	@/usr/bin/python3 -c "$(GST_PROBE)" 2>/dev/null || { echo "installing the GStreamer RTSP server (Debian packages)"; \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(GST_APT)) >/dev/null \
 	  || echo "warning: the RTSP camera test needs: apt-get install $(GST_APT)"; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { echo "installing chromium and chromium-driver (Debian packages, for the local page's browser test)"; \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) >/dev/null \
+	  || echo "warning: the local page's browser test needs: apt-get install chromium chromium-driver"; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -46,5 +49,15 @@ schemas: $(STAMP)  ## regenerate the JSON Schemas in docs/schemas
 bench: $(STAMP)  ## run every benchmark in bench/ and print figures
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+mutate: $(STAMP)  ## mutation testing of the cores (docs/testing.md); one module: make mutate MODULE=sync.store
+	rm -rf mutants
+	$(VENV)/bin/mutmut run $(if $(MODULE),"$(MODULE).*",)
+	$(VENV)/bin/mutmut results
+
+i18n: $(STAMP)  ## extract technician-facing messages, update the .po catalogues, compile the .mo files
+	$(VENV)/bin/pybabel extract -F babel.cfg --no-location --sort-output -o kernel/locale/kinhbac_edge.pot .
+	$(VENV)/bin/pybabel update -i kernel/locale/kinhbac_edge.pot -d kernel/locale -D kinhbac_edge -l vi -w 100 --no-fuzzy-matching
+	$(VENV)/bin/pybabel compile -d kernel/locale -D kinhbac_edge --statistics
+
 clean:  ## remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis mutants

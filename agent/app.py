@@ -14,19 +14,24 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from agent.config import SiteConfig
+from agent.fleet_report import BalenaHealthReporter
 from agent.health import HealthServer
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
 from kernel.clock import Clock
 from kernel.commands import CommandHandler, CommandOutcome, CommandRouter, IncomingCommand
 from kernel.errors import AgentError
-from kernel.kinds import kind_module
+from kernel.kinds import KindRegistry
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
+from kernel.services import Services
+from kernel.sink import ReadingSink
 from kernel.source import Liveness, RunContext, Source
 from sync.store import Store
 
 if TYPE_CHECKING:
+    from agent.commissioning.live import LiveTap
+    from agent.localpage.server import LocalPage
     from sync.uploader import Uploader
 
 log = logging.getLogger("kbe.agent")
@@ -82,8 +87,19 @@ class _SystemdNotifier:
 class Agent:
     """One site's agent. ``await Agent(cfg).run(stop)`` runs until ``stop`` is set, then shuts down cleanly."""
 
-    def __init__(self, cfg: SiteConfig, clock: Clock | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        kinds: KindRegistry | None = None,
+        services: Services | None = None,
+    ) -> None:
         self.cfg = cfg
+        # Under balena (balena-api feature label) the agent's own health also goes to a device tag;
+        # read first, so a bad KBE_HEALTH_TAG_INTERVAL_S stops the start before anything opens.
+        self.fleet_reporter = BalenaHealthReporter.from_env(os.environ, self.health)
+        self.kinds = kinds if kinds is not None else KindRegistry()
         self.clock = clock or Clock()
         self.metrics = metrics or Metrics()
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
@@ -91,7 +107,23 @@ class Agent:
         self.supervisor = Supervisor(
             self.metrics, cfg.supervisor.max_restarts, cfg.supervisor.window_s, cfg.supervisor.backoff_s
         )
-        self.ctx = RunContext(cfg, self.writer, self.clock, self.metrics, logging.getLogger("kbe.source"))
+        # With the local page on, readings pass a tap that keeps the last values for it on their way.
+        self.tap: LiveTap | None = None
+        sink: ReadingSink = self.writer
+        if cfg.local_page is not None:
+            from agent.commissioning.live import LiveTap
+
+            self.tap = LiveTap(self.writer)
+            sink = self.tap
+        self.local_page: LocalPage | None = None
+        self.ctx = RunContext(
+            cfg,
+            sink,
+            self.clock,
+            self.metrics,
+            logging.getLogger("kbe.source"),
+            services if services is not None else Services(),
+        )
         self.sources: list[Source] = []
         self.commands = CommandRouter(
             cfg.site.id, self.clock, cfg.store.path.with_name(cfg.store.path.name + ".commands")
@@ -179,12 +211,14 @@ class Agent:
                 by_kind[dev.driver].append(dev)
         sources: list[Source] = []
         for kind, configs in by_kind.items():
-            built = kind_module(kind).build_sources(configs, self.ctx)
+            device_kind = self.kinds.get(kind)
+            built = device_kind.build_sources(configs, self.ctx)
             # A control loop (lighting, traffic) takes the centre's commands of its kind and hands
             # them to the thread or task that owns its outputs (answered from there).
             handler = next((s for s in built if isinstance(s, CommandHandler)), None)
             if handler is not None:
-                self.commands.register(kind, handler)
+                for command_kind in device_kind.command_kinds or (kind,):
+                    self.commands.register(command_kind, handler)
             sources.extend(built)
         return sources
 
@@ -266,12 +300,35 @@ class Agent:
         if self.cfg.health.listen:
             self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
             await self.health_server.start()
+        if self.cfg.local_page is not None:
+            await self._start_local_page()
+        if self.fleet_reporter is not None:
+            self.supervisor.start("fleet-report", self.fleet_reporter.run)
         log.info(
             "agent for site %s running: %d sources, sync %s",
             self.cfg.site.id,
             len(self.sources),
             "on" if self.uploader else "off",
         )
+
+    async def _start_local_page(self) -> None:
+        """Serve the technician's page (imported only when configured: aiohttp stays out otherwise)."""
+        from agent.commissioning.checks import SiteState
+        from agent.localpage.server import LocalPage
+
+        assert self.cfg.local_page is not None
+        assert self.tap is not None
+        state = SiteState(
+            self.cfg,
+            self.tap,
+            self.metrics,
+            self.clock,
+            store_stats=self.store.stats,
+            sync_health=lambda: self.uploader.health() if self.uploader is not None else None,
+            task_states=lambda: self.health()["tasks"],
+        )
+        self.local_page = LocalPage(self.cfg.local_page, state)
+        await self.local_page.start()
 
     async def shutdown(self, flush_timeout_s: float = 5.0) -> None:
         """Stop acquisition, commit what is queued, give the uplink a moment to flush, close the store."""
@@ -291,6 +348,8 @@ class Agent:
         await self.writer.flush()
         if self.health_server is not None:
             await self.health_server.stop()
+        if self.local_page is not None:
+            await self.local_page.stop()
         await asyncio.to_thread(self.store.close)
         self.commands.close()
 
@@ -338,8 +397,8 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
-def run_agent(cfg: SiteConfig) -> None:
-    """Run the agent in the foreground until SIGTERM or SIGINT."""
+def run_agent(cfg: SiteConfig, kinds: KindRegistry | None = None) -> None:
+    """Run the agent in the foreground until SIGTERM or SIGINT (``kinds``: the registry ``cfg`` was read with)."""
     setup_logging(cfg)
     limit_malloc_arenas()
 
@@ -348,6 +407,6 @@ def run_agent(cfg: SiteConfig) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Agent(cfg).run(stop)
+        await Agent(cfg, kinds=kinds).run(stop)
 
     asyncio.run(main())

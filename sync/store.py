@@ -174,6 +174,16 @@ def _chunks(seqs: Sequence[int]) -> Iterable[Sequence[int]]:
         yield seqs[i : i + _CHUNK]
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already done so itself.
+
+    On SQLITE_FULL (and a few other errors) SQLite rolls the transaction back on its own; a second
+    ROLLBACK would then raise and hide the original error (a full disk would never be recognised).
+    """
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -296,7 +306,7 @@ class Store:
                 db.execute(f"PRAGMA user_version = {i + 1}")
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
     def _check_site(self, db: sqlite3.Connection) -> None:
@@ -364,7 +374,7 @@ class Store:
             last = self._last_seq()
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         for r in readings:
             self._depth[r.priority] += 1
@@ -412,7 +422,7 @@ class Store:
                 self._bump(f"dropped_{prio.name.lower()}", count)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                _rollback(self._db)
                 raise
             self._depth[prio] -= count
             dropped_total += count
@@ -505,7 +515,7 @@ class Store:
                     self._bump("rejected", removed)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                _rollback(self._db)
                 self._depth = self._count_depth()
                 raise
         return removed

@@ -171,3 +171,110 @@ def test_migrations_record_the_schema_version(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer than this agent"):
         Store(path, "site-a")
+
+
+def test_store_is_durable_by_configuration(tmp_path: Path) -> None:
+    """Accepted means on disk: WAL journal (a crash mid-write leaves the last commit whole) and
+    synchronous=FULL (the commit is fsynced before append returns)."""
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        s.append([_r(1)])
+        assert s._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        other = sqlite3.connect(path)
+        try:
+            assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            other.close()
+
+
+def _fill_to_disk_limit(s: Store) -> None:
+    """Make the next append hit 'database or disk is full', as a full SD card does."""
+    pages = s._db.execute("PRAGMA page_count").fetchone()[0]
+    s._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_disk_full_drops_oldest_telemetry_then_accepts(tmp_path: Path) -> None:
+    """On a full disk the store gives up its oldest telemetry (counted), keeps alarms and events,
+    and still accepts the new readings in a clean transaction."""
+    with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 30) as s:
+        alarms = s.append([_r(i, Priority.ALARM) for i in range(5)])
+        events = s.append([_r(i, Priority.EVENT) for i in range(5)])
+        s.append([_r(i, value="x" * 200) for i in range(3000)])
+        _fill_to_disk_limit(s)
+        new = s.append([_r(i, Priority.ALARM, value="y" * 200) for i in range(50)])
+        assert len(new) == 50
+        assert new[0] == s.stats().last_seq - 49
+        dropped = s.stats().dropped
+        assert dropped[Priority.TELEMETRY] >= 1000
+        assert dropped[Priority.ALARM] == 0
+        assert dropped[Priority.EVENT] == 0
+        assert s.counters()["dropped_telemetry"] == dropped[Priority.TELEMETRY]
+        left = s.pending(100_000, priority=Priority.TELEMETRY)
+        assert left[0].seq == alarms[-1] + len(events) + dropped[Priority.TELEMETRY] + 1  # oldest went first
+        assert [r.seq for r in s.pending(100, priority=Priority.EVENT)] == events
+        assert [r.seq for r in s.pending(100, priority=Priority.ALARM)] == alarms + new
+        assert s.stats().depth == 5 + 5 + (3000 - dropped[Priority.TELEMETRY]) + 50
+
+
+def test_disk_full_with_nothing_to_drop_refuses_and_stays_usable(tmp_path: Path) -> None:
+    """With only alarms left a full disk refuses the append (nothing accepted, clear message), the
+    failed transaction is rolled back, and the store works again once space returns."""
+    with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 30) as s:
+        s.append([_r(i, Priority.ALARM, value="z" * 200) for i in range(200)])
+        _fill_to_disk_limit(s)
+        before = s.stats()
+        with pytest.raises(StoreError, match="full"):
+            s.append([_r(i, Priority.ALARM, value="w" * 200) for i in range(200)])
+        after = s.stats()
+        assert after.depth == before.depth
+        assert after.last_seq == before.last_seq
+        s._db.execute("PRAGMA max_page_count = 1073741823")
+        seqs = s.append([_r(1, Priority.ALARM)])
+        assert seqs == [before.last_seq + 1]
+
+
+def test_drop_spills_from_telemetry_into_events_but_never_alarms(tmp_path: Path) -> None:
+    """When telemetry cannot free enough, the rest comes from the oldest events: exactly what is
+    missing, counted per class; alarms are never dropped."""
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i, Priority.EVENT) for i in range(10)])
+        s.append([_r(i) for i in range(4)])
+        s.append([_r(i, Priority.ALARM) for i in range(3)])
+        assert s._drop_oldest(7, reason="disk_full") == 7
+        st_ = s.stats()
+        assert st_.dropped[Priority.TELEMETRY] == 4
+        assert st_.dropped[Priority.EVENT] == 3
+        assert st_.dropped[Priority.ALARM] == 0
+        assert st_.depth_by_priority[Priority.EVENT] == 7
+        assert st_.depth_by_priority[Priority.TELEMETRY] == 0
+        assert st_.depth == 10
+        assert [r.seq for r in s.pending(100, priority=Priority.EVENT)] == list(range(4, 11))
+        assert s._drop_oldest(100, reason="cap") == 7
+        assert s.stats().depth_by_priority[Priority.ALARM] == 3
+    with Store(tmp_path / "s.db", "site-a") as s:  # counted for good, not only in memory
+        assert s.stats().dropped[Priority.EVENT] == 10
+        assert s.stats().dropped[Priority.TELEMETRY] == 4
+
+
+def test_failure_inside_a_transaction_accepts_nothing_and_leaves_the_store_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error between INSERT and COMMIT rolls the whole append back; the next append works."""
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(0)])
+        real = Store._last_seq
+        calls = {"n": 0}
+
+        def failing_last_seq(self: Store) -> int:
+            calls["n"] += 1
+            if calls["n"] == 2:  # the call inside the transaction, after the INSERT
+                raise sqlite3.OperationalError("injected I/O error")
+            return real(self)
+
+        monkeypatch.setattr(Store, "_last_seq", failing_last_seq)
+        with pytest.raises(StoreError, match="injected"):
+            s.append([_r(i) for i in range(1, 4)])
+        monkeypatch.setattr(Store, "_last_seq", real)
+        assert s.stats().depth == 1
+        assert [r.seq for r in s.pending(10)] == [1]
+        assert s.append([_r(9)]) == [2]

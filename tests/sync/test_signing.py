@@ -97,3 +97,67 @@ def test_commands_are_verified_and_targeted_and_time_is_left_to_the_router(tmp_p
         open_command(sign_command(cmd, forged), keys, "site-a")
     with pytest.raises(SignatureError, match="unsigned"):
         open_command(wire.pack_frame(wire.encode_command_payload(cmd), msg_id="c-7"), keys, "site-a")
+
+
+def test_command_frame_id_must_be_the_signed_command_id(tmp_path: Path) -> None:
+    """The topic-level id in the frame header cannot relabel a signed command (the reply and the
+    replay guard use it)."""
+    from sync.signing import open_command
+    from sync.wire import Command, WireError
+
+    centre = Signer.from_file(generate_keypair(tmp_path, "centre")[0])
+    cmd = Command(command_id="c-8", target="site-a", kind="lighting", issued_at=1000.0, expires_at=1060.0)
+    payload = wire.encode_command_payload(cmd)
+    relabelled = wire.pack_frame(payload, centre.sign(payload), msg_id="c-9")
+    with pytest.raises(WireError, match="differs"):
+        open_command(relabelled, [centre.public_key()], "site-a")
+    same = wire.pack_frame(payload, centre.sign(payload), msg_id="c-8")
+    assert open_command(same, [centre.public_key()], "site-a").command_id == "c-8"
+
+
+@pytest.mark.parametrize("site", ["bad/site", "site-#", "+", "a+b", "Site-A", ""])
+def test_registry_refuses_site_ids_that_are_not_topic_segments(tmp_path: Path, site: str) -> None:
+    """A site id becomes an MQTT topic segment: wildcards, slashes and capitals are refused."""
+    _key, pub = generate_keypair(tmp_path, "s1")
+    f = tmp_path / "sites.yaml"
+    f.write_text(f'sites:\n  "{site}":\n    public_keys: [{pub.name}]\n  good-site:\n    public_keys: [{pub.name}]\n')
+    with pytest.raises(ConfigError) as info:
+        SiteRegistry.load(f)
+    assert any("not a valid site id" in p for p in info.value.problems)
+    f.write_text(f"sites:\n  good-site:\n    public_keys: [{pub.name}]\n")
+    assert "good-site" in SiteRegistry.load(f)
+
+
+def test_only_ed25519_keys_are_accepted(tmp_path: Path) -> None:
+    """An EC (or RSA) key in place of an Ed25519 one is refused, public or private."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sync.signing import load_public_key
+
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    pub = tmp_path / "ec.pub"
+    pub.write_bytes(
+        ec_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    with pytest.raises(SignatureError, match="not an Ed25519 public key"):
+        load_public_key(pub)
+    priv = tmp_path / "ec.key"
+    fd = os.open(priv, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(
+            ec_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    with pytest.raises(SignatureError, match="not an Ed25519 key"):
+        load_private_key(priv)
+    f = tmp_path / "sites.yaml"
+    f.write_text("sites:\n  s1:\n    public_keys: [ec.pub]\n")
+    with pytest.raises(ConfigError) as info:
+        SiteRegistry.load(f)
+    assert "not an Ed25519 public key" in info.value.problems[0]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from control.traffic.config import ite_yellow_s
+from control.traffic.envelope import ConflictMatrix
 from drivers.signals.indications import Indication
 from kernel.errors import SafetyViolation
 from kernel.readings import Priority
-from tests.traffic.helpers import GY, G, R, Rig, Y
+from tests.traffic.helpers import GY, G, R, Rig, Y, junction
 
 
 @pytest.fixture
@@ -197,3 +202,86 @@ def test_silent_link_trips_watchdog(rig: Rig) -> None:
     rig.clock.t += 0.6
     rig.env.watchdog()
     assert rig.env.latched == "link_lost"
+
+
+def test_latched_fault_is_not_cleared_by_start(rig: Rig) -> None:
+    """start() leaves only the start-up flash; a real fault stays latched until an operator clears it."""
+    ns_green(rig, 8)
+    rig.link.down = True
+    rig.env.check()
+    rig.link.down = False
+    with pytest.raises(SafetyViolation) as info:
+        rig.env.start()
+    assert info.value.rule == "flash_latched"
+    assert rig.env.latched == "link_lost"
+    refused(rig, "flash_latched", ns=G, ped_ns=G, ns_left=GY)
+
+
+def test_silent_link_does_not_trip_before_its_timeout(rig: Rig) -> None:
+    """The link watchdog waits ``link_timeout_s`` after the last good read-back, no less."""
+    ns_green(rig, 8)
+    timeout = rig.ix.limits.link_timeout_s
+    rig.clock.t += timeout * 0.8
+    rig.env.watchdog()
+    assert rig.env.latched is None
+    assert not [r for r in rig.reports if r.point == "envelope.flash"]
+    rig.env.check()  # a good read-back restarts the wait
+    rig.clock.t += timeout * 0.8
+    rig.env.watchdog()
+    assert rig.env.latched is None
+    rig.clock.t += timeout * 0.3
+    rig.env.watchdog()
+    assert rig.env.latched == "link_lost"
+
+
+def test_check_returns_what_the_controller_shows(rig: Rig) -> None:
+    """The tick reads back the shown state through check(); it is what was commanded."""
+    ns_green(rig, 8)
+    shown = rig.env.check()
+    assert shown is not None
+    assert shown.fault is None
+    assert shown.indications == rig.state(ns=G, ped_ns=G, ns_left=GY)
+    rig.link.down = True
+    assert rig.env.check() is None
+
+
+def test_operator_clear_is_reported_with_the_operator(rig: Rig) -> None:
+    """Clearing a latched flash is an event naming who cleared it; the start-up clear is not reported."""
+    assert not [r for r in rig.reports if r.point == "envelope.cleared"]
+    rig.link.down = True
+    rig.env.check()
+    rig.link.down = False
+    rig.env.clear("operator:nguyen")
+    cleared = [r for r in rig.reports if r.point == "envelope.cleared"]
+    assert len(cleared) == 1
+    assert cleared[0].value == "operator:nguyen"
+    assert cleared[0].priority == Priority.EVENT
+    assert cleared[0].device == rig.ix.name
+
+
+def _four_way(conflicts: list[tuple[str, str]]) -> ConflictMatrix:
+    ix = junction()
+    groups = [g.model_copy(update={"name": n}) for n, g in zip("abcd", ix.groups[:4], strict=True)]
+    return ConflictMatrix(ix.model_copy(update={"groups": groups, "conflicts": conflicts, "permissive": []}))
+
+
+def test_conflicts_found_among_four_or_more_active_streams() -> None:
+    """Every foe pair among the active streams is checked, not only neighbours in name order."""
+    matrix = _four_way([("a", "c")])
+    state = dict.fromkeys("abcd", G)
+    assert matrix.conflicts_in(state) == [("a", "c")]
+    matrix = _four_way([("b", "d"), ("a", "d")])
+    assert sorted(matrix.conflicts_in(state)) == [("a", "d"), ("b", "d")]
+
+
+@given(
+    pairs=st.sets(st.sampled_from(list(itertools.combinations("abcd", 2)))),
+    shown=st.tuples(*[st.sampled_from([R, Y, G]) for _ in range(4)]),
+)
+def test_conflicts_in_matches_brute_force(pairs: set[tuple[str, str]], shown: tuple[Indication, ...]) -> None:
+    """conflicts_in reports exactly the foe pairs that are both active (no permissive pairs here)."""
+    matrix = _four_way(sorted(pairs))
+    state = dict(zip("abcd", shown, strict=True))
+    active = [n for n in "abcd" if state[n] != R]
+    expected = {(a, b) for a, b in itertools.combinations(active, 2) if (a, b) in pairs}
+    assert set(matrix.conflicts_in(state)) == expected

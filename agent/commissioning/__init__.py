@@ -1,0 +1,1 @@
+"""Commissioning: the checks a technician runs on site, and the report for the work order."""
