@@ -19,14 +19,14 @@ from agent.health import HealthServer
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
 from kernel.clock import Clock
-from kernel.commands import CommandRouter, IncomingCommand
+from kernel.commands import CommandHandler, CommandOutcome, CommandRouter, IncomingCommand
 from kernel.errors import AgentError
 from kernel.kinds import KindRegistry
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
 from kernel.services import Services
 from kernel.sink import ReadingSink
-from kernel.source import RunContext, Source
+from kernel.source import Liveness, RunContext, Source
 from sync.store import Store
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kbe.agent")
 
 AGENT_DEVICE = "agent"  # device name of the agent's own events and alarms
+COMMANDS_IN_FLIGHT = 16  # commands handed to control loops and not yet answered
 
 
 class JsonFormatter(logging.Formatter):
@@ -136,6 +137,8 @@ class Agent:
         self.uploader: Uploader | None = None
         self.enroller: Enroller | None = None
         self._command_keys: list[Any] = []
+        self._command_tasks: set[asyncio.Task[None]] = set()
+        self._withheld: list[str] = []
         self.health_server: HealthServer | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._started_mono = time.monotonic()
@@ -181,8 +184,10 @@ class Agent:
         sync_state = (
             self.uploader.health() if self.uploader is not None else None
         )
+        stalled = self.supervisor.stalled()
         return {
-            "ok": self.supervisor.healthy() and not writer_stalled,
+            "ok": self.supervisor.healthy() and not writer_stalled and not stalled,
+            "stalled": stalled,
             "site": self.cfg.site.id,
             "uptime_s": round(time.monotonic() - self._started_mono, 1),
             "clock": self.clock.quality().name.lower(),
@@ -229,8 +234,9 @@ class Agent:
         for kind, configs in by_kind.items():
             device_kind = self.kinds.get(kind)
             built = device_kind.build_sources(configs, self.ctx)
-            # A control loop (lighting, traffic) takes the centre's commands of its kind.
-            handler: Any = next((s for s in built if hasattr(s, "apply_command")), None)
+            # A control loop (lighting, traffic) takes the centre's commands of its kind and hands
+            # them to the thread or task that owns its outputs (answered from there).
+            handler = next((s for s in built if isinstance(s, CommandHandler)), None)
             if handler is not None:
                 for command_kind in device_kind.command_kinds or (kind,):
                     self.commands.register(command_kind, handler)
@@ -238,51 +244,57 @@ class Agent:
         return sources
 
     def _on_command(self, kind: str, payload: bytes) -> None:
-        """A frame from ``down/cmd/<kind>``: verify, check, dispatch, answer."""
-        from sync.signing import CommandRefused, open_command
-        from sync.wire import CommandReply, WireError, unpack_frame
+        """A frame from ``down/cmd/<kind>`` (on the event loop): verify it, then hand it over.
 
-        assert self.uploader is not None
-        now = self.clock.now()
+        The signature, target and topic are checked here; time, replay and the command itself are
+        the router's and the control loop's, in a task of its own, so a loop that answers from its
+        own thread never holds the event loop. At most ``COMMANDS_IN_FLIGHT`` wait at once.
+        """
+        from sync.signing import CommandRefused, open_command
+        from sync.wire import WireError, unpack_frame
+
         try:
             if not self._command_keys:
                 raise CommandRefused("this site has no command_public_keys configured; commands are refused")
-            cmd = open_command(payload, self._command_keys, self.cfg.site.id, now, kind)
+            if len(self._command_tasks) >= COMMANDS_IN_FLIGHT:
+                raise CommandRefused(f"{COMMANDS_IN_FLIGHT} commands are still being applied; try again")
+            cmd = open_command(payload, self._command_keys, self.cfg.site.id, kind)
         except (AgentError, WireError) as exc:
             try:
                 command_id = unpack_frame(payload).msg_id or "unknown"
             except (AgentError, WireError):
                 command_id = "unknown"
             log.warning("command on %s refused: %s", kind, exc)
-            self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": "refused"})
+            self._answer(kind, command_id, CommandOutcome.refused(str(exc)))
+            return
+        incoming = IncomingCommand(
+            cmd.command_id, cmd.target, cmd.kind, cmd.issued_at, cmd.expires_at, dict(cmd.body)
+        )
+        task = asyncio.create_task(self._dispatch(kind, incoming), name=f"kbe:command:{cmd.command_id}")
+        self._command_tasks.add(task)
+        task.add_done_callback(self._command_tasks.discard)
+
+    async def _dispatch(self, kind: str, cmd: IncomingCommand) -> None:
+        outcome = await self.commands.dispatch_async(cmd)
+        version = cmd.body.get("version") if kind == "update" else None
+        self._answer(kind, cmd.command_id, outcome, version if isinstance(version, int) else None)
+
+    def _answer(self, kind: str, command_id: str, outcome: CommandOutcome, version: int | None = None) -> None:
+        from sync.wire import CommandReply
+
+        self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": outcome.outcome})
+        if self.uploader is not None:
             self.uploader.reply(
                 CommandReply(
                     site_id=self.cfg.site.id,
                     command_id=command_id,
-                    outcome="refused",
-                    reason=str(exc),
-                    ts=now,
+                    outcome=outcome.outcome,
+                    reason=outcome.reason,
+                    ts=self.clock.now(),
+                    phase="staged" if version is not None and outcome.outcome == "accepted" else "",
+                    version=version,
                 )
             )
-            return
-        outcome = self.commands.dispatch(
-            IncomingCommand(
-                cmd.command_id, cmd.target, cmd.kind, cmd.issued_at, cmd.expires_at, dict(cmd.body)
-            )
-        )
-        self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": outcome.outcome})
-        version = cmd.body.get("version") if kind == "update" else None
-        self.uploader.reply(
-            CommandReply(
-                site_id=self.cfg.site.id,
-                command_id=cmd.command_id,
-                outcome=outcome.outcome,
-                reason=outcome.reason,
-                ts=self.clock.now(),
-                phase="staged" if version is not None and outcome.outcome == "accepted" else "",
-                version=version if isinstance(version, int) else None,
-            )
-        )
 
     async def _rate_loop(self) -> None:
         last_n, last_t = self.writer.committed, time.monotonic()
@@ -302,7 +314,8 @@ class Agent:
         await self._report_start()
         self.sources = self.build_sources()
         for source in self.sources:
-            self.supervisor.start(f"source:{source.name}", lambda s=source: s.run(self.ctx))  # type: ignore[misc]
+            probe = source.stalled if isinstance(source, Liveness) else None
+            self.supervisor.start(f"source:{source.name}", lambda s=source: s.run(self.ctx), probe)  # type: ignore[misc]
         self.supervisor.start("rate", self._rate_loop)
         if self.cfg.sync is not None:
             from sync.signing import load_public_key
@@ -408,6 +421,18 @@ class Agent:
         await asyncio.to_thread(self.store.close)
         self.commands.close()
 
+    def _pet(self, notifier: _SystemdNotifier) -> None:
+        """Pet the watchdog only while the loop runs, the store keeps committing and every supervised
+        task is alive; otherwise say why (once per change) and let systemd restart the agent."""
+        why = self.supervisor.stalled()
+        if len(self.writer) > 0 and time.monotonic() - self.writer.last_commit_mono > 30:
+            why.append("writer: no commit for 30 s")
+        if not why:
+            notifier.notify("WATCHDOG=1")
+        elif why != self._withheld:
+            log.error("watchdog not fed: %s", "; ".join(why))
+        self._withheld = why
+
     async def run(self, stop: asyncio.Event) -> bool:
         """Start, run until ``stop`` is set (False) or a restart is requested (True), shut down."""
         notifier = _SystemdNotifier()
@@ -425,9 +450,8 @@ class Agent:
                 if self._restart.is_set() and not stop.is_set():
                     restart = True
                     break
-                # Pet the watchdog only while the loop runs and the store keeps committing.
-                if notifier.watchdog_interval_s and self.health()["writer"]["stalled"] is False:
-                    notifier.notify("WATCHDOG=1")
+                if notifier.watchdog_interval_s:
+                    self._pet(notifier)
         finally:
             if not restart:
                 notifier.notify("STOPPING=1")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from kernel.clock import Clock
+from kernel.detectors import DetectorBus
 from kernel.metrics import Metrics
 from kernel.services import Services
 from kernel.sink import ReadingSink
@@ -27,6 +28,8 @@ class RunContext:
     metrics: Metrics = field(default_factory=lambda: Metrics())
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kbe"))
     services: Services = field(default_factory=Services)
+    detectors: DetectorBus = field(default_factory=DetectorBus)
+    """Zone counts and loop inputs on their way to the traffic controller (kernel/detectors.py)."""
 
 
 class Source(Protocol):
@@ -36,4 +39,14 @@ class Source(Protocol):
 
     async def run(self, ctx: RunContext) -> None:
         """Acquire until cancelled."""
+        ...
+
+
+@runtime_checkable
+class Liveness(Protocol):
+    """A source whose work runs where the supervisor cannot see it hang (its own thread, a step that
+    awaits a device) says so here; the agent feeds the systemd watchdog only while none is stalled."""
+
+    def stalled(self, now_mono: float) -> str | None:
+        """Why the source looks hung at ``now_mono`` (``time.monotonic()``), or None when it is alive."""
         ...

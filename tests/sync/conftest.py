@@ -123,12 +123,13 @@ class ReceiverProc:
 
     def __init__(self, broker: Mosquitto, db: str, registry: Path, workdir: Path, client_id: str,
                  group: str = "centre", env: dict[str, str] | None = None, tls_args: list[str] | None = None,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, broker_url: str | None = None):
         self.log = workdir / f"{client_id}.log"
-        argv = agent_argv("receiver", "--broker", broker.url, "--db", db, "--sites", str(registry),
+        url = broker_url or broker.url
+        argv = agent_argv("receiver", "--broker", url, "--db", db, "--sites", str(registry),
                           "--signing-key", str(centre_pair(registry)[0]),
                           "--group", group, "--client-id", client_id, *(tls_args or []), *(extra_args or []))
-        if broker.url.startswith("mqtt://"):
+        if url.startswith("mqtt://"):
             argv.append("--allow-plaintext")
         self.logf = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=agent_env(**(env or {})), stdout=self.logf, stderr=subprocess.STDOUT)
