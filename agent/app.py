@@ -18,7 +18,7 @@ from agent.health import HealthServer
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
 from kernel.clock import Clock
-from kernel.commands import CommandRouter, IncomingCommand
+from kernel.commands import CommandOutcome, CommandRouter, IncomingCommand
 from kernel.errors import AgentError
 from kernel.kinds import kind_module
 from kernel.metrics import Metrics
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kbe.agent")
 
 AGENT_DEVICE = "agent"  # device name of the agent's own events and alarms
+COMMANDS_IN_FLIGHT = 16  # commands handed to control loops and not yet answered
 
 
 class JsonFormatter(logging.Formatter):
@@ -109,6 +110,7 @@ class Agent:
         )
         self.uploader: Uploader | None = None
         self._command_keys: list[Any] = []
+        self._command_tasks: set[asyncio.Task[None]] = set()
         self.health_server: HealthServer | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._started_mono = time.monotonic()
@@ -195,48 +197,54 @@ class Agent:
         return sources
 
     def _on_command(self, kind: str, payload: bytes) -> None:
-        """A frame from ``down/cmd/<kind>``: verify, check, dispatch, answer."""
-        from sync.signing import CommandRefused, open_command
-        from sync.wire import CommandReply, WireError, unpack_frame
+        """A frame from ``down/cmd/<kind>`` (on the event loop): verify it, then hand it over.
 
-        assert self.uploader is not None
-        now = self.clock.now()
+        The signature, target and topic are checked here; time, replay and the command itself are
+        the router's and the control loop's, in a task of its own, so a loop that answers from its
+        own thread never holds the event loop. At most ``COMMANDS_IN_FLIGHT`` wait at once.
+        """
+        from sync.signing import CommandRefused, open_command
+        from sync.wire import WireError, unpack_frame
+
         try:
             if not self._command_keys:
                 raise CommandRefused("this site has no command_public_keys configured; commands are refused")
-            cmd = open_command(payload, self._command_keys, self.cfg.site.id, now, kind)
+            if len(self._command_tasks) >= COMMANDS_IN_FLIGHT:
+                raise CommandRefused(f"{COMMANDS_IN_FLIGHT} commands are still being applied; try again")
+            cmd = open_command(payload, self._command_keys, self.cfg.site.id, kind)
         except (AgentError, WireError) as exc:
             try:
                 command_id = unpack_frame(payload).msg_id or "unknown"
             except (AgentError, WireError):
                 command_id = "unknown"
             log.warning("command on %s refused: %s", kind, exc)
-            self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": "refused"})
+            self._answer(kind, command_id, CommandOutcome.refused(str(exc)))
+            return
+        incoming = IncomingCommand(
+            cmd.command_id, cmd.target, cmd.kind, cmd.issued_at, cmd.expires_at, dict(cmd.body)
+        )
+        task = asyncio.create_task(self._dispatch(kind, incoming), name=f"kbe:command:{cmd.command_id}")
+        self._command_tasks.add(task)
+        task.add_done_callback(self._command_tasks.discard)
+
+    async def _dispatch(self, kind: str, cmd: IncomingCommand) -> None:
+        outcome = await self.commands.dispatch_async(cmd)
+        self._answer(kind, cmd.command_id, outcome)
+
+    def _answer(self, kind: str, command_id: str, outcome: CommandOutcome) -> None:
+        from sync.wire import CommandReply
+
+        self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": outcome.outcome})
+        if self.uploader is not None:
             self.uploader.reply(
                 CommandReply(
                     site_id=self.cfg.site.id,
                     command_id=command_id,
-                    outcome="refused",
-                    reason=str(exc),
-                    ts=now,
+                    outcome=outcome.outcome,
+                    reason=outcome.reason,
+                    ts=self.clock.now(),
                 )
             )
-            return
-        outcome = self.commands.dispatch(
-            IncomingCommand(
-                cmd.command_id, cmd.target, cmd.kind, cmd.issued_at, cmd.expires_at, dict(cmd.body)
-            )
-        )
-        self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": outcome.outcome})
-        self.uploader.reply(
-            CommandReply(
-                site_id=self.cfg.site.id,
-                command_id=cmd.command_id,
-                outcome=outcome.outcome,
-                reason=outcome.reason,
-                ts=self.clock.now(),
-            )
-        )
 
     async def _rate_loop(self) -> None:
         last_n, last_t = self.writer.committed, time.monotonic()

@@ -20,7 +20,7 @@ from pydantic import (
 
 from agent.localpage.config import LocalPageConfig
 from control.lighting.config import LightingConfig, gpio_bank_problem
-from control.traffic.config import TrafficConfig
+from control.traffic.config import TrafficConfig, detector_source_problem
 from kernel.config_base import (
     StrictModel,
     load_yaml,
@@ -157,6 +157,10 @@ class SiteConfig(StrictModel):
             raise ValueError(f"devices[{idx[0]}]: a traffic device needs the top-level traffic section")
         if len(idx) > 1:
             raise ValueError(f"devices[{idx[1]}]: only one traffic device per site (it runs every intersection)")
+        if self.traffic is not None:
+            problem = detector_source_problem(self.traffic, list(self.devices))
+            if problem:
+                raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

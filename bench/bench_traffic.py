@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.config import load_config
 from control.traffic.card import program_card
 from control.traffic.source import TrafficSource
+from drivers.modbus.link import ModbusLink
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
 from drivers.signals.indications import Indication
-from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
+from drivers.signals.modbus import ModbusSignalController, ThreadLink
 from drivers.transports.tcp import TcpTransport
 from hil.linkcut import CuttableLink
 from hil.sumo.rig import AGENT_MODES, SUMO_PROGRAMS, run
@@ -78,7 +79,7 @@ def link_part(trials: int) -> None:
     server.start()
     link = CuttableLink(("127.0.0.1", server.port))
     transport = TcpTransport("127.0.0.1", link.port, connect_timeout=0.3)
-    driver = ModbusSignalController(tuple(g.name for g in ix.groups), TransportRegisterLink(transport))
+    driver = ModbusSignalController(tuple(g.name for g in ix.groups), ThreadLink(ModbusLink(transport, 1, 0.3)))
     src = TrafficSource(ix, "Asia/Ho_Chi_Minh", output=driver)
     inter = src.intersection
     rtt: list[float] = []

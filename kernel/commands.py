@@ -9,11 +9,13 @@ them refuses what is unsafe.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -45,11 +47,16 @@ class CommandOutcome:
         return cls("refused", reason)
 
 
+Answer = CommandOutcome | Awaitable[CommandOutcome]
+"""A handler answers at once, or with an awaitable when the command is handed to its owner's thread or task."""
+
+
 class CommandHandler(Protocol):
     """A control loop that takes commands of one or more kinds."""
 
-    def apply_command(self, body: dict[str, Any]) -> CommandOutcome:
-        """Validate and apply one command body; never raise for a bad command, refuse it."""
+    def apply_command(self, body: dict[str, Any]) -> Answer:
+        """Validate and apply one command body (or hand it to the loop's owner); never raise for a bad
+        command, refuse it."""
         ...
 
 
@@ -108,11 +115,11 @@ class CommandRouter:
         self.site_id = site_id
         self.clock = clock or Clock()
         self.max_future_s = max_future_s
-        self._handlers: dict[str, Callable[[dict[str, Any]], CommandOutcome]] = {}
+        self._handlers: dict[str, Callable[[dict[str, Any]], Answer]] = {}
         self._seen = _SeenIds(seen_path)
 
     def register(
-        self, kind: str, handler: CommandHandler | Callable[[dict[str, Any]], CommandOutcome]
+        self, kind: str, handler: CommandHandler | Callable[[dict[str, Any]], Answer]
     ) -> None:
         """Route commands of ``kind`` to ``handler``."""
         fn = handler.apply_command if hasattr(handler, "apply_command") else handler
@@ -123,8 +130,8 @@ class CommandRouter:
         """Command kinds with a handler."""
         return sorted(self._handlers)
 
-    def dispatch(self, cmd: IncomingCommand) -> CommandOutcome:
-        """Check and apply one command; always returns an outcome."""
+    def _check(self, cmd: IncomingCommand) -> CommandOutcome | Callable[[dict[str, Any]], Answer]:
+        """The handler for ``cmd``, or the refusal (target, kind, expiry, replay)."""
         if cmd.target != self.site_id:
             return CommandOutcome.refused(f"command is for site {cmd.target!r}, this is {self.site_id!r}")
         handler = self._handlers.get(cmd.kind)
@@ -133,8 +140,9 @@ class CommandRouter:
                 f"no handler for command kind {cmd.kind!r} (have: {', '.join(self.kinds)})"
             )
         now = self.clock.now()
-        # With an unsynchronised clock, wall-time checks cannot be trusted either way; the replay
-        # check below still holds, and handlers bound every effect by their own durations.
+        # The one expiry policy (docs/wire-protocol.md): with an unsynchronised clock, wall-time
+        # checks cannot be trusted either way; the replay check below still holds, and handlers
+        # bound every effect by their own durations.
         if self.clock.quality() != ClockQuality.UNSYNCED:
             if cmd.expires_at <= now:
                 return CommandOutcome.refused(f"command expired {now - cmd.expires_at:.0f} s ago")
@@ -144,17 +152,54 @@ class CommandRouter:
             return CommandOutcome.refused("expires_at is not after issued_at")
         if not self._seen.add(cmd.command_id, cmd.expires_at):
             return CommandOutcome.refused(f"command {cmd.command_id} was already handled (replay)")
-        try:
-            outcome = handler(cmd.body)
-        except SafetyViolation as exc:
-            outcome = CommandOutcome.refused(f"safety envelope: {exc}")
-        except AgentError as exc:
-            outcome = CommandOutcome("failed", str(exc))
-        except Exception as exc:
-            log.exception("handler for %s failed on command %s", cmd.kind, cmd.command_id)
-            outcome = CommandOutcome("failed", f"{type(exc).__name__}: {exc}")
+        return handler
+
+    def _failure(self, cmd: IncomingCommand, exc: BaseException) -> CommandOutcome:
+        if isinstance(exc, SafetyViolation):
+            return CommandOutcome.refused(f"safety envelope: {exc}")
+        if isinstance(exc, AgentError):
+            return CommandOutcome("failed", str(exc))
+        log.error("handler for %s failed on command %s", cmd.kind, cmd.command_id, exc_info=exc)
+        return CommandOutcome("failed", f"{type(exc).__name__}: {exc}")
+
+    def _log(self, cmd: IncomingCommand, outcome: CommandOutcome) -> CommandOutcome:
+        if outcome.outcome == "accepted" and self.clock.quality() == ClockQuality.UNSYNCED:
+            # Never silently: the reply says that time was not checked.
+            note = "site clock unsynchronised: expiry not checked"
+            outcome = CommandOutcome.accepted(f"{outcome.reason}; {note}" if outcome.reason else note)
         log.info("command %s (%s): %s %s", cmd.command_id, cmd.kind, outcome.outcome, outcome.reason)
         return outcome
+
+    def dispatch(self, cmd: IncomingCommand) -> CommandOutcome:
+        """Check and apply one command with a handler that answers at once; always returns an outcome."""
+        checked = self._check(cmd)
+        if isinstance(checked, CommandOutcome):
+            return self._log(cmd, checked)
+        try:
+            answer = checked(cmd.body)
+        except Exception as exc:
+            return self._log(cmd, self._failure(cmd, exc))
+        if inspect.isawaitable(answer):
+            if inspect.iscoroutine(answer):
+                answer.close()
+            return self._log(cmd, CommandOutcome("failed", f"the {cmd.kind} handler answers asynchronously"))
+        return self._log(cmd, answer)
+
+    async def dispatch_async(self, cmd: IncomingCommand, timeout_s: float = 10.0) -> CommandOutcome:
+        """Check one command, hand it to its handler (and its owner) and await the answer."""
+        checked = self._check(cmd)
+        if isinstance(checked, CommandOutcome):
+            return self._log(cmd, checked)
+        try:
+            answer = checked(cmd.body)
+            if inspect.isawaitable(answer):
+                answer = await asyncio.wait_for(answer, timeout_s)
+        except asyncio.TimeoutError:
+            return self._log(cmd, CommandOutcome("failed", f"no answer from the {cmd.kind} loop in {timeout_s:g} s"))
+        except Exception as exc:
+            return self._log(cmd, self._failure(cmd, exc))
+        assert isinstance(answer, CommandOutcome)
+        return self._log(cmd, answer)
 
     def close(self) -> None:
         """Close the replay database."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kernel.clock import Clock
+from kernel.detectors import DetectorBus
 from kernel.metrics import Metrics
 from kernel.sink import ReadingSink
 from kernel.site import SiteView
@@ -21,6 +22,8 @@ class RunContext:
     clock: Clock = field(default_factory=Clock)
     metrics: Metrics = field(default_factory=lambda: Metrics())
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kbe"))
+    detectors: DetectorBus = field(default_factory=DetectorBus)
+    """Zone counts and loop inputs on their way to the traffic controller."""
 
 
 class Source(Protocol):

@@ -7,17 +7,12 @@ version 1 for that same site. A batch that passes is persisted in ONE transactio
 ``ON CONFLICT (site_id, seq) DO NOTHING`` and only then acknowledged (QoS 1) on
 ``<prefix>/<site>/down/ack``. Anything else is not stored, is counted, recorded in ``rejections``
 and answered with a :class:`~sync.wire.Rejection` on the same topic.
-
-Test hook: with ``KBE_RECEIVER_EXIT_AFTER_COMMIT=N`` in the environment the process exits (code 99)
-right after committing its N-th batch, before acknowledging it, so tests can open the window
-between persisting and acknowledging deterministically.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import threading
@@ -47,8 +42,6 @@ from sync.wire import (
 
 log = logging.getLogger("kbe.receiver")
 
-EXIT_AFTER_COMMIT_ENV = "KBE_RECEIVER_EXIT_AFTER_COMMIT"
-
 
 class Receiver:
     """Verifies, persists and acknowledges batches; one instance per receiver process."""
@@ -67,8 +60,6 @@ class Receiver:
         self.link: MqttLink | None = None
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
-        exit_after = os.environ.get(EXIT_AFTER_COMMIT_ENV)
-        self._exit_after_commit = int(exit_after) if exit_after else 0
 
     def handle(self, topic: str, payload: bytes) -> Ack | Rejection | None:
         """Process one message from the batch topic; publish and return the answer (None: not answered)."""
@@ -113,9 +104,6 @@ class Receiver:
             "%s batch %s: %d readings stored, %d duplicates (seq %d..%d)",
             site, batch.batch_id, stored, dup, batch.first_seq, batch.last_seq,
         )  # fmt: skip
-        if self._exit_after_commit and self.counters["batches_stored"] >= self._exit_after_commit:
-            log.warning("test hook %s: exiting after commit, before ack", EXIT_AFTER_COMMIT_ENV)
-            os._exit(99)
         return Ack(
             site_id=site,
             batch_id=batch.batch_id,

@@ -176,7 +176,9 @@ class OutputConfig(StrictModel):
     ``type: gpio``: a contactor relay on ``relay_pin``, optional PWM dimming (into a 0-10 V or DALI
     gateway input) on ``dim_pin`` and an optional contactor auxiliary contact on ``feedback_pin``.
     ``type: modbus``: a Modbus TCP lighting controller at ``host``; ``relay_coil`` switches the circuit
-    and the holding register ``dim_register`` holds the level in percent.
+    and the holding register ``dim_register`` holds the level in percent. With ``heartbeat_register``
+    the agent writes a counter there on every control step; a controller whose watchdog is set on
+    that register falls back to its own default schedule when the agent goes silent.
     ``type: gpio_bank``: outputs ``relay`` (and ``dim``, a pwm output) of the ``gpio`` device ``device``
     (drivers/gpio), shared with whatever else that bank drives.
     """
@@ -193,6 +195,9 @@ class OutputConfig(StrictModel):
     unit: int = Field(default=1, ge=0, le=247)
     relay_coil: int | None = Field(default=None, ge=0, le=65535)
     dim_register: int | None = Field(default=None, ge=0, le=65535)
+    heartbeat_register: int | None = Field(
+        default=None, ge=0, le=65535, description="modbus: holding register the controller's watchdog watches."
+    )
     timeout_s: float = Field(default=2.0, gt=0, le=30)
     device: str | None = Field(default=None, pattern=NAME, description="gpio_bank: the gpio device.")
     relay: str | None = Field(default=None, pattern=NAME, description="gpio_bank: its relay output.")
@@ -201,7 +206,7 @@ class OutputConfig(StrictModel):
     @model_validator(mode="after")
     def _fields_of_type(self) -> OutputConfig:
         gpio_only = ("relay_pin", "dim_pin", "feedback_pin")
-        modbus_only = ("host", "relay_coil", "dim_register")
+        modbus_only = ("host", "relay_coil", "dim_register", "heartbeat_register")
         bank_only = ("device", "relay", "dim")
         if self.type == "gpio_bank":
             missing = [f for f in ("device", "relay") if getattr(self, f) is None]

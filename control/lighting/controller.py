@@ -130,6 +130,7 @@ class LightingController:
         out: list[Reading] = []
         changed = want != rt.commanded
         try:
+            await rt.output.heartbeat()
             if changed or rt.readback_bad:
                 await rt.output.apply(want.on, want.level)
             shown = await rt.output.read_back()

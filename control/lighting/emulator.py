@@ -5,12 +5,16 @@
   voltage, current, power and energy follow a :class:`LampBank` instead of random motion;
 - :class:`LampBank`: the lamps of one circuit as a load that follows the circuit's real output
   (relay and PWM pins, or an emulated controller) and can be given failed lamps or a welded contactor;
-- :class:`LightingControllerEmulator`: a Modbus lighting controller (relay coil, level register).
+- :class:`LightingControllerEmulator`: a Modbus lighting controller (relay coil, level register,
+  and optionally a heartbeat register with a watchdog: when the agent stops writing it, the
+  controller falls back to its own default schedule, as a real one does).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -109,43 +113,101 @@ class SdmEmulator(_Server):
         return self.device.requests
 
 
+@dataclass(frozen=True)
+class DefaultSchedule:
+    """The controller's own timer, used while the agent is silent: on (at ``level``) from ``on`` to
+    ``off`` local time (through midnight when ``on`` > ``off``)."""
+
+    on: dt.time = dt.time(18, 0)
+    off: dt.time = dt.time(6, 0)
+    level: int = 100
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    def state(self, wall: float) -> OutputState:
+        """What the timer shows at wall-clock time ``wall``."""
+        t = dt.datetime.fromtimestamp(wall, zoneinfo.ZoneInfo(self.timezone)).time()
+        lit = (self.on <= t < self.off) if self.on <= self.off else (t >= self.on or t < self.off)
+        return OutputState(lit, self.level if lit else 0)
+
+
 class _Controller(EmulatedDevice):
     def __init__(self, profile: Profile, unit: int) -> None:
         super().__init__(profile, unit)
         self.writes = 0
+        self.before: Callable[[bytes], None] = lambda pdu: None
 
     def handle(self, pdu: bytes) -> bytes:
         if pdu and pdu[0] in (5, 6, 15, 16):
             self.writes += 1
+        self.before(pdu)
         return super().handle(pdu)
 
 
 class LightingControllerEmulator(_Server):
-    """A Modbus lighting controller: a writable relay coil and a writable level register (0-100)."""
+    """A Modbus lighting controller: a writable relay coil and a writable level register (0-100).
+
+    With ``heartbeat_register`` and ``watchdog_s``, the holding register is the agent's heartbeat:
+    when no write reaches it for ``watchdog_s`` (or none since power-up), the controller runs its
+    :class:`DefaultSchedule` instead of the last commanded state, until the next heartbeat.
+    """
 
     def __init__(
-        self, unit: int = 1, relay_coil: int = 0, dim_register: int = 1, initial: OutputState | None = None
+        self,
+        unit: int = 1,
+        relay_coil: int = 0,
+        dim_register: int = 1,
+        initial: OutputState | None = None,
+        heartbeat_register: int | None = None,
+        watchdog_s: float | None = None,
+        schedule: DefaultSchedule | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        profile = Profile(
-            model="lighting-controller",
-            points=[
-                Point(name="relay", table="coil", address=relay_coil, type="bool", writable=True),
-                Point(
-                    name="level",
-                    table="holding_register",
-                    address=dim_register,
-                    writable=True,
-                    min=0,
-                    max=100,
-                ),
-            ],
-        )
+        points = [
+            Point(name="relay", table="coil", address=relay_coil, type="bool", writable=True),
+            Point(name="level", table="holding_register", address=dim_register, writable=True, min=0, max=100),
+        ]
+        if heartbeat_register is not None:
+            points.append(
+                Point(name="heartbeat", table="holding_register", address=heartbeat_register, writable=True)
+            )
+        profile = Profile(model="lighting-controller", points=points)
         self.relay_coil = relay_coil
         self.dim_register = dim_register
+        self.heartbeat_register = heartbeat_register
+        self.watchdog_s = watchdog_s if heartbeat_register is not None else None
+        self.schedule = schedule or DefaultSchedule()
+        self.clock, self.wall = clock, wall
+        self.last_heartbeat = clock()
+        self.heartbeats = 0
+        self.fallbacks = 0
+        self.on_schedule = False
         self.ctl = _Controller(profile, unit)
+        self.ctl.before = self._before
         super().__init__(self.ctl)
         if initial is not None:
             self.force(initial)
+
+    def _before(self, pdu: bytes) -> None:
+        """Every request: a heartbeat write ends the fallback; otherwise the watchdog is checked."""
+        if self.heartbeat_register is not None and pdu[:1] in (b"\x06", b"\x10"):
+            address = int.from_bytes(pdu[1:3], "big")
+            count = 1 if pdu[0] == 6 else int.from_bytes(pdu[3:5], "big")
+            if address <= self.heartbeat_register < address + count:
+                self.last_heartbeat = self.clock()
+                self.heartbeats += 1
+                self.on_schedule = False
+        self.poll()
+
+    def poll(self) -> None:
+        """The watchdog: with no heartbeat for ``watchdog_s``, the outputs follow the default schedule."""
+        if self.watchdog_s is None:
+            return
+        if self.clock() - self.last_heartbeat > self.watchdog_s:
+            if not self.on_schedule:
+                self.fallbacks += 1
+            self.on_schedule = True
+            self.force(self.schedule.state(self.wall()))
 
     @property
     def writes(self) -> int:
@@ -154,6 +216,7 @@ class LightingControllerEmulator(_Server):
 
     def state(self) -> OutputState:
         """What the controller's outputs show (for a :class:`LampBank`)."""
+        self.poll()
         tables = self.ctl.tables
         return OutputState(
             bool(tables["coil"].get(self.relay_coil, 0)),

@@ -12,17 +12,16 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from gpiozero import Device
 from pydantic import Field
 
 from control.lighting.astro import AstroClock
-from control.lighting.config import LightingConfig
+from control.lighting.config import LightingConfig, OutputConfig
 from control.lighting.controller import LightingController
 from control.lighting.meter import CircuitMeter, SdmMeter
-from control.lighting.modbus_link import ModbusLink
 from control.lighting.outputs import (
     BankLightingOutput,
     GpioLightingOutput,
@@ -31,13 +30,15 @@ from control.lighting.outputs import (
 )
 from control.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
 from drivers.gpio.factory import FactoryName, make_pin_factory
-from kernel.commands import CommandOutcome
+from drivers.modbus.link import ModbusLink
+from kernel.commands import Answer, CommandOutcome
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext, Source
 
 log = logging.getLogger("kbe.lighting")
+COMMANDS_MAX = 32  # centre commands waiting for the control task
 
 
 class Config(StrictModel):
@@ -93,22 +94,35 @@ class ReadingBuffer:
         return out
 
 
+def _gpio_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any) -> LightingOutput:
+    return GpioLightingOutput(o, cfg.default_light_state, pin_factory)
+
+
+def _bank_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any) -> LightingOutput:
+    return BankLightingOutput(o)
+
+
+def _modbus_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any) -> LightingOutput:
+    return ModbusLightingOutput(o, ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s))
+
+
+OUTPUTS: Mapping[str, Callable[[LightingConfig, OutputConfig, Any], LightingOutput]] = {
+    "gpio": _gpio_output,
+    "gpio_bank": _bank_output,
+    "modbus": _modbus_output,
+}
+"""Circuit outputs by ``output.type``: chosen once, when the controller is built."""
+
+
 def build_outputs(cfg: LightingConfig, pin_factory: Any = None) -> dict[str, LightingOutput]:
     """One output per circuit; GPIO outputs start in the default light state."""
     outputs: dict[str, LightingOutput] = {}
     try:
         for c in cfg.circuits:
-            o = c.output
-            if o.type == "gpio":
-                outputs[c.name] = GpioLightingOutput(o, cfg.default_light_state, pin_factory)
-            elif o.type == "gpio_bank":
-                outputs[c.name] = BankLightingOutput(o)
-            else:
-                link = ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s)
-                outputs[c.name] = ModbusLightingOutput(o, link)
+            outputs[c.name] = OUTPUTS[c.output.type](cfg, c.output, pin_factory)
     except Exception:
         for out in outputs.values():
-            if isinstance(out, GpioLightingOutput):
+            if isinstance(out, GpioLightingOutput):  # pins are claimed at once; links open on first use
                 out._close_all()
         raise
     return outputs
@@ -145,15 +159,43 @@ class LightingSource:
         self.controller: LightingController | None = None
         self.buffer = ReadingBuffer(cfg.buffer_readings)
         self._wake = asyncio.Event()
+        self._inbox: collections.deque[tuple[object, asyncio.Future[CommandOutcome]]] = collections.deque()
         self._now: Callable[[], float] = time.time
+        self.last_step_mono: float | None = None
 
-    def apply_command(self, body: object) -> CommandOutcome:
-        """Apply a command from the centre (see control.lighting.commands); outputs follow at once."""
+    def apply_command(self, body: object) -> Answer:
+        """Hand a centre command (see control.lighting.commands) to the control task, which applies it
+        between two steps and answers; the outputs follow in the same step."""
         if self.controller is None:
             return CommandOutcome.refused("the lighting controller is not running yet")
-        outcome = self.controller.apply_command(body, self._now())
+        if len(self._inbox) >= COMMANDS_MAX:
+            return CommandOutcome.refused(f"{COMMANDS_MAX} lighting commands are waiting; try again")
+        fut: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
+        self._inbox.append((body, fut))
         self._wake.set()
-        return outcome
+        return fut
+
+    def _take_commands(self, ctl: LightingController | None) -> None:
+        """Apply (in the control task) and answer every command handed over so far."""
+        while self._inbox:
+            body, fut = self._inbox.popleft()
+            if fut.done():
+                continue
+            if ctl is None:
+                fut.set_result(CommandOutcome.refused("the lighting controller is stopping"))
+            else:
+                try:
+                    fut.set_result(ctl.apply_command(body, self._now()))
+                except Exception as exc:  # the router answers 'failed'
+                    fut.set_exception(exc)
+
+    def stalled(self, now_mono: float) -> str | None:
+        """Why the control task looks hung (no step for 5 ticks and 60 s), else None."""
+        last = self.last_step_mono
+        limit = max(60.0, 5 * self.lighting.tick_s)
+        if self.controller is not None and last is not None and now_mono - last > limit:
+            return f"lighting {self.name}: no control step for {now_mono - last:.0f} s"
+        return None
 
     def _factory(self) -> Any:
         """The pin factory for own-pin outputs; None when no circuit or sensor uses own pins."""
@@ -186,6 +228,8 @@ class LightingSource:
     async def _control(self, ctx: RunContext, ctl: LightingController) -> None:
         while True:
             self._wake.clear()
+            self.last_step_mono = time.monotonic()
+            self._take_commands(ctl)
             self.buffer.extend(await ctl.step(ctx.clock.now(), time.monotonic(), ctx.clock.quality()))
             ctx.metrics.set("kbe_lighting_buffer", len(self.buffer.items), {"device": self.name})
             # asyncio.wait, not wait_for: on Python < 3.12 wait_for can swallow a cancellation that
@@ -234,6 +278,7 @@ class LightingSource:
                 if t.done() and not t.cancelled():
                     t.exception()  # retrieved here; the first failure was re-raised above
             self.controller = None
+            self._take_commands(None)
             await ctl.close()
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from control.lighting.config import MeterConfig
-from control.lighting.modbus_link import ModbusLink
 from drivers.modbus.codec import apply_scale, decode_raw
+from drivers.modbus.link import ModbusLink
 from drivers.modbus.profile import Profile, load_profile
 
 

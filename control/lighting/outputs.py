@@ -14,8 +14,8 @@ from typing import Any, Protocol
 from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 
 from control.lighting.config import LightState, OutputConfig
-from control.lighting.modbus_link import ModbusLink
 from drivers.gpio.registry import get_bank
+from drivers.modbus.link import ModbusLink
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,10 @@ class LightingOutput(Protocol):
 
     async def read_back(self) -> OutputState:
         """The state the hardware reports now."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Tell the hardware the agent is alive (every control step); a no-op where it has no watchdog."""
         ...
 
     async def close(self) -> None:
@@ -88,6 +92,9 @@ class GpioLightingOutput:
         level = round(self.dim.value * 100) if self.dim is not None else (100 if on else 0)
         return OutputState(on, level)
 
+    async def heartbeat(self) -> None:
+        """Nothing: the pins hold their state only while this process runs."""
+
     def _close_all(self) -> None:
         for dev in (self.relay, self.dim, self.feedback):
             if dev is not None:
@@ -101,7 +108,7 @@ class GpioLightingOutput:
 class ModbusLightingOutput:
     """A Modbus lighting controller: ``relay_coil`` switches, ``dim_register`` holds 0-100 %.
 
-    Talks through the shared Modbus driver via a :class:`~control.lighting.modbus_link.ModbusLink`.
+    Talks through the shared Modbus driver via a :class:`~drivers.modbus.link.ModbusLink`.
     """
 
     def __init__(self, cfg: OutputConfig, link: ModbusLink) -> None:
@@ -110,6 +117,13 @@ class ModbusLightingOutput:
         self.cfg = cfg
         self.relay_coil: int = cfg.relay_coil
         self.link = link
+        self._beat = 0
+
+    async def heartbeat(self) -> None:
+        """Write the next counter value to ``heartbeat_register`` (when configured)."""
+        if self.cfg.heartbeat_register is not None:
+            self._beat = (self._beat + 1) & 0xFFFF
+            await self.link.write_registers(self.cfg.heartbeat_register, [self._beat])
 
     async def apply(self, on: bool, level: int) -> None:
         """Write the level register, then the relay coil."""
@@ -159,6 +173,9 @@ class BankLightingOutput:
         if self.cfg.dim is None:
             return OutputState(on, 100 if on else 0)
         return OutputState(on, round(bank.read_back(self.cfg.dim) * 100))
+
+    async def heartbeat(self) -> None:
+        """Nothing: the gpio device's pins need no heartbeat."""
 
     async def close(self) -> None:
         """Nothing to release: the gpio device owns its pins."""

@@ -18,9 +18,9 @@ from gpiozero import DigitalInputDevice
 
 from control.lighting.astro import NightTimes
 from control.lighting.config import PhotocellConfig
-from control.lighting.modbus_link import ModbusLink
 from drivers.gpio.registry import get_bank
 from drivers.modbus.codec import decode_raw, register_count
+from drivers.modbus.link import ModbusLink
 from kernel.errors import AgentError, DeviceError
 
 log = logging.getLogger("kbe.lighting")

@@ -123,6 +123,8 @@ class TrafficCommands:
             latched=inter.envelope.latched,
             mode=c.mode,
             plan=c.plan.name,
+            next_mode=c.next_mode,
+            next_plan=c.next_plan.name,
             stage=c.current.name,
             shown={n: i.value for n, i in inter.envelope.shown().items()},
             refusals=dict(inter.envelope.refusals),

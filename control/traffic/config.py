@@ -172,11 +172,18 @@ class ScheduleConfig(StrictModel):
 
 
 class DetectorConfig(StrictModel):
-    """A loop detector or a camera zone feeding one signal group."""
+    """A loop detector or a camera zone feeding one signal group.
+
+    ``source`` names the device that sees it (a ``camera`` for a zone, a ``gpio`` device for a loop);
+    ``input`` is the zone or input name in that device (default: the detector's own name). Without a
+    source, the detector is fed directly (the SUMO rig, tests).
+    """
 
     name: str = Field(pattern=NAME)
     group: str
     kind: Literal["loop", "zone"] = "loop"
+    source: str | None = Field(default=None, description="Camera (zone) or gpio device (loop) that feeds it.")
+    input: str | None = Field(default=None, description="Zone or input name in the source; default: name.")
 
 
 class ModbusOutputConfig(StrictModel):
@@ -372,3 +379,32 @@ class TrafficConfig(StrictModel):
                 raise ValueError(f"intersections[{i}].name: {ix.name!r} is used twice")
             seen.add(ix.name)
         return self
+
+
+def detector_source_problem(traffic: TrafficConfig, devices: list[object]) -> str | None:
+    """The first detector whose ``source`` is not a device that publishes it, as ``traffic.<path>: problem``.
+
+    A zone needs a ``camera`` with that zone; a loop needs a ``gpio`` device with an input of kind
+    ``loop`` by that name.
+    """
+    by_name = {getattr(d, "name", ""): d for d in devices}
+    for i, ix in enumerate(traffic.intersections):
+        for j, det in enumerate(ix.detectors):
+            if det.source is None:
+                continue
+            at = f"traffic.intersections[{i}].detectors[{j}]"
+            want = "camera" if det.kind == "zone" else "gpio"
+            dev = by_name.get(det.source)
+            if dev is None or getattr(dev, "driver", "") != want:
+                have = sorted(n for n, d in by_name.items() if getattr(d, "driver", "") == want)
+                return f"{at}.source: {det.source!r} is not a {want} device of this site {have}"
+            name = det.input or det.name
+            if want == "camera":
+                zones = [z.name for z in getattr(dev, "zones", [])]
+                if name not in zones:
+                    return f"{at}.input: {name!r} is not a zone of camera {det.source} {zones}"
+            else:
+                loops = [n.name for n in getattr(dev, "inputs", []) if n.kind == "loop"]
+                if name not in loops:
+                    return f"{at}.input: {name!r} is not a loop input of {det.source} {loops}"
+    return None

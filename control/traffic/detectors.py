@@ -1,19 +1,23 @@
 """Detector input: loop actuations and camera-zone counts, the adaptive and actuated modes' inputs.
 
-Protocol: whoever watches the approach (the camera pipeline, a loop-detector card, the SUMO rig)
-feeds :class:`DetectorBoard` either directly (:meth:`DetectorBoard.loop`, :meth:`DetectorBoard.zone`)
-or as readings with ``device`` = the detector name and points ``loop.occupied`` (bool),
+In the agent, cameras and ``gpio`` loop inputs publish on the run context's detector bus
+(:mod:`kernel.detectors`) and each intersection's own thread applies what its detectors' sources
+sent (:class:`DetectorInbox`) before every tick. The SUMO rig and tests feed :class:`DetectorBoard`
+directly (:meth:`DetectorBoard.loop`, :meth:`DetectorBoard.zone`) or as readings with ``device`` = the detector name and points ``loop.occupied`` (bool),
 ``zone.count``, ``zone.halting`` (vehicles) and ``zone.queue_m`` (metres). Zone data older than
 ``stale_s`` counts as missing, and the adaptive mode falls back to actuated timing.
 """
 
 from __future__ import annotations
 
+import collections
 import math
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from control.traffic.config import DetectorConfig
+from kernel.detectors import DetectorEvent, LoopPresence, ZoneCount
 from kernel.readings import Reading
 
 
@@ -38,12 +42,24 @@ class DetectorBoard:
         self._group = {d.name: d.group for d in detectors}
         self._kind = {d.name: d.kind for d in detectors}
         self._last_on: dict[str, float] = {n: -math.inf for n, k in self._kind.items() if k == "loop"}
+        self._occupied: set[str] = set()
         self._zones: dict[str, ZoneState] = {n: ZoneState() for n, k in self._kind.items() if k == "zone"}
 
     def loop(self, name: str, occupied: bool) -> None:
-        """A loop's presence now."""
-        if occupied and name in self._last_on:
+        """A loop's presence now; a loop that stays occupied keeps its gap at zero."""
+        if name not in self._last_on:
+            return
+        if occupied:
             self._last_on[name] = self._clock()
+            self._occupied.add(name)
+        else:
+            self._occupied.discard(name)
+
+    def refresh_occupied(self) -> None:
+        """Loops still occupied saw a vehicle now (called once per tick by an edge-fed owner)."""
+        now = self._clock()
+        for name in self._occupied:
+            self._last_on[name] = now
 
     def zone(self, name: str, count: int, halting: int, queue_m: float) -> None:
         """A zone's vehicle count, halting vehicles and queue length now."""
@@ -72,6 +88,8 @@ class DetectorBoard:
     def gap(self, groups: Iterable[str]) -> float:
         """Seconds since any loop of ``groups`` last saw a vehicle (inf with no loop)."""
         wanted = set(groups)
+        if any(self._group[n] in wanted for n in self._occupied):
+            return 0.0
         last = max((t for n, t in self._last_on.items() if self._group[n] in wanted), default=-math.inf)
         return self._clock() - last
 
@@ -102,3 +120,53 @@ class DetectorBoard:
         wanted = set(groups)
         now = self._clock()
         return [z for n, z in self._zones.items() if self._group[n] in wanted and now - z.ts <= self.stale_s]
+
+
+class DetectorInbox:
+    """Detector-bus events for one intersection, kept until its thread applies them to its board.
+
+    :meth:`on_event` runs on the publisher's thread (camera task, gpiozero callback) and only maps
+    the event to a configured detector and queues it (bounded: the oldest goes first).
+    """
+
+    def __init__(self, detectors: Iterable[DetectorConfig], maxlen: int = 1000) -> None:
+        self._by_source: dict[tuple[str, str, str], str] = {
+            (d.kind, d.source, d.input or d.name): d.name for d in detectors if d.source is not None
+        }
+        self._events: collections.deque[tuple[str, DetectorEvent]] = collections.deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self.received = 0
+
+    @property
+    def wanted(self) -> bool:
+        """True when some detector of this intersection has a source on the bus."""
+        return bool(self._by_source)
+
+    def on_event(self, event: DetectorEvent) -> None:
+        """Keep ``event`` if one of this intersection's detectors is fed by it."""
+        if isinstance(event, ZoneCount):
+            key = ("zone", event.source, event.zone)
+        else:
+            key = ("loop", event.source, event.input)
+        name = self._by_source.get(key)
+        if name is not None:
+            with self._lock:
+                self._events.append((name, event))
+                self.received += 1
+
+    def apply(self, board: DetectorBoard) -> int:
+        """Apply what arrived to ``board`` (on the intersection's thread, once per tick); how many events.
+
+        Loop inputs arrive as edges, so a loop that stays occupied is refreshed here on every tick:
+        once it frees, its gap counts from (within a tick of) when the vehicle left.
+        """
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+        for name, ev in events:
+            if isinstance(ev, LoopPresence):
+                board.loop(name, ev.occupied)
+            else:
+                board.zone(name, ev.count, ev.halting, ev.queue_m)
+        board.refresh_occupied()
+        return len(events)

@@ -96,6 +96,7 @@ class SafetyEnvelope:
         clock: Callable[[], float] = time.monotonic,
         report: Callable[[Reading], None] | None = None,
         wall: Callable[[], float] = time.time,
+        defer_flash: bool = False,
     ) -> None:
         self.ix = ix
         self.matrix = ConflictMatrix(ix)
@@ -119,7 +120,8 @@ class SafetyEnvelope:
         self.flashes = 0
         self.flashed_at: float | None = None
         self._all_red(clock())
-        self.latch("startup", "the junction flashes until start() or an operator clears it")
+        # With defer_flash the output is not touched here: its owner thread latches again first thing.
+        self.latch("startup", "the junction flashes until start() or an operator clears it", not defer_flash)
 
     # ---- the controller's port -------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class SafetyEnvelope:
 
     # ---- flash and the operator ------------------------------------------------------------
 
-    def latch(self, reason: str, message: str) -> None:
+    def latch(self, reason: str, message: str, command_output: bool = True) -> None:
         """Flash yellow now and stay latched; ``reason`` is reported as an alarm."""
         first = self.latched is None
         self.latched = self.latched or reason
@@ -234,7 +236,8 @@ class SafetyEnvelope:
                 log.error("%s: flashing yellow (%s): %s", self.ix.name, reason, message)
                 self._emit("envelope.flash", reason, Priority.ALARM, {"message": message})
         try:
-            self._out.flash()
+            if command_output:
+                self._out.flash()
         except AgentError as exc:
             log.error("%s: flash command failed (%s); the device watchdog must flash it", self.ix.name, exc)
         self._expected = None

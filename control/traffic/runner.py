@@ -28,17 +28,27 @@ class Intersection:
         report: Callable[[Reading], None] | None = None,
         mode: Mode = "fixed",
         plan: PlanConfig | None = None,
+        defer_flash: bool = False,
     ) -> None:
         self.ix = ix
         self._clock = clock
-        self.envelope = SafetyEnvelope(ix, output, clock, report)
+        self.envelope = SafetyEnvelope(ix, output, clock, report, defer_flash=defer_flash)
         self.board = DetectorBoard(ix.detectors, clock)
         self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan)
         self.lock = threading.RLock()  # ticks and centre commands come from different threads
 
     def start(self) -> None:
-        """Leave the start-up flash (all red, then the first stage after the clearances)."""
-        self.envelope.start()
+        """Leave the start-up flash (all red, then the first stage after the clearances).
+
+        The controller starts its start-up interval now too, so the all-red it times is the one the
+        envelope just began (not the one since the controller was built).
+        """
+        with self.lock:
+            self.envelope.start()
+            c = self.controller
+            self.controller = StageController(
+                self.ix, self.envelope, self.board, self._clock, c.next_mode, c.next_plan
+            )
 
     def tick(self) -> None:
         """One control period: the controller asks, the envelope decides, the read-back is checked."""

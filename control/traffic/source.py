@@ -1,52 +1,99 @@
 """The traffic intersections as supervised sources of the agent runtime.
 
-Each intersection ticks in its own thread at :data:`TICK_S` on the monotonic clock (the envelope is
-synchronous and must not wait for the event loop); its reports (refusals, flash alarms, state
-changes) go through a bounded queue to the reading sink. The time-of-day schedule is checked on
-each tick; a new entry takes effect at the controller's next cycle, and a mode or plan set by the
-centre holds until the schedule's next change point.
+Each intersection is owned by its own thread, which ticks it at :data:`TICK_S` on the monotonic
+clock (the envelope is synchronous and must not wait for the event loop) and is the only one to
+touch its controller, envelope and signal output. Before each tick the thread applies what its
+detectors' sources published on the detector bus (camera zones, loop inputs) and the centre's
+commands handed to it (:meth:`TrafficSource.submit`), and answers those from there; a command also
+wakes it between ticks. Its reports (refusals, flash alarms, state changes) go through a bounded
+queue to the reading sink. The time-of-day schedule is checked on each tick; a new entry takes
+effect at the controller's next cycle, and a mode or plan set by the centre holds until the
+schedule's next change point.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import queue
 import threading
 import time
 import zoneinfo
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from control.traffic.commands import TrafficCommands
-from control.traffic.config import IntersectionConfig, ModbusOutputConfig, ScheduleEntry
+from control.traffic.config import GpioOutputConfig, IntersectionConfig, ModbusOutputConfig, ScheduleEntry
+from control.traffic.detectors import DetectorInbox
 from control.traffic.runner import Intersection
 from control.traffic.schedule import active_entry
 from drivers.signals.base import SignalOutput
-from kernel.commands import CommandOutcome
+from kernel.commands import Answer, CommandOutcome
 from kernel.errors import ConfigError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext
 
 TICK_S = 0.1
 QUEUE_MAX = 10_000
+COMMANDS_MAX = 32
+
+
+def _modbus_output(ix: IntersectionConfig, pin_factory: Any) -> SignalOutput:
+    from drivers.signals.modbus import ModbusSignalController, ThreadLink
+
+    out = ix.output
+    assert isinstance(out, ModbusOutputConfig)
+    link = ThreadLink.tcp(out.host, out.port, out.unit, out.timeout_s)
+    return ModbusSignalController(tuple(g.name for g in ix.groups), link)
+
+
+def _gpio_output(ix: IntersectionConfig, pin_factory: Any) -> SignalOutput:
+    from drivers.signals.gpio import GpioSignalHeads
+
+    out = ix.output
+    assert isinstance(out, GpioOutputConfig)
+    return GpioSignalHeads(out.heads, pin_factory=pin_factory)
+
+
+FIELD_OUTPUTS: Mapping[str, Callable[[IntersectionConfig, Any], SignalOutput]] = {
+    "modbus": _modbus_output,
+    "gpio": _gpio_output,
+}
+"""Signal outputs a field intersection may use, by ``output.driver`` (SUMO is only for the rig)."""
 
 
 def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutput:
-    """The configured signal output of one intersection (Modbus or GPIO; SUMO is only for the rig)."""
-    from drivers.signals.gpio import GpioSignalHeads
-    from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
-    from drivers.transports.tcp import TcpTransport
+    """The configured signal output of one intersection, chosen once from :data:`FIELD_OUTPUTS`."""
+    driver = ix.output.driver if ix.output is not None else None
+    make = FIELD_OUTPUTS.get(driver) if driver is not None else None
+    if make is None:
+        raise ConfigError(
+            "traffic",
+            [f"intersections.{ix.name}.output: a field intersection needs one of {', '.join(FIELD_OUTPUTS)}"],
+        )
+    return make(ix, pin_factory)
 
-    out = ix.output
-    groups = tuple(g.name for g in ix.groups)
-    if isinstance(out, ModbusOutputConfig):
-        transport = TcpTransport(out.host, out.port, connect_timeout=out.timeout_s)
-        return ModbusSignalController(groups, TransportRegisterLink(transport, out.unit, out.timeout_s))
-    if out is not None and out.driver == "gpio":
-        return GpioSignalHeads(out.heads, pin_factory=pin_factory)
-    raise ConfigError(
-        "traffic", [f"intersections.{ix.name}.output: a field intersection needs modbus or gpio"]
-    )
+
+class TickClock:
+    """The monotonic clock as the intersection's thread sees it: read once per step.
+
+    The controller times an interval from its own reading and the envelope checks it from another;
+    on a loaded board a thread may be preempted between the two, and the envelope would see a
+    clearance a few milliseconds short of the one the controller timed, and flash the junction.
+    With one reading per step both judge the same instant.
+    """
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self) -> float:
+        """Read the monotonic clock for the next step."""
+        self.now = time.monotonic()
+        return self.now
 
 
 class TrafficSource:
@@ -57,15 +104,60 @@ class TrafficSource:
         self.ix = ix
         self._tz = zoneinfo.ZoneInfo(tz)
         self._reports: queue.Queue[Reading] = queue.Queue(QUEUE_MAX)
-        self.intersection = Intersection(ix, output or build_output(ix), time.monotonic, self._report)
+        self.clock = TickClock()
+        self.intersection = Intersection(
+            ix, output or build_output(ix), self.clock, self._report, defer_flash=True
+        )
+        self.inbox = DetectorInbox(ix.detectors)
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._running = threading.Event()
         self._entry: ScheduleEntry | None = None
-        self.commands: TrafficCommands | None = None
+        self._apply = TrafficCommands({ix.name: self.intersection})
+        self._commands: queue.Queue[tuple[Mapping[str, Any], concurrent.futures.Future[CommandOutcome]]]
+        self._commands = queue.Queue(COMMANDS_MAX)
+        self.desk: TrafficDesk | None = None
+        self.last_tick_mono: float | None = None
 
-    def apply_command(self, body: dict[str, Any]) -> CommandOutcome:
-        """A centre command of kind ``traffic`` (routed by intersection name to any of the site's)."""
-        handler = self.commands or TrafficCommands({self.ix.name: self.intersection})
-        return handler.apply_command(body)
+    def submit(self, body: Mapping[str, Any]) -> concurrent.futures.Future[CommandOutcome]:
+        """Hand a command body to this intersection's thread; the future holds its answer."""
+        fut: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+        if not self._running.is_set():
+            fut.set_result(CommandOutcome.refused(f"intersection {self.ix.name} is not running"))
+            return fut
+        try:
+            self._commands.put_nowait((body, fut))
+        except queue.Full:
+            fut.set_result(CommandOutcome.refused(f"intersection {self.ix.name}: too many commands waiting"))
+        self._wake.set()
+        return fut
+
+    def apply_command(self, body: dict[str, Any]) -> Answer:
+        """A centre command of kind ``traffic``, routed by intersection name to its owner thread."""
+        desk = self.desk or TrafficDesk({self.ix.name: self})
+        return desk.apply_command(body)
+
+    def _take_commands(self, answer: Callable[[Mapping[str, Any]], CommandOutcome] | None = None) -> None:
+        """Apply (on this thread) and answer every command handed over so far."""
+        apply = answer or self._apply.apply_command
+        while True:
+            try:
+                body, fut = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if fut.set_running_or_notify_cancel():
+                self.clock.advance()
+                try:
+                    fut.set_result(apply(body))
+                except Exception as exc:  # the router turns it into a 'failed' answer
+                    fut.set_exception(exc)
+
+    def stalled(self, now_mono: float) -> str | None:
+        """Why this intersection's thread looks hung (no tick for 5 s while running), else None."""
+        last = self.last_tick_mono
+        if self._running.is_set() and last is not None and now_mono - last > 5.0:
+            return f"{self.name}: no tick for {now_mono - last:.1f} s"
+        return None
 
     def _report(self, reading: Reading) -> None:
         try:
@@ -87,11 +179,25 @@ class TrafficSource:
             c.set_mode(entry.mode, next(p for p in self.ix.plans if p.name == entry.plan))
 
     def _loop(self) -> None:
+        try:
+            self._ticks()
+        finally:
+            self._running.clear()
+            stopping = CommandOutcome.refused(f"intersection {self.ix.name} is stopping")
+            self._take_commands(lambda body: stopping)
+
+    def _ticks(self) -> None:
         inter = self.intersection
+        self.clock.advance()
+        with inter.lock:  # the output belongs to this thread: its first command is the start-up flash
+            inter.envelope.latch("startup", "the junction flashes until it starts")
         inter.start()
         shown_before: dict[str, Any] = {}
         deadline = time.monotonic()
         while not self._stop.is_set():
+            self.last_tick_mono = self.clock.advance()
+            self.inbox.apply(inter.board)
+            self._take_commands()
             self._apply_schedule()
             inter.tick()
             shown = {n: i.value for n, i in inter.envelope.shown().items()}
@@ -102,15 +208,21 @@ class TrafficSource:
                 )
                 shown_before = shown
             deadline += TICK_S
-            self._stop.wait(max(0.0, deadline - time.monotonic()))
+            while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                if self._wake.wait(left):  # a command: apply it now, then keep the tick's rhythm
+                    self._wake.clear()
+                    self._take_commands()
             with inter.lock:
+                self.clock.advance()
                 inter.envelope.watchdog()
+        self.clock.advance()
         with inter.lock:  # the output's link belongs to this thread
             inter.envelope.latch("agent_stopped", "the agent is stopping")
 
     def start(self) -> threading.Thread:
         """Start ticking in a thread of its own."""
         self._stop.clear()
+        self._running.set()
         thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         thread.start()
         return thread
@@ -118,6 +230,7 @@ class TrafficSource:
     def stop(self, thread: threading.Thread) -> None:
         """Stop ticking and wait for the thread."""
         self._stop.set()
+        self._wake.set()
         thread.join(5)
 
     def drain(self) -> list[Reading]:
@@ -130,7 +243,9 @@ class TrafficSource:
                 return batch
 
     async def run(self, ctx: RunContext) -> None:
-        """Tick in a thread until cancelled; drain reports to the sink."""
+        """Tick in a thread until cancelled; detectors from the bus go to it, reports to the sink."""
+        if self.inbox.wanted:
+            ctx.detectors.subscribe(self.inbox.on_event)
         thread = self.start()
         try:
             while thread.is_alive():
@@ -139,16 +254,37 @@ class TrafficSource:
                     await ctx.sink.put(batch)
                 await asyncio.sleep(0.2)
         finally:
+            ctx.detectors.unsubscribe(self.inbox.on_event)
             await asyncio.to_thread(self.stop, thread)
 
 
-def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficCommands]:
+class TrafficDesk:
+    """The kind's command handler: routes a body by intersection name to the thread that owns it."""
+
+    def __init__(self, owners: Mapping[str, TrafficSource]) -> None:
+        self._owners = dict(owners)
+
+    def apply_command(self, body: Mapping[str, Any]) -> Answer:
+        """The owner's answer, awaited on the caller's event loop (or at once if refused here)."""
+        name = body.get("intersection")
+        owner = self._owners.get(name) if isinstance(name, str) else None
+        if owner is None:
+            return CommandOutcome.refused(f"intersection: {name!r} is not configured here")
+        fut = owner.submit(body)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop to await on (a plain thread): wait for the owner here
+            return fut.result(10.0)
+        return asyncio.wrap_future(fut)
+
+
+def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficDesk]:
     """Sources for every configured intersection, and the command handler the sync layer calls."""
     traffic = getattr(site, "traffic", None)
     if traffic is None:
-        return [], TrafficCommands({})
+        return [], TrafficDesk({})
     sources = [TrafficSource(ix, site.site.timezone) for ix in traffic.intersections]
-    commands = TrafficCommands({s.ix.name: s.intersection for s in sources})
+    desk = TrafficDesk({s.ix.name: s for s in sources})
     for s in sources:
-        s.commands = commands
-    return sources, commands
+        s.desk = desk
+    return sources, desk

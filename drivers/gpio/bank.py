@@ -15,6 +15,7 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 
 from drivers.gpio.config import DEFAULT_STATES, GpioConfig, InputConfig, OutputConfig
 from kernel.clock import Clock
+from kernel.detectors import DetectorBus, LoopPresence
 from kernel.errors import DeviceError, WriteRefused
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Quality, Reading
@@ -48,6 +49,7 @@ class GpioBank:
         self._feedback: dict[str, DigitalInputDevice] = {}
         self._inputs: dict[str, tuple[InputConfig, DigitalInputDevice]] = {}
         self._counts: dict[str, int] = {}
+        self.detectors: DetectorBus | None = None  # loop inputs are published here once attached
         try:
             self._build()
         except Exception as exc:
@@ -168,6 +170,8 @@ class GpioBank:
         if active:
             with self._lock:
                 self._counts[cfg.name] += 1
+        if cfg.kind == "loop" and self.detectors is not None:
+            self.detectors.publish(LoopPresence(self.device, cfg.name, active))
         on, off = DEFAULT_STATES[cfg.kind]
         state = (cfg.active_value or on) if active else (cfg.inactive_value or off)
         meta = {"kind": cfg.kind, "state": state}
@@ -184,6 +188,14 @@ class GpioBank:
                 meta,
             )
         )
+
+    def publish_loops(self) -> None:
+        """Every loop input's present state to the detector bus (at start, before any edge)."""
+        if self.detectors is None:
+            return
+        for name, (cfg, dev) in self._inputs.items():
+            if cfg.kind == "loop":
+                self.detectors.publish(LoopPresence(self.device, name, bool(dev.value)))
 
     def snapshot(self) -> list[Reading]:
         """Every output's read-back, every input's state and edge count (periodic telemetry).

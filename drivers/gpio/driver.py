@@ -1,7 +1,8 @@
 """Device kind ``gpio``: a bank of relay/PWM outputs and contact inputs on the board's header.
 
 Outputs are read back from the pins and reported every ``report_period_s``; input edges become
-EVENT readings as they happen. Controllers drive outputs through
+EVENT readings as they happen; inputs of kind ``loop`` also go to the run context's detector bus
+(:class:`kernel.detectors.LoopPresence`) for the traffic controller. Controllers drive outputs through
 :func:`drivers.gpio.registry.get_bank` (``set_relay``, ``set_duty``, ``read_back``).
 """
 
@@ -48,8 +49,9 @@ class GpioSource:
         """Until cancelled: forward events, and report everything every ``report_period_s``."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Reading] = asyncio.Queue(self.cfg.event_queue)
-        self.bank.clock, self.bank.metrics = ctx.clock, ctx.metrics
+        self.bank.clock, self.bank.metrics, self.bank.detectors = ctx.clock, ctx.metrics, ctx.detectors
         self.bank.attach(loop, queue)
+        self.bank.publish_loops()
         next_report = loop.time()
         try:
             while True:

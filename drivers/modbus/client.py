@@ -9,12 +9,12 @@ transaction id; stale answers to an earlier, timed-out request are skipped.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections.abc import Sequence
 from typing import Literal
 
 from drivers.modbus import protocol as p
+from drivers.modbus.mbap import HEADER_LEN, MbapFramer
 from drivers.transports.base import Transport
 from kernel.errors import DeviceTimeout, FrameError
 
@@ -37,7 +37,7 @@ class ModbusClient:
         self.transport = transport
         self.framing = framing
         self.extra_silence_s = extra_silence_s
-        self._tid = 0
+        self.mbap = MbapFramer()
         self._last_tx_end = 0.0
         self.stray_bytes = 0
         self.foreign_frames = 0
@@ -132,18 +132,19 @@ class ModbusClient:
     async def _tcp(self, unit: int, pdu: bytes, timeout: float) -> bytes:
         t = self.transport
         self.stray_bytes += t.reset_input()
-        self._tid = (self._tid + 1) & 0xFFFF
-        await t.write(struct.pack(">HHHB", self._tid, 0, len(pdu) + 1, unit) + pdu)
+        tid = self.mbap.next_tid()
+        await t.write(self.mbap.frame(tid, unit, pdu))
         deadline = time.monotonic() + timeout
         while True:
-            head = await t.read_exactly(7, max(deadline - time.monotonic(), 0.0))
-            tid, proto, length, r_unit = struct.unpack(">HHHB", head)
-            if proto != 0 or not 2 <= length <= 254:
+            head = await t.read_exactly(HEADER_LEN, max(deadline - time.monotonic(), 0.0))
+            try:
+                h = self.mbap.header(head)
+            except FrameError:
                 await self._drain(0.005)
-                raise FrameError(f"bad MBAP header {head.hex()}")
-            body = await t.read_exactly(length - 1, max(deadline - time.monotonic(), 0.0) + 0.05)
-            if tid != self._tid:
+                raise
+            body = await t.read_exactly(h.pdu_len, max(deadline - time.monotonic(), 0.0) + 0.05)
+            if h.tid != tid:
                 continue  # a late answer to an earlier request
-            if r_unit != unit:
-                raise FrameError(f"answer from unit {r_unit} to a request for unit {unit}")
+            if h.unit != unit:
+                raise FrameError(f"answer from unit {h.unit} to a request for unit {unit}")
             return body

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from drivers.modbus import protocol as p
 from drivers.modbus.client import silence_s
 from drivers.modbus.codec import apply_scale, decode_raw, encode_raw, unscale
+from drivers.modbus.mbap import HEADER_LEN, MbapFramer
 from drivers.modbus.profile import BIT_TABLES, Emulate, Point, Profile
 from drivers.transports.base import Transport
 from drivers.transports.fd import PtyPair
-from kernel.errors import DeviceTimeout, TransportError
+from kernel.errors import DeviceTimeout, FrameError, TransportError
 
 ENERGY_UNITS = ("kWh", "Wh", "MWh", "kvarh", "varh", "kVAh", "m³", "m3", "L")
 TEMPERATURE_UNITS = ("°C", "degC", "C")
@@ -483,12 +484,12 @@ class TcpServer:
         self._writers.add(writer)
         try:
             while True:
-                head = await reader.readexactly(7)
-                tid, _proto, length, unit = struct.unpack(">HHHB", head)
-                pdu = await reader.readexactly(length - 1)
+                h = MbapFramer.header(await reader.readexactly(HEADER_LEN), strict=False)
+                tid, unit = h.tid, h.unit
+                pdu = await reader.readexactly(h.pdu_len)
                 dev = self._device(unit)
                 if dev is None:
-                    writer.write(struct.pack(">HHHBBB", tid, 0, 3, unit, pdu[0] | 0x80, 11))
+                    writer.write(MbapFramer.frame(tid, unit, bytes([pdu[0] | 0x80, 11])))
                     continue
                 if dev.fault is Fault.TCP_DROP:
                     dev.fault = Fault.NONE
@@ -499,16 +500,16 @@ class TcpServer:
                 r_unit = unit
                 if dev.fault is Fault.WRONG_UNIT:
                     r_unit = (unit % 247) + 1
-                frame = struct.pack(">HHHB", tid, 0, len(out) + 1, r_unit) + out
+                frame = MbapFramer.frame(tid, r_unit, out)
                 if dev.fault is Fault.CRC:
-                    frame = struct.pack(">HHHB", tid, 7, len(out) + 1, r_unit) + out
+                    frame = MbapFramer.frame(tid, r_unit, out, protocol=7)
                 elif dev.fault is Fault.GARBAGE:
                     frame = bytes(dev.rng.randrange(256) for _ in range(len(frame)))
                 delay = dev.turnaround_s + (dev.fault_arg if dev.fault is Fault.LATE else 0.0)
                 if delay:
                     await asyncio.sleep(delay)
                 writer.write(frame)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        except (asyncio.IncompleteReadError, ConnectionError, FrameError, asyncio.CancelledError):
             pass
         finally:
             self._writers.discard(writer)

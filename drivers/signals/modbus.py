@@ -3,8 +3,8 @@
 The driver is given a register link (it opens no socket itself): anything with
 ``write_registers(address, values)`` and ``read_input_registers(address, count)`` that raises
 :class:`~kernel.errors.TransportError` or :class:`~kernel.errors.DeviceError` on failure.
-:class:`TransportRegisterLink` is that link over a :mod:`drivers.transports` transport and the
-project's Modbus client (TCP or RTU framing).
+:class:`ThreadLink` is that link for the intersection's own thread, over the project's one async
+:class:`~drivers.modbus.link.ModbusLink` (the same one lighting and meters use).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from drivers.modbus.client import Framing, ModbusClient
+from drivers.modbus.link import ModbusLink
 from drivers.signals.base import CODES, FROM_CODE, ShownState
 from drivers.signals.emulator import (
     CONTROL_FLASH,
@@ -25,8 +25,8 @@ from drivers.signals.emulator import (
     IR_SEQ,
 )
 from drivers.signals.indications import SignalState
-from drivers.transports.base import Transport
-from kernel.errors import DeviceTimeout, FrameError, TransportError
+from drivers.transports.tcp import TcpTransport
+from kernel.errors import FrameError, TransportError
 
 T = TypeVar("T")
 
@@ -47,52 +47,52 @@ class RegisterLink(Protocol):
         ...
 
 
-class TransportRegisterLink:
-    """A :class:`RegisterLink` over the project's transport layer and Modbus client.
+class ThreadLink:
+    """A :class:`RegisterLink` for a synchronous owner thread, over the one async :class:`ModbusLink`.
 
-    The signal envelope is synchronous, so the async :class:`~drivers.modbus.client.ModbusClient`
-    runs on a private event loop; calls must not overlap (the intersection's lock serialises them).
-    A lost connection is reopened on the next call.
+    The signal envelope is synchronous and runs in its intersection's own thread, so that thread
+    runs the link's coroutines on an event loop of its own. Called from a thread whose event loop is
+    running (the agent's loop, a command handler), it refuses with a :class:`TransportError` instead
+    of nesting loops: work for the output is handed to the owner thread. :meth:`close` releases the
+    connection and the loop; the next call (a restarted owner) opens new ones.
     """
 
-    def __init__(
-        self, transport: Transport, unit: int = 1, timeout_s: float = 0.3, framing: Framing = "tcp"
-    ) -> None:
-        self._transport = transport
-        self._client = ModbusClient(transport, framing)
-        self._unit = unit
-        self._timeout = timeout_s
-        self._loop = asyncio.new_event_loop()
+    def __init__(self, link: ModbusLink) -> None:
+        self.link = link
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def tcp(cls, host: str, port: int, unit: int = 1, timeout_s: float = 0.3) -> ThreadLink:
+        """A signal controller on Modbus TCP at ``host:port``."""
+        return cls(ModbusLink(TcpTransport(host, port, connect_timeout=timeout_s), unit, timeout_s))
 
     def _run(self, make: Callable[[], Awaitable[T]]) -> T:
-        async def call() -> T:
-            if self._transport.closed:
-                await self._transport.open()
-            try:
-                return await asyncio.wait_for(make(), self._timeout * 2)
-            except asyncio.TimeoutError as exc:
-                raise DeviceTimeout(f"{self._transport.name}: no answer in {self._timeout} s") from exc
-
-        if self._loop.is_closed():
-            raise TransportError(f"{self._transport.name}: link is closed")
-        return self._loop.run_until_complete(call())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise TransportError(
+                f"{self.link.transport.name}: called from a running event loop; hand it to the owner thread"
+            )
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(make())
 
     def write_registers(self, address: int, values: list[int]) -> None:
         """Write holding registers (function 16)."""
-        self._run(lambda: self._client.write_registers(self._unit, address, values, self._timeout))
+        self._run(lambda: self.link.write_registers(address, values))
 
     def read_input_registers(self, address: int, count: int) -> list[int]:
         """Read input registers (function 4)."""
-        regs = self._run(lambda: self._client.read(self._unit, 4, address, count, self._timeout))
-        if len(regs) != count:
-            raise FrameError(f"{self._transport.name}: asked {count} registers, got {len(regs)}")
-        return [int(r) for r in regs]
+        return [int(r) for r in self._run(lambda: self.link.read(4, address, count))]
 
     def close(self) -> None:
-        """Close the transport and the private loop."""
-        if not self._loop.is_closed():
-            self._loop.run_until_complete(self._transport.close())
+        """Close the connection and the owner's loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(self.link.close())
             self._loop.close()
+        self._loop = None
 
 
 class ModbusSignalController:

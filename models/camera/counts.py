@@ -1,18 +1,16 @@
-"""Per-interval tallies of a camera, their Readings, and the listeners (the traffic controller).
+"""Per-interval tallies of a camera and their Readings.
 
 A :class:`CountsAccumulator` folds :class:`TrackState` frames into a :class:`CameraCounts` per
-interval. Readings carry the model's name and version in ``meta``; a :class:`CountsListener`
-(for example the signal controller) gets the same :class:`CameraCounts` objects through the
-process-wide :data:`COUNTS_BUS`.
+interval. Readings carry the model's name and version in ``meta``; the zones of each listener
+interval also go to the traffic controller as :class:`kernel.detectors.ZoneCount` events on the run
+context's detector bus (see :mod:`models.camera.kind`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from kernel.readings import ClockQuality, Priority, Reading
 from models.camera.tracker import TrackState
@@ -74,14 +72,6 @@ class CameraCounts:
         return out
 
 
-class CountsListener(Protocol):
-    """Whoever wants a camera's counts as they come (the traffic signal controller)."""
-
-    def on_counts(self, counts: CameraCounts) -> None:
-        """Called from the camera's task at each listener interval; must return quickly."""
-        ...
-
-
 class CountsAccumulator:
     """Folds frames into one interval's :class:`CameraCounts`; :meth:`take` closes the interval."""
 
@@ -135,34 +125,3 @@ class CountsAccumulator:
         )
         self._reset(end)
         return counts
-
-
-class CountsBus:
-    """Process-wide fan-out of :class:`CameraCounts` to listeners, by camera name or for all cameras."""
-
-    def __init__(self) -> None:
-        self._listeners: list[tuple[str | None, CountsListener]] = []
-        self._lock = threading.Lock()
-
-    def subscribe(self, listener: CountsListener, camera: str | None = None) -> None:
-        """Receive the counts of ``camera`` (or of every camera when None)."""
-        with self._lock:
-            self._listeners.append((camera, listener))
-
-    def unsubscribe(self, listener: CountsListener) -> None:
-        """Stop receiving counts."""
-        with self._lock:
-            self._listeners = [(c, x) for c, x in self._listeners if x is not listener]
-
-    def publish(self, counts: CameraCounts) -> None:
-        """Hand counts to every interested listener; a failing listener is logged, not fatal."""
-        with self._lock:
-            targets = [x for c, x in self._listeners if c is None or c == counts.camera]
-        for listener in targets:
-            try:
-                listener.on_counts(counts)
-            except Exception:
-                log.exception("counts listener %r failed", listener)
-
-
-COUNTS_BUS = CountsBus()

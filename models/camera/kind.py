@@ -33,10 +33,11 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from kernel.config_base import StrictModel
+from kernel.detectors import ZoneCount
 from kernel.errors import ModelError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext, Source
-from models.camera.counts import COUNTS_BUS, CountsAccumulator, CountsBus
+from models.camera.counts import CameraCounts, CountsAccumulator
 from models.camera.detectors import BlazeDetector, Detector, MotionBlobDetector, SsdDetector
 from models.camera.frames import FrameReader, parse_url, redact
 from models.camera.motion import MotionGate
@@ -200,15 +201,12 @@ def build_pipeline(cfg: Config, registry: ModelRegistry) -> CameraPipeline:
 
 
 class CameraSource:
-    """Reads one camera, runs its pipeline, and reports counts to the sink and to listeners."""
+    """Reads one camera, runs its pipeline, reports counts to the sink and zones to the detector bus."""
 
-    def __init__(
-        self, cfg: Config, registry: ModelRegistry, bus: CountsBus = COUNTS_BUS, reload_check_s: float = 30.0
-    ) -> None:
+    def __init__(self, cfg: Config, registry: ModelRegistry, reload_check_s: float = 30.0) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.registry = registry
-        self.bus = bus
         self.reload_check_s = reload_check_s
         self.pipeline = build_pipeline(cfg, registry)
         self._snapshot: asyncio.Future[Path] | None = None
@@ -285,12 +283,17 @@ class CameraSource:
                 await self._take_snapshot(ctx, frame, ts)
             meta = {**self.pipeline.detector.meta(), "detector": self.pipeline.detector.kind}
             if ts - self._listen_acc.start >= self.cfg.listener_interval_s:
-                self.bus.publish(self._listen_acc.take(ts, meta))
+                self._publish_zones(ctx, self._listen_acc.take(ts, meta))
             if ts - self._store_acc.start >= self.cfg.report_interval_s:
                 await ctx.sink.put(self._store_acc.take(ts, meta).readings(ctx.clock.quality()))
             if self.reload_check_s and time.monotonic() >= next_reload:
                 next_reload = time.monotonic() + self.reload_check_s
                 await self._reload(ctx)
+
+    def _publish_zones(self, ctx: RunContext, counts: CameraCounts) -> None:
+        """Each zone's vehicles and queue in the last frame, to the traffic controller."""
+        for zone in counts.occupancy:
+            ctx.detectors.publish(ZoneCount(self.name, zone, counts.occupancy[zone], counts.queue[zone]))
 
     async def _take_snapshot(self, ctx: RunContext, frame: np.ndarray, ts: float) -> None:
         assert self._snapshot is not None

@@ -77,8 +77,48 @@ def test_replay_refused_even_after_restart(tmp_path: Path) -> None:
 def test_unsynced_clock_skips_wall_time_checks_but_not_replay(tmp_path: Path) -> None:
     router, _lamp = _router(tmp_path, ClockQuality.UNSYNCED)
     now = time.time()
-    assert router.dispatch(_cmd("c-5", issued_at=now - 7200, expires_at=now - 3600)).outcome == "accepted"
+    late = router.dispatch(_cmd("c-5", issued_at=now - 7200, expires_at=now - 3600))
+    assert late.outcome == "accepted"
+    assert "expiry not checked" in late.reason  # said in the reply, never silently
     assert router.dispatch(_cmd("c-5")).outcome == "refused"
+
+
+def test_async_handlers_are_answered_by_their_owner_thread(tmp_path: Path) -> None:
+    import asyncio
+    import concurrent.futures
+    import threading
+
+    router = CommandRouter("site-a", Clock(override=ClockQuality.SYNCED), tmp_path / "seen.db")
+    owner_threads: list[str] = []
+
+    def handed_over(body: dict[str, Any]) -> concurrent.futures.Future[CommandOutcome]:
+        fut: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
+
+        def owner() -> None:
+            owner_threads.append(threading.current_thread().name)
+            fut.set_result(CommandOutcome.accepted(f"level {body['level']}"))
+
+        if body["level"] != 99:  # 99: the owner never answers
+            threading.Thread(target=owner, name="owner").start()
+        return fut
+
+    router.register("lighting", lambda body: asyncio.wrap_future(handed_over(body)))
+
+    async def main() -> tuple[CommandOutcome, CommandOutcome, CommandOutcome]:
+        ok = await router.dispatch_async(_cmd("a-1", body={"level": 40}))
+        hung = await router.dispatch_async(_cmd("a-2", body={"level": 99}), timeout_s=0.2)
+        replay = await router.dispatch_async(_cmd("a-1", body={"level": 40}))
+        return ok, hung, replay
+
+    ok, hung, replay = asyncio.run(main())
+    assert (ok.outcome, ok.reason) == ("accepted", "level 40")
+    assert owner_threads == ["owner"]
+    assert hung.outcome == "failed"
+    assert "no answer" in hung.reason
+    assert replay.outcome == "refused"
+    # The synchronous entry point refuses to drop an asynchronous answer on the floor.
+    assert router.dispatch(_cmd("a-3", body={"level": 1})).outcome == "failed"
+    router.close()
 
 
 def test_handler_refusals_and_failures_become_outcomes(tmp_path: Path) -> None:

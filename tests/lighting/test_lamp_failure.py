@@ -12,8 +12,8 @@ from control.lighting.emulator import LampBank, SdmEmulator
 from control.lighting.failure import expected_power, judge
 from control.lighting.kind import build_meters
 from control.lighting.meter import MeterSample, SdmMeter
-from control.lighting.modbus_link import ModbusLink
 from control.lighting.outputs import OutputState
+from drivers.modbus.link import ModbusLink
 from kernel.readings import Priority
 from tests.conftest import free_port
 from tests.lighting.conftest import duty, lighting_dict, local_ts, make_controller, relay

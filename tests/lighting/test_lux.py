@@ -10,10 +10,10 @@ from control.lighting.astro import AstroClock
 from control.lighting.config import LightingConfig
 from control.lighting.controller import LightingController
 from control.lighting.kind import build_outputs
-from control.lighting.modbus_link import ModbusLink
 from control.lighting.photocell import LuxThreshold, ModbusLuxSensor
 from control.lighting.state import LightingState
 from drivers.modbus.emulator import EmulatedDevice, Fault, TcpServer
+from drivers.modbus.link import ModbusLink
 from drivers.modbus.profile import Point, Profile
 from tests.conftest import free_port
 from tests.lighting.conftest import BAC_NINH, lighting_dict, relay

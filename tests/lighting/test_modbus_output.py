@@ -11,9 +11,9 @@ from control.lighting.config import LightingConfig, OutputConfig
 from control.lighting.controller import LightingController
 from control.lighting.emulator import LampBank, LightingControllerEmulator, SdmEmulator
 from control.lighting.kind import build_meters, build_outputs
-from control.lighting.modbus_link import ModbusLink
 from control.lighting.outputs import ModbusLightingOutput, OutputState
 from control.lighting.state import LightingState
+from drivers.modbus.link import ModbusLink
 from kernel.readings import Priority
 from tests.conftest import free_port
 from tests.lighting.conftest import BAC_NINH, lighting_dict, local_ts

@@ -32,6 +32,9 @@ class NullOutput:
     async def read_back(self) -> OutputState:
         return OutputState(False, 0)
 
+    async def heartbeat(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

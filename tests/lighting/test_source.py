@@ -91,10 +91,10 @@ def test_switches_while_sink_stalls_and_commands_apply_at_once(pins, tmp_path):
         router = CommandRouter("bn-01", clock=clock)
         router.register("lighting", src)
         body = {"action": "override", "circuit": "c1", "level": 100, "duration_s": 60}
-        out = router.dispatch(IncomingCommand("cmd-1", "bn-01", "lighting", NIGHT - 5, NIGHT + 300, body))
+        out = await router.dispatch_async(IncomingCommand("cmd-1", "bn-01", "lighting", NIGHT - 5, NIGHT + 300, body))
         assert out.outcome == "accepted"
         bad = dict(body, level=101)
-        out = router.dispatch(IncomingCommand("cmd-2", "bn-01", "lighting", NIGHT - 5, NIGHT + 300, bad))
+        out = await router.dispatch_async(IncomingCommand("cmd-2", "bn-01", "lighting", NIGHT - 5, NIGHT + 300, bad))
         assert out.outcome == "refused"
         assert out.reason.startswith("level: 101 is not valid")
         await until(lambda: duty(pins, 18) == 100, timeout=2.0)
@@ -124,10 +124,8 @@ def test_restart_recomputes_from_schedule_and_keeps_override(pins, tmp_path):
 
     async def first(src):
         await until(lambda: duty(pins, 18) == 70)
-        assert (
-            src.apply_command({"action": "override", "circuit": "c2", "level": 0, "duration_s": 3600}).outcome
-            == "accepted"
-        )
+        out = await src.apply_command({"action": "override", "circuit": "c2", "level": 0, "duration_s": 3600})
+        assert out.outcome == "accepted"
         await until(lambda: not relay(pins, 22))
 
     async def after_reboot(src):

@@ -107,9 +107,10 @@ class ReceiverProc:
     """``edge-agent receiver`` in a subprocess, stopped by its PID."""
 
     def __init__(self, broker: Mosquitto, db: str, registry: Path, workdir: Path, client_id: str,
-                 group: str = "centre", env: dict[str, str] | None = None, tls_args: list[str] | None = None):
+                 group: str = "centre", env: dict[str, str] | None = None, tls_args: list[str] | None = None,
+                 broker_url: str | None = None):
         self.log = workdir / f"{client_id}.log"
-        argv = agent_argv("receiver", "--broker", broker.url, "--db", db, "--sites", str(registry),
+        argv = agent_argv("receiver", "--broker", broker_url or broker.url, "--db", db, "--sites", str(registry),
                           "--group", group, "--client-id", client_id, *(tls_args or []))
         self.logf = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=agent_env(**(env or {})), stdout=self.logf, stderr=subprocess.STDOUT)

@@ -1,23 +1,35 @@
-"""The receiver dies between persisting a batch and acknowledging it: nothing is stored twice."""
+"""The receiver dies between persisting a batch and acknowledging it: nothing is stored twice.
+
+The window is opened from outside the receiver: it talks to the broker through a relay whose
+receiver-to-broker direction is cut once it has subscribed, so its ack never leaves; once the batch
+is in the database the test kills it with SIGKILL.
+"""
 
 from __future__ import annotations
 
-from sync.receiver import EXIT_AFTER_COMMIT_ENV
+import signal
+
 from sync.uploader import Uploader
 from tests.sync.conftest import SITE, make_readings, query, stored_readings, sync_config, wait_for
+from tests.sync.gate import Gate
 
 
 def test_killed_after_commit_before_ack_gives_no_duplicate(mosquitto, store, site_keys, db_url, receivers, uploaders):
     seqs = store.append(make_readings(300))
-    rx1 = receivers(mosquitto, db_url, site_keys.registry, client_id="rx-crash",
-                    env={EXIT_AFTER_COMMIT_ENV: "1"})
-    rx1.wait_subscribed()
-    up = Uploader(sync_config(mosquitto.url, site_keys.key, ack_timeout_s=2.0), SITE, store)
-    uploaders(up)
-    wait_for(lambda: rx1.proc.poll() is not None, 30, "the receiver to exit after its first commit")
-    assert rx1.proc.returncode == 99
+    gate = Gate(mosquitto.port)
+    try:
+        rx1 = receivers(mosquitto, db_url, site_keys.registry, client_id="rx-crash",
+                        broker_url=f"mqtt://127.0.0.1:{gate.port}")
+        rx1.wait_subscribed()
+        gate.cut_upstream()
+        up = Uploader(sync_config(mosquitto.url, site_keys.key, ack_timeout_s=2.0), SITE, store)
+        uploaders(up)
+        wait_for(lambda: len(stored_readings(db_url)) == 300, 30, "the receiver to commit the batch")
+        rx1.proc.send_signal(signal.SIGKILL)
+        assert rx1.proc.wait(10) == -signal.SIGKILL
+    finally:
+        gate.close()
     # Persisted, but never acknowledged: the rows are still in the site's store.
-    assert len(stored_readings(db_url)) == 300
     assert store.stats().depth == 300
     rx2 = receivers(mosquitto, db_url, site_keys.registry, client_id="rx-crash")
     rx2.wait_subscribed()

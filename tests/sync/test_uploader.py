@@ -108,7 +108,7 @@ def test_commands_reach_the_handler_and_replies_go_up(mosquitto, store, site_key
     got: list[tuple[str, str]] = []
 
     def handle(kind: str, frame: bytes) -> None:
-        cmd = open_command(frame, [centre.public_key()], SITE, now=time.time(), kind=kind)
+        cmd = open_command(frame, [centre.public_key()], SITE, kind=kind)
         got.append((kind, cmd.command_id))
         up.reply(CommandReply(site_id=SITE, command_id=cmd.command_id, outcome="accepted", ts=time.time()))
 

@@ -10,15 +10,14 @@ from control.traffic.card import program_card
 from control.traffic.envelope import SafetyEnvelope
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
 from drivers.signals.indications import Indication
-from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
-from drivers.transports.tcp import TcpTransport
+from drivers.signals.modbus import ModbusSignalController, ThreadLink
 from hil.linkcut import CuttableLink
 from tests.conftest import free_port
 from tests.traffic.helpers import GY, G, R, junction
 
 
-def tcp_link(port: int) -> TransportRegisterLink:
-    return TransportRegisterLink(TcpTransport("127.0.0.1", port, connect_timeout=0.3), unit=1, timeout_s=0.3)
+def tcp_link(port: int) -> ThreadLink:
+    return ThreadLink.tcp("127.0.0.1", port, unit=1, timeout_s=0.3)
 
 
 @pytest.fixture

@@ -1,28 +1,34 @@
-"""One Modbus TCP device reached through the shared Modbus driver (drivers/modbus) on a TCP transport.
+"""One Modbus unit on a transport: the async link that lighting, meters, lux sensors and signal
+controllers all use (over the project's :class:`~drivers.modbus.client.ModbusClient`).
 
 The link opens its transport on first use, runs one transaction at a time, and closes the transport
 after a transport or framing error so the next call reconnects (a rebooted gateway comes back).
+A synchronous owner (the traffic intersection's thread) drives it through
+:class:`drivers.signals.modbus.ThreadLink`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
-from drivers.modbus.client import ModbusClient
+from drivers.modbus.client import Framing, ModbusClient
 from drivers.transports.base import Transport
 from drivers.transports.tcp import TcpTransport
 from kernel.errors import FrameError, TransportError
+
+T = TypeVar("T")
 
 
 class ModbusLink:
     """A unit on a Modbus transport, with reconnect on failure."""
 
-    def __init__(self, transport: Transport, unit: int, timeout_s: float, framing: str = "tcp") -> None:
+    def __init__(self, transport: Transport, unit: int, timeout_s: float, framing: Framing = "tcp") -> None:
         self.transport = transport
         self.unit = unit
         self.timeout_s = timeout_s
-        self.client = ModbusClient(transport, "tcp" if framing == "tcp" else "rtu")
+        self.client = ModbusClient(transport, framing)
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -30,11 +36,12 @@ class ModbusLink:
         """A Modbus TCP device at ``host:port``."""
         return cls(TcpTransport(host, port, connect_timeout=timeout_s), unit, timeout_s)
 
-    async def _run(self, fn: object) -> object:
+    async def _run(self, fn: Callable[[], Awaitable[T]]) -> T:
         async with self._lock:
             try:
-                await self.transport.open()
-                return await fn()  # type: ignore[operator]
+                if self.transport.closed:
+                    await self.transport.open()
+                return await fn()
             except (TransportError, FrameError):
                 await self.transport.close()
                 raise
@@ -42,7 +49,8 @@ class ModbusLink:
     async def read(self, fc: int, address: int, count: int) -> list[int] | list[bool]:
         """Read registers (fc 3, 4) or bits (fc 1, 2)."""
         out = await self._run(lambda: self.client.read(self.unit, fc, address, count, self.timeout_s))
-        assert isinstance(out, list)
+        if len(out) != count:
+            raise FrameError(f"{self.transport.name}: asked {count} values, got {len(out)}")
         return out
 
     async def write_coil(self, address: int, value: bool) -> None:
