@@ -30,6 +30,10 @@ def ite_yellow_s(
     return math.ceil(raw * 2 - 1e-9) / 2
 
 
+CONTROL_TICK_S = 0.1
+"""The control period of every intersection (the link timeout plus one tick stays within 1 s)."""
+
+
 class SignalGroupConfig(StrictModel):
     """One signal group: a vehicle movement or a crosswalk, shown by one or more heads."""
 
@@ -56,7 +60,12 @@ class PermissiveConfig(StrictModel):
 
 
 class LimitsConfig(StrictModel):
-    """The envelope's limits for one intersection."""
+    """The envelope's limits for one intersection.
+
+    Link policy: the junction flashes after ``link_failures`` consecutive failed exchanges with its
+    output or when no good read-back came for ``link_timeout_s``, whichever comes first; the
+    timeout plus one control tick stays within 1 s.
+    """
 
     speed_kmh: float = Field(default=50.0, ge=20, le=90, description="Approach speed for the ITE yellow.")
     reaction_s: float = Field(default=1.0, ge=0.5, le=2.5)
@@ -71,7 +80,16 @@ class LimitsConfig(StrictModel):
     ped_speed_mps: float = Field(default=1.1, ge=0.8, le=1.5)
     min_ped_clear_s: float = Field(default=3.0, ge=2.0, le=30.0, description="Shortest flashing DON'T WALK.")
     link_timeout_s: float = Field(
-        default=0.5, gt=0, lt=1.0, description="No good read-back this long: flash."
+        default=0.5,
+        gt=0,
+        le=1.0 - CONTROL_TICK_S,
+        description="No good read-back this long: flash (plus one tick, within 1 s).",
+    )
+    link_failures: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="This many consecutive failed exchanges with the output: flash (1 = the first).",
     )
 
     @property

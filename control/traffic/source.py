@@ -24,7 +24,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from control.traffic.commands import TrafficCommands
-from control.traffic.config import GpioOutputConfig, IntersectionConfig, ModbusOutputConfig, ScheduleEntry
+from control.traffic.config import (
+    CONTROL_TICK_S,
+    GpioOutputConfig,
+    IntersectionConfig,
+    ModbusOutputConfig,
+    ScheduleEntry,
+)
 from control.traffic.detectors import DetectorInbox
 from control.traffic.runner import Intersection
 from control.traffic.schedule import active_entry
@@ -34,7 +40,7 @@ from kernel.errors import ConfigError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext
 
-TICK_S = 0.1
+TICK_S = CONTROL_TICK_S
 QUEUE_MAX = 10_000
 COMMANDS_MAX = 32
 

@@ -148,12 +148,15 @@ def test_link_loss_flashes_and_latches_until_operator_clears(rig: Rig) -> None:
     ns_green(rig, 8)
     rig.link.down = True
     rig.clock.t += 0.1
-    rig.env.check()
+    for _ in range(rig.ix.limits.link_failures):
+        rig.env.check()
     assert rig.env.latched == "link_lost"
     flash = [r for r in rig.reports if r.point == "envelope.flash"]
     assert flash
     assert flash[-1].priority == Priority.ALARM
     assert flash[-1].value == "link_lost"
+    assert flash[-1].meta is not None
+    assert "3 consecutive failed exchanges" in flash[-1].meta["message"]
     rig.clock.t += 0.3
     rig.emu.poll()
     assert rig.emu.fault is None  # device watchdog 0.5 s not yet expired
@@ -208,7 +211,8 @@ def test_latched_fault_is_not_cleared_by_start(rig: Rig) -> None:
     """start() leaves only the start-up flash; a real fault stays latched until an operator clears it."""
     ns_green(rig, 8)
     rig.link.down = True
-    rig.env.check()
+    for _ in range(rig.ix.limits.link_failures):
+        rig.env.check()
     rig.link.down = False
     with pytest.raises(SafetyViolation) as info:
         rig.env.start()
