@@ -23,12 +23,19 @@ from control.traffic.config import IntersectionConfig
 from control.traffic.runner import Intersection
 from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
+from hil.sumo.baseline import fair_programs
 from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
 from hil.sumo.scenario import ARMS, binary, build
 from kernel.errors import HilFailure
 
 AGENT_MODES = ("fixed", "actuated", "adaptive")
-SUMO_PROGRAMS = {"sumo_static": "static", "sumo_actuated": "actuated", "sumo_delay": "delay_based"}
+SUMO_PROGRAMS = {
+    "sumo_static": "static",
+    "sumo_actuated": "actuated",  # fairly configured (hil/sumo/baseline.py)
+    "sumo_delay": "delay_based",  # fairly configured
+    "sumo_actuated_old": "actuated_old",  # the old, handicapped configuration (labelled extra row)
+    "sumo_delay_old": "delay_based_old",
+}
 BUILD_DIR = Path(tempfile.gettempdir()) / "kbe-sumo-rig"
 
 
@@ -43,6 +50,9 @@ class RunResult:
     mean_depart_delay_s: float
     vehicles: int
     max_queue: int
+    stops: float = 0.0  # mean stops per vehicle (SUMO waitingCount)
+    ped_delay_s: float = 0.0  # mean pedestrian time loss
+    arrived: int = 0  # vehicles that reached their destination within the hour (throughput)
     violations: list[Violation] = field(default_factory=list)
     flashed: str | None = None
     flashed_at: float | None = None
@@ -59,7 +69,9 @@ def rig_intersection(net: Path) -> IntersectionConfig:
 
 
 def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[int]]) -> str:
-    """SUMO static, actuated and delay_based programs with the agent's stage structure and clearances."""
+    """SUMO's static program, its fairly configured actuated and delay_based ones
+    (:mod:`hil.sumo.baseline`), and the old actuated and delay_based configuration (``*_old``: the
+    extension before a fixed pedestrian clearance, every left stage run, 60 m delay range)."""
     from control.traffic.config import ped_clear_s, stage_min_green
 
     lim = ix.limits
@@ -100,7 +112,7 @@ def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
             )
         )
     out = ["<additional>"]
-    for pid, kind in (("static", "static"), ("actuated", "actuated"), ("delay_based", "delay_based")):
+    for pid, kind in (("static", "static"), ("actuated_old", "actuated"), ("delay_based_old", "delay_based")):
         out.append(f'<tlLogic id="{planmod.TLS}" type="{kind}" programID="{pid}" offset="0">')
         if kind == "actuated":
             out += [
@@ -116,6 +128,7 @@ def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
             else:
                 out.append(f'<phase duration="{dur:g}" minDur="{mn:g}" maxDur="{mx:g}" state="{st_text}"/>')
         out.append("</tlLogic>")
+    out.append(fair_programs(ix, n_links, links))
     out.append("</additional>")
     return "\n".join(out) + "\n"
 
@@ -269,6 +282,11 @@ def _trip_stats(path: Path, result: RunResult) -> None:
     if trips:
         result.mean_delay_s = sum(float(t.get("timeLoss", "0")) for t in trips) / len(trips)
         result.mean_depart_delay_s = sum(float(t.get("departDelay", "0")) for t in trips) / len(trips)
+        result.stops = sum(float(t.get("waitingCount", "0")) for t in trips) / len(trips)
+        result.arrived = sum(1 for t in trips if float(t.get("arrival", "-1")) >= 0)
+    walks = [w for p in root.iter("personinfo") for w in p.iter("walk")]
+    if walks:
+        result.ped_delay_s = sum(float(w.get("timeLoss", "0")) for w in walks) / len(walks)
 
 
 def main() -> None:
