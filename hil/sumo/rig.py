@@ -61,6 +61,7 @@ class RunResult:
     wall_s: float = 0.0
     refusals: dict[str, int] = field(default_factory=dict)
     final_state: str | None = None
+    detector_faults: dict[str, str] = field(default_factory=dict)  # what the board found failed
 
 
 def rig_intersection(net: Path) -> IntersectionConfig:
@@ -140,8 +141,12 @@ def run(
     duration_s: float = 3600.0,
     inject_conflict_at: float | None = None,
     out_dir: Path | None = None,
+    faults: dict[str, tuple[str, float]] | None = None,
 ) -> RunResult:
-    """One run; ``inject_conflict_at`` forces conflicting greens below the envelope at that time."""
+    """One run; ``inject_conflict_at`` forces conflicting greens below the envelope at that time;
+    ``faults`` breaks detectors from a time on: ``{"loop_s_2": ("stuck_on", 1200.0)}``, with
+    ``stuck_on`` (a loop always occupied), ``stuck_off`` (never) or ``dead`` (a loop or zone that
+    reports nothing at all)."""
     import traci
 
     out_dir = out_dir or BUILD_DIR
@@ -187,7 +192,7 @@ def run(
     monitor = link_monitor(paths["net"], planmod.TLS, links, list(ix.permissive))
     result = RunResult(mode, seed, scale, 0.0, 0.0, 0, 0)
     try:
-        _drive(conn, mode, ix, monitor, result, duration_s, inject_conflict_at)
+        _drive(conn, mode, ix, monitor, result, duration_s, inject_conflict_at, faults or {})
     finally:
         conn.close()
     result.wall_s = time.monotonic() - wall0
@@ -204,6 +209,7 @@ def _drive(
     result: RunResult,
     duration_s: float,
     inject_at: float | None,
+    faults: dict[str, tuple[str, float]],
 ) -> None:
     import traci.constants as tc
 
@@ -236,11 +242,19 @@ def _drive(
     injected = False
     while now[0] < duration_s:
         if inter is not None:
+            broken = {d: f for d, (f, at) in faults.items() if now[0] >= at}
             loop_res = conn.inductionloop.getAllSubscriptionResults()
             for d in loops:
-                inter.board.loop(d, loop_res[d][tc.LAST_STEP_VEHICLE_NUMBER] > 0)
+                occupied = loop_res[d][tc.LAST_STEP_VEHICLE_NUMBER] > 0
+                if d in broken:
+                    if broken[d] == "dead":
+                        continue
+                    occupied = broken[d] == "stuck_on"
+                inter.board.loop(d, occupied)
             zone_res = conn.lanearea.getAllSubscriptionResults()
             for z in zones:
+                if z in broken:
+                    continue  # a dead camera zone: nothing arrives, its data goes stale
                 zr = zone_res[z]
                 inter.board.zone(
                     z,
@@ -273,6 +287,7 @@ def _drive(
         result.flashed = inter.envelope.latched
         result.flashed_at = inter.envelope.flashed_at if inter.envelope.latched else None
         result.refusals = dict(inter.envelope.refusals)
+        result.detector_faults = dict(inter.board.failed)
 
 
 def _trip_stats(path: Path, result: RunResult) -> None:
