@@ -85,6 +85,12 @@ class LimitsConfig(StrictModel):
         le=1.0 - CONTROL_TICK_S,
         description="No good read-back this long: flash (plus one tick, within 1 s).",
     )
+    ped_max_wait_s: float = Field(
+        default=120.0,
+        ge=30.0,
+        le=300.0,
+        description="A push-button call gets its walk within this long (stages in between are cut short).",
+    )
     link_failures: int = Field(
         default=3,
         ge=1,
@@ -190,7 +196,10 @@ class ScheduleConfig(StrictModel):
 
 
 class DetectorConfig(StrictModel):
-    """A loop detector or a camera zone feeding one signal group.
+    """A loop detector or a camera zone feeding one signal group, or a pedestrian push button.
+
+    A ``button`` (a ``gpio`` input of kind ``button``) calls the walk of its pedestrian group: a
+    crosswalk with buttons walks only when called, within ``limits.ped_max_wait_s``.
 
     ``source`` names the device that sees it (a ``camera`` for a zone, a ``gpio`` device for a loop);
     ``input`` is the zone or input name in that device (default: the detector's own name). Without a
@@ -199,7 +208,7 @@ class DetectorConfig(StrictModel):
 
     name: str = Field(pattern=NAME)
     group: str
-    kind: Literal["loop", "zone"] = "loop"
+    kind: Literal["loop", "zone", "button"] = "loop"
     source: str | None = Field(default=None, description="Camera (zone) or gpio device (loop) that feeds it.")
     input: str | None = Field(default=None, description="Zone or input name in the source; default: name.")
 
@@ -327,9 +336,13 @@ def _plan_problems(ix: IntersectionConfig) -> list[str]:
         for ci, c in enumerate(ix.schedule.calendar):
             if c.day_type not in day_types:
                 out.append(f"schedule.calendar[{ci}].day_type: {c.day_type!r} is not a day type")
+    kinds = {g.name: g.kind for g in ix.groups}
     for di, d in enumerate(ix.detectors):
         if d.group not in known:
             out.append(f"detectors[{di}].group: {d.group!r} is not a signal group")
+        elif (d.kind == "button") != (kinds[d.group] == "pedestrian"):
+            what = "a push button calls a pedestrian group" if d.kind == "button" else "a pedestrian group has buttons"
+            out.append(f"detectors[{di}].group: {d.group!r}: {what} (kind {d.kind})")
     out.extend(_output_problems(ix, known))
     return out
 
@@ -422,7 +435,7 @@ def detector_source_problem(traffic: TrafficConfig, devices: list[object]) -> st
                 if name not in zones:
                     return f"{at}.input: {name!r} is not a zone of camera {det.source} {zones}"
             else:
-                loops = [n.name for n in getattr(dev, "inputs", []) if n.kind == "loop"]
+                loops = [n.name for n in getattr(dev, "inputs", []) if n.kind == det.kind]
                 if name not in loops:
-                    return f"{at}.input: {name!r} is not a loop input of {det.source} {loops}"
+                    return f"{at}.input: {name!r} is not a {det.kind} input of {det.source} {loops}"
     return None

@@ -109,6 +109,7 @@ class StageController:
             if self._interval == "startup" and held >= self._until:
                 self._enter_green(self._first_stage(), now)
             elif self._interval == "green":
+                self._late_walks(now)
                 self._walks(now)
                 if self._want_end(now) and not self._peds_busy():
                     self._next = self._choose_next()
@@ -135,8 +136,41 @@ class StageController:
         self.stage = stage
         self._go("green", now)
         st = self.current
-        self._peds = {n: _Ped(G, now) for n in st.green if self._kind[n] == "pedestrian"}
+        self._peds = {}
+        for n in st.green:
+            if self._kind[n] == "pedestrian" and self._walk_wanted(n):
+                self._peds[n] = _Ped(G, now)
+                self.board.served(n)
         self._green_len = self._fixed_green(st, now)
+
+    def _walk_wanted(self, group: str) -> bool:
+        """A crosswalk walks every time its stage runs, unless it has push buttons and no call."""
+        return self.mode == "fixed" or not self.board.has_buttons(group) or group in self.board.calls
+
+    def _late_walks(self, now: float) -> None:
+        # A call placed while its stage already runs: walk now if walk and clearance fit in its max.
+        lim = self.ix.limits
+        green_for = now - self._since
+        for n in self.current.green:
+            if n in self._peds or self._kind[n] != "pedestrian" or n not in self.board.calls:
+                continue
+            if self.mode != "fixed" and green_for + lim.min_walk_s + self._fdw[n] <= self._max_green():
+                self._peds[n] = _Ped(G, now)
+                self.board.served(n)
+
+    def _horizon_s(self) -> float:
+        """Longest time to reach any stage with every stage cut to its minimum green."""
+        return sum(
+            (s.min_green_s if s.min_green_s is not None else self.ix.limits.min_green_s)
+            + self.yellow
+            + self.red_clear
+            for s in self.ix.stages
+        )
+
+    def _urgent_calls(self, now: float) -> set[str]:
+        """Pedestrian groups whose call must now be served first to keep ``ped_max_wait_s``."""
+        limit = self.ix.limits.ped_max_wait_s - self._horizon_s()
+        return {g for g, t in self.board.calls.items() if now - t >= limit}
 
     def _walks(self, now: float) -> None:
         lim = self.ix.limits
@@ -198,6 +232,9 @@ class StageController:
             return green_for >= self._green_len
         if green_for >= self._max_green():
             return True
+        urgent = self._urgent_calls(now)
+        if urgent and not urgent & set(self.current.green):
+            return True  # a pedestrian has waited long enough: cut this stage to its minimum
         groups = self._vehicle_groups(self.current)
         if self.mode == "adaptive" and self.board.zones_fresh(groups):
             if not self._demand_elsewhere():
@@ -207,7 +244,7 @@ class StageController:
 
     def _demand(self, st: StageConfig) -> bool:
         groups = self._vehicle_groups(st)
-        if self.mode == "fixed":
+        if self.mode == "fixed" or any(n in self.board.calls for n in st.green):
             return True
         if self.board.zones_fresh(groups):
             return self.board.count(groups) > 0 or self.board.halting(groups) > 0
@@ -220,9 +257,12 @@ class StageController:
 
     def _choose_next(self) -> int:
         n = len(self.ix.stages)
+        urgent = self._urgent_calls(self._clock()) if self.mode != "fixed" else set()
         for k in range(1, n + 1):
             i = (self.stage + k) % n
             st = self.ix.stages[i]
+            if urgent and st.skippable and not urgent & set(st.green):
+                continue  # on the way to a pedestrian who has waited long enough
             if not st.skippable or self.mode == "fixed" or self._demand(st):
                 return i
         return (self.stage + 1) % n
@@ -238,8 +278,9 @@ class StageController:
             return state
         st = self.current
         shown = dict.fromkeys(st.green, G) | dict.fromkeys(st.yield_, GY)
-        for n, p in self._peds.items():
-            shown[n] = p.state
+        for n in st.green:
+            if self._kind[n] == "pedestrian":
+                shown[n] = self._peds[n].state if n in self._peds else R  # no call: no walk
         if self._interval == "green":
             state.update(shown)
             return state

@@ -66,9 +66,18 @@ class DetectorBoard:
         }
         self._actuations = 0
         self.failed: dict[str, str] = {}  # loop -> stuck_on | stuck_off | chattering
+        self._buttons = {n: self._group[n] for n, k in self._kind.items() if k == "button"}
+        self._pressed: set[str] = set()
+        self.calls: dict[str, float] = {}  # pedestrian group -> when its waiting call was placed
 
     def loop(self, name: str, occupied: bool) -> None:
-        """A loop's presence now; a loop that stays occupied keeps its gap at zero."""
+        """A loop's presence now (or a push button's: pressed); a loop that stays occupied keeps its
+        gap at zero."""
+        if name in self._buttons:
+            if occupied and name not in self._pressed:
+                self.calls.setdefault(self._buttons[name], self._clock())
+            (self._pressed.add if occupied else self._pressed.discard)(name)
+            return
         if name not in self._last_on:
             return
         now = self._clock()
@@ -85,6 +94,14 @@ class DetectorBoard:
                 self._edges[name].append(now)
             self._occupied.discard(name)
             self._on_since.pop(name, None)
+
+    def has_buttons(self, group: str) -> bool:
+        """True when pedestrians call ``group``'s walk with a push button (no button: it always walks)."""
+        return group in self._buttons.values()
+
+    def served(self, group: str) -> None:
+        """The walk of ``group`` started: its call is answered."""
+        self.calls.pop(group, None)
 
     def check_health(self) -> dict[str, str | None]:
         """Update :attr:`failed`; return the loops whose health changed (fault, or None when healthy)."""
@@ -199,7 +216,9 @@ class DetectorInbox:
 
     def __init__(self, detectors: Iterable[DetectorConfig], maxlen: int = 1000) -> None:
         self._by_source: dict[tuple[str, str, str], str] = {
-            (d.kind, d.source, d.input or d.name): d.name for d in detectors if d.source is not None
+            ("zone" if d.kind == "zone" else "loop", d.source, d.input or d.name): d.name
+            for d in detectors
+            if d.source is not None
         }
         self._events: collections.deque[tuple[str, DetectorEvent]] = collections.deque(maxlen=maxlen)
         self._lock = threading.Lock()
