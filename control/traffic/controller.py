@@ -38,6 +38,8 @@ class StageController:
     """Runs the stages of one intersection in order, skipping and timing them by mode."""
 
     ADAPTIVE_GAP_S = 2.0
+    MAX_CYCLE_S = 120.0
+    PRESSURE = True
 
     def __init__(
         self,
@@ -258,6 +260,10 @@ class StageController:
     def _choose_next(self) -> int:
         n = len(self.ix.stages)
         urgent = self._urgent_calls(self._clock()) if self.mode != "fixed" else set()
+        if self.mode == "adaptive" and not urgent and self.PRESSURE:
+            every = [g for s in self.ix.stages for g in self._vehicle_groups(s)]
+            if self.board.zones_fresh(every):
+                return self._pressure_next()
         for k in range(1, n + 1):
             i = (self.stage + k) % n
             st = self.ix.stages[i]
@@ -266,6 +272,25 @@ class StageController:
             if not st.skippable or self.mode == "fixed" or self._demand(st):
                 return i
         return (self.stage + 1) % n
+
+    def _pressure_next(self) -> int:
+        """Max-pressure choice: the stage with the most vehicles waiting in its zones, except that a
+        stage left unserved for ``MAX_CYCLE_S`` (one that must run, or one with demand) goes first."""
+        now = self._clock()
+        n = len(self.ix.stages)
+        best, best_key = (self.stage + 1) % n, (-1.0, -1.0)
+        for k in range(1, n):
+            i = (self.stage + k) % n
+            st = self.ix.stages[i]
+            groups = self._vehicle_groups(st)
+            if st.skippable and not self._demand(st):
+                continue
+            waited = now - self._last_end[st.name]
+            overdue = 1.0 if waited >= self.MAX_CYCLE_S else 0.0
+            key = (overdue, float(self.board.halting(groups) + self.board.count(groups)) - k * 1e-3)
+            if key > best_key:
+                best, best_key = i, key
+        return best
 
     def _first_stage(self) -> int:
         return 0
@@ -285,7 +310,9 @@ class StageController:
             state.update(shown)
             return state
         nxt = self.ix.stages[self._next]
-        keep = set(nxt.green) | set(nxt.yield_)
+        # A group continues into the next stage unless it would drop from protected to permissive
+        # green (a stage order other than the plan's: that needs its yellow first).
+        keep = set(nxt.green) | {n for n in nxt.yield_ if shown.get(n) != G}
         for n, ind in shown.items():
             if self._kind[n] == "pedestrian":
                 state[n] = ind
