@@ -221,6 +221,9 @@ class ModbusOutputConfig(StrictModel):
     port: int = Field(default=502, ge=1, le=65535)
     unit: int = Field(default=1, ge=0, le=247)
     timeout_s: float = Field(default=0.3, gt=0, lt=1.0)
+    buttons: int = Field(
+        default=0, ge=0, le=16, description="Pedestrian push-button inputs on the controller (input 3+n)."
+    )
 
 
 class GpioOutputConfig(StrictModel):
@@ -343,6 +346,14 @@ def _plan_problems(ix: IntersectionConfig) -> list[str]:
         elif (d.kind == "button") != (kinds[d.group] == "pedestrian"):
             what = "a push button calls a pedestrian group" if d.kind == "button" else "a pedestrian group has buttons"
             out.append(f"detectors[{di}].group: {d.group!r}: {what} (kind {d.kind})")
+        elif d.kind == "button" and d.source is None and d.input is not None:
+            count = ix.output.buttons if isinstance(ix.output, ModbusOutputConfig) else 0
+            index = d.input.removeprefix("controller:")
+            if not d.input.startswith("controller:") or not index.isdigit() or int(index) >= count:
+                out.append(
+                    f"detectors[{di}].input: {d.input!r} is not a push button of the signal controller "
+                    f"(controller:0..{count - 1}; output.buttons is {count})"
+                )
     out.extend(_output_problems(ix, known))
     return out
 

@@ -124,6 +124,7 @@ class SafetyEnvelope:
         self._timers: dict[str, _Timer] = {}
         self._last_good = clock()
         self._failures = 0
+        self._calls: list[int] = []  # the controller's push buttons pressed, not yet taken
         self._unconfirmed: dict[int, dict[str, Indication]] = {}  # seq -> state, writes not yet read back
         self._lag = 0.0  # how late a change reached the device after a lost frame (seconds)
         self._lag_until = -math.inf
@@ -222,6 +223,7 @@ class SafetyEnvelope:
         now = self._clock()
         try:
             shown = self._out.read_back()
+            self._calls.extend(shown.calls)
         except FrameError as exc:
             self.latch("readback_invalid", f"read-back is not a valid state: {exc}")
             return None
@@ -235,6 +237,11 @@ class SafetyEnvelope:
             self._verify(shown, now)
         self._last_good = now
         return shown
+
+    def take_calls(self) -> list[int]:
+        """The signal controller's push-button inputs pressed since the last call (from read-backs)."""
+        calls, self._calls = self._calls, []
+        return calls
 
     def watchdog(self) -> None:
         """Flash if no good read-back for ``link_timeout_s`` (call from a timer independent of ticks)."""
@@ -346,6 +353,7 @@ class SafetyEnvelope:
             try:
                 self._out.write(target, self._seq)
                 shown = self._out.read_back()
+                self._calls.extend(shown.calls)
             except FrameError as exc:
                 self.latch("readback_invalid", f"read-back is not a valid state: {exc}")
                 return

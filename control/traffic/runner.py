@@ -34,6 +34,11 @@ class Intersection:
         self.ix = ix
         self._clock = clock
         self._report = report or (lambda r: None)
+        self._controller_buttons = {
+            int((d.input or "").split(":")[1]): d.name
+            for d in ix.detectors
+            if d.kind == "button" and d.source is None and (d.input or "").startswith("controller:")
+        }
         self.envelope = SafetyEnvelope(ix, output, clock, report, defer_flash=defer_flash)
         self.board = DetectorBoard(ix.detectors, clock)
         self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan)
@@ -80,6 +85,11 @@ class Intersection:
                 log.exception("%s: controller failed", self.ix.name)
                 self.envelope.latch("internal_error", f"{type(exc).__name__}: {exc}")
         self.envelope.check()
+        for i in self.envelope.take_calls():
+            button = self._controller_buttons.get(i)
+            if button is not None:  # a press on the controller's own button input i
+                self.board.loop(button, True)
+                self.board.loop(button, False)
 
     def clear(self, operator: str) -> None:
         """Operator reset: all red, then a fresh controller from its start-up interval."""

@@ -51,7 +51,7 @@ def _modbus_output(ix: IntersectionConfig, pin_factory: Any) -> SignalOutput:
     out = ix.output
     assert isinstance(out, ModbusOutputConfig)
     link = ThreadLink.tcp(out.host, out.port, out.unit, out.timeout_s)
-    return ModbusSignalController(tuple(g.name for g in ix.groups), link)
+    return ModbusSignalController(tuple(g.name for g in ix.groups), link, buttons=out.buttons)
 
 
 def _gpio_output(ix: IntersectionConfig, pin_factory: Any) -> SignalOutput:

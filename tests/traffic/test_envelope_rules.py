@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control.traffic.config import ite_yellow_s
@@ -278,6 +278,7 @@ def test_conflicts_found_among_four_or_more_active_streams() -> None:
     assert sorted(matrix.conflicts_in(state)) == [("a", "d"), ("b", "d")]
 
 
+@settings(deadline=None)  # a loaded 2-core CI box can take over 200 ms for one example
 @given(
     pairs=st.sets(st.sampled_from(list(itertools.combinations("abcd", 2)))),
     shown=st.tuples(*[st.sampled_from([R, Y, G]) for _ in range(4)]),

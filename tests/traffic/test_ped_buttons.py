@@ -159,3 +159,51 @@ def test_a_button_source_must_be_a_button_input(tmp_path) -> None:  # type: igno
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert any("detectors[8].source: 'nowhere' is not a gpio device" in p for p in info.value.problems)
+
+
+def _modbus_ix(port: int, buttons: int, button_input: str) -> IntersectionConfig:
+    data = junction().model_dump(by_alias=True, exclude_none=True)
+    data["output"] = {"driver": "modbus", "host": "127.0.0.1", "port": port, "buttons": buttons}
+    data["detectors"] = [
+        *data["detectors"],
+        {"name": "btn_ew", "group": "ped_ew", "kind": "button", "input": button_input},
+    ]
+    return IntersectionConfig.model_validate(data)
+
+
+def test_a_push_button_on_the_signal_controller_places_a_call_over_modbus_tcp() -> None:
+    """The controller's own button input (input register 3+n, latched until read) reaches the board
+    of the intersection running in its thread, through the output built from the config."""
+    import time
+
+    from drivers.signals.emulator import ModbusSignalEmulator
+    from tests.conftest import free_port
+
+    port = free_port()
+    ix = _modbus_ix(port, 2, "controller:1")
+    emu = ControllerEmulator(program_card(ix), watchdog_s=1.0, buttons=2)
+    server = ModbusSignalEmulator(emu, port=port)
+    server.start()
+    traffic = TrafficSource(ix, "Asia/Ho_Chi_Minh")  # output from the config: Modbus TCP
+    board = traffic.intersection.board
+    thread = traffic.start()
+    try:
+        time.sleep(1.0)
+        assert traffic.intersection.envelope.latched is None
+        assert "ped_ew" not in board.calls
+        emu.press(0)  # a button no detector names
+        time.sleep(0.5)
+        assert "ped_ew" not in board.calls
+        emu.press(1)
+        end = time.monotonic() + 2.0
+        while "ped_ew" not in board.calls and time.monotonic() < end:
+            time.sleep(0.02)
+        assert "ped_ew" in board.calls
+    finally:
+        traffic.stop(thread)
+        server.stop()
+
+
+def test_a_controller_button_must_exist() -> None:
+    with pytest.raises(ValueError, match=r"detectors\[\d+\]\.input: 'controller:2' is not a push button"):
+        _modbus_ix(5020, 2, "controller:2")
