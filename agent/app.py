@@ -24,7 +24,7 @@ from kernel.kinds import kind_module
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
 from kernel.sink import ReadingSink
-from kernel.source import RunContext, Source
+from kernel.source import Liveness, RunContext, Source
 from sync.store import Store
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ class Agent:
         self.uploader: Uploader | None = None
         self._command_keys: list[Any] = []
         self._command_tasks: set[asyncio.Task[None]] = set()
+        self._withheld: list[str] = []
         self.health_server: HealthServer | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._started_mono = time.monotonic()
@@ -143,8 +144,10 @@ class Agent:
         sync_state = (
             self.uploader.health() if self.uploader is not None else None
         )
+        stalled = self.supervisor.stalled()
         return {
-            "ok": self.supervisor.healthy() and not writer_stalled,
+            "ok": self.supervisor.healthy() and not writer_stalled and not stalled,
+            "stalled": stalled,
             "site": self.cfg.site.id,
             "uptime_s": round(time.monotonic() - self._started_mono, 1),
             "clock": self.clock.quality().name.lower(),
@@ -260,7 +263,8 @@ class Agent:
         await self._report_start()
         self.sources = self.build_sources()
         for source in self.sources:
-            self.supervisor.start(f"source:{source.name}", lambda s=source: s.run(self.ctx))  # type: ignore[misc]
+            probe = source.stalled if isinstance(source, Liveness) else None
+            self.supervisor.start(f"source:{source.name}", lambda s=source: s.run(self.ctx), probe)  # type: ignore[misc]
         self.supervisor.start("rate", self._rate_loop)
         if self.cfg.sync is not None:
             from sync.signing import load_public_key
@@ -324,6 +328,18 @@ class Agent:
         await asyncio.to_thread(self.store.close)
         self.commands.close()
 
+    def _pet(self, notifier: _SystemdNotifier) -> None:
+        """Pet the watchdog only while the loop runs, the store keeps committing and every supervised
+        task is alive; otherwise say why (once per change) and let systemd restart the agent."""
+        why = self.supervisor.stalled()
+        if len(self.writer) > 0 and time.monotonic() - self.writer.last_commit_mono > 30:
+            why.append("writer: no commit for 30 s")
+        if not why:
+            notifier.notify("WATCHDOG=1")
+        elif why != self._withheld:
+            log.error("watchdog not fed: %s", "; ".join(why))
+        self._withheld = why
+
     async def run(self, stop: asyncio.Event) -> None:
         """Start, run until ``stop`` is set, shut down."""
         notifier = _SystemdNotifier()
@@ -334,9 +350,8 @@ class Agent:
                 interval = notifier.watchdog_interval_s or 5.0
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=interval)
-                # Pet the watchdog only while the loop runs and the store keeps committing.
-                if notifier.watchdog_interval_s and self.health()["writer"]["stalled"] is False:
-                    notifier.notify("WATCHDOG=1")
+                if notifier.watchdog_interval_s:
+                    self._pet(notifier)
         finally:
             notifier.notify("STOPPING=1")
             await self.shutdown()

@@ -41,9 +41,17 @@ class Supervisor:
         self.backoff_s = backoff_s
         self.states: dict[str, TaskState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._probes: dict[str, Callable[[float], str | None]] = {}
 
-    def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-        """Start supervising ``factory()`` under ``name``."""
+    def start(
+        self,
+        name: str,
+        factory: Callable[[], Awaitable[None]],
+        probe: Callable[[float], str | None] | None = None,
+    ) -> asyncio.Task[None]:
+        """Start supervising ``factory()`` under ``name``; ``probe(now_mono)`` says why it is hung, if it is."""
+        if probe is not None:
+            self._probes[name] = probe
         state = TaskState(name)
         self.states[name] = state
         task = asyncio.create_task(self._supervise(name, factory, state), name=f"kbe:{name}")
@@ -101,6 +109,22 @@ class Supervisor:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def stalled(self, now_mono: float | None = None) -> list[str]:
+        """Why some supervised task is not alive: its supervision ended, or its probe says it is hung."""
+        now = time.monotonic() if now_mono is None else now_mono
+        out = [f"{name}: not supervised any more" for name, t in self._tasks.items() if t.done()]
+        for name, probe in self._probes.items():
+            task = self._tasks.get(name)
+            if task is None or task.done():
+                continue
+            try:
+                why = probe(now)
+            except Exception as exc:  # a probe that fails cannot vouch for its task
+                why = f"{name}: liveness probe failed: {type(exc).__name__}: {exc}"
+            if why:
+                out.append(why)
+        return out
 
     def healthy(self) -> bool:
         """True when no task is cooling down after using up its budget."""

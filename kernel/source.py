@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from kernel.clock import Clock
 from kernel.detectors import DetectorBus
@@ -33,4 +33,14 @@ class Source(Protocol):
 
     async def run(self, ctx: RunContext) -> None:
         """Acquire until cancelled."""
+        ...
+
+
+@runtime_checkable
+class Liveness(Protocol):
+    """A source whose work runs where the supervisor cannot see it hang (its own thread, a step that
+    awaits a device) says so here; the agent feeds the systemd watchdog only while none is stalled."""
+
+    def stalled(self, now_mono: float) -> str | None:
+        """Why the source looks hung at ``now_mono`` (``time.monotonic()``), or None when it is alive."""
         ...

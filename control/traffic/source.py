@@ -43,6 +43,7 @@ from kernel.source import RunContext
 TICK_S = CONTROL_TICK_S
 QUEUE_MAX = 10_000
 COMMANDS_MAX = 32
+STALL_S = 5.0  # no tick for this long: the thread is hung (a tick's I/O is bounded well below)
 
 
 def _modbus_output(ix: IntersectionConfig, pin_factory: Any) -> SignalOutput:
@@ -124,6 +125,7 @@ class TrafficSource:
         self._commands = queue.Queue(COMMANDS_MAX)
         self.desk: TrafficDesk | None = None
         self.last_tick_mono: float | None = None
+        self.stall_s = STALL_S
 
     def submit(self, body: Mapping[str, Any]) -> concurrent.futures.Future[CommandOutcome]:
         """Hand a command body to this intersection's thread; the future holds its answer."""
@@ -159,9 +161,9 @@ class TrafficSource:
                     fut.set_exception(exc)
 
     def stalled(self, now_mono: float) -> str | None:
-        """Why this intersection's thread looks hung (no tick for 5 s while running), else None."""
+        """Why this intersection's thread looks hung (no tick for ``stall_s`` while running), else None."""
         last = self.last_tick_mono
-        if self._running.is_set() and last is not None and now_mono - last > 5.0:
+        if self._running.is_set() and last is not None and now_mono - last > self.stall_s:
             return f"{self.name}: no tick for {now_mono - last:.1f} s"
         return None
 

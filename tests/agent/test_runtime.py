@@ -246,3 +246,82 @@ async def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, monkeypa
     assert messages[0] == "READY=1"
     assert messages.count("WATCHDOG=1") >= 3
     assert messages[-1] == "STOPPING=1"
+
+
+async def test_a_hung_task_stops_the_systemd_watchdog_feed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog is fed only while every supervised task is alive: an intersection whose thread
+    hangs in its output (a driver call that never returns) stops the feed until it ticks again."""
+    import socket
+
+    from control.traffic.card import program_card
+    from control.traffic.source import TrafficSource
+    from drivers.signals.emulator import ControllerEmulator, DirectLink
+    from drivers.signals.modbus import ModbusSignalController
+    from tests.traffic.helpers import junction
+
+    class HangingLink(DirectLink):
+        """The emulated cabinet, reached through a driver that can be made to hang."""
+
+        def __init__(self, emu: ControllerEmulator) -> None:
+            super().__init__(emu)
+            self.free = threading.Event()
+            self.free.set()
+
+        def write_registers(self, address: int, values: list[int]) -> None:
+            self.free.wait()
+            super().write_registers(address, values)
+
+    ix = junction()
+    link = HangingLink(ControllerEmulator(program_card(ix), watchdog_s=60))
+    traffic = TrafficSource(ix, "Asia/Ho_Chi_Minh", ModbusSignalController(tuple(g.name for g in ix.groups), link))
+    traffic.stall_s = 0.6
+
+    # A real notify socket, drained all the time (a datagram socket's queue is short).
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.setblocking(False)
+    messages: list[tuple[float, str]] = []
+
+    async def drain() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                messages.append((loop.time(), listener.recv(4096).decode()))
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+
+    def pets(since: float, until: float) -> int:
+        return sum(1 for t, m in messages if m == "WATCHDOG=1" and since <= t < until)
+
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # pet every 0.2 s
+    agent = Agent(parse_config(_site(tmp_path, free_port())))
+    monkeypatch.setattr(agent, "build_sources", lambda: [traffic])
+    loop = asyncio.get_running_loop()
+    drainer = asyncio.create_task(drain())
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    try:
+        t0 = loop.time()
+        await asyncio.sleep(1.5)
+        assert messages[0][1] == "READY=1"
+        assert pets(t0, loop.time()) >= 4
+        link.free.clear()  # the intersection's thread hangs in its next write
+        await asyncio.sleep(1.2)  # the stall shows after stall_s
+        t1 = loop.time()
+        await asyncio.sleep(1.5)
+        assert pets(t1, loop.time()) == 0
+        health = agent.health()
+        assert health["ok"] is False
+        assert any("traffic:ltt-ngt: no tick" in s for s in health["stalled"])
+        link.free.set()  # it ticks again: the feed resumes
+        t2 = loop.time()
+        await asyncio.sleep(1.5)
+        assert pets(t2, loop.time()) >= 3
+    finally:
+        link.free.set()
+        stop.set()
+        await asyncio.wait_for(run, 15)
+        drainer.cancel()
+        listener.close()
