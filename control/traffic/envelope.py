@@ -123,6 +123,7 @@ class SafetyEnvelope:
         self._expected: dict[str, Indication] | None = None
         self._timers: dict[str, _Timer] = {}
         self._last_good = clock()
+        self._last_good_real = time.monotonic()  # exchanges block in real time, whatever the clock
         self._failures = 0
         self._calls: list[int] = []  # the controller's push buttons pressed, not yet taken
         self._unconfirmed: dict[int, dict[str, Indication]] = {}  # seq -> state, writes not yet read back
@@ -221,6 +222,8 @@ class SafetyEnvelope:
     def check(self) -> ShownState | None:
         """Read back and verify (call every tick): a fault, a mismatch or silence flashes the junction."""
         now = self._clock()
+        if self._failures and self._overdue():
+            return None
         try:
             shown = self._out.read_back()
             self._calls.extend(shown.calls)
@@ -231,6 +234,7 @@ class SafetyEnvelope:
             self._link_failed(f"read-back failed: {exc}")
             return None
         self._failures = 0
+        self._last_good_real = time.monotonic()
         if shown.fault is not None and self.latched is None:
             self.latch("device_fault", f"the controller tripped on its own: {shown.fault}")
         if self.latched is None:
@@ -316,6 +320,18 @@ class SafetyEnvelope:
         self._emit("envelope.refused", rule, Priority.EVENT, {"message": message})
         raise SafetyViolation(rule, message)
 
+    def _overdue(self) -> bool:
+        """After a failure: latch rather than block in another exchange once ``link_timeout_s`` has
+        passed in real time since the last good one (so a cut flashes within T + tick + one timeout)."""
+        waited = time.monotonic() - self._last_good_real
+        if self.latched is None and waited >= self.ix.limits.link_timeout_s:
+            self.latch(
+                "link_lost",
+                f"no good read-back for {waited:.2f} s "
+                f"(limit {self.ix.limits.link_timeout_s} s; {self._failures} consecutive failures)",
+            )
+        return self.latched is not None
+
     def _link_failed(self, what: str) -> bool:
         """Count one failed exchange; latch at ``link_failures`` in a row. True when latched."""
         self._failures += 1
@@ -360,11 +376,12 @@ class SafetyEnvelope:
             except AgentError as exc:
                 if changes and self._change_failed_at is None:
                     self._change_failed_at = t0
-                if self._link_failed(f"write failed: {exc}") or attempt == 2:
-                    return  # one retry per tick: a blocked exchange must not hold the tick past 1 s
+                if self._link_failed(f"write failed: {exc}") or attempt == 2 or self._overdue():
+                    return  # one retry per tick, and none past the link timeout: flash within 1 s
                 continue
             break
         self._failures = 0
+        self._last_good_real = time.monotonic()
         self._expected = target
         if shown.fault is not None:
             self.latch("device_fault", f"the controller tripped on its own: {shown.fault}")
