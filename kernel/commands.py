@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from kernel.clock import Clock
 from kernel.errors import AgentError, SafetyViolation
@@ -51,6 +51,7 @@ Answer = CommandOutcome | Awaitable[CommandOutcome]
 """A handler answers at once, or with an awaitable when the command is handed to its owner's thread or task."""
 
 
+@runtime_checkable
 class CommandHandler(Protocol):
     """A control loop that takes commands of one or more kinds."""
 
@@ -122,7 +123,7 @@ class CommandRouter:
         self, kind: str, handler: CommandHandler | Callable[[dict[str, Any]], Answer]
     ) -> None:
         """Route commands of ``kind`` to ``handler``."""
-        fn = handler.apply_command if hasattr(handler, "apply_command") else handler
+        fn = handler.apply_command if isinstance(handler, CommandHandler) else handler
         self._handlers[kind] = fn
 
     @property

@@ -92,3 +92,11 @@ class ModelError(AgentError):
 
 class HilFailure(AgentError):
     """A hardware-in-the-loop rig expectation failed."""
+
+
+class FleetError(AgentError):
+    """A fleet operation (balena rollout, promote, rollback) cannot proceed."""
+
+
+class RolloutFailed(FleetError):
+    """A rollout wave missed its health gate; it was stopped and rolled back."""

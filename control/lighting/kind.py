@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from gpiozero import Device
 from pydantic import Field
 
 from control.lighting.astro import AstroClock
@@ -29,7 +28,8 @@ from control.lighting.outputs import (
     ModbusLightingOutput,
 )
 from control.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
-from drivers.gpio.factory import FactoryName, make_pin_factory
+from drivers.gpio.factory import FactoryName, PinFactories
+from drivers.gpio.registry import GpioBanks
 from drivers.modbus.link import ModbusLink
 from kernel.commands import Answer, CommandOutcome
 from kernel.config_base import StrictModel
@@ -94,19 +94,19 @@ class ReadingBuffer:
         return out
 
 
-def _gpio_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any) -> LightingOutput:
+def _gpio_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any, banks: GpioBanks) -> LightingOutput:
     return GpioLightingOutput(o, cfg.default_light_state, pin_factory)
 
 
-def _bank_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any) -> LightingOutput:
-    return BankLightingOutput(o)
+def _bank_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any, banks: GpioBanks) -> LightingOutput:
+    return BankLightingOutput(o, banks)
 
 
-def _modbus_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any) -> LightingOutput:
+def _modbus_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any, banks: GpioBanks) -> LightingOutput:
     return ModbusLightingOutput(o, ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s))
 
 
-OUTPUTS: Mapping[str, Callable[[LightingConfig, OutputConfig, Any], LightingOutput]] = {
+OUTPUTS: Mapping[str, Callable[[LightingConfig, OutputConfig, Any, GpioBanks], LightingOutput]] = {
     "gpio": _gpio_output,
     "gpio_bank": _bank_output,
     "modbus": _modbus_output,
@@ -114,12 +114,16 @@ OUTPUTS: Mapping[str, Callable[[LightingConfig, OutputConfig, Any], LightingOutp
 """Circuit outputs by ``output.type``: chosen once, when the controller is built."""
 
 
-def build_outputs(cfg: LightingConfig, pin_factory: Any = None) -> dict[str, LightingOutput]:
-    """One output per circuit; GPIO outputs start in the default light state."""
+def build_outputs(
+    cfg: LightingConfig, pin_factory: Any = None, banks: GpioBanks | None = None
+) -> dict[str, LightingOutput]:
+    """One output per circuit; GPIO outputs start in the default light state; ``banks``: the run's gpio banks."""
     outputs: dict[str, LightingOutput] = {}
     try:
         for c in cfg.circuits:
-            outputs[c.name] = OUTPUTS[c.output.type](cfg, c.output, pin_factory)
+            outputs[c.name] = OUTPUTS[c.output.type](
+                cfg, c.output, pin_factory, banks if banks is not None else GpioBanks()
+            )
     except Exception:
         for out in outputs.values():
             if isinstance(out, GpioLightingOutput):  # pins are claimed at once; links open on first use
@@ -197,26 +201,25 @@ class LightingSource:
             return f"lighting {self.name}: no control step for {now_mono - last:.0f} s"
         return None
 
-    def _factory(self) -> Any:
-        """The pin factory for own-pin outputs; None when no circuit or sensor uses own pins."""
+    def _factory(self, ctx: RunContext) -> Any:
+        """The pin factory for own-pin outputs (from the run's pin factories); None when nothing uses own pins."""
         pc = self.lighting.photocell
         own = any(c.output.type == "gpio" for c in self.lighting.circuits) or (
             pc is not None and pc.type == "gpio_photocell"
         )
         if self.pin_factory is not None or not own:
             return self.pin_factory
-        if self.cfg.pin_factory == "auto" and Device.pin_factory is not None:
-            return Device.pin_factory  # one already chosen in this process (a test, a rig)
-        return make_pin_factory(self.cfg.pin_factory)
+        return ctx.services.get(PinFactories).get(self.cfg.pin_factory)
 
-    def _build(self) -> LightingController:
-        self.pin_factory = self._factory()
-        outputs = build_outputs(self.lighting, self.pin_factory)
+    def _build(self, ctx: RunContext) -> LightingController:
+        self.pin_factory = self._factory(ctx)
+        banks = GpioBanks.of(ctx)
+        outputs = build_outputs(self.lighting, self.pin_factory, banks)
         sensor: LightSensor | None = None
         pc = self.lighting.photocell
         if pc is not None:
             if pc.type == "gpio_bank":
-                sensor = BankPhotocell(pc)
+                sensor = BankPhotocell(pc, banks)
             elif pc.type == "modbus_lux":
                 sensor = ModbusLuxSensor(pc, ModbusLink.tcp(str(pc.host), pc.port, pc.unit, pc.timeout_s))
             else:
@@ -257,7 +260,7 @@ class LightingSource:
 
     async def run(self, ctx: RunContext) -> None:
         """Control, metering and reporting until cancelled; pins and clients are released on the way out."""
-        ctl = self._build()
+        ctl = self._build(ctx)
         self._now = ctx.clock.now
         self.controller = ctl
         tasks = [

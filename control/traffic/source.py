@@ -34,6 +34,7 @@ from control.traffic.config import (
 from control.traffic.detectors import DetectorInbox
 from control.traffic.runner import Intersection
 from control.traffic.schedule import active_entry
+from drivers.gpio.factory import PinFactories
 from drivers.signals.base import SignalOutput
 from kernel.commands import Answer, CommandOutcome
 from kernel.errors import ConfigError
@@ -46,7 +47,7 @@ COMMANDS_MAX = 32
 STALL_S = 5.0  # no tick for this long: the thread is hung (a tick's I/O is bounded well below)
 
 
-def _modbus_output(ix: IntersectionConfig, pin_factory: Any) -> SignalOutput:
+def _modbus_output(ix: IntersectionConfig, pins: PinFactories) -> SignalOutput:
     from drivers.signals.modbus import ModbusSignalController, ThreadLink
 
     out = ix.output
@@ -55,23 +56,26 @@ def _modbus_output(ix: IntersectionConfig, pin_factory: Any) -> SignalOutput:
     return ModbusSignalController(tuple(g.name for g in ix.groups), link, buttons=out.buttons)
 
 
-def _gpio_output(ix: IntersectionConfig, pin_factory: Any) -> SignalOutput:
+def _gpio_output(ix: IntersectionConfig, pins: PinFactories) -> SignalOutput:
     from drivers.signals.gpio import GpioSignalHeads
 
     out = ix.output
     assert isinstance(out, GpioOutputConfig)
-    return GpioSignalHeads(out.heads, pin_factory=pin_factory)
+    return GpioSignalHeads(out.heads, pin_factory=pins.get("auto"))
 
 
-FIELD_OUTPUTS: Mapping[str, Callable[[IntersectionConfig, Any], SignalOutput]] = {
+FIELD_OUTPUTS: Mapping[str, Callable[[IntersectionConfig, PinFactories], SignalOutput]] = {
     "modbus": _modbus_output,
     "gpio": _gpio_output,
 }
 """Signal outputs a field intersection may use, by ``output.driver`` (SUMO is only for the rig)."""
 
 
-def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutput:
-    """The configured signal output of one intersection, chosen once from :data:`FIELD_OUTPUTS`."""
+def build_output(ix: IntersectionConfig, pins: PinFactories | None = None) -> SignalOutput:
+    """The configured signal output of one intersection, chosen once from :data:`FIELD_OUTPUTS`.
+
+    GPIO heads take their pin factory from ``pins`` (the run's pin factories), never gpiozero's global.
+    """
     driver = ix.output.driver if ix.output is not None else None
     make = FIELD_OUTPUTS.get(driver) if driver is not None else None
     if make is None:
@@ -79,7 +83,7 @@ def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutpu
             "traffic",
             [f"intersections.{ix.name}.output: a field intersection needs one of {', '.join(FIELD_OUTPUTS)}"],
         )
-    return make(ix, pin_factory)
+    return make(ix, pins or PinFactories())
 
 
 class TickClock:
@@ -106,14 +110,16 @@ class TickClock:
 class TrafficSource:
     """Runs one intersection: ticks it, applies the schedule, forwards its reports."""
 
-    def __init__(self, ix: IntersectionConfig, tz: str, output: SignalOutput | None = None) -> None:
+    def __init__(
+        self, ix: IntersectionConfig, tz: str, output: SignalOutput | None = None, pins: PinFactories | None = None
+    ) -> None:
         self.name = f"traffic:{ix.name}"
         self.ix = ix
         self._tz = zoneinfo.ZoneInfo(tz)
         self._reports: queue.Queue[Reading] = queue.Queue(QUEUE_MAX)
         self.clock = TickClock()
         self.intersection = Intersection(
-            ix, output or build_output(ix), self.clock, self._report, defer_flash=True
+            ix, output or build_output(ix, pins), self.clock, self._report, defer_flash=True
         )
         self.inbox = DetectorInbox(ix.detectors)
         self._stop = threading.Event()
@@ -286,12 +292,15 @@ class TrafficDesk:
         return asyncio.wrap_future(fut)
 
 
-def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficDesk]:
-    """Sources for every configured intersection, and the command handler the sync layer calls."""
+def traffic_sources(site: Any, pins: PinFactories | None = None) -> tuple[list[TrafficSource], TrafficDesk]:
+    """Sources for every configured intersection, and the command handler the sync layer calls.
+
+    ``pins``: the run's pin factories, for intersections with GPIO signal heads.
+    """
     traffic = getattr(site, "traffic", None)
     if traffic is None:
         return [], TrafficDesk({})
-    sources = [TrafficSource(ix, site.site.timezone) for ix in traffic.intersections]
+    sources = [TrafficSource(ix, site.site.timezone, pins=pins) for ix in traffic.intersections]
     desk = TrafficDesk({s.ix.name: s for s in sources})
     for s in sources:
         s.desk = desk

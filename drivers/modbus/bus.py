@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drivers.modbus.client import Framing, ModbusClient
+from drivers.modbus.client import Framing
 from drivers.modbus.device import ModbusDevice
+from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import Block
 from drivers.modbus.profile import Point
 from drivers.transports.base import Transport, with_timeout
@@ -65,7 +66,9 @@ class ModbusBus:
     ) -> None:
         self.name = name
         self.transport = transport
-        self.client = ModbusClient(transport, framing, extra_silence_s)
+        # The one async Modbus link; the scheduler reopens the line itself (with backoff).
+        self.link = ModbusLink(transport, 0, 1.0, framing, extra_silence_s, owns_transport=False)
+        self.client = self.link.client
         self.devices = {d.name: d for d in devices}
         self.reconnect_max_s = reconnect_max_s
         self._writes: deque[_Write] = deque()
@@ -199,8 +202,8 @@ class ModbusBus:
             t0 = time.monotonic()
             self.metrics.inc("modbus_requests_total", labels=labels)
             try:
-                values = await self.client.read(
-                    dev.unit, block.fc, block.address, block.count, dev.s.timeout_s
+                values = await self.link.read(
+                    block.fc, block.address, block.count, unit=dev.unit, timeout_s=dev.s.timeout_s
                 )
             except DeviceTimeout:
                 self.metrics.inc("modbus_errors_total", labels={**labels, "kind": "timeout"})
@@ -245,12 +248,12 @@ class ModbusBus:
         try:
             self.metrics.inc("modbus_writes_total", labels=labels)
             if isinstance(w.payload, bool):
-                await self.client.write_coil(dev.unit, p.address, w.payload, dev.s.timeout_s)
-                back = await self.client.read(dev.unit, 1, p.address, 1, dev.s.timeout_s)
+                await self.link.write_coil(p.address, w.payload, unit=dev.unit, timeout_s=dev.s.timeout_s)
+                back = await self.link.read(1, p.address, 1, unit=dev.unit, timeout_s=dev.s.timeout_s)
                 ok = bool(back[0]) == w.payload
             else:
-                await self.client.write_registers(dev.unit, p.address, w.payload, dev.s.timeout_s)
-                back = await self.client.read(dev.unit, 3, p.address, len(w.payload), dev.s.timeout_s)
+                await self.link.write_registers(p.address, w.payload, unit=dev.unit, timeout_s=dev.s.timeout_s)
+                back = await self.link.read(3, p.address, len(w.payload), unit=dev.unit, timeout_s=dev.s.timeout_s)
                 ok = [int(v) for v in back] == w.payload
             if not ok:
                 raise DeviceError(

@@ -16,8 +16,8 @@ Devices whose ``line`` names the same port (or host:port) share one bus and one 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -27,6 +27,7 @@ from drivers.modbus.profile import Profile, load_profile, profile_path
 from drivers.transports.config import LineConfig, framing_of
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
+from kernel.kinds import RigSupport
 from kernel.source import RunContext, Source
 
 
@@ -38,6 +39,23 @@ def _cached_profile(path: str) -> Profile:
 def cached_profile(ref: str) -> Profile:
     """Load a profile once per process."""
     return _cached_profile(str(profile_path(ref)))
+
+
+def profile_ranges(options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """The ranges of the points of ``options["profile"]`` that declare both min and max."""
+    return {
+        pt.name: (float(pt.min), float(pt.max))
+        for pt in cached_profile(str(options["profile"])).points
+        if pt.min is not None and pt.max is not None
+    }
+
+
+# For HIL rigs and the firmware suite: an emulated slave built from the device's profile.
+RIG = RigSupport(
+    emulator="drivers.modbus.emulator:EmulatedDevice",
+    transport="modbus",
+    ranges_for="drivers.modbus.kind:profile_ranges",
+)
 
 
 class PollConfig(StrictModel):

@@ -1,5 +1,5 @@
-"""One Modbus unit on a transport: the async link that lighting, meters, lux sensors and signal
-controllers all use (over the project's :class:`~drivers.modbus.client.ModbusClient`).
+"""Modbus units on a transport: the one async link that bus schedulers, lighting outputs, meters,
+lux sensors and signal controllers all use (over the project's :class:`~drivers.modbus.client.ModbusClient`).
 
 The link opens its transport on first use, runs one transaction at a time, and closes the transport
 after a transport or framing error so the next call reconnects (a rebooted gateway comes back).
@@ -22,13 +22,28 @@ T = TypeVar("T")
 
 
 class ModbusLink:
-    """A unit on a Modbus transport, with reconnect on failure."""
+    """Modbus units on one transport: a default unit and timeout, overridable per call.
 
-    def __init__(self, transport: Transport, unit: int, timeout_s: float, framing: Framing = "tcp") -> None:
+    With ``owns_transport`` (lighting, meters, signals) the link opens the transport on first use
+    and closes it after a transport or framing error so the next call reconnects. A bus scheduler
+    that reopens its line itself, with backoff, passes ``owns_transport=False`` and the link only
+    frames and serialises transactions.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        unit: int = 1,
+        timeout_s: float = 1.0,
+        framing: Framing = "tcp",
+        extra_silence_s: float = 0.0,
+        owns_transport: bool = True,
+    ) -> None:
         self.transport = transport
         self.unit = unit
         self.timeout_s = timeout_s
-        self.client = ModbusClient(transport, framing)
+        self.client = ModbusClient(transport, framing, extra_silence_s)
+        self.owns_transport = owns_transport
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -38,6 +53,8 @@ class ModbusLink:
 
     async def _run(self, fn: Callable[[], Awaitable[T]]) -> T:
         async with self._lock:
+            if not self.owns_transport:
+                return await fn()
             try:
                 if self.transport.closed:
                     await self.transport.open()
@@ -46,21 +63,31 @@ class ModbusLink:
                 await self.transport.close()
                 raise
 
-    async def read(self, fc: int, address: int, count: int) -> list[int] | list[bool]:
+    async def read(
+        self, fc: int, address: int, count: int, *, unit: int | None = None, timeout_s: float | None = None
+    ) -> list[int] | list[bool]:
         """Read registers (fc 3, 4) or bits (fc 1, 2)."""
-        out = await self._run(lambda: self.client.read(self.unit, fc, address, count, self.timeout_s))
+        u, t = self.unit if unit is None else unit, self.timeout_s if timeout_s is None else timeout_s
+        out = await self._run(lambda: self.client.read(u, fc, address, count, t))
         if len(out) != count:
             raise FrameError(f"{self.transport.name}: asked {count} values, got {len(out)}")
         return out
 
-    async def write_coil(self, address: int, value: bool) -> None:
+    async def write_coil(
+        self, address: int, value: bool, *, unit: int | None = None, timeout_s: float | None = None
+    ) -> None:
         """Write one coil."""
-        await self._run(lambda: self.client.write_coil(self.unit, address, value, self.timeout_s))
+        u, t = self.unit if unit is None else unit, self.timeout_s if timeout_s is None else timeout_s
+        await self._run(lambda: self.client.write_coil(u, address, value, t))
 
-    async def write_registers(self, address: int, values: Sequence[int]) -> None:
+    async def write_registers(
+        self, address: int, values: Sequence[int], *, unit: int | None = None, timeout_s: float | None = None
+    ) -> None:
         """Write holding registers."""
-        await self._run(lambda: self.client.write_registers(self.unit, address, values, self.timeout_s))
+        u, t = self.unit if unit is None else unit, self.timeout_s if timeout_s is None else timeout_s
+        await self._run(lambda: self.client.write_registers(u, address, values, t))
 
     async def close(self) -> None:
-        """Close the transport."""
-        await self.transport.close()
+        """Close the transport (when the link owns it)."""
+        if self.owns_transport:
+            await self.transport.close()

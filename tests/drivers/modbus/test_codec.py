@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.codec import apply_scale, decode_raw, encode_raw, register_count, unscale
+from drivers.modbus.codec import apply_scale, decode_raw, encode_raw, make_decoder, register_count, unscale
 
 ORDERS = [("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")]
 INT_RANGES = {
@@ -158,3 +158,74 @@ def test_whole_number_floats_write_as_integers(dtype: str) -> None:
     assert decode_raw(encode_raw(42.0, dtype), dtype) == 42
     with pytest.raises(ValueError, match="not an integer"):
         encode_raw(42.5, dtype)
+
+
+def test_register_counts_of_every_type() -> None:
+    """How many registers a point occupies decides the read plan and write sizes."""
+    assert register_count("bool") == 1
+    assert register_count("bits") == 1
+    assert register_count("int16") == register_count("uint16") == 1
+    assert register_count("float32") == register_count("int32") == register_count("uint32") == 2
+    assert register_count("float64") == register_count("int64") == register_count("uint64") == 4
+    assert register_count("string") == 1
+    assert register_count("string", 8) == 8
+    assert len(encode_raw("A", "string")) == 1
+
+
+def test_strings_from_a_device_are_ascii_with_replacement() -> None:
+    """Bytes that are not ASCII become U+FFFD one by one (a garbled name stays visible, never an error)."""
+    regs = [0x41C3, 0xA942]  # 'A', 0xC3 0xA9 (UTF-8 e-acute), 'B'
+    assert decode_raw(regs, "string") == "A\ufffd\ufffdB"
+    assert decode_raw([0x4142, 0x0043], "string") == "AB"  # stops at the first NUL
+    assert decode_raw([0x4241, 0x0043], "string", byte_order="little") == "ABC"
+
+
+def test_bool_on_a_whole_register_is_any_bit_set() -> None:
+    assert decode_raw([2], "bool") is True
+    assert decode_raw([0x8000], "bool") is True
+    assert decode_raw([0], "bool") is False
+
+
+def test_bit_fields_default_to_one_bit() -> None:
+    assert decode_raw([0b111], "bits", bit=1) == 1
+    assert decode_raw([0b111], "bits", bit=1, width=2) == 3
+
+
+def test_refusals_say_what_and_why() -> None:
+    """Codec errors reach the technician's screen: they name the value, the type and the limit."""
+    with pytest.raises(ValueError, match=r"float32 needs 2 registers, got 1"):
+        decode_raw([1], "float32")
+    with pytest.raises(ValueError, match=r"70000 does not fit uint16"):
+        encode_raw(70000, "uint16")
+    with pytest.raises(ValueError, match=r"longer than 4 characters"):
+        encode_raw("ABCDE", "string", count=2)
+    with pytest.raises(ValueError, match=r"bits values cannot be encoded"):
+        encode_raw(1, "bits")
+    with pytest.raises(ValueError, match=r"inf is not a finite number"):
+        unscale(float("inf"), "int16", 1.0, 0.0)
+
+
+@pytest.mark.parametrize(("scale", "offset"), [(1.0, 0.0), (0.1, 0.0), (1.0, -40.0), (0.5, 3.0)])
+@pytest.mark.parametrize("dtype", ["int16", "uint16", "float32", "uint32"])
+def test_fast_decoders_apply_scale_and_offset_each_alone(dtype: str, scale: float, offset: float) -> None:
+    """Scale without offset and offset without scale are applied too (not only both or neither)."""
+    regs = encode_raw(1000, dtype)
+    assert make_decoder(dtype, scale=scale, offset=offset)(regs) == pytest.approx(1000 * scale + offset)
+    assert make_decoder(dtype)(regs) == 1000
+
+
+@pytest.mark.parametrize(
+    ("kw", "regs", "expected"),
+    [
+        ({"dtype": "string"}, [0x4142, 0x4300], "ABC"),
+        ({"dtype": "string", "byte_order": "little"}, [0x4241, 0x0043], "ABC"),
+        ({"dtype": "bool", "bit": 3}, [0b1000], True),
+        ({"dtype": "bool", "bit": 2}, [0b1000], False),
+        ({"dtype": "bits", "bit": 4, "width": 3}, [0b1110000], 7),
+        ({"dtype": "bits", "bit": 4}, [0b1110000], 1),
+    ],
+)
+def test_decoders_of_strings_and_bits_match_the_reference(kw: dict, regs: list[int], expected: object) -> None:
+    decode = make_decoder(**kw)
+    assert decode(regs) == expected
+    assert decode(regs) == decode_raw(regs, **kw)

@@ -1,0 +1,1 @@
+"""Operator fleet tools: wave rollouts (engine independent of balena), the balena backend, the CLI."""
