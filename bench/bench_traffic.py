@@ -2,11 +2,14 @@
 
     python bench/bench_traffic.py                   # seeds 1-5, demand x1.0 and x1.4, link-loss trials
     python bench/bench_traffic.py --seeds 1 --trials 5
+    python bench/bench_traffic.py --trials 0 --jobs 2   # the SUMO table only, two runs at a time
 
-Part 1 runs the rig for a simulated hour per (mode, seed, demand) and prints the mean delay per
-vehicle (SUMO timeLoss, unfinished trips included) and the worst-arm max queue, for the agent's
-fixed/actuated/adaptive modes next to SUMO's static/actuated/delay_based programs, with the ratio of
-the agent's adaptive delay to SUMO's delay_based delay measured in the same run.
+Part 1 runs the rig for a simulated hour per (mode, seed, demand) and prints, per seed, the mean
+delay per vehicle (SUMO timeLoss, unfinished trips included) with its ratio to the best fairly
+configured SUMO program of the same seed and demand (static, actuated, delay_based; see
+hil/sumo/baseline.py), the stops per vehicle, the worst-arm max queue, the mean pedestrian time
+loss and the vehicles arrived within the hour; then the means. The agent's fixed/actuated/adaptive
+modes run next to SUMO's programs; ``sumo_*_old`` rows are the old, handicapped configuration.
 
 Part 2 serves the emulated signal controller over Modbus TCP behind a cuttable link, runs the field
 tick loop (10 Hz), cuts the link and times (a) the envelope latching flash and (b) the controller
@@ -17,6 +20,8 @@ measured in the same run.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import os
 import statistics
 import sys
 import time
@@ -33,68 +38,73 @@ from drivers.signals.indications import Indication
 from drivers.signals.modbus import ModbusSignalController, ThreadLink
 from drivers.transports.tcp import TcpTransport
 from hil.linkcut import CuttableLink
-from hil.sumo.rig import AGENT_MODES, SUMO_PROGRAMS, RunResult, run
+from hil.sumo.rig import AGENT_MODES, BUILD_DIR, SUMO_PROGRAMS, RunResult, run
 from kernel.progress import Progress, Snapshot
 
 MODES = [*AGENT_MODES, *SUMO_PROGRAMS]
 SITE = Path(__file__).resolve().parent.parent / "tests" / "traffic" / "site.yaml"
 
 
-def sumo_part(seeds: list[int], scales: list[float]) -> None:
-    print(f"== SUMO rig: 1 h simulated, seeds {seeds}, step 1 s")
-    print(
-        f"{'demand':>6} {'mode':<14} {'delay s':>14} {'depart s':>9} {'max queue':>12} {'veh':>6} "
-        f"{'viol':>5} {'wall s':>7}"
-    )
-    progress = Progress("bench traffic")
-    steps = len(scales) * len(MODES) * len(seeds)
-    t0 = time.monotonic()
-    failing: list[str] = []
+FAIR = ("sumo_static", "sumo_actuated", "sumo_delay")  # the baseline; *_old rows are for reference only
 
-    def one(mode: str, seed: int, scale: float) -> RunResult:
-        r = run(mode, seed, scale)
-        if r.violations or r.flashed:
-            failing.append(f"{mode} x{scale:g} seed {seed}")
-        done = len(done_runs) + 1
-        done_runs.append(r)
-        elapsed = time.monotonic() - t0
-        progress.update(
-            Snapshot(
-                elapsed,
-                elapsed * steps / done,
-                failing=failing,
-                phase=f"{mode} x{scale:g}",
-                done=done,
-                steps=steps,
+
+def _one(args: tuple[str, int, float]) -> RunResult:
+    mode, seed, scale = args
+    return run(mode, seed, scale, out_dir=BUILD_DIR / f"{mode}-{seed}-{scale:g}")
+
+
+def sumo_part(seeds: list[int], scales: list[float], jobs: int) -> None:
+    print(f"== SUMO rig: 1 h simulated, seeds {seeds}, step 1 s, load average {os.getloadavg()[0]:.1f}")
+    todo = [(m, seed, scale) for scale in scales for seed in seeds for m in MODES]
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        progress = Progress("bench traffic")
+        t0, done_runs, failing = time.monotonic(), [], []
+        for done, r in enumerate(pool.map(_one, todo), 1):
+            done_runs.append(r)
+            if r.violations or r.flashed:
+                failing.append(f"{r.mode} x{r.scale:g} seed {r.seed}")
+            elapsed = time.monotonic() - t0
+            progress.update(
+                Snapshot(elapsed, elapsed * len(todo) / done, failing=failing, phase=f"{r.mode} x{r.scale:g}",
+                         done=done, steps=len(todo))
             )
-        )
-        return r
-
-    done_runs: list[RunResult] = []
+        progress.close()
+        results = dict(zip(todo, done_runs, strict=True))
+    head = (
+        f"{'demand':>6} {'seed':>4} {'mode':<18} {'delay s':>8} {'/best':>6} {'stops':>6} {'max q':>6} "
+        f"{'ped s':>6} {'arrived':>7} {'viol':>4}"
+    )
+    print(head)
     for scale in scales:
-        delays: dict[str, float] = {}
-        for mode in MODES:
-            rs = [one(mode, seed, scale) for seed in seeds]
-            progress.close()
-            d = [r.mean_delay_s for r in rs]
-            q = [r.max_queue for r in rs]
-            viol = sum(len(r.violations) for r in rs) + sum(1 for r in rs if r.flashed)
-            sd = statistics.stdev(d) if len(d) > 1 else 0.0
-            qsd = statistics.stdev(q) if len(q) > 1 else 0.0
-            delays[mode] = statistics.mean(d)
+        for seed in seeds:
+            rs = {m: results[(m, seed, scale)] for m in MODES}
+            best = min(rs[m].mean_delay_s for m in FAIR)
+            for m, r in rs.items():
+                viol = len(r.violations) + (1 if r.flashed else 0)
+                print(
+                    f"{scale:>6.1f} {seed:>4} {m:<18} {r.mean_delay_s:>8.1f} {r.mean_delay_s / best:>6.2f} "
+                    f"{r.stops:>6.2f} {r.max_queue:>6} {r.ped_delay_s:>6.1f} {r.arrived:>7} {viol:>4}"
+                )
+    print(f"== means over seeds {seeds} (ratio: mean of the per-seed ratios to the best fair SUMO program)")
+    print(head.replace(" seed", "     "))
+    for scale in scales:
+        for m in MODES:
+            runs = [results[(m, seed, scale)] for seed in seeds]
+            ratios = [
+                results[(m, seed, scale)].mean_delay_s
+                / min(results[(f, seed, scale)].mean_delay_s for f in FAIR)
+                for seed in seeds
+            ]
+            sd = statistics.stdev(r.mean_delay_s for r in runs) if len(runs) > 1 else 0.0
             print(
-                f"{scale:>6.1f} {mode:<14} {statistics.mean(d):>7.1f} ± {sd:>4.1f} "
-                f"{statistics.mean(r.mean_depart_delay_s for r in rs):>9.1f} "
-                f"{statistics.mean(q):>6.1f} ± {qsd:>3.1f} {statistics.mean(r.vehicles for r in rs):>6.0f} "
-                f"{viol:>5} {statistics.mean(r.wall_s for r in rs):>7.1f}",
+                f"{scale:>6.1f} {'':>4} {m:<18} {statistics.mean(r.mean_delay_s for r in runs):>5.1f}±{sd:<3.1f}"
+                f"{statistics.mean(ratios):>5.2f} {statistics.mean(r.stops for r in runs):>6.2f} "
+                f"{statistics.mean(r.max_queue for r in runs):>6.1f} "
+                f"{statistics.mean(r.ped_delay_s for r in runs):>6.1f} "
+                f"{statistics.mean(r.arrived for r in runs):>7.0f} "
+                f"{sum(len(r.violations) + (1 if r.flashed else 0) for r in runs):>4}",
                 flush=True,
             )
-        print(
-            f"{scale:>6.1f} ratio adaptive/delay_based delay = {delays['adaptive'] / delays['sumo_delay']:.2f}; "
-            f"actuated/sumo_actuated = {delays['actuated'] / delays['sumo_actuated']:.2f}; "
-            f"fixed/static = {delays['fixed'] / delays['sumo_static']:.2f}",
-            flush=True,
-        )
 
 
 def link_part(trials: int) -> None:
@@ -180,11 +190,12 @@ def main() -> None:
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.4])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--skip-sumo", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="SUMO runs in parallel")
     a = ap.parse_args()
     if a.trials:
         link_part(a.trials)
     if not a.skip_sumo:
-        sumo_part(a.seeds, a.scales)
+        sumo_part(a.seeds, a.scales, a.jobs)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""A TCP relay whose link can be cut on demand: loss-of-link faults for tests and benches."""
+"""A TCP relay whose link can be cut on demand or lose frames: link faults for tests and benches."""
 
 from __future__ import annotations
 
 import contextlib
+import random
 import selectors
 import socket
 import threading
@@ -11,8 +12,12 @@ import threading
 class CuttableLink:
     """Relays 127.0.0.1:``port`` to ``target``; :meth:`cut` drops every connection and refuses new ones."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], loss: float = 0.0, seed: int = 1) -> None:
         self.target = target
+        self.loss = loss
+        self.dropped = 0
+        self.relayed = 0
+        self._rng = random.Random(seed)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._sel = selectors.DefaultSelector()
@@ -26,6 +31,10 @@ class CuttableLink:
     def cut(self) -> None:
         """Cut the cable: bytes on open connections vanish (the peer times out), new ones are refused."""
         self._cut.set()
+
+    def set_loss(self, loss: float) -> None:
+        """Drop each relayed chunk (one Modbus TCP frame here) with probability ``loss``, either way."""
+        self.loss = loss
 
     def restore(self) -> None:
         """Let connections through again."""
@@ -79,4 +88,8 @@ class CuttableLink:
                             s.close()
                             self._pairs.pop(s, None)
                     continue
+                if self.loss and self._rng.random() < self.loss:
+                    self.dropped += 1  # a lost frame: the peer hears nothing and times out
+                    continue
+                self.relayed += 1
                 other.sendall(data)

@@ -30,6 +30,10 @@ def ite_yellow_s(
     return math.ceil(raw * 2 - 1e-9) / 2
 
 
+CONTROL_TICK_S = 0.1
+"""The control period of every intersection (the link timeout plus one tick stays within 1 s)."""
+
+
 class SignalGroupConfig(StrictModel):
     """One signal group: a vehicle movement or a crosswalk, shown by one or more heads."""
 
@@ -56,7 +60,12 @@ class PermissiveConfig(StrictModel):
 
 
 class LimitsConfig(StrictModel):
-    """The envelope's limits for one intersection."""
+    """The envelope's limits for one intersection.
+
+    Link policy: the junction flashes after ``link_failures`` consecutive failed exchanges with its
+    output or when no good read-back came for ``link_timeout_s``, whichever comes first; the
+    timeout plus one control tick stays within 1 s.
+    """
 
     speed_kmh: float = Field(default=50.0, ge=20, le=90, description="Approach speed for the ITE yellow.")
     reaction_s: float = Field(default=1.0, ge=0.5, le=2.5)
@@ -71,7 +80,22 @@ class LimitsConfig(StrictModel):
     ped_speed_mps: float = Field(default=1.1, ge=0.8, le=1.5)
     min_ped_clear_s: float = Field(default=3.0, ge=2.0, le=30.0, description="Shortest flashing DON'T WALK.")
     link_timeout_s: float = Field(
-        default=0.5, gt=0, lt=1.0, description="No good read-back this long: flash."
+        default=0.5,
+        gt=0,
+        le=1.0 - CONTROL_TICK_S,
+        description="No good read-back this long: flash (plus one tick, within 1 s).",
+    )
+    ped_max_wait_s: float = Field(
+        default=120.0,
+        ge=30.0,
+        le=300.0,
+        description="A push-button call gets its walk within this long (stages in between are cut short).",
+    )
+    link_failures: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="This many consecutive failed exchanges with the output: flash (1 = the first).",
     )
 
     @property
@@ -172,7 +196,10 @@ class ScheduleConfig(StrictModel):
 
 
 class DetectorConfig(StrictModel):
-    """A loop detector or a camera zone feeding one signal group.
+    """A loop detector or a camera zone feeding one signal group, or a pedestrian push button.
+
+    A ``button`` (a ``gpio`` input of kind ``button``) calls the walk of its pedestrian group: a
+    crosswalk with buttons walks only when called, within ``limits.ped_max_wait_s``.
 
     ``source`` names the device that sees it (a ``camera`` for a zone, a ``gpio`` device for a loop);
     ``input`` is the zone or input name in that device (default: the detector's own name). Without a
@@ -181,7 +208,7 @@ class DetectorConfig(StrictModel):
 
     name: str = Field(pattern=NAME)
     group: str
-    kind: Literal["loop", "zone"] = "loop"
+    kind: Literal["loop", "zone", "button"] = "loop"
     source: str | None = Field(default=None, description="Camera (zone) or gpio device (loop) that feeds it.")
     input: str | None = Field(default=None, description="Zone or input name in the source; default: name.")
 
@@ -194,6 +221,9 @@ class ModbusOutputConfig(StrictModel):
     port: int = Field(default=502, ge=1, le=65535)
     unit: int = Field(default=1, ge=0, le=247)
     timeout_s: float = Field(default=0.3, gt=0, lt=1.0)
+    buttons: int = Field(
+        default=0, ge=0, le=16, description="Pedestrian push-button inputs on the controller (input 3+n)."
+    )
 
 
 class GpioOutputConfig(StrictModel):
@@ -309,9 +339,21 @@ def _plan_problems(ix: IntersectionConfig) -> list[str]:
         for ci, c in enumerate(ix.schedule.calendar):
             if c.day_type not in day_types:
                 out.append(f"schedule.calendar[{ci}].day_type: {c.day_type!r} is not a day type")
+    kinds = {g.name: g.kind for g in ix.groups}
     for di, d in enumerate(ix.detectors):
         if d.group not in known:
             out.append(f"detectors[{di}].group: {d.group!r} is not a signal group")
+        elif (d.kind == "button") != (kinds[d.group] == "pedestrian"):
+            what = "a push button calls a pedestrian group" if d.kind == "button" else "a pedestrian group has buttons"
+            out.append(f"detectors[{di}].group: {d.group!r}: {what} (kind {d.kind})")
+        elif d.kind == "button" and d.source is None and d.input is not None:
+            count = ix.output.buttons if isinstance(ix.output, ModbusOutputConfig) else 0
+            index = d.input.removeprefix("controller:")
+            if not d.input.startswith("controller:") or not index.isdigit() or int(index) >= count:
+                out.append(
+                    f"detectors[{di}].input: {d.input!r} is not a push button of the signal controller "
+                    f"(controller:0..{count - 1}; output.buttons is {count})"
+                )
     out.extend(_output_problems(ix, known))
     return out
 
@@ -404,7 +446,7 @@ def detector_source_problem(traffic: TrafficConfig, devices: list[object]) -> st
                 if name not in zones:
                     return f"{at}.input: {name!r} is not a zone of camera {det.source} {zones}"
             else:
-                loops = [n.name for n in getattr(dev, "inputs", []) if n.kind == "loop"]
+                loops = [n.name for n in getattr(dev, "inputs", []) if n.kind == det.kind]
                 if name not in loops:
-                    return f"{at}.input: {name!r} is not a loop input of {det.source} {loops}"
+                    return f"{at}.input: {name!r} is not a {det.kind} input of {det.source} {loops}"
     return None

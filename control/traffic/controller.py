@@ -38,6 +38,8 @@ class StageController:
     """Runs the stages of one intersection in order, skipping and timing them by mode."""
 
     ADAPTIVE_GAP_S = 2.0
+    MAX_CYCLE_S = 120.0
+    PRESSURE = True
 
     def __init__(
         self,
@@ -109,6 +111,7 @@ class StageController:
             if self._interval == "startup" and held >= self._until:
                 self._enter_green(self._first_stage(), now)
             elif self._interval == "green":
+                self._late_walks(now)
                 self._walks(now)
                 if self._want_end(now) and not self._peds_busy():
                     self._next = self._choose_next()
@@ -135,8 +138,41 @@ class StageController:
         self.stage = stage
         self._go("green", now)
         st = self.current
-        self._peds = {n: _Ped(G, now) for n in st.green if self._kind[n] == "pedestrian"}
+        self._peds = {}
+        for n in st.green:
+            if self._kind[n] == "pedestrian" and self._walk_wanted(n):
+                self._peds[n] = _Ped(G, now)
+                self.board.served(n)
         self._green_len = self._fixed_green(st, now)
+
+    def _walk_wanted(self, group: str) -> bool:
+        """A crosswalk walks every time its stage runs, unless it has push buttons and no call."""
+        return self.mode == "fixed" or not self.board.has_buttons(group) or group in self.board.calls
+
+    def _late_walks(self, now: float) -> None:
+        # A call placed while its stage already runs: walk now if walk and clearance fit in its max.
+        lim = self.ix.limits
+        green_for = now - self._since
+        for n in self.current.green:
+            if n in self._peds or self._kind[n] != "pedestrian" or n not in self.board.calls:
+                continue
+            if self.mode != "fixed" and green_for + lim.min_walk_s + self._fdw[n] <= self._max_green():
+                self._peds[n] = _Ped(G, now)
+                self.board.served(n)
+
+    def _horizon_s(self) -> float:
+        """Longest time to reach any stage with every stage cut to its minimum green."""
+        return sum(
+            (s.min_green_s if s.min_green_s is not None else self.ix.limits.min_green_s)
+            + self.yellow
+            + self.red_clear
+            for s in self.ix.stages
+        )
+
+    def _urgent_calls(self, now: float) -> set[str]:
+        """Pedestrian groups whose call must now be served first to keep ``ped_max_wait_s``."""
+        limit = self.ix.limits.ped_max_wait_s - self._horizon_s()
+        return {g for g, t in self.board.calls.items() if now - t >= limit}
 
     def _walks(self, now: float) -> None:
         lim = self.ix.limits
@@ -198,6 +234,9 @@ class StageController:
             return green_for >= self._green_len
         if green_for >= self._max_green():
             return True
+        urgent = self._urgent_calls(now)
+        if urgent and not urgent & set(self.current.green):
+            return True  # a pedestrian has waited long enough: cut this stage to its minimum
         groups = self._vehicle_groups(self.current)
         if self.mode == "adaptive" and self.board.zones_fresh(groups):
             if not self._demand_elsewhere():
@@ -207,7 +246,7 @@ class StageController:
 
     def _demand(self, st: StageConfig) -> bool:
         groups = self._vehicle_groups(st)
-        if self.mode == "fixed":
+        if self.mode == "fixed" or any(n in self.board.calls for n in st.green):
             return True
         if self.board.zones_fresh(groups):
             return self.board.count(groups) > 0 or self.board.halting(groups) > 0
@@ -220,12 +259,38 @@ class StageController:
 
     def _choose_next(self) -> int:
         n = len(self.ix.stages)
+        urgent = self._urgent_calls(self._clock()) if self.mode != "fixed" else set()
+        if self.mode == "adaptive" and not urgent and self.PRESSURE:
+            every = [g for s in self.ix.stages for g in self._vehicle_groups(s)]
+            if self.board.zones_fresh(every):
+                return self._pressure_next()
         for k in range(1, n + 1):
             i = (self.stage + k) % n
             st = self.ix.stages[i]
+            if urgent and st.skippable and not urgent & set(st.green):
+                continue  # on the way to a pedestrian who has waited long enough
             if not st.skippable or self.mode == "fixed" or self._demand(st):
                 return i
         return (self.stage + 1) % n
+
+    def _pressure_next(self) -> int:
+        """Max-pressure choice: the stage with the most vehicles waiting in its zones, except that a
+        stage left unserved for ``MAX_CYCLE_S`` (one that must run, or one with demand) goes first."""
+        now = self._clock()
+        n = len(self.ix.stages)
+        best, best_key = (self.stage + 1) % n, (-1.0, -1.0)
+        for k in range(1, n):
+            i = (self.stage + k) % n
+            st = self.ix.stages[i]
+            groups = self._vehicle_groups(st)
+            if st.skippable and not self._demand(st):
+                continue
+            waited = now - self._last_end[st.name]
+            overdue = 1.0 if waited >= self.MAX_CYCLE_S else 0.0
+            key = (overdue, float(self.board.halting(groups) + self.board.count(groups)) - k * 1e-3)
+            if key > best_key:
+                best, best_key = i, key
+        return best
 
     def _first_stage(self) -> int:
         return 0
@@ -238,13 +303,16 @@ class StageController:
             return state
         st = self.current
         shown = dict.fromkeys(st.green, G) | dict.fromkeys(st.yield_, GY)
-        for n, p in self._peds.items():
-            shown[n] = p.state
+        for n in st.green:
+            if self._kind[n] == "pedestrian":
+                shown[n] = self._peds[n].state if n in self._peds else R  # no call: no walk
         if self._interval == "green":
             state.update(shown)
             return state
         nxt = self.ix.stages[self._next]
-        keep = set(nxt.green) | set(nxt.yield_)
+        # A group continues into the next stage unless it would drop from protected to permissive
+        # green (a stage order other than the plan's: that needs its yellow first).
+        keep = set(nxt.green) | {n for n in nxt.yield_ if shown.get(n) != G}
         for n, ind in shown.items():
             if self._kind[n] == "pedestrian":
                 state[n] = ind

@@ -6,6 +6,15 @@ sent (:class:`DetectorInbox`) before every tick. The SUMO rig and tests feed :cl
 directly (:meth:`DetectorBoard.loop`, :meth:`DetectorBoard.zone`) or as readings with ``device`` = the detector name and points ``loop.occupied`` (bool),
 ``zone.count``, ``zone.halting`` (vehicles) and ``zone.queue_m`` (metres). Zone data older than
 ``stale_s`` counts as missing, and the adaptive mode falls back to actuated timing.
+
+Detector health is checked too: a loop occupied without a break for ``stuck_on_s`` (a stuck
+relay, a parked vehicle), one that saw nothing for ``stuck_off_s`` while the junction's other loops
+saw ``stuck_off_others`` vehicles (a cut feeder, a dead card), or one that changed state more than
+``chatter_per_min`` times in a minute (a loose connection) is *failed*. A failed loop is left out:
+its group keeps demand and runs to its maximum green (the "max recall" of a failed detector), so an
+intersection whose detectors have all failed runs every stage to its maximum, a fixed-time plan.
+A failed loop that behaves again for ``stuck_off_s`` (a break after stuck-on, a vehicle after
+stuck-off, a quiet minute after chatter) is healthy again.
 """
 
 from __future__ import annotations
@@ -34,6 +43,11 @@ class ZoneState:
 class DetectorBoard:
     """Latest detector state per signal group, timestamped on the controller's clock."""
 
+    STUCK_ON_S = 240.0
+    STUCK_OFF_S = 600.0
+    STUCK_OFF_OTHERS = 100
+    CHATTER_PER_MIN = 120
+
     def __init__(
         self, detectors: Iterable[DetectorConfig], clock: Callable[[], float], stale_s: float = 5.0
     ) -> None:
@@ -44,16 +58,84 @@ class DetectorBoard:
         self._last_on: dict[str, float] = {n: -math.inf for n, k in self._kind.items() if k == "loop"}
         self._occupied: set[str] = set()
         self._zones: dict[str, ZoneState] = {n: ZoneState() for n, k in self._kind.items() if k == "zone"}
+        start = clock()
+        self._on_since: dict[str, float] = {}
+        self._seen: dict[str, tuple[float, int]] = dict.fromkeys(self._last_on, (start, 0))
+        self._edges: dict[str, collections.deque[float]] = {
+            n: collections.deque(maxlen=self.CHATTER_PER_MIN + 1) for n in self._last_on
+        }
+        self._actuations = 0
+        self.failed: dict[str, str] = {}  # loop -> stuck_on | stuck_off | chattering
+        self._buttons = {n: self._group[n] for n, k in self._kind.items() if k == "button"}
+        self._pressed: set[str] = set()
+        self.calls: dict[str, float] = {}  # pedestrian group -> when its waiting call was placed
 
     def loop(self, name: str, occupied: bool) -> None:
-        """A loop's presence now; a loop that stays occupied keeps its gap at zero."""
+        """A loop's presence now (or a push button's: pressed); a loop that stays occupied keeps its
+        gap at zero."""
+        if name in self._buttons:
+            if occupied and name not in self._pressed:
+                self.calls.setdefault(self._buttons[name], self._clock())
+            (self._pressed.add if occupied else self._pressed.discard)(name)
+            return
         if name not in self._last_on:
             return
+        now = self._clock()
         if occupied:
-            self._last_on[name] = self._clock()
+            if name not in self._occupied:
+                self._edges[name].append(now)
+                self._on_since[name] = now
+                self._actuations += 1
+                self._seen[name] = (now, self._actuations)
+            self._last_on[name] = now
             self._occupied.add(name)
         else:
+            if name in self._occupied:
+                self._edges[name].append(now)
             self._occupied.discard(name)
+            self._on_since.pop(name, None)
+
+    def has_buttons(self, group: str) -> bool:
+        """True when pedestrians call ``group``'s walk with a push button (no button: it always walks)."""
+        return group in self._buttons.values()
+
+    def served(self, group: str) -> None:
+        """The walk of ``group`` started: its call is answered."""
+        self.calls.pop(group, None)
+
+    def check_health(self) -> dict[str, str | None]:
+        """Update :attr:`failed`; return the loops whose health changed (fault, or None when healthy)."""
+        now = self._clock()
+        changed: dict[str, str | None] = {}
+        for name in self._last_on:
+            fault = self._fault(name, now)
+            if fault != self.failed.get(name):
+                changed[name] = fault
+                if fault is None:
+                    self.failed.pop(name, None)
+                else:
+                    self.failed[name] = fault
+        return changed
+
+    def _fault(self, name: str, now: float) -> str | None:
+        was = self.failed.get(name)
+        on = self._on_since.get(name)
+        if on is not None and now - on >= self.STUCK_ON_S:
+            return "stuck_on"
+        edges = self._edges[name]
+        if len(edges) > self.CHATTER_PER_MIN and now - edges[0] <= 60.0:
+            return "chattering"
+        if was == "chattering" and edges and now - edges[-1] < 60.0:
+            return "chattering"
+        seen_at, seen_count = self._seen[name]
+        if now - seen_at >= self.STUCK_OFF_S and self._actuations - seen_count >= self.STUCK_OFF_OTHERS:
+            return "stuck_off"
+        if was == "stuck_on" and on is not None:
+            return was
+        return None
+
+    def _healthy(self, name: str) -> bool:
+        return name not in self.failed
 
     def refresh_occupied(self) -> None:
         """Loops still occupied saw a vehicle now (called once per tick by an edge-fed owner)."""
@@ -88,15 +170,18 @@ class DetectorBoard:
     def gap(self, groups: Iterable[str]) -> float:
         """Seconds since any loop of ``groups`` last saw a vehicle (inf with no loop)."""
         wanted = set(groups)
-        if any(self._group[n] in wanted for n in self._occupied):
+        if any(self._group[n] in wanted and self._healthy(n) for n in self._occupied):
             return 0.0
-        last = max((t for n, t in self._last_on.items() if self._group[n] in wanted), default=-math.inf)
+        last = max(
+            (t for n, t in self._last_on.items() if self._group[n] in wanted and self._healthy(n)),
+            default=-math.inf,
+        )
         return self._clock() - last
 
     def has_loops(self, groups: Iterable[str]) -> bool:
-        """True when some loop watches one of ``groups``."""
+        """True when some healthy loop watches one of ``groups`` (a failed one counts as none)."""
         wanted = set(groups)
-        return any(self._group[n] in wanted for n in self._last_on)
+        return any(self._group[n] in wanted and self._healthy(n) for n in self._last_on)
 
     def zones_fresh(self, groups: Iterable[str]) -> bool:
         """True when every zone of ``groups`` reported within ``stale_s``."""
@@ -131,7 +216,9 @@ class DetectorInbox:
 
     def __init__(self, detectors: Iterable[DetectorConfig], maxlen: int = 1000) -> None:
         self._by_source: dict[tuple[str, str, str], str] = {
-            (d.kind, d.source, d.input or d.name): d.name for d in detectors if d.source is not None
+            ("zone" if d.kind == "zone" else "loop", d.source, d.input or d.name): d.name
+            for d in detectors
+            if d.source is not None
         }
         self._events: collections.deque[tuple[str, DetectorEvent]] = collections.deque(maxlen=maxlen)
         self._lock = threading.Lock()

@@ -7,7 +7,12 @@ malfunction management unit checks (conflict, short yellow, yellow plus red clea
 e.g. EDI MMU2-16LE) plus the timing rules of the ITE yellow formula and MUTCD §4D.26 and §4E.06.
 
 On a lost link, a read-back that does not match what was written, a device that tripped on its own
-or any internal doubt it flashes the junction yellow and latches until an operator clears it.
+or any internal doubt it flashes the junction yellow and latches until an operator clears it. A lost
+link is ``limits.link_failures`` consecutive failed exchanges or no good read-back for
+``limits.link_timeout_s``, whichever comes first; a failed state write is retried within the same
+tick, once (it is idempotent: the whole state and a new sequence number), so an isolated lost frame on a
+marginal RS-485 line neither flashes the junction nor shifts a timed interval. Every latch is
+reported as an ``envelope.flash`` alarm naming its reason, with the cause in its message.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ R, Y, G, GY = Indication.RED, Indication.YELLOW, Indication.GREEN, Indication.GR
 ACTIVE = frozenset((G, GY, Y))
 GREENS = frozenset((G, GY))
 COMMANDABLE = frozenset((R, Y, G, GY))
+TIMING_RULES = frozenset(("min_green", "short_yellow", "red_clearance", "ped_clearance"))
+LAG_MAX_S = 0.5  # the most a lost frame may shift a change: two exchange timeouts and a tick
+LAG_HOLD_S = 300.0  # how long after a lost frame a change may still be held by that lag
 RULES = (
     "bad_command",
     "flash_latched",
@@ -115,6 +123,15 @@ class SafetyEnvelope:
         self._expected: dict[str, Indication] | None = None
         self._timers: dict[str, _Timer] = {}
         self._last_good = clock()
+        self._last_good_real = time.monotonic()  # exchanges block in real time, whatever the clock
+        self._failures = 0
+        self._calls: list[int] = []  # the controller's push buttons pressed, not yet taken
+        self._unconfirmed: dict[int, dict[str, Indication]] = {}  # seq -> state, writes not yet read back
+        self._lag = 0.0  # how late a change reached the device after a lost frame (seconds)
+        self._lag_until = -math.inf
+        self._change_failed_at: float | None = None  # real time a change was first lost
+        self.held = 0
+        self.link_errors = 0
         self.latched: str | None = None
         self.refusals: Counter[str] = Counter()
         self.flashes = 0
@@ -143,6 +160,8 @@ class SafetyEnvelope:
         try:
             self.validate(target, now)
         except SafetyViolation as exc:
+            if self._held_for_lag(exc, target, now):
+                return
             self.refusals[exc.rule] += 1
             self._emit("envelope.refused", exc.rule, Priority.EVENT, {"message": str(exc)})
             raise
@@ -203,14 +222,19 @@ class SafetyEnvelope:
     def check(self) -> ShownState | None:
         """Read back and verify (call every tick): a fault, a mismatch or silence flashes the junction."""
         now = self._clock()
+        if self._failures and self._overdue():
+            return None
         try:
             shown = self._out.read_back()
+            self._calls.extend(shown.calls)
         except FrameError as exc:
             self.latch("readback_invalid", f"read-back is not a valid state: {exc}")
             return None
         except AgentError as exc:
-            self.latch("link_lost", f"read-back failed: {exc}")
+            self._link_failed(f"read-back failed: {exc}")
             return None
+        self._failures = 0
+        self._last_good_real = time.monotonic()
         if shown.fault is not None and self.latched is None:
             self.latch("device_fault", f"the controller tripped on its own: {shown.fault}")
         if self.latched is None:
@@ -218,10 +242,19 @@ class SafetyEnvelope:
         self._last_good = now
         return shown
 
+    def take_calls(self) -> list[int]:
+        """The signal controller's push-button inputs pressed since the last call (from read-backs)."""
+        calls, self._calls = self._calls, []
+        return calls
+
     def watchdog(self) -> None:
         """Flash if no good read-back for ``link_timeout_s`` (call from a timer independent of ticks)."""
         if self.latched is None and self._clock() - self._last_good >= self.ix.limits.link_timeout_s:
-            self.latch("link_lost", f"no read-back for {self._clock() - self._last_good:.2f} s")
+            self.latch(
+                "link_lost",
+                f"no good read-back for {self._clock() - self._last_good:.2f} s "
+                f"(limit {self.ix.limits.link_timeout_s} s; {self._failures} consecutive failures)",
+            )
 
     # ---- flash and the operator ------------------------------------------------------------
 
@@ -287,25 +320,91 @@ class SafetyEnvelope:
         self._emit("envelope.refused", rule, Priority.EVENT, {"message": message})
         raise SafetyViolation(rule, message)
 
-    def _write(self, target: dict[str, Indication], now: float) -> None:
-        self._seq = (self._seq + 1) & 0xFFFF
+    def _overdue(self) -> bool:
+        """After a failure: latch rather than block in another exchange once ``link_timeout_s`` has
+        passed in real time since the last good one (so a cut flashes within T + tick + one timeout)."""
+        waited = time.monotonic() - self._last_good_real
+        if self.latched is None and waited >= self.ix.limits.link_timeout_s:
+            self.latch(
+                "link_lost",
+                f"no good read-back for {waited:.2f} s "
+                f"(limit {self.ix.limits.link_timeout_s} s; {self._failures} consecutive failures)",
+            )
+        return self.latched is not None
+
+    def _link_failed(self, what: str) -> bool:
+        """Count one failed exchange; latch at ``link_failures`` in a row. True when latched."""
+        self._failures += 1
+        self.link_errors += 1
+        limit = self.ix.limits.link_failures
+        if self._failures >= limit:
+            self.latch("link_lost", f"{self._failures} consecutive failed exchanges (limit {limit}); {what}")
+            return True
+        log.warning("%s: link error %d of %d allowed in a row: %s", self.ix.name, self._failures, limit, what)
+        return False
+
+    def _held_for_lag(self, exc: SafetyViolation, target: SignalState, now: float) -> bool:
+        """Hold what is shown (one more tick) when a lost frame made the device's last change late and
+        ``target`` would be allowed had it been on time; holding only lengthens an interval."""
+        if exc.rule not in TIMING_RULES or self._lag <= 0 or now > self._lag_until:
+            return False
         try:
-            self._out.write(target, self._seq)
-            shown = self._out.read_back()
-        except AgentError as exc:
-            self.latch("link_lost", f"write failed: {exc}")
-            return
+            self.validate(target, now + self._lag)
+        except SafetyViolation:
+            return False
+        self.held += 1
+        self._write(self.shown(), now)
+        return True
+
+    def _write(self, target: dict[str, Indication], now: float) -> None:
+        # A lost frame leaves it unknown whether the device took the state: the retry writes the
+        # whole state again under a new sequence number, and only a matching read-back counts.
+        changes = target != self.shown()
+        t0 = time.monotonic()
+        for attempt in (1, 2):
+            self._seq = (self._seq + 1) & 0xFFFF
+            if len(self._unconfirmed) >= 16:
+                self._unconfirmed.pop(next(iter(self._unconfirmed)))
+            self._unconfirmed[self._seq] = target
+            try:
+                self._out.write(target, self._seq)
+                shown = self._out.read_back()
+                self._calls.extend(shown.calls)
+            except FrameError as exc:
+                self.latch("readback_invalid", f"read-back is not a valid state: {exc}")
+                return
+            except AgentError as exc:
+                if changes and self._change_failed_at is None:
+                    self._change_failed_at = t0
+                if self._link_failed(f"write failed: {exc}") or attempt == 2 or self._overdue():
+                    return  # one retry per tick, and none past the link timeout: flash within 1 s
+                continue
+            break
+        self._failures = 0
+        self._last_good_real = time.monotonic()
         self._expected = target
         if shown.fault is not None:
             self.latch("device_fault", f"the controller tripped on its own: {shown.fault}")
             return
-        self._verify(shown, now)
+        late = 0.0
+        if self._change_failed_at is not None:
+            # The change reached the device late: time it from now on, as the device does.
+            late = min(LAG_MAX_S, time.monotonic() - self._change_failed_at)
+            self._lag, self._lag_until = max(self._lag, late), now + LAG_HOLD_S
+            self._change_failed_at = None
+        self._verify(shown, now + late if changes else now)
         self._last_good = now
 
     def _verify(self, shown: ShownState, now: float) -> None:
         if self._expected is None:
             return
         if shown.seq is not None and shown.seq != self._seq:
+            # A write whose answer was lost may still have been applied: a state written (and so
+            # validated) since the last confirmed read-back is what the device shows, nothing stale.
+            if self._unconfirmed.get(shown.seq) == shown.indications:
+                self._unconfirmed.clear()
+                self._advance(shown.indications, now)
+                return
             self.latch("stale_readback", f"read-back echoes command {shown.seq}, expected {self._seq}")
             return
         if shown.indications != self._expected:
@@ -314,6 +413,7 @@ class SafetyEnvelope:
                 f"shown {format_state(shown.indications)} but commanded {format_state(self._expected)}",
             )
             return
+        self._unconfirmed.clear()
         self._advance(shown.indications, now)
 
     def _advance(self, shown: Mapping[str, Indication], now: float) -> None:

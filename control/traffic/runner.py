@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from control.traffic.config import IntersectionConfig, PlanConfig
@@ -12,7 +13,7 @@ from control.traffic.detectors import DetectorBoard
 from control.traffic.envelope import SafetyEnvelope
 from drivers.signals.base import SignalOutput
 from kernel.errors import SafetyViolation
-from kernel.readings import Reading
+from kernel.readings import Priority, Reading
 
 log = logging.getLogger("kbe.traffic")
 
@@ -32,6 +33,12 @@ class Intersection:
     ) -> None:
         self.ix = ix
         self._clock = clock
+        self._report = report or (lambda r: None)
+        self._controller_buttons = {
+            int((d.input or "").split(":")[1]): d.name
+            for d in ix.detectors
+            if d.kind == "button" and d.source is None and (d.input or "").startswith("controller:")
+        }
         self.envelope = SafetyEnvelope(ix, output, clock, report, defer_flash=defer_flash)
         self.board = DetectorBoard(ix.detectors, clock)
         self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan)
@@ -56,6 +63,19 @@ class Intersection:
             self._tick()
 
     def _tick(self) -> None:
+        for name, fault in self.board.check_health().items():
+            if fault is not None:
+                log.warning("%s: detector %s failed (%s): its group runs to max green", self.ix.name, name, fault)
+            self._report(
+                Reading(
+                    self.ix.name,
+                    "detector.fault",
+                    fault or "ok",
+                    time.time(),
+                    priority=Priority.EVENT,
+                    meta={"detector": name},
+                )
+            )
         if self.envelope.latched is None:
             try:
                 self.controller.step()
@@ -65,6 +85,11 @@ class Intersection:
                 log.exception("%s: controller failed", self.ix.name)
                 self.envelope.latch("internal_error", f"{type(exc).__name__}: {exc}")
         self.envelope.check()
+        for i in self.envelope.take_calls():
+            button = self._controller_buttons.get(i)
+            if button is not None:  # a press on the controller's own button input i
+                self.board.loop(button, True)
+                self.board.loop(button, False)
 
     def clear(self, operator: str) -> None:
         """Operator reset: all red, then a fresh controller from its start-up interval."""

@@ -24,7 +24,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from control.traffic.commands import TrafficCommands
-from control.traffic.config import GpioOutputConfig, IntersectionConfig, ModbusOutputConfig, ScheduleEntry
+from control.traffic.config import (
+    CONTROL_TICK_S,
+    GpioOutputConfig,
+    IntersectionConfig,
+    ModbusOutputConfig,
+    ScheduleEntry,
+)
 from control.traffic.detectors import DetectorInbox
 from control.traffic.runner import Intersection
 from control.traffic.schedule import active_entry
@@ -35,7 +41,7 @@ from kernel.errors import ConfigError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext
 
-TICK_S = 0.1
+TICK_S = CONTROL_TICK_S
 QUEUE_MAX = 10_000
 COMMANDS_MAX = 32
 STALL_S = 5.0  # no tick for this long: the thread is hung (a tick's I/O is bounded well below)
@@ -47,7 +53,7 @@ def _modbus_output(ix: IntersectionConfig, pins: PinFactories) -> SignalOutput:
     out = ix.output
     assert isinstance(out, ModbusOutputConfig)
     link = ThreadLink.tcp(out.host, out.port, out.unit, out.timeout_s)
-    return ModbusSignalController(tuple(g.name for g in ix.groups), link)
+    return ModbusSignalController(tuple(g.name for g in ix.groups), link, buttons=out.buttons)
 
 
 def _gpio_output(ix: IntersectionConfig, pins: PinFactories) -> SignalOutput:

@@ -170,8 +170,8 @@ class GpioBank:
         if active:
             with self._lock:
                 self._counts[cfg.name] += 1
-        if cfg.kind == "loop" and self.detectors is not None:
-            self.detectors.publish(LoopPresence(self.device, cfg.name, active))
+        if cfg.kind in ("loop", "button") and self.detectors is not None:
+            self.detectors.publish(LoopPresence(self.device, cfg.name, active))  # a press is "occupied"
         on, off = DEFAULT_STATES[cfg.kind]
         state = (cfg.active_value or on) if active else (cfg.inactive_value or off)
         meta = {"kind": cfg.kind, "state": state}

@@ -24,12 +24,14 @@ class ShownState:
     """What the output reports it actually shows.
 
     ``seq`` echoes the sequence number of the last command the device applied (None when the
-    device cannot echo one); ``fault`` is set when the device's own monitor has tripped to flash.
+    device cannot echo one); ``fault`` is set when the device's own monitor has tripped to flash;
+    ``calls`` are the controller's pedestrian push-button inputs pressed since the last read-back.
     """
 
     indications: dict[str, Indication]
     seq: int | None
     fault: str | None = None
+    calls: tuple[int, ...] = ()
 
 
 class SignalOutput(Protocol):

@@ -7,7 +7,8 @@ talk to it. Register map (also used by :mod:`drivers.signals.modbus`):
 - holding 0: command sequence number (also the heartbeat), holding 1: control (0 run, 1 flash,
   2 reset), holding 2..2+n: one indication code per channel (see :data:`drivers.signals.base.CODES`).
 - input 0: sequence echo, input 1: status (0 running, 1 flashing), input 2: fault number
-  (index into :data:`FAULT_KINDS`, 0 none), input 3..3+n: the codes actually shown.
+  (index into :data:`FAULT_KINDS`, 0 none), input 3..3+n: the codes actually shown; with push
+  buttons, input 3+n: the buttons pressed since the last read (bit i = button i, cleared on read).
 """
 
 from __future__ import annotations
@@ -42,9 +43,15 @@ class ControllerEmulator:
     """Cabinet logic: channel outputs, conflict monitor, heartbeat watchdog, latched flash."""
 
     def __init__(
-        self, card: ProgramCard, clock: Callable[[], float] = time.monotonic, watchdog_s: float = 0.5
+        self,
+        card: ProgramCard,
+        clock: Callable[[], float] = time.monotonic,
+        watchdog_s: float = 0.5,
+        buttons: int = 0,
     ) -> None:
         self.card = card
+        self.buttons = buttons
+        self._pressed = 0
         self.clock = clock
         self.watchdog_s = watchdog_s
         self.monitor = ConflictMonitor(card)
@@ -98,7 +105,15 @@ class ControllerEmulator:
         self.poll()
         kind = (self.fault or "").split(" ")[0]
         fault_no = FAULT_KINDS.index(kind) if kind in FAULT_KINDS else len(FAULT_KINDS)
-        return [self.seq, 1 if self.flashing else 0, fault_no, *self.shown]
+        regs = [self.seq, 1 if self.flashing else 0, fault_no, *self.shown]
+        if self.buttons:
+            regs.append(self._pressed)
+            self._pressed = 0
+        return regs
+
+    def press(self, button: int) -> None:
+        """A pedestrian pushes button ``button`` (latched until the next read)."""
+        self._pressed |= 1 << button
 
     def _trip(self, reason: str, now: float) -> None:
         if self.fault is None:
@@ -144,7 +159,7 @@ class ModbusSignalEmulator:
 
         n = len(self.emu.card.channels)
         hr = [SimData(0, values=[0] * (HR_CHANNELS + n), datatype=DataType.REGISTERS)]
-        ir = [SimData(0, values=[0] * (IR_CHANNELS + n), datatype=DataType.REGISTERS)]
+        ir = [SimData(0, values=[0] * (IR_CHANNELS + n + 1), datatype=DataType.REGISTERS)]
         co = [SimData(0, values=[False], datatype=DataType.BITS)]
         di = [SimData(0, values=[False], datatype=DataType.BITS)]
         device = SimDevice(0, simdata=(co, di, hr, ir), action=self._action)

@@ -98,9 +98,10 @@ class ThreadLink:
 class ModbusSignalController:
     """Signal output on a Modbus controller: one write per state, read-back of the shown channels."""
 
-    def __init__(self, groups: tuple[str, ...], link: RegisterLink) -> None:
+    def __init__(self, groups: tuple[str, ...], link: RegisterLink, buttons: int = 0) -> None:
         self.groups = groups
         self._link = link
+        self.buttons = buttons
         self._seq = 0
 
     def write(self, state: SignalState, seq: int) -> None:
@@ -110,9 +111,12 @@ class ModbusSignalController:
 
     def read_back(self) -> ShownState:
         """Read the sequence echo, status, fault and the shown codes."""
-        regs = self._link.read_input_registers(IR_SEQ, IR_CHANNELS + len(self.groups))
+        n = len(self.groups)
+        regs = self._link.read_input_registers(IR_SEQ, IR_CHANNELS + n + (1 if self.buttons else 0))
         seq, status, fault_no = regs[0], regs[1], regs[2]
-        codes = regs[IR_CHANNELS:]
+        codes = regs[IR_CHANNELS : IR_CHANNELS + n]
+        mask = regs[IR_CHANNELS + n] if self.buttons and len(regs) > IR_CHANNELS + n else 0
+        calls = tuple(i for i in range(self.buttons) if mask >> i & 1)
         if not all(c in FROM_CODE for c in codes):
             raise FrameError(f"signal controller returned an unknown indication code in {codes}")
         shown = dict(zip(self.groups, map(FROM_CODE.__getitem__, codes), strict=True))
@@ -120,7 +124,7 @@ class ModbusSignalController:
         if status:
             fault = FAULT_KINDS[fault_no] if 0 < fault_no < len(FAULT_KINDS) else f"fault {fault_no}"
             fault = fault or "flashing"
-        return ShownState(shown, seq, fault)
+        return ShownState(shown, seq, fault, calls)
 
     def flash(self) -> None:
         """Ask the controller to flash (latched there too)."""

@@ -24,12 +24,19 @@ from control.traffic.config import IntersectionConfig
 from control.traffic.runner import Intersection
 from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
+from hil.sumo.baseline import fair_programs
 from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
 from hil.sumo.scenario import ARMS, binary, build
 from kernel.errors import HilFailure
 
 AGENT_MODES = ("fixed", "actuated", "adaptive")
-SUMO_PROGRAMS = {"sumo_static": "static", "sumo_actuated": "actuated", "sumo_delay": "delay_based"}
+SUMO_PROGRAMS = {
+    "sumo_static": "static",
+    "sumo_actuated": "actuated",  # fairly configured (hil/sumo/baseline.py)
+    "sumo_delay": "delay_based",  # fairly configured
+    "sumo_actuated_old": "actuated_old",  # the old, handicapped configuration (labelled extra row)
+    "sumo_delay_old": "delay_based_old",
+}
 BUILD_DIR = Path(tempfile.gettempdir()) / "kbe-sumo-rig"
 
 
@@ -44,6 +51,9 @@ class RunResult:
     mean_depart_delay_s: float
     vehicles: int
     max_queue: int
+    stops: float = 0.0  # mean stops per vehicle (SUMO waitingCount)
+    ped_delay_s: float = 0.0  # mean pedestrian time loss
+    arrived: int = 0  # vehicles that reached their destination within the hour (throughput)
     violations: list[Violation] = field(default_factory=list)
     flashed: str | None = None
     flashed_at: float | None = None
@@ -55,6 +65,7 @@ class RunResult:
     # Every SERIES_S simulated seconds: (time, vehicles halting on the worst approach, findings so far).
     series: list[tuple[float, int, int]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # when each finished trip arrived
+    detector_faults: dict[str, str] = field(default_factory=dict)  # what the board found failed
 
 
 SERIES_S = 10.0
@@ -67,7 +78,9 @@ def rig_intersection(net: Path) -> IntersectionConfig:
 
 
 def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[int]]) -> str:
-    """SUMO static, actuated and delay_based programs with the agent's stage structure and clearances."""
+    """SUMO's static program, its fairly configured actuated and delay_based ones
+    (:mod:`hil.sumo.baseline`), and the old actuated and delay_based configuration (``*_old``: the
+    extension before a fixed pedestrian clearance, every left stage run, 60 m delay range)."""
     from control.traffic.config import ped_clear_s, stage_min_green
 
     lim = ix.limits
@@ -108,7 +121,7 @@ def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
             )
         )
     out = ["<additional>"]
-    for pid, kind in (("static", "static"), ("actuated", "actuated"), ("delay_based", "delay_based")):
+    for pid, kind in (("static", "static"), ("actuated_old", "actuated"), ("delay_based_old", "delay_based")):
         out.append(f'<tlLogic id="{planmod.TLS}" type="{kind}" programID="{pid}" offset="0">')
         if kind == "actuated":
             out += [
@@ -124,6 +137,7 @@ def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
             else:
                 out.append(f'<phase duration="{dur:g}" minDur="{mn:g}" maxDur="{mx:g}" state="{st_text}"/>')
         out.append("</tlLogic>")
+    out.append(fair_programs(ix, n_links, links))
     out.append("</additional>")
     return "\n".join(out) + "\n"
 
@@ -136,8 +150,12 @@ def run(
     inject_conflict_at: float | None = None,
     out_dir: Path | None = None,
     on_step: StepHook | None = None,
+    faults: dict[str, tuple[str, float]] | None = None,
 ) -> RunResult:
-    """One run; ``inject_conflict_at`` forces conflicting greens below the envelope at that time.
+    """One run; ``inject_conflict_at`` forces conflicting greens below the envelope at that time;
+    ``faults`` breaks detectors from a time on: ``{"loop_s_2": ("stuck_on", 1200.0)}``, with
+    ``stuck_on`` (a loop always occupied), ``stuck_off`` (never) or ``dead`` (a loop or zone that
+    reports nothing at all).
 
     ``on_step(sim_t, partial_result)`` is called every ``SERIES_S`` simulated seconds (progress).
     """
@@ -186,7 +204,7 @@ def run(
     monitor = link_monitor(paths["net"], planmod.TLS, links, list(ix.permissive))
     result = RunResult(mode, seed, scale, 0.0, 0.0, 0, 0)
     try:
-        _drive(conn, mode, ix, monitor, result, duration_s, inject_conflict_at, on_step)
+        _drive(conn, mode, ix, monitor, result, duration_s, inject_conflict_at, faults or {}, on_step)
     finally:
         conn.close()
     result.wall_s = time.monotonic() - wall0
@@ -203,6 +221,7 @@ def _drive(
     result: RunResult,
     duration_s: float,
     inject_at: float | None,
+    faults: dict[str, tuple[str, float]],
     on_step: StepHook | None = None,
 ) -> None:
     import traci.constants as tc
@@ -236,11 +255,19 @@ def _drive(
     injected = False
     while now[0] < duration_s:
         if inter is not None:
+            broken = {d: f for d, (f, at) in faults.items() if now[0] >= at}
             loop_res = conn.inductionloop.getAllSubscriptionResults()
             for d in loops:
-                inter.board.loop(d, loop_res[d][tc.LAST_STEP_VEHICLE_NUMBER] > 0)
+                occupied = loop_res[d][tc.LAST_STEP_VEHICLE_NUMBER] > 0
+                if d in broken:
+                    if broken[d] == "dead":
+                        continue
+                    occupied = broken[d] == "stuck_on"
+                inter.board.loop(d, occupied)
             zone_res = conn.lanearea.getAllSubscriptionResults()
             for z in zones:
+                if z in broken:
+                    continue  # a dead camera zone: nothing arrives, its data goes stale
                 zr = zone_res[z]
                 inter.board.zone(
                     z,
@@ -277,6 +304,7 @@ def _drive(
         result.flashed = inter.envelope.latched
         result.flashed_at = inter.envelope.flashed_at if inter.envelope.latched else None
         result.refusals = dict(inter.envelope.refusals)
+        result.detector_faults = dict(inter.board.failed)
 
 
 def _trip_stats(path: Path, result: RunResult) -> None:
@@ -287,6 +315,11 @@ def _trip_stats(path: Path, result: RunResult) -> None:
     if trips:
         result.mean_delay_s = sum(float(t.get("timeLoss", "0")) for t in trips) / len(trips)
         result.mean_depart_delay_s = sum(float(t.get("departDelay", "0")) for t in trips) / len(trips)
+        result.stops = sum(float(t.get("waitingCount", "0")) for t in trips) / len(trips)
+        result.arrived = sum(1 for t in trips if float(t.get("arrival", "-1")) >= 0)
+    walks = [w for p in root.iter("personinfo") for w in p.iter("walk")]
+    if walks:
+        result.ped_delay_s = sum(float(w.get("timeLoss", "0")) for w in walks) / len(walks)
 
 
 def main() -> None:

@@ -102,17 +102,22 @@ def routes_xml(scale: float = 1.0) -> str:
                         'departLane="best" departSpeed="max"/>',
                     )
                 )
-    flows.sort(key=lambda f: f[0])
-    out += [f for _, f in flows]
     period = 3600.0 * len(ARMS) * 3 / (PEDS_PER_HOUR * scale)
     for a in ARMS:
         for b in ARMS:
             if a == b:
                 continue
-            out.append(
-                f'<personFlow id="p_{a}_{b}" begin="0" end="3600" period="{period:.2f}">'
-                f'<walk from="{a}_far" to="{b}_away"/></personFlow>'
+            flows.append(
+                (
+                    0,
+                    f'<personFlow id="p_{a}_{b}" begin="0" end="3600" period="{period:.2f}">'
+                    f'<walk from="{a}_far" to="{b}_away"/></personFlow>',
+                )
             )
+    # SUMO loads route files incrementally and needs them sorted by departure: pedestrian flows
+    # listed after the last vehicle slot (as before) only started in the last quarter-hour.
+    flows.sort(key=lambda f: f[0])
+    out += [f for _, f in flows]
     out.append("</routes>")
     return "\n".join(out) + "\n"
 

@@ -3,6 +3,15 @@
 OpenCV's MOG2 (Zivkovic 2004/2006 adaptive Gaussian mixture; ``cv2.createBackgroundSubtractorMOG2``)
 runs on a grey copy scaled down to ``work_width`` pixels; shadows (marked 127 by MOG2) are dropped,
 the mask is opened and closed, and each remaining blob becomes a box in full-frame pixels.
+
+The background is updated selectively: pixels that differ from it (foreground or shadow) are not
+learned from; the model is fed its own background image there instead. Plain MOG2 (learning rate
+0.002, background ratio 0.9) absorbs a vehicle that stops after about 53 frames (about 5 s at
+10 fps), so a queue at a red light vanished from the zones mid-red; with the selective update a
+stopped vehicle stays foreground for ``max_hold_frames`` (then it is learned, like a parked car),
+and when it leaves the road it uncovers still matches the background, so nothing is left behind.
+When more than half the picture differs at once (a lighting change, the camera moved) everything
+is learned as before.
 """
 
 from __future__ import annotations
@@ -56,8 +65,11 @@ class MotionGate:
         warmup_frames: int = 5,
         close_px: int = 5,
         learning_rate: float = 0.002,
+        max_hold_frames: int = 3000,
     ) -> None:
         self.work_width = work_width
+        self.max_hold_frames = max_hold_frames
+        self._held: np.ndarray | None = None
         self.min_area = min_area
         self.warmup_frames = warmup_frames
         self.learning_rate = learning_rate
@@ -75,10 +87,11 @@ class MotionGate:
         small = shrink(frame, (round(w * scale), round(h * scale)))
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         self._frames += 1
-        rate = -1.0 if self._frames <= self.warmup_frames else self.learning_rate
-        raw = self._sub.apply(grey, learningRate=rate)
         if self._frames <= self.warmup_frames:
+            self._sub.apply(grey, learningRate=-1.0)
             return MotionResult(np.zeros((0, 4)), 0.0, (w, h))
+        raw = self._sub.apply(grey, learningRate=0.0)  # classify only
+        self._learn(grey, raw)
         fg = np.where(raw > 200, 255, 0).astype(np.uint8)
         mask = cv2.morphologyEx(
             cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._open), cv2.MORPH_CLOSE, self._close
@@ -91,6 +104,27 @@ class MotionGate:
         st = np.array(rows, np.float64)
         boxes = np.stack([st[:, 0], st[:, 1], st[:, 0] + st[:, 2], st[:, 1] + st[:, 3]], axis=1) / scale
         return MotionResult(boxes, float(mask.mean() / 255), (w, h), st[:, 4] / (scale * scale))
+
+    def _learn(self, grey: np.ndarray, raw: np.ndarray) -> None:
+        """Update the background from ``grey`` except where it differs (see the module docstring)."""
+        differs = raw > 0  # foreground (255) or shadow (127)
+        if self._held is None or self._held.shape != differs.shape:
+            self._held = np.zeros(differs.shape, np.int32)
+        self._held = np.where(differs, self._held + 1, 0)
+        hold = differs & (self._held < self.max_hold_frames)
+        if hold.mean() > 0.5:
+            hold[:] = False  # the whole scene changed: learn it
+        frame = grey
+        if hold.any():
+            background = self._sub.getBackgroundImage()
+            if background is not None and background.shape == grey.shape:
+                frame = _selective(grey, background, hold)
+        self._sub.apply(frame, learningRate=self.learning_rate)
+
+
+def _selective(grey: np.ndarray, background: np.ndarray, hold: np.ndarray) -> np.ndarray:
+    """``grey`` with the held pixels replaced by the model's own background."""
+    return np.where(hold, background, grey).astype(np.uint8)
 
 
 def merge_regions(boxes: np.ndarray, frame_size: tuple[int, int], margin: float = 0.25) -> list[np.ndarray]:

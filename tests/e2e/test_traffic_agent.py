@@ -41,7 +41,7 @@ def _junction(port: int) -> dict[str, Any]:
         "name": "main-side",
         "groups": [{"name": "main"}, {"name": "side"}],
         "conflicts": [["main", "side"]],
-        "limits": {"speed_kmh": 60, "red_clearance_s": 1, "min_green_s": 4, "link_timeout_s": 0.95},
+        "limits": {"speed_kmh": 60, "red_clearance_s": 1, "min_green_s": 4, "link_timeout_s": 0.9},
         "stages": [
             {"name": "main", "green": ["main"], "max_green_s": 6},
             {"name": "side", "green": ["side"], "skippable": True, "max_green_s": 5},

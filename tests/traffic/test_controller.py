@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 
 from control.traffic.card import program_card
@@ -75,6 +76,39 @@ def test_adaptive_serves_the_queue_and_skips_empty_bays() -> None:
     assert "ns_left" in stages
     assert "ew_left" not in stages
     assert emu.monitor.faults == []
+
+
+def test_adaptive_chooses_the_stage_order_by_pressure_and_serves_every_stage_in_time() -> None:
+    """Heavy east-west, light north-south left: after the north-south through stage the controller
+    goes straight to the heavier east-west stage (out of the plan's order), yet the light left
+    stage, overdue after 120 s, still runs; the envelope and the cabinet's monitor see nothing wrong
+    in the new transitions (a protected left dropping to permissive gets its yellow)."""
+    inter, emu, clock = make("adaptive")
+    counts = {"zone_ns": 4, "zone_ew": 12, "zone_ns_left": 1, "zone_ew_left": 0}
+
+    def feed(i: Intersection, t: float) -> None:
+        for z, n in counts.items():
+            i.board.zone(z, n, n, n * 6.0)
+
+    ends: dict[str, float] = {}
+    seen: list[tuple[str, float]] = []
+
+    def track(i: Intersection, t: float) -> None:
+        feed(i, t)
+        name = i.controller.current.name
+        if not seen or seen[-1][0] != name:
+            seen.append((name, t))
+        ends[name] = t
+
+    run(inter, clock, 600, track)
+    order = [n for n, _ in seen[1:]]
+    pairs = set(itertools.pairwise(order))
+    assert ("ns", "ew") in pairs  # the empty-ish left is passed over for the heavier stage
+    assert "ns_left" in order  # but served once overdue
+    starts = [t for n, t in seen if n == "ns_left"]
+    assert all(b - a <= 120 + 45 + 40 + 20 for a, b in itertools.pairwise(starts)), starts
+    assert emu.monitor.faults == []
+    assert inter.envelope.refusals == {}
 
 
 def test_adaptive_with_stale_zones_falls_back_to_loops() -> None:
