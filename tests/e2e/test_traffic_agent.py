@@ -82,7 +82,7 @@ def test_camera_zone_drives_actuated_decisions_and_commands_are_applied(tmp_path
     emu = ControllerEmulator(program_card(IntersectionConfig.model_validate(junction)), watchdog_s=2.0)
     server = ModbusSignalEmulator(emu, port=port)
     server.start()
-    site_key, _ = generate_keypair(tmp_path / "keys", "site")
+    site_key, site_pub = generate_keypair(tmp_path / "keys", "site")
     centre_key, centre_pub = generate_keypair(tmp_path / "keys", "centre")
     centre = Signer.from_file(centre_key)
     store = tmp_path / "store.db"
@@ -113,6 +113,8 @@ def test_camera_zone_drives_actuated_decisions_and_commands_are_applied(tmp_path
                 "broker": broker.url,
                 "signing_key_file": str(site_key),
                 "command_public_keys": [str(centre_pub)],
+                "centre_public_keys": [str(centre_pub)],
+                "allow_plaintext": True,
                 "keepalive_s": 5,
             },
             "store": {"path": str(store), "commit_interval_s": 0.2},
@@ -125,7 +127,7 @@ def test_camera_zone_drives_actuated_decisions_and_commands_are_applied(tmp_path
         proc = subprocess.Popen(
             agent_argv("run", "--config", str(path)), env=agent_env(), stdout=log, stderr=subprocess.STDOUT
         )
-        hq = _Centre(broker.port)
+        hq = _Centre(broker.port, site_pub)
         try:
 
             def side_green_after_a_vehicle() -> bool:
