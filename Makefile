@@ -34,14 +34,15 @@ venv: $(STAMP)  ## create .venv and install the project with its dev extra
 demo: $(STAMP)  ## run the agent against an emulated site, with a broker and the reference receiver
 	$(PY) -m agent demo
 
-lint: $(STAMP)  ## ruff and mypy
+lint: $(STAMP)  ## ruff, mypy and the import contract (folders import downward only)
 	$(PY) -m ruff check .
 	$(PY) -m mypy kernel drivers models sync control agent provisioning hil
+	$(VENV)/bin/lint-imports
 
 typecheck: lint
 
-test: $(STAMP) lint  ## lint, then the whole test suite
-	$(PY) -m pytest -q -p no:cacheprovider
+test: $(STAMP) lint  ## lint, then the whole test suite (two workers: most tests wait on brokers and devices)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2
 
 schemas: $(STAMP)  ## regenerate the JSON Schemas in docs/schemas
 	$(PY) -m agent schemas --write docs/schemas
