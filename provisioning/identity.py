@@ -96,6 +96,7 @@ def skeleton(
             "broker": broker,
             "tls": {"ca_file": "keys/ca.pem", "cert_file": "keys/site.crt", "key_file": "keys/site-tls.key"},
             "signing_key_file": "keys/site.key",
+            "centre_public_keys": ["keys/centre.pub"],
             "command_public_keys": ["keys/centre.pub"],
             "enrol": {"broker": enrol_broker, "token_file": "keys/enrol.token", "csr_file": "keys/site.csr"},
         },

@@ -9,8 +9,13 @@ from pydantic import Field, field_validator, model_validator
 
 from kernel.config_base import RelPath, StrictModel, check_secret_file
 from kernel.i18n import tr
-from sync.pem import public_key_problem
-from sync.pki import cert_matches_key, check_cert_file, check_signing_key_file, check_tls_key_file
+from sync.pki import (
+    cert_matches_key,
+    check_cert_file,
+    check_public_key_file,
+    check_signing_key_file,
+    check_tls_key_file,
+)
 
 
 class TlsConfig(StrictModel):
@@ -141,9 +146,10 @@ class SyncConfig(StrictModel):
     def _public_keys(cls, value: list[Path]) -> list[Path]:
         problems = []
         for i, path in enumerate(value):
-            problem = public_key_problem(path)
-            if problem:
-                problems.append(f"[{i}]: {problem}")
+            try:
+                check_public_key_file(path)
+            except ValueError as exc:
+                problems.append(f"[{i}]: {exc}")
         if problems:
             raise ValueError("\n".join(problems))
         return value

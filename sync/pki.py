@@ -133,6 +133,39 @@ def check_signing_key_file(path: Path) -> None:
         raise ValueError(tr("file {file!r} is not an Ed25519 private key: {why}").format(file=str(path), why=why))
 
 
+def check_private_key_file(path: Path) -> None:
+    """Any unencrypted PEM private key (the receiver's signing and TLS keys); ``ValueError`` naming the file."""
+    data = _read(path)
+    kind = pem_kind(data)
+    if kind != "private-key":
+        what = kind.replace("-", " ") if kind in ("public-key", "certificate", "csr") else "no PEM key"
+        raise ValueError(f"file {str(path)!r} holds a {what}; expected an unencrypted PEM private key")
+    try:
+        serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"file {str(path)!r} is not an unencrypted PEM private key ({_first_line(exc)})") from None
+
+
+def check_public_key_file(path: Path) -> None:
+    """An Ed25519 public key in PEM (the centre's keys a site trusts); ``ValueError`` naming the file and why."""
+    data = _read(path)
+    if pem_kind(data) == "private-key":
+        raise ValueError(
+            f"file {str(path)!r} holds a private key; give the public key (.pub) here and keep the private one secret"
+        )
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"file {str(path)!r} is not a PEM public key ({_first_line(exc)})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"file {str(path)!r} is not an Ed25519 public key")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:120] if lines else type(exc).__name__
+
+
 def fingerprint(key: Ed25519PublicKey) -> str:
     """A short, readable fingerprint of a public key: SHA-256 of the raw key, base32, 4 groups of 4."""
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

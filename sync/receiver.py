@@ -29,7 +29,7 @@ from kernel.config_base import check_secret_file
 from kernel.errors import ConfigError, SignatureError
 from kernel.ratelog import RateLimitedLog
 from sync.mqtt import LinkOptions, MqttLink
-from sync.pem import private_key_problem
+from sync.pki import check_private_key_file
 from sync.receiver_db import ReceiverDB, open_db
 from sync.receiver_health import HealthHttp, ReceiverHealth
 from sync.signing import Signer, SiteRegistry, open_reply, verify_frame
@@ -314,9 +314,10 @@ def _check_key_files(signing_key: Path, key_file: Path | None) -> None:
         except ValueError as exc:
             problems.append(f"{option}: {exc}")
             continue
-        problem = private_key_problem(path)
-        if problem:
-            problems.append(f"{option}: {problem}")
+        try:
+            check_private_key_file(path)
+        except ValueError as exc:
+            problems.append(f"{option}: {exc}")
     if problems:
         raise ConfigError("receiver", problems)
 

@@ -67,7 +67,9 @@ def test_two_streaming_sensors_on_one_port_are_refused(tmp_path):
 
 
 def sync_section(keys: Path, tls: dict) -> dict:
-    return {"broker": "mqtts://127.0.0.1:8883", "tls": tls, "signing_key_file": str(keys)}
+    _centre_key, centre_pub = generate_keypair(keys.parent, "centre")
+    return {"broker": "mqtts://127.0.0.1:8883", "tls": tls, "signing_key_file": str(keys),
+            "centre_public_keys": [str(centre_pub)]}
 
 
 def test_garbage_certificates_and_a_public_signing_key_all_at_once(tmp_path):

@@ -110,8 +110,10 @@ def test_real_site_path_enrols_once_and_ends_on_mtls(tmp_path):
     with Mosquitto(tmp_path / "broker", tls=tls, require_certificate=True, extra_conf=extra) as broker:
         try:
             rx_log, svc_log, agent_log = tmp_path / "rx.log", tmp_path / "enrol.log", tmp_path / "agent.log"
+            # The receiver signs acks with the centre's key: the one whose public half provision init gives the site.
             rx = spawn(agent_argv("receiver", "--broker", broker.url, "--db", f"sqlite:///{db}", "--sites", str(sites),
-                                  "--client-id", "kbe-centre", *centre_tls), rx_log, tmp_path)
+                                  "--signing-key", str(centre / "centre.key"), "--client-id", "kbe-centre",
+                                  *centre_tls), rx_log, tmp_path)
             procs.append(rx)
             procs.append(spawn(agent_argv("centre", "enrol", "--dir", str(centre), "--broker", broker.url,
                                           "--sites", str(sites), "--client-id", "kbe-centre-enrol", *centre_tls),

@@ -9,7 +9,7 @@ from sync import wire
 from sync.receiver import Receiver
 from sync.receiver_db import open_db
 from sync.signing import Signer, SiteRegistry, generate_keypair
-from sync.wire import Ack, Batch, BufferStats, Rejection, WireReading
+from sync.wire import Ack, Batch, BufferStats, WireReading
 from tests.sync.conftest import SITE, query
 
 
@@ -24,12 +24,14 @@ def test_a_site_added_while_the_receiver_runs_is_stored_from_its_next_batch(tmp_
     url = f"sqlite:///{tmp_path / 'centre.db'}"
     db = open_db(url)
     registry = SiteRegistry.load(site_keys.registry, check_every_s=0.3)
-    rx = Receiver(db, registry, name="rx")
+    rx = Receiver(db, registry, Signer.from_file(site_keys.centre_key), name="rx")
     new_key, _ = generate_keypair(tmp_path / "keys", "bn-new-02")
     signer = Signer.from_file(new_key)
     first = rx.handle("kbe/bn-new-02/up/batch", frame(signer, "bn-new-02", "n-1", (1, 2)))
-    assert isinstance(first, Rejection)
-    assert first.reason == "unknown-site"
+    # Issue 12: nobody's key vouches for an unknown site's frame, so it is recorded, not answered.
+    assert first is None
+    assert rx.counters["rejected_unknown-site"] == 1
+    assert query(url, "SELECT site_id, reason, batch_id FROM rejections") == [("bn-new-02", "unknown-site", None)]
 
     text = site_keys.registry.read_text() + "  bn-new-02:\n    public_keys: [keys/bn-new-02.pub]\n"
     tmp = site_keys.registry.with_name("sites.tmp")
@@ -78,7 +80,7 @@ def test_a_batch_right_after_enrolment_is_not_refused_within_the_check_interval(
     url = f"sqlite:///{tmp_path / 'centre.db'}"
     db = open_db(url)
     registry = SiteRegistry.load(site_keys.registry, check_every_s=3600)
-    rx = Receiver(db, registry, name="rx")
+    rx = Receiver(db, registry, Signer.from_file(site_keys.centre_key), name="rx")
     new_key, _ = generate_keypair(tmp_path / "keys", "bn-new-03")
     text = site_keys.registry.read_text() + "  bn-new-03:\n    public_keys: [keys/bn-new-03.pub]\n"
     tmp = site_keys.registry.with_name("sites.tmp")
@@ -87,7 +89,8 @@ def test_a_batch_right_after_enrolment_is_not_refused_within_the_check_interval(
     ack = rx.handle("kbe/bn-new-03/up/batch", frame(Signer.from_file(new_key), "bn-new-03", "n-1", (1,)))
     assert isinstance(ack, Ack)
     # An unknown site with the file unchanged does not reload it.
-    assert rx.handle("kbe/bn-nobody/up/batch", frame(Signer.from_file(new_key), "bn-nobody", "x", (1,))).reason == "unknown-site"
+    assert rx.handle("kbe/bn-nobody/up/batch", frame(Signer.from_file(new_key), "bn-nobody", "x", (1,))) is None
+    assert rx.counters["rejected_unknown-site"] == 1
     assert registry.reloads == 1
     db.close()
 
