@@ -93,7 +93,7 @@ class CentreLink:
                 status = Status.model_validate_json(payload)
             except (ValidationError, ValueError):
                 return
-            if status.site_id == site and site in self.sites:
+            if status.site_id == site and self.sites.keys_for(site) is not None:
                 with self._cond:
                     self.status[status.site_id] = status
                     self._cond.notify_all()
