@@ -42,7 +42,7 @@ from kernel.kinds import KindRegistry
 from provisioning.centre.link import CentreLink, make_command
 from provisioning.centre.waves import RolloutResult, plan_waves, rollout
 from sync.mqtt import LinkOptions
-from sync.signing import Signer, generate_keypair, sign_command
+from sync.signing import Signer, SiteRegistry, generate_keypair, sign_command
 from tests.brokers import Mosquitto
 
 
@@ -91,8 +91,10 @@ class Fleet:
                          "line": {"type": "tcp", "host": "127.0.0.1", "port": self.meters.port},
                          "poll": {"fast_s": self.poll_s, "slow_s": self.poll_s * 4},
                          "timeout_s": 0.5, "backoff_max_s": 2.0}],
-            "sync": {"broker": self.broker.url, "signing_key_file": str(keys / "site.key"),
+            "sync": {"broker": self.broker.url, "allow_plaintext": True,  # the bench's own broker on the loopback
+                     "signing_key_file": str(keys / "site.key"),
                      "command_public_keys": [str(self.work / "centre" / "centre.pub")],
+                     "centre_public_keys": [str(self.work / "centre" / "centre.pub")],
                      "keepalive_s": 10, "ack_timeout_s": 10, "reconnect_min_s": 0.5, "reconnect_max_s": 3.0,
                      "batch": {"max_age_s": 2.0, "max_count": 500}},
             "store": {"path": str(d / "store.db"), "commit_interval_s": 0.2},
@@ -118,8 +120,9 @@ class Fleet:
         (self.work / "sites.yaml").write_text(yaml.safe_dump(registry))
         self.receiver = ManagedProcess(
             "receiver",
-            agent_argv("receiver", "--broker", self.broker.url, "--db", self.db_url,
-                       "--sites", str(self.work / "sites.yaml"), "--log-level", "WARNING"),
+            agent_argv("receiver", "--broker", self.broker.url, "--allow-plaintext", "--db", self.db_url,
+                       "--sites", str(self.work / "sites.yaml"),
+                       "--signing-key", str(self.work / "centre" / "centre.key"), "--log-level", "WARNING"),
             self.work / "receiver.log",
             agent_env(),
         )
@@ -127,6 +130,7 @@ class Fleet:
         self.link = CentreLink(
             LinkOptions(broker=self.broker.url, client_id=f"fleet-centre-{os.getpid()}"),
             Signer.from_file(self.work / "centre" / "centre.key"),
+            SiteRegistry.load(self.work / "sites.yaml"),
         ).start()
         for n in range(0, len(self.sites), self.per_process):
             name = f"worker-{n // self.per_process}"

@@ -1,4 +1,8 @@
-"""The centre's MQTT side: publishes signed command frames, collects replies and statuses."""
+"""The centre's MQTT side: publishes signed command frames, collects replies and statuses.
+
+Replies are frames signed by the site (``Signer.small_frame``); only those that verify against the
+site's registered keys, and name the site of their topic, are kept. Statuses are plain JSON
+(docs/wire-protocol.md) and are kept only for registered sites, on their own topic."""
 
 from __future__ import annotations
 
@@ -11,10 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kernel.errors import SyncError
+from kernel.errors import SignatureError, SyncError
 from sync.mqtt import LinkOptions, MqttLink
-from sync.signing import Signer, sign_command
-from sync.wire import Command, CommandReply, Status, Topics, site_of_topic
+from sync.signing import Signer, SiteRegistry, open_reply, sign_command
+from sync.wire import Command, CommandReply, Status, Topics, WireError, site_of_topic
 
 FINAL_PHASES = frozenset({"committed", "rolled-back", "aborted"})
 
@@ -40,9 +44,13 @@ def make_command(site: str, kind: str, body: dict[str, Any], ttl_s: float, comma
 class CentreLink:
     """One MQTT connection of the centre: send signed commands, watch every site's replies and status."""
 
-    def __init__(self, opts: LinkOptions, signer: Signer, prefix: str = "kbe") -> None:
+    def __init__(self, opts: LinkOptions, signer: Signer, sites: SiteRegistry, prefix: str = "kbe") -> None:
         self.signer = signer
+        self.sites = sites
+        """The sites' public keys: a reply is kept only when its frame verifies against its site's keys."""
         self.prefix = prefix
+        self.refused = 0
+        """Replies dropped: unknown site, bad signature, not a reply, or naming another site."""
         self.replies: list[CommandReply] = []
         self.by_id: dict[str, list[tuple[CommandReply, float]]] = {}
         """Replies per command id, each with the monotonic time it arrived."""
@@ -77,15 +85,23 @@ class CentreLink:
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:
-            if topic.endswith("/status"):
+            site = site_of_topic(topic)
+        except WireError:
+            return
+        if topic.endswith("/status"):
+            try:
                 status = Status.model_validate_json(payload)
-                if status.site_id == site_of_topic(topic):
-                    with self._cond:
-                        self.status[status.site_id] = status
-                        self._cond.notify_all()
+            except (ValidationError, ValueError):
                 return
-            reply = CommandReply.model_validate_json(payload)
-        except (ValidationError, ValueError):
+            if status.site_id == site and self.sites.keys_for(site) is not None:
+                with self._cond:
+                    self.status[status.site_id] = status
+                    self._cond.notify_all()
+            return
+        reply = self._open_reply(site, payload)
+        if reply is None:
+            with self._cond:
+                self.refused += 1
             return
         with self._cond:
             self.replies.append(reply)
@@ -94,6 +110,17 @@ class CentreLink:
         for fn in self._listeners:
             with contextlib.suppress(Exception):
                 fn(reply)
+
+    def _open_reply(self, site: str, payload: bytes) -> CommandReply | None:
+        """The reply of a frame signed by ``site``'s key and naming that site, or None."""
+        keys = self.sites.keys_for(site)
+        if keys is None:
+            return None
+        try:
+            reply = open_reply(payload, keys)
+        except (SignatureError, WireError):
+            return None
+        return reply if reply.site_id == site else None
 
     def send(self, cmd: Command) -> int:
         """Sign and publish (QoS 1); returns the frame's size in bytes."""

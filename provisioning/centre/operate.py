@@ -54,13 +54,14 @@ def _select(sites_file: Path, one: str | None, group: str | None, all_sites: boo
     return chosen
 
 
-def _link(broker: str, key_file: Path, prefix: str) -> Any:
+def _link(broker: str, key_file: Path, sites_file: Path, prefix: str) -> Any:
+    """A started CentreLink; replies are kept only when signed by a site of ``sites_file``."""
     from provisioning.centre.link import CentreLink
     from sync.mqtt import LinkOptions
-    from sync.signing import Signer
+    from sync.signing import Signer, SiteRegistry
 
     opts = LinkOptions(broker=broker, client_id=f"kbe-centre-{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
-    return CentreLink(opts, Signer.from_file(key_file), prefix).start()
+    return CentreLink(opts, Signer.from_file(key_file), SiteRegistry.load(sites_file), prefix).start()
 
 
 def _send(ctx: click.Context, kind: str, body: dict[str, Any]) -> None:
@@ -68,7 +69,7 @@ def _send(ctx: click.Context, kind: str, body: dict[str, Any]) -> None:
 
     p = ctx.obj
     sites = _select(p["sites_file"], p["one_site"], p["group"], p["all_sites"])
-    link = _link(p["broker"], p["key_file"], p["prefix"])
+    link = _link(p["broker"], p["key_file"], p["sites_file"], p["prefix"])
     try:
         ids = {}
         for site in sites:
@@ -209,11 +210,13 @@ def send_rollback(ctx: click.Context, version: int, watch_s: float) -> None:
 @click.option("--prefix", default="kbe", show_default=True)
 @click.option("--key", "key_file", required=True, type=click.Path(path_type=Path),
               help="The centre's key (only to open the same kind of link as send).")  # fmt: skip
+@click.option("--sites", "sites_file", required=True, type=click.Path(path_type=Path),
+              help="The receiver's sites file: a reply is shown only when signed by its site's key.")  # fmt: skip
 @click.option("--command-id", default=None, help="Only replies to this command.")
 @click.option("--for", "for_s", default=0.0, help="Stop after this many seconds (0: until Ctrl-C).")
-def follow(broker: str, prefix: str, key_file: Path, command_id: str | None, for_s: float) -> None:
-    """Print the sites' command replies as they arrive."""
-    link = _link(broker, key_file, prefix)
+def follow(broker: str, prefix: str, key_file: Path, sites_file: Path, command_id: str | None, for_s: float) -> None:
+    """Print the sites' command replies (verified against the sites' keys) as they arrive."""
+    link = _link(broker, key_file, sites_file, prefix)
 
     def show(r: Any) -> None:
         if command_id is None or r.command_id == command_id:

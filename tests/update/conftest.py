@@ -13,8 +13,9 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from sync.signing import Signer, generate_keypair, sign_command
-from sync.wire import Command, CommandReply, Status, Topics
+from kernel.errors import SignatureError
+from sync.signing import Signer, generate_keypair, load_public_keys, open_reply, sign_command
+from sync.wire import Command, CommandReply, Status, Topics, WireError
 from tests.e2e.test_crash_safety import _EmulatorThread
 from tests.sync.conftest import receivers, wait_for  # noqa: F401 - fixture
 
@@ -62,7 +63,9 @@ def site_config(
         "sync": {
             "broker": broker_url,
             "signing_key_file": str(keys.site_key),
+            "allow_plaintext": True,  # the test's own broker on the loopback
             "command_public_keys": [str(keys.centre_pub)],
+            "centre_public_keys": [str(keys.centre_pub)],
             "keepalive_s": 5,
             "ack_timeout_s": 3,
             "reconnect_min_s": 0.2,
@@ -83,9 +86,12 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
 class Centre:
     """The centre's side over MQTT: signs and publishes updates, collects replies and statuses."""
 
-    def __init__(self, port: int, site: str, signer: Signer, prefix: str = "kbe") -> None:
+    def __init__(self, port: int, site: str, signer: Signer, site_pub: Path, prefix: str = "kbe") -> None:
         self.site, self.signer, self.topics = site, signer, Topics(prefix, site)
+        self.site_keys = load_public_keys([site_pub])
+        """Replies are frames signed by the site: kept only when they verify against its key."""
         self.replies: list[CommandReply] = []
+        self.refused: list[bytes] = []
         self.statuses: list[Status] = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"centre-{uuid.uuid4().hex[:6]}")
         self.client.on_message = self._on_message
@@ -97,7 +103,12 @@ class Centre:
         if msg.topic.endswith("/status"):
             self.statuses.append(Status.model_validate_json(msg.payload))
         else:
-            self.replies.append(CommandReply.model_validate_json(msg.payload))
+            try:
+                reply = open_reply(msg.payload, self.site_keys)
+            except (SignatureError, WireError):
+                self.refused.append(msg.payload)
+                return
+            self.replies.append(reply)
 
     def command(self, cid: str, body: dict[str, Any], ttl: float = 120.0, target: str | None = None) -> Command:
         now = time.time()

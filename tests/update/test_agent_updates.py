@@ -22,6 +22,8 @@ from click.testing import CliRunner
 
 from agent.cli import cli
 from agent.update.merge import make_merge_patch
+from kernel.clock import Clock
+from kernel.readings import ClockQuality
 from models.config import PACKAGED_MODELS
 from sync.wire import pack_frame, unpack_frame
 from tests.brokers import Mosquitto
@@ -45,7 +47,7 @@ def test_updates_refused_committed_and_rolled_back(tmp_path: Path, keys, meters,
         log = open(tmp_path / "agent.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(agent_argv("run", "--config", str(cfg_path)), env=agent_env(),
                                 stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        hq = Centre(broker.port, SITE, keys.centre)
+        hq = Centre(broker.port, SITE, keys.centre, keys.site_pub)
         try:
             # Wrongly targeted: refused. Resent until the agent is up and answers.
             wrong = hq.frame(hq.command("wrong-target", {"type": "release", "version": 9, "release": "x"},
@@ -63,11 +65,20 @@ def test_updates_refused_committed_and_rolled_back(tmp_path: Path, keys, meters,
             assert hq.reply("unsigned").outcome == "refused"
             hq.send(hq.frame(hq.command("forged", {"type": "release", "version": 9, "release": "x"}), keys.rogue))
             assert hq.reply("forged").outcome == "refused"
-            expired = hq.command("expired", {"type": "release", "version": 9, "release": "x"}).model_copy(
+            # One expiry policy (docs/wire-protocol.md), the router's: refused on a trusted clock; on an
+            # unsynchronised one the router lets it through (expiry not checked) and the update manager
+            # decides: this body (a "rollback" to a version not older than the running 0) it refuses.
+            expired = hq.command("expired", {"type": "config", "version": 9, "rollback": True}).model_copy(
                 update={"issued_at": time.time() - 600, "expires_at": time.time() - 300}
             )
             hq.send(hq.frame(expired))
-            assert "expired" in hq.reply("expired").reason
+            late = hq.reply("expired")
+            assert late.outcome == "refused"
+            if Clock().quality() == ClockQuality.UNSYNCED:
+                assert "not older than 0" in late.reason, late.reason
+            else:
+                assert "expired" in late.reason
+            assert not (work / "updates" / "current").exists()
 
             # A config that fails `config check` is refused before anything changes.
             bad = {**v0, "devices": [{**v0["devices"][0], "unit": 999}]}

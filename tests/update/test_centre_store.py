@@ -15,9 +15,9 @@ from provisioning.centre.operate import config_update_body
 from provisioning.centre.overview import render, site_rows
 from sync.receiver import Receiver
 from sync.receiver_db import open_db
-from sync.signing import SiteRegistry, generate_keypair
+from sync.signing import Signer, SiteRegistry, generate_keypair
 from sync.wire import BufferStats, CommandReply, Status
-from tests.sync.conftest import db_url  # noqa: F401 - fixture
+from tests.sync.conftest import centre_pair, db_url  # noqa: F401 - fixture
 
 
 def _registry(tmp_path: Path) -> Path:
@@ -30,26 +30,37 @@ def _registry(tmp_path: Path) -> Path:
     return path
 
 
+def _site_signer(tmp_path: Path) -> Signer:
+    """The key of site-a (and site-b) of :func:`_registry`: the site signs its command replies."""
+    return Signer.from_file(tmp_path / "keys" / "a.key")
+
+
 def test_statuses_and_replies_are_kept_newest_first(tmp_path: Path, db_url: str) -> None:  # noqa: F811
     registry = _registry(tmp_path)
+    site = _site_signer(tmp_path)
     db = open_db(db_url)
-    rx = Receiver(db, SiteRegistry.load(registry))
+    rx = Receiver(db, SiteRegistry.load(registry), Signer.from_file(centre_pair(registry)[0]))
     try:
         online = Status(site_id="site-a", state="online", ts=1000.0, buffer=BufferStats(depth=7, bytes=1),
                         config_version=3, update_state="idle", healthy=True, readings_per_s=4.5)  # fmt: skip
-        rx.handle_site_message("kbe/site-a/status", online.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", online.model_dump_json().encode())
         older = online.model_copy(update={"ts": 900.0, "config_version": 2})
-        rx.handle_site_message("kbe/site-a/status", older.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", older.model_dump_json().encode())
         offline = Status(site_id="site-a", state="offline", ts=1100.0)
-        rx.handle_site_message("kbe/site-a/status", offline.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", offline.model_dump_json().encode())
         # Another site's status on this topic, and an unregistered site: not kept.
-        rx.handle_site_message("kbe/site-b/status", online.model_dump_json().encode())
+        rx.handle_status("kbe/site-b/status", online.model_dump_json().encode())
         forged = online.model_copy(update={"site_id": "site-x"})
-        rx.handle_site_message("kbe/site-x/status", forged.model_dump_json().encode())
+        rx.handle_status("kbe/site-x/status", forged.model_dump_json().encode())
         reply = CommandReply(site_id="site-a", command_id="u-1", outcome="accepted", reason="committed", ts=1.0,
                              phase="committed", version=3)  # fmt: skip
         for _ in range(2):
-            rx.handle_site_message("kbe/site-a/up/cmd-reply", reply.model_dump_json().encode())
+            rx.handle_reply("kbe/site-a/up/cmd-reply", site.small_frame(reply, reply.command_id))
+        # An unsigned reply, and one signed by a key site-a does not have: not kept.
+        rx.handle_reply("kbe/site-a/up/cmd-reply",
+                               reply.model_copy(update={"command_id": "u-2"}).model_dump_json().encode())  # fmt: skip
+        rogue = Signer.from_file(generate_keypair(tmp_path / "rogue", "rogue")[0])
+        rx.handle_reply("kbe/site-a/up/cmd-reply", rogue.small_frame(reply.model_copy(update={"command_id": "u-3"})))
         db.record_rejection("site-b", "b-1", "bad-signature", "x", "kbe/site-b/up/batch", 10, "rx")
         rows = {r.site_id: r for r in site_rows(db, ["site-a", "site-b"], now=1200.0)}
         assert db.fetch("SELECT COUNT(*) FROM command_replies")[0][0] == 1
@@ -98,13 +109,15 @@ def test_centre_follow_prints_replies(tmp_path: Path) -> None:
     from tests.brokers import Mosquitto
 
     key, _ = generate_keypair(tmp_path / "keys", "centre")
+    registry = _registry(tmp_path)
+    site = _site_signer(tmp_path)
     with Mosquitto(tmp_path / "broker") as broker:
         result: dict[str, object] = {}
 
         def follow() -> None:
-            result["out"] = CliRunner().invoke(
-                cli, ["centre", "follow", "--broker", broker.url, "--key", str(key), "--for", "4"]
-            )
+            argv = ["centre", "follow", "--broker", broker.url, "--key", str(key), "--sites", str(registry),
+                    "--for", "4"]  # fmt: skip
+            result["out"] = CliRunner().invoke(cli, argv)
 
         t = threading.Thread(target=follow)
         t.start()
@@ -114,10 +127,14 @@ def test_centre_follow_prints_replies(tmp_path: Path) -> None:
         pub.loop_start()
         reply = CommandReply(site_id="site-a", command_id="u-9", outcome="failed", ts=1.0, phase="rolled-back",
                              version=9, reason="rolled back to version 8: device meter-1 did not poll")  # fmt: skip
-        pub.publish("kbe/site-a/up/cmd-reply", reply.model_dump_json(), qos=1).wait_for_publish(5)
+        # An unsigned reply is not shown; the one signed by site-a's key is.
+        forged = reply.model_copy(update={"command_id": "u-8"})
+        pub.publish("kbe/site-a/up/cmd-reply", forged.model_dump_json(), qos=1).wait_for_publish(5)
+        pub.publish("kbe/site-a/up/cmd-reply", site.small_frame(reply, reply.command_id), qos=1).wait_for_publish(5)
         t.join(20)
         pub.loop_stop()
         pub.disconnect()
     out = result["out"]
     assert out.exit_code == 0, out.output  # type: ignore[attr-defined]
     assert "site-a: u-9 failed rolled-back rolled back to version 8" in out.output  # type: ignore[attr-defined]
+    assert "u-8" not in out.output  # type: ignore[attr-defined]

@@ -72,7 +72,7 @@ def test_sigkill_during_updates_leaves_a_whole_version_and_loses_nothing(
         rx.wait_subscribed()
         v0 = site_config(SITE, broker.url, keys, work, meters.port)
         cfg_path = write_config(work / "site.yaml", v0)
-        hq = Centre(broker.port, SITE, keys.centre)
+        hq = Centre(broker.port, SITE, keys.centre, keys.site_pub)
         log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115
         proc: subprocess.Popen[bytes] | None = None
         seen_versions = []
