@@ -192,7 +192,7 @@ def test_exception_without_code_or_with_an_unknown_one() -> None:
 
 def test_malformed_read_responses_are_frame_errors_that_say_why() -> None:
     request = p.read_request(3, 0, 2)
-    with pytest.raises(FrameError, match="^empty response$"):
+    with pytest.raises(FrameError, match=r"^empty response$"):
         p.parse_response(request, b"")
     with pytest.raises(FrameError, match="response function 4 to request function 3"):
         p.parse_response(request, bytes.fromhex("040200010002"))
