@@ -91,7 +91,7 @@ class Agent:
         # read first, so a bad KBE_HEALTH_TAG_INTERVAL_S stops the start before anything opens.
         self.fleet_reporter = BalenaHealthReporter.from_env(os.environ, self.health)
         self.clock = clock or Clock()
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(process=True, version=_version())
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
         self.writer = StoreWriter(self.store, self.metrics, cfg.store.queue_size, cfg.store.commit_interval_s)
         self.supervisor = Supervisor(
@@ -251,7 +251,11 @@ class Agent:
             last_n, last_t = n, t
 
     async def start(self) -> None:
-        """Start the writer, the sources, the uplink and the health endpoint."""
+        """Start the health endpoint (first: a taken port stops everything before it starts), the
+        writer, the sources and the uplink."""
+        if self.cfg.health.listen:
+            self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
+            await self.health_server.start()
         self._writer_task = asyncio.create_task(self.writer.run(), name="kbe:writer")
         await self._report_start()
         self.sources = self.build_sources()
@@ -266,9 +270,6 @@ class Agent:
             self.uploader = Uploader(self.cfg.sync, self.cfg.site.id, self.store, self.metrics, self.clock)
             self.uploader.on_commands(self._on_command)
             self.supervisor.start("sync", self.uploader.run)
-        if self.cfg.health.listen:
-            self.health_server = HealthServer(self.cfg.health.listen, self.metrics, self.health)
-            await self.health_server.start()
         if self.cfg.local_page is not None:
             await self._start_local_page()
         if self.fleet_reporter is not None:
@@ -338,6 +339,15 @@ class Agent:
         finally:
             notifier.notify("STOPPING=1")
             await self.shutdown()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("kinhbac-edge")
+    except Exception:
+        return ""
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "provision": "provisioning.cli:provision",
     "receiver": "sync.receiver:receiver_cmd",
     "schemas": "agent.schemas:schemas",
+    "store": "agent.store_cli:store_cli",
     "firmware-test": "firmware_tests.cli:firmware_test",
     "fleet": "provisioning.fleet.cli:fleet_cli",
 }

@@ -65,7 +65,7 @@ def _validate_devices(value: Any, info: ValidationInfo) -> list[Any]:
             problems.append(f"[{i}]: a device is a mapping with at least driver and name")
             continue
         kind = item.get("driver")
-        if kind not in DEVICE_KINDS:
+        if not isinstance(kind, str) or kind not in DEVICE_KINDS:
             problems.append(f"[{i}].driver: {kind!r} is not a known device kind (one of {known})")
             continue
         try:
@@ -104,8 +104,13 @@ class HealthConfig(StrictModel):
     @field_validator("listen")
     @classmethod
     def _hostport(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", value):
+        if value is None:
+            return value
+        if not re.match(r"^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", value):
             raise ValueError(f"{value!r} is not host:port")
+        port = int(value.rpartition(":")[2])
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} in {value!r} is not between 0 and 65535")
         return value
 
 
@@ -124,7 +129,7 @@ class SiteConfig(StrictModel):
     site: SiteInfo
     devices: DeviceList = Field(default_factory=list)
     sync: SyncConfig | None = None
-    store: StoreConfig = StoreConfig()
+    store: StoreConfig = Field(default_factory=dict, validate_default=True)
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()

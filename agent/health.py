@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
-from kernel.metrics import Metrics
+from kernel.errors import AgentError
+from kernel.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("kbe.health")
 
@@ -27,7 +29,14 @@ class HealthServer:
 
     async def start(self) -> None:
         """Bind and serve in the background."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            raise AgentError(
+                f"health.listen {self.host}:{self.port}: cannot listen: "
+                f"{os.strerror(exc.errno) if exc.errno else exc} "
+                "(is another agent running with this config?)"
+            ) from exc
         sock = self._server.sockets[0].getsockname()
         self.port = int(sock[1])
         log.info("health endpoint on http://%s:%d/metrics", self.host, self.port)
@@ -40,7 +49,7 @@ class HealthServer:
             parts = line.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else "/"
             if path.startswith("/metrics"):
-                status, ctype, body = "200 OK", "text/plain; version=0.0.4", self.metrics.render()
+                status, ctype, body = "200 OK", CONTENT_TYPE, self.metrics.render()
             elif path.startswith("/health"):
                 report = self.health()
                 status = "200 OK" if report.get("ok") else "503 Service Unavailable"

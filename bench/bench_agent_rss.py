@@ -68,7 +68,13 @@ def site(work: Path, key: Path, broker: str, port: int, n: int) -> Path:
     cfg = {
         "site": {"id": "bench-rss", "name": "RSS bench", "location": {"lat": 21.19, "lon": 106.08}},
         "devices": devices,
-        "sync": {"broker": broker, "signing_key_file": str(key), "batch": {"max_age_s": 1.0}},
+        "sync": {
+            "broker": broker,
+            "allow_plaintext": True,
+            "centre_public_keys": [str(key.parent / "centre.pub")],
+            "signing_key_file": str(key),
+            "batch": {"max_age_s": 1.0},
+        },
         "store": {"path": str(work / "store.db")},
         "health": {"listen": None},
     }
@@ -118,6 +124,7 @@ def main() -> None:
             broker = procs.add(Broker(work))
             broker.start()
             key, pub = generate_keypair(work / "keys", "site")
+            centre_key, _centre_pub = generate_keypair(work / "keys", "centre")
             sites = work / "sites.yaml"
             sites.write_text(yaml.safe_dump({"sites": {"bench-rss": {"public_keys": [str(pub)]}}}))
             rx = procs.add(
@@ -131,6 +138,9 @@ def main() -> None:
                         f"sqlite:///{work / 'centre.db'}",
                         "--sites",
                         str(sites),
+                        "--signing-key",
+                        str(centre_key),
+                        "--allow-plaintext",
                     ),
                     work / "logs" / "receiver.log",
                     agent_env(),

@@ -118,6 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         key, _pub = generate_keypair(tmp / "keys", SITE)
+        centre_key, centre_pub = generate_keypair(tmp / "keys", "centre")
         (tmp / "sites.yaml").write_text(f"sites:\n  {SITE}:\n    public_keys: [keys/{SITE}.pub]\n")
         with Mosquitto(tmp / "broker", persistence=False) as broker:
             assert wait_port(broker.port)
@@ -125,7 +126,8 @@ def main() -> None:
             t = time.perf_counter()
             fill_store(store, n)
             print(f"backlog: {n} readings appended in {time.perf_counter() - t:.1f} s")
-            cfg = SyncConfig.model_validate({"broker": broker.url, "signing_key_file": str(key)})
+            cfg = SyncConfig.model_validate({"broker": broker.url, "allow_plaintext": True,
+                                             "centre_public_keys": [str(centre_pub)], "signing_key_file": str(key)})
             signer = Signer.from_file(key)
             frames = frames_of(store, signer, cfg.batch.max_count)
 
@@ -141,7 +143,7 @@ def main() -> None:
             rxs = [
                 subprocess.Popen(
                     agent_argv("receiver", "--broker", broker.url, "--db", db, "--sites", str(tmp / "sites.yaml"),
-                               "--client-id", f"bench-rx-{i}", "--log-level", "WARNING"),
+                               "--signing-key", str(centre_key), "--allow-plaintext", "--client-id", f"bench-rx-{i}", "--log-level", "WARNING"),
                     env=agent_env(),
                 )
                 for i in range(args.receivers)

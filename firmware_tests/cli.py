@@ -10,6 +10,28 @@ from firmware_tests.bench import BUGS
 from kernel.errors import AgentError
 
 SUITE = Path(__file__).resolve().parent
+UNREACHABLE_EXIT = 4
+"""Exit code when the device cannot be reached at all (1 means it answered and does not conform)."""
+
+
+def _reachable(port: str, unit: int, profile: str, baud: int, parity: str, timeout: float) -> str | None:
+    """None when the device answers something on ``port``; else why it cannot be reached, in one line."""
+    import asyncio
+
+    import click as _click
+
+    from drivers.modbus.cli import read_device
+    from kernel.errors import ConfigError, DeviceError
+
+    try:
+        asyncio.run(read_device(port, unit, profile, baud, parity, timeout))
+    except (DeviceError, OSError) as exc:
+        return str(exc)
+    except _click.BadParameter as exc:
+        return exc.format_message()
+    except ConfigError:
+        return None  # a profile problem: the suite reports it with its path
+    return None
 
 
 @click.command(
@@ -48,7 +70,8 @@ def firmware_test(
     junit: Path | None,
     pytest_args: tuple[str, ...],
 ) -> None:
-    """Run the firmware conformance suite; exits 0 when the device conforms, 1 when a check fails.
+    """Run the firmware conformance suite; exits 0 when the device conforms, 1 when a check fails,
+    4 when the device cannot be reached at all (no port, nothing listening, no answer).
 
     Extra arguments after the options go to pytest (for example ``-k crc -v``).
     """
@@ -78,6 +101,10 @@ def firmware_test(
         bug,
     ]
     if port:
+        why = _reachable(port, unit, profile, baud, parity, timeout)
+        if why is not None:
+            click.echo(f"edge-agent firmware-test: cannot reach the device: {why}", err=True)
+            raise SystemExit(UNREACHABLE_EXIT)
         args += ["--port", port]
     if answer_limit is not None:
         args += ["--answer-limit", str(answer_limit)]

@@ -40,6 +40,8 @@ def _site_config(
         "devices": devices,
         "sync": {
             "broker": broker_url,
+            "allow_plaintext": True,  # a local demo broker on the loopback
+            "centre_public_keys": [str(key.parent / "centre.pub")],
             "signing_key_file": str(key),
             "topic_prefix": PREFIX,
             "client_id": f"{PREFIX}-{rig_site}-{int(time.time())}",
@@ -105,6 +107,7 @@ async def run_demo(work: Path, seconds: float | None) -> None:
         from sync.signing import generate_keypair
 
         key, pub = generate_keypair(work / "keys", "site")
+        centre_key, _centre_pub = generate_keypair(work / "keys", "centre")
         sites = work / "sites.yaml"
         sites.write_text(yaml.safe_dump({"sites": {rig.site_id: {"public_keys": [str(pub)]}}}))
         centre = work / "centre.db"
@@ -119,6 +122,9 @@ async def run_demo(work: Path, seconds: float | None) -> None:
                     f"sqlite:///{centre}",
                     "--sites",
                     str(sites),
+                    "--signing-key",
+                    str(centre_key),
+                    "--allow-plaintext",
                     "--prefix",
                     PREFIX,
                     "--group",

@@ -198,6 +198,7 @@ class RigRun:
         from sync.signing import generate_keypair
 
         key, pub = generate_keypair(self.work / "keys", "site")
+        generate_keypair(self.work / "keys", "centre")  # signs the receiver's acks
         sites = {"sites": {self.site_id: {"public_keys": [str(pub)]}}}
         sites_file = self.work / "sites.yaml"
         sites_file.write_text(yaml.safe_dump(sites))
@@ -234,6 +235,8 @@ class RigRun:
             "devices": devices,
             "sync": {
                 "broker": self.broker.url,
+                "allow_plaintext": True,  # the rig's own broker on the loopback
+                "centre_public_keys": [str(key.parent / "centre.pub")],
                 "signing_key_file": str(key),
                 "batch": {"max_age_s": a.batch_max_age_s},
                 "ack_timeout_s": a.ack_timeout_s,
@@ -302,7 +305,8 @@ class RigRun:
         drain_cfg = self._write_config("site-drain.yaml", self.site_config(key, []))
         await asyncio.to_thread(self.broker.start)
         self.receiver.argv = agent_argv(
-            "receiver", "--broker", self.broker.url, "--db", self.db_url, "--sites", str(sites_file)
+            "receiver", "--broker", self.broker.url, "--allow-plaintext", "--db", self.db_url, "--sites",
+            str(sites_file), "--signing-key", str(self.work / "keys" / "centre.key"),
         )
         self.receiver.start()
         self.agent.argv = agent_argv("run", "--config", str(run_cfg))

@@ -50,3 +50,20 @@ class Reading:
     priority: Priority = Priority.TELEMETRY
     clock: ClockQuality = ClockQuality.SYNCED
     meta: dict[str, str] | None = field(default=None, compare=False)
+
+
+AVAILABILITY_POINT = "availability"
+"""Point name of a device's availability events: value ``online`` or ``offline``."""
+
+
+def availability_event(device: str, online: bool, ts: float, clock: ClockQuality, where: str = "") -> Reading:
+    """The event a source emits when a device stops answering (``offline``) or answers again (``online``)."""
+    return Reading(
+        device,
+        AVAILABILITY_POINT,
+        "online" if online else "offline",
+        ts,
+        priority=Priority.EVENT,
+        clock=clock,
+        meta={"where": where} if where else None,
+    )

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from kernel.config_base import StrictModel
+from kernel.config_base import RelPath, StrictModel
 
 PACKAGED_MODELS = Path(__file__).resolve().parent / "files"
 
@@ -15,7 +15,7 @@ PACKAGED_MODELS = Path(__file__).resolve().parent / "files"
 class InferenceConfig(StrictModel):
     """Model directory, runtime and threads for every model the agent runs."""
 
-    models_dir: Path | None = Field(
+    models_dir: RelPath | None = Field(
         default=None,
         description="Directory of <name>.tflite + <name>.yaml pairs; default: the models packaged with the agent.",
     )

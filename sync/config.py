@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from kernel.config_base import RelPath, StrictModel, check_secret_file
+from sync.pem import certificate_problem, private_key_problem, public_key_problem
 
 
 class TlsConfig(StrictModel):
@@ -20,9 +21,10 @@ class TlsConfig(StrictModel):
 
     @field_validator("ca_file", "cert_file")
     @classmethod
-    def _exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
+    def _certificate(cls, value: Path | None) -> Path | None:
+        problem = None if value is None else certificate_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("key_file")
@@ -34,6 +36,10 @@ class TlsConfig(StrictModel):
     def _pair(self) -> TlsConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        if self.key_file is not None:
+            problem = private_key_problem(self.key_file, self.cert_file)
+            if problem:
+                raise ValueError(f"key_file: {problem}")
         return self
 
 
@@ -54,6 +60,15 @@ class SyncConfig(StrictModel):
     password_file: RelPath | None = None
     client_id: str | None = Field(default=None, description="Defaults to kbe-<site id>.")
     topic_prefix: str = Field(default="kbe", pattern=r"^[A-Za-z0-9_-]+$")
+    allow_plaintext: bool = Field(
+        default=False,
+        description="Accept an mqtt:// (unencrypted) broker; for a lab only, and warned at every start.",
+    )
+    centre_public_keys: list[RelPath] = Field(
+        min_length=1,
+        max_length=8,
+        description="The centre's Ed25519 public keys (PEM) that sign acks and rejections; two while one rotates.",
+    )
     command_public_keys: list[RelPath] = Field(
         default_factory=list,
         description="The centre's Ed25519 public keys (PEM) that sign commands; none means commands are refused.",
@@ -69,34 +84,102 @@ class SyncConfig(StrictModel):
         description="Share of each drain batch reserved for the newest readings.",
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=60.0, gt=0)
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=600)
+    reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("broker")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^(mqtt|mqtts)://[^/:]+(:\d{1,5})?/?$", value):
+        m = re.match(r"^(mqtt|mqtts)://[^/:]+(:(\d{1,5}))?/?$", value)
+        if not m:
             raise ValueError(f"{value!r} is not a broker URL like mqtts://broker.example:8883")
+        if m.group(3) is not None and not 1 <= int(m.group(3)) <= 65535:
+            raise ValueError(f"port {m.group(3)} in {value!r} is not between 1 and 65535")
         return value
 
-    @field_validator("password_file", "signing_key_file")
+    @field_validator("centre_public_keys", "command_public_keys")
+    @classmethod
+    def _public_keys(cls, value: list[Path]) -> list[Path]:
+        problems = []
+        for i, path in enumerate(value):
+            problem = public_key_problem(path)
+            if problem:
+                problems.append(f"[{i}]: {problem}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return value
+
+    @field_validator("password_file")
     @classmethod
     def _secret(cls, value: Path | None) -> Path | None:
         return None if value is None else check_secret_file(value)
 
+    @field_validator("signing_key_file")
+    @classmethod
+    def _signing_key(cls, value: Path) -> Path:
+        # What the file is first (a .pub given here is the likelier mistake), then who may read it.
+        problem = private_key_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return check_secret_file(value)
+
     @model_validator(mode="after")
     def _tls_scheme(self) -> SyncConfig:
         if self.broker.startswith("mqtts://") and self.tls is None:
-            raise ValueError("mqtts:// needs a tls section (ca_file at least)")
+            raise ValueError("broker: mqtts:// needs a tls section (ca_file at least)")
+        if self.broker.startswith("mqtt://") and self.tls is not None:
+            raise ValueError(f"broker: {self.broker!r} is plaintext but a tls section is given; use mqtts://")
+        if self.broker.startswith("mqtt://") and not self.allow_plaintext:
+            raise ValueError(
+                f"broker: {self.broker!r} is plaintext MQTT; use mqtts:// with a tls section, or set "
+                "allow_plaintext: true (a lab only)"
+            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         return self
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def foreign_store_problem(path: Path) -> str | None:
+    """None when ``path`` is absent, empty, an SQLite file or a store this agent made; else why it is refused.
+
+    A file that is not SQLite and has no ``<path>.seq`` beside it is someone else's file: the agent
+    must refuse it, never move it aside as a "corrupt store".
+    """
+    try:
+        if path.is_dir():
+            return f"{str(path)!r} is a directory, not a store file"
+        if not path.exists():
+            return None
+        if not path.is_file():
+            return f"{str(path)!r} is not a regular file"
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        return f"{str(path)!r} cannot be read: {exc.strerror or exc}"
+    if not head or head == SQLITE_MAGIC or path.with_name(path.name + ".seq").exists():
+        return None
+    return f"{str(path)!r} exists and is not an agent store (not SQLite); refusing to use or move it"
+
+
 class StoreConfig(StrictModel):
     """The local SQLite buffer."""
 
-    path: RelPath = Path("var/store.db")
-    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024, description="Cap on the database size.")
+    path: RelPath = Field(default=Path("var/store.db"), validate_default=True)
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024 * 1024, le=1024**4, description="Cap on the database size."
+    )
     commit_interval_s: float = Field(default=0.05, gt=0, le=5.0)
-    queue_size: int = Field(default=50_000, ge=100, description="Readings waiting for a commit, at most.")
+    queue_size: int = Field(
+        default=50_000, ge=100, le=1_000_000, description="Readings waiting for a commit, at most."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _not_foreign(cls, value: Path) -> Path:
+        problem = foreign_store_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value

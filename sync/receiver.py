@@ -2,11 +2,13 @@
 
 For every message on ``$share/<group>/<prefix>/+/up/batch`` it checks, in this order: the frame
 header, that the topic's site is registered, that the batch is signed, that the signature verifies
-against one of the site's registered public keys, that the payload is a valid batch of schema
-version 1 for that same site. A batch that passes is persisted in ONE transaction with
+against one of the site's registered public keys, that the payload is a valid batch of the current
+schema version for that same site. A batch that passes is persisted in ONE transaction with
 ``ON CONFLICT (site_id, seq) DO NOTHING`` and only then acknowledged (QoS 1) on
-``<prefix>/<site>/down/ack``. Anything else is not stored, is counted, recorded in ``rejections``
-and answered with a :class:`~sync.wire.Rejection` on the same topic.
+``<prefix>/<site>/down/ack`` with an :class:`~sync.wire.Ack` signed by the centre's key. A frame
+the site signed but that cannot be stored is recorded in ``rejections`` and answered with a signed
+:class:`~sync.wire.Rejection`; a frame the site's key did not sign is recorded and counted, never
+answered.
 
 Test hook: with ``KBE_RECEIVER_EXIT_AFTER_COMMIT=N`` in the environment the process exits (code 99)
 right after committing its N-th batch, before acknowledging it, so tests can open the window
@@ -21,23 +23,33 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
-from kernel.errors import SignatureError
+from kernel.config_base import check_secret_file
+from kernel.errors import ConfigError, SignatureError
+from kernel.ratelog import RateLimitedLog
 from sync.mqtt import LinkOptions, MqttLink
+from sync.pem import private_key_problem
 from sync.receiver_db import ReceiverDB, open_db
-from sync.signing import SiteRegistry, verify_frame
+from sync.receiver_health import HealthHttp, ReceiverHealth
+from sync.signing import Signer, SiteRegistry, verify_frame
+from sync.uploader import agent_version
 from sync.wire import (
     SCHEMA_VERSION,
     Ack,
+    AnsweredReason,
     Frame,
     Rejection,
     RejectReason,
+    Status,
     Topics,
     WireError,
+    content_hash,
     decode_batch,
     peek_batch_ids,
     shared_batch_subscription,
@@ -51,22 +63,33 @@ EXIT_AFTER_COMMIT_ENV = "KBE_RECEIVER_EXIT_AFTER_COMMIT"
 
 
 class Receiver:
-    """Verifies, persists and acknowledges batches; one instance per receiver process."""
+    """Verifies, persists and acknowledges batches; one instance per receiver process.
+
+    Acks and rejections are signed with the centre's key (``signer``) and bound to the batch id and
+    the SHA-256 of the batch payload. A frame the site's own key did not sign (unsigned, badly
+    signed, unknown site, unreadable) cannot be attributed to the site: it is counted, recorded and
+    logged, and never answered, so junk cannot make the centre speak in a site's name.
+    """
 
     def __init__(
         self,
         db: ReceiverDB,
         registry: SiteRegistry,
+        signer: Signer,
         prefix: str = "kbe",
         name: str = "receiver",
+        health: ReceiverHealth | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
+        self.signer = signer
         self.prefix = prefix
         self.name = name
+        self.health = health or ReceiverHealth()
         self.link: MqttLink | None = None
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._quiet = RateLimitedLog(log, 60.0)
         exit_after = os.environ.get(EXIT_AFTER_COMMIT_ENV)
         self._exit_after_commit = int(exit_after) if exit_after else 0
 
@@ -77,38 +100,48 @@ class Receiver:
         except WireError:
             self._count("malformed")
             return None
+        started = time.monotonic()
         with self._lock:
             answer = self._process(site, topic, payload)
         if answer is not None and self.link is not None:
-            self.link.publish(Topics(self.prefix, site).ack, answer.model_dump_json().encode(), qos=1)
+            self.link.publish(
+                Topics(self.prefix, site).ack, self.signer.small_frame(answer, answer.batch_id), qos=1
+            )
+        self.health.batch_seconds.observe(time.monotonic() - started)
         return answer
 
-    def _process(self, site: str, topic: str, payload: bytes) -> Ack | Rejection:
+    def _process(self, site: str, topic: str, payload: bytes) -> Ack | Rejection | None:
         try:
             frame = unpack_frame(payload)
         except WireError as exc:
-            return self._reject(site, topic, payload, None, "malformed", str(exc))
+            self._drop(site, topic, payload, "malformed", str(exc))
+            return None
         keys = self.registry.keys_for(site)
         if keys is None:
-            return self._reject(site, topic, payload, frame, "unknown-site", f"site {site!r}")
+            self._drop(site, topic, payload, "unknown-site", f"site {site!r} is not registered")
+            return None
         try:
             verify_frame(frame, keys)
         except SignatureError as exc:
             reason: RejectReason = "unsigned" if not frame.signature else "bad-signature"
-            return self._reject(site, topic, payload, frame, reason, str(exc))
+            self._drop(site, topic, payload, reason, f"{exc} (claimed id {frame.msg_id[:80]!r})")
+            return None
+        # From here the site's own key signed the payload: the centre may answer in its name.
+        digest = content_hash(frame.payload)
         try:
             batch = decode_batch(frame)
         except WireError as exc:
             version = _schema_version(frame)
-            reason = "schema-version" if version not in (None, SCHEMA_VERSION) else "malformed"
-            return self._reject(site, topic, payload, frame, reason, str(exc))
+            answered: AnsweredReason = "schema-version" if version not in (None, SCHEMA_VERSION) else "malformed"
+            return self._reject(site, topic, payload, frame, digest, answered, str(exc))
         if batch.site_id != site:
             detail = f"batch says site {batch.site_id!r}, topic says {site!r}"
-            return self._reject(site, topic, payload, frame, "site-mismatch", detail)
+            return self._reject(site, topic, payload, frame, digest, "site-mismatch", detail)
         stored, dup = self.db.store_batch(batch, self.name)
         self._count("batches_stored")
         self._count("readings_stored", stored)
         self._count("readings_duplicate", dup)
+        self.health.stored(site, batch, stored, dup)
         log.info(
             "%s batch %s: %d readings stored, %d duplicates (seq %d..%d)",
             site, batch.batch_id, stored, dup, batch.first_seq, batch.last_seq,
@@ -121,28 +154,44 @@ class Receiver:
             batch_id=batch.batch_id,
             first_seq=batch.first_seq,
             last_seq=batch.last_seq,
+            batch_sha256=digest,
             stored=stored,
             duplicates=dup,
             receiver=self.name,
         )
+
+    def _drop(self, site: str, topic: str, payload: bytes, reason: RejectReason, detail: str) -> None:
+        """A frame that cannot be attributed to the site: counted, recorded, logged (rate-limited), not answered."""
+        self._count(f"rejected_{reason}")
+        self.health.rejected(site, reason)
+        self._quiet.warning(
+            (site, reason), "dropped an unattributable frame on %s (%d bytes): %s: %s", topic, len(payload), reason,
+            detail,
+        )  # fmt: skip
+        self.db.record_rejection(site, None, reason, detail[:500], topic, len(payload), self.name)
 
     def _reject(
         self,
         site: str,
         topic: str,
         payload: bytes,
-        frame: Frame | None,
-        reason: RejectReason,
+        frame: Frame,
+        digest: str,
+        reason: AnsweredReason,
         detail: str,
-    ) -> Rejection:
-        # Only now look inside the untrusted payload, for the ids the site needs to match it.
-        bid, first, last = peek_batch_ids(frame) if frame is not None else (None, None, None)
+    ) -> Rejection | None:
+        """A batch the site signed but the centre cannot take: recorded and answered, signed and bound to it."""
+        bid, first, last = peek_batch_ids(frame)
         self._count(f"rejected_{reason}")
-        log.warning("rejected a batch from %s (batch %s): %s: %s", site, bid, reason, detail)
+        self.health.rejected(site, reason)
+        log.warning("rejected batch %s from %s: %s: %s", bid, site, reason, detail)
         self.db.record_rejection(site, bid, reason, detail[:500], topic, len(payload), self.name)
+        if bid is None:
+            return None  # nothing the site could match it to
         return Rejection(
             site_id=site,
             batch_id=bid,
+            batch_sha256=digest,
             first_seq=first,
             last_seq=last,
             reason=reason,
@@ -153,12 +202,45 @@ class Receiver:
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
 
+    def handle_status(self, topic: str, payload: bytes) -> Status | None:
+        """Keep the latest status of a registered site (plain JSON, not signed: see docs/wire-protocol.md)."""
+        try:
+            site = site_of_topic(topic)
+        except WireError:
+            return None
+        if site not in self.registry:
+            self._count("status_unknown_site")
+            return None
+        try:
+            status = Status.model_validate_json(payload)
+        except ValidationError as exc:
+            self._count("status_invalid")
+            self._quiet.warning((site, "status"), "ignored an invalid status on %s: %s", topic,
+                                exc.errors(include_url=False)[0]["msg"])  # fmt: skip
+            return None
+        if status.site_id != site:
+            self._count("status_invalid")
+            self._quiet.warning((site, "status"), "ignored a status on %s that says site %r", topic, status.site_id)
+            return None
+        self.db.record_status(status, self.name)
+        self.health.reported(site)
+        self._count("status_stored")
+        return status
+
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic.endswith("/status"):
+            try:
+                self.handle_status(topic, payload)
+            except Exception:
+                self._count("errors")
+                log.exception("could not store a status from %s", topic)
+            return
         try:
             self.handle(topic, payload)
         except Exception:
             # Not acknowledged: the site sends the batch again after its ack timeout.
             self._count("errors")
+            self.health.errors.inc()
             log.exception("could not process a batch on %s; it will be resent", topic)
 
     def connect(self, opts: LinkOptions, group: str) -> MqttLink:
@@ -166,7 +248,12 @@ class Receiver:
         self.link = MqttLink(
             opts,
             on_message=self._on_message,
-            subscriptions=[(shared_batch_subscription(group, self.prefix), 1)],
+            on_connect=lambda _session: self.health.broker_up(True),
+            on_disconnect=lambda: self.health.broker_up(False),
+            subscriptions=[
+                (shared_batch_subscription(group, self.prefix), 1),
+                (f"$share/{group}/{self.prefix}/+/status", 1),
+            ],
         )
         self.link.start()
         return self.link
@@ -180,24 +267,66 @@ def _schema_version(frame: Frame) -> object:
     return data.get("schema_version") if isinstance(data, dict) else None
 
 
+def _allow_plaintext(broker: str, allow: bool) -> None:
+    if broker.startswith("mqtt://") and not allow:
+        raise ConfigError("receiver", [f"--broker: {broker} is plaintext MQTT; use mqtts:// or pass "
+                                       "--allow-plaintext (a lab only)"])
+
+
+def _warn_plaintext(broker: str) -> None:
+    if broker.startswith("mqtt://"):
+        log.warning("plaintext MQTT to %s (--allow-plaintext): anyone on the path can read and drop batches",
+                    broker)  # fmt: skip
+
+
+def _check_key_files(signing_key: Path, key_file: Path | None) -> None:
+    problems = []
+    for option, path in (("--signing-key", signing_key), ("--key-file", key_file)):
+        if path is None:
+            continue
+        try:
+            check_secret_file(path)
+        except ValueError as exc:
+            problems.append(f"{option}: {exc}")
+            continue
+        problem = private_key_problem(path)
+        if problem:
+            problems.append(f"{option}: {problem}")
+    if problems:
+        raise ConfigError("receiver", problems)
+
+
 @click.command("receiver")
-@click.option("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
+@click.option("--broker", required=True, help="mqtts://host:port (mqtt:// only with --allow-plaintext)")
+@click.option("--allow-plaintext", is_flag=True, help="Accept an mqtt:// broker (a lab; warned at every start).")
 @click.option("--db", "db_url", required=True, help="postgresql://... or sqlite:///path")
 @click.option("--sites", "sites_file", required=True, type=click.Path(path_type=Path),
               help="YAML registry: sites: {<site id>: {public_keys: [file.pub]}}")  # fmt: skip
+@click.option("--signing-key", required=True, type=click.Path(path_type=Path),
+              help="The centre's Ed25519 private key (PEM, mode 0600): signs every ack and rejection.")  # fmt: skip
 @click.option("--group", default="kbe-receivers", show_default=True, help="Shared subscription group.")
 @click.option("--prefix", default="kbe", show_default=True, help="Topic prefix.")
 @click.option("--client-id", default=None, help="Defaults to kbe-rx-<group>-<hostname>; unique per receiver.")
 @click.option("--ca-file", type=click.Path(path_type=Path), default=None, help="CA of the broker (mqtts://).")
 @click.option("--cert-file", type=click.Path(path_type=Path), default=None, help="Client certificate (mutual TLS).")
-@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="Client key (mutual TLS).")
-@click.option("--reconnect-max", default=10.0, show_default=True, help="Longest wait between reconnects (s).")
-@click.option("--stats-every", default=60.0, show_default=True, help="Log the counters every this many seconds.")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="Client key (mutual TLS), mode 0600.")
+@click.option("--reconnect-max", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Longest wait between reconnects (s).")  # fmt: skip
+@click.option("--health-listen", default=None, help="host:port of /health and /metrics (none by default).")
+@click.option("--silence", "silence_s", default=900.0, show_default=True, type=click.FloatRange(1, 7 * 86400),
+              help="/health turns red when no site has reported for this many seconds.")  # fmt: skip
+@click.option("--reject-window", "reject_window_s", default=300.0, show_default=True,
+              type=click.FloatRange(1, 86400),
+              help="/health is red while a site had frames refused this recently and none stored since.")  # fmt: skip
+@click.option("--stats-every", default=60.0, show_default=True, type=click.FloatRange(1, 86400),
+              help="Log the counters every this many seconds.")  # fmt: skip
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def receiver_cmd(
     broker: str,
+    allow_plaintext: bool,
     db_url: str,
     sites_file: Path,
+    signing_key: Path,
     group: str,
     prefix: str,
     client_id: str | None,
@@ -205,15 +334,24 @@ def receiver_cmd(
     cert_file: Path | None,
     key_file: Path | None,
     reconnect_max: float,
+    health_listen: str | None,
+    silence_s: float,
+    reject_window_s: float,
     stats_every: float,
     log_level: str,
 ) -> None:
     """Receive, verify, persist and acknowledge the sites' batches until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _allow_plaintext(broker, allow_plaintext)
+    _check_key_files(signing_key, key_file)
+    signer = Signer.from_file(signing_key)
     registry = SiteRegistry.load(sites_file)
     db = open_db(db_url)
+    _warn_plaintext(broker)
     name = client_id or f"kbe-rx-{group}-{socket.gethostname()}"
-    receiver = Receiver(db, registry, prefix, name)
+    health = ReceiverHealth(silence_s, reject_window_s, version=agent_version())
+    http = HealthHttp(health_listen, health) if health_listen else None
+    receiver = Receiver(db, registry, signer, prefix, name, health)
     opts = LinkOptions(
         broker=broker,
         client_id=name,
@@ -225,6 +363,9 @@ def receiver_cmd(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if http is not None:
+        http.start()
+        log.info("receiver health on http://%s/health and /metrics", health_listen)
     link = receiver.connect(opts, group)
     log.info("receiver %s: %d sites registered, group %s, broker %s", name, len(registry), group, broker)
     try:
@@ -232,6 +373,7 @@ def receiver_cmd(
             log.info("receiver %s counters: %s", name, dict(receiver.counters))
     finally:
         link.stop()
+        if http is not None:
+            http.stop()
         db.close()
         log.info("receiver %s stopped: %s", name, dict(receiver.counters))
-

@@ -17,7 +17,8 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from kernel.errors import ConfigError, SyncError
-from sync.wire import Batch, WireReading
+from kernel.readings import AVAILABILITY_POINT, Priority
+from sync.wire import Batch, Status, WireReading
 
 _T = TypeVar("_T")
 
@@ -59,6 +60,38 @@ _SQLITE_DDL = [
         receiver TEXT NOT NULL
     )""",
 ]
+
+# Migration step "observe" (issue 12): the latest status of each site and its devices' availability
+# events, kept apart from the readings contract so other steps can be added beside it.
+_OBSERVE_DDL = [
+    """CREATE TABLE IF NOT EXISTS site_status (
+        site_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        ts DOUBLE PRECISION,
+        depth BIGINT,
+        in_flight INTEGER NOT NULL,
+        rejected_batches INTEGER NOT NULL,
+        last_rejection TEXT,
+        agent_version TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        receiver TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS device_events (
+        site_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        device TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        detail TEXT,
+        received_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (site_id, seq)
+    )""",
+]
+_STATUS_COLUMNS = (
+    "site_id", "state", "ts", "depth", "in_flight", "rejected_batches", "last_rejection", "agent_version",
+    "received_at", "receiver",
+)  # fmt: skip
+_STATUS_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in _STATUS_COLUMNS[1:])
 
 _DDL_LOCK_KEY = 0x6B6265_5244  # "kbe" "RD": advisory lock id for schema creation
 
@@ -155,9 +188,28 @@ class ReceiverDB(Protocol):
         """Record a refused batch."""
         ...
 
+    def record_status(self, status: Status, receiver: str) -> None:
+        """Keep the latest status a site published."""
+        ...
+
     def close(self) -> None:
         """Close the connection."""
         ...
+
+
+def _status_row(status: Status, receiver: str) -> tuple[Any, ...]:
+    return (
+        status.site_id, status.state, status.ts, status.buffer.depth if status.buffer else None, status.in_flight,
+        status.rejected_batches, status.last_rejection, status.agent_version, time.time(), receiver,
+    )  # fmt: skip
+
+
+def _event_rows(batch: Batch, now: float) -> list[tuple[Any, ...]]:
+    return [
+        (batch.site_id, r.seq, r.device, str(r.value), r.ts, json.dumps(r.meta) if r.meta else None, now)
+        for r in batch.readings
+        if r.point == AVAILABILITY_POINT and r.priority == Priority.EVENT
+    ]
 
 
 class SqliteReceiverDB:
@@ -169,7 +221,7 @@ class SqliteReceiverDB:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        for ddl in _SQLITE_DDL:
+        for ddl in _SQLITE_DDL + _OBSERVE_DDL:
             self._db.execute(ddl)
 
     def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
@@ -186,6 +238,11 @@ class SqliteReceiverDB:
                 before = self._db.total_changes
                 self._db.executemany(sql, rows)
                 stored = self._db.total_changes - before
+                self._db.executemany(
+                    "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, seq) DO NOTHING",
+                    _event_rows(batch, rows[0][14] if rows else time.time()),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -201,6 +258,16 @@ class SqliteReceiverDB:
                 "INSERT INTO rejections (site_id, batch_id, reason, detail, topic, size, received_at, receiver) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
+            )
+
+    def record_status(self, status: Status, receiver: str) -> None:
+        """Keep the latest status a site published."""
+        marks = ", ".join("?" * len(_STATUS_COLUMNS))
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO site_status ({', '.join(_STATUS_COLUMNS)}) VALUES ({marks}) "  # noqa: S608 - constant
+                f"ON CONFLICT (site_id) DO UPDATE SET {_STATUS_UPDATE}",
+                _status_row(status, receiver),
             )
 
     def close(self) -> None:
@@ -241,7 +308,7 @@ class PostgresReceiverDB:
             # Receivers of one group start together; serialise their CREATE ... IF NOT EXISTS, which
             # PostgreSQL does not make race-free on its own.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-            for ddl in _PG_DDL:
+            for ddl in _PG_DDL + _OBSERVE_DDL:
                 conn.execute(ddl)
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS kbe_rx_incoming (LIKE readings) ON COMMIT DELETE ROWS")
         return conn
@@ -274,7 +341,14 @@ class PostgresReceiverDB:
                 for row in rows:
                     copy.write_row(row)
             cur.execute(self._insert)
-            return max(cur.rowcount, 0)
+            stored = max(cur.rowcount, 0)
+            cur.execute(
+                "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
+                "SELECT site_id, seq, device, value_text, ts, meta::text, received_at FROM kbe_rx_incoming "
+                "WHERE point = %s AND priority = %s ON CONFLICT (site_id, seq) DO NOTHING",
+                (AVAILABILITY_POINT, int(Priority.EVENT)),
+            )
+            return stored
 
     def record_rejection(
         self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
@@ -285,6 +359,17 @@ class PostgresReceiverDB:
                 "INSERT INTO rejections (site_id, batch_id, reason, detail, topic, size, received_at, receiver) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
+            )
+        )
+
+    def record_status(self, status: Status, receiver: str) -> None:
+        """Keep the latest status a site published."""
+        marks = ", ".join(["%s"] * len(_STATUS_COLUMNS))
+        self._reconnecting(
+            lambda: self._conn.execute(
+                f"INSERT INTO site_status ({', '.join(_STATUS_COLUMNS)}) VALUES ({marks}) "  # noqa: S608 - constant
+                f"ON CONFLICT (site_id) DO UPDATE SET {_STATUS_UPDATE}",
+                _status_row(status, receiver),
             )
         )
 

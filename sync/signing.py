@@ -18,21 +18,35 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import Field, ValidationError
 
-from kernel.config_base import StrictModel, check_secret_file, load_yaml, validation_problems
+from kernel.config_base import (
+    StrictModel,
+    check_secret_file,
+    load_yaml,
+    read_limited,
+    validation_problems,
+)
 from kernel.errors import ConfigError, SignatureError, SyncError
 from sync.wire import (
+    CODEC_JSON,
     SITE_PATTERN,
+    Ack,
     Command,
+    CommandReply,
     Frame,
+    Rejection,
     WireError,
+    WireModel,
     decode_command,
+    decode_down,
     encode_command_payload,
+    encode_small,
     pack_frame,
     unpack_frame,
 )
 
 # A command stamped this far ahead of the site's clock is refused (an RTC-less board may lag a bit).
 CLOCK_SKEW_S = 300.0
+KEY_FILE_LIMIT = 64 * 1024  # a PEM key is a few hundred bytes
 
 
 class CommandRefused(SyncError):
@@ -46,9 +60,15 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     except ValueError as exc:
         raise SignatureError(str(exc)) from exc
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = read_limited(path, KEY_FILE_LIMIT)
+    except ValueError as exc:
+        raise SignatureError(str(exc)) from exc
+    if b"PUBLIC KEY" in data and b"PRIVATE KEY" not in data:
+        raise SignatureError(f"{path}: is a public key; the signing key must be the private one (site.key)")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
-        raise SignatureError(f"{path}: not an unencrypted PEM private key ({exc})") from exc
+        raise SignatureError(f"{path}: not an unencrypted PEM private key ({_first_line(exc)})") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError(f"{path}: not an Ed25519 key")
     return key
@@ -57,12 +77,21 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Read an Ed25519 public key (PEM)."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise SignatureError(f"{path}: cannot read an Ed25519 public key ({exc})") from exc
+        data = read_limited(path, KEY_FILE_LIMIT)
+    except ValueError as exc:
+        raise SignatureError(f"cannot read an Ed25519 public key: {exc}") from exc
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise SignatureError(f"{path}: not a PEM public key ({_first_line(exc)})") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError(f"{path}: not an Ed25519 public key")
     return key
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
@@ -89,6 +118,14 @@ def generate_keypair(out_dir: Path, name: str = "site") -> tuple[Path, Path]:
     return key_path, pub_path
 
 
+def ensure_keypair(out_dir: Path, name: str) -> tuple[Path, Path]:
+    """The ``<name>.key``/``<name>.pub`` pair in ``out_dir``, generated the first time (labs, tests, the demo)."""
+    key_path, pub_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    if key_path.exists() and pub_path.exists():
+        return key_path, pub_path
+    return generate_keypair(out_dir, name)
+
+
 class Signer:
     """Signs payloads with one private key and packs them into frames."""
 
@@ -112,6 +149,11 @@ class Signer:
         """A signed frame carrying ``payload`` (and the batch or command id in its header)."""
         return pack_frame(payload, self.sign(payload), msg_id=msg_id)
 
+    def small_frame(self, msg: WireModel, msg_id: str = "") -> bytes:
+        """A signed plain-JSON frame for an ack, a rejection or a command reply."""
+        payload = encode_small(msg)
+        return pack_frame(payload, self.sign(payload), codec=CODEC_JSON, msg_id=msg_id)
+
 
 def verify_frame(frame: Frame, keys: list[Ed25519PublicKey]) -> None:
     """Raise :class:`SignatureError` unless one of ``keys`` verifies the frame's signature."""
@@ -131,6 +173,33 @@ def open_signed(data: bytes, keys: list[Ed25519PublicKey]) -> Frame:
     frame = unpack_frame(data)
     verify_frame(frame, keys)
     return frame
+
+
+def open_down(data: bytes, centre_keys: list[Ed25519PublicKey]) -> Ack | Rejection:
+    """Verify an ack or rejection frame against the centre's keys, then decode it.
+
+    Raises :class:`SignatureError` (unsigned, or no registered centre key verifies it) or
+    :class:`~sync.wire.WireError` (not a frame, or a verified frame that is not an ack or rejection).
+    """
+    frame = open_signed(data, centre_keys)
+    msg = decode_down(frame.json_bytes())
+    if frame.msg_id and frame.msg_id != msg.batch_id:
+        raise WireError(f"frame id {frame.msg_id!r} differs from the signed batch id {msg.batch_id!r}")
+    return msg
+
+
+def open_reply(data: bytes, site_keys: list[Ed25519PublicKey]) -> CommandReply:
+    """Verify a command reply frame against the site's keys, then decode it (the centre's side)."""
+    frame = open_signed(data, site_keys)
+    try:
+        return CommandReply.model_validate_json(frame.json_bytes())
+    except ValidationError as exc:
+        raise WireError(f"not a command reply: {exc.errors(include_url=False)[0]['msg']}") from exc
+
+
+def load_public_keys(paths: list[Path]) -> list[Ed25519PublicKey]:
+    """Every public key of a list of PEM files; the first bad one raises :class:`SignatureError`."""
+    return [load_public_key(p) for p in paths]
 
 
 class SiteEntry(StrictModel):

@@ -25,6 +25,7 @@ from pathlib import Path
 from kernel.errors import StoreCorrupt, StoreError
 from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Priority, Quality, Reading, Value
+from sync.config import foreign_store_problem
 
 log = logging.getLogger("kbe.store")
 
@@ -242,10 +243,15 @@ class Store:
         self.metrics = metrics or Metrics()
         self.quarantined: list[Path] = []
         self._lock = threading.Lock()
+        problem = foreign_store_problem(self.path)
+        if problem:
+            raise StoreError(problem)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seq_file = _SeqReservation(self.path.with_name(self.path.name + ".seq"))
         self._db = self._open_checked()
         self._depth = self._count_depth()
+        row = self._db.execute("SELECT value FROM counters WHERE name = 'resend_generation'").fetchone()
+        self._resend_generation = int(row[0]) if row else 0
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
 
     # -- opening, migrations, corruption ----------------------------------------------------------
@@ -540,19 +546,23 @@ class Store:
     def rejected_batches(self) -> list[RejectedBatch]:
         """Batches kept aside after the centre refused them, oldest first."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT batch_id, reason, COUNT(*), MIN(seq), MAX(seq), MIN(rejected_at) FROM rejected "
-                "GROUP BY batch_id, reason ORDER BY MIN(seq)"
-            ).fetchall()
-        return [RejectedBatch(b, r, int(n), int(lo), int(hi), float(at)) for b, r, n, lo, hi, at in rows]
+            return _rejected_batches(self._db)
 
     def rejected_readings(self, batch_id: str) -> list[StoredReading]:
         """The readings of one rejected batch."""
         with self._lock:
-            cur = self._db.execute(
-                f"SELECT {_COLUMNS} FROM rejected WHERE batch_id = ? ORDER BY seq", (batch_id,)
-            )
-            return [_row_to_stored(row) for row in cur]
+            return _rejected_readings(self._db, batch_id)
+
+    def resend_requested(self) -> bool:
+        """True once after ``edge-agent store resend`` put rejected rows back (then the depth is recounted)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counters WHERE name = 'resend_generation'").fetchone()
+            generation = int(row[0]) if row else 0
+            if generation == self._resend_generation:
+                return False
+            self._resend_generation = generation
+            self._depth = self._count_depth()
+            return True
 
     # -- reporting --------------------------------------------------------------------------------
 
@@ -596,3 +606,103 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rejected_batches(db: sqlite3.Connection) -> list[RejectedBatch]:
+    rows = db.execute(
+        "SELECT batch_id, reason, COUNT(*), MIN(seq), MAX(seq), MIN(rejected_at) FROM rejected "
+        "GROUP BY batch_id, reason ORDER BY MIN(seq)"
+    ).fetchall()
+    return [RejectedBatch(b, r, int(n), int(lo), int(hi), float(at)) for b, r, n, lo, hi, at in rows]
+
+
+def _rejected_readings(db: sqlite3.Connection, batch_id: str, limit: int = -1) -> list[StoredReading]:
+    cur = db.execute(f"SELECT {_COLUMNS} FROM rejected WHERE batch_id = ? ORDER BY seq LIMIT ?", (batch_id, limit))
+    return [_row_to_stored(row) for row in cur]
+
+
+class StoreFile:
+    """An agent's store opened by a tool beside the running agent (``edge-agent store``).
+
+    Never created, migrated or moved aside: a file that is missing, not an agent store or of
+    another schema version is refused with a :class:`StoreError`. SQLite's locking (WAL) keeps
+    the agent and the tool apart.
+    """
+
+    def __init__(self, path: Path, write: bool = False) -> None:
+        problem = foreign_store_problem(path)
+        if problem is None and not path.is_file():
+            problem = f"{str(path)!r} does not exist (has the agent run with this config?)"
+        if problem:
+            raise StoreError(problem)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(f"file:{path}?mode={'rw' if write else 'ro'}", uri=True, timeout=10.0,
+                                       isolation_level=None)
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the store: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            self._db.close()
+            raise StoreError(f"{path}: store schema version {version}, this tool reads {SCHEMA_VERSION}")
+
+    def summary(self) -> dict[str, object]:
+        """Depth per class, size, oldest waiting reading, drops and readings kept aside."""
+        db = self._db
+        depth = {Priority(p).name.lower(): int(n)
+                 for p, n in db.execute("SELECT priority, COUNT(*) FROM readings GROUP BY priority")}
+        oldest = db.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
+        counters = {n: int(v) for n, v in db.execute("SELECT name, value FROM counters")}
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0]) * int(db.execute("PRAGMA page_size").fetchone()[0])
+        return {
+            "path": str(self.path),
+            "waiting": sum(depth.values()),
+            "waiting_by_priority": depth,
+            "oldest_waiting_ts": oldest,
+            "last_seq": int(row[0]) if row else 0,
+            "bytes": pages,
+            "dropped": {k.removeprefix("dropped_"): v for k, v in counters.items() if k.startswith("dropped_")},
+            "rejected_readings": int(db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]),
+            "rejected_batches": int(db.execute("SELECT COUNT(DISTINCT batch_id) FROM rejected").fetchone()[0]),
+        }
+
+    def rejected_batches(self) -> list[RejectedBatch]:
+        """Batches kept aside, oldest first."""
+        return _rejected_batches(self._db)
+
+    def rejected_readings(self, batch_id: str, limit: int = -1) -> list[StoredReading]:
+        """Readings of one batch kept aside."""
+        return _rejected_readings(self._db, batch_id, limit)
+
+    def resend(self, batch_ids: Sequence[str]) -> int:
+        """Put the rows of these batches back in the queue (same seqs; the centre deduplicates); return how many.
+
+        The running agent notices within ``sync.keepalive_s`` and sends them in new batches.
+        """
+        db = self._db
+        moved = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for bid in batch_ids:
+                cur = db.execute(
+                    f"INSERT OR IGNORE INTO readings ({_COLUMNS}) "
+                    f"SELECT {_COLUMNS} FROM rejected WHERE batch_id = ?", (bid,)
+                )
+                moved += max(cur.rowcount, 0)
+                db.execute("DELETE FROM rejected WHERE batch_id = ?", (bid,))
+            for name, amount in (("rejected", -moved), ("resend_generation", 1)):
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (name, amount),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return moved
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()

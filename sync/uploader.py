@@ -8,7 +8,10 @@ network. A batch is composed as follows, at most ``batch.max_count`` readings an
    (or since the uploader started), so a long drain after an outage never starves live data;
 2. then alarms, then events, then the *oldest* unsent telemetry, each oldest first.
 
-Rows stay in the store until the receiver's :class:`~sync.wire.Ack` for their batch arrives; a
+Rows stay in the store until the receiver's :class:`~sync.wire.Ack` for their batch arrives, signed
+by one of the centre's keys (``centre_public_keys``) and naming the batch's id and the SHA-256 of
+its payload; an ack or rejection that is unsigned, wrongly signed, for another batch or a replay
+of an old one is counted (``kbe_sync_untrusted_down_total``), logged and ignored. A
 batch unacknowledged after ``ack_timeout_s`` is sent again (same bytes, same batch id; the centre
 deduplicates on ``(site_id, seq)``). At most ``max_in_flight`` batches are unacknowledged. A
 :class:`~sync.wire.Rejection` moves the batch's rows aside with :meth:`Store.reject`: counted,
@@ -27,13 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from kernel.clock import Clock
-from kernel.errors import SyncError
+from kernel.errors import SignatureError, SyncError
 from kernel.metrics import Metrics
+from kernel.ratelog import RateLimitedLog
 from kernel.readings import Priority
 from sync.config import SyncConfig
 from sync.mqtt import LinkOptions, MqttLink
-from sync.signing import Signer
+from sync.signing import Signer, load_public_keys, open_down
 from sync.store import Store, StoredReading
 from sync.wire import (
     BufferStats,
@@ -44,7 +50,8 @@ from sync.wire import (
     WireError,
     batch_json,
     compress,
-    decode_down,
+    content_hash,
+    unpack_frame,
 )
 
 log = logging.getLogger("kbe.sync")
@@ -71,6 +78,7 @@ class InFlight:
     batch_id: str
     seqs: list[int]
     frame: bytes
+    digest: str
     sent_mono: float
     first_sent_mono: float
     sends: int = 1
@@ -97,6 +105,7 @@ class Uploader:
         metrics: Metrics | None = None,
         clock: Clock | None = None,
         signer: Signer | None = None,
+        centre_keys: list[Ed25519PublicKey] | None = None,
     ) -> None:
         self.cfg = cfg
         self.site_id = site_id
@@ -104,6 +113,8 @@ class Uploader:
         self.metrics = metrics or Metrics()
         self.clock = clock or Clock()
         self.signer = signer or Signer.from_file(cfg.signing_key_file)
+        self.centre_keys = centre_keys if centre_keys is not None else load_public_keys(cfg.centre_public_keys)
+        self._untrusted_log = RateLimitedLog(log, 60.0)
         self.topics = Topics(cfg.topic_prefix, site_id)
         self.client_id = cfg.client_id or f"kbe-{site_id}"
         self._boot = os.urandom(4).hex()
@@ -135,6 +146,9 @@ class Uploader:
         self._wake = asyncio.Event()
         self._reset_streams()
         self._link = self._make_link()
+        if self.cfg.broker.startswith("mqtt://"):
+            log.warning("plaintext MQTT to %s (sync.allow_plaintext): readings and credentials cross the "
+                        "network unencrypted", self.cfg.broker)  # fmt: skip
         self._link.start()
         try:
             while True:
@@ -171,10 +185,10 @@ class Uploader:
         self._command_handler = handler
 
     def reply(self, reply: CommandReply) -> bool:
-        """Publish a command reply (QoS 1); False when the link is down (the centre will time out)."""
+        """Publish a command reply signed by the site (QoS 1); False when the link is down (the centre will time out)."""
         if self._link is None or not self.connected:
             return False
-        self._link.publish(self.topics.cmd_reply, reply.model_dump_json().encode(), qos=1)
+        self._link.publish(self.topics.cmd_reply, self.signer.small_frame(reply, reply.command_id), qos=1)
         return True
 
     def notify(self) -> None:
@@ -251,7 +265,7 @@ class Uploader:
                 self.metrics.inc("kbe_sync_batches_resent_total")
                 log.info("batch %s unacknowledged: sent again (send %d)", inf.batch_id, inf.sends)
 
-    def _prepare(self) -> tuple[Composed, tuple[bytes, str, list[int]]] | None:
+    def _prepare(self) -> tuple[Composed, tuple[bytes, str, list[int], str]] | None:
         """Compose and encode the next batch (one worker-thread hop)."""
         composed = self._compose(self.cfg.batch.max_count)
         if composed is None:
@@ -263,12 +277,12 @@ class Uploader:
         prepared = await asyncio.to_thread(self._prepare)
         if prepared is None:
             return False
-        composed, (frame, batch_id, seqs) = prepared
+        composed, (frame, batch_id, seqs, digest) = prepared
         if not self.connected or self._link is None:
             return False
         self._link.publish(self.topics.batch, frame, qos=1)
         now = time.monotonic()
-        self.in_flight[batch_id] = InFlight(batch_id, seqs, frame, now, now)
+        self.in_flight[batch_id] = InFlight(batch_id, seqs, frame, digest, now, now)
         self._sent.update(seqs)
         self._cursors.update(composed.cursors)
         self._live_top = max(self._live_top, composed.live_top)
@@ -342,8 +356,8 @@ class Uploader:
             rejected=s.rejected,
         )
 
-    def _encode_within_bytes(self, composed: Composed) -> tuple[bytes, str, list[int]] | None:
-        """Frame, batch id and seqs of the composed batch, cut until the frame fits ``max_bytes``."""
+    def _encode_within_bytes(self, composed: Composed) -> tuple[bytes, str, list[int], str] | None:
+        """Frame, batch id, seqs and payload hash of the composed batch, cut until the frame fits ``max_bytes``."""
         rows = composed.rows
         stats = self._buffer_stats()
         while rows:
@@ -353,7 +367,8 @@ class Uploader:
             if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
                 if len(rows) < len(composed.rows):
                     self._shrink_cursors(composed, rows)
-                return frame, batch_id, [r.seq for r in rows]
+                # The hash of the payload as framed and signed: what the centre's answer must name.
+                return frame, batch_id, [r.seq for r in rows], content_hash(unpack_frame(frame).payload)
             keep = max(1, int(len(rows) * self.cfg.batch.max_bytes / len(frame) * 0.9))
             rows = rows[:keep]
         return None
@@ -386,6 +401,9 @@ class Uploader:
         self._connected_changed = True
         self.metrics.set("kbe_sync_connected", 1)
         log.info("connected to %s (session %s)", self.cfg.broker, "kept" if session_present else "new")
+        if self.cfg.tls is not None and self.cfg.tls.insecure_skip_verify:
+            log.warning("connected to %s WITHOUT verifying its certificate (tls.insecure_skip_verify): "
+                        "anyone on the path can pose as the broker", self.cfg.broker)  # fmt: skip
         self.notify()
 
     def _on_disconnect(self) -> None:
@@ -398,18 +416,23 @@ class Uploader:
         while self._incoming:
             data = self._incoming.popleft()
             try:
-                msg = decode_down(data)
+                msg = open_down(data, self.centre_keys)
+            except SignatureError as exc:
+                self._untrusted("unsigned" if "unsigned" in str(exc) else "bad-signature", data, str(exc))
+                continue
             except WireError as exc:
-                self.metrics.inc("kbe_sync_bad_down_messages_total")
-                log.warning("ignoring a message on %s: %s", self.topics.ack, exc)
+                self._untrusted("malformed", data, str(exc))
+                continue
+            inf = self.in_flight.get(msg.batch_id)
+            if msg.site_id != self.site_id or inf is None or inf.digest != msg.batch_sha256:
+                # Signed by the centre but not for a batch in flight: a replay, or an ack of a resend.
+                self.metrics.inc("kbe_sync_unmatched_acks_total")
+                log.debug("ignoring a %s for batch %s: not in flight with that content", msg.type, msg.batch_id)
                 continue
             if isinstance(msg, Rejection):
                 await self._handle_rejection(msg)
                 continue
-            inf = self.in_flight.pop(msg.batch_id, None)
-            if inf is None:
-                self.metrics.inc("kbe_sync_unmatched_acks_total")
-                continue
+            del self.in_flight[msg.batch_id]
             log.debug("batch %s acked: %d stored, %d duplicates", msg.batch_id, msg.stored, msg.duplicates)
             acked.append(inf)
         if acked:
@@ -423,16 +446,24 @@ class Uploader:
         self.acked_readings += len(seqs)
         self.metrics.inc("kbe_sync_readings_acked_total", len(seqs))
         self.metrics.inc("kbe_sync_batches_acked_total", len(acked))
-        self.metrics.set("kbe_sync_ack_latency_seconds", time.monotonic() - acked[-1].first_sent_mono)
+        for inf in acked:
+            self.metrics.observe("kbe_sync_ack_latency_seconds", time.monotonic() - inf.first_sent_mono)
         self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
         self.notify()
 
+    def _untrusted(self, reason: str, data: bytes, detail: str) -> None:
+        """An ack or rejection the centre's keys do not vouch for: counted, logged (rate-limited), ignored."""
+        self.metrics.inc("kbe_sync_untrusted_down_total", labels={"reason": reason})
+        claimed = ""
+        with contextlib.suppress(WireError):
+            claimed = unpack_frame(data).msg_id[:80]
+        self._untrusted_log.warning(
+            reason, "ignored a %s message on %s (%d bytes, claims batch %r): %s; nothing deleted or set aside",
+            reason, self.topics.ack, len(data), claimed, detail,
+        )  # fmt: skip
+
     async def _handle_rejection(self, rej: Rejection) -> None:
-        inf = self.in_flight.pop(rej.batch_id, None) if rej.batch_id else None
-        if inf is None:
-            self.metrics.inc("kbe_sync_unmatched_rejections_total")
-            log.warning("centre rejected an unknown batch %s: %s %s", rej.batch_id, rej.reason, rej.detail)
-            return
+        inf = self.in_flight.pop(rej.batch_id)
         reason = f"{rej.reason}: {rej.detail}" if rej.detail else rej.reason
         moved = await asyncio.to_thread(self.store.reject, inf.seqs, inf.batch_id, reason)
         self._sent.difference_update(inf.seqs)
@@ -460,6 +491,10 @@ class Uploader:
         ).model_dump_json().encode()
 
     async def _publish_status(self) -> None:
+        if await asyncio.to_thread(self.store.resend_requested):
+            # Rows put back by `edge-agent store resend` sit below the cursors: look at everything again.
+            self._cursors = dict.fromkeys(Priority, 0)
+            log.info("rejected readings were put back for sending; they go out with the next batches")
         buffer = await asyncio.to_thread(self._buffer_stats)
         if self._link is not None and self.connected:
             self._link.publish(self.topics.status, self._status("online", buffer), qos=1, retain=True)

@@ -1,13 +1,16 @@
 """The versioned wire schema between a site's agent and the centre, its topics and its framing.
 
-Every message is a pydantic v2 model serialised as JSON. Batches and commands travel inside a
-*frame*: a 6-byte header, an optional Ed25519 signature and the zlib-compressed JSON payload.
-The signature covers exactly the compressed payload bytes (see ``docs/wire-protocol.md``).
-Acks, rejections, replies and status are small plain JSON messages.
+Every message is a pydantic v2 model serialised as JSON. Batches, commands, acks, rejections and
+command replies travel inside a *frame*: a 6-byte header, an Ed25519 signature and the payload
+(zlib-compressed JSON for batches and commands, plain JSON for the small ones). The signature covers
+exactly the payload bytes (see ``docs/wire-protocol.md``). Acks and rejections carry the SHA-256 of
+the batch payload they answer, so they bind to one batch's content, not just to its id. Only the
+retained status is plain JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -21,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from kernel.errors import SyncError
 from kernel.readings import ClockQuality, Priority, Quality, Reading
 
-SCHEMA_VERSION: Literal[1] = 1
+SCHEMA_VERSION: Literal[2] = 2
 SITE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,80}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 # Frame: magic "KB", frame version, codec, signature length (0 or 64), id length, then the id
 # (batch or command id, ASCII; outside the payload so even a mangled payload can be answered).
@@ -110,7 +114,7 @@ class Batch(WireModel):
     """A signed upload of readings (topic ``<prefix>/<site>/up/batch``)."""
 
     type: Literal["batch"] = "batch"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     site_id: str = Field(pattern=SITE_PATTERN)
     batch_id: str = Field(pattern=ID_PATTERN)
     first_seq: int = Field(ge=1)
@@ -133,14 +137,15 @@ class Batch(WireModel):
 
 
 class Ack(WireModel):
-    """The centre has persisted a batch (topic ``<prefix>/<site>/down/ack``)."""
+    """The centre has persisted a batch (topic ``<prefix>/<site>/down/ack``, signed by the centre)."""
 
     type: Literal["ack"] = "ack"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     site_id: str = Field(pattern=SITE_PATTERN)
     batch_id: str = Field(pattern=ID_PATTERN)
     first_seq: int = Field(ge=1)
     last_seq: int = Field(ge=1)
+    batch_sha256: str = Field(pattern=SHA256_PATTERN, description="SHA-256 of the batch's signed payload bytes.")
     stored: int = Field(ge=0, description="Readings newly stored.")
     duplicates: int = Field(ge=0, description="Readings already held (a resend); not stored again.")
     receiver: str = Field(default="", description="Which receiver instance persisted it.")
@@ -149,18 +154,24 @@ class Ack(WireModel):
 RejectReason = Literal[
     "unsigned", "bad-signature", "unknown-site", "malformed", "site-mismatch", "schema-version"
 ]
+"""Why the centre refused a frame (its ``rejections`` table and metrics)."""
+
+AnsweredReason = Literal["malformed", "site-mismatch", "schema-version"]
+"""The reasons the centre answers: only a frame the site's own key signed can be attributed to it.
+An unsigned, badly signed or unknown-site frame is counted and dropped, never answered."""
 
 
 class Rejection(WireModel):
-    """The centre refused a batch and did not store it (topic ``<prefix>/<site>/down/ack``)."""
+    """The centre refused a batch signed by the site (topic ``<prefix>/<site>/down/ack``, signed by the centre)."""
 
     type: Literal["reject"] = "reject"
-    schema_version: Literal[1] = SCHEMA_VERSION
-    site_id: str
-    batch_id: str | None = Field(description="None when the payload could not be read at all.")
+    schema_version: Literal[2] = SCHEMA_VERSION
+    site_id: str = Field(pattern=SITE_PATTERN)
+    batch_id: str = Field(pattern=ID_PATTERN)
+    batch_sha256: str = Field(pattern=SHA256_PATTERN, description="SHA-256 of the refused payload bytes.")
     first_seq: int | None = None
     last_seq: int | None = None
-    reason: RejectReason
+    reason: AnsweredReason
     detail: str = ""
     receiver: str = ""
 
@@ -173,7 +184,7 @@ class Status(WireModel):
     """Retained site status (topic ``<prefix>/<site>/status``); the last will says ``offline``."""
 
     type: Literal["status"] = "status"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     site_id: str = Field(pattern=SITE_PATTERN)
     state: Literal["online", "offline"]
     ts: float | None = None
@@ -190,7 +201,7 @@ class Command(WireModel):
     """A signed command from the centre (topic ``<prefix>/<site>/down/cmd/<kind>``)."""
 
     type: Literal["command"] = "command"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     command_id: str = Field(pattern=ID_PATTERN)
     target: str = Field(pattern=SITE_PATTERN, description="Site id the command is for.")
     kind: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,40}$", description="Same as the topic's last segment.")
@@ -200,10 +211,10 @@ class Command(WireModel):
 
 
 class CommandReply(WireModel):
-    """The site's answer to a command (topic ``<prefix>/<site>/up/cmd-reply``)."""
+    """The site's answer to a command (topic ``<prefix>/<site>/up/cmd-reply``, a frame signed by the site)."""
 
     type: Literal["cmd-reply"] = "cmd-reply"
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     site_id: str = Field(pattern=SITE_PATTERN)
     command_id: str
     outcome: Literal["accepted", "refused", "failed"]
@@ -235,7 +246,7 @@ class Topics:
 
     @property
     def ack(self) -> str:
-        """Centre -> agent, QoS 1, Ack or Rejection JSON."""
+        """Centre -> agent, QoS 1, Ack or Rejection in a frame signed by the centre."""
         return f"{self.prefix}/{self.site}/down/ack"
 
     @property
@@ -254,7 +265,7 @@ class Topics:
 
     @property
     def cmd_reply(self) -> str:
-        """Agent -> centre, QoS 1, CommandReply JSON."""
+        """Agent -> centre, QoS 1, CommandReply in a frame signed by the site."""
         return f"{self.prefix}/{self.site}/up/cmd-reply"
 
 
@@ -395,8 +406,13 @@ def decode_batch(frame: Frame) -> Batch:
     return batch
 
 
+def content_hash(payload: bytes) -> str:
+    """SHA-256 (hex) of a frame's payload bytes: what an ack or a rejection is bound to."""
+    return hashlib.sha256(payload).hexdigest()
+
+
 def peek_batch_ids(frame: Frame) -> tuple[str | None, int | None, int | None]:
-    """Best-effort batch id and seq range of an untrusted frame, for a rejection message."""
+    """Best-effort batch id and seq range of a frame whose signature verified but whose batch does not."""
     header_id = frame.msg_id if re.match(ID_PATTERN, frame.msg_id) else None
     try:
         doc = json.loads(frame.json_bytes())
@@ -406,14 +422,14 @@ def peek_batch_ids(frame: Frame) -> tuple[str | None, int | None, int | None]:
         return header_id, None, None
     bid, first, last = doc.get("batch_id"), doc.get("first_seq"), doc.get("last_seq")
     return (
-        header_id or (bid if isinstance(bid, str) and len(bid) <= 80 else None),
+        bid if isinstance(bid, str) and re.match(ID_PATTERN, bid) else header_id,
         first if isinstance(first, int) else None,
         last if isinstance(last, int) else None,
     )
 
 
 def decode_down(data: bytes) -> Ack | Rejection:
-    """Parse a message from ``down/ack``."""
+    """Parse the JSON of a message from ``down/ack`` (inside its verified frame)."""
     try:
         return DOWN_ADAPTER.validate_json(data)
     except ValidationError as exc:
@@ -423,6 +439,11 @@ def decode_down(data: bytes) -> Ack | Rejection:
 def encode_command_payload(cmd: Command) -> bytes:
     """The compressed payload of a command (what the centre signs)."""
     return compress(cmd.model_dump_json().encode())
+
+
+def encode_small(msg: WireModel) -> bytes:
+    """The plain JSON payload of an ack, a rejection or a command reply (what gets signed)."""
+    return msg.model_dump_json().encode()
 
 
 def decode_command(frame: Frame) -> Command:

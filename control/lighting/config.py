@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kernel.config_base import StrictModel
+from kernel.config_base import RelPath, StrictModel
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -337,7 +337,7 @@ class LightingConfig(StrictModel):
     groups: list[GroupConfig] = Field(min_length=1)
     circuits: list[CircuitConfig] = Field(min_length=1)
     calendar: list[CalendarRule] = Field(default_factory=list)
-    state_path: Path = Path("var/lighting-state.json")
+    state_path: RelPath = Field(default=Path("var/lighting-state.json"), validate_default=True)
     max_override_s: float = Field(default=7 * 86400, gt=0, le=31 * 86400)
     tick_s: float = Field(default=5.0, ge=0.05, le=60)
     meter_period_s: float = Field(default=30.0, ge=0.1, le=3600)

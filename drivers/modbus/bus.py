@@ -24,7 +24,7 @@ from drivers.transports.base import Transport, with_timeout
 from kernel.clock import Clock
 from kernel.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
 from kernel.metrics import Metrics
-from kernel.readings import Reading
+from kernel.readings import Reading, availability_event
 from kernel.source import RunContext
 
 MAX_PENDING_WRITES = 32
@@ -190,6 +190,10 @@ class ModbusBus:
             self.log.warning("%s (unit %d on %s) is unavailable", dev.name, dev.unit, self.name)
         if back:
             self.log.info("%s (unit %d on %s) is available again", dev.name, dev.unit, self.name)
+        if went or back:
+            # An event the centre sees (signed in a batch like any reading), not only a local metric.
+            readings.append(availability_event(dev.name, not went, self.clock.now(), self.clock.quality(),
+                                               f"unit {dev.unit} on {self.name}"))  # fmt: skip
         self.metrics.inc("modbus_points_total", len(readings), labels=labels)
         return readings
 
@@ -215,7 +219,7 @@ class ModbusBus:
             except DeviceRefused as exc:
                 self.metrics.inc("modbus_errors_total", labels={**labels, "kind": f"exception_{exc.code}"})
                 raise
-            self.metrics.set("modbus_response_seconds", time.monotonic() - t0, labels=labels)
+            self.metrics.observe("modbus_response_seconds", time.monotonic() - t0, labels=labels)
             return values
         raise AssertionError("unreachable")
 

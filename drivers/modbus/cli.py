@@ -20,8 +20,8 @@ from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.emulator import EmulatedDevice, Emulator, Fault
 from drivers.modbus.profile import load_profile, shipped_profiles
 from drivers.transports.config import framing_of, parse_port
-from kernel.errors import DeviceError
-from kernel.readings import Quality, Reading
+from kernel.errors import DeviceError, TransportError
+from kernel.readings import AVAILABILITY_POINT, Quality, Reading
 
 
 @click.group("modbus")
@@ -40,11 +40,15 @@ async def read_device(
     profile = load_profile(profile_ref)
     dev = ModbusDevice(profile, DeviceSettings(name=f"unit{unit}", unit=unit, timeout_s=timeout, retries=1))
     bus = ModbusBus(line.key(), line.build(), [dev], framing_of(line))
-    await bus.transport.open()
     try:
-        readings = await bus.poll(dev, "fast") + await bus.poll(dev, "slow")
+        await bus.transport.open()
+    except (OSError, TransportError) as exc:
+        raise DeviceError(f"cannot open {port}: {getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        polled = await bus.poll(dev, "fast") + await bus.poll(dev, "slow")
     finally:
         await bus.transport.close()
+    readings = [r for r in polled if r.point != AVAILABILITY_POINT]
     if not readings and dev.failures:
         raise DeviceError(
             f"unit {unit} on {port} does not answer (check wiring, A/B, baud rate, parity, unit id)"
@@ -91,6 +95,8 @@ def read_cmd(
     refused = len(load_profile(profile_ref).points) - len(readings)
     if refused:
         click.echo(f"({refused} points refused by the device: illegal data address)", err=True)
+    if not any(r.quality is Quality.GOOD for r in readings):
+        raise DeviceError(f"no value read from unit {unit} on {port} is GOOD ({len(readings)} read)")
 
 
 @modbus.command("profiles")

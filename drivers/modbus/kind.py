@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
-from drivers.modbus.profile import Profile, load_profile, profile_path
+from drivers.modbus.profile import Profile, load_profile, profile_is_path, profile_path
 from drivers.transports.config import LineConfig, framing_of
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
@@ -86,7 +87,10 @@ class Config(StrictModel):
 
     @field_validator("profile")
     @classmethod
-    def _loads(cls, value: str) -> str:
+    def _loads(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        if base is not None and profile_is_path(value) and not Path(value).is_absolute():
+            value = str(Path(base) / value)  # a relative profile path is relative to the site config
         try:
             cached_profile(value)
         except ConfigError as exc:

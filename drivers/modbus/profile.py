@@ -143,12 +143,15 @@ class Profile(StrictModel):
         return p.word_order or self.word_order
 
 
+def profile_is_path(ref: str | Path) -> bool:
+    """Whether a profile reference is a file path (has a slash or a YAML suffix) rather than a shipped name."""
+    text = str(ref)
+    return "/" in text or text.endswith((".yaml", ".yml"))
+
+
 def profile_path(ref: str | Path) -> Path:
     """A profile name (``eastron-sdm120``) or a path to a YAML file."""
-    text = str(ref)
-    if "/" in text or text.endswith((".yaml", ".yml")):
-        return Path(text)
-    return PROFILE_DIR / f"{text}.yaml"
+    return Path(str(ref)) if profile_is_path(ref) else PROFILE_DIR / f"{ref}.yaml"
 
 
 def load_profile(ref: str | Path) -> Profile:

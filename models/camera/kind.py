@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from kernel.config_base import StrictModel
+from kernel.config_base import RelPath, StrictModel
 from kernel.errors import ModelError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext, Source
@@ -145,7 +145,7 @@ class Config(StrictModel):
     listener_interval_s: float = Field(
         default=1.0, gt=0, le=60, description="Counts to the traffic controller."
     )
-    snapshot_dir: Path | None = Field(
+    snapshot_dir: RelPath | None = Field(
         default=None, description="Where requested snapshots go; none: refused."
     )
 

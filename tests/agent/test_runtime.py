@@ -159,7 +159,9 @@ async def test_agent_runs_serves_health_and_flushes_on_shutdown(tmp_path: Path) 
     status, metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     assert "kbe_buffer_depth" in metrics
-    assert "kbe_readings_total" in metrics
+    assert "# TYPE kbe_readings_total counter" in metrics  # prometheus_client, one prefix
+    assert "kbe_process_resident_memory_bytes" in metrics
+    assert 'kbe_build_info{version="' in metrics
     status, health = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/health")
     assert '"ok": true' in health
     stop.set()
@@ -172,6 +174,9 @@ async def test_agent_runs_serves_health_and_flushes_on_shutdown(tmp_path: Path) 
 
 
 async def test_agent_reports_quarantined_store(tmp_path: Path) -> None:
+    # An agent store (its .seq reservation beside it) that got overwritten: quarantined, not refused.
+    with Store(tmp_path / "store.db", "bn-rt-01") as old:
+        old.append([Reading("board", "load1", 0.5, 1.0)])
     (tmp_path / "store.db").write_bytes(b"not a database at all" * 100)
     cfg = parse_config(_site(tmp_path, free_port()))
     agent = Agent(cfg)

@@ -22,7 +22,7 @@ import yaml
 
 from control.lighting.emulator import LightingControllerEmulator
 from control.lighting.outputs import OutputState
-from sync.signing import Signer, generate_keypair, sign_command
+from sync.signing import Signer, generate_keypair, load_public_key, open_reply, sign_command
 from sync.wire import Command, CommandReply, Topics
 from tests.brokers import Mosquitto
 from tests.conftest import agent_argv, agent_env, free_port
@@ -35,13 +35,14 @@ SITE = "bn-cmd-01"
 class _Centre:
     """The centre's side: publishes command frames, collects replies."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, site_pub: Path) -> None:
         self.replies: list[CommandReply] = []
+        site_keys = [load_public_key(site_pub)]  # replies are signed by the site: verified here
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"centre-{uuid.uuid4().hex[:6]}"
         )
         self.client.on_message = lambda _c, _u, msg: self.replies.append(
-            CommandReply.model_validate_json(msg.payload)
+            open_reply(msg.payload, site_keys)
         )
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(Topics("kbe", SITE).cmd_reply, qos=1)
@@ -93,7 +94,7 @@ def _command(cid: str, body: dict, ttl: float = 120.0) -> Command:
 def test_signed_commands_are_applied_once_and_forged_ones_refused(
     tmp_path: Path, lamps: _LampController
 ) -> None:
-    site_key, _ = generate_keypair(tmp_path / "keys", "site")
+    site_key, site_pub = generate_keypair(tmp_path / "keys", "site")
     centre_key, centre_pub = generate_keypair(tmp_path / "keys", "centre")
     rogue_key, _ = generate_keypair(tmp_path / "keys", "rogue")
     centre, rogue = Signer.from_file(centre_key), Signer.from_file(rogue_key)
@@ -120,6 +121,8 @@ def test_signed_commands_are_applied_once_and_forged_ones_refused(
             "devices": [{"driver": "lighting", "name": "street"}],
             "sync": {
                 "broker": broker.url,
+                "allow_plaintext": True,
+                "centre_public_keys": [str(centre_pub)],
                 "signing_key_file": str(site_key),
                 "command_public_keys": [str(centre_pub)],
                 "keepalive_s": 5,
@@ -134,7 +137,7 @@ def test_signed_commands_are_applied_once_and_forged_ones_refused(
         proc = subprocess.Popen(
             agent_argv("run", "--config", str(path)), env=agent_env(), stdout=log, stderr=subprocess.STDOUT
         )
-        hq = _Centre(broker.port)
+        hq = _Centre(broker.port, site_pub)
         try:
             # The agent subscribes once connected; resend the first command until it answers.
             first = sign_command(

@@ -86,7 +86,8 @@ def test_sigkill_twenty_times_loses_nothing_and_stores_nothing_twice(
         cfg.write_text(
             f"site: {{id: {SITE}, name: Crash test, location: {{lat: 21.18, lon: 106.07}}}}\n"
             f"devices:\n{devices}\n"
-            f"sync: {{broker: {broker.url}, signing_key_file: {site_keys.key}, keepalive_s: 5,"
+            f"sync: {{broker: {broker.url}, allow_plaintext: true, centre_public_keys: [{site_keys.centre_pub}],"
+            f" signing_key_file: {site_keys.key}, keepalive_s: 5,"
             f" ack_timeout_s: 3, batch: {{max_age_s: 0.2, max_count: 500}}}}\n"
             f"store: {{path: {store_path}, commit_interval_s: 0.02}}\n"
             "health: {listen: null}\n"

@@ -22,6 +22,7 @@ from tests.lighting.conftest import lighting_dict
 
 def write_config(tmp_path: Path, ports: tuple[int, int]) -> Path:
     key, _pub = generate_keypair(tmp_path / "keys", "bn-01")
+    _centre_key, centre_pub = generate_keypair(tmp_path / "keys", "centre")
     lighting = lighting_dict(
         state_path=str(tmp_path / "lighting.json"), tick_s=0.2, default_when_clock_unsynced=False
     )
@@ -49,6 +50,8 @@ def write_config(tmp_path: Path, ports: tuple[int, int]) -> Path:
         # The uplink points at a port where no broker listens: the centre is unreachable throughout.
         "sync": {
             "broker": f"mqtt://127.0.0.1:{free_port()}",
+            "allow_plaintext": True,
+            "centre_public_keys": [str(centre_pub)],
             "signing_key_file": str(key),
             "reconnect_min_s": 0.2,
             "reconnect_max_s": 1.0,

@@ -21,7 +21,7 @@ from agent.config import SyncConfig
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
 from sync.receiver_db import join_value
-from sync.signing import generate_keypair
+from sync.signing import ensure_keypair, generate_keypair
 from sync.store import Store
 from sync.uploader import Uploader
 from tests.brokers import Mosquitto, mosquitto  # noqa: F401 - fixture
@@ -38,6 +38,21 @@ class SiteKeys:
     key: Path
     pub: Path
     registry: Path
+
+    @property
+    def centre_key(self) -> Path:
+        """The centre's signing key (acks, rejections), beside the registry: ``keys/centre.key``."""
+        return centre_pair(self.registry)[0]
+
+    @property
+    def centre_pub(self) -> Path:
+        """The centre's public key the agent verifies acks against."""
+        return centre_pair(self.registry)[1]
+
+
+def centre_pair(registry: Path) -> tuple[Path, Path]:
+    """The centre's key pair of a test: ``keys/centre.key`` beside the receiver's registry file."""
+    return ensure_keypair(registry.parent / "keys", "centre")
 
 
 @pytest.fixture
@@ -107,10 +122,14 @@ class ReceiverProc:
     """``edge-agent receiver`` in a subprocess, stopped by its PID."""
 
     def __init__(self, broker: Mosquitto, db: str, registry: Path, workdir: Path, client_id: str,
-                 group: str = "centre", env: dict[str, str] | None = None, tls_args: list[str] | None = None):
+                 group: str = "centre", env: dict[str, str] | None = None, tls_args: list[str] | None = None,
+                 extra_args: list[str] | None = None):
         self.log = workdir / f"{client_id}.log"
         argv = agent_argv("receiver", "--broker", broker.url, "--db", db, "--sites", str(registry),
-                          "--group", group, "--client-id", client_id, *(tls_args or []))
+                          "--signing-key", str(centre_pair(registry)[0]),
+                          "--group", group, "--client-id", client_id, *(tls_args or []), *(extra_args or []))
+        if broker.url.startswith("mqtt://"):
+            argv.append("--allow-plaintext")
         self.logf = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=agent_env(**(env or {})), stdout=self.logf, stderr=subprocess.STDOUT)
 
@@ -152,9 +171,12 @@ def receivers(tmp_path: Path) -> Iterator[Callable[..., ReceiverProc]]:
 
 
 def sync_config(broker_url: str, key: Path, **overrides: Any) -> SyncConfig:
-    """A SyncConfig for tests: fast timeouts and reconnects."""
+    """A SyncConfig for tests: fast timeouts and reconnects; the centre's key is ``keys/centre.pub``
+    beside the site key's folder (where :func:`centre_pair` puts it)."""
     data: dict[str, Any] = {
         "broker": broker_url,
+        "allow_plaintext": broker_url.startswith("mqtt://") and "tls" not in overrides,
+        "centre_public_keys": [str(ensure_keypair(key.parent.parent / "keys", "centre")[1])],
         "signing_key_file": str(key),
         "ack_timeout_s": 5.0,
         "reconnect_min_s": 0.2,

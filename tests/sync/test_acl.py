@@ -77,7 +77,8 @@ def test_a_site_cannot_speak_for_another_site_nor_forge_acks(tmp_path, store, si
         victim.subscribe("kbe/site-b/down/ack", qos=1)
         forger = tls_client(tls, SITE, broker.port)
         time.sleep(1.0)
-        ack = Ack(site_id="site-b", batch_id="x-1", first_seq=1, last_seq=5, stored=5, duplicates=0)
+        ack = Ack(site_id="site-b", batch_id="x-1", first_seq=1, last_seq=5, batch_sha256="0" * 64, stored=5,
+                  duplicates=0)
         forger.publish("kbe/site-b/down/ack", ack.model_dump_json(), qos=1).wait_for_publish(5)
         time.sleep(1.5)
         assert victim_seen == []

@@ -26,7 +26,7 @@ def batch(site: str = SITE, bid: str = "b-1", seqs: tuple[int, ...] = (1, 2, 3))
 @pytest.fixture
 def rx(site_keys, db_url):
     db = open_db(db_url)
-    r = Receiver(db, SiteRegistry.load(site_keys.registry), name="rx-test")
+    r = Receiver(db, SiteRegistry.load(site_keys.registry), Signer.from_file(site_keys.centre_key), name="rx-test")
     yield r
     db.close()
 
@@ -41,6 +41,7 @@ def test_good_batch_is_stored_and_a_resend_only_counts_duplicates(rx, site_keys,
     ack = rx.handle(topic(), frame)
     assert isinstance(ack, Ack)
     assert (ack.stored, ack.duplicates) == (3, 0)
+    assert ack.batch_sha256 == wire.content_hash(wire.unpack_frame(frame).payload)
     again = rx.handle(topic(), signer.frame(wire.encode_batch_payload(batch(bid="b-2", seqs=(2, 3, 4))), "b-2"))
     assert isinstance(again, Ack)
     assert (again.stored, again.duplicates) == (1, 2)
@@ -58,7 +59,7 @@ def test_good_batch_is_stored_and_a_resend_only_counts_duplicates(rx, site_keys,
         ("other-key", "bad-signature"),
         ("unknown-site", "unknown-site"),
         ("site-mismatch", "site-mismatch"),
-        ("schema-v2", "schema-version"),
+        ("schema-v1", "schema-version"),
         ("invalid-json", "malformed"),
         ("id-mismatch", "malformed"),
     ],
@@ -84,21 +85,28 @@ def test_refusals_are_recorded_and_not_stored(case, reason, rx, site_keys, db_ur
         data = signer.frame(wire.encode_batch_payload(batch(site="site-zz")), "b-1")
     elif case == "site-mismatch":
         data = signer.frame(wire.encode_batch_payload(batch(site="site-b")), "b-1")
-    elif case == "schema-v2":
+    elif case == "schema-v1":
         doc = json.loads(batch().model_dump_json())
-        doc["schema_version"] = 2
+        doc["schema_version"] = 1
         data = signer.frame(wire.compress(json.dumps(doc).encode()), "b-1")
     elif case == "invalid-json":
         data = signer.frame(wire.compress(b'{"type": "batch"'), "b-1")
     else:
         data = signer.frame(payload, "b-999")
     answer = rx.handle(t, data)
-    assert isinstance(answer, Rejection)
-    assert answer.reason == reason
-    if case != "garbage":
-        assert answer.batch_id in ("b-1", "b-999")
+    attributable = case in ("site-mismatch", "schema-v1", "invalid-json", "id-mismatch")
+    if attributable:
+        # Signed by the site's own key: answered, naming the batch of the signed payload and its hash.
+        assert isinstance(answer, Rejection)
+        assert answer.reason == reason
+        assert answer.batch_id == "b-1"
+        assert answer.batch_sha256 == wire.content_hash(wire.unpack_frame(data).payload)
+        assert query(db_url, "SELECT reason, batch_id FROM rejections") == [(reason, "b-1")]
+    else:
+        # Nobody's signature vouches for it: never answered in the site's name, recorded without a batch id.
+        assert answer is None
+        assert query(db_url, "SELECT reason, batch_id FROM rejections") == [(reason, None)]
     assert query(db_url, "SELECT COUNT(*) FROM readings") == [(0,)]
-    assert query(db_url, "SELECT reason FROM rejections") == [(reason,)]
     assert rx.counters[f"rejected_{reason}"] == 1
 
 
@@ -109,18 +117,20 @@ def test_value_columns_round_trip(value):
 
 
 def test_receiver_cli_refuses_a_bad_db_url(site_keys):
-    out = subprocess.run(agent_argv("receiver", "--broker", "mqtt://127.0.0.1:1", "--db", "mysql://x",
-                                    "--sites", str(site_keys.registry)),
+    out = subprocess.run(agent_argv("receiver", "--broker", "mqtt://127.0.0.1:1", "--allow-plaintext",
+                                    "--db", "mysql://x", "--sites", str(site_keys.registry),
+                                    "--signing-key", str(site_keys.centre_key)),
                          env=agent_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "--db: 'mysql://x' is neither" in out.stderr
 
 
-def test_receiver_cli_refuses_a_bad_registry(tmp_path):
+def test_receiver_cli_refuses_a_bad_registry(tmp_path, site_keys):
     reg = tmp_path / "sites.yaml"
     reg.write_text("sites:\n  site-a:\n    public_keys: [nope.pub]\n")
-    out = subprocess.run(agent_argv("receiver", "--broker", "mqtt://127.0.0.1:1", "--db", "sqlite:///x.db",
-                                    "--sites", str(reg)),
+    out = subprocess.run(agent_argv("receiver", "--broker", "mqtt://127.0.0.1:1", "--allow-plaintext",
+                                    "--db", "sqlite:///x.db", "--sites", str(reg),
+                                    "--signing-key", str(site_keys.centre_key)),
                          env=agent_env(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 2
     assert "sites.site-a.public_keys[0]" in out.stderr
@@ -134,7 +144,8 @@ def test_postgres_session_killed_between_batches_is_reopened(site_keys):
     with pg_schema_url() as url:
         db = open_db(url)
         try:
-            rx = Receiver(db, SiteRegistry.load(site_keys.registry), name="rx-pg")
+            rx = Receiver(db, SiteRegistry.load(site_keys.registry), Signer.from_file(site_keys.centre_key),
+                          name="rx-pg")
             signer = Signer.from_file(site_keys.key)
             assert isinstance(rx.handle(topic(), signer.frame(wire.encode_batch_payload(batch()), "b-1")), Ack)
             pid = db._conn.info.backend_pid  # type: ignore[attr-defined]
@@ -147,3 +158,59 @@ def test_postgres_session_killed_between_batches_is_reopened(site_keys):
             assert query(url, "SELECT seq FROM readings ORDER BY seq") == [(1,), (2,), (3,), (4,), (5,)]
         finally:
             db.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "--broker: mqtt://127.0.0.1:1 is plaintext MQTT"),
+        (["--allow-plaintext", "--loose-key"], "--signing-key: secret file"),
+        (["--allow-plaintext", "--public-key"], "holds a public key; expected an unencrypted PEM private key"),
+    ],
+)
+def test_receiver_cli_refuses_plaintext_and_loose_or_wrong_keys(site_keys, tmp_path, args, expected):
+    key = site_keys.centre_key
+    if "--loose-key" in args:
+        key.chmod(0o644)
+    if "--public-key" in args:
+        key = site_keys.centre_pub
+        key.chmod(0o600)
+    extra = [a for a in args if a == "--allow-plaintext"]
+    out = subprocess.run(agent_argv("receiver", "--broker", "mqtt://127.0.0.1:1", *extra, "--db",
+                                    f"sqlite:///{tmp_path / 'x.db'}", "--sites", str(site_keys.registry),
+                                    "--signing-key", str(key)),
+                         env=agent_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_device_availability_events_and_site_status_are_kept(rx, site_keys, db_url):
+    from kernel.readings import Priority
+    from sync.wire import Status
+
+    signer = Signer.from_file(site_keys.key)
+    rs = [WireReading(seq=1, device="meter-1", point="v", ts=10.0, value=230.0),
+          WireReading(seq=2, device="meter-1", point="availability", ts=11.0, value="offline",
+                      priority=Priority.EVENT, meta={"where": "unit 1 on rs485-a"}),
+          WireReading(seq=3, device="meter-1", point="availability", ts=42.0, value="online",
+                      priority=Priority.EVENT)]
+    b = Batch(site_id=SITE, batch_id="b-1", first_seq=1, last_seq=3, created_at=0.0, readings=rs,
+              buffer=BufferStats(depth=3, bytes=0))
+    frame = signer.frame(wire.encode_batch_payload(b), "b-1")
+    assert isinstance(rx.handle(topic(), frame), Ack)
+    assert isinstance(rx.handle(topic(), frame), Ack)  # a resend stores no event twice
+    assert query(db_url, "SELECT device, state, ts FROM device_events ORDER BY seq") == [
+        ("meter-1", "offline", 11.0), ("meter-1", "online", 42.0)]
+    status = Status(site_id=SITE, state="online", ts=5.0, buffer=BufferStats(depth=7, bytes=1), in_flight=2)
+    assert rx.handle_status(f"kbe/{SITE}/status", status.model_dump_json().encode()) == status
+    later = status.model_copy(update={"state": "offline", "ts": 6.0})
+    rx.handle_status(f"kbe/{SITE}/status", later.model_dump_json().encode())
+    # A status for an unregistered site, or claiming another site, is not kept.
+    assert rx.handle_status("kbe/site-zz/status", later.model_copy(update={"site_id": "site-zz"})
+                            .model_dump_json().encode()) is None
+    assert rx.handle_status(f"kbe/{SITE}/status", later.model_copy(update={"site_id": "site-b"})
+                            .model_dump_json().encode()) is None
+    assert query(db_url, "SELECT site_id, state, ts, depth, in_flight FROM site_status") == [
+        (SITE, "offline", 6.0, 7, 2)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 
 import paho.mqtt.client as paho
 import pytest
@@ -47,8 +49,17 @@ def retained_status(broker_port: int, site: str) -> Status | None:
     return Status.model_validate_json(got[-1]) if got else None
 
 
+class OtherSiteSigner(Signer):
+    """Signs, with the site's own key, a batch that claims another site id (a misconfigured agent)."""
+
+    def frame(self, payload: bytes, msg_id: str = "") -> bytes:
+        doc = json.loads(zlib.decompress(payload))
+        doc["site_id"] = "site-b"
+        return super().frame(wire.compress(json.dumps(doc).encode()), msg_id)
+
+
 @pytest.mark.parametrize("kind", ["tampered", "unsigned", "unknown-site"])
-def test_refused_batch_is_kept_aside_and_not_resent(
+def test_unattributable_batch_is_recorded_not_answered_and_kept_by_the_agent(
     kind, mosquitto, tmp_path, site_keys, db_url, receivers, uploaders
 ):
     site = "site-x" if kind == "unknown-site" else SITE
@@ -57,27 +68,50 @@ def test_refused_batch_is_kept_aside_and_not_resent(
     signer = {"tampered": TamperingSigner, "unsigned": UnsignedSigner, "unknown-site": Signer}[kind].from_file(key)
     rx = receivers(mosquitto, db_url, site_keys.registry)
     rx.wait_subscribed()
-    seqs = store.append(make_readings(40))
+    store.append(make_readings(40))
     up = Uploader(sync_config(mosquitto.url, key, ack_timeout_s=1.0), site, store, signer=signer)
     uploaders(up)
     expected = {"tampered": "bad-signature", "unsigned": "unsigned", "unknown-site": "unknown-site"}[kind]
+    wait_for(lambda: len(query(db_url, "SELECT reason FROM rejections")) >= 2, 30,
+             "the receiver to record the first send and a resend")
+    # Recorded without a batch id (nothing signed says which batch it is), never stored, never answered:
+    # the agent keeps its rows and keeps resending (backing off) until the centre can take them.
+    assert set(query(db_url, "SELECT site_id, batch_id, reason FROM rejections")) == {(site, None, expected)}
+    assert stored_readings(db_url) == []
+    assert store.stats().depth == 40
+    assert store.rejected_batches() == []
+    assert up.rejected_batches == 0
+    assert up.metrics.total("kbe_sync_batches_resent_total") >= 1
+    store.close()
+
+
+def test_signed_rejection_sets_the_batch_aside_and_the_status_says_so(
+    mosquitto, tmp_path, site_keys, db_url, receivers, uploaders
+):
+    store = Store(tmp_path / "mismatch.db", SITE, metrics=Metrics())
+    rx = receivers(mosquitto, db_url, site_keys.registry)
+    rx.wait_subscribed()
+    seqs = store.append(make_readings(40))
+    up = Uploader(sync_config(mosquitto.url, site_keys.key, ack_timeout_s=1.0), SITE, store,
+                  signer=OtherSiteSigner.from_file(site_keys.key))
+    uploaders(up)
     wait_for(lambda: store.rejected_batches() != [], 30, "the agent to keep the batch aside")
     [kept] = store.rejected_batches()
-    assert kept.reason.startswith(expected)
+    assert kept.reason.startswith("site-mismatch")
     assert (kept.count, kept.first_seq, kept.last_seq) == (40, seqs[0], seqs[-1])
     assert [r.seq for r in store.rejected_readings(kept.batch_id)] == seqs
     assert store.stats().depth == 0
     assert store.stats().rejected == 40
     # Well past the ack timeout: the batch was not resent, nothing was stored.
     time.sleep(3.0)
-    assert query(db_url, "SELECT site_id, batch_id, reason FROM rejections") == [(site, kept.batch_id, expected)]
+    assert query(db_url, "SELECT site_id, batch_id, reason FROM rejections") == [(SITE, kept.batch_id, "site-mismatch")]
     assert stored_readings(db_url) == []
     assert up.rejected_batches == 1
-    wait_for(lambda: (s := retained_status(mosquitto.port, site)) is not None and s.rejected_batches == 1, 10,
+    wait_for(lambda: (s := retained_status(mosquitto.port, SITE)) is not None and s.rejected_batches == 1, 10,
              "the retained status to report the rejection")
-    status = retained_status(mosquitto.port, site)
+    status = retained_status(mosquitto.port, SITE)
     assert status is not None
     assert status.state == "online"
     assert status.last_rejection is not None
-    assert expected in status.last_rejection
+    assert "site-mismatch" in status.last_rejection
     store.close()

@@ -6,6 +6,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from kernel.readings import Reading
 from sync.mqtt import backoff_delay
 from sync.uploader import Uploader
@@ -70,6 +72,8 @@ devices:
   - {{driver: system, name: board, period_s: 1}}
 sync:
   broker: {mosquitto.url}
+  allow_plaintext: true
+  centre_public_keys: [{site_keys.centre_pub}]
   signing_key_file: {site_keys.key}
   keepalive_s: 5
   batch: {{max_age_s: 0.2}}
@@ -100,7 +104,8 @@ def test_commands_reach_the_handler_and_replies_go_up(mosquitto, store, site_key
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from sync.signing import Signer, generate_keypair, open_command, sign_command
+    from kernel.errors import SignatureError
+    from sync.signing import Signer, generate_keypair, open_command, open_reply, sign_command
     from sync.wire import Command, CommandReply, Topics
 
     centre = Signer.from_file(generate_keypair(tmp_path / "centre", "centre")[0])
@@ -131,7 +136,11 @@ def test_commands_reach_the_handler_and_replies_go_up(mosquitto, store, site_key
         c.loop_stop()
         c.disconnect()
     assert got == [("lighting", "c-1")]
-    assert CommandReply.model_validate_json(replies[0]).outcome == "accepted"
+    # Signed by the site: the centre verifies it against the site's registered key, nothing else.
+    reply = open_reply(replies[0], [Signer.from_file(site_keys.key).public_key()])
+    assert reply.outcome == "accepted"
+    with pytest.raises(SignatureError):
+        open_reply(replies[0], [centre.public_key()])
 
 
 def test_resends_back_off_while_the_centre_is_down(mosquitto, store, site_keys, uploaders):

@@ -12,7 +12,7 @@ from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.emulator import EmulatedDevice, Fault, RtuLine, TcpServer
 from drivers.transports import TcpTransport, memory_pair
 from kernel.errors import DeviceError, WriteRefused
-from kernel.readings import Quality
+from kernel.readings import Priority, Quality
 from kernel.sink import ListSink
 from tests.drivers.modbus.helpers import context, make_profile, running
 
@@ -170,6 +170,11 @@ def test_every_fault_is_counted_survived_and_recovered(fault, arg, kind, caplog)
         back = [m for m in caplog.messages if "d1 (unit 1" in m and "available again" in m]
         assert len(unavailable) == 1
         assert len(back) == 1
+        # The same two moments as events that travel to the centre, never for the healthy device.
+        events = values(sink, "d1", "availability")
+        assert [r.value for r in events] == ["offline", "online"]
+        assert {r.priority for r in events} == {Priority.EVENT}
+        assert values(sink, "d2", "availability") == []
 
     asyncio.run(main())
 

@@ -1,0 +1,40 @@
+"""The metrics registry on prometheus_client: counters as counters, latencies as histograms, one prefix."""
+
+from __future__ import annotations
+
+from kernel.metrics import Metrics
+
+
+def test_kinds_prefix_labels_and_reading_back():
+    m = Metrics()
+    m.describe("modbus_polls_total", "Polls by result.")
+    m.inc("modbus_polls_total", labels={"device": "m1", "result": "ok"})
+    m.inc("modbus_polls_total", 2, labels={"device": "m1", "result": "failed"})
+    m.set("kbe_sync_in_flight", 3)
+    m.observe("modbus_response_seconds", 0.02, labels={"device": "m1"})
+    m.observe("modbus_response_seconds", 0.04, labels={"device": "m1"})
+    m.gauge_callback("kbe_buffer_depth", lambda: 7)
+    m.gauge_callback("kbe_broken", lambda: 1 / 0)
+    text = m.render()
+    assert "# HELP kbe_modbus_polls_total Polls by result." in text
+    assert "# TYPE kbe_modbus_polls_total counter" in text
+    assert 'kbe_modbus_polls_total{device="m1",result="failed"} 2.0' in text
+    assert "# TYPE kbe_modbus_response_seconds histogram" in text
+    assert 'kbe_modbus_response_seconds_bucket{device="m1",le="0.025"} 1.0' in text
+    assert "kbe_buffer_depth 7.0" in text
+    assert "kbe_broken NaN" in text  # a failing gauge does not break the endpoint
+    assert "_created" not in text
+    assert all(line.startswith(("#", "kbe_")) for line in text.splitlines())
+    assert m.get("modbus_polls_total", {"device": "m1", "result": "failed"}) == 2
+    assert m.get("kbe_modbus_polls_total", {"device": "m1", "result": "ok"}) == 1
+    assert m.total("modbus_polls_total") == 3
+    assert m.get("kbe_sync_in_flight") == 3
+    assert abs(m.get("modbus_response_seconds", {"device": "m1"}) - 0.06) < 1e-9
+    assert m.get("never_set") == 0
+
+
+def test_process_and_build_info():
+    text = Metrics(process=True, version="1.2.3").render()
+    assert 'kbe_build_info{version="1.2.3"} 1.0' in text
+    assert "kbe_process_resident_memory_bytes" in text
+    assert "python_info" in text
