@@ -26,6 +26,7 @@ from kernel.errors import StoreCorrupt, StoreError
 from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Priority, Quality, Reading, Value
 from sync.config import foreign_store_problem
+from sync.wire import VT_BOOL, VT_FLOAT, VT_INT, VT_NULL, VT_STR, StoredRow
 
 log = logging.getLogger("kbe.store")
 
@@ -33,8 +34,9 @@ SEQ_BLOCK = 1_000_000
 _CHUNK = 500  # parameters per IN (...) query; well under SQLite's limit
 
 # Value type tags: SQLite has no bool, and ints and floats must come back as they went in.
-_VT_FLOAT, _VT_INT, _VT_STR, _VT_BOOL, _VT_NULL = range(5)
+_VT_FLOAT, _VT_INT, _VT_STR, _VT_BOOL, _VT_NULL = VT_FLOAT, VT_INT, VT_STR, VT_BOOL, VT_NULL
 
+# The order of sync.wire.StoredRow: rows go to the batch encoder as SQLite returns them.
 _COLUMNS = "seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta"
 
 
@@ -466,6 +468,23 @@ class Store:
                     (int(priority), after_seq, limit),
                 )
             return [_row_to_stored(row) for row in cur]
+
+    def pending_rows(self, limit: int, after_seq: int, priority: Priority) -> list[StoredRow]:
+        """Like :meth:`pending` for one class, as raw rows (``sync.wire.StoredRow``): the uplink's hot path."""
+        with self._lock:
+            return self._db.execute(
+                f"SELECT {_COLUMNS} FROM readings WHERE priority = ? AND seq > ? ORDER BY priority, seq LIMIT ?",
+                (int(priority), after_seq, limit),
+            ).fetchall()
+
+    def newest_rows(self, limit: int, priority: Priority, above_seq: int) -> list[StoredRow]:
+        """Like :meth:`newest`, as raw rows (``sync.wire.StoredRow``), newest first."""
+        with self._lock:
+            return self._db.execute(
+                f"SELECT {_COLUMNS} FROM readings WHERE priority = ? AND seq > ? ORDER BY priority DESC, seq DESC "
+                "LIMIT ?",
+                (int(priority), above_seq, limit),
+            ).fetchall()
 
     def newest(
         self, limit: int, priority: Priority = Priority.TELEMETRY, above_seq: int = 0
