@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -33,6 +32,8 @@ def certificate_problem(path: Path) -> str | None:
     if b"-----BEGIN CERTIFICATE-----" not in data:
         what = "a private key" if b"PRIVATE KEY" in data else "no PEM certificate"
         return f"{str(path)!r} holds {what}; expected a PEM certificate (-----BEGIN CERTIFICATE-----)"
+    from cryptography import x509  # only a site with TLS certificates pays for it (about 2 MB)
+
     try:
         x509.load_pem_x509_certificates(data)
     except ValueError as exc:
@@ -53,6 +54,8 @@ def private_key_problem(path: Path, cert: Path | None = None) -> str | None:
     except (ValueError, TypeError) as exc:
         return f"{str(path)!r} is not an unencrypted PEM private key ({_line(exc)})"
     if cert is not None and certificate_problem(cert) is None:
+        from cryptography import x509
+
         leaf = x509.load_pem_x509_certificates(read_limited(cert, PEM_LIMIT))[0]
         if leaf.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
