@@ -177,6 +177,30 @@ def _chunks(seqs: Sequence[int]) -> Iterable[Sequence[int]]:
         yield seqs[i : i + _CHUNK]
 
 
+_MIN_RUN = 8  # consecutive seqs worth a BETWEEN of their own
+
+
+def _split_runs(seqs: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Sorted unique seqs as runs of consecutive numbers ``(lo, hi)`` and the scattered rest."""
+    if not seqs:
+        return [], []
+    if seqs[-1] - seqs[0] == len(seqs) - 1 and len(seqs) >= _MIN_RUN:
+        return [(seqs[0], seqs[-1])], []  # the usual batch: one run
+    runs: list[tuple[int, int]] = []
+    scattered: list[int] = []
+    i, n = 0, len(seqs)
+    while i < n:
+        j = i
+        while j + 1 < n and seqs[j + 1] == seqs[j] + 1:
+            j += 1
+        if j - i + 1 >= _MIN_RUN:
+            runs.append((seqs[i], seqs[j]))
+        else:
+            scattered.extend(seqs[i : j + 1])
+        i = j + 1
+    return runs, scattered
+
+
 def _rollback(db: sqlite3.Connection) -> None:
     """Roll back the open transaction, if SQLite has not already done so itself.
 
@@ -514,25 +538,30 @@ class Store:
 
     def _remove(self, seqs: Sequence[int], keep_aside: tuple[str, str] | None = None) -> int:
         """Delete ``seqs`` in one transaction (first copying them to ``rejected`` with
-        ``keep_aside = (batch_id, reason)``); keep the depth counters right; return how many were here."""
+        ``keep_aside = (batch_id, reason)``); keep the depth counters right; return how many were here.
+
+        A run of consecutive seqs (the usual batch) goes as one ``BETWEEN``: seqs are unique, so the
+        rows in ``[lo, hi]`` are exactly the run. Scattered seqs go in ``IN (...)`` chunks.
+        """
         removed = 0
         now = time.time()
+        runs, scattered = _split_runs(sorted(set(seqs)))
+        clauses: list[tuple[str, Sequence[int]]] = [("seq BETWEEN ? AND ?", run) for run in runs]
+        clauses.extend((f"seq IN ({','.join('?' * len(chunk))})", chunk) for chunk in _chunks(scattered))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for chunk in _chunks(sorted(seqs)):
-                    marks = ",".join("?" * len(chunk))
+                for where, params in clauses:
                     counts = self._db.execute(
-                        f"SELECT priority, COUNT(*) FROM readings WHERE seq IN ({marks}) GROUP BY priority",
-                        chunk,
+                        f"SELECT priority, COUNT(*) FROM readings WHERE {where} GROUP BY priority", params
                     ).fetchall()
                     if keep_aside is not None:
                         self._db.execute(
                             f"INSERT OR IGNORE INTO rejected ({_COLUMNS}, batch_id, reason, rejected_at) "
-                            f"SELECT {_COLUMNS}, ?, ?, ? FROM readings WHERE seq IN ({marks})",
-                            (*keep_aside, now, *chunk),
+                            f"SELECT {_COLUMNS}, ?, ?, ? FROM readings WHERE {where}",
+                            (*keep_aside, now, *params),
                         )
-                    self._db.execute(f"DELETE FROM readings WHERE seq IN ({marks})", chunk)
+                    self._db.execute(f"DELETE FROM readings WHERE {where}", params)
                     for prio, n in counts:
                         self._depth[_PRIORITIES[prio]] -= int(n)
                         removed += int(n)
