@@ -66,6 +66,16 @@ def config_check(file: Path) -> None:
     click.echo(f"{file}: ok (site {cfg.site.id}, {len(cfg.devices)} devices)")
 
 
+@config.command("kinds")
+def config_kinds() -> None:
+    """List the registered device kinds and the module of each (nothing is imported)."""
+    from kernel.kinds import KindRegistry
+
+    kinds = KindRegistry()
+    for name in kinds.names():
+        click.echo(f"{name:<12} {kinds.ref(name)}")
+
+
 @config.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of the site config."""
@@ -82,8 +92,10 @@ def run_cmd(config_file: Path) -> None:
     """Run the agent for one site until SIGTERM or Ctrl-C."""
     from agent.app import run_agent
     from agent.config import load_config
+    from kernel.kinds import KindRegistry
 
-    run_agent(load_config(config_file))
+    kinds = KindRegistry()
+    run_agent(load_config(config_file, kinds), kinds)
 
 
 def main(argv: list[str] | None = None) -> Any:

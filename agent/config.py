@@ -27,7 +27,7 @@ from kernel.config_base import (
     validation_problems,
 )
 from kernel.errors import ConfigError
-from kernel.kinds import DEVICE_KINDS, kind_module
+from kernel.kinds import KindRegistry
 from kernel.site import NAME_PATTERN, SiteInfo
 from models.config import InferenceConfig
 from sync.config import StoreConfig, SyncConfig
@@ -42,8 +42,13 @@ class DeviceConfigBase(StrictModel):
 
 
 @functools.cache
-def _device_adapter(kind: str) -> TypeAdapter[Any]:
-    return TypeAdapter(kind_module(kind).Config)
+def _device_adapter(model: type) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def _kinds_of(info: ValidationInfo) -> KindRegistry:
+    kinds = (info.context or {}).get("kinds")
+    return kinds if isinstance(kinds, KindRegistry) else KindRegistry()
 
 
 def _validate_devices(value: Any, info: ValidationInfo) -> list[Any]:
@@ -56,7 +61,8 @@ def _validate_devices(value: Any, info: ValidationInfo) -> list[Any]:
         raise ValueError(f"must be a list of devices, not {type(value).__name__}")
     devices: list[Any] = []
     problems: list[str] = []
-    known = ", ".join(sorted(DEVICE_KINDS))
+    kinds = _kinds_of(info)
+    known = ", ".join(kinds.names())
     for i, item in enumerate(value):
         if isinstance(item, DeviceConfigBase):
             devices.append(item)
@@ -65,11 +71,16 @@ def _validate_devices(value: Any, info: ValidationInfo) -> list[Any]:
             problems.append(f"[{i}]: a device is a mapping with at least driver and name")
             continue
         kind = item.get("driver")
-        if not isinstance(kind, str) or kind not in DEVICE_KINDS:
+        if not isinstance(kind, str) or kind not in kinds:
             problems.append(f"[{i}].driver: {kind!r} is not a known device kind (one of {known})")
             continue
         try:
-            devices.append(_device_adapter(kind).validate_python(item, context=info.context))
+            model = kinds.get(kind).config
+        except ConfigError as exc:  # a registered kind that cannot be imported
+            problems.extend(f"[{i}].driver: {p}" for p in exc.problems)
+            continue
+        try:
+            devices.append(_device_adapter(model).validate_python(item, context=info.context))
         except ValidationError as exc:
             problems.extend(f"[{i}]{'' if p.startswith('[') else '.'}{p}" for p in validation_problems(exc))
     if problems:
@@ -83,9 +94,9 @@ else:
     DeviceList = Annotated[list[Any], BeforeValidator(_validate_devices)]
 
 
-def _schema_device_list() -> Any:
+def _schema_device_list(kinds: KindRegistry) -> Any:
     """A list of any kind's config, for the JSON Schema only (imports every kind)."""
-    classes = tuple(kind_module(kind).Config for kind in DEVICE_KINDS)
+    classes = tuple(kind.config for kind in kinds.all())
     return list[Annotated[Union[classes], Field(discriminator="driver")]]  # type: ignore[valid-type]
 
 
@@ -117,9 +128,9 @@ class HealthConfig(StrictModel):
 class SupervisorConfig(StrictModel):
     """Restart budget for supervised tasks."""
 
-    max_restarts: int = Field(default=5, ge=0)
-    window_s: float = Field(default=60.0, gt=0)
-    backoff_s: float = Field(default=1.0, ge=0)
+    max_restarts: int = Field(default=5, ge=0, le=10_000)
+    window_s: float = Field(default=60.0, gt=0, le=86_400)
+    backoff_s: float = Field(default=1.0, ge=0, le=3600)
 
 
 class SiteConfig(StrictModel):
@@ -174,28 +185,34 @@ class SiteConfig(StrictModel):
         return self
 
 
-def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> SiteConfig:
-    """Validate already-parsed YAML; relative paths resolve against ``base_dir``."""
+def parse_config(
+    data: Any, source: str = "<config>", base_dir: Path | None = None, kinds: KindRegistry | None = None
+) -> SiteConfig:
+    """Validate already-parsed YAML; relative paths resolve against ``base_dir``.
+
+    ``kinds`` is the registry of device kinds (discovered from the entry points when not given).
+    """
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level): the file must be a mapping with at least a 'site' section"])
+    kinds = kinds if kinds is not None else KindRegistry()
     try:
-        return SiteConfig.model_validate(data, context={"base_dir": base_dir})
+        return SiteConfig.model_validate(data, context={"base_dir": base_dir, "kinds": kinds})
     except ValidationError as exc:
         raise ConfigError(source, validation_problems(exc)) from exc
 
 
-def load_config(path: Path | str) -> SiteConfig:
+def load_config(path: Path | str, kinds: KindRegistry | None = None) -> SiteConfig:
     """Read and validate a site config file; raise :class:`ConfigError` listing every problem."""
     path = Path(path)
-    return parse_config(load_yaml(path), str(path), path.parent)
+    return parse_config(load_yaml(path), str(path), path.parent, kinds)
 
 
-def config_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the site config (with every device kind)."""
+def config_json_schema(kinds: KindRegistry | None = None) -> dict[str, Any]:
+    """The JSON Schema of the site config (with every registered device kind)."""
     schema_model = create_model(
         "SiteConfig",
         __base__=SiteConfig,
         __doc__=SiteConfig.__doc__,
-        devices=(_schema_device_list(), Field(default_factory=list)),
+        devices=(_schema_device_list(kinds or KindRegistry()), Field(default_factory=list)),
     )
     return schema_model.model_json_schema(by_alias=True)

@@ -8,14 +8,16 @@ from typing import Any
 
 import click
 
+from kernel.kinds import KindRegistry
 
-def all_schemas() -> dict[str, dict[str, Any]]:
-    """File stem -> JSON Schema, for the wire messages and the site configuration."""
+
+def all_schemas(kinds: KindRegistry | None = None) -> dict[str, dict[str, Any]]:
+    """File stem -> JSON Schema, for the wire messages and the site configuration (with ``kinds``)."""
     from agent.config import config_json_schema
     from sync.wire import wire_json_schemas
 
     out = {f"wire-{name}": schema for name, schema in wire_json_schemas().items()}
-    out["site-config"] = config_json_schema()
+    out["site-config"] = config_json_schema(kinds)
     return out
 
 

@@ -24,6 +24,7 @@ from drivers.modbus.profile import BIT_TABLES, READ_FC, Point, Profile, load_pro
 from drivers.transports.base import Transport
 from drivers.transports.config import framing_of, parse_port
 from drivers.transports.fd import PtyTransport
+from kernel.kinds import KindRegistry
 
 T = TypeVar("T")
 
@@ -94,7 +95,7 @@ class Bench:
 
     async def _open(self) -> None:
         if self.opts.port is None:
-            self.device = EmulatedDevice(self.profile, self.unit, seed=1, turnaround_s=0.005)
+            self.device = emulated_slave(self.profile, self.unit)
             apply_bug(self.device, self.opts.bug)
             self._emulator = Emulator()
             path = await self._emulator.add_rtu_line([self.device], baudrate=self.opts.baud)
@@ -208,6 +209,16 @@ def plausible_float(value: float) -> str | None:
     if value != 0 and abs(value) < 1e-30:
         return f"{value:g} is a denormal-sized number: wrong word or byte order?"
     return None
+
+
+def emulated_slave(profile: Profile, unit: int) -> EmulatedDevice:
+    """The device under test when none is given: the modbus kind's registered emulator for ``profile``."""
+    rig = KindRegistry().rig_kind("modbus", "modbus").rig
+    assert rig is not None
+    device = rig.emulator_factory()(profile, unit, seed=1, turnaround_s=0.005)
+    if not isinstance(device, EmulatedDevice):
+        raise TypeError(f"the modbus kind's emulator {rig.emulator} is not an EmulatedDevice")
+    return device
 
 
 def apply_bug(dev: EmulatedDevice, bug: str) -> None:

@@ -14,6 +14,7 @@ from hil.report import junit_error, write_junit
 from hil.rig import load_rig
 from hil.runner import RigRun, RunOptions, RunResult
 from kernel.errors import AgentError
+from kernel.kinds import KindRegistry
 
 
 @click.group("hil")
@@ -57,7 +58,8 @@ def run_cmd(
     verbose: bool,
 ) -> None:
     """Run RIG_FILE against the agent; exit 0 when every expectation holds, 1 when one fails."""
-    rig = load_rig(rig_file)
+    kinds = KindRegistry()  # the installed device kinds: their emulators and ranges
+    rig = load_rig(rig_file, kinds)
     if speed is not None and duration_s is not None:
         raise click.UsageError("give --speed or --duration, not both")
     factor = speed if speed is not None else (rig.duration_s / duration_s if duration_s else 1.0)
@@ -73,7 +75,7 @@ def run_cmd(
         speed=factor, work_dir=work_dir, keep=work_dir is not None, seed=seed, receiver_db=receiver_db
     )
     try:
-        result = asyncio.run(_run(RigRun(scaled, opts)))
+        result = asyncio.run(_run(RigRun(scaled, opts, kinds)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("hil: interrupted; every process the rig started has been stopped", err=True)
         raise SystemExit(130) from None

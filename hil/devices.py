@@ -1,10 +1,12 @@
 """The emulated side of a rig: the drivers' own emulators started on ptys and a TCP gateway.
 
-Nothing here emulates a device itself: Modbus devices are :mod:`drivers.modbus.emulator` built from
-their profiles, serial sensors are the :mod:`drivers.pms`, :mod:`drivers.sds011` and
-:mod:`drivers.nmea` emulators, GPIO runs on gpiozero's MockFactory inside the agent. This module
-starts them, writes the matching ``devices`` section of the site config, knows each point's
-plausible range, and turns a rig fault into the emulator's own fault switch.
+Nothing here emulates a device itself: each kind declares its emulator and its points' ranges in
+its registration (:class:`kernel.kinds.RigSupport`), and the rig looks them up in the
+:class:`~kernel.kinds.KindRegistry`. Serial sensors are the stream emulators of their kinds (pms,
+sds011, nmea_gps, or any kind installed later; no sensor is named here); Modbus devices are
+:class:`drivers.modbus.emulator.EmulatedDevice` slaves built from their profiles, wrapped here so a
+fault can hit a share of requests; GPIO runs on gpiozero's MockFactory inside the agent. This module starts them, writes the matching ``devices`` section of the site config, knows
+each point's plausible range, and turns a rig fault into the emulator's own fault switch.
 """
 
 from __future__ import annotations
@@ -31,27 +33,9 @@ from hil.rig import (
     Truncate,
     WrongUnit,
 )
+from kernel.kinds import Kind, KindRegistry
 
 Ranges = dict[str, tuple[float, float]]
-
-# Plausible ranges of the serial sensors' points, from their datasheets: PMS5003 and SDS011 measure
-# 0-1000 (PMS) and 0-999.9 (SDS011) ug/m3; counts are 16-bit; NMEA latitude and longitude are WGS84
-# degrees, GGA fix quality 0-8, HDOP 0-99.99.
-SERIAL_RANGES: dict[str, Ranges] = {
-    "pms5003": {
-        **dict.fromkeys(("pm1_0_cf1", "pm2_5_cf1", "pm10_cf1", "pm1_0", "pm2_5", "pm10"), (0.0, 1000.0)),
-        **dict.fromkeys(("n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10"), (0.0, 65535.0)),
-    },
-    "sds011": {"pm2_5": (0.0, 999.9), "pm10": (0.0, 999.9)},
-    "nmea": {
-        "lat": (-90.0, 90.0),
-        "lon": (-180.0, 180.0),
-        "fix_quality": (0.0, 8.0),
-        "satellites": (0.0, 99.0),
-        "hdop": (0.0, 99.99),
-    },
-}
-SERIAL_DRIVER = {"pms5003": "pms", "sds011": "sds011", "nmea": "nmea_gps"}
 
 
 def rated_device(profile: Any, unit: int, seed: int) -> Any:
@@ -94,9 +78,10 @@ def rated_device(profile: Any, unit: int, seed: int) -> Any:
 class EmulatorBank:
     """Every emulator of one rig, started in the current event loop."""
 
-    def __init__(self, rig: Rig, seed: int = 1) -> None:
+    def __init__(self, rig: Rig, seed: int = 1, kinds: KindRegistry | None = None) -> None:
         self.rig = rig
         self.seed = seed
+        self.kinds = kinds if kinds is not None else KindRegistry()
         self.modbus: dict[str, Any] = {}  # device name -> EmulatedDevice
         self.serial: dict[str, Any] = {}  # device name -> StreamEmulator
         self.line_paths: dict[str, str] = {}  # RTU line name -> pty path
@@ -124,7 +109,7 @@ class EmulatorBank:
                 self.gateways[line.name] = self._emulator.servers[-1]
         for sd in self.rig.devices:
             if isinstance(sd, SerialDevice):
-                emu = _serial_emulator(sd, self.seed)
+                emu = self._serial_emulator(sd)
                 ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
                 self._serial_tasks.append(asyncio.create_task(emu.serve(ready), name=f"emu:{sd.name}"))
                 self.serial_paths[sd.name] = await asyncio.wait_for(ready, 10.0)
@@ -140,6 +125,15 @@ class EmulatorBank:
         if self._emulator is not None:
             await self._emulator.close()
             self._emulator = None
+
+    def serial_kind(self, d: SerialDevice) -> Kind:
+        """The registered kind of a rig's serial sensor."""
+        return self.kinds.rig_kind(d.sensor, "stream")
+
+    def _serial_emulator(self, d: SerialDevice) -> Any:
+        rig = self.serial_kind(d).rig
+        assert rig is not None
+        return rig.emulator_factory()(**{**rig.emulator_options, "seed": self.seed})
 
     # -- site config ----------------------------------------------------------------------------
 
@@ -173,8 +167,10 @@ class EmulatorBank:
                     }
                 )
             elif isinstance(d, SerialDevice):
+                kind = self.serial_kind(d)
+                assert kind.rig is not None
                 entry: dict[str, Any] = {
-                    "driver": SERIAL_DRIVER[d.sensor],
+                    "driver": kind.name,
                     "name": d.name,
                     "line": {
                         "type": "pty",
@@ -183,9 +179,8 @@ class EmulatorBank:
                     },
                     "period_s": d.period_s,
                     "silence_s": settings.serial_silence_s,
+                    **kind.rig.site_fields,
                 }
-                if d.sensor in ("pms5003", "sds011"):
-                    entry["warmup_s"] = 0.0
                 out.append(entry)
             elif isinstance(d, GpioDevice):
                 out.append(
@@ -204,17 +199,17 @@ class EmulatorBank:
 
     def ranges(self) -> dict[str, Ranges]:
         """device -> point -> (low, high): the profile's or datasheet's range, then the rig's overrides."""
-        from drivers.modbus.kind import cached_profile
-
         out: dict[str, Ranges] = {}
         for d in self.rig.devices:
             r: Ranges = {}
             if isinstance(d, ModbusDevice):
-                for pt in cached_profile(d.profile).points:
-                    if pt.min is not None and pt.max is not None:
-                        r[pt.name] = (float(pt.min), float(pt.max))
+                modbus = self.kinds.rig_kind("modbus", "modbus").rig
+                assert modbus is not None
+                r.update(modbus.point_ranges({"profile": d.profile}))
             elif isinstance(d, SerialDevice):
-                r.update(SERIAL_RANGES[d.sensor])
+                rig = self.serial_kind(d).rig
+                assert rig is not None
+                r.update(rig.point_ranges({"sensor": d.sensor}))
             elif isinstance(d, GpioDevice):
                 r.update({o.name: (0.0, 1.0) for o in d.outputs})
             r.update(d.ranges)
@@ -264,17 +259,3 @@ class EmulatorBank:
         keys: dict[type, str] = {Crc: "bad_checksum", Garbage: "garbage", Truncate: "truncate"}
         key = keys[type(fault)]
         emu.faults.set(**{key: fault.rate if on else 0.0})
-
-
-def _serial_emulator(d: SerialDevice, seed: int) -> Any:
-    if d.sensor == "pms5003":
-        from drivers.pms.emulator import PmsEmulator
-
-        return PmsEmulator(fast=True, seed=seed)
-    if d.sensor == "sds011":
-        from drivers.sds011.emulator import Sds011Emulator
-
-        return Sds011Emulator(seed=seed)
-    from drivers.nmea.emulator import NmeaEmulator
-
-    return NmeaEmulator(seed=seed)

@@ -9,12 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from kernel.config_base import StrictModel, load_yaml, register_union_tags, validation_problems
+from kernel.config_base import StrictModel, load_yaml, validation_problems
 from kernel.errors import ConfigError
+from kernel.kinds import KindRegistry
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+def kinds_of(context: Any) -> KindRegistry:
+    """The kind registry a rig is validated with (``context={"kinds": ...}``), else the installed kinds."""
+    kinds = (context or {}).get("kinds") if isinstance(context, dict) else None
+    return kinds if isinstance(kinds, KindRegistry) else KindRegistry()
 
 # -- lines ----------------------------------------------------------------------------------------
 
@@ -65,12 +72,25 @@ class ModbusDevice(DeviceBase):
 
 
 class SerialDevice(DeviceBase):
-    """A streaming serial sensor on its own pseudo-terminal."""
+    """A streaming serial sensor on its own pseudo-terminal.
+
+    ``sensor`` is a device kind whose registration has a stream emulator (``pms``, ``sds011``,
+    ``nmea_gps`` and their rig names ``pms5003``, ``nmea``; any kind installed later too).
+    """
 
     kind: Literal["serial"]
-    sensor: Literal["pms5003", "sds011", "nmea"]
+    sensor: str = Field(min_length=1, description="A device kind with a stream emulator (or its rig name).")
     baudrate: int | None = Field(default=None, description="Defaults to the sensor's own rate.")
     period_s: float = Field(default=1.0, ge=1.0, le=3600, description="How often the agent stores readings.")
+
+    @field_validator("sensor")
+    @classmethod
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            kinds_of(info.context).rig_kind(value, "stream")
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        return value
 
 
 class GpioOutput(StrictModel):
@@ -440,13 +460,12 @@ class Rig(StrictModel):
         """
         if speed == 1:
             return self
-        data = self.model_dump(mode="python", by_alias=True)
-        data["duration_s"] = self.duration_s / speed
-        for f in data["faults"]:
-            for key in ("at_s", "until_s", "for_s", "down_s"):
-                if f.get(key) is not None:
-                    f[key] = f[key] / speed
-        return Rig.model_validate(data)
+        faults = []
+        for f in self.faults:
+            times = {k: getattr(f, k) for k in ("at_s", "until_s", "for_s", "down_s") if hasattr(f, k)}
+            faults.append(f.model_copy(update={k: v / speed for k, v in times.items() if v is not None}))
+        # Dividing every time by the same factor keeps the validated order; nothing to check again.
+        return self.model_copy(update={"duration_s": self.duration_s / speed, "faults": faults})
 
 
 def _profile_problem(ref: str) -> str | None:
@@ -460,20 +479,24 @@ def _profile_problem(ref: str) -> str | None:
     return None
 
 
-register_union_tags((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))
+# The discriminator values of the rig's unions, left out of error paths (``faults[3].device``).
+UNION_TAGS = frozenset((*FAULT_KINDS, "modbus", "serial", "gpio", "system", "rtu", "tcp"))
 
 
-def parse_rig(data: Any, source: str = "<rig>") -> Rig:
-    """Validate already-parsed YAML; raise :class:`ConfigError` listing every problem."""
+def parse_rig(data: Any, source: str = "<rig>", kinds: KindRegistry | None = None) -> Rig:
+    """Validate already-parsed YAML; raise :class:`ConfigError` listing every problem.
+
+    ``kinds``: the device kinds serial sensors are looked up in (default: the installed ones).
+    """
     if not isinstance(data, dict):
         raise ConfigError(source, ["(top level): a rig file is a mapping with rig, duration_s and devices"])
     try:
-        return Rig.model_validate(data)
+        return Rig.model_validate(data, context={"kinds": kinds if kinds is not None else KindRegistry()})
     except ValidationError as exc:
-        raise ConfigError(source, validation_problems(exc)) from exc
+        raise ConfigError(source, validation_problems(exc, UNION_TAGS)) from exc
 
 
-def load_rig(path: Path | str) -> Rig:
+def load_rig(path: Path | str, kinds: KindRegistry | None = None) -> Rig:
     """Read and validate a rig file."""
     path = Path(path)
-    return parse_rig(load_yaml(path), str(path))
+    return parse_rig(load_yaml(path), str(path), kinds)

@@ -44,11 +44,11 @@ from hil.rig import (
 from hil.schedule import FaultScheduler, FaultWindow
 from hil.sources import proc_cpu_seconds, proc_rss_kib, receiver_count, receiver_rows, store_state
 from kernel.errors import HilFailure
+from kernel.kinds import KindRegistry
 
 log = logging.getLogger("kbe.hil")
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-SERIAL_POINTS = {"pms5003": 12, "sds011": 2, "nmea": 6}
 
 
 @dataclass
@@ -82,10 +82,11 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def offered_rate(rig: Rig) -> float:
+def offered_rate(rig: Rig, kinds: KindRegistry | None = None) -> float:
     """Readings per second the rig's devices offer with no fault (the baseline of a bench)."""
     from drivers.modbus.kind import cached_profile
 
+    kinds = kinds if kinds is not None else KindRegistry()
     total = 0.0
     for d in rig.devices:
         if isinstance(d, ModbusDevice):
@@ -93,7 +94,10 @@ def offered_rate(rig: Rig) -> float:
             slow = sum(1 for p in points if getattr(p, "poll", "fast") == "slow")
             total += (len(points) - slow) / d.poll_s + slow / max(d.poll_s, 10.0)
         elif isinstance(d, SerialDevice):
-            total += SERIAL_POINTS[d.sensor] / d.period_s
+            rig_support = kinds.rig_kind(d.sensor, "stream").rig
+            assert rig_support is not None
+            per_period = rig_support.readings_per_period or len(rig_support.ranges)
+            total += per_period / d.period_s
         elif isinstance(d, GpioDevice):
             total += (len(d.outputs) + 2 * len(d.inputs)) / d.period_s
         elif isinstance(d, SystemDevice):
@@ -165,9 +169,10 @@ class _Injector:
 class RigRun:
     """Runs one rig (already scaled to the wanted speed)."""
 
-    def __init__(self, rig: Rig, opts: RunOptions) -> None:
+    def __init__(self, rig: Rig, opts: RunOptions, kinds: KindRegistry | None = None) -> None:
         self.rig = rig
         self.opts = opts
+        self.kinds = kinds if kinds is not None else KindRegistry()
         self.procs = ProcessSet()
         self._tmp: Path | None = None
         if opts.work_dir is not None:
@@ -176,7 +181,7 @@ class RigRun:
         else:
             self.work = Path(tempfile.mkdtemp(prefix=f"hil-{rig.rig}-"))
             self._tmp = self.work
-        self.bank = EmulatorBank(rig, opts.seed)
+        self.bank = EmulatorBank(rig, opts.seed, self.kinds)
         self.broker = Broker(self.work)
         self.procs.add(self.broker)
         self.site_id = rig.site_id
@@ -254,7 +259,7 @@ class RigRun:
 
         path = self.work / name
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        parse_config(cfg, str(path), self.work)  # an invalid generated config stops here, with its problems
+        parse_config(cfg, str(path), self.work, self.kinds)  # an invalid generated config stops here, with its problems
         return path
 
     async def _wait_health(self, timeout: float = 60.0) -> None:
@@ -361,7 +366,7 @@ class RigRun:
             elapsed_s=elapsed,
             report=report,
             stored_per_s=stored / elapsed if elapsed > 0 else 0.0,
-            offered_per_s=offered_rate(rig),
+            offered_per_s=offered_rate(rig, self.kinds),
             agent_cpu_pct=100.0 * cpu_used / elapsed if elapsed > 0 else None,
             agent_rss_max_kib=self.sampler.rss_max or None,
             agent_starts=self.agent.starts,

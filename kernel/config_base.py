@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,20 +33,16 @@ RelPath = Annotated[Path, AfterValidator(_resolve_relative)]
 """A path in a config file; a relative one is taken relative to the file's own folder."""
 
 
-# Discriminator values pydantic puts in error locations; they are dropped from the printed path.
-_UNION_TAGS: set[str] = set()
-
-
-def register_union_tags(tags: Iterable[str]) -> None:
-    """Declare discriminator values so error paths read ``devices[2].points[5]``, not ``devices.2.modbus...``."""
-    _UNION_TAGS.update(tags)
-
-
 _PLAIN_KEY = re.compile(r"[\w.:@/+-]+")
 
 
-def format_loc(loc: tuple[int | str, ...]) -> str:
-    """Turn a pydantic error location into ``devices[2].points[5].type``."""
+def format_loc(loc: tuple[int | str, ...], union_tags: Collection[str] = ()) -> str:
+    """Turn a pydantic error location into ``devices[2].points[5].type``.
+
+    ``union_tags`` are the discriminator values of the model's tagged unions: pydantic puts them in
+    error locations after the list index (``devices.2.modbus.unit``); they are left out of the path.
+    A key with spaces, newlines or nothing in it is quoted (``site['a b']``), never printed raw.
+    """
     out = ""
     prev_index = False
     for part in loc:
@@ -54,7 +50,7 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
             out += f"[{part}]"
             prev_index = True
             continue
-        if prev_index and part in _UNION_TAGS:
+        if prev_index and part in union_tags:
             prev_index = False
             continue
         if part.startswith("function-") or part in ("tagged-union",):
@@ -74,11 +70,11 @@ def _short(value: Any) -> str:
 
 
 
-def validation_problems(exc: ValidationError) -> list[str]:
-    """One ``path: message (got value)`` line per pydantic error."""
+def validation_problems(exc: ValidationError, union_tags: Collection[str] = ()) -> list[str]:
+    """One ``path: message (got value)`` line per pydantic error (``union_tags``: see :func:`format_loc`)."""
     problems = []
     for err in exc.errors(include_url=False):
-        path = format_loc(tuple(err["loc"]))
+        path = format_loc(tuple(err["loc"]), union_tags)
         msg = err["msg"]
         if err["type"] == "missing":
             problems.append(f"{path}: required field is missing")

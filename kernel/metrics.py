@@ -36,6 +36,18 @@ disable_created_metrics()  # no *_created series: they double the exposition for
 log = logging.getLogger("kbe.metrics")
 
 
+class _NoOp:
+    """Stands in for a metric used as the wrong kind: a programming slip must not stop acquisition."""
+
+    def inc(self, *_a: Any) -> None:
+        pass
+
+    set = observe = set_function = inc
+
+
+_NOOP = _NoOp()
+
+
 class Metrics:
     """Thread-safe counters, gauges and histograms in one ``CollectorRegistry``."""
 
@@ -72,7 +84,10 @@ class Metrics:
                 else:
                     metric = Histogram(base, text, names, registry=self.registry, buckets=LATENCY_BUCKETS)
                 entry = self._metrics[full] = (kind, metric, names)
-        _kind, metric, names = entry
+        have, metric, names = entry
+        if have != kind:
+            log.warning("metric %s is a %s, not a %s: value dropped", full, have, kind)
+            return _NOOP
         if not names:
             return metric
         given = labels or {}

@@ -8,19 +8,25 @@ from typing import Protocol
 
 from kernel.clock import Clock
 from kernel.metrics import Metrics
+from kernel.services import Services
 from kernel.sink import ReadingSink
 from kernel.site import SiteView
 
 
 @dataclass
 class RunContext:
-    """What every source gets from the runtime."""
+    """What every source gets from the runtime: site, sink, clock, metrics, log and the services.
+
+    ``services`` holds what sources share in this run (GPIO banks, pin factories, model
+    registries): see :mod:`kernel.services`.
+    """
 
     site: SiteView
     sink: ReadingSink
     clock: Clock = field(default_factory=Clock)
     metrics: Metrics = field(default_factory=lambda: Metrics())
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kbe"))
+    services: Services = field(default_factory=Services)
 
 
 class Source(Protocol):

@@ -370,6 +370,9 @@ def receiver_cmd(
     log.info("receiver %s: %d sites registered, group %s, broker %s", name, len(registry), group, broker)
     try:
         while not stop.wait(stats_every):
+            report = health.report()
+            if not report["ok"]:
+                log.warning("receiver %s is blind: %s (see /health)", name, ", ".join(report["reasons"]))
             log.info("receiver %s counters: %s", name, dict(receiver.counters))
     finally:
         link.stop()

@@ -409,8 +409,9 @@ class Uploader:
         self.metrics.set("kbe_sync_connected", 1)
         log.info("connected to %s (session %s)", self.cfg.broker, "kept" if session_present else "new")
         if self.cfg.tls is not None and self.cfg.tls.insecure_skip_verify:
-            log.warning("connected to %s WITHOUT verifying its certificate (tls.insecure_skip_verify): "
-                        "anyone on the path can pose as the broker", self.cfg.broker)  # fmt: skip
+            log.warning("connected to %s but does not check that its certificate names that host "
+                        "(tls.insecure_skip_verify): anyone with a certificate of the same CA can pose as the "
+                        "broker", self.cfg.broker)  # fmt: skip
         self.notify()
 
     def _on_disconnect(self) -> None:
@@ -479,7 +480,7 @@ class Uploader:
         self.metrics.inc("kbe_sync_batches_rejected_total", labels={"reason": rej.reason})
         self.metrics.inc("kbe_sync_readings_rejected_total", moved)
         self.metrics.set("kbe_sync_in_flight", len(self.in_flight))
-        log.error("centre rejected batch %s (%s): %d readings kept aside in the store", inf.batch_id, reason, moved)
+        # Store.reject has logged it (once): "centre rejected batch ... readings kept aside".
         self._status_due = 0.0
         self.notify()
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from agent.commissioning.live import LiveTap
 from kernel.clock import Clock
 from kernel.i18n import N_, Message
-from kernel.kinds import kind_module
+from kernel.kinds import KindRegistry
 from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Quality
 from kernel.source import RunContext
@@ -488,8 +488,9 @@ def run_checks(state: SiteState) -> list[CheckResult]:
     return results
 
 
-async def sample_site(cfg: SiteConfig, seconds: float) -> SiteState:
+async def sample_site(cfg: SiteConfig, seconds: float, kinds: KindRegistry | None = None) -> SiteState:
     """Run the site's acquisition sources (not its control loops) for ``seconds`` and record them."""
+    registry = kinds if kinds is not None else KindRegistry()
     tap, metrics, clock = LiveTap(), Metrics(), Clock()
     ctx = RunContext(cfg, tap, clock, metrics, logging.getLogger("kbe.check"))
     by_kind: dict[str, list[Any]] = {}
@@ -498,7 +499,7 @@ async def sample_site(cfg: SiteConfig, seconds: float) -> SiteState:
             by_kind.setdefault(d.driver, []).append(d)
     tasks = []
     for kind, configs in by_kind.items():
-        for source in kind_module(kind).build_sources(configs, ctx):
+        for source in registry.get(kind).build_sources(configs, ctx):
             tasks.append(asyncio.create_task(source.run(ctx), name=f"check:{source.name}"))
     started = time.monotonic()
     try:

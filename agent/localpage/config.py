@@ -44,6 +44,14 @@ class LocalPageConfig(StrictModel):
     def _secret(cls, value: Path | None) -> Path | None:
         return None if value is None else check_secret_file(value)
 
+    @field_validator("listen")
+    @classmethod
+    def _port(cls, value: str) -> str:
+        port = int(value.rpartition(":")[2])
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} in {value!r} is not between 0 and 65535")
+        return value
+
     @model_validator(mode="after")
     def _safe(self) -> LocalPageConfig:
         host = _host_of(self.listen)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import os
 import secrets
 import time
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from aiohttp import web
 from agent.commissioning.checks import CONTROL_KINDS, CheckResult, SiteState, check_device, run_checks
 from agent.commissioning.report import STATUS_WORDS, render_html, results_json
 from agent.localpage.config import LocalPageConfig
+from kernel.errors import AgentError
 from kernel.i18n import LANGUAGES, N_, gettext_for, pick_language
 from kernel.readings import Quality
 
@@ -85,7 +87,14 @@ class LocalPage:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host.strip("[]"), int(port))
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise AgentError(
+                f"local_page.listen {self.cfg.listen}: cannot listen: "
+                f"{os.strerror(exc.errno) if exc.errno else exc} (is another agent running with this config?)"
+            ) from exc
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = int(sockets[0].getsockname()[1]) if sockets else int(port)

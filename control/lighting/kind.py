@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from gpiozero import Device
 from pydantic import Field
 
 from control.lighting.astro import AstroClock
@@ -30,7 +29,8 @@ from control.lighting.outputs import (
     ModbusLightingOutput,
 )
 from control.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
-from drivers.gpio.factory import FactoryName, make_pin_factory
+from drivers.gpio.factory import FactoryName, PinFactories
+from drivers.gpio.registry import GpioBanks
 from kernel.commands import CommandOutcome
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
@@ -93,8 +93,10 @@ class ReadingBuffer:
         return out
 
 
-def build_outputs(cfg: LightingConfig, pin_factory: Any = None) -> dict[str, LightingOutput]:
-    """One output per circuit; GPIO outputs start in the default light state."""
+def build_outputs(
+    cfg: LightingConfig, pin_factory: Any = None, banks: GpioBanks | None = None
+) -> dict[str, LightingOutput]:
+    """One output per circuit; GPIO outputs start in the default light state; ``banks``: the run's gpio banks."""
     outputs: dict[str, LightingOutput] = {}
     try:
         for c in cfg.circuits:
@@ -102,7 +104,7 @@ def build_outputs(cfg: LightingConfig, pin_factory: Any = None) -> dict[str, Lig
             if o.type == "gpio":
                 outputs[c.name] = GpioLightingOutput(o, cfg.default_light_state, pin_factory)
             elif o.type == "gpio_bank":
-                outputs[c.name] = BankLightingOutput(o)
+                outputs[c.name] = BankLightingOutput(o, banks if banks is not None else GpioBanks())
             else:
                 link = ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s)
                 outputs[c.name] = ModbusLightingOutput(o, link)
@@ -155,26 +157,25 @@ class LightingSource:
         self._wake.set()
         return outcome
 
-    def _factory(self) -> Any:
-        """The pin factory for own-pin outputs; None when no circuit or sensor uses own pins."""
+    def _factory(self, ctx: RunContext) -> Any:
+        """The pin factory for own-pin outputs (from the run's pin factories); None when nothing uses own pins."""
         pc = self.lighting.photocell
         own = any(c.output.type == "gpio" for c in self.lighting.circuits) or (
             pc is not None and pc.type == "gpio_photocell"
         )
         if self.pin_factory is not None or not own:
             return self.pin_factory
-        if self.cfg.pin_factory == "auto" and Device.pin_factory is not None:
-            return Device.pin_factory  # one already chosen in this process (a test, a rig)
-        return make_pin_factory(self.cfg.pin_factory)
+        return ctx.services.get(PinFactories).get(self.cfg.pin_factory)
 
-    def _build(self) -> LightingController:
-        self.pin_factory = self._factory()
-        outputs = build_outputs(self.lighting, self.pin_factory)
+    def _build(self, ctx: RunContext) -> LightingController:
+        self.pin_factory = self._factory(ctx)
+        banks = GpioBanks.of(ctx)
+        outputs = build_outputs(self.lighting, self.pin_factory, banks)
         sensor: LightSensor | None = None
         pc = self.lighting.photocell
         if pc is not None:
             if pc.type == "gpio_bank":
-                sensor = BankPhotocell(pc)
+                sensor = BankPhotocell(pc, banks)
             elif pc.type == "modbus_lux":
                 sensor = ModbusLuxSensor(pc, ModbusLink.tcp(str(pc.host), pc.port, pc.unit, pc.timeout_s))
             else:
@@ -213,7 +214,7 @@ class LightingSource:
 
     async def run(self, ctx: RunContext) -> None:
         """Control, metering and reporting until cancelled; pins and clients are released on the way out."""
-        ctl = self._build()
+        ctl = self._build(ctx)
         self._now = ctx.clock.now
         self.controller = ctl
         tasks = [

@@ -15,7 +15,7 @@ from gpiozero import DigitalInputDevice, DigitalOutputDevice, PWMOutputDevice
 
 from control.lighting.config import LightState, OutputConfig
 from control.lighting.modbus_link import ModbusLink
-from drivers.gpio.registry import get_bank
+from drivers.gpio.registry import GpioBanks
 
 
 @dataclass(frozen=True)
@@ -130,30 +130,31 @@ class ModbusLightingOutput:
 
 
 class BankLightingOutput:
-    """Outputs ``relay`` and ``dim`` of a running ``gpio`` device (drivers/gpio), found by name.
+    """Outputs ``relay`` and ``dim`` of a running ``gpio`` device (drivers/gpio), found by name in ``banks``.
 
     The bank is looked up on every call, so it may start after the lighting controller; until then
     the output reports a :class:`~kernel.errors.DeviceError` (an ``output_fault`` alarm) and is retried.
     At power-up the bank's own ``initial`` values apply: set them to the default light state.
     """
 
-    def __init__(self, cfg: OutputConfig) -> None:
+    def __init__(self, cfg: OutputConfig, banks: GpioBanks) -> None:
         if cfg.type != "gpio_bank" or cfg.device is None or cfg.relay is None:
             raise ValueError("BankLightingOutput needs an output of type gpio_bank")
         self.cfg = cfg
+        self.banks = banks
         self.device: str = cfg.device
         self.relay: str = cfg.relay
 
     async def apply(self, on: bool, level: int) -> None:
         """Set the dim duty first, then the relay."""
-        bank = get_bank(self.device)
+        bank = self.banks.get(self.device)
         if self.cfg.dim is not None:
             bank.set_duty(self.cfg.dim, max(0, min(100, level)) / 100.0)
         bank.set_relay(self.relay, bool(on))
 
     async def read_back(self) -> OutputState:
         """The relay's auxiliary contact if wired, else the relay pin; the dim duty from its pin."""
-        bank = get_bank(self.device)
+        bank = self.banks.get(self.device)
         contact = bank.feedback(self.relay)
         on = contact if contact is not None else bank.read_back(self.relay) >= 0.5
         if self.cfg.dim is None:

@@ -19,7 +19,7 @@ from gpiozero import DigitalInputDevice
 from control.lighting.astro import NightTimes
 from control.lighting.config import PhotocellConfig
 from control.lighting.modbus_link import ModbusLink
-from drivers.gpio.registry import get_bank
+from drivers.gpio.registry import GpioBanks
 from drivers.modbus.codec import decode_raw, register_count
 from kernel.errors import AgentError, DeviceError
 
@@ -67,9 +67,10 @@ class GpioPhotocell:
 class BankPhotocell:
     """A photocell input of a running ``gpio`` device (drivers/gpio); active means dark."""
 
-    def __init__(self, cfg: PhotocellConfig) -> None:
+    def __init__(self, cfg: PhotocellConfig, banks: GpioBanks) -> None:
         if cfg.device is None or cfg.input is None:
             raise ValueError("BankPhotocell needs device and input")
+        self.banks = banks
         self.device: str = cfg.device
         self.input: str = cfg.input
 
@@ -79,7 +80,7 @@ class BankPhotocell:
     def is_dark(self) -> bool | None:
         """The input's state; None while the gpio device is not running."""
         try:
-            return get_bank(self.device).input_state(self.input)
+            return self.banks.get(self.device).input_state(self.input)
         except DeviceError:
             return None
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from control.traffic.source import traffic_sources
+from drivers.gpio.factory import PinFactories
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
 from kernel.source import RunContext, Source
@@ -35,5 +36,5 @@ def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
         raise ConfigError(
             "<config>", [f"devices: traffic device {enabled[0].name!r} needs a top-level traffic section"]
         )
-    sources, _ = traffic_sources(ctx.site)
+    sources, _ = traffic_sources(ctx.site, ctx.services.get(PinFactories))
     return list(sources)

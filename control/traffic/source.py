@@ -21,6 +21,7 @@ from control.traffic.commands import TrafficCommands
 from control.traffic.config import IntersectionConfig, ModbusOutputConfig, ScheduleEntry
 from control.traffic.runner import Intersection
 from control.traffic.schedule import active_entry
+from drivers.gpio.factory import PinFactories
 from drivers.signals.base import SignalOutput
 from kernel.commands import CommandOutcome
 from kernel.errors import ConfigError
@@ -31,8 +32,11 @@ TICK_S = 0.1
 QUEUE_MAX = 10_000
 
 
-def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutput:
-    """The configured signal output of one intersection (Modbus or GPIO; SUMO is only for the rig)."""
+def build_output(ix: IntersectionConfig, pins: PinFactories | None = None) -> SignalOutput:
+    """The configured signal output of one intersection (Modbus or GPIO; SUMO is only for the rig).
+
+    GPIO heads take their pin factory from ``pins`` (the run's pin factories), never gpiozero's global.
+    """
     from drivers.signals.gpio import GpioSignalHeads
     from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
     from drivers.transports.tcp import TcpTransport
@@ -43,7 +47,7 @@ def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutpu
         transport = TcpTransport(out.host, out.port, connect_timeout=out.timeout_s)
         return ModbusSignalController(groups, TransportRegisterLink(transport, out.unit, out.timeout_s))
     if out is not None and out.driver == "gpio":
-        return GpioSignalHeads(out.heads, pin_factory=pin_factory)
+        return GpioSignalHeads(out.heads, pin_factory=(pins or PinFactories()).get("auto"))
     raise ConfigError(
         "traffic", [f"intersections.{ix.name}.output: a field intersection needs modbus or gpio"]
     )
@@ -52,12 +56,14 @@ def build_output(ix: IntersectionConfig, pin_factory: Any = None) -> SignalOutpu
 class TrafficSource:
     """Runs one intersection: ticks it, applies the schedule, forwards its reports."""
 
-    def __init__(self, ix: IntersectionConfig, tz: str, output: SignalOutput | None = None) -> None:
+    def __init__(
+        self, ix: IntersectionConfig, tz: str, output: SignalOutput | None = None, pins: PinFactories | None = None
+    ) -> None:
         self.name = f"traffic:{ix.name}"
         self.ix = ix
         self._tz = zoneinfo.ZoneInfo(tz)
         self._reports: queue.Queue[Reading] = queue.Queue(QUEUE_MAX)
-        self.intersection = Intersection(ix, output or build_output(ix), time.monotonic, self._report)
+        self.intersection = Intersection(ix, output or build_output(ix, pins), time.monotonic, self._report)
         self._stop = threading.Event()
         self._entry: ScheduleEntry | None = None
         self.commands: TrafficCommands | None = None
@@ -142,12 +148,15 @@ class TrafficSource:
             await asyncio.to_thread(self.stop, thread)
 
 
-def traffic_sources(site: Any) -> tuple[list[TrafficSource], TrafficCommands]:
-    """Sources for every configured intersection, and the command handler the sync layer calls."""
+def traffic_sources(site: Any, pins: PinFactories | None = None) -> tuple[list[TrafficSource], TrafficCommands]:
+    """Sources for every configured intersection, and the command handler the sync layer calls.
+
+    ``pins``: the run's pin factories, for intersections with GPIO signal heads.
+    """
     traffic = getattr(site, "traffic", None)
     if traffic is None:
         return [], TrafficCommands({})
-    sources = [TrafficSource(ix, site.site.timezone) for ix in traffic.intersections]
+    sources = [TrafficSource(ix, site.site.timezone, pins=pins) for ix in traffic.intersections]
     commands = TrafficCommands({s.ix.name: s.intersection for s in sources})
     for s in sources:
         s.commands = commands

@@ -2,7 +2,7 @@
 
 Outputs are read back from the pins and reported every ``report_period_s``; input edges become
 EVENT readings as they happen. Controllers drive outputs through
-:func:`drivers.gpio.registry.get_bank` (``set_relay``, ``set_duty``, ``read_back``).
+the run's :class:`drivers.gpio.registry.GpioBanks` service (``set_relay``, ``set_duty``, ``read_back``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from drivers.gpio import registry
 from drivers.gpio.bank import GpioBank
 from drivers.gpio.config import GpioConfig
-from drivers.gpio.factory import make_pin_factory
+from drivers.gpio.factory import PinFactories, make_pin_factory
+from drivers.gpio.registry import GpioBanks
 from kernel.config_base import StrictModel
 from kernel.readings import Reading
 from kernel.source import RunContext, Source
@@ -74,7 +74,7 @@ def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     for cfg in configs:
         if not cfg.enabled:
             continue
-        src = GpioSource(cfg, ctx=ctx)
-        registry.register(src.bank)
+        src = GpioSource(cfg, ctx.services.get(PinFactories).get(cfg.pin_factory), ctx=ctx)
+        GpioBanks.of(ctx).register(src.bank)
         sources.append(src)
     return sources

@@ -63,3 +63,21 @@ def make_pin_factory(name: FactoryName = "auto") -> Any:
         except DeviceError as exc:
             problems.append(str(exc))
     raise DeviceError("no gpio pin factory works on this board: " + "; ".join(problems))
+
+
+class PinFactories:
+    """The pin-factory service of a run context: which gpiozero factory a device's pins use.
+
+    ``auto`` resolves to the ``provided`` factory when the run was given one (a test's or a rig's
+    mock pins, shared by every device of the run), else as :func:`make_pin_factory`. A named factory
+    is always built as named. gpiozero's process-wide ``Device.pin_factory`` is never read or set.
+    """
+
+    def __init__(self, provided: Any | None = None) -> None:
+        self.provided = provided
+
+    def get(self, name: FactoryName = "auto") -> Any:
+        """The factory for a device whose config says ``pin_factory: name``."""
+        if name == "auto" and self.provided is not None:
+            return self.provided
+        return make_pin_factory(name)

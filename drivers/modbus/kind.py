@@ -16,9 +16,9 @@ Devices whose ``line`` names the same port (or host:port) share one bus and one 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -28,6 +28,7 @@ from drivers.modbus.profile import Profile, load_profile, profile_is_path, profi
 from drivers.transports.config import LineConfig, framing_of
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
+from kernel.kinds import RigSupport
 from kernel.source import RunContext, Source
 
 
@@ -39,6 +40,23 @@ def _cached_profile(path: str) -> Profile:
 def cached_profile(ref: str) -> Profile:
     """Load a profile once per process."""
     return _cached_profile(str(profile_path(ref)))
+
+
+def profile_ranges(options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """The ranges of the points of ``options["profile"]`` that declare both min and max."""
+    return {
+        pt.name: (float(pt.min), float(pt.max))
+        for pt in cached_profile(str(options["profile"])).points
+        if pt.min is not None and pt.max is not None
+    }
+
+
+# For HIL rigs and the firmware suite: an emulated slave built from the device's profile.
+RIG = RigSupport(
+    emulator="drivers.modbus.emulator:EmulatedDevice",
+    transport="modbus",
+    ranges_for="drivers.modbus.kind:profile_ranges",
+)
 
 
 class PollConfig(StrictModel):
@@ -79,8 +97,8 @@ class Config(StrictModel):
     breaker_after: int = Field(
         default=3, ge=1, le=100, description="Failed polls before the device is set aside."
     )
-    backoff_min_s: float = Field(default=1.0, gt=0)
-    backoff_max_s: float = Field(default=60.0, gt=0)
+    backoff_min_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=60.0, gt=0, le=86_400)
     extra_silence_ms: float = Field(default=0.0, ge=0, le=1000, description="Added to the 3.5-character gap.")
     max_gap: int | None = Field(default=None, ge=0, le=124, description="Overrides the profile's max_gap.")
     overrides: dict[str, PointOverride] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ from drivers.nmea import sentences as nm
 from drivers.serial_sensors.config import SerialSensorConfig, check_own_ports
 from drivers.serial_sensors.source import Framer, SerialSensorSource
 from drivers.transports.base import Transport
+from kernel.kinds import RigSupport
 from kernel.readings import Priority, Quality, Reading
 from kernel.source import RunContext, Source
 
@@ -114,3 +115,19 @@ def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     """One source per receiver."""
     check_own_ports("nmea_gps", configs)
     return [NmeaSource(c) for c in configs if c.enabled]
+
+
+# For HIL rigs: the emulator beside this driver; WGS84 degrees, GGA fix quality 0-8, HDOP 0-99.99.
+# Rig files may call it nmea.
+RIG = RigSupport(
+    emulator="drivers.nmea.emulator:NmeaEmulator",
+    ranges={
+        "lat": (-90.0, 90.0),
+        "lon": (-180.0, 180.0),
+        "fix_quality": (0.0, 8.0),
+        "satellites": (0.0, 99.0),
+        "hdop": (0.0, 99.99),
+    },
+    aliases=("nmea",),
+    readings_per_period=6,  # the five ranged points and the clock offset
+)

@@ -19,6 +19,7 @@ from drivers.pms import frames as pf
 from drivers.serial_sensors.config import SerialSensorConfig, check_own_ports
 from drivers.serial_sensors.source import Framer, SerialSensorSource, mean_readings
 from drivers.transports.base import Transport
+from kernel.kinds import RigSupport
 from kernel.readings import Reading
 from kernel.source import RunContext, Source
 
@@ -100,3 +101,17 @@ def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     """One source per sensor (each has its own port)."""
     check_own_ports("pms", configs)
     return [PmsSource(c) for c in configs if c.enabled]
+
+
+# For HIL rigs: the emulator beside this driver, and the datasheet's ranges (PMS5003: 0-1000 ug/m3
+# for mass concentrations; particle counts are 16-bit). Rig files may call it pms5003.
+RIG = RigSupport(
+    emulator="drivers.pms.emulator:PmsEmulator",
+    ranges={
+        **dict.fromkeys(("pm1_0_cf1", "pm2_5_cf1", "pm10_cf1", "pm1_0", "pm2_5", "pm10"), (0.0, 1000.0)),
+        **dict.fromkeys(("n0_3", "n0_5", "n1_0", "n2_5", "n5_0", "n10"), (0.0, 65535.0)),
+    },
+    aliases=("pms5003",),
+    site_fields={"warmup_s": 0.0},
+    emulator_options={"fast": True},
+)

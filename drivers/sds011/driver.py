@@ -17,6 +17,7 @@ from drivers.sds011 import frames as sf
 from drivers.serial_sensors.config import SerialSensorConfig, check_own_ports
 from drivers.serial_sensors.source import Framer, SerialSensorSource, mean_readings
 from drivers.transports.base import Transport
+from kernel.kinds import RigSupport
 from kernel.readings import Reading
 from kernel.source import RunContext, Source
 
@@ -102,3 +103,11 @@ def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     """One source per sensor (each has its own port)."""
     check_own_ports("sds011", configs)
     return [Sds011Source(c) for c in configs if c.enabled]
+
+
+# For HIL rigs: the emulator beside this driver and the datasheet's range (0-999.9 ug/m3).
+RIG = RigSupport(
+    emulator="drivers.sds011.emulator:Sds011Emulator",
+    ranges={"pm2_5": (0.0, 999.9), "pm10": (0.0, 999.9)},
+    site_fields={"warmup_s": 0.0},
+)

@@ -24,7 +24,9 @@ class SerialLine(StrictModel):
 
     type: Literal["serial"]
     port: str = Field(min_length=1, description="For example /dev/ttyUSB0 or /dev/serial/by-id/...")
-    baudrate: int = Field(default=9600, description="One of the usual rates (1200 to 115200).")
+    baudrate: int = Field(
+        default=9600, ge=50, le=4_000_000, description="One of the usual rates (1200 to 115200)."
+    )
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
 
@@ -42,7 +44,7 @@ class PtyLine(StrictModel):
 
     type: Literal["pty"]
     path: str = Field(min_length=1)
-    baudrate: int = 9600
+    baudrate: int = Field(default=9600, ge=50, le=4_000_000)
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
 

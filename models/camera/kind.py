@@ -43,7 +43,7 @@ from models.camera.motion import MotionGate
 from models.camera.pipeline import CameraPipeline, FrameResult
 from models.camera.tracker import CountLine, Tracker, Zone
 from models.registry import ModelRegistry
-from models.service import registry_for
+from models.service import ModelRegistries
 
 log = logging.getLogger("kbe.camera")
 Point = tuple[float, float]
@@ -331,7 +331,7 @@ class CameraSource:
 def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     """One :class:`CameraSource` per enabled camera; a refused model is a :class:`ModelError` at start."""
     inference = getattr(ctx.site, "inference", None)
-    registry = registry_for(inference)
+    registry = ModelRegistries.of(ctx).for_config(inference)
     reload_s = inference.reload_check_s if inference is not None else 30.0
     sources: list[Source] = []
     for cfg in configs:

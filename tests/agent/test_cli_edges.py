@@ -19,7 +19,8 @@ from tests.conftest import agent_argv, agent_env, free_port
 SHIPPED = Path(__file__).resolve().parents[2] / "drivers" / "modbus" / "profiles" / "eastron-sdm120.yaml"
 
 
-def test_running_the_same_config_twice_is_one_line_not_a_traceback(tmp_path):
+@pytest.mark.parametrize("section", ["health", "local_page"])
+def test_running_the_same_config_twice_is_one_line_not_a_traceback(tmp_path, section):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -29,7 +30,8 @@ def test_running_the_same_config_twice_is_one_line_not_a_traceback(tmp_path):
         "site": {"id": "bn-01", "name": "Twice", "location": {"lat": 21.1, "lon": 106.1}},
         "devices": [{"driver": "system", "name": "board", "period_s": 1}],
         "store": {"path": "store.db"},
-        "health": {"listen": f"127.0.0.1:{port}"},
+        "health": {"listen": f"127.0.0.1:{port if section == 'health' else free_port()}"},
+        **({"local_page": {"listen": f"127.0.0.1:{port}"}} if section == "local_page" else {}),
     }))
     try:
         out = subprocess.run(agent_argv("run", "--config", str(cfg)), env=agent_env(), capture_output=True,
@@ -39,7 +41,7 @@ def test_running_the_same_config_twice_is_one_line_not_a_traceback(tmp_path):
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == (
-        f"edge-agent: error: health.listen 127.0.0.1:{port}: cannot listen: Address already in use "
+        f"edge-agent: error: {section}.listen 127.0.0.1:{port}: cannot listen: Address already in use "
         "(is another agent running with this config?)"
     )
 

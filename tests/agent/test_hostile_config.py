@@ -81,6 +81,8 @@ def _case(name: str, tmp: Path, keys: dict[str, Path]) -> tuple[bytes, list[str]
                              ["devices[0].profile: profile '/dev/zero': file is not a regular file"]),
         "health-port": (dump(_with(health={"listen": "127.0.0.1:99999"})),
                         ["health.listen: port 99999 in '127.0.0.1:99999' is not between 0 and 65535"]),
+        "local-page-port": (dump(_with(local_page={"listen": "127.0.0.1:99999"})),
+                            ["local_page.listen: port 99999 in '127.0.0.1:99999' is not between 0 and 65535"]),
         "broker-port": (dump(_with(sync=_sync(keys, broker="mqtts://127.0.0.1:99999"))),
                         ["sync.broker: port 99999"]),
         "inf-duration": (dump(_with(sync=_sync(keys))).replace(b"broker:", b"reconnect_max_s: .inf\n  broker:"),
@@ -108,7 +110,7 @@ def _case(name: str, tmp: Path, keys: dict[str, Path]) -> tuple[bytes, list[str]
 
 
 CORPUS = ["driver-is-a-list", "alias-bomb", "non-utf8", "10mb-random", "deep-nesting", "profile-dev-zero",
-          "health-port", "broker-port", "inf-duration", "store-on-foreign-file", "garbage-ca",
+          "health-port", "local-page-port", "broker-port", "inf-duration", "store-on-foreign-file", "garbage-ca",
           "public-key-as-signing-key", "private-key-as-centre-key", "tls-key-of-another-cert",
           "tls-with-plaintext-url", "plaintext-not-allowed", "no-centre-key"]
 

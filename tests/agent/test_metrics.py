@@ -38,3 +38,11 @@ def test_process_and_build_info():
     assert 'kbe_build_info{version="1.2.3"} 1.0' in text
     assert "kbe_process_resident_memory_bytes" in text
     assert "python_info" in text
+
+
+def test_a_metric_used_as_another_kind_is_dropped_not_raised():
+    m = Metrics()
+    m.inc("kbe_x_total")
+    m.set("kbe_x_total", 5)  # a slip in a driver must not stop acquisition
+    m.observe("kbe_x_total", 0.1)
+    assert m.get("kbe_x_total") == 1

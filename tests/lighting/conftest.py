@@ -9,7 +9,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from control.lighting.astro import AstroClock
@@ -72,15 +71,12 @@ def lighting_dict(**extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def pins() -> Iterator[MockFactory]:
-    """A mock pin factory whose pins support PWM."""
+    """A mock pin factory whose pins support PWM (given to code explicitly, never set process-wide)."""
     factory = MockFactory(pin_class=MockPWMPin)
-    saved = Device.pin_factory
-    Device.pin_factory = factory
     try:
         yield factory
     finally:
         factory.reset()
-        Device.pin_factory = saved
 
 
 def make_controller(

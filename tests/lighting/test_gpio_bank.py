@@ -14,9 +14,9 @@ from control.lighting.controller import LightingController
 from control.lighting.kind import build_outputs
 from control.lighting.photocell import BankPhotocell
 from control.lighting.state import LightingState
-from drivers.gpio import registry
 from drivers.gpio.driver import Config as GpioDeviceConfig
 from drivers.gpio.driver import build_sources as gpio_sources
+from drivers.gpio.registry import GpioBanks
 from kernel.errors import ConfigError
 from kernel.readings import Priority
 from kernel.sink import ListSink
@@ -96,7 +96,8 @@ def test_controller_drives_the_gpio_bank():
     ctx = RunContext(cfg, ListSink())
     gpio_cfgs = [GpioDeviceConfig.model_validate(GPIO)]
     assert len(gpio_sources(gpio_cfgs, ctx)) == 1  # registers the bank
-    bank = registry.get_bank("cabinet")
+    banks = GpioBanks.of(ctx)
+    bank = banks.get("cabinet")
     try:
         assert cfg.lighting.photocell is not None
         astro = AstroClock(*BAC_NINH, "Asia/Ho_Chi_Minh", cfg.lighting.astro)
@@ -104,9 +105,9 @@ def test_controller_drives_the_gpio_bank():
             "street",
             cfg.lighting,
             astro,
-            build_outputs(cfg.lighting),
+            build_outputs(cfg.lighting, banks=banks),
             None,
-            BankPhotocell(cfg.lighting.photocell),
+            BankPhotocell(cfg.lighting.photocell, banks),
             LightingState(),
         )
 
@@ -128,7 +129,7 @@ def test_controller_drives_the_gpio_bank():
 
         asyncio.run(main())
     finally:
-        registry.unregister("cabinet")
+        banks.unregister("cabinet")
 
 
 def test_missing_bank_is_an_output_fault_not_a_crash():

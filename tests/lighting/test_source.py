@@ -9,10 +9,12 @@ from pathlib import Path
 
 from agent.config import SiteConfig, parse_config
 from control.lighting.kind import LightingSource, ReadingBuffer
+from drivers.gpio.factory import PinFactories
 from kernel.clock import Clock
 from kernel.commands import CommandRouter, IncomingCommand
-from kernel.kinds import kind_module
+from kernel.kinds import KindRegistry
 from kernel.readings import ClockQuality, Priority, Reading
+from kernel.services import Services
 from kernel.sink import ListSink
 from kernel.source import RunContext
 from tests.lighting.conftest import duty, lighting_dict, local_ts, relay
@@ -57,8 +59,7 @@ def site(tmp_path: Path) -> SiteConfig:
 
 
 def sources(cfg: SiteConfig, ctx: RunContext) -> list[LightingSource]:
-    mod = kind_module("lighting")
-    built = mod.build_sources([d for d in cfg.devices if d.driver == "lighting"], ctx)
+    built = KindRegistry().get("lighting").build_sources([d for d in cfg.devices if d.driver == "lighting"], ctx)
     assert len(built) == 1
     assert isinstance(built[0], LightingSource)
     return built
@@ -76,7 +77,7 @@ def test_switches_while_sink_stalls_and_commands_apply_at_once(pins, tmp_path):
     cfg = site(tmp_path)
     clock = FakeClock(DAY)
     sink = StalledSink()
-    ctx = RunContext(cfg, sink, clock=clock)
+    ctx = RunContext(cfg, sink, clock=clock, services=Services(PinFactories(pins)))
     (src,) = sources(cfg, ctx)
 
     async def main():
@@ -114,7 +115,7 @@ def test_restart_recomputes_from_schedule_and_keeps_override(pins, tmp_path):
     sink = ListSink()
 
     async def run_once(check) -> None:
-        ctx = RunContext(cfg, sink, clock=clock)
+        ctx = RunContext(cfg, sink, clock=clock, services=Services(PinFactories(pins)))
         (src,) = sources(cfg, ctx)
         task = asyncio.create_task(src.run(ctx))
         await until(lambda: src.controller is not None)
@@ -165,12 +166,10 @@ def test_reading_buffer_drops_telemetry_before_alarms():
 
 
 def test_own_pins_use_the_configured_pin_factory(tmp_path, monkeypatch):
-    """No pin factory chosen in the process: the device's pin_factory (here via KBE_GPIO_PIN_FACTORY)
+    """No pin factory given to the run: the device's pin_factory (here via KBE_GPIO_PIN_FACTORY)
     picks one, as for the gpio kind."""
-    from gpiozero import Device
     from gpiozero.pins.mock import MockFactory
 
-    monkeypatch.setattr(Device, "pin_factory", None)
     monkeypatch.setenv("KBE_GPIO_PIN_FACTORY", "mock")
     cfg = site(tmp_path)
     ctx = RunContext(cfg, ListSink(), clock=FakeClock(NIGHT))

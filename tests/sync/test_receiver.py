@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sync import wire
 from sync.receiver import Receiver
@@ -214,3 +216,31 @@ def test_device_availability_events_and_site_status_are_kept(rx, site_keys, db_u
                             .model_dump_json().encode()) is None
     assert query(db_url, "SELECT site_id, state, ts, depth, in_flight FROM site_status") == [
         (SITE, "offline", 6.0, 7, 2)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.binary(max_size=600),
+                 st.binary(max_size=300).map(lambda b: wire.pack_frame(b or b"x", msg_id="b-1")),
+                 st.binary(max_size=300).map(lambda b: wire.pack_frame(b or b"x", b"\x01" * 64, msg_id="b-1"))))
+def test_any_bytes_on_the_batch_topic_are_a_counted_unanswered_refusal(rx_sqlite, data):
+    rx, counted_before = rx_sqlite, sum(rx_sqlite.counters.values())
+    assert rx.handle(topic(), data) is None  # nothing the site's key signed: never answered
+    assert sum(rx.counters.values()) == counted_before + 1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.binary(max_size=600),
+                 st.binary(max_size=300).map(lambda b: wire.pack_frame(b or b"x", b"\x01" * 64, codec=0))))
+def test_any_bytes_on_the_ack_topic_are_refused_by_the_agent(site_keys, data):
+    from kernel.errors import SignatureError
+    from sync.signing import open_down
+
+    with pytest.raises((SignatureError, wire.WireError)):
+        open_down(data, [Signer.from_file(site_keys.centre_key).public_key()])
+
+
+@pytest.fixture
+def rx_sqlite(site_keys, tmp_path):
+    db = open_db(f"sqlite:///{tmp_path / 'fuzz.db'}")
+    yield Receiver(db, SiteRegistry.load(site_keys.registry), Signer.from_file(site_keys.centre_key), name="fz")
+    db.close()

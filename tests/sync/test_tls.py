@@ -45,3 +45,20 @@ def test_mutual_tls_refuses_a_client_without_certificate(tmp_path, store, site_k
         uploaders(with_cert)
         wait_for(lambda: store.stats().depth == 0, 30, "delivery over mutual TLS")
         assert [r[1] for r in stored_readings(sqlite_url)] == seqs
+
+
+def test_insecure_skip_verify_is_warned_at_every_connect(tmp_path, store, site_keys, uploaders, caplog):
+    tls = make_tls(tmp_path / "pki")
+    with Mosquitto(tmp_path / "broker", tls=tls) as broker:
+        up = Uploader(sync_config(broker.url, site_keys.key, keepalive_s=5,
+                                  tls={"ca_file": str(tls.ca), "insecure_skip_verify": True}), SITE, store)
+        with caplog.at_level("WARNING", logger="kbe.sync"):
+            uploaders(up)
+            wait_for(lambda: up.connected, 15, "a connection without verification")
+            broker.stop()
+            wait_for(lambda: not up.connected, 15, "the link down")
+            broker.start()
+            wait_for(lambda: up.connected, 30, "the second connection")
+            time.sleep(0.2)
+        warnings = [m for m in caplog.messages if "does not check that its certificate names" in m]
+        assert len(warnings) == 2

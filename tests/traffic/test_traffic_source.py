@@ -8,7 +8,7 @@ import contextlib
 from agent.config import load_config
 from control.traffic.card import program_card
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
-from kernel.kinds import kind_module
+from kernel.kinds import KindRegistry
 from kernel.readings import Priority
 from kernel.sink import ListSink
 from kernel.source import RunContext
@@ -28,7 +28,7 @@ def test_source_runs_the_junction_and_reports(tmp_path) -> None:
     server.start()
     sink = ListSink()
     ctx = RunContext(cfg, sink)
-    sources = kind_module("traffic").build_sources(cfg.devices, ctx)
+    sources = KindRegistry().get("traffic").build_sources(cfg.devices, ctx)
     assert [s.name for s in sources] == ["traffic:ltt-ngt"]
 
     async def main() -> None:

@@ -8,10 +8,10 @@ import threading
 import pytest
 
 from agent.config import parse_config
-from drivers.gpio import registry
 from drivers.gpio.bank import GpioBank
 from drivers.gpio.driver import Config, GpioSource, build_sources
 from drivers.gpio.factory import ENV_VAR, make_pin_factory, mock_factory
+from drivers.gpio.registry import GpioBanks
 from kernel.clock import Clock
 from kernel.errors import DeviceError, WriteRefused
 from kernel.metrics import Metrics
@@ -193,14 +193,17 @@ def test_build_sources_registers_banks(monkeypatch):
     ctx = RunContext(site=None, sink=ListSink())  # type: ignore[arg-type]
     (src,) = build_sources([cfg], ctx)
     try:
-        bank = registry.get_bank("cabinet")
+        bank = GpioBanks.of(ctx).get("cabinet")
         assert bank is src.bank  # type: ignore[attr-defined]
         bank.set_relay("contactor", True)
         assert bank.factory.pin(17).state == 1
         with pytest.raises(DeviceError, match="have cabinet"):
-            registry.get_bank("other")
+            GpioBanks.of(ctx).get("other")
+        other_run = RunContext(site=None, sink=ListSink())  # type: ignore[arg-type]
+        with pytest.raises(DeviceError, match="have none"):
+            GpioBanks.of(other_run).get("cabinet")  # banks belong to their run, not to the process
     finally:
-        registry.unregister("cabinet")
+        GpioBanks.of(ctx).unregister("cabinet")
 
 
 def test_pin_already_in_use_is_a_device_error():

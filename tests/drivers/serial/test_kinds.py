@@ -76,15 +76,17 @@ def test_two_sensors_on_one_port_are_refused():
 
 
 def test_emulators_by_kind_start_and_stop():
-    from drivers.serial_sensors.emulators import emulator_for
+    from kernel.kinds import KindRegistry
 
-    for kind in ("pms", "sds011", "nmea_gps"):
-        emu = emulator_for(kind, seed=1)
+    kinds = KindRegistry()
+    for kind in ("pms", "sds011", "nmea_gps", "pms5003", "nmea"):
+        emu = kinds.emulator(kind, seed=1)
         path = emu.start()
         assert path.startswith("/dev/")
         emu.faults.set(silence=True)
         emu.stop()
-    with pytest.raises(ValueError, match="no serial emulator"):
-        emulator_for("modbus")
+    assert type(kinds.emulator("pms5003")) is type(kinds.emulator("pms"))
+    with pytest.raises(ValueError, match="no emulator for device kind 'camera'"):
+        kinds.emulator("camera")
     with pytest.raises(ValueError, match="unknown fault"):
-        emulator_for("pms").faults.set(crc=0.5)
+        kinds.emulator("pms").faults.set(crc=0.5)
