@@ -416,6 +416,10 @@ class Store:
         self._enforce_cap()
         return list(range(first, last + 1))
 
+    def depth(self) -> int:
+        """Readings waiting (unacknowledged), from the counters kept in memory: no query."""
+        return sum(self._depth.values())
+
     def bytes_used(self) -> int:
         """Bytes of the database in use (pages minus free pages)."""
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]

@@ -120,6 +120,7 @@ class Uploader:
         self.client_id = cfg.client_id or f"kbe-{site_id}"
         self._boot = os.urandom(4).hex()
         self._counter = 0
+        self._bytes_per_reading = 0.0  # of the last batch framed: bounds a backlog batch by max_bytes
         self.in_flight: dict[str, InFlight] = {}
         self._sent: set[int] = set()
         self._cursors: dict[Priority, int] = dict.fromkeys(Priority, 0)
@@ -266,9 +267,23 @@ class Uploader:
                 self.metrics.inc("kbe_sync_batches_resent_total")
                 log.info("batch %s unacknowledged: sent again (send %d)", inf.batch_id, inf.sends)
 
+    def _batch_count(self) -> int:
+        """Readings per batch now: ``max_count`` while the uplink keeps up; under a backlog, bigger
+        batches (up to ``backlog_max_count`` and what ``max_bytes`` holds at the last batch's
+        compressed bytes per reading), so per-batch costs (signature, round trip, the centre's
+        transaction, the ack) are shared by more readings and throughput plateaus instead of collapsing."""
+        b = self.cfg.batch
+        waiting = self.store.depth()
+        if waiting <= b.max_count * self.cfg.max_in_flight or b.backlog_max_count <= b.max_count:
+            return b.max_count
+        want = min(b.backlog_max_count, waiting // self.cfg.max_in_flight)
+        if self._bytes_per_reading > 0:
+            want = min(want, int(b.max_bytes * 0.9 / self._bytes_per_reading))
+        return max(b.max_count, want)
+
     def _prepare(self) -> tuple[Composed, tuple[bytes, str, list[int], str]] | None:
         """Compose and encode the next batch (one worker-thread hop)."""
-        composed = self._compose(self.cfg.batch.max_count)
+        composed = self._compose(self._batch_count())
         if composed is None:
             return None
         encoded = self._encode_within_bytes(composed)
@@ -371,6 +386,7 @@ class Uploader:
             batch_id = self._new_batch_id()
             doc = batch_json_rows(self.site_id, batch_id, self.clock.now(), rows, stats)
             frame = self.signer.frame(compress(doc), batch_id)
+            self._bytes_per_reading = len(frame) / len(rows)
             if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
                 if len(rows) < len(composed.rows):
                     self._shrink_cursors(composed, rows)
