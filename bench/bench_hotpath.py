@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--polls", type=int, default=2000)
     ap.add_argument("--points", type=int, default=50)
     ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--backlog-batch", type=int, default=0,
+                    help="batch.backlog_max_count (default: --batch, i.e. no growth: like for like with the old path)")
     ap.add_argument("--per-commit", type=int, default=20, help="polls per writer commit")
     args = ap.parse_args()
     data = polls(args.polls, args.points)
@@ -61,7 +63,11 @@ def main() -> None:
                 "allow_plaintext": True,
                 "signing_key_file": str(key),
                 "centre_public_keys": [str(cpub)],
-                "batch": {"max_count": args.batch, "max_bytes": 4_000_000},
+                "batch": {
+                    "max_count": args.batch,
+                    "backlog_max_count": args.backlog_batch or args.batch,
+                    "max_bytes": 4_000_000,
+                },
             }
         )
         up = Uploader(cfg, "bench", store, Metrics())
@@ -99,7 +105,7 @@ def main() -> None:
     load = os.getloadavg()
     us = 1e6 / total
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.polls} polls x {args.points} points; "
-          f"batches of {args.batch}; sent {n_sent}/{total}; {nbytes / max(n_sent, 1):.1f} wire bytes/point")
+          f"batches of {args.batch} (under a backlog {args.backlog_batch or args.batch}); sent {n_sent}/{total}; {nbytes / max(n_sent, 1):.1f} wire bytes/point")
     print(f"store append:           {t_append * us:6.2f} us/point")
     print(f"compose+encode+sign:    {t_encode * us:6.2f} us/point "
           f"(old path via Reading objects: {t_legacy * us:.2f} us/point, ratio {t_legacy / t_encode:.2f}x)")
