@@ -168,9 +168,13 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, keys, monkey
 
 
 _LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20))
-_VALUE = st.recursive(_LEAF, lambda c: st.one_of(st.lists(c, max_size=4),
-                                                 st.dictionaries(st.text(max_size=8), c, max_size=4)),
-                      max_leaves=15)
+
+
+def _nest(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4))
+
+
+_VALUE = st.recursive(_LEAF, _nest, max_leaves=15)
 _PLACES = [("site",), ("site", "id"), ("site", "location"), ("devices",), ("devices", 0),
            ("devices", 0, "driver"), ("devices", 0, "line"), ("devices", 0, "line", "port"),
            ("devices", 0, "profile"), ("devices", 0, "poll"), ("devices", 0, "timeout_s"),
