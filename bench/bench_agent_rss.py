@@ -28,6 +28,7 @@ import yaml
 from drivers.modbus.emulator import EmulatedDevice, Emulator
 from drivers.modbus.profile import load_profile
 from hil.procs import Broker, ManagedProcess, ProcessSet, agent_argv, agent_env
+from kernel.progress import Progress, Snapshot
 from sync.signing import generate_keypair
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -85,9 +86,13 @@ def site(work: Path, key: Path, broker: str, port: int, n: int) -> Path:
 
 def measure(argv: list[str], log: Path, settle: float, window: float) -> tuple[float, float, float]:
     proc = ManagedProcess("agent", argv, log, agent_env())
+    progress = Progress(f"bench agent-rss {log.stem}")
     proc.start()
     try:
-        time.sleep(settle)
+        start = time.monotonic()
+        while time.monotonic() - start < settle:
+            progress.update(Snapshot(time.monotonic() - start, settle + window, phase="settle"))
+            time.sleep(1.0)
         pid = proc.pid
         assert pid is not None
         c0, t0 = cpu_s(pid), time.monotonic()
@@ -97,7 +102,9 @@ def measure(argv: list[str], log: Path, settle: float, window: float) -> tuple[f
             r = rss_mb(pid)
             samples.append(r)
             peak = max(peak, r)
+            progress.update(Snapshot(time.monotonic() - start, settle + window, phase=f"measure {r:.1f} MB"))
             time.sleep(1.0)
+        progress.close()
         cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0)
         return samples[-1], peak, cpu
     finally:

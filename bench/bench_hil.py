@@ -20,6 +20,7 @@ from typing import Any
 
 from hil.rig import parse_rig
 from hil.runner import RigRun, RunOptions
+from kernel.progress import Progress
 
 # Eight devices per RTU line and six behind the gateway, mixing the shipped profiles.
 RTU_MIX = ["eastron-sdm120", "xy-md02", "soil-7in1", "supmea-do7013", "ysi-odo-ct"]
@@ -88,7 +89,9 @@ def main() -> int:
 
     rig = parse_rig(bench_rig(args.minutes, args.poll, args.postgres, args.faults), "bench")
     t0 = time.monotonic()
-    result = asyncio.run(RigRun(rig, RunOptions()).run())
+    progress = Progress(f"bench hil {len(rig.devices)} devices")
+    result = asyncio.run(RigRun(rig, RunOptions(on_progress=progress.update)).run())
+    progress.close()
     wall = time.monotonic() - t0
     figures = {
         "devices": len(rig.devices),

@@ -32,7 +32,8 @@ from drivers.signals.indications import Indication
 from drivers.signals.modbus import ModbusSignalController, TransportRegisterLink
 from drivers.transports.tcp import TcpTransport
 from hil.linkcut import CuttableLink
-from hil.sumo.rig import AGENT_MODES, SUMO_PROGRAMS, run
+from hil.sumo.rig import AGENT_MODES, SUMO_PROGRAMS, RunResult, run
+from kernel.progress import Progress, Snapshot
 
 MODES = [*AGENT_MODES, *SUMO_PROGRAMS]
 SITE = Path(__file__).resolve().parent.parent / "tests" / "traffic" / "site.yaml"
@@ -44,10 +45,36 @@ def sumo_part(seeds: list[int], scales: list[float]) -> None:
         f"{'demand':>6} {'mode':<14} {'delay s':>14} {'depart s':>9} {'max queue':>12} {'veh':>6} "
         f"{'viol':>5} {'wall s':>7}"
     )
+    progress = Progress("bench traffic")
+    steps = len(scales) * len(MODES) * len(seeds)
+    t0 = time.monotonic()
+    failing: list[str] = []
+
+    def one(mode: str, seed: int, scale: float) -> RunResult:
+        r = run(mode, seed, scale)
+        if r.violations or r.flashed:
+            failing.append(f"{mode} x{scale:g} seed {seed}")
+        done = len(done_runs) + 1
+        done_runs.append(r)
+        elapsed = time.monotonic() - t0
+        progress.update(
+            Snapshot(
+                elapsed,
+                elapsed * steps / done,
+                failing=failing,
+                phase=f"{mode} x{scale:g}",
+                done=done,
+                steps=steps,
+            )
+        )
+        return r
+
+    done_runs: list[RunResult] = []
     for scale in scales:
         delays: dict[str, float] = {}
         for mode in MODES:
-            rs = [run(mode, seed, scale) for seed in seeds]
+            rs = [one(mode, seed, scale) for seed in seeds]
+            progress.close()
             d = [r.mean_delay_s for r in rs]
             q = [r.max_queue for r in rs]
             viol = sum(len(r.violations) for r in rs) + sum(1 for r in rs if r.flashed)

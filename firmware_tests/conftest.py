@@ -96,6 +96,13 @@ def options(config: pytest.Config) -> Options:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Show the suite's progress (one line a minute on stderr)."""
+    from firmware_tests.progress import SuiteProgress
+
+    config.pluginmanager.register(SuiteProgress(), "kbe-firmware-progress")
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     o = options(config)
     target = o.port or f"emulator (bug: {o.bug})"

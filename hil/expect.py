@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hil.rig import GpioDevice, ModbusDevice, Rig, SystemDevice, WindowFault
+from hil.rig import Follow, GpioDevice, GpioInputSet, ModbusDevice, Rig, SystemDevice, WindowFault
 from hil.schedule import FaultWindow
 
 GOOD = 0  # kernel.readings.Quality.GOOD
@@ -32,6 +32,7 @@ class Row:
     ts: float
     quality: int = GOOD
     priority: int = TELEMETRY
+    received: float | None = None  # when the receiver stored it (wall clock), if known
 
     @property
     def measured(self) -> bool:
@@ -48,6 +49,7 @@ class Check:
     detail: str
     device: str | None = None
     skipped: bool = False
+    worst: float | None = None  # the worst value seen (seconds, a rate, a count), for the report
 
     @property
     def label(self) -> str:
@@ -182,37 +184,107 @@ def _is_outage(rec: RunRecord, w: FaultWindow) -> bool:
     return isinstance(fault, WindowFault) and getattr(fault, "rate", 0.0) >= 1.0
 
 
+def _never_ends(rec: RunRecord, w: FaultWindow) -> bool:
+    """A fault that lasts until the end of the run: there is no "after" to recover in."""
+    return w.planned_end_s > w.planned_start_s and w.planned_end_s >= rec.rig.duration_s - 1e-6
+
+
 def check_recovery(rec: RunRecord, device: str, good_ts: Sequence[float], stats: DeviceStats) -> Check:
-    """After each fault that touches the device ends, a good reading follows within recovery_s."""
+    """After each fault that touches the device ends, a good reading follows within recovery_s.
+
+    A fault that never ends, or ends less than recovery_s before the run does, is "not checked":
+    when no fault was left to check, the check is skipped rather than reported as passed.
+    """
     allowance = rec.rig.expect.recovery_s
     assert allowance is not None
     windows = _device_windows(rec, device)
     stats.faults = len(windows)
     if not windows:
         return Check("recovery", True, "no fault touched this device", device, skipped=True)
-    problems, times = [], []
+    problems, times, unchecked = [], [], []
+    late: list[float] = []
     for w in windows:
         end = w.end_wall if w.end_wall is not None else rec.end_wall
         if w.error:
             problems.append(f"{w.label}: the fault could not be injected ({w.error})")
+            continue
+        if _never_ends(rec, w):
+            unchecked.append(f"{w.label} lasts to the end of the run")
             continue
         if end + allowance > rec.end_wall:
             # Too close to the end of the run to demand recovery; a reading after it still counts.
             later = [t for t in good_ts if t >= end]
             if later:
                 times.append(later[0] - end)
+            else:
+                unchecked.append(f"{w.label} ends under {allowance:g} s before the run does")
             continue
         after = [t for t in good_ts if t >= end]
         if not after or after[0] - end > allowance:
             seen = f"next good reading {after[0] - end:.1f} s after" if after else "no good reading after it"
             problems.append(f"{w.label}: not back within {allowance:g} s ({seen})")
+            late.append(after[0] - end if after else rec.end_wall - end)
             continue
         times.append(after[0] - end)
-    stats.worst_recovery_s = max(times) if times else None
+    worst = max(times + late) if times or late else None  # a failed recovery is the worst seen
+    stats.worst_recovery_s = worst
+    note = f"; not checked: {'; '.join(unchecked)}" if unchecked else ""
     if problems:
-        return Check("recovery", False, "; ".join(problems), device)
-    worst = f"{max(times):.1f} s" if times else "n/a"
-    return Check("recovery", True, f"back after each of {len(windows)} faults (worst {worst})", device)
+        return Check("recovery", False, "; ".join(problems) + note, device, worst=worst)
+    if worst is None or not times:
+        return Check("recovery", True, "not checked: " + "; ".join(unchecked), device, skipped=True)
+    checked = len(times)
+    return Check(
+        "recovery", True, f"back after each of {checked} faults (worst {worst:.1f} s){note}", device, worst=worst
+    )
+
+
+def check_backlog(rec: RunRecord) -> Check:
+    """After each broker outage ends, what was stored during it reaches the receiver within N s.
+
+    Measured on the receiver's own clock (``received_at``) against the wall time the broker came
+    back; an outage ending less than N s before the run does is "not checked" (the drain follows).
+    """
+    limit = rec.rig.expect.backlog_delivered_s
+    assert limit is not None
+    outages = [w for w in rec.windows if w.kind == "broker_down" and w.start_wall is not None]
+    if not outages:
+        return Check("backlog_delivered", True, "no broker outage in this run", skipped=True)
+    problems, worst_all, unchecked = [], [], []
+    for w in outages:
+        end = w.end_wall if w.end_wall is not None else rec.end_wall
+        if _never_ends(rec, w) or end + limit > rec.end_wall:
+            unchecked.append(w.label)
+            continue
+        assert w.start_wall is not None
+        held = [r for r in rec.rows if w.start_wall <= r.ts <= end]
+        if not held:
+            problems.append(f"{w.label}: nothing stored during the outage reached the receiver")
+            continue
+        unknown = [r for r in held if r.received is None]
+        if unknown:
+            problems.append(f"{w.label}: {len(unknown)} rows carry no receive time")
+            continue
+        last = max(r.received for r in held if r.received is not None)
+        delay = max(0.0, last - end)
+        worst_all.append(delay)
+        if delay > limit:
+            problems.append(
+                f"{w.label}: {len(held)} readings held during it; the last reached the receiver "
+                f"{delay:.1f} s after the broker came back (limit {limit:g} s)"
+            )
+    worst = max(worst_all) if worst_all else None
+    note = f"; not checked: {', '.join(unchecked)} (ends too close to the end of the run)" if unchecked else ""
+    if problems:
+        return Check("backlog_delivered", False, "; ".join(problems) + note, worst=worst)
+    if worst is None:
+        return Check("backlog_delivered", True, "not checked" + note.removeprefix("; not checked"), skipped=True)
+    return Check(
+        "backlog_delivered",
+        True,
+        f"backlog of {len(worst_all)} outages delivered within {worst:.1f} s (limit {limit:g} s){note}",
+        worst=worst,
+    )
 
 
 def check_ranges(rec: RunRecord, device: str, rows: Sequence[Row], stats: DeviceStats) -> Check:
@@ -237,6 +309,7 @@ def check_ranges(rec: RunRecord, device: str, rows: Sequence[Row], stats: Device
             False,
             f"{stats.out_of_range} of {checked} values out of range: {'; '.join(bad)}",
             device,
+            worst=float(stats.out_of_range),
         )
     return Check("values_in_range", True, f"{checked} values within range", device)
 
@@ -286,7 +359,65 @@ def check_rate(rec: RunRecord, device: str, rows: Sequence[Row], stats: DeviceSt
     assert stats.per_minute is not None
     ok = stats.per_minute >= minimum
     detail = f"{stats.per_minute:.1f}/min over {healthy:.0f} s without faults (minimum {minimum:g})"
-    return Check("min_per_minute", ok, detail, device)
+    return Check("min_per_minute", ok, detail, device, worst=stats.per_minute)
+
+
+def _same(stored: Any, wanted: bool | float | str) -> bool:
+    if isinstance(wanted, bool) or isinstance(stored, bool):
+        return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
+    if isinstance(wanted, int | float) and isinstance(stored, int | float):
+        return abs(float(stored) - float(wanted)) < 1e-6
+    return str(stored) == str(wanted)
+
+
+def check_follows(rec: RunRecord) -> list[Check]:
+    """For each input the rig drove, the readings that must follow each change within ``within_s``.
+
+    Going active, the ``follow`` readings (by default the input's own event, ``True``); going back
+    inactive, the input's own event ``False``.
+    """
+    checks = []
+    for w in rec.windows:
+        fault = rec.rig.faults[w.index]
+        if not isinstance(fault, GpioInputSet) or w.start_wall is None:
+            continue
+        own = Follow(device=fault.device, point=fault.input, value=True)
+        phases = [(w.start_wall, fault.follow or [own], "active")]
+        if w.end_wall is not None and not _never_ends(rec, w):
+            phases.append((w.end_wall, [own.model_copy(update={"value": False})], "inactive"))
+        for at, wanted, phase in phases:
+            when = w.planned_start_s if phase == "active" else w.planned_end_s
+            label = f"{fault.input}={phase}@{round(when, 1):g}s"
+            if at + fault.within_s > rec.end_wall:
+                checks.append(
+                    Check("follows", True, f"not checked: under {fault.within_s:g} s before the end", label, True)
+                )
+                continue
+            missing, worst = [], 0.0
+            for f in wanted:
+                hits = [
+                    r.ts - at
+                    for r in rec.rows
+                    if r.device == f.device
+                    and r.point == f.point
+                    and at - 0.5 <= r.ts <= at + fault.within_s
+                    and _same(r.value, f.value)
+                ]
+                if hits:
+                    worst = max(worst, max(0.0, min(hits)))
+                else:
+                    seen = sorted(
+                        (r for r in rec.rows if r.device == f.device and r.point == f.point and r.ts >= at - 0.5),
+                        key=lambda r: r.ts,
+                    )
+                    after = f"; next was {seen[0].value!r} {seen[0].ts - at:.1f} s after" if seen else ""
+                    missing.append(f"{f.device}.{f.point}={f.value!r} not within {fault.within_s:g} s{after}")
+            if missing:
+                checks.append(Check("follows", False, "; ".join(missing), label, worst=worst))
+            else:
+                names = ", ".join(f"{f.device}.{f.point}={f.value!r}" for f in wanted)
+                checks.append(Check("follows", True, f"{names} within {worst:.1f} s", label, worst=worst))
+    return checks
 
 
 def evaluate(rec: RunRecord) -> Verdict:
@@ -297,6 +428,8 @@ def evaluate(rec: RunRecord) -> Verdict:
         checks.append(check_loss(rec))
     if exp.no_duplicates:
         checks.append(check_duplicates(rec))
+    if exp.backlog_delivered_s is not None:
+        checks.append(check_backlog(rec))
     by_device: dict[str, list[Row]] = defaultdict(list)
     for r in rec.rows:
         by_device[r.device].append(r)
@@ -318,6 +451,7 @@ def evaluate(rec: RunRecord) -> Verdict:
         stats.failed = [c.name for c in dev_checks if not c.ok]
         checks.extend(dev_checks)
         stats_list.append(stats)
+    checks.extend(check_follows(rec))
     for w in rec.windows:
         if w.error and w.target is None:
             checks.append(Check(f"inject[{w.kind}]", False, f"{w.label}: {w.error}"))
@@ -337,3 +471,36 @@ def _kind_label(dev: Any) -> str:
     if isinstance(dev, SystemDevice):
         return "system"
     return f"serial {dev.sensor}"
+
+
+def failing_so_far(
+    rig: Rig, windows: Sequence[FaultWindow], last_good: dict[str, float], start_wall: float, now: float
+) -> list[str]:
+    """Expectations already failing while the run goes on (for the progress line).
+
+    ``last_good`` is each device's newest good telemetry timestamp at the receiver. A device is
+    failing ``recovery`` when a fault touching it ended more than ``recovery_s`` ago and nothing good
+    came after, and ``reported`` when it has said nothing good within the first ``recovery_s``
+    plus three of its periods. Cheap on purpose: the full checks run at the end.
+    """
+    allowance = rig.expect.recovery_s if rig.expect.recovery_s is not None else 30.0
+    out: list[str] = []
+    for dev in rig.devices:
+        last = last_good.get(dev.name)
+        line = dev.line if isinstance(dev, ModbusDevice) else None
+        overdue = [
+            w
+            for w in windows
+            if w.end_wall is not None
+            and w.start_wall is not None
+            and not w.error
+            and (w.target in (dev.name, line) or w.kind == "agent_kill")
+            and now - w.end_wall > allowance
+            and (last is None or last < w.end_wall)
+        ]
+        if overdue:
+            out.append(f"recovery[{dev.name}]")
+        elif last is None and now - start_wall > allowance + 3 * _period(dev):
+            out.append(f"reported[{dev.name}]")
+    out.extend(f"inject[{w.kind}]" for w in windows if w.error)
+    return out

@@ -36,10 +36,13 @@ def device_table(verdict: Verdict) -> str:
     return "\n".join(out)
 
 
-def render(rig_name: str, verdict: Verdict, windows: list[FaultWindow], elapsed_s: float) -> str:
-    """The whole terminal report."""
+def render(
+    rig_name: str, verdict: Verdict, windows: list[FaultWindow], elapsed_s: float, header: str | None = None
+) -> str:
+    """The whole terminal report (``header`` replaces the first line, for rigs that store no readings)."""
     out = [
-        f"HIL rig {rig_name}: {elapsed_s:.0f} s, {verdict.rows} readings stored, store last seq {verdict.last_seq}",
+        header
+        or f"HIL rig {rig_name}: {elapsed_s:.0f} s, {verdict.rows} readings stored, store last seq {verdict.last_seq}",
         "",
     ]
     out.append(device_table(verdict))
@@ -111,6 +114,18 @@ def junit_error(rig_name: str, message: str) -> bytes:
     ET.SubElement(
         case, "error", message=message.splitlines()[0] if message else "error", type="HilFailure"
     ).text = message
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def junit_broken_rig(rig_name: str, message: str) -> bytes:
+    """JUnit XML for a rig file that cannot be run: one failing testcase carrying the reason."""
+    suite = ET.Element("testsuite", name=f"hil.{rig_name}", tests="1", failures="1", errors="0", skipped="0")
+    case = ET.SubElement(suite, "testcase", classname=f"hil.{rig_name}", name="rig_file", time="0")
+    first = message.splitlines()[0] if message else "the rig file cannot be run"
+    ET.SubElement(case, "failure", message=first, type="RigFileInvalid").text = message
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)

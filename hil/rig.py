@@ -113,14 +113,16 @@ class GpioInput(StrictModel):
 class GpioDevice(DeviceBase):
     """Relays, dimming outputs and contact inputs on gpiozero's MockFactory inside the agent.
 
-    The mock pins live in the agent's process, so a rig cannot toggle them from outside: it checks
-    that the bank reports its outputs' read-back and its inputs every ``period_s``.
+    ``pins: mock``: the pins live in the agent's process and the rig checks that the bank reports its
+    outputs' read-back and its inputs every ``period_s``. ``pins: rig``: the agent's factory is
+    ``pin_factory: rig`` and the rig drives its inputs over a local socket (``gpio_input`` faults).
     """
 
     kind: Literal["gpio"]
     outputs: list[GpioOutput] = Field(default_factory=list)
     inputs: list[GpioInput] = Field(default_factory=list)
     period_s: float = Field(default=1.0, ge=0.5, le=3600)
+    pins: Literal["mock", "rig"] = Field(default="mock", description="rig: the rig drives the inputs.")
 
     @model_validator(mode="after")
     def _some_pins(self) -> GpioDevice:
@@ -253,6 +255,28 @@ class TcpDrop(FaultBase):
     line: str
 
 
+class Follow(StrictModel):
+    """A reading that must reach the centre after an input changes (``value`` compared as stored)."""
+
+    device: str = Field(pattern=NAME)
+    point: str = Field(min_length=1)
+    value: bool | float | str
+
+
+class GpioInputSet(WindowFault):
+    """The rig makes input ``input`` of a ``pins: rig`` gpio device active for the window, then inactive.
+
+    ``follow``: readings that must be stored within ``within_s`` of the change (by default the
+    input's own event). Inputs have the bank's default pull-up: active is the low level.
+    """
+
+    kind: Literal["gpio_input"]
+    device: str
+    input: str = Field(pattern=NAME)
+    within_s: float = Field(default=5.0, gt=0, le=600)
+    follow: list[Follow] = Field(default_factory=list)
+
+
 class BrokerDown(WindowFault):
     """The MQTT broker is stopped for the window, then started again on the same port."""
 
@@ -296,6 +320,7 @@ Fault = Annotated[
         BrokerDown,
         AgentKill,
         ReceiverRestart,
+        GpioInputSet,
     ],
     Field(discriminator="kind"),
 ]
@@ -312,6 +337,7 @@ FAULT_KINDS = (
     "broker_down",
     "agent_kill",
     "receiver_restart",
+    "gpio_input",
 )
 
 # -- the rest -------------------------------------------------------------------------------------
@@ -334,6 +360,11 @@ class Expectations(StrictModel):
         default=None, ge=0, description="Readings per device per minute of fault-free time, at least."
     )
     drain_timeout_s: float = Field(default=60.0, gt=0, description="How long the final drain may take.")
+    backlog_delivered_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="After each broker outage ends, what was stored during it reaches the receiver within this.",
+    )
 
 
 class AgentSettings(StrictModel):
@@ -358,6 +389,22 @@ class ReceiverSettings(StrictModel):
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+class RigLighting(StrictModel):
+    """A street-lighting controller on a gpio device of the rig (one circuit, photocell from the bank).
+
+    The rig places the site where the sun sets ``sunset_after_s`` after the agent starts, so the
+    photocell's evening window (``window_min`` either side of sunset) is open while the rig runs.
+    """
+
+    name: str = Field(default="street-lights", pattern=NAME)
+    gpio: str = Field(pattern=NAME, description="The rig's gpio device that carries the circuit.")
+    relay: str = Field(pattern=NAME, description="Its relay output switching the circuit.")
+    dim: str | None = Field(default=None, pattern=NAME, description="Its pwm output dimming the circuit.")
+    photocell: str = Field(pattern=NAME, description="Its photocell input.")
+    sunset_after_s: float = Field(default=300.0, ge=0, le=3600)
+    window_min: float = Field(default=30.0, gt=0, le=180)
+
+
 class Rig(StrictModel):
     """One HIL rig."""
 
@@ -371,6 +418,7 @@ class Rig(StrictModel):
     expect: Expectations = Expectations()
     agent: AgentSettings = AgentSettings()
     receiver: ReceiverSettings = ReceiverSettings()
+    lighting: RigLighting | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Rig:
@@ -422,6 +470,8 @@ class Rig(StrictModel):
                 target = devs.get(device)
                 if target is None:
                     problems.append(f"{where}.device: no device named {device!r}")
+                elif isinstance(f, GpioInputSet):
+                    problems += _gpio_input_problems(where, f, target)
                 elif isinstance(target, (GpioDevice, SystemDevice)):
                     problems.append(
                         f"{where}.kind: {f.kind!r} cannot be injected into {target.kind} device {device!r}"
@@ -436,6 +486,8 @@ class Rig(StrictModel):
                     )
             if isinstance(f, TcpDrop) and not isinstance(lines.get(f.line), TcpGateway):
                 problems.append(f"{where}.line: {f.line!r} is not a tcp line of this rig")
+        if self.lighting is not None:
+            problems += _lighting_problems(self.lighting, devs.get(self.lighting.gpio))
         if problems:
             raise ValueError("; ".join(problems))  # validation_problems splits them back, path by path
         return self
@@ -466,6 +518,31 @@ class Rig(StrictModel):
             faults.append(f.model_copy(update={k: v / speed for k, v in times.items() if v is not None}))
         # Dividing every time by the same factor keeps the validated order; nothing to check again.
         return self.model_copy(update={"duration_s": self.duration_s / speed, "faults": faults})
+
+
+def _gpio_input_problems(where: str, f: GpioInputSet, target: Any) -> list[str]:
+    if not isinstance(target, GpioDevice):
+        return [f"{where}.device: {f.device!r} is not a gpio device"]
+    if target.pins != "rig":
+        return [f"{where}.device: {f.device!r} has pins: mock; the rig can drive inputs only with pins: rig"]
+    names = [i.name for i in target.inputs]
+    if f.input not in names:
+        return [f"{where}.input: {f.device!r} has no input {f.input!r} (inputs: {', '.join(names) or 'none'})"]
+    return []
+
+
+def _lighting_problems(lt: RigLighting, dev: Any) -> list[str]:
+    if not isinstance(dev, GpioDevice):
+        return [f"lighting.gpio: no gpio device named {lt.gpio!r}"]
+    out = []
+    outputs = {o.name: o.kind for o in dev.outputs}
+    if outputs.get(lt.relay) != "relay":
+        out.append(f"lighting.relay: {lt.gpio!r} has no relay output {lt.relay!r}")
+    if lt.dim is not None and outputs.get(lt.dim) != "pwm":
+        out.append(f"lighting.dim: {lt.gpio!r} has no pwm output {lt.dim!r}")
+    if lt.photocell not in {i.name for i in dev.inputs if i.kind == "photocell"}:
+        out.append(f"lighting.photocell: {lt.gpio!r} has no photocell input {lt.photocell!r}")
+    return out
 
 
 def _profile_problem(ref: str) -> str | None:

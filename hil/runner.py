@@ -21,20 +21,24 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from drivers.gpio.rigpins import SOCKET_ENV
 from hil.devices import EmulatorBank
-from hil.expect import RunRecord, Verdict, evaluate
+from hil.expect import Row, RunRecord, Verdict, evaluate, failing_so_far
+from hil.pins import PinServer
 from hil.procs import Broker, ManagedProcess, ProcessSet, agent_argv, agent_env, free_port
 from hil.report import render
 from hil.rig import (
     AgentKill,
     BrokerDown,
     GpioDevice,
+    GpioInputSet,
     ModbusDevice,
     ReceiverRestart,
     Rig,
@@ -42,9 +46,17 @@ from hil.rig import (
     SystemDevice,
 )
 from hil.schedule import FaultScheduler, FaultWindow
-from hil.sources import proc_cpu_seconds, proc_rss_kib, receiver_count, receiver_rows, store_state
+from hil.sources import (
+    proc_cpu_seconds,
+    proc_rss_kib,
+    receiver_count,
+    receiver_last_good,
+    receiver_rows,
+    store_state,
+)
 from kernel.errors import HilFailure
 from kernel.kinds import KindRegistry
+from kernel.progress import Snapshot
 
 log = logging.getLogger("kbe.hil")
 
@@ -60,6 +72,17 @@ class RunOptions:
     keep: bool = False
     seed: int = 1
     receiver_db: str | None = None  # "sqlite" or "postgres"; None: what the rig says
+    on_progress: Callable[[Snapshot], None] | None = None  # called about once a second while it runs
+    live_checks_every_s: float = 5.0  # how often the progress asks the receiver what is failing
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The agent's store seen once a second: readings waiting for the centre and the last seq."""
+
+    wall: float
+    depth: int
+    last_seq: int
 
 
 @dataclass
@@ -80,6 +103,10 @@ class RunResult:
     lost: int
     duplicates: int
     extra: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    start_wall: float = 0.0
+    end_wall: float = 0.0
 
 
 def offered_rate(rig: Rig, kinds: KindRegistry | None = None) -> float:
@@ -123,11 +150,6 @@ class _CpuSampler:
         if rss is not None:
             self.rss_max = max(self.rss_max, rss)
 
-    async def run(self, every_s: float = 1.0) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(every_s)
-
     @property
     def total(self) -> float:
         return sum(self.cpu.values())
@@ -151,6 +173,8 @@ class _Injector:
                 await asyncio.to_thread(r.receiver.kill)
             else:
                 await asyncio.to_thread(r.receiver.stop)
+        elif isinstance(fault, GpioInputSet):
+            await r.set_input(fault, True)
         else:
             r.bank.inject(fault, True)
 
@@ -162,8 +186,62 @@ class _Injector:
             r.agent.start()
         elif isinstance(fault, ReceiverRestart):
             r.receiver.start()
+        elif isinstance(fault, GpioInputSet):
+            await r.set_input(fault, False)
         else:
             r.bank.inject(fault, False)
+
+
+def sunset_site(after_s: float, now: float | None = None, lat: float = 21.19) -> tuple[float, float, str]:
+    """(lat, lon, timezone) of a place where the sun sets ``after_s`` seconds from now.
+
+    A rig with a lighting controller runs at any hour; putting the site where it is evening makes the
+    photocell's window around sunset open during the run. Sunset moves 4 minutes per degree of
+    longitude; the zone is the whole-hour ``Etc/GMT`` zone nearest that longitude (local evening).
+    """
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from astral import Observer
+    from astral import sun as astral_sun
+
+    target = dt.datetime.fromtimestamp((now if now is not None else time.time()) + after_s, dt.timezone.utc)
+    lon = 106.0
+    tzname = "Etc/GMT"
+    for _ in range(5):
+        off = max(-12, min(14, round(lon / 15)))
+        tzname = f"Etc/GMT{-off:+d}" if off else "Etc/GMT"
+        tz = ZoneInfo(tzname)
+        local = target.astimezone(tz)
+        day = local.date() if local.hour >= 12 else local.date() - dt.timedelta(days=1)
+        sunset = astral_sun.sunset(Observer(lat, lon), day, tzinfo=tz)
+        lon = (lon + (sunset - target).total_seconds() / 240.0 + 180.0) % 360.0 - 180.0
+    return lat, round(lon, 5), tzname
+
+
+def lighting_section(lt: Any, work: Path) -> dict[str, Any]:
+    """The site config's ``lighting``: one circuit on the rig's gpio bank, full level all night."""
+    output: dict[str, Any] = {"type": "gpio_bank", "device": lt.gpio, "relay": lt.relay}
+    if lt.dim is not None:
+        output["dim"] = lt.dim
+    return {
+        "profiles": [{"name": "full", "start_level": 100}],
+        "groups": [{"name": "route", "profile": "full"}],
+        "circuits": [
+            {"name": "c1", "group": "route", "lamps": 10, "lamp_watts": 100, "settle_s": 0, "output": output}
+        ],
+        "photocell": {
+            "type": "gpio_bank",
+            "device": lt.gpio,
+            "input": lt.photocell,
+            "window_min": lt.window_min,
+            "debounce_s": 0,
+        },
+        "default_when_clock_unsynced": False,
+        "state_path": str(work / "agent" / "lighting-state.json"),
+        "tick_s": 0.5,
+        "report_period_s": 60,
+    }
 
 
 class RigRun:
@@ -192,10 +270,17 @@ class RigRun:
         self.receiver = self.procs.add(
             ManagedProcess("receiver", [], self.work / "logs" / "receiver.log", agent_env())
         )
-        self.agent = self.procs.add(
-            ManagedProcess("agent", [], self.work / "logs" / "agent.log", agent_env())
-        )
+        env = agent_env()
+        self.pins: PinServer | None = None
+        self._pins_dir: Path | None = None
+        if any(isinstance(d, GpioDevice) and d.pins == "rig" for d in rig.devices):
+            # A short path of its own: Unix socket paths are limited to about 100 bytes.
+            self._pins_dir = Path(tempfile.mkdtemp(prefix="kbe-pins-"))
+            self.pins = PinServer(self._pins_dir / "pins.sock")
+            env[SOCKET_ENV] = str(self.pins.path)
+        self.agent = self.procs.add(ManagedProcess("agent", [], self.work / "logs" / "agent.log", env))
         self.sampler = _CpuSampler(self.agent)
+        self.samples: list[Sample] = []
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -227,17 +312,36 @@ class RigRun:
         with psycopg.connect(self.rig.receiver.postgres_url, autocommit=True) as pg:
             pg.execute(f'DROP DATABASE IF EXISTS "{self._pg_db}" WITH (FORCE)')
 
+    async def set_input(self, fault: GpioInputSet, active: bool) -> None:
+        """Drive a rig-controlled input: active is the low level (the bank's inputs pull up)."""
+        assert self.pins is not None
+        dev = self.rig.device(fault.device)
+        pin = next(i.pin for i in dev.inputs if i.name == fault.input)
+        await self.pins.set(pin, not active)
+
     def site_config(self, key: Path, devices: list[dict[str, Any]]) -> dict[str, Any]:
         """The site config the agent runs with."""
         a = self.rig.agent
+        site: dict[str, Any] = {
+            "id": self.site_id,
+            "name": f"HIL rig {self.rig.rig}",
+            "location": {"lat": 21.1861, "lon": 106.0763},
+        }
+        extra: dict[str, Any] = {}
+        for d in devices:
+            if d.get("driver") == "gpio" and self.rig.device(d["name"]).pins == "rig":
+                d["pin_factory"] = "rig"
+        if self.rig.lighting is not None and devices:
+            lat, lon, tz = sunset_site(self.rig.lighting.sunset_after_s)
+            site["location"] = {"lat": lat, "lon": lon}
+            site["timezone"] = tz
+            devices = [*devices, {"driver": "lighting", "name": self.rig.lighting.name}]
+            extra["lighting"] = lighting_section(self.rig.lighting, self.work)
         return {
             "version": 1,
-            "site": {
-                "id": self.site_id,
-                "name": f"HIL rig {self.rig.rig}",
-                "location": {"lat": 21.1861, "lon": 106.0763},
-            },
+            "site": site,
             "devices": devices,
+            **extra,
             "sync": {
                 "broker": self.broker.url,
                 "allow_plaintext": True,  # the rig's own broker on the loopback
@@ -286,6 +390,53 @@ class RigRun:
             f"the agent's health endpoint did not answer within {timeout:.0f} s:\n{self.agent.tail()}"
         )
 
+    # -- watching -------------------------------------------------------------------------------
+
+    def _sample_store(self) -> Sample | None:
+        try:
+            state = store_state(self.store_path)
+        except Exception:  # the store is being created or checkpointed: skip this look
+            return None
+        return Sample(time.time(), state.depth, state.last_seq)
+
+    async def _watch(
+        self, scheduler: FaultScheduler, t0: float, start_wall: float, phase: str = "run"
+    ) -> None:
+        """Once a second: CPU and RSS, the store's depth; the progress line with what fails so far."""
+        failing: list[str] = []
+        checked = 0.0
+        while True:
+            self.sampler.sample()
+            sample = await asyncio.to_thread(self._sample_store)
+            if sample is not None:
+                self.samples.append(sample)
+            show = self.opts.on_progress
+            if show is not None:
+                now = time.monotonic()
+                if now - checked >= self.opts.live_checks_every_s:
+                    checked = now
+                    try:
+                        last_good = await asyncio.to_thread(receiver_last_good, self.db_url, self.site_id)
+                        failing = failing_so_far(self.rig, scheduler.windows, last_good, start_wall, time.time())
+                    except Exception as exc:  # the receiver's table may not exist yet
+                        log.debug("live checks: %s", exc)
+                active = [
+                    w.label.split(" at ")[0]
+                    for w in scheduler.windows
+                    if w.start_wall is not None and w.end_wall is None
+                ]
+                show(
+                    Snapshot(
+                        elapsed_s=now - t0,
+                        total_s=self.rig.duration_s,
+                        faults=active,
+                        stored=sample.last_seq if sample is not None else None,
+                        failing=failing,
+                        phase=phase,
+                    )
+                )
+            await asyncio.sleep(1.0)
+
     # -- the run --------------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
@@ -295,6 +446,10 @@ class RigRun:
         finally:
             await asyncio.to_thread(self.procs.stop_all)
             await self.bank.close()
+            if self.pins is not None:
+                await self.pins.close()
+            if self._pins_dir is not None:
+                shutil.rmtree(self._pins_dir, ignore_errors=True)
             with contextlib.suppress(Exception):
                 self._drop_postgres()
             if self._tmp is not None and not self.opts.keep:
@@ -306,6 +461,8 @@ class RigRun:
         if (self.opts.receiver_db or rig.receiver.db) == "postgres":
             await asyncio.to_thread(self._postgres)
         await self.bank.start()
+        if self.pins is not None:
+            await self.pins.start()
         run_cfg = self._write_config("site.yaml", self.site_config(key, self.bank.site_devices(rig.agent)))
         drain_cfg = self._write_config("site-drain.yaml", self.site_config(key, []))
         await asyncio.to_thread(self.broker.start)
@@ -318,11 +475,12 @@ class RigRun:
         self.agent.start()
         await self._wait_health()
 
-        sampler = asyncio.create_task(self.sampler.run())
         scheduler = FaultScheduler(rig, _Injector(self))
         t0 = time.monotonic()
         start_wall = time.time()
+        self.sampler.sample()
         cpu0 = self.sampler.total
+        sampler = asyncio.create_task(self._watch(scheduler, t0, start_wall))
         timeline = asyncio.create_task(scheduler.run(t0))
         try:
             await asyncio.sleep(rig.duration_s)
@@ -333,11 +491,16 @@ class RigRun:
             await scheduler.finish()
             self.sampler.sample()
             sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         end_wall = time.time()
         elapsed = time.monotonic() - t0
         cpu_used = self.sampler.total - cpu0
 
         await asyncio.to_thread(self.agent.stop, 15.0)
+        if self.opts.on_progress is not None:
+            last = self.samples[-1].last_seq if self.samples else None
+            self.opts.on_progress(Snapshot(elapsed, rig.duration_s, stored=last, phase="drain"))
         # Processes stopped by a fault that ends at the very end are back by now (scheduler.finish).
         drain_s = await self._drain(drain_cfg)
         state = store_state(self.store_path)
@@ -374,6 +537,10 @@ class RigRun:
             lost=len(set(range(1, state.last_seq + 1)) - seqs),
             duplicates=(len(rows) - len(seqs)) + (len(seqs) - len(keys)),
             extra={"drain_s": drain_s},
+            rows=rows,
+            samples=list(self.samples),
+            start_wall=start_wall,
+            end_wall=end_wall,
         )
 
     async def _drained(self) -> bool:

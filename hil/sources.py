@@ -19,7 +19,7 @@ def _join(value: float | None, text: str | None, kind: str) -> Any:
 
 
 _ROWS = (
-    "SELECT seq, device, point, value, value_text, value_type, ts, quality, priority "
+    "SELECT seq, device, point, value, value_text, value_type, ts, quality, priority, received_at "
     "FROM readings WHERE site_id = {p} ORDER BY seq"
 )
 _COUNT = "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM readings WHERE site_id = {p}"
@@ -51,7 +51,8 @@ def receiver_rows(db_url: str, site_id: str) -> list[Row]:
     """Every reading the receiver stored for ``site_id`` (SQLite ``sqlite:///path`` or PostgreSQL)."""
     raw = _query(db_url, _ROWS, site_id)
     return [
-        Row(int(s), d, p, _join(v, t, k), float(ts), int(q), int(pr)) for s, d, p, v, t, k, ts, q, pr in raw
+        Row(int(s), d, p, _join(v, t, k), float(ts), int(q), int(pr), float(rx))
+        for s, d, p, v, t, k, ts, q, pr, rx in raw
     ]
 
 
@@ -103,3 +104,14 @@ def proc_rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+_LAST_GOOD = (
+    "SELECT device, MAX(ts) FROM readings WHERE site_id = {p} AND quality = 0 AND priority = 2 "
+    "GROUP BY device"
+)
+
+
+def receiver_last_good(db_url: str, site_id: str) -> dict[str, float]:
+    """device -> timestamp of its newest good telemetry reading at the receiver."""
+    return {str(d): float(ts) for d, ts in _query(db_url, _LAST_GOOD, site_id)}

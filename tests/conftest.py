@@ -4,11 +4,18 @@ A private Mosquitto per test is in :mod:`tests.brokers`."""
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, settings
+
 # One implementation for tests and rigs: free ports and running `edge-agent` from this checkout.
 from hil.procs import REPO, agent_argv, free_port
 from hil.procs import agent_env as _agent_env
 
 __all__ = ["REPO", "agent_argv", "agent_env", "free_port"]
+
+# The suite runs on small, shared machines (CI, a developer's laptop beside a bench): property tests
+# judge results, never how long one example took.
+settings.register_profile("kbe", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kbe")
 
 
 def agent_env(**extra: str) -> dict[str, str]:

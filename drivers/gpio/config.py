@@ -60,7 +60,9 @@ class GpioConfig(StrictModel):
     """A bank of pins on one board."""
 
     pin_factory: FactoryName = Field(
-        default="auto", description="auto: $KBE_GPIO_PIN_FACTORY, else the first real backend that works."
+        default="auto",
+        description="auto: $KBE_GPIO_PIN_FACTORY, else the first real backend that works; mock: pins in "
+        "this process; rig: mock pins a HIL rig drives over the socket $KBE_GPIO_RIG_SOCKET.",
     )
     outputs: list[OutputConfig] = Field(default_factory=list)
     inputs: list[InputConfig] = Field(default_factory=list)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from kernel.errors import DeviceError
 
-FactoryName = Literal["auto", "mock", "lgpio", "rpigpio", "pigpio", "native"]
+FactoryName = Literal["auto", "mock", "rig", "lgpio", "rpigpio", "pigpio", "native"]
 
 ENV_VAR = "KBE_GPIO_PIN_FACTORY"
 
@@ -49,11 +49,16 @@ def make_pin_factory(name: FactoryName = "auto") -> Any:
     if name == "auto":
         env = os.environ.get(ENV_VAR, "").strip().lower()
         if env:
-            if env != "mock" and env not in _REAL:
-                raise DeviceError(f"{ENV_VAR}={env!r}: expected mock, {', '.join(_REAL)}")
+            if env not in ("mock", "rig") and env not in _REAL:
+                raise DeviceError(f"{ENV_VAR}={env!r}: expected mock, rig, {', '.join(_REAL)}")
             name = env  # type: ignore[assignment]
     if name == "mock":
         return mock_factory()
+    if name == "rig":
+        # Mock pins whose inputs a HIL rig in another process drives (drivers/gpio/rigpins.py).
+        from drivers.gpio.rigpins import rig_pin_factory
+
+        return rig_pin_factory()
     if name != "auto":
         return _real(name)
     problems: list[str] = []

@@ -15,6 +15,7 @@ import json
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,13 @@ class RunResult:
     wall_s: float = 0.0
     refusals: dict[str, int] = field(default_factory=dict)
     final_state: str | None = None
+    # Every SERIES_S simulated seconds: (time, vehicles halting on the worst approach, findings so far).
+    series: list[tuple[float, int, int]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # when each finished trip arrived
+
+
+SERIES_S = 10.0
+StepHook = Callable[[float, RunResult], None]
 
 
 def rig_intersection(net: Path) -> IntersectionConfig:
@@ -127,8 +135,12 @@ def run(
     duration_s: float = 3600.0,
     inject_conflict_at: float | None = None,
     out_dir: Path | None = None,
+    on_step: StepHook | None = None,
 ) -> RunResult:
-    """One run; ``inject_conflict_at`` forces conflicting greens below the envelope at that time."""
+    """One run; ``inject_conflict_at`` forces conflicting greens below the envelope at that time.
+
+    ``on_step(sim_t, partial_result)`` is called every ``SERIES_S`` simulated seconds (progress).
+    """
     import traci
 
     out_dir = out_dir or BUILD_DIR
@@ -174,7 +186,7 @@ def run(
     monitor = link_monitor(paths["net"], planmod.TLS, links, list(ix.permissive))
     result = RunResult(mode, seed, scale, 0.0, 0.0, 0, 0)
     try:
-        _drive(conn, mode, ix, monitor, result, duration_s, inject_conflict_at)
+        _drive(conn, mode, ix, monitor, result, duration_s, inject_conflict_at, on_step)
     finally:
         conn.close()
     result.wall_s = time.monotonic() - wall0
@@ -191,6 +203,7 @@ def _drive(
     result: RunResult,
     duration_s: float,
     inject_at: float | None,
+    on_step: StepHook | None = None,
 ) -> None:
     import traci.constants as tc
 
@@ -254,6 +267,10 @@ def _drive(
         halting = conn.edge.getAllSubscriptionResults()
         q = max(sum(halting[e][tc.LAST_STEP_VEHICLE_HALTING_NUMBER] for e in es) for es in edges.values())
         result.max_queue = max(result.max_queue, q)
+        if now[0] % SERIES_S < 1.0:
+            result.series.append((now[0], int(q), len(monitor.violations)))
+            if on_step is not None:
+                on_step(now[0], result)
     result.sim_s = conn.simulation.getTime()
     result.final_state = conn.trafficlight.getRedYellowGreenState(tls)
     if inter is not None:
@@ -266,6 +283,7 @@ def _trip_stats(path: Path, result: RunResult) -> None:
     root = ET.parse(path).getroot()  # noqa: S314 - written by SUMO in this run
     trips = list(root.iter("tripinfo"))
     result.vehicles = len(trips)
+    result.arrivals = sorted(float(t.get("arrival", "-1")) for t in trips if float(t.get("arrival", "-1")) >= 0)
     if trips:
         result.mean_delay_s = sum(float(t.get("timeLoss", "0")) for t in trips) / len(trips)
         result.mean_depart_delay_s = sum(float(t.get("departDelay", "0")) for t in trips) / len(trips)

@@ -26,6 +26,9 @@ def test_suite_passes_on_a_correct_emulator(profile):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
     assert "failed" not in proc.stdout
+    # The progress plugin's last line: every test counted, none failing.
+    assert "firmware-test  [done]" in proc.stderr
+    assert "failing: none" in proc.stderr
 
 
 # Each bug, and a test that must catch it (by name, as it appears in the failure summary).

@@ -162,3 +162,65 @@ def test_junit_error_for_a_run_that_could_not_start() -> None:
     err = suite.find("testcase/error")
     assert err is not None
     assert err.get("message") == "the agent exited during start-up:"
+
+
+def test_a_fault_that_never_ends_marks_recovery_not_checked() -> None:
+    rig = {**RIG, "faults": [{"kind": "crc", "device": "pm", "rate": 0.05}]}  # no end: to the end of the run
+    rec = _record(_healthy_rows(back_at=30), rig=rig)
+    check = next(c for c in evaluate(rec).checks if c.label == "recovery[pm]")
+    assert check.skipped
+    assert check.detail.startswith("not checked: crc(pm)")
+    assert "lasts to the end of the run" in check.detail
+    text = render("x", evaluate(rec), list(rec.windows), 120.0)
+    assert "skip recovery[pm]: not checked" in text
+    assert "ok   recovery[pm]" not in text
+
+
+def test_a_never_ending_fault_beside_a_checked_one_is_named() -> None:
+    rig = {**RIG, "faults": [*RIG["faults"], {"kind": "crc", "device": "th", "rate": 0.05, "at_s": 90}]}
+    check = next(c for c in evaluate(_record(_healthy_rows(), rig=rig)).checks if c.label == "recovery[th]")
+    assert check.ok
+    assert not check.skipped
+    assert "back after each of 1 faults" in check.detail
+    assert "not checked: crc(th) at 90-120 s lasts to the end of the run" in check.detail
+    assert check.worst is not None
+
+
+def _backlog_rows(delay_after_end: float) -> list[Row]:
+    """Rows stored every second; those taken during the outage 40-60 s arrive ``delay`` after it ends."""
+    rows = []
+    for i, r in enumerate(_healthy_rows()):
+        rx = r.ts + 0.3
+        if T0 + 40 <= r.ts <= T0 + 60:
+            rx = T0 + 60 + delay_after_end * (r.ts - T0 - 40) / 20
+        rows.append(Row(i + 1, r.device, r.point, r.value, r.ts, received=rx))
+    return rows
+
+
+BACKLOG_RIG = {
+    **RIG,
+    "faults": [{"kind": "broker_down", "at_s": 40, "until_s": 60}],
+    "expect": {"recovery_s": 10, "backlog_delivered_s": 5},
+}
+
+
+def test_backlog_delivered_within_the_limit_passes() -> None:
+    check = next(c for c in evaluate(_record(_backlog_rows(3.0), rig=BACKLOG_RIG)).checks if c.name == "backlog_delivered")
+    assert check.ok
+    assert not check.skipped
+    assert check.worst is not None
+    assert 2.8 <= check.worst <= 3.0  # the last row of the outage, at 59.5 s
+
+
+def test_backlog_delivered_too_late_fails_with_the_delay() -> None:
+    check = next(c for c in evaluate(_record(_backlog_rows(12.0), rig=BACKLOG_RIG)).checks if c.name == "backlog_delivered")
+    assert not check.ok
+    assert "11.5 s after the broker came back (limit 5 s)" in check.detail  # pm at 59.25 s: 12 x 19.25 / 20
+
+
+def test_backlog_of_an_outage_that_never_ends_is_not_checked() -> None:
+    rig = {**BACKLOG_RIG, "faults": [{"kind": "broker_down", "at_s": 100}]}
+    check = next(c for c in evaluate(_record(_backlog_rows(0.0), rig=rig)).checks if c.name == "backlog_delivered")
+    assert check.ok
+    assert check.skipped
+    assert "not checked" in check.detail

@@ -123,9 +123,11 @@ def test_load_rig_reports_yaml_errors(tmp_path: Path) -> None:
 
 
 def test_shipped_rigs_are_valid() -> None:
+    from hil.rigfile import load_any_rig
+
     rigs = sorted((Path(__file__).resolve().parents[2] / "hil" / "rigs").glob("*.yaml"))
     for path in rigs:
-        load_rig(path)
+        load_any_rig(path)  # agent rigs and traffic (kind: sumo) rigs
 
 
 def test_unknown_profile_is_named() -> None:

@@ -119,8 +119,9 @@ def test_bad_rig_exits_2_naming_the_field(tmp_path: Path) -> None:
 @pytest.mark.timeout(90)
 def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     work = tmp_path / "work"
+    junit = tmp_path / "junit.xml"
     proc = subprocess.Popen(
-        agent_argv("hil", "run", str(RIGS / "farm-plot.yaml"), "--work", str(work)),
+        agent_argv("hil", "run", str(RIGS / "farm-plot.yaml"), "--work", str(work), "--junit", str(junit)),
         env=agent_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -141,6 +142,9 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert _processes_mentioning(str(work)) == []
+    suite = ET.parse(junit).getroot().find("testsuite")  # JUnit is written even for a cut-short run
+    assert suite is not None
+    assert suite.get("errors") == "1"
 
 
 @pytest.mark.timeout(60)

@@ -1,0 +1,304 @@
+"""The SUMO traffic rig as a rig file, run by ``edge-agent hil run`` like every other rig.
+
+A rig file with ``kind: sumo`` runs :func:`hil.sumo.rig.run` (the field controller and safety
+envelope driving SUMO's junction) and turns what the independent link monitor found into
+expectations, one per monitor rule, plus the envelope's own verdict and the traffic figures. The
+verdict, report text, JUnit XML and HTML figures have the same shape as an agent rig's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from hil.expect import Check, DeviceStats, Verdict
+from hil.figures import bucket_s
+from hil.schedule import FaultWindow
+from kernel.config_base import StrictModel, validation_problems
+from kernel.errors import ConfigError
+from kernel.progress import Snapshot
+
+NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+MONITOR_RULES = (
+    "conflict",
+    "min_green",
+    "no_yellow",
+    "short_yellow",
+    "long_yellow",
+    "yellow_to_green",
+    "red_clearance",
+)
+CATCH_S = 2.0  # a forced conflict must be caught and the light flashing within this
+
+
+class ForcedConflict(StrictModel):
+    """Conflicting greens forced onto the junction below the envelope at ``at_s`` (a crossed wire)."""
+
+    kind: Literal["forced_conflict"]
+    at_s: float = Field(ge=0)
+
+
+class SumoExpect(StrictModel):
+    """What must hold: the monitor's rules, the envelope's verdict, the traffic figures."""
+
+    monitor: bool = Field(default=True, description="No finding of the independent link monitor.")
+    envelope: bool = Field(default=True, description="The envelope never latched to flash nor refused.")
+    max_mean_delay_s: float | None = Field(default=None, gt=0, description="Mean time lost per vehicle.")
+    min_vehicles: int | None = Field(default=None, ge=0, description="Trips through the junction, at least.")
+
+
+class SumoRig(StrictModel):
+    """A traffic rig: the junction of ``hil/sumo/scenario.py`` under one controller mode."""
+
+    version: Literal[1] = 1
+    kind: Literal["sumo"]
+    rig: str = Field(pattern=NAME)
+    description: str = ""
+    duration_s: float = Field(gt=0, le=86400, description="Simulated seconds.")
+    mode: Literal["fixed", "actuated", "adaptive", "sumo_static", "sumo_actuated", "sumo_delay"] = "adaptive"
+    seed: int = 1
+    scale: float = Field(default=1.0, gt=0, le=5, description="Demand multiplier.")
+    faults: list[ForcedConflict] = Field(default_factory=list, max_length=1)
+    expect: SumoExpect = SumoExpect()
+
+    @model_validator(mode="after")
+    def _inside(self) -> SumoRig:
+        for i, f in enumerate(self.faults):
+            if f.at_s >= self.duration_s:
+                raise ValueError(f"faults[{i}].at_s: {f.at_s} is not before the end ({self.duration_s} s)")
+        return self
+
+
+def parse_sumo_rig(data: Any, source: str = "<rig>") -> SumoRig:
+    """Validate a ``kind: sumo`` rig; :class:`ConfigError` lists every problem with its path."""
+    try:
+        return SumoRig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, validation_problems(exc)) from exc
+
+
+@dataclass
+class SumoRunResult:
+    """A finished traffic rig run, in the shape the CLI reports."""
+
+    rig: SumoRig
+    verdict: Verdict
+    windows: list[FaultWindow]
+    elapsed_s: float
+    report: str
+    figures: dict[str, Any]
+    run: Any  # hil.sumo.rig.RunResult
+
+
+def monitor_checks(rig: SumoRig, r: Any) -> list[Check]:
+    """One check per monitor rule; findings from a forced conflict onward are the fault's, not the controller's."""
+    forced = rig.faults[0].at_s if rig.faults else None
+    own = [v for v in r.violations if forced is None or v.t < forced]
+    checks = []
+    for rule in MONITOR_RULES:
+        found = [v for v in own if v.rule == rule]
+        if not found:
+            checks.append(Check(f"monitor[{rule}]", True, f"no finding in {r.sim_s:.0f} s", worst=0.0))
+            continue
+        first = ", ".join(f"t={v.t:.0f} s {v.detail}" for v in found[:3])
+        checks.append(
+            Check(
+                f"monitor[{rule}]", False, f"{len(found)} findings (first: {first})", worst=float(len(found))
+            )
+        )
+    return checks
+
+
+def verdict_of(rig: SumoRig, r: Any) -> Verdict:
+    """Every expectation of a traffic rig, from the run's figures."""
+    exp = rig.expect
+    checks: list[Check] = monitor_checks(rig, r) if exp.monitor else []
+    if rig.faults:
+        at = rig.faults[0].at_s
+        caught = r.tripped_at is not None and r.tripped_at - at <= CATCH_S + 1e-6
+        flashing = r.final_state is not None and set(r.final_state) <= {"o", "O"}
+        detail = (
+            f"monitor tripped {r.tripped_at - at:.0f} s after the forced conflict; envelope latched "
+            f"{r.flashed}; final state flashing: {flashing}"
+            if r.tripped_at is not None
+            else "the monitor never tripped"
+        )
+        checks.append(
+            Check(
+                "forced_conflict_caught",
+                caught and flashing,
+                detail,
+                worst=(r.tripped_at - at) if r.tripped_at is not None else None,
+            )
+        )
+    elif exp.envelope:
+        refused = sum(r.refusals.values())
+        ok = r.flashed is None and r.tripped_at is None and not refused
+        detail = (
+            "never latched, no command refused"
+            if ok
+            else f"latched: {r.flashed}, monitor tripped at {r.tripped_at}, refusals {r.refusals}"
+        )
+        checks.append(Check("envelope", ok, detail, worst=float(refused)))
+    if exp.max_mean_delay_s is not None:
+        ok = r.mean_delay_s <= exp.max_mean_delay_s
+        checks.append(
+            Check(
+                "mean_delay",
+                ok,
+                f"{r.mean_delay_s:.1f} s lost per vehicle (at most {exp.max_mean_delay_s:g})",
+                worst=r.mean_delay_s,
+            )
+        )
+    if exp.min_vehicles is not None:
+        checks.append(
+            Check(
+                "vehicles",
+                r.vehicles >= exp.min_vehicles,
+                f"{r.vehicles} trips (at least {exp.min_vehicles})",
+                worst=float(r.vehicles),
+            )
+        )
+    stats = DeviceStats(
+        "junction",
+        f"sumo {rig.mode}",
+        readings=r.vehicles,
+        per_minute=60.0 * len(r.arrivals) / r.sim_s if r.sim_s else None,
+        faults=len(rig.faults),
+    )
+    stats.failed = [c.name for c in checks if not c.ok]
+    return Verdict(checks, [stats], r.vehicles, 0)
+
+
+def sumo_figures(rig: SumoRig, verdict: Verdict, r: Any, elapsed_s: float) -> dict[str, Any]:
+    """The HTML report's figures: trips finished per bucket, monitor findings as errors, queue as backlog."""
+    span = max(r.sim_s, 1.0)
+    width = bucket_s(span)
+    n = max(1, math.ceil(span / width))
+    arrived = Counter(min(int(t // width), n - 1) for t in r.arrivals)
+    found = Counter(min(int(v.t // width), n - 1) for v in r.violations)
+    faults = []
+    if rig.faults:
+        end = r.tripped_at if r.tripped_at is not None else span
+        faults.append(
+            {
+                "label": f"forced_conflict at {rig.faults[0].at_s:g} s",
+                "kind": "forced_conflict",
+                "target": "junction",
+                "start_s": rig.faults[0].at_s,
+                "end_s": end,
+                "injected": True,
+                "error": None,
+            }
+        )
+    st = verdict.devices[0]
+    return {
+        "rig": rig.rig,
+        "description": rig.description,
+        "ok": verdict.ok,
+        "elapsed_s": round(elapsed_s, 3),
+        "start_wall": 0.0,
+        "end_wall": span,
+        "bucket_s": width,
+        "rows": r.vehicles,
+        "last_seq": 0,
+        "summary": (
+            f"{r.sim_s:.0f} simulated s under the {rig.mode} controller in {elapsed_s:.0f} s: {r.vehicles} trips, "
+            f"mean delay {r.mean_delay_s:.1f} s, longest queue {r.max_queue}, "
+            f"{len(r.violations)} monitor findings."
+        ),
+        "backlog_title": "Queue (vehicles halting on the worst approach)",
+        "stored_label": "trips finished",
+        "devices": [
+            {
+                "name": "junction",
+                "kind": st.kind,
+                "summary": (
+                    f"{r.vehicles} trips ({len(r.arrivals)} finished, {r.vehicles - len(r.arrivals)} still on the "
+                    f"road at the end); {len(r.violations)} monitor findings; faults: "
+                    + (", ".join(f["label"] for f in faults) or "none")
+                ),
+                "rows": r.vehicles,
+                "good": len(r.arrivals),
+                "errors": len(r.violations),
+                "points": {},
+                "stored": [arrived.get(i, 0) for i in range(n)],
+                "error_buckets": [found.get(i, 0) for i in range(n)],
+                "before_start": 0,
+                "after_end": r.vehicles - len(r.arrivals),
+                "per_minute": st.per_minute,
+                "worst_recovery_s": None,
+                "faults": faults,
+                "failed": st.failed,
+            }
+        ],
+        "faults": faults,
+        "backlog": [[t, q] for t, q, _ in r.series],
+        "outages": [],
+        "drain_s": None,
+        "checks": [
+            {
+                "label": c.label,
+                "name": c.name,
+                "device": c.device,
+                "status": "fail" if not c.ok else ("not checked" if c.skipped else "pass"),
+                "worst": c.worst,
+                "detail": c.detail,
+            }
+            for c in verdict.checks
+        ],
+        "traffic": {
+            "mode": rig.mode,
+            "seed": rig.seed,
+            "scale": rig.scale,
+            "sim_s": r.sim_s,
+            "vehicles": r.vehicles,
+            "mean_delay_s": round(r.mean_delay_s, 2),
+            "max_queue": r.max_queue,
+            "monitor_findings": len(r.violations),
+        },
+    }
+
+
+def run_sumo_rig(
+    rig: SumoRig, work: Path, on_progress: Callable[[Snapshot], None] | None = None
+) -> SumoRunResult:
+    """Run the traffic rig in ``work`` and judge it."""
+    from hil.report import render
+    from hil.sumo.rig import run
+
+    t0 = time.monotonic()
+    fault_at = rig.faults[0].at_s if rig.faults else None
+    windows = (
+        [FaultWindow(0, "forced_conflict", "junction", fault_at, fault_at)] if fault_at is not None else []
+    )
+
+    def step(sim_t: float, partial: Any) -> None:
+        if on_progress is None:
+            return
+        active = ["forced_conflict"] if fault_at is not None and sim_t >= fault_at else []
+        failing = sorted(
+            {f"monitor[{v.rule}]" for v in partial.violations if fault_at is None or v.t < fault_at}
+        )
+        on_progress(Snapshot(sim_t, rig.duration_s, active, None, failing, phase="sim"))
+
+    r = run(rig.mode, rig.seed, rig.scale, rig.duration_s, fault_at, work, on_step=step)
+    elapsed = time.monotonic() - t0
+    for w in windows:
+        w.start_wall = fault_at
+        w.end_wall = r.tripped_at if r.tripped_at is not None else rig.duration_s
+    verdict = verdict_of(rig, r)
+    header = (
+        f"HIL traffic rig {rig.rig}: {rig.mode}, {r.sim_s:.0f} simulated s in {elapsed:.1f} s; {r.vehicles} "
+        f"trips, mean delay {r.mean_delay_s:.1f} s, longest queue {r.max_queue}, monitor findings "
+        f"{len(r.violations)}"
+    )
+    report = render(rig.rig, verdict, windows, elapsed, header)
+    return SumoRunResult(rig, verdict, windows, elapsed, report, sumo_figures(rig, verdict, r, elapsed), r)
