@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
     ap.add_argument("--receivers", type=int, default=1, help="receiver processes in one $share group")
+    ap.add_argument("--backlog-batch", type=int, default=0,
+                    help="sync.batch.backlog_max_count (default: the config's own; 2000 = no growth)")
     args = ap.parse_args()
     n = args.readings
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -126,7 +128,8 @@ def main() -> None:
             t = time.perf_counter()
             fill_store(store, n)
             print(f"backlog: {n} readings appended in {time.perf_counter() - t:.1f} s")
-            cfg = SyncConfig.model_validate({"broker": broker.url, "allow_plaintext": True,
+            batch = {"backlog_max_count": args.backlog_batch} if args.backlog_batch else {}
+            cfg = SyncConfig.model_validate({"broker": broker.url, "allow_plaintext": True, "batch": batch,
                                              "centre_public_keys": [str(centre_pub)], "signing_key_file": str(key)})
             signer = Signer.from_file(key)
             frames = frames_of(store, signer, cfg.batch.max_count)
@@ -165,7 +168,8 @@ def main() -> None:
             base = bare_paho(broker.port, frames, cfg.max_in_flight)
             store.close()
     e2e_rate, base_rate = n / e2e, n / base
-    print(f"batches of {cfg.batch.max_count}, {cfg.max_in_flight} in flight, "
+    print(f"batches of {cfg.batch.max_count} (up to {cfg.batch.backlog_max_count} under a backlog), "
+          f"{cfg.max_in_flight} in flight, "
           f"{args.receivers} receiver(s) on {args.db}")
     print(f"end to end (store -> sign -> broker -> verify -> {args.db} -> ack -> delete): "
           f"{e2e_rate:,.0f} readings/s ({e2e:.2f} s)")

@@ -90,6 +90,14 @@ class BatchConfig(StrictModel):
     max_count: int = Field(default=2000, ge=1, le=100_000)
     max_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Compressed size.")
     max_age_s: float = Field(default=1.0, gt=0, le=3600)
+    backlog_max_count: int = Field(
+        default=20_000,
+        ge=1,
+        le=100_000,
+        description="Largest batch once a backlog builds up (more waiting than max_in_flight full batches): "
+        "batches grow instead of multiplying, so an overloaded uplink keeps its throughput. "
+        "Never below max_count; max_bytes still bounds every batch.",
+    )
 
 
 class SyncConfig(StrictModel):

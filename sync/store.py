@@ -26,6 +26,7 @@ from kernel.errors import StoreCorrupt, StoreError
 from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Priority, Quality, Reading, Value
 from sync.config import foreign_store_problem
+from sync.wire import VT_BOOL, VT_FLOAT, VT_INT, VT_NULL, VT_STR, StoredRow
 
 log = logging.getLogger("kbe.store")
 
@@ -33,8 +34,9 @@ SEQ_BLOCK = 1_000_000
 _CHUNK = 500  # parameters per IN (...) query; well under SQLite's limit
 
 # Value type tags: SQLite has no bool, and ints and floats must come back as they went in.
-_VT_FLOAT, _VT_INT, _VT_STR, _VT_BOOL, _VT_NULL = range(5)
+_VT_FLOAT, _VT_INT, _VT_STR, _VT_BOOL, _VT_NULL = VT_FLOAT, VT_INT, VT_STR, VT_BOOL, VT_NULL
 
+# The order of sync.wire.StoredRow: rows go to the batch encoder as SQLite returns them.
 _COLUMNS = "seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta"
 
 
@@ -173,6 +175,30 @@ def _row_to_stored(row: tuple) -> StoredReading:
 def _chunks(seqs: Sequence[int]) -> Iterable[Sequence[int]]:
     for i in range(0, len(seqs), _CHUNK):
         yield seqs[i : i + _CHUNK]
+
+
+_MIN_RUN = 8  # consecutive seqs worth a BETWEEN of their own
+
+
+def _split_runs(seqs: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Sorted unique seqs as runs of consecutive numbers ``(lo, hi)`` and the scattered rest."""
+    if not seqs:
+        return [], []
+    if seqs[-1] - seqs[0] == len(seqs) - 1 and len(seqs) >= _MIN_RUN:
+        return [(seqs[0], seqs[-1])], []  # the usual batch: one run
+    runs: list[tuple[int, int]] = []
+    scattered: list[int] = []
+    i, n = 0, len(seqs)
+    while i < n:
+        j = i
+        while j + 1 < n and seqs[j + 1] == seqs[j] + 1:
+            j += 1
+        if j - i + 1 >= _MIN_RUN:
+            runs.append((seqs[i], seqs[j]))
+        else:
+            scattered.extend(seqs[i : j + 1])
+        i = j + 1
+    return runs, scattered
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -390,6 +416,10 @@ class Store:
         self._enforce_cap()
         return list(range(first, last + 1))
 
+    def depth(self) -> int:
+        """Readings waiting (unacknowledged), from the counters kept in memory: no query."""
+        return sum(self._depth.values())
+
     def bytes_used(self) -> int:
         """Bytes of the database in use (pages minus free pages)."""
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]
@@ -467,6 +497,23 @@ class Store:
                 )
             return [_row_to_stored(row) for row in cur]
 
+    def pending_rows(self, limit: int, after_seq: int, priority: Priority) -> list[StoredRow]:
+        """Like :meth:`pending` for one class, as raw rows (``sync.wire.StoredRow``): the uplink's hot path."""
+        with self._lock:
+            return self._db.execute(
+                f"SELECT {_COLUMNS} FROM readings WHERE priority = ? AND seq > ? ORDER BY priority, seq LIMIT ?",
+                (int(priority), after_seq, limit),
+            ).fetchall()
+
+    def newest_rows(self, limit: int, priority: Priority, above_seq: int) -> list[StoredRow]:
+        """Like :meth:`newest`, as raw rows (``sync.wire.StoredRow``), newest first."""
+        with self._lock:
+            return self._db.execute(
+                f"SELECT {_COLUMNS} FROM readings WHERE priority = ? AND seq > ? ORDER BY priority DESC, seq DESC "
+                "LIMIT ?",
+                (int(priority), above_seq, limit),
+            ).fetchall()
+
     def newest(
         self, limit: int, priority: Priority = Priority.TELEMETRY, above_seq: int = 0
     ) -> list[StoredReading]:
@@ -495,25 +542,30 @@ class Store:
 
     def _remove(self, seqs: Sequence[int], keep_aside: tuple[str, str] | None = None) -> int:
         """Delete ``seqs`` in one transaction (first copying them to ``rejected`` with
-        ``keep_aside = (batch_id, reason)``); keep the depth counters right; return how many were here."""
+        ``keep_aside = (batch_id, reason)``); keep the depth counters right; return how many were here.
+
+        A run of consecutive seqs (the usual batch) goes as one ``BETWEEN``: seqs are unique, so the
+        rows in ``[lo, hi]`` are exactly the run. Scattered seqs go in ``IN (...)`` chunks.
+        """
         removed = 0
         now = time.time()
+        runs, scattered = _split_runs(sorted(set(seqs)))
+        clauses: list[tuple[str, Sequence[int]]] = [("seq BETWEEN ? AND ?", run) for run in runs]
+        clauses.extend((f"seq IN ({','.join('?' * len(chunk))})", chunk) for chunk in _chunks(scattered))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for chunk in _chunks(sorted(seqs)):
-                    marks = ",".join("?" * len(chunk))
+                for where, params in clauses:
                     counts = self._db.execute(
-                        f"SELECT priority, COUNT(*) FROM readings WHERE seq IN ({marks}) GROUP BY priority",
-                        chunk,
+                        f"SELECT priority, COUNT(*) FROM readings WHERE {where} GROUP BY priority", params
                     ).fetchall()
                     if keep_aside is not None:
                         self._db.execute(
                             f"INSERT OR IGNORE INTO rejected ({_COLUMNS}, batch_id, reason, rejected_at) "
-                            f"SELECT {_COLUMNS}, ?, ?, ? FROM readings WHERE seq IN ({marks})",
-                            (*keep_aside, now, *chunk),
+                            f"SELECT {_COLUMNS}, ?, ?, ? FROM readings WHERE {where}",
+                            (*keep_aside, now, *params),
                         )
-                    self._db.execute(f"DELETE FROM readings WHERE seq IN ({marks})", chunk)
+                    self._db.execute(f"DELETE FROM readings WHERE {where}", params)
                     for prio, n in counts:
                         self._depth[_PRIORITIES[prio]] -= int(n)
                         removed += int(n)

@@ -40,15 +40,16 @@ from kernel.readings import Priority
 from sync.config import SyncConfig
 from sync.mqtt import LinkOptions, MqttLink
 from sync.signing import Signer, load_public_keys, open_down
-from sync.store import Store, StoredReading
+from sync.store import Store
 from sync.wire import (
     BufferStats,
     CommandReply,
     Rejection,
     Status,
+    StoredRow,
     Topics,
     WireError,
-    batch_json,
+    batch_json_rows,
     compress,
     content_hash,
     unpack_frame,
@@ -88,7 +89,7 @@ class InFlight:
 class Composed:
     """A batch ready to send and the stream positions it would advance."""
 
-    rows: list[StoredReading]
+    rows: list[StoredRow]
     cursors: dict[Priority, int]
     live: set[int] = field(default_factory=set)
     live_top: int = 0
@@ -119,6 +120,7 @@ class Uploader:
         self.client_id = cfg.client_id or f"kbe-{site_id}"
         self._boot = os.urandom(4).hex()
         self._counter = 0
+        self._bytes_per_reading = 0.0  # of the last batch framed: bounds a backlog batch by max_bytes
         self.in_flight: dict[str, InFlight] = {}
         self._sent: set[int] = set()
         self._cursors: dict[Priority, int] = dict.fromkeys(Priority, 0)
@@ -272,9 +274,23 @@ class Uploader:
                 self.metrics.inc("kbe_sync_batches_resent_total")
                 log.info("batch %s unacknowledged: sent again (send %d)", inf.batch_id, inf.sends)
 
+    def _batch_count(self) -> int:
+        """Readings per batch now: ``max_count`` while the uplink keeps up; under a backlog, bigger
+        batches (up to ``backlog_max_count`` and what ``max_bytes`` holds at the last batch's
+        compressed bytes per reading), so per-batch costs (signature, round trip, the centre's
+        transaction, the ack) are shared by more readings and throughput plateaus instead of collapsing."""
+        b = self.cfg.batch
+        waiting = self.store.depth()
+        if waiting <= b.max_count * self.cfg.max_in_flight or b.backlog_max_count <= b.max_count:
+            return b.max_count
+        want = min(b.backlog_max_count, waiting // self.cfg.max_in_flight)
+        if self._bytes_per_reading > 0:
+            want = min(want, int(b.max_bytes * 0.9 / self._bytes_per_reading))
+        return max(b.max_count, want)
+
     def _prepare(self) -> tuple[Composed, tuple[bytes, str, list[int], str]] | None:
         """Compose and encode the next batch (one worker-thread hop)."""
-        composed = self._compose(self.cfg.batch.max_count)
+        composed = self._compose(self._batch_count())
         if composed is None:
             return None
         encoded = self._encode_within_bytes(composed)
@@ -301,19 +317,24 @@ class Uploader:
 
     # -- composing batches (runs in a worker thread; reads the store only) ------------------------
 
-    def _take(self, prio: Priority, want: int, skip: set[int], cursor: int) -> tuple[list[StoredReading], int]:
-        """Up to ``want`` unsent readings of one class after ``cursor``, oldest first."""
-        out: list[StoredReading] = []
+    def _take(self, prio: Priority, want: int, skip: set[int], cursor: int) -> tuple[list[StoredRow], int]:
+        """Up to ``want`` unsent readings of one class after ``cursor``, oldest first (raw rows)."""
+        out: list[StoredRow] = []
+        sent = self._sent
         while len(out) < want:
-            rows = self.store.pending(want - len(out) + 64, after_seq=cursor, priority=prio)
+            rows = self.store.pending_rows(want - len(out) + 64, cursor, prio)
             if not rows:
                 break
+            if not sent and not skip and len(rows) <= want - len(out):
+                out.extend(rows)  # the common case of a drain: nothing of these is in flight
+                cursor = rows[-1][0]
+                continue
             for r in rows:
-                if r.seq in self._sent or r.seq in skip:
-                    cursor = r.seq
+                seq = r[0]
+                cursor = seq
+                if seq in sent or seq in skip:
                     continue
                 out.append(r)
-                cursor = r.seq
                 if len(out) == want:
                     break
         return out, cursor
@@ -321,15 +342,15 @@ class Uploader:
     def _compose(self, max_count: int) -> Composed | None:
         live_n = int(max_count * self.cfg.live_share)
         cursors = dict(self._cursors)
-        live: list[StoredReading] = []
+        live: list[StoredRow] = []
         if live_n:
             # Only rows appended since the last live take (or since run() began) count as live;
             # older ones belong to the backlog, so a drain does not re-read the in-flight tail.
             above = max(self._live_top, cursors[Priority.TELEMETRY])
-            newest = self.store.newest(live_n, Priority.TELEMETRY, above_seq=above)
-            live = [r for r in newest if r.seq not in self._sent]
-        live_seqs = {r.seq for r in live}
-        rows: list[StoredReading] = []
+            newest = self.store.newest_rows(live_n, Priority.TELEMETRY, above)
+            live = [r for r in newest if r[0] not in self._sent]
+        live_seqs = {r[0] for r in live}
+        rows: list[StoredRow] = []
         room = max_count - len(live)
         for prio in Priority:
             got, cursors[prio] = self._take(prio, room - len(rows), live_seqs, cursors[prio])
@@ -339,14 +360,15 @@ class Uploader:
             self._partial_since = None
             return None
         full = len(rows) >= max_count
-        urgent = any(r.reading.priority == Priority.ALARM for r in rows)
+        alarm = int(Priority.ALARM)
+        urgent = any(r[1] == alarm for r in rows)
         if not (full or urgent or self._flushing):
             now = time.monotonic()
             if self._partial_since is None:
                 self._partial_since = now
             if now - self._partial_since < self.cfg.batch.max_age_s:
                 return None
-        rows.sort(key=lambda r: r.seq)
+        rows.sort()  # by seq: seqs are unique, so the rest of a row is never compared
         return Composed(rows, cursors, live_seqs, max(live_seqs, default=self._live_top))
 
     def _new_batch_id(self) -> str:
@@ -369,24 +391,25 @@ class Uploader:
         stats = self._buffer_stats()
         while rows:
             batch_id = self._new_batch_id()
-            doc = batch_json(self.site_id, batch_id, self.clock.now(), [(r.seq, r.reading) for r in rows], stats)
+            doc = batch_json_rows(self.site_id, batch_id, self.clock.now(), rows, stats)
             frame = self.signer.frame(compress(doc), batch_id)
+            self._bytes_per_reading = len(frame) / len(rows)
             if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
                 if len(rows) < len(composed.rows):
                     self._shrink_cursors(composed, rows)
                 # The hash of the payload as framed and signed: what the centre's answer must name.
-                return frame, batch_id, [r.seq for r in rows], content_hash(unpack_frame(frame).payload)
+                return frame, batch_id, [r[0] for r in rows], content_hash(unpack_frame(frame).payload)
             keep = max(1, int(len(rows) * self.cfg.batch.max_bytes / len(frame) * 0.9))
             rows = rows[:keep]
         return None
 
-    def _shrink_cursors(self, composed: Composed, kept: list[StoredReading]) -> None:
+    def _shrink_cursors(self, composed: Composed, kept: list[StoredRow]) -> None:
         """After cutting a batch for size, move each class's cursor back to what was really taken."""
         composed.rows = kept
         for prio in Priority:
-            last = [r.seq for r in kept if r.reading.priority == prio and r.seq not in composed.live]
+            last = [r[0] for r in kept if r[1] == prio and r[0] not in composed.live]
             composed.cursors[prio] = max(last) if last else self._cursors[prio]
-        composed.live_top = max((r.seq for r in kept if r.seq in composed.live), default=self._live_top)
+        composed.live_top = max((r[0] for r in kept if r[0] in composed.live), default=self._live_top)
         # Rows cut off are not marked sent, so they are taken again by a later batch.
 
     # -- incoming acks and rejections -------------------------------------------------------------

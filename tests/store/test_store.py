@@ -99,6 +99,32 @@ def test_ack_removes_only_named_rows_and_updates_depth(tmp_path: Path) -> None:
         assert s.ack([2, 4]) == 0
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    prios=st.lists(st.sampled_from(Priority), min_size=1, max_size=120),
+    picks=st.lists(st.booleans(), min_size=120, max_size=120),
+    reject=st.booleans(),
+)
+def test_ack_and_reject_remove_exactly_the_named_rows_whether_runs_or_scattered(
+    tmp_path_factory: pytest.TempPathFactory, prios: list[Priority], picks: list[bool], reject: bool
+) -> None:
+    """Runs of consecutive seqs go as one range, the rest by name: either way exactly the named rows
+    leave (interleaved classes and missing seqs included), and the depth per class stays right."""
+    with Store(tmp_path_factory.mktemp("ack") / "s.db", "site-a") as s:
+        seqs = s.append([_r(i, p) for i, p in enumerate(prios)])
+        named = [q for q, keep in zip(seqs, picks, strict=False) if keep] + [seqs[-1] + 5]  # one never stored
+        gone = len(named) - 1
+        if reject:
+            assert s.reject(named, "b-1", "bad") == gone
+            assert [x.seq for x in s.rejected_readings("b-1")] == named[:-1]
+        else:
+            assert s.ack(named) == gone
+        left = [x.seq for x in s.pending(1000)]
+        assert sorted(left) == sorted(set(seqs) - set(named))
+        by_prio = {p: sum(1 for q, pp in zip(seqs, prios, strict=True) if pp == p and q not in named) for p in Priority}
+        assert s.stats().depth_by_priority == by_prio
+
+
 def test_cap_drops_oldest_telemetry_only_and_counts(tmp_path: Path) -> None:
     cap = 1024 * 1024
     with Store(tmp_path / "s.db", "site-a", max_bytes=cap) as s:
@@ -278,3 +304,12 @@ def test_failure_inside_a_transaction_accepts_nothing_and_leaves_the_store_usabl
         assert s.stats().depth == 1
         assert [r.seq for r in s.pending(10)] == [1]
         assert s.append([_r(9)]) == [2]
+
+
+def test_split_runs_keeps_every_seq_once() -> None:
+    from sync.store import _split_runs
+
+    assert _split_runs([]) == ([], [])
+    assert _split_runs(list(range(5, 2005))) == ([(5, 2004)], [])
+    seqs = [*range(1, 11), 20, 22, *range(30, 38), 40]
+    assert _split_runs(seqs) == ([(1, 10), (30, 37)], [20, 22, 40])

@@ -48,8 +48,9 @@ def test_alarms_go_ahead_of_a_telemetry_backlog(mosquitto, store, site_keys, sql
 
 def test_live_readings_are_not_starved_by_a_drain(mosquitto, store, site_keys, sqlite_url, receivers, uploaders):
     backlog = store.append(make_readings(4000))
+    # Batches stay at max_count (no growth under the backlog): this is about the live share alone.
     cfg = sync_config(mosquitto.url, site_keys.key, max_in_flight=1, live_share=0.25, ack_timeout_s=2.0,
-                      batch={"max_count": 400, "max_age_s": 0.2})
+                      batch={"max_count": 400, "backlog_max_count": 400, "max_age_s": 0.2})
     up = Uploader(cfg, SITE, store)
     uploaders(up)
     # No receiver yet: the first batch of the drain waits for its ack while new readings come in.

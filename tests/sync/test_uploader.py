@@ -153,3 +153,27 @@ def test_resends_back_off_while_the_centre_is_down(mosquitto, store, site_keys, 
     # Sent at about 0, 1, 3 and 7 s: three resends; a fixed 1 s timer would have made seven.
     assert 1 <= resent <= 4
     assert store.stats().depth == 10
+
+
+def test_a_backlog_goes_in_fewer_bigger_batches_alarms_first(mosquitto, store, site_keys, sqlite_url, receivers,
+                                                              uploaders):
+    """Overload: past max_in_flight full batches waiting, batches grow (to backlog_max_count) instead
+    of multiplying; every reading arrives once, and the alarms that came last still go first."""
+    from tests.sync.conftest import alarm
+
+    rx = receivers(mosquitto, sqlite_url, site_keys.registry)
+    rx.wait_subscribed()
+    seqs = store.append(make_readings(12_000))
+    alarm_seqs = store.append([alarm(i) for i in range(3)])
+    cfg = sync_config(mosquitto.url, site_keys.key, max_in_flight=2,
+                      batch={"max_count": 500, "backlog_max_count": 3000, "max_age_s": 0.2})
+    uploaders(Uploader(cfg, SITE, store))
+    wait_for(lambda: store.stats().depth == 0, 90, "the backlog acknowledged")
+    assert sorted(r[1] for r in stored_readings(sqlite_url)) == seqs + alarm_seqs
+    batches = query(sqlite_url, "SELECT batch_id, COUNT(*), MIN(seq) FROM readings GROUP BY batch_id")
+    sizes = [n for _, n, _ in batches]
+    assert max(sizes) == 3000
+    assert len(batches) < 12_003 / 500
+    first = min((b for b, _, _ in batches), key=lambda b: int(b.rsplit("-", 1)[1]))
+    marks = ",".join(str(q) for q in alarm_seqs)
+    assert {b for (b,) in query(sqlite_url, f"SELECT batch_id FROM readings WHERE seq IN ({marks})")} == {first}

@@ -1,0 +1,121 @@
+"""RSS of the running agent over a long soak at about 2,000 readings/s, sampled and plotted.
+
+    .venv/bin/python bench/bench_rss_soak.py [--devices 134] [--minutes 60] [--every 10] [--png PATH]
+
+Same rig as bench_agent_rss.py (SDM120 meters, 15 points each, polled every second behind one
+emulated Modbus TCP gateway, a private Mosquitto and the reference receiver, `edge-agent run`):
+134 devices make about 2,000 readings/s. RSS from /proc every ``--every`` seconds with the load
+average; a CSV beside the PNG (matplotlib, dev extra). The last line compares the last tenth of the
+soak with the first tenth after settling: a flat plateau has a ratio near 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import yaml
+from bench_agent_rss import cpu_s, rss_mb, site
+
+from drivers.modbus.emulator import EmulatedDevice, Emulator
+from drivers.modbus.profile import load_profile
+from hil.procs import Broker, ManagedProcess, ProcessSet, agent_argv, agent_env
+from sync.signing import generate_keypair
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", type=int, default=134)
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--every", type=float, default=10.0)
+    ap.add_argument("--settle", type=float, default=30.0)
+    ap.add_argument("--png", type=Path, default=Path("docs/benchmarks/rss-soak.png"))
+    args = ap.parse_args()
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    emu = Emulator()
+    profile = load_profile("eastron-sdm120")
+    port = asyncio.run_coroutine_threadsafe(
+        emu.add_tcp([EmulatedDevice(profile, u, seed=u) for u in range(1, args.devices + 1)]), loop
+    ).result(10)
+    samples: list[tuple[float, float, float, float]] = []  # minutes, RSS MB, CPU %, load
+    procs = ProcessSet()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "logs").mkdir()
+        try:
+            broker = procs.add(Broker(work))
+            broker.start()
+            key, pub = generate_keypair(work / "keys", "site")
+            centre_key, _ = generate_keypair(work / "keys", "centre")
+            sites = work / "sites.yaml"
+            sites.write_text(yaml.safe_dump({"sites": {"bench-rss": {"public_keys": [str(pub)]}}}))
+            procs.add(ManagedProcess(
+                "receiver",
+                agent_argv("receiver", "--broker", broker.url, "--db", f"sqlite:///{work / 'centre.db'}",
+                           "--sites", str(sites), "--signing-key", str(centre_key), "--allow-plaintext"),
+                work / "logs" / "receiver.log", agent_env(),
+            )).start()
+            agent = procs.add(ManagedProcess(
+                "agent", agent_argv("run", "--config", str(site(work, key, broker.url, port, args.devices))),
+                work / "logs" / "agent.log", agent_env(),
+            ))
+            agent.start()
+            time.sleep(args.settle)
+            pid = agent.pid
+            assert pid is not None
+            t0 = time.monotonic()
+            c_prev, t_prev = cpu_s(pid), t0
+            while (now := time.monotonic()) - t0 < args.minutes * 60:
+                time.sleep(args.every)
+                now = time.monotonic()
+                c = cpu_s(pid)
+                samples.append(((now - t0) / 60, rss_mb(pid), (c - c_prev) / (now - t_prev) * 100, os.getloadavg()[0]))
+                c_prev, t_prev = c, now
+                print(f"{samples[-1][0]:6.1f} min  RSS {samples[-1][1]:6.1f} MB  CPU {samples[-1][2]:5.1f} %  "
+                      f"load {samples[-1][3]:.1f}", flush=True)
+        finally:
+            procs.stop_all()
+            asyncio.run_coroutine_threadsafe(emu.close(), loop).result(10)
+    if not samples:
+        return
+    tenth = max(1, len(samples) // 10)
+    first = sum(s[1] for s in samples[:tenth]) / tenth
+    last = sum(s[1] for s in samples[-tenth:]) / tenth
+    points = sum(1 for _ in profile.points)
+    print(f"{args.devices} devices x {points} points @ 1 s = {args.devices * points} readings/s offered; "
+          f"RSS first tenth {first:.1f} MB, last tenth {last:.1f} MB, ratio {last / first:.3f}; "
+          f"peak {max(s[1] for s in samples):.1f} MB")
+    csv = args.png.with_suffix(".csv")
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    csv.write_text("minutes,rss_mb,cpu_percent,load1\n" + "".join(f"{m:.2f},{r:.2f},{c:.1f},{ld:.2f}\n" for m, r, c, ld in samples))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot([s[0] for s in samples], [s[1] for s in samples], label="agent RSS (MB)")
+    ax.set_xlabel("minutes after settling")
+    ax.set_ylabel("RSS (MB)")
+    ax.set_ylim(0, max(s[1] for s in samples) * 1.2)
+    ax2 = ax.twinx()
+    ax2.plot([s[0] for s in samples], [s[3] for s in samples], color="grey", alpha=0.4, label="load average")
+    ax2.set_ylabel("load average (1 min)")
+    ax.set_title(f"edge-agent run, {args.devices} SDM120 meters, {args.devices * points} readings/s")
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=100)
+    print(f"wrote {args.png} and {csv}")
+
+
+if __name__ == "__main__":
+    main()
