@@ -136,7 +136,10 @@ async def test_scan_finds_identifies_and_the_agent_reads_every_point(tmp_path):
 
         def complete() -> bool:
             got = rows()
-            return all((names[u], pt) in got for (u, pt) in site.pinned)
+            devices = {**site.rtu, **site.tcp}
+            return all((names[u], pt) in got for (u, pt) in site.pinned) and all(
+                (names[u], p.name) in got for u, dev in devices.items() for p in dev.profile.points
+            )
 
         await wait_for(complete, 40, "every device read")
         got = rows()
