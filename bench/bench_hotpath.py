@@ -75,24 +75,23 @@ def main() -> None:
         # (pending() builds a Reading per row, batch_json() a dict per reading), then compress + sign.
         t0 = time.process_time()
         after = 0
-        stats = up._buffer_stats()
+        stats = up.batches.buffer_stats()
         while rows := store.pending(args.batch, after_seq=after):
             after = rows[-1].seq
             doc = batch_json("bench", "b", 0.0, [(r.seq, r.reading) for r in rows], stats)
             up.signer.frame(compress(doc), "b")
         t_legacy = time.process_time() - t0
-        up._flushing = True
+        up.batches.flushing = True
         t0 = time.process_time()
         sent: list[list[int]] = []
         nbytes = 0
         while True:
-            prepared = up._prepare()
+            prepared = up.batches.prepare()
             if prepared is None:
                 break
             composed, (frame, _bid, seqs, _digest) = prepared
-            up._sent.update(seqs)
-            up._cursors.update(composed.cursors)
-            up._live_top = max(up._live_top, composed.live_top)
+            up.window.sent.update(seqs)
+            up.batches.advance(composed)
             sent.append(seqs)
             nbytes += len(frame)
         t_encode = time.process_time() - t0

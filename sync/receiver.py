@@ -33,7 +33,7 @@ from sync.pki import check_private_key_file
 from sync.receiver_db import ReceiverDB, open_db
 from sync.receiver_health import HealthHttp, ReceiverHealth
 from sync.signing import Signer, SiteRegistry, open_reply, verify_frame
-from sync.uploader import agent_version
+from sync.status import agent_version
 from sync.wire import (
     SCHEMA_VERSION,
     Ack,
