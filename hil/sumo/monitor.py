@@ -48,6 +48,8 @@ class LinkMonitor:
     def observe(self, state: str, t: float) -> list[Violation]:
         """Check one shown state; returns the new violations."""
         found: list[Violation] = []
+        if "u" in state:  # a crosswalk's clearance as the rig shows it (drivers/signals/sumo.py)
+            state = "".join("y" if c == "u" and i in self.pedestrian else c for i, c in enumerate(state))
         if set(state) <= {"o", "O"}:
             self._last = state
             return found

@@ -235,7 +235,7 @@ def _drive(
     if mode in SUMO_PROGRAMS:
         conn.trafficlight.setProgram(tls, SUMO_PROGRAMS[mode])
     else:
-        out = SumoSignals(conn, tls, links)
+        out = SumoSignals(conn, tls, links, [g.name for g in ix.groups if g.kind == "pedestrian"])
         inter = Intersection(ix, out, lambda: now[0], mode=mode)  # type: ignore[arg-type]
         inter.start()
     loops = [f"loop_{a}_{lane}" for a in ARMS for lane in (1, 2, 3)]
