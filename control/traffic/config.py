@@ -160,6 +160,22 @@ class PlanConfig(StrictModel):
         return self
 
 
+class CoordinationConfig(StrictModel):
+    """Coordination with the neighbouring junctions of an arterial (a green wave).
+
+    ``plan`` holds the common cycle (``cycle_s``), this junction's ``offset_s`` on the shared time
+    base (wall time, seconds since the epoch, modulo the cycle) and the splits: in actuated and
+    adaptive mode the coordinated ``stage`` is held green from its planned start to its planned end
+    (its yield point) and every other stage ends by its planned end (its force-off), so unused side
+    time returns to the arterial early. Minimum greens, maximum greens and pedestrian walks and
+    clearances are never cut for it. Only a synchronised clock is a shared time base: without one
+    the junction runs uncoordinated in its own mode and reports ``coordination`` = ``free``.
+    """
+
+    plan: str = Field(description="The plan with the common cycle, this junction's offset and its splits.")
+    stage: str = Field(description="The coordinated (arterial) stage.")
+
+
 class ScheduleEntry(StrictModel):
     """From ``start`` (local time) on the given day type, run ``plan`` in ``mode``."""
 
@@ -259,6 +275,7 @@ class IntersectionConfig(StrictModel):
     schedule: ScheduleConfig | None = None
     detectors: list[DetectorConfig] = Field(default_factory=list)
     gap_s: float = Field(default=3.0, ge=1.0, le=10.0, description="Actuated passage time (gap-out).")
+    coordination: CoordinationConfig | None = None
     output: OutputConfig | None = None
 
     @model_validator(mode="after")
@@ -328,6 +345,7 @@ def _plan_problems(ix: IntersectionConfig) -> list[str]:
                     f"plans[{pi}].splits.{sname}: {split:g} s is below the stage's minimum "
                     f"{need:g} s (min green + yellow + red clearance)"
                 )
+    out.extend(_coordination_problems(ix))
     if ix.schedule is not None:
         plan_names = {p.name for p in ix.plans}
         day_types = set(ix.schedule.day_types) | {"all"}
@@ -344,7 +362,11 @@ def _plan_problems(ix: IntersectionConfig) -> list[str]:
         if d.group not in known:
             out.append(f"detectors[{di}].group: {d.group!r} is not a signal group")
         elif (d.kind == "button") != (kinds[d.group] == "pedestrian"):
-            what = "a push button calls a pedestrian group" if d.kind == "button" else "a pedestrian group has buttons"
+            what = (
+                "a push button calls a pedestrian group"
+                if d.kind == "button"
+                else "a pedestrian group has buttons"
+            )
             out.append(f"detectors[{di}].group: {d.group!r}: {what} (kind {d.kind})")
         elif d.kind == "button" and d.source is None and d.input is not None:
             count = ix.output.buttons if isinstance(ix.output, ModbusOutputConfig) else 0
@@ -355,6 +377,33 @@ def _plan_problems(ix: IntersectionConfig) -> list[str]:
                     f"(controller:0..{count - 1}; output.buttons is {count})"
                 )
     out.extend(_output_problems(ix, known))
+    return out
+
+
+def _coordination_problems(ix: IntersectionConfig) -> list[str]:
+    co = ix.coordination
+    if co is None:
+        return []
+    plan = next((p for p in ix.plans if p.name == co.plan), None)
+    if plan is None:
+        return [f"coordination.plan: {co.plan!r} is not a plan"]
+    stage = next((s for s in ix.stages if s.name == co.stage), None)
+    if stage is None:
+        return [f"coordination.stage: {co.stage!r} is not a stage"]
+    out: list[str] = []
+    if stage.skippable:
+        out.append(
+            f"coordination.stage: {co.stage!r} is skippable; the coordinated stage must run every cycle"
+        )
+    missing = [s.name for s in ix.stages if s.name not in plan.splits]
+    if missing:
+        out.append(f"coordination.plan: plan {co.plan!r} has no split for {missing} (their force-offs)")
+    green = plan.splits.get(co.stage, 0.0) - ix.limits.yellow - ix.limits.red_clearance_s
+    if green > stage.max_green_s:
+        out.append(
+            f"coordination.stage: {co.stage!r} is held {green:g} s by plan {co.plan!r}, "
+            f"above its max_green_s {stage.max_green_s:g}"
+        )
     return out
 
 

@@ -1,5 +1,10 @@
 """The stage controller: fixed time, actuated (gap-out on loops) and adaptive (zone counts and queues).
 
+With a ``coordination`` section and a shared time base (a synchronised wall clock), actuated and
+adaptive mode hold the coordinated stage to its yield point and force the other stages off at
+their planned ends (see :class:`~control.traffic.config.CoordinationConfig`); fixed mode anchors its
+cycle on the time base. Without a time base the junction runs free.
+
 It runs as an interval machine. Each interval starts on the tick that enters it and ends when its
 time is up, so rounding to the tick never shortens a clearance. The controller holds no output: it
 asks a :class:`SignalPort` (the safety envelope) and a refused command is the envelope's business.
@@ -12,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from control.traffic.config import IntersectionConfig, PlanConfig, StageConfig, ped_clear_s
+from control.traffic.config import IntersectionConfig, PlanConfig, StageConfig, ped_clear_s, stage_min_green
 from control.traffic.detectors import DetectorBoard
 from drivers.signals.indications import Indication, SignalState
 
 Mode = Literal["fixed", "actuated", "adaptive"]
+TimeBase = Callable[[], "float | None"]
+"""Shared time for coordination (seconds, the same at every junction), or None when not synchronised."""
 R, Y, G, GY = Indication.RED, Indication.YELLOW, Indication.GREEN, Indication.GREEN_YIELD
 
 
@@ -49,8 +56,15 @@ class StageController:
         clock: Callable[[], float],
         mode: Mode = "fixed",
         plan: PlanConfig | None = None,
+        time_base: TimeBase | None = None,
     ) -> None:
         self.ix = ix
+        self._time_base = time_base or (lambda: None)
+        self._coord = _Coordination.of(ix)
+        self._tb: float | None = None  # the time base read this step
+        self.coordinated = False  # coordination configured and a shared time base this step
+        self._hold_until = -math.inf  # coordinated stage: no end before (its yield point)
+        self._force_at = math.inf  # other stages: end by (their force-off)
         self._port = port
         self.board = detectors
         self._clock = clock
@@ -93,6 +107,10 @@ class StageController:
     def step(self) -> SignalState:
         """Advance the interval machine and command the resulting state through the port."""
         now = self._clock()
+        self._tb = self._time_base() if self._coord is not None else None
+        self.coordinated = self._tb is not None
+        if not self.coordinated:
+            self._hold_until, self._force_at = -math.inf, math.inf  # dropped out: free from now on
         self._advance(now)
         state = self._state()
         self._port.command(state)
@@ -144,6 +162,16 @@ class StageController:
                 self._peds[n] = _Ped(G, now)
                 self.board.served(n)
         self._green_len = self._fixed_green(st, now)
+        self._hold_until, self._force_at = -math.inf, math.inf
+        rel = self._coord_rel()
+        if rel is not None and self._coord is not None:
+            self._hold_until, self._force_at = self._coord.window(stage, rel, now)
+
+    def _coord_rel(self) -> float | None:
+        """Position in the common cycle from the coordinated stage's planned start, when coordinating."""
+        if self._coord is None or self.mode == "fixed" or self._tb is None:
+            return None
+        return self._coord.rel(self._tb)
 
     def _walk_wanted(self, group: str) -> bool:
         """A crosswalk walks every time its stage runs, unless it has push buttons and no call."""
@@ -212,8 +240,10 @@ class StageController:
         if self.mode != "fixed":
             return green
         if st is self.ix.stages[0]:
-            # Anchor the cycle on its offset: the planned cycle start nearest to now.
-            err = (now - self.plan.offset_s) % self.plan.cycle_s
+            # Anchor the cycle on its offset: the planned cycle start nearest to now (on the shared
+            # time base when coordinating, so that neighbours' offsets line up).
+            tb = self._tb
+            err = ((tb if tb is not None else now) - self.plan.offset_s) % self.plan.cycle_s
             if err > self.plan.cycle_s / 2:
                 err -= self.plan.cycle_s
             self._cycle_start = now - max(-10.0, err)
@@ -237,6 +267,10 @@ class StageController:
         urgent = self._urgent_calls(now)
         if urgent and not urgent & set(self.current.green):
             return True  # a pedestrian has waited long enough: cut this stage to its minimum
+        if now < self._hold_until:
+            return False  # the coordinated stage runs to its yield point
+        if now >= self._force_at:
+            return True  # force-off: the coordinated stage must start on time
         groups = self._vehicle_groups(self.current)
         if self.mode == "adaptive" and self.board.zones_fresh(groups):
             if not self._demand_elsewhere():
@@ -260,6 +294,9 @@ class StageController:
     def _choose_next(self) -> int:
         n = len(self.ix.stages)
         urgent = self._urgent_calls(self._clock()) if self.mode != "fixed" else set()
+        rel = self._coord_rel()
+        if rel is not None and not urgent:
+            return self._coordinated_next(rel)
         if self.mode == "adaptive" and not urgent and self.PRESSURE:
             every = [g for s in self.ix.stages for g in self._vehicle_groups(s)]
             if self.board.zones_fresh(every):
@@ -292,6 +329,23 @@ class StageController:
                 best, best_key = i, key
         return best
 
+    def _coordinated_next(self, rel: float) -> int:
+        """In plan order up to the coordinated stage: the next stage with demand whose minimum
+        (walk and clearance included) still fits before its force-off; a stage that may not be
+        skipped always runs."""
+        assert self._coord is not None
+        n = len(self.ix.stages)
+        change = self.yellow + self.red_clear
+        for k in range(1, n + 1):
+            i = (self.stage + k) % n
+            st = self.ix.stages[i]
+            if i == self._coord.stage or not st.skippable:
+                return i
+            fits = rel + change + stage_min_green(self.ix, st) <= self._coord.force_off[i]
+            if fits and self._demand(st):
+                return i
+        return self._coord.stage
+
     def _first_stage(self) -> int:
         return 0
 
@@ -321,3 +375,51 @@ class StageController:
             elif self._interval == "yellow" and ind.is_green:
                 state[n] = Y
         return state
+
+
+@dataclass(frozen=True)
+class _Coordination:
+    """The coordination plan as positions in the common cycle, measured from the planned start of
+    the coordinated stage: its yield point and every other stage's force-off."""
+
+    stage: int
+    cycle_s: float
+    start_s: float  # the coordinated stage's planned start on the time base, modulo the cycle
+    yield_s: float
+    force_off: dict[int, float]
+
+    @classmethod
+    def of(cls, ix: IntersectionConfig) -> _Coordination | None:
+        co = ix.coordination
+        if co is None:
+            return None
+        plan = next(p for p in ix.plans if p.name == co.plan)
+        names = [s.name for s in ix.stages]
+        c = names.index(co.stage)
+        change = ix.limits.yellow + ix.limits.red_clearance_s
+        starts, t = {}, 0.0
+        for k in range(len(names)):
+            i = (c + k) % len(names)
+            starts[i] = t
+            t += plan.splits[names[i]]
+        before = sum(plan.splits[names[i]] for i in range(c))
+        return cls(
+            stage=c,
+            cycle_s=plan.cycle_s,
+            start_s=(plan.offset_s + before) % plan.cycle_s,
+            yield_s=plan.splits[co.stage] - change,
+            force_off={i: starts[i] + plan.splits[names[i]] - change for i in starts if i != c},
+        )
+
+    def rel(self, tb: float) -> float:
+        """Where ``tb`` falls in the cycle, from the coordinated stage's planned start."""
+        return (tb - self.start_s) % self.cycle_s
+
+    def window(self, stage: int, rel: float, now: float) -> tuple[float, float]:
+        """(hold until, force off at) on the controller's clock for a stage entered at ``rel``."""
+        if stage == self.stage:
+            return now + (self.yield_s - rel) % self.cycle_s, math.inf
+        off = self.force_off[stage]
+        if self.yield_s <= rel < off:
+            return -math.inf, now + off - rel
+        return -math.inf, now  # late (inside the arterial's window): end at its minimum

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from control.traffic.config import IntersectionConfig, PlanConfig
-from control.traffic.controller import Mode, StageController
+from control.traffic.controller import Mode, StageController, TimeBase
 from control.traffic.detectors import DetectorBoard
 from control.traffic.envelope import SafetyEnvelope
 from drivers.signals.base import SignalOutput
@@ -30,8 +30,10 @@ class Intersection:
         mode: Mode = "fixed",
         plan: PlanConfig | None = None,
         defer_flash: bool = False,
+        time_base: TimeBase | None = None,
     ) -> None:
         self.ix = ix
+        self.time_base = time_base
         self._clock = clock
         self._report = report or (lambda r: None)
         self._controller_buttons = {
@@ -41,7 +43,8 @@ class Intersection:
         }
         self.envelope = SafetyEnvelope(ix, output, clock, report, defer_flash=defer_flash)
         self.board = DetectorBoard(ix.detectors, clock)
-        self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan)
+        self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan, self._time)
+        self._coordinated: bool | None = None
         self.lock = threading.RLock()  # ticks and centre commands come from different threads
 
     def start(self) -> None:
@@ -54,7 +57,7 @@ class Intersection:
             self.envelope.start()
             c = self.controller
             self.controller = StageController(
-                self.ix, self.envelope, self.board, self._clock, c.next_mode, c.next_plan
+                self.ix, self.envelope, self.board, self._clock, c.next_mode, c.next_plan, self._time
             )
 
     def tick(self) -> None:
@@ -65,7 +68,9 @@ class Intersection:
     def _tick(self) -> None:
         for name, fault in self.board.check_health().items():
             if fault is not None:
-                log.warning("%s: detector %s failed (%s): its group runs to max green", self.ix.name, name, fault)
+                log.warning(
+                    "%s: detector %s failed (%s): its group runs to max green", self.ix.name, name, fault
+                )
             self._report(
                 Reading(
                     self.ix.name,
@@ -79,6 +84,7 @@ class Intersection:
         if self.envelope.latched is None:
             try:
                 self.controller.step()
+                self._report_coordination()
             except SafetyViolation as exc:
                 self.envelope.latch("controller_refused", f"the controller asked for a refused state: {exc}")
             except Exception as exc:  # any doubt about the controller means flash
@@ -96,4 +102,30 @@ class Intersection:
         with self.lock:
             c = self.controller
             self.envelope.clear(operator)
-            self.controller = StageController(self.ix, self.envelope, self.board, self._clock, c.mode, c.plan)
+            self.controller = StageController(
+                self.ix, self.envelope, self.board, self._clock, c.mode, c.plan, self._time
+            )
+
+    def _time(self) -> float | None:
+        return self.time_base() if self.time_base is not None else None
+
+    def _report_coordination(self) -> None:
+        """An event when the junction joins or leaves coordination (its time base came or went)."""
+        now = self.controller.coordinated
+        if self.ix.coordination is None or now == self._coordinated:
+            return
+        self._coordinated = now
+        if not now:
+            log.warning(
+                "%s: no synchronised clock: running uncoordinated (%s)", self.ix.name, self.controller.mode
+            )
+        self._report(
+            Reading(
+                self.ix.name,
+                "coordination",
+                "coordinated" if now else "free",
+                time.time(),
+                priority=Priority.EVENT,
+                meta={"reason": "clock synchronised" if now else "clock not synchronised"},
+            )
+        )

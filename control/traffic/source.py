@@ -36,9 +36,10 @@ from control.traffic.runner import Intersection
 from control.traffic.schedule import active_entry
 from drivers.gpio.factory import PinFactories
 from drivers.signals.base import SignalOutput
+from kernel.clock import Clock
 from kernel.commands import Answer, CommandOutcome
 from kernel.errors import ConfigError
-from kernel.readings import Priority, Reading
+from kernel.readings import ClockQuality, Priority, Reading
 from kernel.source import RunContext
 
 TICK_S = CONTROL_TICK_S
@@ -111,15 +112,25 @@ class TrafficSource:
     """Runs one intersection: ticks it, applies the schedule, forwards its reports."""
 
     def __init__(
-        self, ix: IntersectionConfig, tz: str, output: SignalOutput | None = None, pins: PinFactories | None = None
+        self,
+        ix: IntersectionConfig,
+        tz: str,
+        output: SignalOutput | None = None,
+        pins: PinFactories | None = None,
     ) -> None:
         self.name = f"traffic:{ix.name}"
         self.ix = ix
         self._tz = zoneinfo.ZoneInfo(tz)
         self._reports: queue.Queue[Reading] = queue.Queue(QUEUE_MAX)
         self.clock = TickClock()
+        self.wall: Clock | None = None  # the run's clock (set by run): the time base of coordination
         self.intersection = Intersection(
-            ix, output or build_output(ix, pins), self.clock, self._report, defer_flash=True
+            ix,
+            output or build_output(ix, pins),
+            self.clock,
+            self._report,
+            defer_flash=True,
+            time_base=self.shared_time,
         )
         self.inbox = DetectorInbox(ix.detectors)
         self._stop = threading.Event()
@@ -132,6 +143,14 @@ class TrafficSource:
         self.desk: TrafficDesk | None = None
         self.last_tick_mono: float | None = None
         self.stall_s = STALL_S
+
+    def shared_time(self) -> float | None:
+        """Wall time when the run's clock is synchronised (NTP, GPS, the centre), else None: a
+        junction coordinates with its neighbours only on a time base they share."""
+        wall = self.wall
+        if wall is None or wall.quality() != ClockQuality.SYNCED:
+            return None
+        return wall.now()
 
     def submit(self, body: Mapping[str, Any]) -> concurrent.futures.Future[CommandOutcome]:
         """Hand a command body to this intersection's thread; the future holds its answer."""
@@ -260,6 +279,7 @@ class TrafficSource:
         """Tick in a thread until cancelled; detectors from the bus go to it, reports to the sink."""
         if self.inbox.wanted:
             ctx.detectors.subscribe(self.inbox.on_event)
+        self.wall = ctx.clock
         thread = self.start()
         try:
             while thread.is_alive():
