@@ -46,18 +46,18 @@ class _Phase:
     early_target: str | None = None
 
 
-def _left_zones(groups: list[str]) -> str:
+def _left_zones(groups: list[str], prefix: str = "") -> str:
     arms = [g.split("_")[0] for g in groups if g.endswith("_left")]
-    return " + ".join(f"a:zone_{a}_3" for a in arms) + " > 0"
+    return " + ".join(f"a:{prefix}zone_{a}_3" for a in arms) + " > 0"
 
 
-def _gap_out(groups: list[str], max_gap: float) -> str:
+def _gap_out(groups: list[str], max_gap: float, prefix: str = "") -> str:
     """SUMO's gap-out on the through lanes' loops (lanes 1 and 2) of the stage's through groups."""
     arms = [g.split("_")[0] for g in groups if g.endswith("_through")]
-    return " and ".join(f"z:loop_{a}_{lane} > {max_gap:g}" for a in arms for lane in (1, 2))
+    return " and ".join(f"z:{prefix}loop_{a}_{lane} > {max_gap:g}" for a in arms for lane in (1, 2))
 
 
-def fair_phases(ix: IntersectionConfig, skip_lefts: bool) -> list[_Phase]:
+def fair_phases(ix: IntersectionConfig, skip_lefts: bool, prefix: str = "") -> list[_Phase]:
     """The phase list: walk-first through stages, optional left stages skipped when their bays are empty."""
     lim = ix.limits
     yellow = float(int(lim.yellow + 0.999))
@@ -93,10 +93,10 @@ def fair_phases(ix: IntersectionConfig, skip_lefts: bool) -> list[_Phase]:
             ending = {n: ("y" if n not in keep else c) for n, c in shown.items() if c != "r"}
             y = _Phase(f"{name}>{to.name}:y", yellow, yellow, yellow, {**shown, **ending})
             if skip_lefts and len(targets) > 1:
-                gap = _gap_out(list(st.green), MAX_GAP_S)
+                gap = _gap_out(list(st.green), MAX_GAP_S, prefix)
                 if to.skippable:  # into the left stage: on gap-out or max, when its bays hold a vehicle
-                    y.early_target = f"{gap} and {_left_zones(list(to.green))}"
-                    y.final_target = _left_zones(list(to.green))
+                    y.early_target = f"{gap} and {_left_zones(list(to.green), prefix)}"
+                    y.final_target = _left_zones(list(to.green), prefix)
                 else:  # straight on to the crossing stage: on gap-out (or max, as the last choice)
                     y.early_target = gap
             r = _Phase(
@@ -112,8 +112,38 @@ def fair_phases(ix: IntersectionConfig, skip_lefts: bool) -> list[_Phase]:
     return out
 
 
-def fair_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[int]]) -> str:
-    """``<tlLogic>`` elements of the fair ``actuated`` and ``delay_based`` programs (no wrapper)."""
+def coordination_ends(ix: IntersectionConfig, stage: str) -> dict[str, tuple[str, float]]:
+    """SUMO's coordinated-actuated bounds per extension phase, in cycle time from the start of the
+    plan's first stage: the coordinated stage may not end before its planned end (``earliestEnd``,
+    its yield point), every other stage must end by its planned end (``latestEnd``, its force-off).
+    The same points as the agent's coordination (:class:`~control.traffic.config.CoordinationConfig`),
+    with SUMO's whole-second yellow."""
+    plan = ix.plans[0]
+    change = float(int(ix.limits.yellow + 0.999)) + ix.limits.red_clearance_s
+    out: dict[str, tuple[str, float]] = {}
+    t = 0.0
+    for st in ix.stages:
+        t += plan.splits[st.name]
+        out[f"{st.name}:ext"] = ("earliestEnd" if st.name == stage else "latestEnd", t - change)
+    return out
+
+
+def fair_programs(
+    ix: IntersectionConfig,
+    n_links: int,
+    links: dict[str, list[int]],
+    tls: str = TLS,
+    prefix: str = "",
+    offset: float = 0.0,
+    coordinate: str | None = None,
+) -> str:
+    """``<tlLogic>`` elements of the fair ``actuated`` and ``delay_based`` programs (no wrapper).
+
+    A corridor junction passes its light ``tls``, its detectors' ``prefix`` and the plan's
+    ``offset``; with ``coordinate`` (the arterial stage) a third program ``actuated_coord`` is SUMO's
+    coordinated actuated control (``coordinated`` true, ``cycleTime`` the plan's cycle, the bounds of
+    :func:`coordination_ends`), the same phases otherwise.
+    """
 
     def text(shown: dict[str, str]) -> str:
         chars = ["r"] * n_links
@@ -123,20 +153,32 @@ def fair_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
         return "".join(chars)
 
     out: list[str] = []
-    for pid, skip in (("actuated", True), ("delay_based", False)):
-        phases = fair_phases(ix, skip)
+    programs = [("actuated", "actuated", True), ("delay_based", "delay_based", False)]
+    if coordinate is not None:
+        programs.append(("actuated_coord", "actuated", True))
+    for pid, kind, skip in programs:
+        phases = fair_phases(ix, skip, prefix)
         index = {p.name: i for i, p in enumerate(phases)}
-        out.append(f'<tlLogic id="{TLS}" type="{pid}" programID="{pid}" offset="0">')
-        if pid == "actuated":
+        ends = coordination_ends(ix, coordinate) if pid == "actuated_coord" and coordinate else {}
+        out.append(f'<tlLogic id="{tls}" type="{kind}" programID="{pid}" offset="{offset:g}">')
+        if kind == "actuated":
             out += [
                 f'<param key="max-gap" value="{MAX_GAP_S:g}"/>',
                 '<param key="detector-gap" value="2"/>',
                 '<param key="jam-threshold" value="30"/>',
             ]
+        if ends:
+            out += [
+                '<param key="coordinated" value="true"/>',
+                f'<param key="cycleTime" value="{ix.plans[0].cycle_s:g}"/>',
+            ]
         for p in phases:
             attrs = f'duration="{p.dur:g}" state="{text(p.shown)}"'
             if p.mn != p.mx:
                 attrs += f' minDur="{p.mn:g}" maxDur="{p.mx:g}"'
+            if p.name in ends:
+                key, at = ends[p.name]
+                attrs += f' {key}="{at:g}"'
             nxt = [index[n] for n in p.next]
             if not skip and len(nxt) > 1:
                 nxt = nxt[:1]

@@ -8,6 +8,7 @@ do, the turning one: left before right).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +18,33 @@ TLS = "c"
 CROSSWALK_M = 16.0  # four 3.2 m lanes plus the 2 m medians at the stop line, as measured in the net
 
 
-def group_links(net_path: Path) -> tuple[dict[str, list[int]], dict[int, int]]:
-    """Signal group -> TLS link indices, and TLS link index -> junction request index."""
+def _arm(edge_id: str) -> str:
+    return edge_id.split("_")[0]
+
+
+def group_links(
+    net_path: Path, tls: str = TLS, arm_of: Callable[[str], str] = _arm
+) -> tuple[dict[str, list[int]], dict[int, int]]:
+    """Signal group -> TLS link indices, and TLS link index -> junction request index.
+
+    ``arm_of`` names the arm (n, e, s, w) of an edge id (the corridor prefixes its junction).
+    """
     import sumolib
 
     net = sumolib.net.readNet(str(net_path), withFoes=True, withInternal=True, withPedestrianConnections=True)
-    node = net.getNode(TLS)
+    node = net.getNode(tls)
     groups: dict[str, list[int]] = {}
     request: dict[int, int] = {}
-    for in_lane, out_lane, link in net.getTLS(TLS).getConnections():
+    for in_lane, out_lane, link in net.getTLS(tls).getConnections():
         conn = next(c for c in in_lane.getOutgoing() if c.getToLane() == out_lane)
         request[link] = node.getLinkIndex(conn)
         from_edge = in_lane.getEdge()
         if from_edge.getFunction() == "walkingarea":
-            arm = out_lane.getEdge().getCrossingEdges()[0].getID().split("_")[0]
+            arm = arm_of(out_lane.getEdge().getCrossingEdges()[0].getID())
             name = f"{arm}_ped"
         else:
-            arm = from_edge.getID().split("_")[0]
-            exit_arm = out_lane.getEdge().getID().split("_")[0]
+            arm = arm_of(from_edge.getID())
+            exit_arm = arm_of(out_lane.getEdge().getID())
             name = f"{arm}_{('right', 'through', 'left')[TURNS[arm].index(exit_arm)]}"
         groups.setdefault(name, []).append(link)
     return {k: sorted(v) for k, v in sorted(groups.items())}, request
@@ -65,13 +75,16 @@ def stages() -> list[dict[str, Any]]:
     return out
 
 
-def intersection(net_path: Path) -> dict[str, Any]:
-    """The rig's intersection config (the ``traffic.intersections[0]`` mapping)."""
+def intersection(
+    net_path: Path, tls: str = TLS, prefix: str = "", arm_of: Callable[[str], str] = _arm
+) -> dict[str, Any]:
+    """The rig's intersection config (the ``traffic.intersections[0]`` mapping); a corridor junction
+    passes its light ``tls``, the ``prefix`` of its detector ids and how its edges name their arm."""
     import sumolib
 
-    groups, request = group_links(net_path)
+    groups, request = group_links(net_path, tls, arm_of)
     net = sumolib.net.readNet(str(net_path), withFoes=True, withInternal=True, withPedestrianConnections=True)
-    node = net.getNode(TLS)
+    node = net.getNode(tls)
     link_group = {link: g for g, links in groups.items() for link in links}
     foes: set[tuple[str, str]] = set()
     for la, ra in request.items():
@@ -93,7 +106,7 @@ def intersection(net_path: Path) -> dict[str, Any]:
                 else:
                     permissive[frozenset((a, b))] = _junior(a, b)
     return {
-        "name": TLS,
+        "name": tls,
         "groups": [
             {"name": g, "kind": "pedestrian", "crossing_m": CROSSWALK_M}
             if g.endswith("_ped")
@@ -114,12 +127,12 @@ def intersection(net_path: Path) -> dict[str, Any]:
             }
         ],
         "detectors": [
-            {"name": f"{kind}_{a}_{lane}", "group": f"{a}_{'left' if lane == 3 else 'through'}", "kind": k}
+            {"name": f"{prefix}{kind}_{a}_{lane}", "group": f"{a}_{'left' if lane == 3 else 'through'}", "kind": k}
             for a in ARMS
             for lane in (1, 2, 3)
             for kind, k in (("loop", "loop"), ("zone", "zone"))
         ],
-        "output": {"driver": "sumo", "tls_id": TLS, "links": groups},
+        "output": {"driver": "sumo", "tls_id": tls, "links": groups},
     }
 
 

@@ -77,10 +77,19 @@ def rig_intersection(net: Path) -> IntersectionConfig:
     return IntersectionConfig.model_validate(planmod.intersection(net))
 
 
-def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[int]]) -> str:
+def sumo_programs(
+    ix: IntersectionConfig,
+    n_links: int,
+    links: dict[str, list[int]],
+    tls: str = planmod.TLS,
+    prefix: str = "",
+    offset: float = 0.0,
+    coordinate: str | None = None,
+) -> str:
     """SUMO's static program, its fairly configured actuated and delay_based ones
     (:mod:`hil.sumo.baseline`), and the old actuated and delay_based configuration (``*_old``: the
-    extension before a fixed pedestrian clearance, every left stage run, 60 m delay range)."""
+    extension before a fixed pedestrian clearance, every left stage run, 60 m delay range).
+    A corridor junction passes its light, detector prefix, offset and coordinated stage."""
     from control.traffic.config import ped_clear_s, stage_min_green
 
     lim = ix.limits
@@ -122,7 +131,7 @@ def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
         )
     out = ["<additional>"]
     for pid, kind in (("static", "static"), ("actuated_old", "actuated"), ("delay_based_old", "delay_based")):
-        out.append(f'<tlLogic id="{planmod.TLS}" type="{kind}" programID="{pid}" offset="0">')
+        out.append(f'<tlLogic id="{tls}" type="{kind}" programID="{pid}" offset="{offset:g}">')
         if kind == "actuated":
             out += [
                 '<param key="max-gap" value="3"/>',
@@ -137,7 +146,7 @@ def sumo_programs(ix: IntersectionConfig, n_links: int, links: dict[str, list[in
             else:
                 out.append(f'<phase duration="{dur:g}" minDur="{mn:g}" maxDur="{mx:g}" state="{st_text}"/>')
         out.append("</tlLogic>")
-    out.append(fair_programs(ix, n_links, links))
+    out.append(fair_programs(ix, n_links, links, tls, prefix, offset, coordinate))
     out.append("</additional>")
     return "\n".join(out) + "\n"
 

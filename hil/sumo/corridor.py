@@ -1,0 +1,553 @@
+"""A coordinated corridor: three signalised junctions 300 m apart on an east-west arterial, in SUMO.
+
+Each junction has the single-junction rig's geometry (:mod:`hil.sumo.scenario`: three-lane
+approaches with a left bay, sidewalks, four signalised crosswalks, E1 loops and E2 zones), its own
+copy of the agent's controller, envelope and driver (:class:`~control.traffic.runner.Intersection`)
+and its own independent :class:`~hil.sumo.monitor.LinkMonitor`. Between two junctions the arterial
+is a 150 m link out of one and a 150 m approach into the next.
+
+Demand, one hour in 15-minute slots: the arterial eastbound (the peak direction) and westbound
+from the corridor's ends, 70 % through the whole corridor and 5 % turning right and 5 % left at
+each junction; at each junction a north and a south side street (15 % right, 70 % through, 15 %
+left, as in the single rig), turning traffic travelling on to the corridor's end; 360 pedestrians an
+hour at each junction between its four arms; the same vehicle mix.
+
+The common plan (cycle 100 s; splits by volume, the arterial's through stage 52 s) and the offsets
+are a traffic engineer's one-way progression for the peak direction: each junction's arterial green
+starts distance / progression speed (300 m / 12.5 m/s = 24 s) after its western neighbour's.
+
+``python -m hil.sumo.corridor --mode adaptive --seed 1 --scale 1.4`` prints one run's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from control.traffic.config import IntersectionConfig
+from control.traffic.runner import Intersection
+from drivers.signals.sumo import SumoSignals
+from hil.sumo import plan as planmod
+from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
+from hil.sumo.rig import sumo_programs
+from hil.sumo.scenario import ARMS, LOOP_BEFORE_STOP_M, SLOT_S, TURN_SHARE, TURNS, ZONE_LENGTH_M, binary
+from kernel.errors import HilFailure
+
+JUNCTIONS = ("j0", "j1", "j2")
+SPACING_M = 300.0
+PROGRESSION_MPS = 12.5  # 45 km/h: 90 % of the 50 km/h limit, the usual design speed of a band
+ARTERIAL_VPH = {"eb": (500, 900, 900, 600), "wb": (400, 700, 700, 500)}
+SIDE_VPH = (200, 300, 300, 250)  # each side street (north and south) of each junction
+ARTERIAL_TURN = 0.05  # of the arterial flow, right and left at each junction
+PEDS_PER_HOUR = 360  # at each junction
+COORDINATED_STAGE = "ew_through"
+CYCLE_S = 100.0
+SPLITS = {"ns_through": 24.0, "ns_left": 12.0, "ew_through": 52.0, "ew_left": 12.0}
+ARTERIAL_MAX_GREEN_S = 80.0
+
+AGENT_MODES = ("fixed", "actuated", "adaptive", "adaptive_free")
+SUMO_PROGRAMS = {
+    "sumo_static": "static",  # common cycle, offsets for the progression
+    "sumo_actuated": "actuated",  # fair, uncoordinated
+    "sumo_actuated_coord": "actuated_coord",  # fair, SUMO's coordinated actuated
+    "sumo_delay": "delay_based",  # fair, uncoordinated
+}
+BUILD_DIR = Path(tempfile.gettempdir()) / "kbe-sumo-corridor"
+SERIES_S = 10.0
+
+
+def _x(j: str) -> float:
+    return JUNCTIONS.index(j) * SPACING_M
+
+
+def _arm(edge_id: str) -> str:
+    return edge_id.split("_")[1]
+
+
+def _outer(j: str, a: str) -> bool:
+    """Whether arm ``a`` of ``j`` leads out of the corridor (not to a neighbouring junction)."""
+    i = JUNCTIONS.index(j)
+    return not ((a == "e" and i < len(JUNCTIONS) - 1) or (a == "w" and i > 0))
+
+
+def _neighbour(j: str, a: str) -> str:
+    i = JUNCTIONS.index(j)
+    return JUNCTIONS[i + 1] if a == "e" else JUNCTIONS[i - 1]
+
+
+def _mid(j: str, a: str) -> str:
+    i = JUNCTIONS.index(j)
+    k = i if a == "e" else i - 1
+    return f"m{k}{k + 1}"
+
+
+def _nodes() -> str:
+    rows = []
+    for j in JUNCTIONS:
+        x = _x(j)
+        rows.append(f'<node id="{j}" x="{x}" y="0" type="traffic_light" tl="{j}"/>')
+        for a, (dx, dy) in ARMS.items():
+            if _outer(j, a):
+                rows.append(f'<node id="{j}_{a}1" x="{x + dx * 80}" y="{dy * 80}" type="priority"/>')
+                rows.append(f'<node id="{j}_{a}0" x="{x + dx * 300}" y="{dy * 300}" type="dead_end"/>')
+    for k in range(len(JUNCTIONS) - 1):
+        rows.append(f'<node id="m{k}{k + 1}" x="{(k + 0.5) * SPACING_M}" y="0" type="priority"/>')
+    return "<nodes>\n" + "\n".join(rows) + "\n</nodes>\n"
+
+
+def _edges() -> str:
+    rows = []
+    side = 'speed="13.89" sidewalkWidth="2.0"'
+    for j in JUNCTIONS:
+        for a in ARMS:
+            if _outer(j, a):
+                rows.append(f'<edge id="{j}_{a}_far" from="{j}_{a}0" to="{j}_{a}1" numLanes="2" {side}/>')
+                rows.append(f'<edge id="{j}_{a}_in" from="{j}_{a}1" to="{j}" numLanes="3" {side}/>')
+                rows.append(f'<edge id="{j}_{a}_out" from="{j}" to="{j}_{a}1" numLanes="2" {side}/>')
+                rows.append(f'<edge id="{j}_{a}_away" from="{j}_{a}1" to="{j}_{a}0" numLanes="2" {side}/>')
+            else:
+                m = _mid(j, a)
+                rows.append(f'<edge id="{j}_{a}_in" from="{m}" to="{j}" numLanes="3" {side}/>')
+                rows.append(f'<edge id="{j}_{a}_out" from="{j}" to="{m}" numLanes="2" {side}/>')
+    return "<edges>\n" + "\n".join(rows) + "\n</edges>\n"
+
+
+def _feed(src: str, dst: str) -> list[str]:
+    """A two-lane link into a three-lane approach where its left bay opens."""
+    return [
+        f'<connection from="{src}" to="{dst}" fromLane="1" toLane="1"/>',
+        f'<connection from="{src}" to="{dst}" fromLane="2" toLane="2"/>',
+        f'<connection from="{src}" to="{dst}" fromLane="2" toLane="3"/>',
+    ]
+
+
+def _connections() -> str:
+    rows = []
+    for j in JUNCTIONS:
+        for a, (right, through, left) in TURNS.items():
+            if _outer(j, a):
+                rows += _feed(f"{j}_{a}_far", f"{j}_{a}_in")
+                rows.append(f'<connection from="{j}_{a}_out" to="{j}_{a}_away" fromLane="1" toLane="1"/>')
+                rows.append(f'<connection from="{j}_{a}_out" to="{j}_{a}_away" fromLane="2" toLane="2"/>')
+            else:
+                rows += _feed(f"{j}_{a}_out", f"{_neighbour(j, a)}_{TURNS[a][1]}_in")
+            rows.append(f'<connection from="{j}_{a}_in" to="{j}_{right}_out" fromLane="1" toLane="1"/>')
+            rows.append(f'<connection from="{j}_{a}_in" to="{j}_{through}_out" fromLane="1" toLane="1"/>')
+            rows.append(f'<connection from="{j}_{a}_in" to="{j}_{through}_out" fromLane="2" toLane="2"/>')
+            rows.append(f'<connection from="{j}_{a}_in" to="{j}_{left}_out" fromLane="3" toLane="2"/>')
+            rows.append(f'<crossing node="{j}" edges="{j}_{a}_in {j}_{a}_out" priority="false" width="4"/>')
+    return "<connections>\n" + "\n".join(rows) + "\n</connections>\n"
+
+
+def _exit(j: str, arm: str) -> str:
+    """The edge where a vehicle leaving junction ``j`` by ``arm`` ends its trip."""
+    if arm == "e":
+        return f"{JUNCTIONS[-1]}_e_away"
+    if arm == "w":
+        return f"{JUNCTIONS[0]}_w_away"
+    return f"{j}_{arm}_away"
+
+
+def routes_xml(scale: float = 1.0) -> str:
+    """Arterial, side-street and pedestrian flows for one hour (Bernoulli arrivals, SUMO's seed)."""
+    out = [
+        "<routes>",
+        '<vType id="car" vClass="passenger" length="4.5"/>',
+        '<vType id="moto" vClass="motorcycle" length="2.0" maxSpeed="13.9"/>',
+        '<vType id="bus" vClass="bus" length="10.0"/>',
+        '<vTypeDistribution id="mix" vTypes="car moto bus" probabilities="0.65 0.30 0.05"/>',
+    ]
+    flows: list[tuple[float, str]] = []
+
+    def flow(fid: str, k: int, vph: float, src: str, dst: str) -> None:
+        prob = min(1.0, vph * scale / 3600.0)
+        flows.append(
+            (
+                k * SLOT_S,
+                f'<flow id="{fid}_{k}" type="mix" begin="{k * SLOT_S}" end="{(k + 1) * SLOT_S}" '
+                f'probability="{prob:.5f}" from="{src}" to="{dst}" departLane="best" departSpeed="max"/>',
+            )
+        )
+
+    for d, slots in ARTERIAL_VPH.items():
+        order = JUNCTIONS if d == "eb" else JUNCTIONS[::-1]
+        src = f"{order[0]}_{'w' if d == 'eb' else 'e'}_far"
+        dst = f"{order[-1]}_{'e' if d == 'eb' else 'w'}_away"
+        for k, vph in enumerate(slots):
+            flow(f"thru_{d}", k, vph * (1 - 2 * ARTERIAL_TURN * len(JUNCTIONS)), src, dst)
+            for j in order:
+                for arm in ("n", "s"):
+                    flow(f"art_{d}_{j}{arm}", k, vph * ARTERIAL_TURN, src, f"{j}_{arm}_away")
+    for j in JUNCTIONS:
+        for a in ("n", "s"):
+            for k, vph in enumerate(SIDE_VPH):
+                for turn, share in zip(TURNS[a], TURN_SHARE, strict=True):
+                    flow(f"side_{j}{a}_{turn}", k, vph * share, f"{j}_{a}_far", _exit(j, turn))
+    period = 3600.0 * len(ARMS) * 3 / (PEDS_PER_HOUR * scale)
+    for j in JUNCTIONS:
+        for a in ARMS:
+            for b in ARMS:
+                if a != b:
+                    flows.append(
+                        (
+                            0,
+                            f'<personFlow id="p_{j}{a}{b}" begin="0" end="3600" period="{period:.2f}">'
+                            f'<walk from="{j}_{a}_in" to="{j}_{b}_out"/></personFlow>',
+                        )
+                    )
+    flows.sort(key=lambda f: f[0])  # SUMO reads route files incrementally, by departure
+    out += [f for _, f in flows]
+    out.append("</routes>")
+    return "\n".join(out) + "\n"
+
+
+def detectors_xml(lane_length: dict[str, float], out_dir: Path) -> str:
+    """Each junction's E1 loops and E2 zones, named ``<junction>_loop_<arm>_<lane>`` and ``..._zone_..``."""
+    rows = ["<additional>"]
+    for j in JUNCTIONS:
+        for a in ARMS:
+            for lane in (1, 2, 3):
+                lid = f"{j}_{a}_in_{lane}"
+                length = lane_length[lid]
+                rows.append(
+                    f'<inductionLoop id="{j}_loop_{a}_{lane}" lane="{lid}" '
+                    f'pos="{length - LOOP_BEFORE_STOP_M:.2f}" period="3600" '
+                    f"file={quoteattr(str(out_dir / 'e1.xml'))}/>"
+                )
+                zone = min(ZONE_LENGTH_M, length - 1.0)
+                rows.append(
+                    f'<laneAreaDetector id="{j}_zone_{a}_{lane}" lane="{lid}" pos="{length - zone:.2f}" '
+                    f'length="{zone:.2f}" period="3600" file={quoteattr(str(out_dir / "e2.xml"))}/>'
+                )
+    rows.append("</additional>")
+    return "\n".join(rows) + "\n"
+
+
+def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
+    """Write the corridor's network, routes and detectors into ``out_dir``; return their paths."""
+    from hil.sumo.scenario import lane_lengths
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {k: out_dir / f"corridor.{k}.xml" for k in ("nod", "edg", "con", "net", "rou", "det")}
+    paths["nod"].write_text(_nodes())
+    paths["edg"].write_text(_edges())
+    paths["con"].write_text(_connections())
+    if not paths["net"].exists():
+        subprocess.run(
+            [
+                binary("netconvert"),
+                "--node-files",
+                str(paths["nod"]),
+                "--edge-files",
+                str(paths["edg"]),
+                "--connection-files",
+                str(paths["con"]),
+                "--no-turnarounds",
+                "--no-internal-links",
+                "false",
+                "--tls.default-type",
+                "static",
+                "--tls.yellow.time",
+                "4",
+                "--tls.allred.time",
+                "2",
+                "--output-file",
+                str(paths["net"]),
+                "--no-warnings",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    paths["rou"] = out_dir / f"corridor.rou.{scale:g}.xml"
+    paths["rou"].write_text(routes_xml(scale))
+    paths["det"].write_text(detectors_xml(lane_lengths(paths["net"]), out_dir))
+    return paths
+
+
+def plan_offset(j: str) -> float:
+    """The plan offset of junction ``j``: its arterial green starts ``x / v`` into the common cycle
+    (the eastbound progression); the plan's cycle starts with its first stage, before that."""
+    before = sum(SPLITS[s] for s in ("ns_through", "ns_left"))
+    return (_x(j) / PROGRESSION_MPS - before) % CYCLE_S
+
+
+def junction_config(net: Path, j: str, coordinate: bool = True) -> IntersectionConfig:
+    """Junction ``j``'s intersection config: the rig's plan with the corridor's plan and coordination."""
+    raw = planmod.intersection(net, tls=j, prefix=f"{j}_", arm_of=_arm)
+    for st in raw["stages"]:
+        if st["name"] == COORDINATED_STAGE:
+            st["max_green_s"] = ARTERIAL_MAX_GREEN_S
+    raw["plans"] = [{"name": "corridor", "cycle_s": CYCLE_S, "offset_s": plan_offset(j), "splits": SPLITS}]
+    if coordinate:
+        raw["coordination"] = {"plan": "corridor", "stage": COORDINATED_STAGE}
+    return IntersectionConfig.model_validate(raw)
+
+
+@dataclass
+class CorridorResult:
+    """Figures of one simulated corridor run."""
+
+    mode: str
+    seed: int
+    scale: float
+    arterial_delay_s: float = 0.0  # mean timeLoss of vehicles through the whole corridor
+    arterial_stops: float = 0.0  # their mean stops (SUMO waitingCount)
+    side_delay_s: float = 0.0  # mean timeLoss of side-street vehicles
+    mean_delay_s: float = 0.0  # every vehicle
+    stops: float = 0.0
+    ped_delay_s: float = 0.0
+    arrived: int = 0
+    vehicles: int = 0
+    max_queue: int = 0
+    violations: dict[str, list[Violation]] = field(default_factory=dict)
+    flashed: dict[str, str | None] = field(default_factory=dict)
+    refusals: dict[str, dict[str, int]] = field(default_factory=dict)
+    coordinated_s: dict[str, float] = field(default_factory=dict)  # simulated seconds coordinated
+    sim_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def findings(self) -> int:
+        """Monitor findings plus envelope trips over all junctions."""
+        return sum(len(v) for v in self.violations.values()) + sum(1 for f in self.flashed.values() if f)
+
+
+class _Junction:
+    """One junction of the run: its controller stack (agent modes) and its independent monitor."""
+
+    def __init__(
+        self, conn: Any, net: Path, j: str, mode: str, now: Callable[[], float], synced: Callable[[], bool]
+    ) -> None:
+        import traci.constants as tc
+
+        self.j, self.conn = j, conn
+        self.ix = junction_config(net, j, coordinate=mode != "adaptive_free")
+        assert self.ix.output is not None and self.ix.output.driver == "sumo"
+        links = self.ix.output.links
+        self.monitor: LinkMonitor = link_monitor(net, j, links, list(self.ix.permissive))
+        self.inter: Intersection | None = None
+        self._switch_at: float | None = None
+        if mode == "sumo_actuated_coord":
+            # Loaded mid-cycle with an offset, SUMO's coordinated actuated logic stays in its first
+            # phase; it takes over from the static program (the same phases) at a cycle start.
+            conn.trafficlight.setProgram(j, "static")
+            self._switch_at = _sumo_offset(j)
+        elif mode in SUMO_PROGRAMS:
+            conn.trafficlight.setProgram(j, SUMO_PROGRAMS[mode])
+        else:
+            peds = [g.name for g in self.ix.groups if g.kind == "pedestrian"]
+            agent_mode = "adaptive" if mode == "adaptive_free" else mode
+            self.inter = Intersection(
+                self.ix,
+                SumoSignals(conn, j, links, peds),
+                now,
+                mode=agent_mode,  # type: ignore[arg-type]
+                time_base=lambda: now() if synced() else None,
+            )
+            self.inter.start()
+        self.loops = [f"{j}_loop_{a}_{lane}" for a in ARMS for lane in (1, 2, 3)]
+        self.zones = [f"{j}_zone_{a}_{lane}" for a in ARMS for lane in (1, 2, 3)]
+        for d in self.loops:
+            conn.inductionloop.subscribe(d, [tc.LAST_STEP_VEHICLE_NUMBER])
+        for z in self.zones:
+            conn.lanearea.subscribe(
+                z, [tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER, tc.JAM_LENGTH_METERS]
+            )
+        self.tripped_at: float | None = None
+
+    def tick(self, t: float, loops: dict[str, Any], zones: dict[str, Any]) -> None:
+        """Feed the detectors to the junction's controller and tick it (agent modes)."""
+        import traci.constants as tc
+
+        if self._switch_at is not None and t > 0 and (t - self._switch_at) % CYCLE_S == 0:
+            self.conn.trafficlight.setProgram(self.j, SUMO_PROGRAMS["sumo_actuated_coord"])
+            self.conn.trafficlight.setPhase(self.j, 0)
+            self._switch_at = None
+        if self.inter is None:
+            return
+        for d in self.loops:
+            self.inter.board.loop(d, loops[d][tc.LAST_STEP_VEHICLE_NUMBER] > 0)
+        for z in self.zones:
+            zr = zones[z]
+            self.inter.board.zone(
+                z, zr[tc.LAST_STEP_VEHICLE_NUMBER], zr[tc.LAST_STEP_VEHICLE_HALTING_NUMBER], zr[tc.JAM_LENGTH_METERS]
+            )
+        self.inter.tick()
+
+    def check(self, t: float) -> bool:
+        """Monitor and envelope after a step; True while the junction is coordinated."""
+        shown = self.conn.trafficlight.getRedYellowGreenState(self.j)
+        if self.monitor.observe(shown, t) and self.tripped_at is None:
+            self.tripped_at = t
+            self.conn.trafficlight.setProgram(self.j, "off")
+        if self.inter is None:
+            return False
+        self.inter.envelope.check()
+        return self.inter.controller.coordinated
+
+
+def _approaches() -> list[list[str]]:
+    """Edges holding each approach's queue (an inner approach reaches back to the link before it)."""
+    out = []
+    for j in JUNCTIONS:
+        for a in ARMS:
+            if _outer(j, a):
+                out.append([f"{j}_{a}_in", f"{j}_{a}_far"])
+            else:
+                out.append([f"{j}_{a}_in", f"{_neighbour(j, a)}_{TURNS[a][1]}_out"])
+    return out
+
+
+def run(
+    mode: str,
+    seed: int = 1,
+    scale: float = 1.0,
+    duration_s: float = 3600.0,
+    out_dir: Path | None = None,
+    unsync: dict[str, tuple[float, float]] | None = None,
+) -> CorridorResult:
+    """One corridor run; ``unsync`` takes a junction's clock out of synchronisation from one
+    simulated time to another: ``{"j1": (1200.0, 2400.0)}``."""
+    import traci
+    import traci.constants as tc
+
+    out_dir = out_dir or BUILD_DIR
+    paths = build(out_dir, scale)
+    progs = out_dir / "corridor.tls.xml"
+    parts = []
+    for j in JUNCTIONS:
+        ix = junction_config(paths["net"], j)
+        assert ix.output is not None and ix.output.driver == "sumo"
+        links = ix.output.links
+        n_links = 1 + max(i for ls in links.values() for i in ls)
+        text = sumo_programs(ix, n_links, links, j, f"{j}_", _sumo_offset(j), COORDINATED_STAGE)
+        parts.append(text.removeprefix("<additional>\n").removesuffix("</additional>\n"))
+    progs.write_text("<additional>\n" + "".join(parts) + "</additional>\n")
+    tripinfo = out_dir / f"trip.{mode}.{seed}.{scale:g}.xml"
+    cmd = [
+        binary("sumo"),
+        "-n",
+        str(paths["net"]),
+        "-r",
+        str(paths["rou"]),
+        "-a",
+        f"{paths['det']},{progs}",
+        "--seed",
+        str(seed),
+        "--begin",
+        "0",
+        "--end",
+        str(duration_s),
+        "--step-length",
+        "1",
+        "--no-step-log",
+        "--no-warnings",
+        "--time-to-teleport",
+        "-1",
+        "--tripinfo-output",
+        str(tripinfo),
+        "--tripinfo-output.write-unfinished",
+        "--device.tripinfo.probability",
+        "1",
+    ]
+    label = f"corridor-{mode}-{seed}-{scale}-{time.monotonic_ns()}"
+    traci.start(cmd, label=label)
+    conn = traci.getConnection(label)
+    wall0 = time.monotonic()
+    now = [float(conn.simulation.getTime())]
+    unsync = unsync or {}
+
+    def synced(j: str) -> Callable[[], bool]:
+        lo, hi = unsync.get(j, (float("inf"), float("inf")))
+        return lambda: not lo <= now[0] < hi
+
+    result = CorridorResult(mode, seed, scale)
+    try:
+        juncs = [_Junction(conn, paths["net"], j, mode, lambda: now[0], synced(j)) for j in JUNCTIONS]
+        approaches = _approaches()
+        for e in {e for es in approaches for e in es}:
+            conn.edge.subscribe(e, [tc.LAST_STEP_VEHICLE_HALTING_NUMBER])
+        result.coordinated_s = dict.fromkeys(JUNCTIONS, 0.0)
+        conn.simulationStep()
+        now[0] = float(conn.simulation.getTime())
+        while now[0] < duration_s:
+            loops = conn.inductionloop.getAllSubscriptionResults()
+            zones = conn.lanearea.getAllSubscriptionResults()
+            for jn in juncs:
+                jn.tick(now[0], loops, zones)
+            conn.simulationStep()
+            now[0] += 1.0
+            for jn in juncs:
+                if jn.check(now[0]):
+                    result.coordinated_s[jn.j] += 1.0
+            halting = conn.edge.getAllSubscriptionResults()
+            q = max(sum(halting[e][tc.LAST_STEP_VEHICLE_HALTING_NUMBER] for e in es) for es in approaches)
+            result.max_queue = max(result.max_queue, q)
+        result.sim_s = conn.simulation.getTime()
+        for jn in juncs:
+            result.violations[jn.j] = jn.monitor.violations
+            if jn.inter is not None:
+                result.flashed[jn.j] = jn.inter.envelope.latched
+                result.refusals[jn.j] = dict(jn.inter.envelope.refusals)
+    finally:
+        conn.close()
+    result.wall_s = time.monotonic() - wall0
+    _trip_stats(tripinfo, result)
+    return result
+
+
+def _sumo_offset(j: str) -> float:
+    """SUMO's ``offset``: its time in cycle is ``(time - offset) % cycleTime``, so the program's
+    first phase starts at ``offset`` as the plan's first stage does."""
+    return plan_offset(j)
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def _trip_stats(path: Path, r: CorridorResult) -> None:
+    root = ET.parse(path).getroot()  # noqa: S314 - written by SUMO in this run
+    trips = list(root.iter("tripinfo"))
+    loss = {t.get("id", ""): float(t.get("timeLoss", "0")) for t in trips}
+    waits = {t.get("id", ""): float(t.get("waitingCount", "0")) for t in trips}
+    through = [i for i in loss if i.startswith("thru_")]
+    side = [i for i in loss if i.startswith("side_")]
+    r.vehicles = len(trips)
+    r.arrived = sum(1 for t in trips if float(t.get("arrival", "-1")) >= 0)
+    r.mean_delay_s = _mean(list(loss.values()))
+    r.stops = _mean(list(waits.values()))
+    r.arterial_delay_s = _mean([loss[i] for i in through])
+    r.arterial_stops = _mean([waits[i] for i in through])
+    r.side_delay_s = _mean([loss[i] for i in side])
+    walks = [float(w.get("timeLoss", "0")) for p in root.iter("personinfo") for w in p.iter("walk")]
+    r.ped_delay_s = _mean(walks)
+
+
+def main() -> None:
+    """Command line: one corridor run, figures as JSON."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mode", default="adaptive", choices=[*AGENT_MODES, *SUMO_PROGRAMS])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--duration", type=float, default=3600.0)
+    a = ap.parse_args()
+    r = run(a.mode, a.seed, a.scale, a.duration)
+    d = asdict(r)
+    d["violations"] = {j: [asdict(v) for v in vs[:5]] for j, vs in r.violations.items()}
+    print(json.dumps(d, indent=1))
+    if r.findings:
+        raise HilFailure(f"{r.findings} monitor findings or envelope trips")
+
+
+if __name__ == "__main__":
+    main()
