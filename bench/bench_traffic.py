@@ -3,6 +3,7 @@
     python bench/bench_traffic.py                   # seeds 1-5, demand x1.0 and x1.4, link-loss trials
     python bench/bench_traffic.py --seeds 1 --trials 5
     python bench/bench_traffic.py --trials 0 --jobs 2   # the SUMO table only, two runs at a time
+    python bench/bench_traffic.py --trials 0 --jobs 2 --skip-sumo --corridor --seeds 1 2 3   # corridor
 
 Part 1 runs the rig for a simulated hour per (mode, seed, demand) and prints, per seed, the mean
 delay per vehicle (SUMO timeLoss, unfinished trips included) with its ratio to the best fairly
@@ -10,6 +11,12 @@ configured SUMO program of the same seed and demand (static, actuated, delay_bas
 hil/sumo/baseline.py), the stops per vehicle, the worst-arm max queue, the mean pedestrian time
 loss and the vehicles arrived within the hour; then the means. The agent's fixed/actuated/adaptive
 modes run next to SUMO's programs; ``sumo_*_old`` rows are the old, handicapped configuration.
+
+Part 1b (``--corridor``) runs the three-junction corridor (hil/sumo/corridor.py) per (mode, seed,
+demand): delay and stops per vehicle through the whole arterial, side-street delay, all vehicles'
+delay, pedestrian delay, vehicles arrived and the worst approach's max queue, with the arterial
+delay's ratio to the best SUMO program of the same seed and demand (static with progression
+offsets, actuated, coordinated actuated, delay_based).
 
 Part 2 serves the emulated signal controller over Modbus TCP behind a cuttable link, runs the field
 tick loop (10 Hz), cuts the link and times (a) the envelope latching flash and (b) the controller
@@ -38,6 +45,7 @@ from drivers.signals.indications import Indication
 from drivers.signals.modbus import ModbusSignalController, ThreadLink
 from drivers.transports.tcp import TcpTransport
 from hil.linkcut import CuttableLink
+from hil.sumo import corridor
 from hil.sumo.rig import AGENT_MODES, BUILD_DIR, SUMO_PROGRAMS, RunResult, run
 from kernel.progress import Progress, Snapshot
 
@@ -105,6 +113,63 @@ def sumo_part(seeds: list[int], scales: list[float], jobs: int) -> None:
                 f"{sum(len(r.violations) + (1 if r.flashed else 0) for r in runs):>4}",
                 flush=True,
             )
+
+
+CORRIDOR_MODES = [*corridor.AGENT_MODES, *corridor.SUMO_PROGRAMS]
+
+
+def _one_corridor(args: tuple[str, int, float]) -> corridor.CorridorResult:
+    mode, seed, scale = args
+    return corridor.run(mode, seed, scale, out_dir=corridor.BUILD_DIR / f"{mode}-{seed}-{scale:g}")
+
+
+def corridor_part(seeds: list[int], scales: list[float], jobs: int) -> None:
+    print(
+        f"== SUMO corridor (3 junctions, 300 m): 1 h simulated, seeds {seeds}, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    todo = [(m, seed, scale) for scale in scales for seed in seeds for m in CORRIDOR_MODES]
+    t0 = time.monotonic()
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        results = dict(zip(todo, pool.map(_one_corridor, todo), strict=True))
+    wall = [r.wall_s for r in results.values()]
+    print(
+        f"   {len(todo)} runs in {time.monotonic() - t0:.0f} s; one simulated hour took "
+        f"{min(wall):.0f}-{max(wall):.0f} s of wall time; load average {os.getloadavg()[0]:.1f}"
+    )
+    head = (
+        f"{'demand':>6} {'seed':>4} {'mode':<20} {'art s':>6} {'/best':>6} {'art stops':>9} {'side s':>6} "
+        f"{'all s':>6} {'stops':>5} {'max q':>5} {'ped s':>6} {'arrived':>7} {'viol':>4}"
+    )
+    sumo = list(corridor.SUMO_PROGRAMS)
+
+    def row(scale: float, seed: str, m: str, rs: list[corridor.CorridorResult], ratio: float) -> str:
+        def avg(f: str) -> float:
+            return statistics.mean(float(getattr(r, f)) for r in rs)
+
+        return (
+            f"{scale:>6.1f} {seed:>4} {m:<20} {avg('arterial_delay_s'):>6.1f} {ratio:>6.2f} "
+            f"{avg('arterial_stops'):>9.2f} {avg('side_delay_s'):>6.1f} {avg('mean_delay_s'):>6.1f} "
+            f"{avg('stops'):>5.2f} {avg('max_queue'):>5.0f} {avg('ped_delay_s'):>6.1f} {avg('arrived'):>7.0f} "
+            f"{sum(r.findings for r in rs):>4}"
+        )
+
+    def ratio(m: str, seed: int, scale: float) -> float:
+        best = min(results[(b, seed, scale)].arterial_delay_s for b in sumo)
+        return results[(m, seed, scale)].arterial_delay_s / best
+
+    print(head)
+    for scale in scales:
+        for seed in seeds:
+            for m in CORRIDOR_MODES:
+                print(row(scale, str(seed), m, [results[(m, seed, scale)]], ratio(m, seed, scale)))
+    print(f"== corridor means over seeds {seeds} (ratio: mean of per-seed arterial-delay ratios to the best SUMO)")
+    print(head)
+    for scale in scales:
+        for m in CORRIDOR_MODES:
+            rs = [results[(m, seed, scale)] for seed in seeds]
+            print(row(scale, "", m, rs, statistics.mean(ratio(m, s, scale) for s in seeds)), flush=True)
 
 
 def link_part(trials: int) -> None:
@@ -191,11 +256,14 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--skip-sumo", action="store_true")
     ap.add_argument("--jobs", type=int, default=1, help="SUMO runs in parallel")
+    ap.add_argument("--corridor", action="store_true", help="also the three-junction corridor")
     a = ap.parse_args()
     if a.trials:
         link_part(a.trials)
     if not a.skip_sumo:
         sumo_part(a.seeds, a.scales, a.jobs)
+    if a.corridor:
+        corridor_part(a.seeds, a.scales, a.jobs)
 
 
 if __name__ == "__main__":

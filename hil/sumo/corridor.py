@@ -331,7 +331,8 @@ class _Junction:
 
         self.j, self.conn = j, conn
         self.ix = junction_config(net, j, coordinate=mode != "adaptive_free")
-        assert self.ix.output is not None and self.ix.output.driver == "sumo"
+        assert self.ix.output is not None
+        assert self.ix.output.driver == "sumo"
         links = self.ix.output.links
         self.monitor: LinkMonitor = link_monitor(net, j, links, list(self.ix.permissive))
         self.inter: Intersection | None = None
@@ -426,7 +427,8 @@ def run(
     parts = []
     for j in JUNCTIONS:
         ix = junction_config(paths["net"], j)
-        assert ix.output is not None and ix.output.driver == "sumo"
+        assert ix.output is not None
+        assert ix.output.driver == "sumo"
         links = ix.output.links
         n_links = 1 + max(i for ls in links.values() for i in ls)
         text = sumo_programs(ix, n_links, links, j, f"{j}_", _sumo_offset(j), COORDINATED_STAGE)
