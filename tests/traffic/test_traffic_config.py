@@ -68,6 +68,26 @@ def test_example_site_loads() -> None:
         (lambda ix: ix["permissive"].append({"yield": "ns", "to": "ped_ns"}), "permissive[4]"),
         (lambda ix: ix["schedule"]["entries"][0].update(plan="night"), "schedule.entries[0].plan: 'night'"),
         (lambda ix: ix["limits"].update(link_timeout_s=1.5), "limits.link_timeout_s"),
+        (
+            lambda ix: ix.update(coordination={"plan": "night", "stage": "ew"}),
+            "coordination.plan: 'night' is not a plan",
+        ),
+        (
+            lambda ix: ix.update(coordination={"plan": "am_peak", "stage": "ew_left"}),
+            "coordination.stage: 'ew_left' is skippable",
+        ),
+        (
+            lambda ix: ix.update(coordination={"plan": "am_peak", "stage": "nope"}),
+            "coordination.stage: 'nope' is not a stage",
+        ),
+        (
+            lambda ix: (
+                ix.update(coordination={"plan": "am_peak", "stage": "ns"}),
+                ix["stages"][0].update(max_green_s=30),
+            ),
+            "coordination.stage: 'ns' is held 39.5 s by plan 'am_peak', above its max_green_s 30",
+        ),
+        (lambda ix: ix.update(coordination={"plan": "base"}), "coordination.stage"),
     ],
 )
 def test_bad_traffic_config_names_the_field(tmp_path: Path, edit, expected: str) -> None:
@@ -81,6 +101,16 @@ def test_cli_check_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "traffic.intersections[0].limits.yellow_s: 2.5 is outside 3.0..6.0 s" in proc.stderr
+
+
+def test_cli_check_exits_2_on_a_bad_coordination(tmp_path: Path) -> None:
+    path = broken(tmp_path, lambda ix: ix.update(coordination={"plan": "pm_peak", "stage": "ew"}))
+    proc = subprocess.run(
+        agent_argv("config", "check", str(path)), env=agent_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "coordination.plan: 'pm_peak' is not a plan" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_traffic_device_needs_the_section(tmp_path: Path) -> None:
