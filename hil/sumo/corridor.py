@@ -41,6 +41,7 @@ from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
 from hil.sumo.rig import sumo_programs
 from hil.sumo.scenario import ARMS, LOOP_BEFORE_STOP_M, SLOT_S, TURN_SHARE, TURNS, ZONE_LENGTH_M, binary
 from kernel.errors import HilFailure
+from kernel.readings import Reading
 
 JUNCTIONS = ("j0", "j1", "j2")
 SPACING_M = 300.0
@@ -312,6 +313,7 @@ class CorridorResult:
     flashed: dict[str, str | None] = field(default_factory=dict)
     refusals: dict[str, dict[str, int]] = field(default_factory=dict)
     coordinated_s: dict[str, float] = field(default_factory=dict)  # simulated seconds coordinated
+    events: dict[str, list[str]] = field(default_factory=dict)  # each junction's coordination events
     sim_s: float = 0.0
     wall_s: float = 0.0
 
@@ -336,6 +338,7 @@ class _Junction:
         links = self.ix.output.links
         self.monitor: LinkMonitor = link_monitor(net, j, links, list(self.ix.permissive))
         self.inter: Intersection | None = None
+        self.reports: list[Reading] = []
         self._switch_at: float | None = None
         if mode == "sumo_actuated_coord":
             # Loaded mid-cycle with an offset, SUMO's coordinated actuated logic stays in its first
@@ -351,6 +354,7 @@ class _Junction:
                 self.ix,
                 SumoSignals(conn, j, links, peds),
                 now,
+                self.reports.append,
                 mode=agent_mode,  # type: ignore[arg-type]
                 time_base=lambda: now() if synced() else None,
             )
@@ -497,6 +501,7 @@ def run(
         result.sim_s = conn.simulation.getTime()
         for jn in juncs:
             result.violations[jn.j] = jn.monitor.violations
+            result.events[jn.j] = [str(r.value) for r in jn.reports if r.point == "coordination"]
             if jn.inter is not None:
                 result.flashed[jn.j] = jn.inter.envelope.latched
                 result.refusals[jn.j] = dict(jn.inter.envelope.refusals)
