@@ -126,3 +126,42 @@ def test_sumo_readback_with_disagreeing_links_flashes(rig_dir: Path) -> None:
         assert set(conn.trafficlight.getRedYellowGreenState("c")) <= {"o", "O"}
     finally:
         conn.close()
+
+
+def test_crosswalk_clearance_is_closed_to_sumo_pedestrians_and_still_monitored(rig_dir: Path) -> None:
+    """SUMO's pedestrians enter a crossing showing ``y`` as on green: the clearance is written as
+    ``u`` (closed to them), read back as ``y``, and the monitor still counts it as occupied."""
+    import time
+
+    import traci
+
+    from drivers.signals.indications import Indication
+    from drivers.signals.sumo import SumoSignals
+    from hil.sumo.monitor import link_monitor
+    from hil.sumo.scenario import binary
+
+    paths = build(rig_dir)
+    ix = rig_intersection(paths["net"])
+    assert ix.output is not None
+    assert ix.output.driver == "sumo"
+    links = ix.output.links
+    label = f"pedclear-{time.monotonic_ns()}"
+    traci.start([binary("sumo"), "-n", str(paths["net"]), "--no-step-log", "--no-warnings"], label=label)
+    conn = traci.getConnection(label)
+    try:
+        out = SumoSignals(conn, "c", links, [g.name for g in ix.groups if g.kind == "pedestrian"])
+        state = dict.fromkeys(links, Indication.RED) | {"e_ped": Indication.YELLOW}
+        out.write(state, 1)
+        shown = conn.trafficlight.getRedYellowGreenState("c")
+        assert {shown[i] for i in links["e_ped"]} == {"u"}
+        assert out.read_back().indications["e_ped"] == Indication.YELLOW
+    finally:
+        conn.close()
+    monitor = link_monitor(paths["net"], "c", links, list(ix.permissive))
+    n = 1 + max(i for ls in links.values() for i in ls)
+    chars = ["r"] * n
+    for i in links["e_ped"]:
+        chars[i] = "u"
+    foe = next(iter(monitor.foes[links["e_ped"][0]]))
+    chars[foe] = "G"
+    assert any(v.rule == "conflict" for v in monitor.observe("".join(chars), 10.0))
