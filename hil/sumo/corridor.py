@@ -314,6 +314,10 @@ class CorridorResult:
     refusals: dict[str, dict[str, int]] = field(default_factory=dict)
     coordinated_s: dict[str, float] = field(default_factory=dict)  # simulated seconds coordinated
     events: dict[str, list[str]] = field(default_factory=dict)  # each junction's coordination events
+    tripped_at: dict[str, float | None] = field(default_factory=dict)  # when a monitor tripped
+    arrivals: list[float] = field(default_factory=list)  # when each finished trip arrived
+    # Every SERIES_S simulated seconds: (time, vehicles halting on the worst approach, findings so far).
+    series: list[tuple[float, int, int]] = field(default_factory=list)
     sim_s: float = 0.0
     wall_s: float = 0.0
 
@@ -419,9 +423,11 @@ def run(
     duration_s: float = 3600.0,
     out_dir: Path | None = None,
     unsync: dict[str, tuple[float, float]] | None = None,
+    on_step: Callable[[float, CorridorResult], None] | None = None,
 ) -> CorridorResult:
     """One corridor run; ``unsync`` takes a junction's clock out of synchronisation from one
-    simulated time to another: ``{"j1": (1200.0, 2400.0)}``."""
+    simulated time to another: ``{"j1": (1200.0, 2400.0)}``; ``on_step(sim_t, partial)`` is
+    called every ``SERIES_S`` simulated seconds (progress)."""
     import traci
     import traci.constants as tc
 
@@ -498,9 +504,16 @@ def run(
             halting = conn.edge.getAllSubscriptionResults()
             q = max(sum(halting[e][tc.LAST_STEP_VEHICLE_HALTING_NUMBER] for e in es) for es in approaches)
             result.max_queue = max(result.max_queue, q)
+            if now[0] % SERIES_S < 1.0:
+                found = sum(len(jn.monitor.violations) for jn in juncs)
+                result.series.append((now[0], int(q), found))
+                if on_step is not None:
+                    result.violations = {jn.j: jn.monitor.violations for jn in juncs}
+                    on_step(now[0], result)
         result.sim_s = conn.simulation.getTime()
         for jn in juncs:
             result.violations[jn.j] = jn.monitor.violations
+            result.tripped_at[jn.j] = jn.tripped_at
             result.events[jn.j] = [str(r.value) for r in jn.reports if r.point == "coordination"]
             if jn.inter is not None:
                 result.flashed[jn.j] = jn.inter.envelope.latched
@@ -530,7 +543,8 @@ def _trip_stats(path: Path, r: CorridorResult) -> None:
     through = [i for i in loss if i.startswith("thru_")]
     side = [i for i in loss if i.startswith("side_")]
     r.vehicles = len(trips)
-    r.arrived = sum(1 for t in trips if float(t.get("arrival", "-1")) >= 0)
+    r.arrivals = sorted(float(t.get("arrival", "-1")) for t in trips if float(t.get("arrival", "-1")) >= 0)
+    r.arrived = len(r.arrivals)
     r.mean_delay_s = _mean(list(loss.values()))
     r.stops = _mean(list(waits.values()))
     r.arterial_delay_s = _mean([loss[i] for i in through])

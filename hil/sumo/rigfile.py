@@ -1,7 +1,8 @@
 """The SUMO traffic rig as a rig file, run by ``edge-agent hil run`` like every other rig.
 
 A rig file with ``kind: sumo`` runs :func:`hil.sumo.rig.run` (the field controller and safety
-envelope driving SUMO's junction) and turns what the independent link monitor found into
+envelope driving SUMO's junction) or, with ``scenario: corridor``, :func:`hil.sumo.corridor.run`
+(three coordinated junctions, each with its own controller, envelope and monitor), and turns what the independent link monitor found into
 expectations, one per monitor rule, plus the envelope's own verdict and the traffic figures. The
 verdict, report text, JUnit XML and HTML figures have the same shape as an agent rig's.
 """
@@ -14,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -45,6 +46,19 @@ class ForcedConflict(StrictModel):
     at_s: float = Field(ge=0)
 
 
+class ClockUnsync(StrictModel):
+    """A corridor junction's clock loses synchronisation from ``from_s`` to ``to_s`` (simulated)."""
+
+    kind: Literal["clock_unsync"]
+    junction: str
+    from_s: float = Field(ge=0)
+    to_s: float = Field(gt=0)
+
+
+SumoFault = Annotated[Union[ForcedConflict, ClockUnsync], Field(discriminator="kind")]
+CORRIDOR_ONLY = ("adaptive_free", "sumo_actuated_coord")
+
+
 class SumoExpect(StrictModel):
     """What must hold: the monitor's rules, the envelope's verdict, the traffic figures."""
 
@@ -52,6 +66,10 @@ class SumoExpect(StrictModel):
     envelope: bool = Field(default=True, description="The envelope never latched to flash nor refused.")
     max_mean_delay_s: float | None = Field(default=None, gt=0, description="Mean time lost per vehicle.")
     min_vehicles: int | None = Field(default=None, ge=0, description="Trips through the junction, at least.")
+    coordinated: bool = Field(
+        default=True,
+        description="Corridor, agent modes: every junction coordinated whenever its clock is synchronised.",
+    )
 
 
 class SumoRig(StrictModel):
@@ -62,18 +80,48 @@ class SumoRig(StrictModel):
     rig: str = Field(pattern=NAME)
     description: str = ""
     duration_s: float = Field(gt=0, le=86400, description="Simulated seconds.")
-    mode: Literal["fixed", "actuated", "adaptive", "sumo_static", "sumo_actuated", "sumo_delay"] = "adaptive"
+    scenario: Literal["junction", "corridor"] = "junction"
+    mode: Literal[
+        "fixed",
+        "actuated",
+        "adaptive",
+        "adaptive_free",
+        "sumo_static",
+        "sumo_actuated",
+        "sumo_actuated_coord",
+        "sumo_delay",
+    ] = "adaptive"
     seed: int = 1
     scale: float = Field(default=1.0, gt=0, le=5, description="Demand multiplier.")
-    faults: list[ForcedConflict] = Field(default_factory=list, max_length=1)
+    faults: list[SumoFault] = Field(default_factory=list, max_length=3)
     expect: SumoExpect = SumoExpect()
 
     @model_validator(mode="after")
     def _inside(self) -> SumoRig:
+        from hil.sumo.corridor import JUNCTIONS
+
+        corridor = self.scenario == "corridor"
+        if self.mode in CORRIDOR_ONLY and not corridor:
+            raise ValueError(f"mode: {self.mode!r} runs only in scenario corridor")
         for i, f in enumerate(self.faults):
-            if f.at_s >= self.duration_s:
-                raise ValueError(f"faults[{i}].at_s: {f.at_s} is not before the end ({self.duration_s} s)")
+            if isinstance(f, ForcedConflict):
+                if corridor or i > 0:
+                    raise ValueError(f"faults[{i}]: one forced_conflict, on the single junction only")
+                if f.at_s >= self.duration_s:
+                    raise ValueError(f"faults[{i}].at_s: {f.at_s} is not before the end ({self.duration_s} s)")
+                continue
+            if not corridor:
+                raise ValueError(f"faults[{i}]: clock_unsync needs scenario corridor")
+            if f.junction not in JUNCTIONS:
+                raise ValueError(f"faults[{i}].junction: {f.junction!r} is not one of {', '.join(JUNCTIONS)}")
+            if not f.from_s < f.to_s <= self.duration_s:
+                raise ValueError(f"faults[{i}].to_s: {f.to_s} must be after from_s and within the run")
         return self
+
+    @property
+    def unsync(self) -> dict[str, tuple[float, float]]:
+        """The corridor's clock faults by junction."""
+        return {f.junction: (f.from_s, f.to_s) for f in self.faults if isinstance(f, ClockUnsync)}
 
 
 def parse_sumo_rig(data: Any, source: str = "<rig>") -> SumoRig:
@@ -97,9 +145,60 @@ class SumoRunResult:
     run: Any  # hil.sumo.rig.RunResult
 
 
+@dataclass
+class CorridorView:
+    """A corridor run seen as one rig run: findings, trips and queues of all its junctions."""
+
+    corridor: Any  # hil.sumo.corridor.CorridorResult
+    violations: list[Any]
+    sim_s: float
+    vehicles: int
+    mean_delay_s: float
+    max_queue: int
+    arrivals: list[float]
+    series: list[tuple[float, int, int]]
+    flashed: str | None
+    tripped_at: float | None
+    refusals: dict[str, int]
+    final_state: str | None = None
+
+    @classmethod
+    def of(cls, c: Any) -> CorridorView:
+        from hil.sumo.monitor import Violation
+
+        found = [Violation(v.t, v.rule, f"{j} {v.detail}") for j, vs in c.violations.items() for v in vs]
+        flashed = [f"{j}: {f}" for j, f in c.flashed.items() if f]
+        trips = [t for t in c.tripped_at.values() if t is not None]
+        refusals = {f"{j}:{k}": n for j, rs in c.refusals.items() for k, n in rs.items()}
+        return cls(
+            c, sorted(found, key=lambda v: v.t), c.sim_s, c.vehicles, c.mean_delay_s, c.max_queue,
+            c.arrivals, c.series, "; ".join(flashed) or None, min(trips, default=None), refusals,
+        )
+
+
+def coordination_check(rig: SumoRig, view: CorridorView) -> Check:
+    """Every junction coordinated for the whole run except while its clock was not synchronised,
+    and its drop-out reported (the events ``free`` then ``coordinated``)."""
+    c = view.corridor
+    problems = []
+    for j, secs in c.coordinated_s.items():
+        lo, hi = (min(t, view.sim_s) for t in rig.unsync.get(j, (0.0, 0.0)))
+        want = view.sim_s - (hi - lo)
+        if secs < want - 2.0:
+            problems.append(f"{j} coordinated {secs:.0f} of {want:.0f} s")
+        events = ["coordinated", "free", "coordinated"][: 1 + (hi > lo) + (hi > lo and hi < view.sim_s)]
+        if c.events.get(j) != events:
+            problems.append(f"{j} reported {c.events.get(j)}, expected {events}")
+    detail = "; ".join(problems) or (
+        "every junction coordinated while its clock was synchronised"
+        + (f", free while not ({', '.join(sorted(rig.unsync))})" if rig.unsync else "")
+    )
+    return Check("coordination", not problems, detail, worst=float(len(problems)))
+
+
 def monitor_checks(rig: SumoRig, r: Any) -> list[Check]:
     """One check per monitor rule; findings from a forced conflict onward are the fault's, not the controller's."""
-    forced = rig.faults[0].at_s if rig.faults else None
+    forced = next((f.at_s for f in rig.faults if isinstance(f, ForcedConflict)), None)
     own = [v for v in r.violations if forced is None or v.t < forced]
     checks = []
     for rule in MONITOR_RULES:
@@ -120,8 +219,11 @@ def verdict_of(rig: SumoRig, r: Any) -> Verdict:
     """Every expectation of a traffic rig, from the run's figures."""
     exp = rig.expect
     checks: list[Check] = monitor_checks(rig, r) if exp.monitor else []
-    if rig.faults:
-        at = rig.faults[0].at_s
+    if isinstance(r, CorridorView) and exp.coordinated and rig.mode in ("fixed", "actuated", "adaptive"):
+        checks.append(coordination_check(rig, r))
+    forced = [f for f in rig.faults if isinstance(f, ForcedConflict)]
+    if forced:
+        at = forced[0].at_s
         caught = r.tripped_at is not None and r.tripped_at - at <= CATCH_S + 1e-6
         flashing = r.final_state is not None and set(r.final_state) <= {"o", "O"}
         detail = (
@@ -167,7 +269,7 @@ def verdict_of(rig: SumoRig, r: Any) -> Verdict:
             )
         )
     stats = DeviceStats(
-        "junction",
+        "corridor" if rig.scenario == "corridor" else "junction",
         f"sumo {rig.mode}",
         readings=r.vehicles,
         per_minute=60.0 * len(r.arrivals) / r.sim_s if r.sim_s else None,
@@ -185,14 +287,18 @@ def sumo_figures(rig: SumoRig, verdict: Verdict, r: Any, elapsed_s: float) -> di
     arrived = Counter(min(int(t // width), n - 1) for t in r.arrivals)
     found = Counter(min(int(v.t // width), n - 1) for v in r.violations)
     faults = []
-    if rig.faults:
-        end = r.tripped_at if r.tripped_at is not None else span
+    for f in rig.faults:
+        if isinstance(f, ForcedConflict):
+            end = r.tripped_at if r.tripped_at is not None else span
+            label, target, start = f"forced_conflict at {f.at_s:g} s", "junction", f.at_s
+        else:
+            end, label, target, start = f.to_s, f"clock_unsync {f.junction} {f.from_s:g}-{f.to_s:g} s", f.junction, f.from_s
         faults.append(
             {
-                "label": f"forced_conflict at {rig.faults[0].at_s:g} s",
-                "kind": "forced_conflict",
-                "target": "junction",
-                "start_s": rig.faults[0].at_s,
+                "label": label,
+                "kind": f.kind,
+                "target": target,
+                "start_s": start,
                 "end_s": end,
                 "injected": True,
                 "error": None,
@@ -218,7 +324,7 @@ def sumo_figures(rig: SumoRig, verdict: Verdict, r: Any, elapsed_s: float) -> di
         "stored_label": "trips finished",
         "devices": [
             {
-                "name": "junction",
+                "name": st.name,
                 "kind": st.kind,
                 "summary": (
                     f"{r.vehicles} trips ({len(r.arrivals)} finished, {r.vehicles - len(r.arrivals)} still on the "
@@ -275,10 +381,13 @@ def run_sumo_rig(
     from hil.sumo.rig import run
 
     t0 = time.monotonic()
-    fault_at = rig.faults[0].at_s if rig.faults else None
+    fault_at = next((f.at_s for f in rig.faults if isinstance(f, ForcedConflict)), None)
     windows = (
         [FaultWindow(0, "forced_conflict", "junction", fault_at, fault_at)] if fault_at is not None else []
     )
+    windows += [
+        FaultWindow(i, "clock_unsync", j, lo, hi) for i, (j, (lo, hi)) in enumerate(sorted(rig.unsync.items()))
+    ]
 
     def step(sim_t: float, partial: Any) -> None:
         if on_progress is None:
@@ -289,11 +398,25 @@ def run_sumo_rig(
         )
         on_progress(Snapshot(sim_t, rig.duration_s, active, None, failing, phase="sim"))
 
-    r = run(rig.mode, rig.seed, rig.scale, rig.duration_s, fault_at, work, on_step=step)
+    r: Any
+    if rig.scenario == "corridor":
+        from hil.sumo import corridor
+
+        def corridor_step(sim_t: float, partial: Any) -> None:
+            step(sim_t, CorridorView.of(partial))
+
+        r = CorridorView.of(
+            corridor.run(rig.mode, rig.seed, rig.scale, rig.duration_s, work, rig.unsync, corridor_step)
+        )
+    else:
+        r = run(rig.mode, rig.seed, rig.scale, rig.duration_s, fault_at, work, on_step=step)
     elapsed = time.monotonic() - t0
     for w in windows:
-        w.start_wall = fault_at
-        w.end_wall = r.tripped_at if r.tripped_at is not None else rig.duration_s
+        if w.kind == "forced_conflict":
+            w.start_wall = fault_at
+            w.end_wall = r.tripped_at if r.tripped_at is not None else rig.duration_s
+        else:
+            w.start_wall, w.end_wall = w.planned_start_s, w.planned_end_s
     verdict = verdict_of(rig, r)
     header = (
         f"HIL traffic rig {rig.rig}: {rig.mode}, {r.sim_s:.0f} simulated s in {elapsed:.1f} s; {r.vehicles} "

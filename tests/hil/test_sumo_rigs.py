@@ -106,3 +106,43 @@ def test_sumo_rig_files_are_validated_like_the_others(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_any_rig(bad)
     assert "faults[0].at_s: 200.0 is not before the end (100.0 s)" in "\n".join(err.value.problems)
+
+
+@pytest.mark.sumo
+@pytest.mark.timeout(180)
+def test_the_corridor_rig_through_hil_run_checks_every_junction_and_coordination(tmp_path: Path) -> None:
+    junit, report = tmp_path / "junit.xml", tmp_path / "corridor.html"
+    result = _hil(
+        str(RIGS / "traffic-corridor.yaml"),
+        "--duration",
+        "1900",
+        "--junit",
+        str(junit),
+        "--report",
+        str(report),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    cases = _cases(junit)
+    assert cases["coordination"].find("failure") is None
+    assert "free while not (j1)" in (cases["coordination"].findtext("system-out") or "")
+    for rule in MONITOR_RULES:
+        assert cases[f"monitor[{rule}]"].find("failure") is None
+    assert cases["envelope"].find("failure") is None
+    fig = json.loads(report.with_suffix(".json").read_text())
+    assert fig["devices"][0]["name"] == "corridor"
+    assert fig["faults"][0]["kind"] == "clock_unsync"
+
+
+def test_corridor_rig_files_are_validated(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "kind: sumo\nrig: bad\nduration_s: 100\nscenario: corridor\n"
+        "faults: [{kind: clock_unsync, junction: j9, from_s: 10, to_s: 50}]\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_any_rig(bad)
+    assert "faults[0].junction: 'j9' is not one of j0, j1, j2" in "\n".join(err.value.problems)
+    bad.write_text("kind: sumo\nrig: bad\nduration_s: 100\nmode: sumo_actuated_coord\n")
+    with pytest.raises(ConfigError) as err:
+        load_any_rig(bad)
+    assert "mode: 'sumo_actuated_coord' runs only in scenario corridor" in "\n".join(err.value.problems)
