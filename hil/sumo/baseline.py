@@ -140,7 +140,7 @@ def fair_programs(
     """``<tlLogic>`` elements of the fair ``actuated`` and ``delay_based`` programs (no wrapper).
 
     A corridor junction passes its light ``tls``, its detectors' ``prefix`` and the plan's
-    ``offset``; with ``coordinate`` (the arterial stage) a third program ``actuated_coord`` is SUMO's
+    ``offset`` (used by the coordinated program only); with ``coordinate`` (the arterial stage) a third program ``actuated_coord`` is SUMO's
     coordinated actuated control (``coordinated`` true, ``cycleTime`` the plan's cycle, the bounds of
     :func:`coordination_ends`), the same phases otherwise.
     """
@@ -160,7 +160,8 @@ def fair_programs(
         phases = fair_phases(ix, skip, prefix)
         index = {p.name: i for i, p in enumerate(phases)}
         ends = coordination_ends(ix, coordinate) if pid == "actuated_coord" and coordinate else {}
-        out.append(f'<tlLogic id="{tls}" type="{kind}" programID="{pid}" offset="{offset:g}">')
+        off = offset if ends else 0.0  # an uncoordinated program has no use for the common offset
+        out.append(f'<tlLogic id="{tls}" type="{kind}" programID="{pid}" offset="{off:g}">')
         if kind == "actuated":
             out += [
                 f'<param key="max-gap" value="{MAX_GAP_S:g}"/>',

@@ -131,7 +131,8 @@ def sumo_programs(
         )
     out = ["<additional>"]
     for pid, kind in (("static", "static"), ("actuated_old", "actuated"), ("delay_based_old", "delay_based")):
-        out.append(f'<tlLogic id="{tls}" type="{kind}" programID="{pid}" offset="{offset:g}">')
+        off = offset if kind == "static" else 0.0  # the old actuated ones are uncoordinated
+        out.append(f'<tlLogic id="{tls}" type="{kind}" programID="{pid}" offset="{off:g}">')
         if kind == "actuated":
             out += [
                 '<param key="max-gap" value="3"/>',
