@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from agent.config import load_config
 from control.traffic.card import program_card
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
+from kernel.clock import Clock
 from kernel.kinds import KindRegistry
-from kernel.readings import Priority
+from kernel.readings import ClockQuality, Priority
 from kernel.sink import ListSink
 from kernel.source import RunContext
 from tests.conftest import free_port
@@ -82,3 +85,40 @@ def test_source_runs_the_junction_and_reports(tmp_path) -> None:
     alarms = [r for r in sink.readings if r.priority == Priority.ALARM]
     # Only the centre's flash tripped while it ran (the stop flash is reported after the sink closed).
     assert [r.value for r in alarms] == ["operator_flash"]
+
+
+@pytest.mark.parametrize(
+    ("quality", "expected"), [(ClockQuality.SYNCED, "coordinated"), (ClockQuality.UNSYNCED, "free")]
+)
+def test_the_running_source_coordinates_on_the_run_clock_only_when_synchronised(
+    tmp_path, quality: ClockQuality, expected: str
+) -> None:
+    text = SITE.read_text().replace("port: 5020", f"port: {(port := free_port())}")
+    text = text.replace("      detectors:\n", "      coordination: {plan: am_peak, stage: ew}\n      detectors:\n", 1)
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    cfg = load_config(path)
+    assert cfg.traffic is not None
+    assert cfg.traffic.intersections[0].coordination is not None
+    emu = ControllerEmulator(program_card(cfg.traffic.intersections[0]), watchdog_s=0.5)
+    server = ModbusSignalEmulator(emu, port=port)
+    server.start()
+    sink = ListSink()
+    ctx = RunContext(cfg, sink, clock=Clock(override=quality))
+    (source,) = KindRegistry().get("traffic").build_sources(cfg.devices, ctx)
+
+    async def main() -> None:
+        task = asyncio.create_task(source.run(ctx))
+        await asyncio.sleep(2.5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+    events = [r for r in sink.readings if r.point == "coordination"]
+    assert [r.value for r in events] == [expected]
+    assert events[0].priority == Priority.EVENT
+    assert emu.monitor.faults == []
