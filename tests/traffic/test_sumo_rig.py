@@ -33,7 +33,7 @@ def test_simulated_hour_without_violation(rig_dir: Path, mode: str) -> None:
     assert r.tripped_at is None
     assert r.refusals == {}
     assert r.vehicles > 2000
-    assert 0 < r.mean_delay_s < (100 if mode == "fixed" else 35)  # about 76 s fixed, 25 s otherwise
+    assert 0 < r.mean_delay_s < (100 if mode == "fixed" else 35)  # about 71 s fixed, 24 s otherwise (seed 1)
     assert r.ped_delay_s > 0  # pedestrians walk all hour (their flows are sorted in by departure)
 
 
