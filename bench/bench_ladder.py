@@ -1,7 +1,7 @@
 """End-to-end ladder: the real ``edge-agent run`` against emulated Modbus TCP gateways, through
 Mosquitto, to the real receiver on PostgreSQL; then the plateau under overload.
 
-Layout: every device is one unit id (1..200) behind an emulated Modbus TCP gateway (one port per
+Layout: every device is one unit id (1..50 by default) behind an emulated Modbus TCP gateway (one port per
 gateway, as a site's RS-485-to-TCP gateways or a PLC rack present them); the gateways are spread
 over a few emulator processes (``--emulators``) so the emulators are not the bottleneck (their CPU
 is printed beside every row). Each device has 50 uint16 holding registers (0..49) read in one
@@ -42,7 +42,6 @@ from hil.sources import proc_cpu_seconds, proc_rss_kib, store_state
 from kernel.progress import Progress, Snapshot
 
 POINTS = 50
-UNITS_PER_GATEWAY = 200
 PG = "postgresql://127.0.0.1:5432"
 SITE = "ladder-site"
 
@@ -108,9 +107,9 @@ async def serve(profile_path: Path, gateways: list[tuple[int, int]]) -> None:
         await srv.stop()
 
 
-def split_gateways(devices: int) -> list[tuple[int, int]]:
-    """(port, units) per gateway: as few gateways as the unit limit allows, evenly filled."""
-    n = max(1, math.ceil(devices / UNITS_PER_GATEWAY))
+def split_gateways(devices: int, per_gateway: int) -> list[tuple[int, int]]:
+    """(port, units) per gateway: as few gateways as ``per_gateway`` units each allows, evenly filled."""
+    n = max(1, math.ceil(devices / per_gateway))
     sizes = [devices // n + (1 if i < devices % n else 0) for i in range(n)]
     return [(free_port(), s) for s in sizes]
 
@@ -207,6 +206,14 @@ def delivered(db: str, t0: float, t1: float) -> tuple[int, float, float]:
     return int(n), float(p50 or math.nan), float(p99 or math.nan)
 
 
+def start_py_spy(out: Path, pid: int, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for ``seconds`` into collapsed stacks at ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    argv = [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 # -- one rung ----------------------------------------------------------------------------------------
 def slope(samples: list[tuple[float, int]]) -> float:
     """Least-squares slope of (t, pending) samples, per second."""
@@ -232,21 +239,17 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
     try:
         sites = keys(work)
         profile = write_profile(work / "ladder50.yaml")
-        gateways = split_gateways(devices)
+        gateways = split_gateways(devices, args.units_per_gateway)
         emulators = start_emulators(work, profile, gateways, args.emulators)
         started += emulators
         broker = Broker(work)
         broker.start()
         started.append(broker)
-        receiver = ManagedProcess(
-            "receiver",
-            agent_argv(
-                "receiver", "--broker", broker.url, "--allow-plaintext", "--db", f"{PG}/{db}",
-                "--sites", str(sites), "--signing-key", str(work / "keys" / "centre.key"),
-            ),  # fmt: skip
-            work / "logs" / "receiver.log",
-            agent_env(),
-        )
+        rx_argv = agent_argv(
+            "receiver", "--broker", broker.url, "--allow-plaintext", "--db", f"{PG}/{db}",
+            "--sites", str(sites), "--signing-key", str(work / "keys" / "centre.key"),
+        )  # fmt: skip
+        receiver = ManagedProcess("receiver", rx_argv, work / "logs" / "receiver.log", agent_env())
         receiver.start()
         started.append(receiver)
         cfg = site_config(work, broker.url, profile, gateways, poll_s)
@@ -260,6 +263,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         rss_max = 0
         measuring = False
         t0 = w0 = cpu0 = emu0 = rx0 = 0.0
+        spy: subprocess.Popen[bytes] | None = None
         seq0 = 0
         while True:
             now = time.monotonic()
@@ -271,6 +275,8 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
                 t0, w0 = now, time.time()
                 cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of([receiver])
                 seq0 = store_state(store).last_seq
+                if args.py_spy is not None:
+                    spy = start_py_spy(args.py_spy / f"{label.replace(' ', '-')}.txt", agent.pid or 0, args.window)
             if measuring:
                 st = store_state(store)
                 samples.append((now, st.depth))
@@ -287,6 +293,8 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         load = os.getloadavg()[0]
         time.sleep(2.0)  # rows received in the window may still be committing
         n, p50, p99 = delivered(db, w0, w1)
+        if spy is not None:
+            spy.wait(60)
         dt = t1 - t0
         stored = seq1 - seq0
         return Row(
@@ -345,6 +353,8 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--sample-s", type=float, default=3.0, help="seconds between looks at the store")
     ap.add_argument("--emulators", type=int, default=2, help="emulator processes")
+    ap.add_argument("--units-per-gateway", type=int, default=50, help="devices behind one Modbus TCP port (<= 247)")
+    ap.add_argument("--py-spy", type=Path, default=None, help="record the agent with py-spy over each window (collapsed stacks here)")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
     ap.add_argument("--serve", nargs=2, metavar=("PROFILE", "PORT:UNITS,..."), help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -67,3 +68,45 @@ def availability_event(device: str, online: bool, ts: float, clock: ClockQuality
         clock=clock,
         meta={"where": where} if where else None,
     )
+
+
+_FIELDS = ("device", "point", "value", "ts", "unit", "quality", "priority", "clock", "meta")
+_SETTERS = tuple(Reading.__dict__[f].__set__ for f in _FIELDS)  # the slots' own descriptors
+
+
+def telemetry_readings(
+    device: str,
+    points: Sequence[tuple[str, str]],
+    values: Sequence[Value],
+    ts: float,
+    clock: ClockQuality,
+    judged: Mapping[int, tuple[Quality, dict[str, str] | None]] | None = None,
+) -> list[Reading]:
+    """Telemetry readings of one device at one moment, built in bulk.
+
+    ``points`` are (name, unit) pairs matching ``values``; ``judged`` gives the quality and meta of
+    the indexes that are not GOOD. Equal to ``Reading(device, name, value, ts, unit, quality,
+    clock=clock, meta=meta)`` for each, at about half the cost: the slots are filled through their
+    descriptors instead of the frozen dataclass's ``__init__``.
+    """
+    s_dev, s_pt, s_val, s_ts, s_unit, s_q, s_pri, s_clk, s_meta = _SETTERS
+    new = object.__new__
+    good, tel = Quality.GOOD, Priority.TELEMETRY
+    out = []
+    for (name, unit), value in zip(points, values, strict=True):
+        r = new(Reading)
+        s_dev(r, device)
+        s_pt(r, name)
+        s_val(r, value)
+        s_ts(r, ts)
+        s_unit(r, unit)
+        s_q(r, good)
+        s_pri(r, tel)
+        s_clk(r, clock)
+        s_meta(r, None)
+        out.append(r)
+    if judged:
+        for i, (quality, meta) in judged.items():
+            s_q(out[i], quality)
+            s_meta(out[i], meta)
+    return out
