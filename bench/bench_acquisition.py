@@ -27,16 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_ladder import split_gateways, write_profile  # noqa: E402
-from drivers.modbus.bus import ModbusBus  # noqa: E402
-from drivers.modbus.device import DeviceSettings, ModbusDevice  # noqa: E402
-from drivers.modbus.profile import load_profile  # noqa: E402
-from drivers.transports import TcpTransport  # noqa: E402
-from hil.procs import ManagedProcess, agent_env  # noqa: E402
-from kernel.clock import Clock  # noqa: E402
-from kernel.metrics import Metrics  # noqa: E402
-from kernel.readings import Reading  # noqa: E402
-from kernel.source import RunContext  # noqa: E402
+from bench.bench_ladder import split_gateways, write_profile
+from drivers.modbus.bus import ModbusBus
+from drivers.modbus.device import DeviceSettings, ModbusDevice
+from drivers.modbus.profile import load_profile
+from drivers.transports import TcpTransport
+from hil.procs import ManagedProcess, agent_env
+from kernel.clock import Clock
+from kernel.metrics import Metrics
+from kernel.readings import Reading
+from kernel.source import RunContext
 
 
 class CountingSink:

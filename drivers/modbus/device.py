@@ -58,6 +58,7 @@ class ModbusDevice:
         self.failures = 0
         self.open_until = 0.0
         self.backoff = settings.backoff_min_s
+        self.skipped = 0  # polls merged into a late one instead of queued (the bus was overloaded)
 
     def point(self, name: str) -> Point:
         """The (overridden) point ``name``; KeyError if the device has none."""
@@ -82,7 +83,11 @@ class ModbusDevice:
     def polled(self, cls: str, ok: bool) -> tuple[bool, bool]:
         """Record a poll's outcome; returns (went offline now, came back now)."""
         now = time.monotonic()
-        self.due[cls] = max(self.due[cls] + self.period[cls], now)
+        due, period = self.due[cls], self.period[cls]
+        if ok and now - due >= period:
+            # The bus could not keep up: the polls that fell due meanwhile are this one, not a queue.
+            self.skipped += int((now - due) // period)
+        self.due[cls] = max(due + period, now)
         was_open = self.breaker_open
         if ok:
             self.failures = 0
