@@ -210,7 +210,7 @@ def start_py_spy(out: Path, pid: int, seconds: float) -> subprocess.Popen[bytes]
     """py-spy recording ``pid`` for ``seconds`` into collapsed stacks at ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).parent / "py-spy"
-    argv = [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)]
+    argv = [str(spy), "record", "--gil", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

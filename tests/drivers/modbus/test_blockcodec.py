@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -115,4 +117,7 @@ def test_bulk_readings_equal_readings_built_one_by_one() -> None:
         Reading("m", "i", 7, 10.0, "A", Quality.BAD, Priority.TELEMETRY, ClockQuality.UNSYNCED, bad[1]),
     ]
     assert built[1].meta == bad[1]
+    assert all(type(r) is Reading for r in built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built[0].value = 1  # type: ignore[misc]
     assert hash(built[0]) == hash(Reading("m", "v", 230.5, 10.0, "V", clock=ClockQuality.UNSYNCED))
