@@ -189,7 +189,7 @@ def pg(sql: str, db: str = "test", args: tuple[Any, ...] = ()) -> list[tuple[Any
     import psycopg
 
     with psycopg.connect(f"{PG}/{db}", autocommit=True) as conn:
-        cur = conn.execute(sql, args)  # type: ignore[arg-type]
+        cur = conn.execute(sql, args)
         return list(cur.fetchall()) if cur.description else []
 
 
@@ -355,6 +355,7 @@ def main() -> None:
     ap.add_argument("--emulators", type=int, default=2, help="emulator processes")
     ap.add_argument("--units-per-gateway", type=int, default=50, help="devices behind one Modbus TCP port (<= 247)")
     ap.add_argument("--py-spy", type=Path, default=None, help="record the agent with py-spy over each window (collapsed stacks here)")
+    ap.add_argument("--peer", default="", help="device counts to run ThingsBoard IoT Gateway at, e.g. 10,100")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
     ap.add_argument("--serve", nargs=2, metavar=("PROFILE", "PORT:UNITS,..."), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -384,7 +385,36 @@ def main() -> None:
                 f"{r.label}: offered {r.offered / ceiling.delivered:.2f}x the ceiling ({ceiling.delivered:,.0f}/s), "
                 f"delivered {r.delivered / ceiling.delivered:.2f}x (target >= 0.90), load {r.load:.1f}"
             )
+    if args.peer:
+        compare_peer(args, rows)
     progress.close()
+
+
+def compare_peer(args: argparse.Namespace, rows: list[Row]) -> None:
+    """Run the peer harness at the given device counts (same keys and poll); print it beside ours."""
+    from bench.modbus_tcp_throughput import peer
+
+    counts = [int(x) for x in args.peer.split(",") if x]
+    load0 = os.getloadavg()[0]
+    theirs = peer(10.0, min(args.window, 30.0), counts, int(args.poll * 1000))
+    print(f"ThingsBoard IoT Gateway 3.8.5, {POINTS} keys per device @ {args.poll:g} s (load {load0:.1f} -> {os.getloadavg()[0]:.1f})")
+    for n in counts:
+        t = theirs.get(n)
+        if not isinstance(t, dict):
+            print(f"| ThingsBoard GW, {n} devices | {n * POINTS / args.poll:,.0f} offered | {t or 'no result'} |")
+            continue
+        us = t["cpu_s_per_1m"]
+        print(
+            f"| ThingsBoard GW, {n} devices | {t['offered']:,.0f} offered | **{t['points_per_s']:,.0f}** delivered "
+            f"| {us:.1f} µs CPU/pt | {t['cpu_pct']:.0f} % | {t['rss_mib']:.1f} MiB | {t['rss_mib'] * 1024 / n:.1f} KiB/device |"
+        )
+        ours = next((r for r in rows if r.devices == n and r.label.startswith("ladder")), None)
+        if ours is not None:
+            print(
+                f"    {n} devices: delivered ours/theirs {ours.delivered / max(t['points_per_s'], 1e-9):.1f}x, "
+                f"CPU per point theirs/ours {us / ours.cpu_us_per_point:.1f}x, RSS per device theirs/ours "
+                f"{t['rss_mib'] * 1024 / n / ours.rss_kib_per_device:.2f}x"
+            )
 
 
 if __name__ == "__main__":
