@@ -25,6 +25,7 @@ from drivers.transports.base import Transport, with_timeout
 from kernel.clock import Clock
 from kernel.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
 from kernel.metrics import Metrics
+from kernel.pace import Pace
 from kernel.readings import Reading, availability_event
 from kernel.source import RunContext
 
@@ -98,6 +99,7 @@ class ModbusBus:
         self._series: dict[str, _DeviceSeries] = {}
         self.skipped = 0  # polls merged into late ones on this bus (also modbus_polls_skipped_total)
         self._count_skipped: Callable[[float], None] = lambda n: None
+        self.pace = Pace()
 
     # -- Source ---------------------------------------------------------------------------------
     async def run(self, ctx: RunContext) -> None:
@@ -106,6 +108,7 @@ class ModbusBus:
         for name, text in METRIC_HELP.items():
             self.metrics.describe(name, text)
         self._series = {name: _DeviceSeries(self.metrics, name) for name in self.devices}
+        self.pace = ctx.pace
         skipped_series = self.metrics.bound("counter", "modbus_polls_skipped_total", {"bus": self.name})
         self._count_skipped = skipped_series.inc
         delay = 0.5
@@ -216,7 +219,7 @@ class ModbusBus:
             ts = self.clock.now()
             readings.extend(dev.decode(block, values, ts, self.clock.quality()))
         skipped = dev.skipped
-        went, back = dev.polled(cls, ok)
+        went, back = dev.polled(cls, ok, self.pace.stretch)
         if dev.skipped != skipped:
             self.skipped += dev.skipped - skipped
             self._count_skipped(dev.skipped - skipped)

@@ -58,7 +58,8 @@ class ModbusDevice:
         self.failures = 0
         self.open_until = 0.0
         self.backoff = settings.backoff_min_s
-        self.skipped = 0  # polls merged into a late one instead of queued (the bus was overloaded)
+        self.skipped = 0  # polls merged into a late one, or moved later by the pace, instead of queued
+        self._stretched = 0.0  # polls the pace's stretch has moved later, not yet counted whole
 
     def point(self, name: str) -> Point:
         """The (overridden) point ``name``; KeyError if the device has none."""
@@ -80,14 +81,22 @@ class ModbusDevice:
             due = max(due, self.open_until)
         return due, cls
 
-    def polled(self, cls: str, ok: bool) -> tuple[bool, bool]:
-        """Record a poll's outcome; returns (went offline now, came back now)."""
+    def polled(self, cls: str, ok: bool, stretch: float = 1.0) -> tuple[bool, bool]:
+        """Record a poll's outcome; returns (went offline now, came back now).
+
+        ``stretch`` (the run's pace, >= 1) lengthens the period until the next poll of the class.
+        """
         now = time.monotonic()
         due, period = self.due[cls], self.period[cls]
         if ok and now - due >= period:
             # The bus could not keep up: the polls that fell due meanwhile are this one, not a queue.
             self.skipped += int((now - due) // period)
-        self.due[cls] = max(due + period, now)
+        if stretch > 1.0:
+            self._stretched += stretch - 1.0
+            whole = int(self._stretched)
+            self.skipped += whole
+            self._stretched -= whole
+        self.due[cls] = max(due + period * stretch, now)
         was_open = self.breaker_open
         if ok:
             self.failures = 0

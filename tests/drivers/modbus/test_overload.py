@@ -72,3 +72,29 @@ def test_overloaded_bus_merges_late_polls_and_loses_nothing(tmp_path):
         store.close()
 
     asyncio.run(main())
+
+
+def test_the_pace_stretches_every_poll_period_and_counts_what_it_moves():
+    async def main() -> None:
+        profile = make_profile()
+        server = TcpServer([EmulatedDevice(profile, u) for u in range(1, 4)])
+        await server.start()
+        devs = [
+            ModbusDevice(profile, DeviceSettings(name=f"d{u}", unit=u, timeout_s=1.0, fast_s=0.05, slow_s=3600))
+            for u in range(1, 4)
+        ]
+        bus = ModbusBus("gw", TcpTransport("127.0.0.1", server.port), devs, "tcp")
+        ctx = context()
+        ctx.pace.stretch = 4.0
+        task = asyncio.create_task(bus.run(ctx))
+        await asyncio.sleep(2.0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await server.stop()
+        polls = [ctx.metrics.get("modbus_polls_total", {"device": d.name, "result": "ok"}) for d in devs]
+        # As configured: 40 polls each in 2 s; stretched 4x: about 10 (the first poll is at once).
+        assert all(8 <= n <= 13 for n in polls), polls
+        assert bus.skipped >= 3 * (sum(polls) - 3) - 3  # three moved later for every poll made
+
+    asyncio.run(main())
