@@ -27,18 +27,25 @@ class Pace:
 
     high_s: float = 10.0
     low_s: float = 3.0
-    max_stretch: float = 8.0
+    max_stretch: float = 16.0
     stretch: float = 1.0
+    smoothing: float = 0.3  # weight of the newest step in the rates (acks arrive in bursts)
+    _accepted: float | None = None
+    _delivered: float | None = None
 
     def update(
         self, backlog: int, accepted_per_s: float, delivered_per_s: float, connected: bool, loop_lag_s: float
     ) -> float:
         """One control step from the backlog, the rates accepted into the store and acknowledged
         lately, and how late the event loop ran a timer (mean)."""
-        if not connected or delivered_per_s < OUTAGE_SHARE * accepted_per_s or delivered_per_s <= 0:
+        a = self.smoothing
+        acc = accepted_per_s if self._accepted is None else a * accepted_per_s + (1 - a) * self._accepted
+        dlv = delivered_per_s if self._delivered is None else a * delivered_per_s + (1 - a) * self._delivered
+        self._accepted, self._delivered = acc, dlv
+        if not connected or dlv < OUTAGE_SHARE * acc or dlv <= 0:
             self.stretch = 1.0
             return self.stretch
-        drain_s = backlog / delivered_per_s
+        drain_s = backlog / dlv
         if drain_s > self.high_s and loop_lag_s >= STARVED_LAG_S:
             self.stretch = min(self.stretch * UP, self.max_stretch)
         elif drain_s < self.low_s:

@@ -25,11 +25,26 @@ def test_outages_and_a_slow_centre_never_slow_acquisition() -> None:
     pace = Pace()
     pace.update(500_000, 6_000, 2_000, connected=False, loop_lag_s=STARVED)
     assert pace.stretch == 1  # broker unreachable: the store buffers
-    pace.update(500_000, 6_000, 100, connected=True, loop_lag_s=STARVED)
-    assert pace.stretch == 1  # the centre acknowledges (almost) nothing: a centre outage
-    pace.update(500_000, 6_000, 2_000, connected=True, loop_lag_s=IDLE)
-    assert pace.stretch == 1  # slow centre, agent not starved
-    pace.update(500_000, 6_000, 2_000, connected=True, loop_lag_s=STARVED)
-    assert pace.stretch > 1
-    pace.update(500_000, 6_000, 2_000, connected=False, loop_lag_s=STARVED)
-    assert pace.stretch == 1  # an outage ends any stretch at once
+    slow = Pace()
+    for _ in range(10):
+        slow.update(500_000, 6_000, 2_000, connected=True, loop_lag_s=IDLE)
+    assert slow.stretch == 1  # slow centre, agent not starved
+    starved = Pace()
+    for _ in range(5):
+        starved.update(500_000, 6_000, 2_000, connected=True, loop_lag_s=STARVED)
+    assert starved.stretch > 2
+    for _ in range(6):  # the centre stops acknowledging: once that shows through the smoothing, no stretch
+        starved.update(500_000, 6_000, 0, connected=True, loop_lag_s=STARVED)
+    assert starved.stretch == 1
+    starved.update(500_000, 6_000, 2_000, connected=True, loop_lag_s=STARVED)
+    starved.update(500_000, 6_000, 2_000, connected=False, loop_lag_s=STARVED)
+    assert starved.stretch == 1  # an outage ends any stretch at once
+
+
+def test_one_step_without_acks_does_not_undo_the_stretch() -> None:
+    pace = Pace()
+    for _ in range(8):
+        pace.update(100_000, 6_000, 3_000, connected=True, loop_lag_s=STARVED)
+    before = pace.stretch
+    pace.update(100_000, 6_000, 0, connected=True, loop_lag_s=STARVED)  # acks come in bursts
+    assert pace.stretch >= before
