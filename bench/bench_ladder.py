@@ -363,6 +363,8 @@ def main() -> None:
         gws = [(int(a), int(b)) for a, b in (x.split(":") for x in args.serve[1].split(","))]
         asyncio.run(serve(Path(args.serve[0]), gws))
         return
+    # Stopped from outside (SIGTERM, or SIGINT in a background job): stop what each rung started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     progress = Progress("ladder", every_s=30.0)
     rows: list[Row] = []
     print(f"bench_ladder: {REPO.name}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
