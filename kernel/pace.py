@@ -4,8 +4,9 @@ ceiling instead of spending its CPU on readings it cannot ship.
 Past the site's ceiling, polling flat out takes the CPU the uplink needs: the store's backlog grows
 and fewer readings reach the centre than at the ceiling (the collapse measured in issue 13). The
 agent looks every few seconds at how long the backlog would take to drain at the rate the centre
-acknowledges; while that stays above ``high_s``, the sources stretch their poll periods (by 25 % a
-step, up to ``max_stretch``); below ``low_s`` they come back (by 10 % a step). A poll moved later by
+acknowledges; while that stays above ``high_s`` and the backlog is not shrinking, the sources
+stretch their poll periods (by 25 % a step, up to ``max_stretch``); below ``low_s``, or while the
+backlog shrinks, they come back (by 10 % a step), so what is taken in settles at what leaves. A poll moved later by
 the stretch counts as skipped, never queued. An uplink that is down, or a centre that acknowledges
 (almost) nothing, is an outage, not an overload: the stretch returns to 1 and the store buffers,
 as it must. So is a slow centre while the agent has CPU to spare (its event loop answers on time):
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 UP, DOWN = 1.25, 1.1
 OUTAGE_SHARE = 0.1  # acknowledged below this share of what is accepted: the centre is not answering
+DRAINING = 1.1  # acknowledged this much faster than accepted: the backlog shrinks, poll more
 STARVED_LAG_S = 0.01  # the event loop runs timers this late on average: the agent lacks CPU
 
 
@@ -46,8 +48,9 @@ class Pace:
             self.stretch = 1.0
             return self.stretch
         drain_s = backlog / dlv
-        if drain_s > self.high_s and loop_lag_s >= STARVED_LAG_S:
+        if drain_s > self.high_s and loop_lag_s >= STARVED_LAG_S and acc >= dlv:
             self.stretch = min(self.stretch * UP, self.max_stretch)
-        elif drain_s < self.low_s:
+        elif drain_s < self.low_s or dlv > DRAINING * acc:
+            # Caught up, or the backlog shrinks: poll more, until what is taken in matches what leaves.
             self.stretch = max(self.stretch / DOWN, 1.0)
         return self.stretch

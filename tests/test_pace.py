@@ -48,3 +48,14 @@ def test_one_step_without_acks_does_not_undo_the_stretch() -> None:
     before = pace.stretch
     pace.update(100_000, 6_000, 0, connected=True, loop_lag_s=STARVED)  # acks come in bursts
     assert pace.stretch >= before
+
+
+def test_a_shrinking_backlog_brings_the_polls_back_until_intake_matches_delivery() -> None:
+    pace = Pace()
+    for _ in range(12):
+        pace.update(200_000, 12_000, 6_000, connected=True, loop_lag_s=STARVED)
+    high = pace.stretch
+    assert high > 4
+    for _ in range(5):  # stretched: 3,000/s taken in, 6,000/s leaving; still 20 s of backlog
+        pace.update(120_000, 3_000, 6_000, connected=True, loop_lag_s=STARVED)
+    assert pace.stretch < high
