@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_ladder import split_gateways, write_profile
+from bench.bench_ladder import split_gateways
+from bench.modbus_tcp_throughput import write_profile
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.profile import load_profile
@@ -98,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        profile = write_profile(work / "ladder50.yaml")
+        profile = write_profile(work)
         gateways = split_gateways(args.devices, args.units_per_gateway)
         spec = ",".join(f"{port}:{units}" for port, units in gateways)
         bench = str(Path(__file__).resolve().parent / "bench_ladder.py")

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from bench.modbus_tcp_throughput import write_profile
 from hil.procs import REPO, Broker, ManagedProcess, agent_argv, agent_env, free_port
 from hil.sources import proc_cpu_seconds, proc_rss_kib, store_state
 from kernel.progress import Progress, Snapshot
@@ -70,22 +71,6 @@ class Row:
 
 
 # -- emulator processes ------------------------------------------------------------------------------
-def write_profile(path: Path) -> Path:
-    """50 uint16 holding registers that move with noise."""
-    points = [
-        {
-            "name": f"k{i}",
-            "table": "holding_register",
-            "address": i,
-            "type": "uint16",
-            "emulate": {"kind": "noise", "value": 30000, "amplitude": 20000},
-        }
-        for i in range(POINTS)
-    ]
-    path.write_text(yaml.safe_dump({"model": "Ladder50", "sources": ["bench"], "points": points}))
-    return path
-
-
 async def serve(profile_path: Path, gateways: list[tuple[int, int]]) -> None:
     """Serve ``(port, units)`` gateways until SIGTERM (the ``--serve`` mode of this script)."""
     from drivers.modbus.emulator import EmulatedDevice, TcpServer
@@ -238,7 +223,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
     started: list[ManagedProcess] = []
     try:
         sites = keys(work)
-        profile = write_profile(work / "ladder50.yaml")
+        profile = write_profile(work)
         gateways = split_gateways(devices, args.units_per_gateway)
         emulators = start_emulators(work, profile, gateways, args.emulators)
         started += emulators
