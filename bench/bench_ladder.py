@@ -390,6 +390,13 @@ def compare_peer(args: argparse.Namespace, rows: list[Row]) -> None:
         if not isinstance(t, dict):
             print(f"| ThingsBoard GW, {n} devices | {n * POINTS / args.poll:,.0f} offered | {t or 'no result'} |")
             continue
+        if t["points_per_s"] <= 0:
+            print(
+                f"| ThingsBoard GW, {n} devices | {t['offered']:,.0f} offered | 0 delivered in the window "
+                f"(its Modbus side: {t['requests_per_s']:,.0f} one-register requests/s) | {t['cpu_pct']:.0f} % "
+                f"| {t['rss_mib']:.1f} MiB |"
+            )
+            continue
         us = t["cpu_s_per_1m"]
         print(
             f"| ThingsBoard GW, {n} devices | {t['offered']:,.0f} offered | **{t['points_per_s']:,.0f}** delivered "
