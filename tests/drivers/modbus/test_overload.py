@@ -28,6 +28,7 @@ def test_overloaded_bus_merges_late_polls_and_loses_nothing(tmp_path):
         profile = make_profile()
         server = TcpServer([EmulatedDevice(profile, u, turnaround_s=TURNAROUND_S) for u in range(1, DEVICES + 1)])
         await server.start()
+        t_made = time.monotonic()
         devs = [
             ModbusDevice(profile, DeviceSettings(name=f"d{u}", unit=u, timeout_s=1.0, fast_s=PERIOD_S, slow_s=3600))
             for u in range(1, DEVICES + 1)
@@ -47,7 +48,9 @@ def test_overloaded_bus_merges_late_polls_and_loses_nothing(tmp_path):
         btask.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await btask
-        elapsed = time.monotonic() - t0
+        t_end = time.monotonic()
+        # Slots still late when the bus stopped would have been counted at their next poll.
+        pending = sum(max(0, int((t_end - d.due["fast"]) // PERIOD_S)) for d in devs)
         await writer.flush()
         wtask.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -56,14 +59,16 @@ def test_overloaded_bus_merges_late_polls_and_loses_nothing(tmp_path):
 
         polls = {d.name: ctx.metrics.get("modbus_polls_total", {"device": d.name, "result": "ok"}) for d in devs}
         done = sum(polls.values())
-        offered = DEVICES * elapsed / PERIOD_S
+        offered = DEVICES * (t_end - t_made) / PERIOD_S
         # Overloaded: far fewer polls than offered, and the rest counted as skipped, not queued.
         assert done < 0.6 * offered
         assert bus.skipped == ctx.metrics.get("modbus_polls_skipped_total", {"bus": "gw"})
-        assert done + bus.skipped >= 0.65 * offered  # what is still late at the end is counted at the next poll
+        # Every slot is a poll made, merged into one (counted) or still late; a poll made less than a
+        # period late restarts its device's schedule from then, giving up under one slot.
+        assert 2 * done + bus.skipped + pending + DEVICES >= 0.95 * offered
         assert heap_max <= DEVICES  # one schedule entry per device, whatever the lateness
         # Fair under overload: no device starves.
-        assert min(polls.values()) >= 0.5 * max(polls.values())
+        assert min(polls.values()) >= 0.5 * max(polls.values()) - 1
         # Nothing read is lost: every reading handed to the writer is committed.
         points = ctx.metrics.total("modbus_points_total")
         assert points > 0
