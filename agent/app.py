@@ -42,6 +42,9 @@ AGENT_DEVICE = "agent"  # device name of the agent's own events and alarms
 COMMANDS_IN_FLIGHT = 16  # commands handed to control loops and not yet answered
 
 
+PACE_EVERY_S, PACE_TICK_S = 2.0, 0.25  # the pace's control step; the timer whose lateness is measured
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per log line (for journald or a log shipper)."""
 
@@ -296,6 +299,36 @@ class Agent:
                 )
             )
 
+    async def _pace_loop(self) -> None:
+        """Every few seconds: stretch or relax the sources' poll periods (kernel/pace.py)."""
+        pace, loop = self.ctx.pace, asyncio.get_running_loop()
+        self.metrics.describe("kbe_acquisition_stretch", "How many times slower than configured sources poll (1: as configured).")
+        last_n, last_depth, last_t = self.writer.committed, self.store.depth(), time.monotonic()
+        ticks = round(PACE_EVERY_S / PACE_TICK_S)
+        while True:
+            lag = 0.0
+            for _ in range(ticks):
+                t = loop.time()
+                await asyncio.sleep(PACE_TICK_S)
+                lag += loop.time() - t - PACE_TICK_S
+            n, depth, now = self.writer.committed, self.store.depth(), time.monotonic()
+            dt = now - last_t
+            accepted = (n - last_n) / dt
+            delivered = accepted - (depth - last_depth) / dt
+            connected = self.uploader is not None and self.uploader.connected
+            before = pace.stretch
+            stretch = pace.update(depth, accepted, delivered, connected, lag / ticks)
+            self.metrics.set("kbe_acquisition_stretch", stretch)
+            if before == 1.0 < stretch:
+                log.warning(
+                    "the uplink cannot keep up (%d readings waiting, %.0f/s acknowledged): polling more slowly",
+                    depth,
+                    delivered,
+                )
+            elif before > 1.0 == stretch:
+                log.info("the uplink keeps up again: polling as configured")
+            last_n, last_depth, last_t = n, depth, now
+
     async def _rate_loop(self) -> None:
         last_n, last_t = self.writer.committed, time.monotonic()
         while True:
@@ -317,6 +350,8 @@ class Agent:
             probe = source.stalled if isinstance(source, Liveness) else None
             self.supervisor.start(f"source:{source.name}", lambda s=source: s.run(self.ctx), probe)  # type: ignore[misc]
         self.supervisor.start("rate", self._rate_loop)
+        if self.cfg.sync is not None:
+            self.supervisor.start("pace", self._pace_loop)
         if self.cfg.sync is not None:
             from sync.signing import load_public_key
             from sync.uploader import Uploader

@@ -103,11 +103,13 @@ async def ours(
     }
 
 
-def peer(warmup: float, window: float, device_counts: list[int]) -> dict[int, dict[str, float] | str]:
+def peer(
+    warmup: float, window: float, device_counts: list[int], poll_ms: int = POLL_MS
+) -> dict[int, dict[str, float] | str]:
     """Run the peer harness once for every device count; results (or the error) by device count."""
     results = Path(os.environ.get("PEER_WORK", "~/.cache/kbe-peer-tb")).expanduser() / "results"
     before = set(results.glob("*/summary.json"))
-    grid = ",".join(f"{POINTS}:{POLL_MS}:{n}" for n in device_counts)
+    grid = ",".join(f"{POINTS}:{poll_ms}:{n}" for n in device_counts)
     cmd = [
         str(PEER / "run.sh"),
         "--grid",
@@ -130,7 +132,7 @@ def peer(warmup: float, window: float, device_counts: list[int]) -> dict[int, di
         n = int(res["devices"])
         if "error" in res:
             # It delivered nothing; its Modbus request rate (one register per request) bounds what it could.
-            stats = run_dir / f"throughput_k{POINTS}_p{POLL_MS}_d{n}" / "emulator_stats.json"
+            stats = run_dir / f"throughput_k{POINTS}_p{poll_ms}_d{n}" / "emulator_stats.json"
             rate = ""
             if stats.is_file():
                 per_s = list(json.loads(stats.read_text()).get("requests_per_second", {}).values())[-20:]
@@ -146,6 +148,7 @@ def peer(warmup: float, window: float, device_counts: list[int]) -> dict[int, di
             "cpu_s_per_1m": cpu / 100 / max(vps, 1e-9) * 1e6,
             "offered": res["offered_values_per_s"],
             "requests_per_s": res["modbus_requests_per_s"],
+            "rss_mib": float(res["gateway"].get("rss_mib_max", float("nan"))),
         }
     return out
 

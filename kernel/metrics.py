@@ -98,6 +98,14 @@ class Metrics:
             log.debug("metric %s: labels %s, expected %s", full, sorted(given), names)
         return metric.labels(*(str(given.get(n, "")) for n in names))
 
+    def bound(self, kind: str, name: str, labels: dict[str, str] | None = None) -> Any:
+        """The series of a ``counter``, ``gauge`` or ``histogram`` with these labels, looked up once.
+
+        Its ``inc``/``set``/``observe`` skip the per-call lookup; for hot paths that update the same
+        series many times a second (a bus's per-device counters).
+        """
+        return self._metric(kind, name, labels)
+
     def inc(self, name: str, amount: float = 1.0, labels: dict[str, str] | None = None) -> None:
         """Add to a counter."""
         if amount:

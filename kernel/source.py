@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 from kernel.clock import Clock
 from kernel.detectors import DetectorBus
 from kernel.metrics import Metrics
+from kernel.pace import Pace
 from kernel.services import Services
 from kernel.sink import ReadingSink
 from kernel.site import SiteView
@@ -30,6 +31,8 @@ class RunContext:
     services: Services = field(default_factory=Services)
     detectors: DetectorBus = field(default_factory=DetectorBus)
     """Zone counts and loop inputs on their way to the traffic controller (kernel/detectors.py)."""
+    pace: Pace = field(default_factory=Pace)
+    """How much slower than configured sources poll while the uplink cannot keep up (kernel/pace.py)."""
 
 
 class Source(Protocol):

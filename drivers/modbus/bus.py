@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from drivers.modbus.client import Framing
@@ -25,6 +25,7 @@ from drivers.transports.base import Transport, with_timeout
 from kernel.clock import Clock
 from kernel.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
 from kernel.metrics import Metrics
+from kernel.pace import Pace
 from kernel.readings import Reading, availability_event
 from kernel.source import RunContext
 
@@ -40,8 +41,24 @@ METRIC_HELP = {
     "modbus_transport_errors_total": "Transport failures (port or connection lost) per bus.",
     "modbus_writes_total": "Writes attempted per device.",
     "modbus_write_errors_total": "Writes refused by the device or failing read-back.",
+    "modbus_polls_skipped_total": "Polls that fell due while the bus was busy and were merged into the next one, per bus.",
 }
 ILLEGAL_DATA_ADDRESS = 2
+
+
+class _DeviceSeries:
+    """A device's metric series, looked up once per run instead of once per request."""
+
+    __slots__ = ("failed", "ok", "online", "points", "requests", "response")
+
+    def __init__(self, metrics: Metrics, device: str) -> None:
+        labels = {"device": device}
+        self.requests = metrics.bound("counter", "modbus_requests_total", labels)
+        self.ok = metrics.bound("counter", "modbus_polls_total", {**labels, "result": "ok"})
+        self.failed = metrics.bound("counter", "modbus_polls_total", {**labels, "result": "failed"})
+        self.points = metrics.bound("counter", "modbus_points_total", labels)
+        self.online = metrics.bound("gauge", "modbus_device_online", labels)
+        self.response = metrics.bound("histogram", "modbus_response_seconds", labels)
 
 
 @dataclass
@@ -79,6 +96,10 @@ class ModbusBus:
         self._transport_down = False
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
+        self._series: dict[str, _DeviceSeries] = {}
+        self.skipped = 0  # polls merged into late ones on this bus (also modbus_polls_skipped_total)
+        self._count_skipped: Callable[[float], None] = lambda n: None
+        self.pace = Pace()
 
     # -- Source ---------------------------------------------------------------------------------
     async def run(self, ctx: RunContext) -> None:
@@ -86,6 +107,10 @@ class ModbusBus:
         self.metrics, self.log, self.clock = ctx.metrics, ctx.log.getChild(f"modbus.{self.name}"), ctx.clock
         for name, text in METRIC_HELP.items():
             self.metrics.describe(name, text)
+        self._series = {name: _DeviceSeries(self.metrics, name) for name in self.devices}
+        self.pace = ctx.pace
+        skipped_series = self.metrics.bound("counter", "modbus_polls_skipped_total", {"bus": self.name})
+        self._count_skipped = skipped_series.inc
         delay = 0.5
         try:
             while True:
@@ -159,9 +184,16 @@ class ModbusBus:
         return None
 
     # -- polling --------------------------------------------------------------------------------
+    def _series_of(self, dev: ModbusDevice) -> _DeviceSeries:
+        series = self._series.get(dev.name)
+        if series is None:  # polled before run() (a technician's one-shot read)
+            series = self._series[dev.name] = _DeviceSeries(self.metrics, dev.name)
+        return series
+
     async def poll(self, dev: ModbusDevice, cls: str) -> list[Reading]:
         """Read every block of ``dev``'s poll class once; update its breaker; return the readings."""
         labels = {"device": dev.name}
+        series = self._series_of(dev)
         probing = dev.breaker_open
         readings: list[Reading] = []
         ok = True
@@ -186,9 +218,13 @@ class ModbusBus:
                 break
             ts = self.clock.now()
             readings.extend(dev.decode(block, values, ts, self.clock.quality()))
-        went, back = dev.polled(cls, ok)
-        self.metrics.inc("modbus_polls_total", labels={**labels, "result": "ok" if ok else "failed"})
-        self.metrics.set("modbus_device_online", 1.0 if dev.online else 0.0, labels=labels)
+        skipped = dev.skipped
+        went, back = dev.polled(cls, ok, self.pace.stretch)
+        if dev.skipped != skipped:
+            self.skipped += dev.skipped - skipped
+            self._count_skipped(dev.skipped - skipped)
+        (series.ok if ok else series.failed).inc()
+        series.online.set(1.0 if dev.online else 0.0)
         if went:
             self.log.warning("%s (unit %d on %s) is unavailable", dev.name, dev.unit, self.name)
         if back:
@@ -197,14 +233,15 @@ class ModbusBus:
             # An event the centre sees (signed in a batch like any reading), not only a local metric.
             readings.append(availability_event(dev.name, not went, self.clock.now(), self.clock.quality(),
                                                f"unit {dev.unit} on {self.name}"))  # fmt: skip
-        self.metrics.inc("modbus_points_total", len(readings), labels=labels)
+        series.points.inc(len(readings))
         return readings
 
     async def _read_block(self, dev: ModbusDevice, block: Block, retries: int) -> list[int] | list[bool]:
         labels = {"device": dev.name}
+        series = self._series_of(dev)
         for attempt in range(retries + 1):
             t0 = time.monotonic()
-            self.metrics.inc("modbus_requests_total", labels=labels)
+            series.requests.inc()
             try:
                 values = await self.link.read(
                     block.fc, block.address, block.count, unit=dev.unit, timeout_s=dev.s.timeout_s
@@ -222,7 +259,7 @@ class ModbusBus:
             except DeviceRefused as exc:
                 self.metrics.inc("modbus_errors_total", labels={**labels, "kind": f"exception_{exc.code}"})
                 raise
-            self.metrics.observe("modbus_response_seconds", time.monotonic() - t0, labels=labels)
+            series.response.observe(time.monotonic() - t0)
             return values
         raise AssertionError("unreachable")
 

@@ -41,6 +41,11 @@ def register_count(dtype: str, count: int | None = None) -> int:
     return 1  # bool and bits on a register
 
 
+def struct_code(dtype: str) -> str:
+    """The ``struct`` code of a fixed-size numeric type (``H`` for uint16), or "" for any other type."""
+    return _FORMATS[dtype][0][1] if dtype in _FORMATS else ""
+
+
 def _words_from_bytes(raw: bytes, byte_order: Order, word_order: Order) -> list[int]:
     words = [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
     if word_order == "little":

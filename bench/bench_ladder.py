@@ -1,0 +1,415 @@
+"""End-to-end ladder: the real ``edge-agent run`` against emulated Modbus TCP gateways, through
+Mosquitto, to the real receiver on PostgreSQL; then the plateau under overload.
+
+Layout: every device is one unit id (1..50 by default) behind an emulated Modbus TCP gateway (one port per
+gateway, as a site's RS-485-to-TCP gateways or a PLC rack present them); the gateways are spread
+over a few emulator processes (``--emulators``) so the emulators are not the bottleneck (their CPU
+is printed beside every row). Each device has 50 uint16 holding registers (0..49) read in one
+request and is polled every ``--poll`` s. The agent (subprocess, with its own store), a private
+Mosquitto and one receiver (subprocess, a fresh PostgreSQL database) run as in production.
+
+Per row: offered points/s (devices x 50 / poll), stored/s (the store's last seq), delivered/s
+(rows the receiver committed in the window), agent CPU µs per stored point and % of a core (from
+/proc/<pid>/stat), RSS and RSS per device, latency p50/p99 (reading timestamp to the receiver's
+``received_at``), the backlog slope (least-squares slope of the store's pending count, readings/s),
+and the load average. Plateau rows (``--plateau 1.5,3``) offer that multiple of the ladder's best
+delivered rate with the same devices polled faster.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_ladder.py --devices 10,100,1000,2000 --window 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.modbus_tcp_throughput import write_profile
+from hil.procs import REPO, Broker, ManagedProcess, agent_argv, agent_env, free_port
+from hil.sources import proc_cpu_seconds, proc_rss_kib, store_state
+from kernel.progress import Progress, Snapshot
+
+POINTS = 50
+PG = "postgresql://127.0.0.1:5432"
+SITE = "ladder-site"
+
+
+@dataclass
+class Row:
+    """One measured rung."""
+
+    label: str
+    devices: int
+    poll_s: float
+    offered: float
+    stored: float
+    delivered: float
+    cpu_us_per_point: float
+    cpu_pct: float
+    rss_mib: float
+    rss_kib_per_device: float
+    p50_s: float
+    p99_s: float
+    backlog_slope: float
+    backlog_end: int
+    emulator_cpu_pct: float
+    receiver_cpu_pct: float
+    load: float
+
+
+# -- emulator processes ------------------------------------------------------------------------------
+async def serve(profile_path: Path, gateways: list[tuple[int, int]]) -> None:
+    """Serve ``(port, units)`` gateways until SIGTERM (the ``--serve`` mode of this script)."""
+    from drivers.modbus.emulator import EmulatedDevice, TcpServer
+    from drivers.modbus.profile import load_profile
+
+    profile = load_profile(profile_path)
+    servers = []
+    for port, units in gateways:
+        # Values move every 5 s: a device's registers still change between polls, at a fifth of the cost.
+        devs = [EmulatedDevice(profile, u, seed=port, update_every_s=5.0) for u in range(1, units + 1)]
+        srv = TcpServer(devs, port=port)
+        await srv.start()
+        servers.append(srv)
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    for srv in servers:
+        await srv.stop()
+
+
+def split_gateways(devices: int, per_gateway: int) -> list[tuple[int, int]]:
+    """(port, units) per gateway: as few gateways as ``per_gateway`` units each allows, evenly filled."""
+    n = max(1, math.ceil(devices / per_gateway))
+    sizes = [devices // n + (1 if i < devices % n else 0) for i in range(n)]
+    return [(free_port(), s) for s in sizes]
+
+
+def start_emulators(
+    work: Path, profile: Path, gateways: list[tuple[int, int]], processes: int
+) -> list[ManagedProcess]:
+    """Start the emulator processes; wait until each serves its gateways."""
+    procs = []
+    for i in range(min(processes, len(gateways))):
+        mine = gateways[i::processes]
+        spec = ",".join(f"{port}:{units}" for port, units in mine)
+        argv = [sys.executable, str(Path(__file__).resolve()), "--serve", str(profile), spec]
+        p = ManagedProcess(f"emulator{i}", argv, work / "logs" / f"emulator{i}.log", agent_env())
+        p.start()
+        procs.append(p)
+    deadline = time.monotonic() + 60
+    for p in procs:
+        while "ready" not in p.tail(5):
+            if not p.running() or time.monotonic() > deadline:
+                raise SystemExit(f"emulator did not start:\n{p.tail()}")
+            time.sleep(0.2)
+    return procs
+
+
+# -- site, receiver ----------------------------------------------------------------------------------
+def site_config(
+    work: Path, broker: str, profile: Path, gateways: list[tuple[int, int]], poll_s: float
+) -> Path:
+    """The agent's site config: every device a unit behind its gateway."""
+    devices = [
+        {
+            "driver": "modbus",
+            "name": f"g{g}-u{u}",
+            "profile": str(profile),
+            "unit": u,
+            "line": {"type": "tcp", "host": "127.0.0.1", "port": port},
+            "poll": {"fast_s": poll_s, "slow_s": 3600},
+            "timeout_s": 1.0,
+        }
+        for g, (port, units) in enumerate(gateways)
+        for u in range(1, units + 1)
+    ]
+    cfg = {
+        "version": 1,
+        "site": {"id": SITE, "name": "ladder", "location": {"lat": 21.1861, "lon": 106.0763}},
+        "devices": devices,
+        "sync": {
+            "broker": broker,
+            "allow_plaintext": True,
+            "centre_public_keys": [str(work / "keys" / "centre.pub")],
+            "signing_key_file": str(work / "keys" / "site.key"),
+            "reconnect_min_s": 0.2,
+            "keepalive_s": 5,
+        },
+        "store": {"path": str(work / "agent" / "store.db"), "max_bytes": 8 * 2**30},
+        "health": {"listen": f"127.0.0.1:{free_port()}"},
+    }
+    path = work / f"site-{len(devices)}-{poll_s:g}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def keys(work: Path) -> Path:
+    """Site and centre key pairs; the receiver's site registry."""
+    from sync.signing import generate_keypair
+
+    _, pub = generate_keypair(work / "keys", "site")
+    generate_keypair(work / "keys", "centre")
+    sites = work / "sites.yaml"
+    sites.write_text(yaml.safe_dump({"sites": {SITE: {"public_keys": [str(pub)]}}}))
+    return sites
+
+
+def pg(sql: str, db: str = "test", args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the local PostgreSQL; rows if it returns any."""
+    import psycopg
+
+    with psycopg.connect(f"{PG}/{db}", autocommit=True) as conn:
+        cur = conn.execute(sql, args)
+        return list(cur.fetchall()) if cur.description else []
+
+
+def delivered(db: str, t0: float, t1: float) -> tuple[int, float, float]:
+    """(rows, p50, p99 latency in s) the receiver committed between wall times t0 and t1."""
+    rows = pg(
+        "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY received_at - ts), "
+        "percentile_cont(0.99) WITHIN GROUP (ORDER BY received_at - ts) "
+        "FROM readings WHERE received_at >= %s AND received_at < %s",
+        db,
+        (t0, t1),
+    )
+    n, p50, p99 = rows[0]
+    return int(n), float(p50 or math.nan), float(p99 or math.nan)
+
+
+def start_py_spy(out: Path, pid: int, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for ``seconds`` into collapsed stacks at ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    argv = [str(spy), "record", "--gil", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# -- one rung ----------------------------------------------------------------------------------------
+def slope(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of (t, pending) samples, per second."""
+    if len(samples) < 2:
+        return math.nan
+    mt = sum(t for t, _ in samples) / len(samples)
+    mv = sum(v for _, v in samples) / len(samples)
+    den = sum((t - mt) ** 2 for t, _ in samples)
+    return sum((t - mt) * (v - mv) for t, v in samples) / den if den else math.nan
+
+
+def cpu_of(procs: list[ManagedProcess]) -> float:
+    """Total CPU seconds of the running processes."""
+    return sum(proc_cpu_seconds(p.pid) or 0.0 for p in procs if p.pid is not None)
+
+
+def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, progress: Progress) -> Row:
+    """Start everything for ``devices`` polled every ``poll_s``; measure one window; stop everything."""
+    work = Path(tempfile.mkdtemp(prefix="kbe-ladder-"))
+    db = f"ladder_{secrets.token_hex(4)}"
+    pg(f'CREATE DATABASE "{db}"')
+    started: list[ManagedProcess] = []
+    try:
+        sites = keys(work)
+        profile = write_profile(work)
+        gateways = split_gateways(devices, args.units_per_gateway)
+        emulators = start_emulators(work, profile, gateways, args.emulators)
+        started += emulators
+        broker = Broker(work)
+        broker.start()
+        started.append(broker)
+        rx_argv = agent_argv(
+            "receiver", "--broker", broker.url, "--allow-plaintext", "--db", f"{PG}/{db}",
+            "--sites", str(sites), "--signing-key", str(work / "keys" / "centre.key"),
+        )  # fmt: skip
+        receiver = ManagedProcess("receiver", rx_argv, work / "logs" / "receiver.log", agent_env())
+        receiver.start()
+        started.append(receiver)
+        cfg = site_config(work, broker.url, profile, gateways, poll_s)
+        agent = ManagedProcess("agent", agent_argv("run", "--config", str(cfg)), work / "logs" / "agent.log", agent_env())
+        agent.start()
+        started.append(agent)
+        store = work / "agent" / "store.db"
+        t_start = time.monotonic()
+        total = args.warmup + args.window
+        samples: list[tuple[float, int]] = []
+        rss_max = 0
+        measuring = False
+        t0 = w0 = cpu0 = emu0 = rx0 = 0.0
+        spy: subprocess.Popen[bytes] | None = None
+        seq0 = 0
+        while True:
+            now = time.monotonic()
+            el = now - t_start
+            if not agent.running():
+                raise SystemExit(f"the agent exited:\n{agent.tail()}")
+            if not measuring and el >= args.warmup:
+                measuring = True
+                t0, w0 = now, time.time()
+                cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of([receiver])
+                seq0 = store_state(store).last_seq
+                if args.py_spy is not None:
+                    spy = start_py_spy(args.py_spy / f"{label.replace(' ', '-')}.txt", agent.pid or 0, args.window)
+            if measuring:
+                st = store_state(store)
+                samples.append((now, st.depth))
+                rss_max = max(rss_max, proc_rss_kib(agent.pid or 0) or 0)
+                progress.update(Snapshot(el, total, stored=st.last_seq, phase=label))
+            if el >= total:
+                break
+            time.sleep(min(args.sample_s, max(total - el, 0.05)))
+        t1, w1 = time.monotonic(), time.time()
+        cpu = cpu_of([agent]) - cpu0
+        emu = cpu_of(emulators) - emu0
+        rx = cpu_of([receiver]) - rx0
+        seq1 = store_state(store).last_seq
+        load = os.getloadavg()[0]
+        time.sleep(2.0)  # rows received in the window may still be committing
+        n, p50, p99 = delivered(db, w0, w1)
+        if spy is not None:
+            spy.wait(60)
+        dt = t1 - t0
+        stored = seq1 - seq0
+        return Row(
+            label=label,
+            devices=devices,
+            poll_s=poll_s,
+            offered=devices * POINTS / poll_s,
+            stored=stored / dt,
+            delivered=n / dt,
+            cpu_us_per_point=cpu / max(stored, 1) * 1e6,
+            cpu_pct=100 * cpu / dt,
+            rss_mib=rss_max / 1024,
+            rss_kib_per_device=rss_max / devices,
+            p50_s=p50,
+            p99_s=p99,
+            backlog_slope=slope(samples),
+            backlog_end=samples[-1][1] if samples else 0,
+            emulator_cpu_pct=100 * emu / dt,
+            receiver_cpu_pct=100 * rx / dt,
+            load=load,
+        )
+    finally:
+        for p in reversed(started):
+            p.stop(15.0)
+        with contextlib.suppress(Exception):
+            pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if not args.keep:
+            subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+# -- output ------------------------------------------------------------------------------------------
+HEADER = (
+    "| rung | devices x 50 @ poll | offered pts/s | stored pts/s | delivered pts/s | agent µs CPU/pt "
+    "| agent CPU % | RSS MiB | RSS KiB/device | latency p50 / p99 s | backlog slope /s | emulators CPU % "
+    "| receiver CPU % | load avg |"
+)
+
+
+def md(r: Row) -> str:
+    """One markdown row."""
+    return (
+        f"| {r.label} | {r.devices:,} @ {r.poll_s:g} s | {r.offered:,.0f} | {r.stored:,.0f} | **{r.delivered:,.0f}** "
+        f"| {r.cpu_us_per_point:.1f} | {r.cpu_pct:.0f} | {r.rss_mib:.1f} | {r.rss_kib_per_device:.1f} "
+        f"| {r.p50_s:.2f} / {r.p99_s:.2f} | {r.backlog_slope:+,.0f} | {r.emulator_cpu_pct:.0f} "
+        f"| {r.receiver_cpu_pct:.0f} | {r.load:.1f} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--devices", default="10,100,1000,2000", help="ladder rungs (device counts)")
+    ap.add_argument("--poll", type=float, default=1.0, help="poll period of the ladder (s)")
+    ap.add_argument("--plateau", default="1.5,3", help="overload factors of the best delivered rate ('' for none)")
+    ap.add_argument("--plateau-devices", type=int, default=0, help="devices of the plateau rows (default: the largest rung)")
+    ap.add_argument("--warmup", type=float, default=20.0)
+    ap.add_argument("--window", type=float, default=60.0)
+    ap.add_argument("--sample-s", type=float, default=3.0, help="seconds between looks at the store")
+    ap.add_argument("--emulators", type=int, default=2, help="emulator processes")
+    ap.add_argument("--units-per-gateway", type=int, default=50, help="devices behind one Modbus TCP port (<= 247)")
+    ap.add_argument("--py-spy", type=Path, default=None, help="record the agent with py-spy over each window (collapsed stacks here)")
+    ap.add_argument("--peer", default="", help="device counts to run ThingsBoard IoT Gateway at, e.g. 10,100")
+    ap.add_argument("--keep", action="store_true", help="keep the work directories")
+    ap.add_argument("--serve", nargs=2, metavar=("PROFILE", "PORT:UNITS,..."), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        gws = [(int(a), int(b)) for a, b in (x.split(":") for x in args.serve[1].split(","))]
+        asyncio.run(serve(Path(args.serve[0]), gws))
+        return
+    # Stopped from outside (SIGTERM, or SIGINT in a background job): stop what each rung started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    progress = Progress("ladder", every_s=30.0)
+    rows: list[Row] = []
+    print(f"bench_ladder: {REPO.name}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(HEADER, flush=True)
+    print("|" + "---|" * (HEADER.count("|") - 1), flush=True)
+    for n in [int(x) for x in args.devices.split(",") if x]:
+        rows.append(rung(args, n, args.poll, f"ladder {n}", progress))
+        print(md(rows[-1]), flush=True)
+    factors = [float(x) for x in args.plateau.split(",") if x]
+    if factors and rows:
+        ceiling = max(rows, key=lambda r: r.delivered)
+        n = args.plateau_devices or max(r.devices for r in rows)
+        for f in factors:
+            poll = round(n * POINTS / (ceiling.delivered * f), 3)
+            rows.append(rung(args, n, poll, f"plateau x{f:g}", progress))
+            print(md(rows[-1]), flush=True)
+        plateau = [r for r in rows if r.label.startswith("plateau")]
+        for r in plateau:
+            print(
+                f"{r.label}: offered {r.offered / ceiling.delivered:.2f}x the ceiling ({ceiling.delivered:,.0f}/s), "
+                f"delivered {r.delivered / ceiling.delivered:.2f}x (target >= 0.90), load {r.load:.1f}"
+            )
+    if args.peer:
+        compare_peer(args, rows)
+    progress.close()
+
+
+def compare_peer(args: argparse.Namespace, rows: list[Row]) -> None:
+    """Run the peer harness at the given device counts (same keys and poll); print it beside ours."""
+    from bench.modbus_tcp_throughput import peer
+
+    counts = [int(x) for x in args.peer.split(",") if x]
+    load0 = os.getloadavg()[0]
+    theirs = peer(10.0, min(args.window, 30.0), counts, int(args.poll * 1000))
+    print(f"ThingsBoard IoT Gateway 3.8.5, {POINTS} keys per device @ {args.poll:g} s (load {load0:.1f} -> {os.getloadavg()[0]:.1f})")
+    for n in counts:
+        t = theirs.get(n)
+        if not isinstance(t, dict):
+            print(f"| ThingsBoard GW, {n} devices | {n * POINTS / args.poll:,.0f} offered | {t or 'no result'} |")
+            continue
+        if t["points_per_s"] <= 0:
+            print(
+                f"| ThingsBoard GW, {n} devices | {t['offered']:,.0f} offered | 0 delivered in the window "
+                f"(its Modbus side: {t['requests_per_s']:,.0f} one-register requests/s) | {t['cpu_pct']:.0f} % "
+                f"| {t['rss_mib']:.1f} MiB |"
+            )
+            continue
+        us = t["cpu_s_per_1m"]
+        print(
+            f"| ThingsBoard GW, {n} devices | {t['offered']:,.0f} offered | **{t['points_per_s']:,.0f}** delivered "
+            f"| {us:.1f} µs CPU/pt | {t['cpu_pct']:.0f} % | {t['rss_mib']:.1f} MiB | {t['rss_mib'] * 1024 / n:.1f} KiB/device |"
+        )
+        ours = next((r for r in rows if r.devices == n and r.label.startswith("ladder")), None)
+        if ours is not None:
+            print(
+                f"    {n} devices: delivered ours/theirs {ours.delivered / max(t['points_per_s'], 1e-9):.1f}x, "
+                f"CPU per point theirs/ours {us / ours.cpu_us_per_point:.1f}x, RSS per device theirs/ours "
+                f"{t['rss_mib'] * 1024 / n / ours.rss_kib_per_device:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
