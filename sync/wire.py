@@ -475,6 +475,36 @@ def batch_json_rows(
     return f'{head[:-1]},"readings":[{",".join(parts)}],"buffer":{tail}}}'.encode()
 
 
+def batch_json_chunks(
+    site_id: str,
+    batch_id: str,
+    created_at: float,
+    chunks: Sequence[tuple[int, int, int, str]],
+    buffer: BufferStats,
+) -> bytes:
+    """The JSON document of a batch from stored rows that already hold their readings' JSON
+    (``(seq_first, seq_last, priority, text)``, oldest first; :mod:`sync.rowcodec`): a concatenation.
+
+    The same document :func:`batch_json_rows` writes for those readings (a test checks it byte for byte).
+    """
+    head = json.dumps(
+        {
+            "type": "batch",
+            "schema_version": SCHEMA_VERSION,
+            "site_id": site_id,
+            "batch_id": batch_id,
+            "first_seq": chunks[0][0],
+            "last_seq": chunks[-1][1],
+            "created_at": created_at,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    tail = json.dumps(buffer.model_dump(), ensure_ascii=False, separators=(",", ":"))
+    body = ",".join([c[3] for c in chunks])
+    return f'{head[:-1]},"readings":[{body}],"buffer":{tail}}}'.encode()
+
+
 def decode_batch(frame: Frame) -> Batch:
     """Validate the JSON inside a frame as a :class:`Batch`."""
     try:

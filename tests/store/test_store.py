@@ -288,28 +288,24 @@ def test_failure_inside_a_transaction_accepts_nothing_and_leaves_the_store_usabl
     """An error between INSERT and COMMIT rolls the whole append back; the next append works."""
     with Store(tmp_path / "s.db", "site-a") as s:
         s.append([_r(0)])
-        real = Store._last_seq
-        calls = {"n": 0}
+        import sync.store as store_mod
 
-        def failing_last_seq(self: Store) -> int:
-            calls["n"] += 1
-            if calls["n"] == 2:  # the call inside the transaction, after the INSERT
-                raise sqlite3.OperationalError("injected I/O error")
-            return real(self)
+        def failing_set_last_seq(db: sqlite3.Connection, seq: int) -> None:
+            raise sqlite3.OperationalError("injected I/O error")  # after the INSERT, before COMMIT
 
-        monkeypatch.setattr(Store, "_last_seq", failing_last_seq)
+        monkeypatch.setattr(store_mod, "_set_last_seq", failing_set_last_seq)
         with pytest.raises(StoreError, match="injected"):
             s.append([_r(i) for i in range(1, 4)])
-        monkeypatch.setattr(Store, "_last_seq", real)
+        monkeypatch.undo()
         assert s.stats().depth == 1
         assert [r.seq for r in s.pending(10)] == [1]
         assert s.append([_r(9)]) == [2]
 
 
-def test_split_runs_keeps_every_seq_once() -> None:
-    from sync.store import _split_runs
+def test_runs_keep_every_seq_once() -> None:
+    from sync.store import _runs
 
-    assert _split_runs([]) == ([], [])
-    assert _split_runs(list(range(5, 2005))) == ([(5, 2004)], [])
+    assert _runs([]) == []
+    assert _runs(list(range(5, 2005))) == [(5, 2004)]
     seqs = [*range(1, 11), 20, 22, *range(30, 38), 40]
-    assert _split_runs(seqs) == ([(1, 10), (30, 37)], [20, 22, 40])
+    assert _runs(seqs) == [(1, 10), (20, 20), (22, 22), (30, 37), (40, 40)]

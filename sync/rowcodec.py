@@ -1,0 +1,186 @@
+"""A poll's readings as one stored row: each reading's wire-JSON text, encoded once at store time.
+
+A stored row holds consecutive sequence numbers ``seq_first..seq_last`` of one priority class and
+its readings as the comma-joined ``readings`` items of a schema v2 batch (the same text
+:func:`sync.wire.batch_json_rows` writes), so a batch is the concatenation of its rows.
+
+Splitting a row's text back into readings is exact: inside a JSON string a quote is always
+escaped, so ``,{"seq":`` only ever occurs where one reading's object ends and the next begins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+
+from kernel.readings import ClockQuality, Priority, Quality, Reading
+from sync.wire import VT_BOOL, VT_FLOAT, VT_INT, VT_NULL, VT_STR, StoredRow
+
+ROW_MAX = 64
+"""Most readings in one stored row (a poll of a device rarely has more points)."""
+
+Chunk = tuple[int, int, int, str]
+"""A stored row, or a part of one: ``(seq_first, seq_last, priority, readings' JSON text)``."""
+
+NewRow = tuple[int, int, int, float, int, str]
+"""A row to insert: ``(seq_first, seq_last, priority, ts of its first reading, count, text)``."""
+
+_SEP = ',{"seq":'
+_json_str = json.JSONEncoder(ensure_ascii=False).encode
+_float_repr = float.__repr__
+_INF_NAN = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
+_PRIORITIES = tuple(Priority)
+_QUALITIES = tuple(Quality)
+_CLOCKS = tuple(ClockQuality)
+
+
+def _number(value: float) -> str:
+    text = _float_repr(value)
+    return _INF_NAN.get(text, text)
+
+
+def _value_json(value: object) -> str:
+    if type(value) is float:
+        # A NaN value was always stored as SQL NULL (SQLite has no NaN) and sent as null: kept so.
+        return "null" if value != value else _number(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return "null" if math.isnan(value) else _number(float(value))
+    return _json_str(str(value))
+
+
+def reading_tail(r: Reading, names: dict[str, str] | None = None) -> str:
+    """A reading's wire JSON after its seq (``,"device":...}``); ``names`` caches repeated names' JSON."""
+    if names is None:
+        names = {}
+    d = names.get(r.device)
+    if d is None:
+        d = names[r.device] = _json_str(r.device)
+    p = names.get(r.point)
+    if p is None:
+        p = names[r.point] = _json_str(r.point)
+    u = names.get(r.unit)
+    if u is None:
+        u = names[r.unit] = _json_str(r.unit)
+    meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else "null"
+    return (
+        f',"device":{d},"point":{p},"ts":{_number(float(r.ts))},"value":{_value_json(r.value)},"unit":{u},'
+        f'"quality":{int(r.quality)},"priority":{int(r.priority)},"clock":{int(r.clock)},"meta":{meta}}}'
+    )
+
+
+def encode_tails(readings: Sequence[Reading]) -> list[str]:
+    """Every reading's JSON after its seq: the costly part, done before a seq is assigned."""
+    names: dict[str, str] = {}
+    return [reading_tail(r, names) for r in readings]
+
+
+def group(readings: Sequence[Reading]) -> list[int]:
+    """Where rows start: a new row at each change of device or priority, and every ``ROW_MAX`` readings."""
+    starts: list[int] = []
+    device: str | None = None
+    prio = -1
+    n = 0
+    for i, r in enumerate(readings):
+        if r.device != device or r.priority != prio or n == ROW_MAX:
+            starts.append(i)
+            device, prio, n = r.device, r.priority, 0
+        n += 1
+    return starts
+
+
+def build_rows(first_seq: int, readings: Sequence[Reading], tails: Sequence[str]) -> list[NewRow]:
+    """Rows for ``readings`` numbered from ``first_seq``, their texts from :func:`encode_tails`."""
+    rows: list[NewRow] = []
+    starts = group(readings)
+    ends = [*starts[1:], len(readings)]
+    for start, end in zip(starts, ends, strict=True):
+        a = first_seq + start
+        text = ",".join([f'{{"seq":{a + k}{tails[start + k]}' for k in range(end - start)])
+        r = readings[start]
+        rows.append((a, first_seq + end - 1, int(r.priority), float(r.ts), end - start, text))
+    return rows
+
+
+def split(text: str) -> list[str]:
+    """A row's text as one JSON object per reading."""
+    parts = text.split(_SEP)
+    return [parts[0], *("{" + '"seq":' + p for p in parts[1:])]
+
+
+def clip(chunk: Chunk, lo: int, hi: int) -> Chunk:
+    """The part of a row with seqs in ``lo..hi`` (within the row's range)."""
+    a, b, prio, text = chunk
+    if lo <= a and hi >= b:
+        return chunk
+    lo, hi = max(lo, a), min(hi, b)
+    return lo, hi, prio, ",".join(split(text)[lo - a : hi - a + 1])
+
+
+def count(chunks: Sequence[Chunk]) -> int:
+    """Readings in these chunks."""
+    return sum(b - a + 1 for a, b, _, _ in chunks)
+
+
+def seqs_of(chunks: Sequence[Chunk]) -> list[int]:
+    """Every seq in these chunks, in order."""
+    return [s for a, b, _, _ in chunks for s in range(a, b + 1)]
+
+
+def cut(chunks: Sequence[Chunk], keep: int) -> list[Chunk]:
+    """The first ``keep`` readings of these chunks (the last one split if need be)."""
+    out: list[Chunk] = []
+    for chunk in chunks:
+        if keep <= 0:
+            break
+        a, b = chunk[0], chunk[1]
+        if b - a + 1 > keep:
+            chunk = clip(chunk, a, a + keep - 1)
+        out.append(chunk)
+        keep -= chunk[1] - chunk[0] + 1
+    return out
+
+
+def decode(fragment: str) -> tuple[int, Reading]:
+    """One reading's JSON back to its seq and :class:`Reading`."""
+    d = json.loads(fragment)
+    return d["seq"], Reading(
+        d["device"],
+        d["point"],
+        d["value"],
+        d["ts"],
+        d["unit"],
+        _QUALITIES[d["quality"]],
+        _PRIORITIES[d["priority"]],
+        _CLOCKS[d["clock"]],
+        d["meta"],
+    )
+
+
+def decode_text(text: str) -> Iterator[tuple[int, Reading]]:
+    """Every reading of a row, oldest first."""
+    for fragment in split(text):
+        yield decode(fragment)
+
+
+def stored_row(fragment: str) -> StoredRow:
+    """One reading's JSON as a ``sync.wire.StoredRow`` (the per-reading row the store used to keep)."""
+    seq, r = decode(fragment)
+    v = r.value
+    vtype = (
+        VT_NULL if v is None else VT_BOOL if isinstance(v, bool) else VT_INT if isinstance(v, int)
+        else VT_FLOAT if isinstance(v, float) else VT_STR
+    )  # fmt: skip
+    meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else None
+    return (seq, int(r.priority), r.ts, r.device, r.point, v, vtype, r.unit, int(r.quality), int(r.clock), meta)
+
+
+def row_ts(text: str) -> float:
+    """The timestamp of a row's first reading."""
+    return float(json.loads(split(text)[0])["ts"])
