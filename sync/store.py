@@ -645,6 +645,13 @@ class Store:
         self.close()
 
 
+def waiting_readings(db: sqlite3.Connection) -> int:
+    """Readings waiting in a store file of any schema version (a tool's look before the agent migrates it)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'polls'").fetchone():
+        return int(db.execute("SELECT COALESCE(SUM(n), 0) FROM polls").fetchone()[0])
+    return int(db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+
 def _last_seq(db: sqlite3.Connection) -> int:
     row = db.execute("SELECT value FROM counters WHERE name = 'last_seq'").fetchone()
     return int(row[0]) if row else 0

@@ -14,6 +14,7 @@ from drivers.nmea.emulator import NmeaEmulator
 from drivers.pms.emulator import PmsEmulator
 from drivers.sds011.emulator import Sds011Emulator
 from kernel.readings import Priority
+from sync.rowcodec import decode_text
 from sync.store import Store
 from tests.conftest import agent_argv, agent_env
 
@@ -37,7 +38,8 @@ def _wait_for_points(db: Path, wanted: set[tuple[str, str]], proc: subprocess.Po
         if db.exists():
             try:
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0) as con:
-                    have = set(con.execute("SELECT DISTINCT device, point FROM readings"))
+                    have = {(r.device, r.point) for (body,) in con.execute("SELECT body FROM polls")
+                            for _, r in decode_text(body)}
             except sqlite3.OperationalError:
                 pass  # not created yet, or busy
             if have >= wanted:
