@@ -82,15 +82,19 @@ def encode_tails(readings: Sequence[Reading]) -> list[str]:
 
 
 def group(readings: Sequence[Reading]) -> list[int]:
-    """Where rows start: a new row at each change of device or priority, and every ``ROW_MAX`` readings."""
+    """Where rows start: a new row at each change of priority, and every ``ROW_MAX`` readings.
+
+    The writer commits whole polls in order, so a poll of up to ``ROW_MAX`` points mostly lands in
+    one row; the device is not a boundary, or sources that emit one reading at a time, interleaved,
+    would make one row per reading again.
+    """
     starts: list[int] = []
-    device: str | None = None
     prio = -1
     n = 0
     for i, r in enumerate(readings):
-        if r.device != device or r.priority != prio or n == ROW_MAX:
+        if r.priority != prio or n == ROW_MAX:
             starts.append(i)
-            device, prio, n = r.device, r.priority, 0
+            prio, n = r.priority, 0
         n += 1
     return starts
 

@@ -54,12 +54,12 @@ def _v1_reading(row: tuple) -> tuple[int, Reading]:
 
 def _runs(rows: Iterable[tuple]) -> Iterator[tuple[tuple, list[tuple[int, Reading]]]]:
     """v1 rows in seq order (their columns past the reading's are the key) as runs of consecutive
-    seqs with the same priority, device and key, at most ``ROW_MAX`` long."""
+    seqs with the same priority and key, at most ``ROW_MAX`` long."""
     run: list[tuple[int, Reading]] = []
     run_key: tuple = ()
     for row in rows:
         seq, r = _v1_reading(row[:11])
-        k = (row[1], row[3], *row[11:])
+        k = (row[1], *row[11:])
         if run and (seq != run[-1][0] + 1 or k != run_key or len(run) == ROW_MAX):
             yield run_key, run
             run = []
@@ -88,7 +88,7 @@ def _m002_poll_rows(db: sqlite3.Connection) -> None:
     for _, run in _runs(old):
         db.executemany(f"INSERT INTO polls ({POLL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", _v2_rows(run))
     old = db.execute(f"SELECT {V1_COLUMNS}, batch_id, reason, rejected_at FROM rejected ORDER BY seq")
-    for (_, _, batch_id, reason, at), run in _runs(old):
+    for (_, batch_id, reason, at), run in _runs(old):
         db.executemany(
             f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
