@@ -652,6 +652,25 @@ def waiting_readings(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
 
 
+def stored_readings(db: sqlite3.Connection) -> list[StoredReading]:
+    """Every waiting reading of a store file, in seq order (tools and tests reading beside the agent)."""
+    return _readings(db.execute("SELECT body FROM polls ORDER BY seq_first"), lambda _seq: True, -1)
+
+
+def rejected_reasons(db: sqlite3.Connection) -> dict[int, str]:
+    """Seq -> the centre's reason, for every reading kept aside in a store file."""
+    return {
+        seq: reason
+        for a, b, reason in db.execute("SELECT seq_first, seq_last, reason FROM rejected_polls")
+        for seq in range(a, b + 1)
+    }
+
+
+def last_issued_seq(db: sqlite3.Connection) -> int:
+    """The last seq a store file has handed out (0 for a new one)."""
+    return _last_seq(db)
+
+
 def _last_seq(db: sqlite3.Connection) -> int:
     row = db.execute("SELECT value FROM counters WHERE name = 'last_seq'").fetchone()
     return int(row[0]) if row else 0
