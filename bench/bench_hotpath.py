@@ -73,6 +73,7 @@ def run(store_cls: Any, composer_cls: Any, data: list[list[Reading]], cfg: SyncC
     for i in range(0, len(data), per_commit):
         store.append([r for poll in data[i : i + per_commit] for r in poll])
     t_append = time.process_time() - t0
+    disk = store.bytes_used()
     sent: set[int] = set()
     composer = composer_cls(cfg, "bench", store, Clock(), signer, sent)
     composer.flushing = True
@@ -100,7 +101,7 @@ def run(store_cls: Any, composer_cls: Any, data: list[list[Reading]], cfg: SyncC
     sent_n = sum(len(s) for s in batches)
     left = store.depth()
     store.close()
-    return {"append": t_append, "encode": t_encode, "ack": t_ack, "sent": sent_n, "left": left, "bytes": nbytes}
+    return {"append": t_append, "encode": t_encode, "ack": t_ack, "sent": sent_n, "left": left, "bytes": nbytes, "disk": disk}
 
 
 def main() -> None:
@@ -148,7 +149,8 @@ def main() -> None:
     o = sum(best["old"][s] for s in ("append", "encode", "ack")) * us
     n = sum(best["new"][s] for s in ("append", "encode", "ack")) * us
     print(f"{'total store+uplink':24} {o:9.2f} us {n:9.2f} us {o / n:6.2f}x")
-    print(f"wire bytes/point: old {best['old']['bytes'] / total:.1f}, new {best['new']['bytes'] / total:.1f}")
+    print(f"wire bytes/point: old {best['old']['bytes'] / total:.1f}, new {best['new']['bytes'] / total:.1f}; "
+          f"store bytes/point: old {best['old']['disk'] / total:.1f}, new {best['new']['disk'] / total:.1f}")
 
 
 if __name__ == "__main__":

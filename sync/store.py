@@ -101,8 +101,8 @@ def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
 
 def _pieces(row: tuple, lo: int, hi: int) -> tuple[NewRow | None, list[NewRow]]:
     """A stored row cut by the seq run ``lo..hi``: the part inside it and the parts left outside."""
-    a, b, prio, ts, _n, text = row
-    frags = rowcodec.split(text)
+    a, b, prio, ts, _n, blob = row
+    frags = rowcodec.split(rowcodec.unpack(blob))
     inside: NewRow | None = None
     outside: list[NewRow] = []
     for x, y, keep in ((a, lo - 1, True), (max(a, lo), min(b, hi), False), (hi + 1, b, True)):
@@ -110,7 +110,7 @@ def _pieces(row: tuple, lo: int, hi: int) -> tuple[NewRow | None, list[NewRow]]:
         if x > y:
             continue
         body = ",".join(frags[x - a : y - a + 1])
-        piece = (x, y, prio, ts if x == a else rowcodec.row_ts(body), y - x + 1, body)
+        piece = (x, y, prio, ts if x == a else rowcodec.row_ts(body), y - x + 1, rowcodec.pack(body))
         if keep:
             outside.append(piece)
         else:
@@ -118,11 +118,11 @@ def _pieces(row: tuple, lo: int, hi: int) -> tuple[NewRow | None, list[NewRow]]:
     return inside, outside
 
 
-def _readings(rows: Iterable[tuple[str]], keep: Callable[[int], bool], limit: int) -> list[StoredReading]:
-    """Readings of rows' texts whose seq ``keep`` accepts, at most ``limit`` (all when negative)."""
+def _readings(rows: Iterable[tuple[bytes]], keep: Callable[[int], bool], limit: int) -> list[StoredReading]:
+    """Readings of stored rows' bodies whose seq ``keep`` accepts, at most ``limit`` (all when negative)."""
     out: list[StoredReading] = []
-    for (text,) in rows:
-        for seq, r in rowcodec.decode_text(text):
+    for (blob,) in rows:
+        for seq, r in rowcodec.decode_text(rowcodec.unpack(blob)):
             if keep(seq):
                 if len(out) == limit:
                     return out
@@ -443,9 +443,9 @@ class Store:
                 (int(priority), after_seq, limit),
             )
             got = 0
-            for chunk in cur:
-                out.append(chunk)
-                got += chunk[1] - max(chunk[0], after_seq + 1) + 1
+            for a, b, prio, blob in cur:
+                out.append((a, b, prio, rowcodec.unpack(blob)))
+                got += b - max(a, after_seq + 1) + 1
                 if got >= limit:
                     break
         return out
@@ -461,9 +461,9 @@ class Store:
                 (int(priority), above_seq, limit),
             )
             got = 0
-            for chunk in cur:
-                out.append(chunk)
-                got += chunk[1] - max(chunk[0], above_seq + 1) + 1
+            for a, b, prio, blob in cur:
+                out.append((a, b, prio, rowcodec.unpack(blob)))
+                got += b - max(a, above_seq + 1) + 1
                 if got >= limit:
                     break
         return out

@@ -1,7 +1,8 @@
 """The store's SQLite schema and its versioned migrations (index i brings version i to i + 1).
 
 Version 1 kept one row per reading (``readings``, ``rejected``). Version 2 keeps one row per poll
-(``polls``, ``rejected_polls``): a seq range and its readings' wire JSON (:mod:`sync.rowcodec`), and
+(``polls``, ``rejected_polls``): a seq range and its readings' wire JSON, compressed
+(:mod:`sync.rowcodec`), and
 the last seq handed out in ``counters`` (``last_seq``) instead of ``sqlite_sequence``.
 """
 
@@ -24,7 +25,7 @@ V1_COLUMNS = "seq, priority, ts, device, point, value, vtype, unit, quality, clo
 POLL_COLUMNS = "seq_first, seq_last, priority, ts, n, body"
 _POLL_FIELDS = (
     "seq_first INTEGER PRIMARY KEY, seq_last INTEGER NOT NULL, priority INTEGER NOT NULL, ts REAL, "
-    "n INTEGER NOT NULL CHECK (n = seq_last - seq_first + 1), body TEXT NOT NULL"
+    "n INTEGER NOT NULL CHECK (n = seq_last - seq_first + 1), body BLOB NOT NULL"
 )
 
 

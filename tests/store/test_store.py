@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 
@@ -127,10 +128,11 @@ def test_ack_and_reject_remove_exactly_the_named_rows_whether_runs_or_scattered(
 
 def test_cap_drops_oldest_telemetry_only_and_counts(tmp_path: Path) -> None:
     cap = 1024 * 1024
+    rng = random.Random(7)  # values that do not compress away: the store keeps rows zlib-packed
     with Store(tmp_path / "s.db", "site-a", max_bytes=cap) as s:
         alarm_seqs: list[int] = []
         for batch in range(60):
-            readings = [_r(batch * 1000 + i, value="x" * 40) for i in range(300)]
+            readings = [_r(batch * 1000 + i, value=rng.randbytes(100).hex()) for i in range(300)]
             s.append(readings)
             alarm_seqs += s.append([_r(batch, Priority.ALARM)])
         st_ = s.stats()
@@ -225,9 +227,10 @@ def test_disk_full_drops_oldest_telemetry_then_accepts(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 30) as s:
         alarms = s.append([_r(i, Priority.ALARM) for i in range(5)])
         events = s.append([_r(i, Priority.EVENT) for i in range(5)])
-        s.append([_r(i, value="x" * 200) for i in range(3000)])
+        rng = random.Random(8)  # values that do not compress away: the store keeps rows zlib-packed
+        s.append([_r(i, value=rng.randbytes(100).hex()) for i in range(3000)])
         _fill_to_disk_limit(s)
-        new = s.append([_r(i, Priority.ALARM, value="y" * 200) for i in range(50)])
+        new = s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(50)])
         assert len(new) == 50
         assert new[0] == s.stats().last_seq - 49
         dropped = s.stats().dropped
@@ -246,11 +249,12 @@ def test_disk_full_with_nothing_to_drop_refuses_and_stays_usable(tmp_path: Path)
     """With only alarms left a full disk refuses the append (nothing accepted, clear message), the
     failed transaction is rolled back, and the store works again once space returns."""
     with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 30) as s:
-        s.append([_r(i, Priority.ALARM, value="z" * 200) for i in range(200)])
+        rng = random.Random(9)
+        s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(200)])
         _fill_to_disk_limit(s)
         before = s.stats()
         with pytest.raises(StoreError, match="full"):
-            s.append([_r(i, Priority.ALARM, value="w" * 200) for i in range(200)])
+            s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(200)])
         after = s.stats()
         assert after.depth == before.depth
         assert after.last_seq == before.last_seq
