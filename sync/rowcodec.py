@@ -68,30 +68,31 @@ def _value_json(value: object) -> str:
     return _json_str(str(value))
 
 
-def reading_tail(r: Reading, names: dict[str, str] | None = None) -> str:
-    """A reading's wire JSON after its seq (``,"device":...}``); ``names`` caches repeated names' JSON."""
-    if names is None:
-        names = {}
-    d = names.get(r.device)
-    if d is None:
-        d = names[r.device] = _json_str(r.device)
-    p = names.get(r.point)
-    if p is None:
-        p = names[r.point] = _json_str(r.point)
-    u = names.get(r.unit)
-    if u is None:
-        u = names[r.unit] = _json_str(r.unit)
-    meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else "null"
-    return (
-        f',"device":{d},"point":{p},"ts":{_number(float(r.ts))},"value":{_value_json(r.value)},"unit":{u},'
-        f'"quality":{int(r.quality)},"priority":{int(r.priority)},"clock":{int(r.clock)},"meta":{meta}}}'
-    )
-
-
 def encode_tails(readings: Sequence[Reading]) -> list[str]:
-    """Every reading's JSON after its seq: the costly part, done before a seq is assigned."""
-    names: dict[str, str] = {}
-    return [reading_tail(r, names) for r in readings]
+    """Every reading's wire JSON after its seq (``,"device":...}``): the costly part, done before a
+    seq is assigned. The text around the timestamp and value repeats from poll to poll, so it is
+    made once per call for each point and each unit/quality/class/clock."""
+    heads: dict[tuple[str, str], str] = {}
+    out: list[str] = []
+    append = out.append
+    last: tuple[object, ...] = ()
+    mid = ""
+    for r in readings:
+        key = (r.device, r.point)
+        head = heads.get(key)
+        if head is None:
+            head = heads[key] = f',"device":{_json_str(r.device)},"point":{_json_str(r.point)},"ts":'
+        # Enum members hash slowly; consecutive readings nearly always share these, so compare.
+        now = (r.unit, r.quality, r.priority, r.clock)
+        if now != last:
+            last = now
+            mid = (
+                f',"unit":{_json_str(r.unit)},"quality":{int(r.quality)},"priority":{int(r.priority)},'
+                f'"clock":{int(r.clock)},"meta":'
+            )
+        meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else "null"
+        append(f'{head}{_number(float(r.ts))},"value":{_value_json(r.value)}{mid}{meta}}}')
+    return out
 
 
 def group(readings: Sequence[Reading]) -> list[int]:
