@@ -435,29 +435,19 @@ class Store:
     def pending_chunks(self, limit: int, after_seq: int, priority: Priority) -> list[Chunk]:
         """Stored rows of one class holding readings with ``seq > after_seq``, oldest first, until
         they hold ``limit`` readings (the first may start at or before ``after_seq``): the uplink's hot path."""
-        out: list[Chunk] = []
-        with self._lock:
-            cur = self._db.execute(
-                f"SELECT {_CHUNK_COLUMNS} FROM polls WHERE priority = ? AND seq_last > ? "
-                "ORDER BY priority, seq_last LIMIT ?",
-                (int(priority), after_seq, limit),
-            )
-            got = 0
-            for a, b, prio, blob in cur:
-                out.append((a, b, prio, rowcodec.unpack(blob)))
-                got += b - max(a, after_seq + 1) + 1
-                if got >= limit:
-                    break
-        return out
+        return self._chunks(limit, after_seq, priority, "")
 
     def newest_chunks(self, limit: int, priority: Priority, above_seq: int) -> list[Chunk]:
         """Stored rows of one class holding readings with ``seq > above_seq``, newest first, until
         they hold ``limit`` readings (the last may start at or before ``above_seq``)."""
+        return self._chunks(limit, above_seq, priority, "DESC")
+
+    def _chunks(self, limit: int, above_seq: int, priority: Priority, order: str) -> list[Chunk]:
         out: list[Chunk] = []
         with self._lock:
             cur = self._db.execute(
                 f"SELECT {_CHUNK_COLUMNS} FROM polls WHERE priority = ? AND seq_last > ? "
-                "ORDER BY priority DESC, seq_last DESC LIMIT ?",
+                f"ORDER BY priority {order}, seq_last {order} LIMIT ?",
                 (int(priority), above_seq, limit),
             )
             got = 0
