@@ -260,3 +260,21 @@ def test_store_tool_refuses_an_unmigrated_file(tmp_path: Path) -> None:
     _write_v1_store(tmp_path / "s.db", {1: Reading("m", "p", 1.0, 1.0)}, {}, last_seq=1)
     with pytest.raises(StoreError, match="schema version 1"):
         StoreFile(tmp_path / "s.db")
+
+
+def test_tools_count_waiting_readings_before_and_after_the_migration(tmp_path: Path) -> None:
+    """The commissioning check counts readings, not rows, in a file of either version."""
+    from sync.store import last_issued_seq, waiting_readings
+
+    path = tmp_path / "s.db"
+    _write_v1_store(path, {k: Reading("m", f"p{k}", float(k), 1.0) for k in range(1, 131)}, {}, last_seq=140)
+    with sqlite3.connect(path) as db:
+        assert waiting_readings(db) == 130
+    Store(path, "site-a").close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM polls").fetchone()[0] < 130  # rows hold many readings
+        assert waiting_readings(db) == 130
+        assert last_issued_seq(db) == 140
+    finally:
+        db.close()
