@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.expect import Row
+from sync.store import last_issued_seq, rejected_reasons, waiting_readings
 
 
 def _join(value: float | None, text: str | None, kind: str) -> Any:
@@ -76,10 +77,7 @@ def store_state(path: Path) -> StoreState:
     if not path.exists():
         return StoreState(0, 0)
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-        depth = db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-        rejected = {int(seq): str(reason) for seq, reason in db.execute("SELECT seq, reason FROM rejected")}
-    return StoreState(int(row[0]) if row else 0, int(depth), rejected)
+        return StoreState(last_issued_seq(db), waiting_readings(db), rejected_reasons(db))
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")

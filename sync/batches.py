@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 
 from kernel.clock import Clock
 from kernel.readings import Priority
+from sync import rowcodec
 from sync.config import SyncConfig
+from sync.rowcodec import Chunk
 from sync.signing import Signer
 from sync.store import Store
-from sync.wire import BufferStats, StoredRow, batch_json_rows, compress, content_hash, unpack_frame
+from sync.wire import BufferStats, batch_json_chunks, compress, content_hash, unpack_frame
 
 Encoded = tuple[bytes, str, list[int], str]
 """A batch as sent: frame, batch id, seqs and the SHA-256 of its payload."""
@@ -33,7 +35,8 @@ Encoded = tuple[bytes, str, list[int], str]
 class Composed:
     """A batch ready to send and the stream positions it would advance."""
 
-    rows: list[StoredRow]
+    rows: list[Chunk]
+    """Stored rows, or parts of them (``sync.rowcodec.Chunk``), in seq order."""
     cursors: dict[Priority, int]
     live: set[int] = field(default_factory=set)
     live_top: int = 0
@@ -99,59 +102,87 @@ class BatchComposer:
         encoded = self.encode_within_bytes(composed)
         return None if encoded is None else (composed, encoded)
 
-    def _take(self, prio: Priority, want: int, skip: set[int], cursor: int) -> tuple[list[StoredRow], int]:
-        """Up to ``want`` unsent readings of one class after ``cursor``, oldest first (raw rows)."""
-        out: list[StoredRow] = []
+    def _unsent(self, a: int, b: int, skip: set[int]) -> list[tuple[int, int]]:
+        """The runs of seqs in ``a..b`` neither in flight nor in ``skip``."""
         sent = self.sent
-        while len(out) < want:
-            rows = self.store.pending_rows(want - len(out) + 64, cursor, prio)
-            if not rows:
+        if not sent and not skip:
+            return [(a, b)]
+        runs: list[tuple[int, int]] = []
+        start = None
+        for seq in range(a, b + 1):
+            if seq in sent or seq in skip:
+                if start is not None:
+                    runs.append((start, seq - 1))
+                    start = None
+            elif start is None:
+                start = seq
+        if start is not None:
+            runs.append((start, b))
+        return runs
+
+    def _take(self, prio: Priority, want: int, skip: set[int], cursor: int) -> tuple[list[Chunk], int]:
+        """Up to ``want`` unsent readings of one class after ``cursor``, oldest first (stored rows, the
+        last one cut if it holds more than is wanted)."""
+        out: list[Chunk] = []
+        got = 0
+        while got < want:
+            chunks = self.store.pending_chunks(want - got, cursor, prio)
+            if not chunks:
                 break
-            if not sent and not skip and len(rows) <= want - len(out):
-                out.extend(rows)  # the common case of a drain: nothing of these is in flight
-                cursor = rows[-1][0]
-                continue
-            for r in rows:
-                seq = r[0]
-                cursor = seq
-                if seq in sent or seq in skip:
-                    continue
-                out.append(r)
-                if len(out) == want:
-                    break
+            for chunk in chunks:
+                for lo, hi in self._unsent(max(chunk[0], cursor + 1), chunk[1], skip):
+                    piece = rowcodec.clip(chunk, lo, min(hi, lo + want - got - 1))
+                    out.append(piece)
+                    got += piece[1] - piece[0] + 1
+                    if got == want:
+                        return out, piece[1]
+                cursor = chunk[1]
         return out, cursor
+
+    def _take_live(self, want: int, above: int) -> list[Chunk]:
+        """Up to ``want`` of the newest unsent telemetry readings past ``above``, oldest first."""
+        out: list[Chunk] = []
+        got = 0
+        for chunk in self.store.newest_chunks(want, Priority.TELEMETRY, above):
+            for lo, hi in reversed(self._unsent(max(chunk[0], above + 1), chunk[1], set())):
+                piece = rowcodec.clip(chunk, max(lo, hi - (want - got) + 1), hi)
+                out.append(piece)
+                got += piece[1] - piece[0] + 1
+                if got == want:
+                    return out[::-1]
+        return out[::-1]
 
     def compose(self, max_count: int) -> Composed | None:
         """The next batch's rows (live share first, then by priority), or None when nothing is due yet."""
         live_n = int(max_count * self.cfg.live_share)
         cursors = dict(self.cursors)
-        live: list[StoredRow] = []
+        live: list[Chunk] = []
         if live_n:
             # Only rows appended since the last live take (or since run() began) count as live;
             # older ones belong to the backlog, so a drain does not re-read the in-flight tail.
-            above = max(self.live_top, cursors[Priority.TELEMETRY])
-            newest = self.store.newest_rows(live_n, Priority.TELEMETRY, above)
-            live = [r for r in newest if r[0] not in self.sent]
-        live_seqs = {r[0] for r in live}
-        rows: list[StoredRow] = []
-        room = max_count - len(live)
+            live = self._take_live(live_n, max(self.live_top, cursors[Priority.TELEMETRY]))
+        live_seqs = set(rowcodec.seqs_of(live))
+        rows: list[Chunk] = []
+        got = 0
+        room = max_count - len(live_seqs)
         for prio in Priority:
-            got, cursors[prio] = self._take(prio, room - len(rows), live_seqs, cursors[prio])
-            rows.extend(got)
+            taken, cursors[prio] = self._take(prio, room - got, live_seqs, cursors[prio])
+            rows.extend(taken)
+            got += rowcodec.count(taken)
         rows.extend(live)
         if not rows:
             self.partial_since = None
             return None
-        full = len(rows) >= max_count
+        full = got + len(live_seqs) >= max_count
         alarm = int(Priority.ALARM)
-        urgent = any(r[1] == alarm for r in rows)
+        urgent = any(r[2] == alarm for r in rows)
         if not (full or urgent or self.flushing):
             now = time.monotonic()
             if self.partial_since is None:
                 self.partial_since = now
             if now - self.partial_since < self.cfg.batch.max_age_s:
                 return None
-        rows.sort()  # by seq: seqs are unique, so the rest of a row is never compared
+        rows.sort()  # by seq: the pieces never overlap, so the rest of a row is never compared
         return Composed(rows, cursors, live_seqs, max(live_seqs, default=self.live_top))
 
     def new_batch_id(self) -> str:
@@ -173,26 +204,27 @@ class BatchComposer:
     def encode_within_bytes(self, composed: Composed) -> Encoded | None:
         """Frame, batch id, seqs and payload hash of the composed batch, cut until the frame fits ``max_bytes``."""
         rows = composed.rows
+        n = rowcodec.count(rows)
         stats = self.buffer_stats()
         while rows:
             batch_id = self.new_batch_id()
-            doc = batch_json_rows(self.site_id, batch_id, self.clock.now(), rows, stats)
+            doc = batch_json_chunks(self.site_id, batch_id, self.clock.now(), rows, stats)
             frame = self.signer.frame(compress(doc), batch_id)
-            self._bytes_per_reading = len(frame) / len(rows)
-            if len(frame) <= self.cfg.batch.max_bytes or len(rows) == 1:
-                if len(rows) < len(composed.rows):
+            self._bytes_per_reading = len(frame) / n
+            if len(frame) <= self.cfg.batch.max_bytes or n == 1:
+                if rows is not composed.rows:
                     self._shrink_cursors(composed, rows)
                 # The hash of the payload as framed and signed: what the centre's answer must name.
-                return frame, batch_id, [r[0] for r in rows], content_hash(unpack_frame(frame).payload)
-            keep = max(1, int(len(rows) * self.cfg.batch.max_bytes / len(frame) * 0.9))
-            rows = rows[:keep]
+                return frame, batch_id, rowcodec.seqs_of(rows), content_hash(unpack_frame(frame).payload)
+            n = max(1, int(n * self.cfg.batch.max_bytes / len(frame) * 0.9))
+            rows = rowcodec.cut(rows, n)
         return None
 
-    def _shrink_cursors(self, composed: Composed, kept: list[StoredRow]) -> None:
+    def _shrink_cursors(self, composed: Composed, kept: list[Chunk]) -> None:
         """After cutting a batch for size, move each class's cursor back to what was really taken."""
         composed.rows = kept
         for prio in Priority:
-            last = [r[0] for r in kept if r[1] == prio and r[0] not in composed.live]
+            last = [r[1] for r in kept if r[2] == prio and r[0] not in composed.live]
             composed.cursors[prio] = max(last) if last else self.cursors[prio]
-        composed.live_top = max((r[0] for r in kept if r[0] in composed.live), default=self.live_top)
+        composed.live_top = max((r[1] for r in kept if r[0] in composed.live), default=self.live_top)
         # Rows cut off are not marked sent, so they are taken again by a later batch.

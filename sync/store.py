@@ -12,7 +12,6 @@ used, and a fresh database starts above the last reservation.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -24,43 +23,20 @@ from pathlib import Path
 
 from kernel.errors import StoreCorrupt, StoreError
 from kernel.metrics import Metrics
-from kernel.readings import ClockQuality, Priority, Quality, Reading, Value
+from kernel.readings import Priority, Reading
+from sync import rowcodec
 from sync.config import foreign_store_problem
-from sync.wire import VT_BOOL, VT_FLOAT, VT_INT, VT_NULL, VT_STR, StoredRow
+from sync.rowcodec import Chunk, NewRow
+from sync.store_schema import MIGRATIONS, POLL_COLUMNS, SCHEMA_VERSION
+from sync.wire import StoredRow
 
 log = logging.getLogger("kbe.store")
 
 SEQ_BLOCK = 1_000_000
-_CHUNK = 500  # parameters per IN (...) query; well under SQLite's limit
+_RUN_CHUNK = 200  # seq runs per ack/reject query
 
-# Value type tags: SQLite has no bool, and ints and floats must come back as they went in.
-_VT_FLOAT, _VT_INT, _VT_STR, _VT_BOOL, _VT_NULL = VT_FLOAT, VT_INT, VT_STR, VT_BOOL, VT_NULL
-
-# The order of sync.wire.StoredRow: rows go to the batch encoder as SQLite returns them.
-_COLUMNS = "seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta"
-
-
-_READING_FIELDS = (
-    "priority INTEGER NOT NULL, ts REAL NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL, value, "
-    "vtype INTEGER NOT NULL, unit TEXT NOT NULL, quality INTEGER NOT NULL, clock INTEGER NOT NULL, meta TEXT"
-)
-
-
-def _m001_initial(db: sqlite3.Connection) -> None:
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute(f"CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, {_READING_FIELDS})")
-    db.execute("CREATE INDEX readings_by_priority ON readings (priority, seq)")
-    db.execute(
-        f"CREATE TABLE rejected (seq INTEGER PRIMARY KEY, {_READING_FIELDS}, "
-        "batch_id TEXT NOT NULL, reason TEXT NOT NULL, rejected_at REAL NOT NULL)"
-    )
-    db.execute("CREATE INDEX rejected_by_batch ON rejected (batch_id)")
-    db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-
-
-# Versioned migrations: index i brings the schema from version i to i + 1, in one transaction.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
-SCHEMA_VERSION = len(MIGRATIONS)
+_INSERT = f"INSERT INTO polls ({POLL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+_CHUNK_COLUMNS = "seq_first, seq_last, priority, body"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,102 +79,55 @@ class StoreStats:
         return self.bytes_used / self.max_bytes if self.max_bytes else 0.0
 
 
-def _encode_value(value: Value) -> tuple[Value, int]:
-    if value is None:
-        return None, _VT_NULL
-    if isinstance(value, bool):
-        return int(value), _VT_BOOL
-    if isinstance(value, int):
-        return value, _VT_INT
-    if isinstance(value, float):
-        return value, _VT_FLOAT
-    return str(value), _VT_STR
-
-
-def _encode_row(r: Reading) -> tuple:
-    value = r.value
-    if type(value) is float:
-        vtype = _VT_FLOAT
-    else:
-        value, vtype = _encode_value(value)
-    meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else None
-    return (
-        int(r.priority),
-        r.ts,
-        r.device,
-        r.point,
-        value,
-        vtype,
-        r.unit,
-        int(r.quality),
-        int(r.clock),
-        meta,
-    )
-
-
-def _decode_value(value: Value, vtype: int) -> Value:
-    if vtype == _VT_BOOL:
-        return bool(value)
-    if vtype == _VT_FLOAT and value is not None:
-        return float(value)
-    return value
-
-
-# Enum members by value: indexing a tuple is much cheaper than calling the enum on the drain path.
 _PRIORITIES = tuple(Priority)
-_QUALITIES = tuple(Quality)
-_CLOCKS = tuple(ClockQuality)
 
 
-def _row_to_stored(row: tuple) -> StoredReading:
-    seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta = row
-    if vtype != _VT_FLOAT and vtype != _VT_INT:
-        value = _decode_value(value, vtype)
-    elif vtype == _VT_FLOAT and type(value) is int:
-        value = float(value)
-    return StoredReading(
-        seq,
-        Reading(
-            device,
-            point,
-            value,
-            ts,
-            unit,
-            _QUALITIES[quality],
-            _PRIORITIES[priority],
-            _CLOCKS[clock],
-            json.loads(meta) if meta else None,
-        ),
-    )
-
-
-def _chunks(seqs: Sequence[int]) -> Iterable[Sequence[int]]:
-    for i in range(0, len(seqs), _CHUNK):
-        yield seqs[i : i + _CHUNK]
-
-
-_MIN_RUN = 8  # consecutive seqs worth a BETWEEN of their own
-
-
-def _split_runs(seqs: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
-    """Sorted unique seqs as runs of consecutive numbers ``(lo, hi)`` and the scattered rest."""
+def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted unique seqs as runs of consecutive numbers ``(lo, hi)``."""
     if not seqs:
-        return [], []
-    if seqs[-1] - seqs[0] == len(seqs) - 1 and len(seqs) >= _MIN_RUN:
-        return [(seqs[0], seqs[-1])], []  # the usual batch: one run
+        return []
+    if seqs[-1] - seqs[0] == len(seqs) - 1:
+        return [(seqs[0], seqs[-1])]  # the usual batch: one run
     runs: list[tuple[int, int]] = []
-    scattered: list[int] = []
-    i, n = 0, len(seqs)
-    while i < n:
-        j = i
-        while j + 1 < n and seqs[j + 1] == seqs[j] + 1:
-            j += 1
-        if j - i + 1 >= _MIN_RUN:
-            runs.append((seqs[i], seqs[j]))
+    lo = prev = seqs[0]
+    for s in seqs[1:]:
+        if s != prev + 1:
+            runs.append((lo, prev))
+            lo = s
+        prev = s
+    runs.append((lo, prev))
+    return runs
+
+
+def _pieces(row: tuple, lo: int, hi: int) -> tuple[NewRow | None, list[NewRow]]:
+    """A stored row cut by the seq run ``lo..hi``: the part inside it and the parts left outside."""
+    a, b, prio, ts, _n, blob = row
+    frags = rowcodec.split(rowcodec.unpack(blob))
+    inside: NewRow | None = None
+    outside: list[NewRow] = []
+    for x, y, keep in ((a, lo - 1, True), (max(a, lo), min(b, hi), False), (hi + 1, b, True)):
+        x, y = max(x, a), min(y, b)
+        if x > y:
+            continue
+        body = ",".join(frags[x - a : y - a + 1])
+        piece = (x, y, prio, ts if x == a else rowcodec.row_ts(body), y - x + 1, rowcodec.pack(body))
+        if keep:
+            outside.append(piece)
         else:
-            scattered.extend(seqs[i : j + 1])
-        i = j + 1
-    return runs, scattered
+            inside = piece
+    return inside, outside
+
+
+def _readings(rows: Iterable[tuple[bytes]], keep: Callable[[int], bool], limit: int) -> list[StoredReading]:
+    """Readings of stored rows' bodies whose seq ``keep`` accepts, at most ``limit`` (all when negative)."""
+    out: list[StoredReading] = []
+    for (blob,) in rows:
+        for seq, r in rowcodec.decode_text(rowcodec.unpack(blob)):
+            if keep(seq):
+                if len(out) == limit:
+                    return out
+                out.append(StoredReading(seq, r))
+    return out
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -349,70 +278,59 @@ class Store:
             raise StoreError(f"{self.path} belongs to site {row[0]!r}, not {self.site_id!r}")
 
     def _raise_sequence_floor(self, db: sqlite3.Connection) -> None:
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-        current = int(row[0]) if row else 0
+        current = _last_seq(db)
         floor = self._seq_file.limit
         if floor > current:
             db.execute("BEGIN IMMEDIATE")
-            if row is None:
-                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)", (floor,))
-            else:
-                db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'readings'", (floor,))
+            _set_last_seq(db, floor)
             db.execute("COMMIT")
 
     def _count_depth(self) -> dict[Priority, int]:
         depth = dict.fromkeys(Priority, 0)
-        for prio, n in self._db.execute("SELECT priority, COUNT(*) FROM readings GROUP BY priority"):
+        for prio, n in self._db.execute("SELECT priority, SUM(n) FROM polls GROUP BY priority"):
             depth[Priority(prio)] = int(n)
         return depth
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def _last_seq(self) -> int:
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-        return int(row[0]) if row else 0
-
     def append(self, readings: Sequence[Reading]) -> list[int]:
         """Commit readings in one transaction and return their sequence numbers.
 
         When this returns, the readings are accepted: durable on disk. Raises :class:`StoreError`
-        (nothing accepted) when the disk is full even after dropping the oldest telemetry.
+        (nothing accepted) when the disk is full even after dropping the oldest telemetry. A poll's
+        readings (one device, one class) are kept as one row holding their wire JSON.
         """
         if not readings:
             return []
-        rows = [_encode_row(r) for r in readings]
+        tails = rowcodec.encode_tails(readings)  # before the lock: only the seqs are added under it
         with self._lock:
             for attempt in range(3):
                 try:
-                    return self._append_locked(rows, readings)
+                    return self._append_locked(readings, tails)
                 except sqlite3.OperationalError as exc:
                     if "full" not in str(exc).lower() or attempt == 2:
                         raise StoreError(f"cannot commit readings to {self.path}: {exc}") from exc
                     # Disk full: give up the oldest telemetry (counted), then try again.
-                    self._drop_oldest(max(len(rows), 1000), reason="disk_full")
+                    self._drop_oldest(max(len(readings), 1000), reason="disk_full")
         raise StoreError("unreachable")  # pragma: no cover
 
-    def _append_locked(self, rows: list[tuple], readings: Sequence[Reading]) -> list[int]:
+    def _append_locked(self, readings: Sequence[Reading], tails: list[str]) -> list[int]:
         db = self._db
-        first = self._last_seq() + 1
-        self._seq_file.ensure(first + len(rows))
+        first = _last_seq(db) + 1
+        last = first + len(readings) - 1
+        self._seq_file.ensure(last + 1)
+        rows = rowcodec.build_rows(first, readings, tails)
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO readings (priority, ts, device, point, value, vtype, unit, quality, clock, meta) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            last = self._last_seq()
+            db.executemany(_INSERT, rows)
+            _set_last_seq(db, last)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
             raise
-        for r in readings:
-            self._depth[r.priority] += 1
-        self.metrics.inc("kbe_store_accepted_total", len(rows))
-        if last - first + 1 != len(rows):
-            raise StoreError(f"sequence gap in append: {first}..{last} for {len(rows)} rows")
+        for row in rows:
+            self._depth[_PRIORITIES[row[2]]] += row[4]
+        self.metrics.inc("kbe_store_accepted_total", len(readings))
         self._enforce_cap()
         return list(range(first, last + 1))
 
@@ -431,17 +349,18 @@ class Store:
         if used <= self.max_bytes:
             return
         total = sum(self._depth.values())
-        per_row = max(used / max(total, 1), 16.0)
+        per_reading = max(used / max(total, 1), 16.0)
         # Free a little more than the excess so the cap is not hit on every append.
         excess = used - int(self.max_bytes * 0.95)
-        n = int(excess / per_row) + 1
+        n = int(excess / per_reading) + 1
         dropped = self._drop_oldest(n, reason="cap")
         if dropped == 0 and self._depth[Priority.ALARM] + self._depth[Priority.EVENT] == total:
             self.metrics.set("kbe_store_over_cap", 1)
             log.warning("store over its cap with only alarms and events left; keeping them")
 
     def _drop_oldest(self, n: int, reason: str) -> int:
-        """Delete the oldest ``n`` telemetry rows (then events), never alarms; count the drops."""
+        """Delete the oldest rows of telemetry (then events) holding at least ``n`` readings, never
+        alarms; count the readings dropped."""
         dropped_total = 0
         for prio in (Priority.TELEMETRY, Priority.EVENT):
             want = n - dropped_total
@@ -449,12 +368,7 @@ class Store:
                 break
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                cur = self._db.execute(
-                    "DELETE FROM readings WHERE seq IN "
-                    "(SELECT seq FROM readings WHERE priority = ? ORDER BY seq LIMIT ?)",
-                    (int(prio), want),
-                )
-                count = cur.rowcount
+                count = self._drop_rows(prio, want)
                 self._bump(f"dropped_{prio.name.lower()}", count)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -471,13 +385,32 @@ class Store:
                 )
         return dropped_total
 
+    def _drop_rows(self, prio: Priority, want: int) -> int:
+        """Delete the oldest ``want`` readings of one class (fewer if it holds fewer): whole rows, and
+        the first part of the row where the count is reached."""
+        db = self._db
+        count, upto, last = 0, 0, None
+        for row in db.execute(
+            f"SELECT {POLL_COLUMNS} FROM polls WHERE priority = ? ORDER BY priority, seq_last", (int(prio),)
+        ):
+            if count + row[4] > want:
+                last = row
+                break
+            count += row[4]
+            upto = row[1]
+            if count == want:
+                break
+        db.execute("DELETE FROM polls WHERE priority = ? AND seq_last <= ?", (int(prio), upto))
+        if last is not None and count < want:
+            _inside, outside = _pieces(last, last[0], last[0] + want - count - 1)
+            db.execute("DELETE FROM polls WHERE seq_first = ?", (last[0],))
+            db.executemany(_INSERT, outside)
+            count = want
+        return count
+
     def _bump(self, name: str, amount: int) -> None:
         if amount:
-            self._db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                (name, amount),
-            )
+            _bump(self._db, name, amount)
 
     # -- reading back -----------------------------------------------------------------------------
 
@@ -487,95 +420,137 @@ class Store:
         """Unacknowledged readings with ``seq > after_seq``, oldest first (one priority class, or all)."""
         with self._lock:
             if priority is None:
+                # Rows are at most ROW_MAX long: a row holding a seq past after_seq starts past this.
                 cur = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                    "SELECT body FROM polls WHERE seq_first > ? AND seq_last > ? ORDER BY seq_first",
+                    (after_seq - rowcodec.ROW_MAX, after_seq),
                 )
             else:
                 cur = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM readings WHERE priority = ? AND seq > ? ORDER BY priority, seq LIMIT ?",
-                    (int(priority), after_seq, limit),
+                    "SELECT body FROM polls WHERE priority = ? AND seq_last > ? ORDER BY priority, seq_last",
+                    (int(priority), after_seq),
                 )
-            return [_row_to_stored(row) for row in cur]
+            return _readings(cur, lambda seq: seq > after_seq, limit)
+
+    def pending_chunks(self, limit: int, after_seq: int, priority: Priority) -> list[Chunk]:
+        """Stored rows of one class holding readings with ``seq > after_seq``, oldest first, until
+        they hold ``limit`` readings (the first may start at or before ``after_seq``): the uplink's hot path."""
+        return self._chunks(limit, after_seq, priority, "")
+
+    def newest_chunks(self, limit: int, priority: Priority, above_seq: int) -> list[Chunk]:
+        """Stored rows of one class holding readings with ``seq > above_seq``, newest first, until
+        they hold ``limit`` readings (the last may start at or before ``above_seq``)."""
+        return self._chunks(limit, above_seq, priority, "DESC")
+
+    def _chunks(self, limit: int, above_seq: int, priority: Priority, order: str) -> list[Chunk]:
+        out: list[Chunk] = []
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM polls WHERE priority = ? AND seq_last > ? "
+                f"ORDER BY priority {order}, seq_last {order} LIMIT ?",
+                (int(priority), above_seq, limit),
+            )
+            got = 0
+            for a, b, prio, blob in cur:
+                out.append((a, b, prio, rowcodec.unpack(blob)))
+                got += b - max(a, above_seq + 1) + 1
+                if got >= limit:
+                    break
+        return out
 
     def pending_rows(self, limit: int, after_seq: int, priority: Priority) -> list[StoredRow]:
-        """Like :meth:`pending` for one class, as raw rows (``sync.wire.StoredRow``): the uplink's hot path."""
-        with self._lock:
-            return self._db.execute(
-                f"SELECT {_COLUMNS} FROM readings WHERE priority = ? AND seq > ? ORDER BY priority, seq LIMIT ?",
-                (int(priority), after_seq, limit),
-            ).fetchall()
-
-    def newest_rows(self, limit: int, priority: Priority, above_seq: int) -> list[StoredRow]:
-        """Like :meth:`newest`, as raw rows (``sync.wire.StoredRow``), newest first."""
-        with self._lock:
-            return self._db.execute(
-                f"SELECT {_COLUMNS} FROM readings WHERE priority = ? AND seq > ? ORDER BY priority DESC, seq DESC "
-                "LIMIT ?",
-                (int(priority), above_seq, limit),
-            ).fetchall()
+        """Like :meth:`pending` for one class, as per-reading rows (``sync.wire.StoredRow``)."""
+        out: list[StoredRow] = []
+        for a, _b, _p, text in self.pending_chunks(limit, after_seq, priority):
+            for k, fragment in enumerate(rowcodec.split(text)):
+                if a + k > after_seq and len(out) < limit:
+                    out.append(rowcodec.stored_row(fragment))
+        return out
 
     def newest(
         self, limit: int, priority: Priority = Priority.TELEMETRY, above_seq: int = 0
     ) -> list[StoredReading]:
         """The newest unacknowledged readings of one class (seq > ``above_seq``), newest first."""
-        with self._lock:
-            cur = self._db.execute(
-                f"SELECT {_COLUMNS} FROM readings WHERE priority = ? AND seq > ? ORDER BY priority DESC, seq DESC "
-                "LIMIT ?",
-                (int(priority), above_seq, limit),
-            )
-            return [_row_to_stored(row) for row in cur]
+        out: list[StoredReading] = []
+        for _a, _b, _p, text in self.newest_chunks(limit, priority, above_seq):
+            for seq, r in reversed(list(rowcodec.decode_text(text))):
+                if seq > above_seq and len(out) < limit:
+                    out.append(StoredReading(seq, r))
+        return out
 
     def fetch(self, seqs: Sequence[int]) -> list[StoredReading]:
         """The still-stored readings among ``seqs``, in seq order."""
+        wanted = set(seqs)
         out: list[StoredReading] = []
         with self._lock:
-            for chunk in _chunks(sorted(seqs)):
-                marks = ",".join("?" * len(chunk))
+            for lo, hi in _runs(sorted(wanted)):
                 cur = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM readings WHERE seq IN ({marks}) ORDER BY seq", chunk
+                    "SELECT body FROM polls WHERE seq_first > ? AND seq_first <= ? AND seq_last >= ? "
+                    "ORDER BY seq_first",
+                    (lo - rowcodec.ROW_MAX, hi, lo),
                 )
-                out.extend(_row_to_stored(row) for row in cur)
+                out.extend(_readings(cur, wanted.__contains__, -1))
         return out
 
     # -- leaving the store ------------------------------------------------------------------------
 
     def _remove(self, seqs: Sequence[int], keep_aside: tuple[str, str] | None = None) -> int:
-        """Delete ``seqs`` in one transaction (first copying them to ``rejected`` with
+        """Delete ``seqs`` in one transaction (first copying them to ``rejected_polls`` with
         ``keep_aside = (batch_id, reason)``); keep the depth counters right; return how many were here.
 
-        A run of consecutive seqs (the usual batch) goes as one ``BETWEEN``: seqs are unique, so the
-        rows in ``[lo, hi]`` are exactly the run. Scattered seqs go in ``IN (...)`` chunks.
+        Each run of consecutive seqs deletes the rows inside it with one statement; a row the run
+        covers only in part (at most one at each end) is split and its uncovered part kept.
         """
         removed = 0
         now = time.time()
-        runs, scattered = _split_runs(sorted(set(seqs)))
-        clauses: list[tuple[str, Sequence[int]]] = [("seq BETWEEN ? AND ?", run) for run in runs]
-        clauses.extend((f"seq IN ({','.join('?' * len(chunk))})", chunk) for chunk in _chunks(scattered))
+        runs = _runs(sorted(set(seqs)))
+        db = self._db
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
-                for where, params in clauses:
-                    counts = self._db.execute(
-                        f"SELECT priority, COUNT(*) FROM readings WHERE {where} GROUP BY priority", params
-                    ).fetchall()
-                    if keep_aside is not None:
-                        self._db.execute(
-                            f"INSERT OR IGNORE INTO rejected ({_COLUMNS}, batch_id, reason, rejected_at) "
-                            f"SELECT {_COLUMNS}, ?, ?, ? FROM readings WHERE {where}",
-                            (*keep_aside, now, *params),
-                        )
-                    self._db.execute(f"DELETE FROM readings WHERE {where}", params)
-                    for prio, n in counts:
-                        self._depth[_PRIORITIES[prio]] -= int(n)
-                        removed += int(n)
+                for lo, hi in runs:
+                    removed += self._remove_run(lo, hi, keep_aside, now)
                 if keep_aside is not None:
                     self._bump("rejected", removed)
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                _rollback(self._db)
+                _rollback(db)
                 self._depth = self._count_depth()
                 raise
+        return removed
+
+    def _remove_run(self, lo: int, hi: int, keep_aside: tuple[str, str] | None, now: float) -> int:
+        db = self._db
+        removed = 0
+        # Rows are at most ROW_MAX long, so every row touching lo..hi starts in this window.
+        window = (lo - rowcodec.ROW_MAX, hi, lo)
+        touching = "seq_first > ? AND seq_first <= ? AND seq_last >= ?"
+        for row in db.execute(
+            f"SELECT {POLL_COLUMNS} FROM polls WHERE {touching} AND (seq_first < ? OR seq_last > ?)",
+            (*window, lo, hi),
+        ).fetchall():
+            inside, outside = _pieces(row, lo, hi)
+            db.execute("DELETE FROM polls WHERE seq_first = ?", (row[0],))
+            db.executemany(_INSERT, outside)
+            if inside is not None:
+                if keep_aside is not None:
+                    _keep_aside(db, [inside], keep_aside, now)
+                self._depth[_PRIORITIES[inside[2]]] -= inside[4]
+                removed += inside[4]
+        whole = "seq_first >= ? AND seq_last <= ?"
+        counts = db.execute(
+            f"SELECT priority, SUM(n) FROM polls WHERE {whole} GROUP BY priority", (lo, hi)
+        ).fetchall()
+        if keep_aside is not None:
+            db.execute(
+                f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
+                f"SELECT {POLL_COLUMNS}, ?, ?, ? FROM polls WHERE {whole}",
+                (*keep_aside, now, lo, hi),
+            )
+        db.execute(f"DELETE FROM polls WHERE {whole}", (lo, hi))
+        for prio, n in counts:
+            self._depth[_PRIORITIES[prio]] -= int(n)
+            removed += int(n)
         return removed
 
     def ack(self, seqs: Sequence[int]) -> int:
@@ -587,7 +562,7 @@ class Store:
         return removed
 
     def reject(self, seqs: Sequence[int], batch_id: str, reason: str) -> int:
-        """Move readings of a batch the centre refused into the ``rejected`` table; return how many."""
+        """Move readings of a batch the centre refused into ``rejected_polls``; return how many."""
         if not seqs:
             return 0
         moved = self._remove(seqs, keep_aside=(batch_id, reason))
@@ -627,10 +602,10 @@ class Store:
         """Depth, size, age of the oldest unsent reading, cumulative drops."""
         counters = self.counters()
         with self._lock:
-            row = self._db.execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
+            row = self._db.execute("SELECT ts FROM polls ORDER BY seq_first LIMIT 1").fetchone()
             oldest = float(row[0]) if row and row[0] is not None else None
             used = self.bytes_used()
-            last = self._last_seq()
+            last = _last_seq(self._db)
             depth = dict(self._depth)
         return StoreStats(
             depth=sum(depth.values()),
@@ -660,17 +635,72 @@ class Store:
         self.close()
 
 
+def waiting_readings(db: sqlite3.Connection) -> int:
+    """Readings waiting in a store file of any schema version (a tool's look before the agent migrates it)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'polls'").fetchone():
+        return int(db.execute("SELECT COALESCE(SUM(n), 0) FROM polls").fetchone()[0])
+    return int(db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+
+def stored_readings(db: sqlite3.Connection) -> list[StoredReading]:
+    """Every waiting reading of a store file, in seq order (tools and tests reading beside the agent)."""
+    return _readings(db.execute("SELECT body FROM polls ORDER BY seq_first"), lambda _seq: True, -1)
+
+
+def rejected_reasons(db: sqlite3.Connection) -> dict[int, str]:
+    """Seq -> the centre's reason, for every reading kept aside in a store file."""
+    return {
+        seq: reason
+        for a, b, reason in db.execute("SELECT seq_first, seq_last, reason FROM rejected_polls")
+        for seq in range(a, b + 1)
+    }
+
+
+def last_issued_seq(db: sqlite3.Connection) -> int:
+    """The last seq a store file has handed out (0 for a new one)."""
+    return _last_seq(db)
+
+
+def _last_seq(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT value FROM counters WHERE name = 'last_seq'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_last_seq(db: sqlite3.Connection, seq: int) -> None:
+    db.execute(
+        "INSERT INTO counters (name, value) VALUES ('last_seq', ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        (seq,),
+    )
+
+
+def _bump(db: sqlite3.Connection, name: str, amount: int) -> None:
+    db.execute(
+        "INSERT INTO counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        (name, amount),
+    )
+
+
+def _keep_aside(db: sqlite3.Connection, rows: list[NewRow], keep_aside: tuple[str, str], now: float) -> None:
+    db.executemany(
+        f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*row, *keep_aside, now) for row in rows],
+    )
+
+
 def _rejected_batches(db: sqlite3.Connection) -> list[RejectedBatch]:
     rows = db.execute(
-        "SELECT batch_id, reason, COUNT(*), MIN(seq), MAX(seq), MIN(rejected_at) FROM rejected "
-        "GROUP BY batch_id, reason ORDER BY MIN(seq)"
+        "SELECT batch_id, reason, SUM(n), MIN(seq_first), MAX(seq_last), MIN(rejected_at) FROM rejected_polls "
+        "GROUP BY batch_id, reason ORDER BY MIN(seq_first)"
     ).fetchall()
     return [RejectedBatch(b, r, int(n), int(lo), int(hi), float(at)) for b, r, n, lo, hi, at in rows]
 
 
 def _rejected_readings(db: sqlite3.Connection, batch_id: str, limit: int = -1) -> list[StoredReading]:
-    cur = db.execute(f"SELECT {_COLUMNS} FROM rejected WHERE batch_id = ? ORDER BY seq LIMIT ?", (batch_id, limit))
-    return [_row_to_stored(row) for row in cur]
+    cur = db.execute("SELECT body FROM rejected_polls WHERE batch_id = ? ORDER BY seq_first", (batch_id,))
+    return _readings(cur, lambda _seq: True, limit)
 
 
 class StoreFile:
@@ -702,21 +732,22 @@ class StoreFile:
         """Depth per class, size, oldest waiting reading, drops and readings kept aside."""
         db = self._db
         depth = {Priority(p).name.lower(): int(n)
-                 for p, n in db.execute("SELECT priority, COUNT(*) FROM readings GROUP BY priority")}
-        oldest = db.execute("SELECT MIN(ts) FROM readings").fetchone()[0]
+                 for p, n in db.execute("SELECT priority, SUM(n) FROM polls GROUP BY priority")}
+        oldest = db.execute("SELECT MIN(ts) FROM polls").fetchone()[0]
         counters = {n: int(v) for n, v in db.execute("SELECT name, value FROM counters")}
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
         pages = int(db.execute("PRAGMA page_count").fetchone()[0]) * int(db.execute("PRAGMA page_size").fetchone()[0])
         return {
             "path": str(self.path),
             "waiting": sum(depth.values()),
             "waiting_by_priority": depth,
             "oldest_waiting_ts": oldest,
-            "last_seq": int(row[0]) if row else 0,
+            "last_seq": _last_seq(db),
             "bytes": pages,
             "dropped": {k.removeprefix("dropped_"): v for k, v in counters.items() if k.startswith("dropped_")},
-            "rejected_readings": int(db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]),
-            "rejected_batches": int(db.execute("SELECT COUNT(DISTINCT batch_id) FROM rejected").fetchone()[0]),
+            "rejected_readings": int(db.execute("SELECT COALESCE(SUM(n), 0) FROM rejected_polls").fetchone()[0]),
+            "rejected_batches": int(
+                db.execute("SELECT COUNT(DISTINCT batch_id) FROM rejected_polls").fetchone()[0]
+            ),
         }
 
     def rejected_batches(self) -> list[RejectedBatch]:
@@ -737,18 +768,16 @@ class StoreFile:
         db.execute("BEGIN IMMEDIATE")
         try:
             for bid in batch_ids:
-                cur = db.execute(
-                    f"INSERT OR IGNORE INTO readings ({_COLUMNS}) "
-                    f"SELECT {_COLUMNS} FROM rejected WHERE batch_id = ?", (bid,)
-                )
-                moved += max(cur.rowcount, 0)
-                db.execute("DELETE FROM rejected WHERE batch_id = ?", (bid,))
-            for name, amount in (("rejected", -moved), ("resend_generation", 1)):
+                # The seqs were removed from polls when set aside: no row there can clash with them.
+                (n,) = db.execute("SELECT COALESCE(SUM(n), 0) FROM rejected_polls WHERE batch_id = ?", (bid,)).fetchone()
                 db.execute(
-                    "INSERT INTO counters (name, value) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    (name, amount),
+                    f"INSERT INTO polls ({POLL_COLUMNS}) SELECT {POLL_COLUMNS} FROM rejected_polls WHERE batch_id = ?",
+                    (bid,),
                 )
+                moved += int(n)
+                db.execute("DELETE FROM rejected_polls WHERE batch_id = ?", (bid,))
+            for name, amount in (("rejected", -moved), ("resend_generation", 1)):
+                _bump(db, name, amount)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -458,21 +458,44 @@ def batch_json_rows(
             f'{{"seq":{seq},"device":{d},"point":{p},"ts":{_json_number(ts)},"value":{v},"unit":{u},'
             f'"quality":{quality},"priority":{priority},"clock":{clock},"meta":{meta or "null"}}}'
         )
+    return _batch_document(site_id, batch_id, created_at, rows[0][0], rows[-1][0], ",".join(parts), buffer)
+
+
+def _batch_document(
+    site_id: str, batch_id: str, created_at: float, first: int, last: int, readings: str, buffer: BufferStats
+) -> bytes:
+    """A batch's JSON around the text of its readings (the items of ``readings``, comma-joined)."""
     head = json.dumps(
         {
             "type": "batch",
             "schema_version": SCHEMA_VERSION,
             "site_id": site_id,
             "batch_id": batch_id,
-            "first_seq": rows[0][0],
-            "last_seq": rows[-1][0],
+            "first_seq": first,
+            "last_seq": last,
             "created_at": created_at,
         },
         ensure_ascii=False,
         separators=(",", ":"),
     )
     tail = json.dumps(buffer.model_dump(), ensure_ascii=False, separators=(",", ":"))
-    return f'{head[:-1]},"readings":[{",".join(parts)}],"buffer":{tail}}}'.encode()
+    return f'{head[:-1]},"readings":[{readings}],"buffer":{tail}}}'.encode()
+
+
+def batch_json_chunks(
+    site_id: str,
+    batch_id: str,
+    created_at: float,
+    chunks: Sequence[tuple[int, int, int, str]],
+    buffer: BufferStats,
+) -> bytes:
+    """The JSON document of a batch from stored rows that already hold their readings' JSON
+    (``(seq_first, seq_last, priority, text)``, oldest first; :mod:`sync.rowcodec`): a concatenation.
+
+    The same document :func:`batch_json_rows` writes for those readings (a test checks it byte for byte).
+    """
+    body = ",".join([c[3] for c in chunks])
+    return _batch_document(site_id, batch_id, created_at, chunks[0][0], chunks[-1][1], body, buffer)
 
 
 def decode_batch(frame: Frame) -> Batch:

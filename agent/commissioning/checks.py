@@ -29,6 +29,7 @@ from kernel.kinds import KindRegistry
 from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Quality
 from kernel.source import RunContext
+from sync.store import waiting_readings
 
 if TYPE_CHECKING:
     from agent.config import SiteConfig
@@ -315,7 +316,7 @@ def check_store(state: SiteState) -> CheckResult:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
             verdict = db.execute("PRAGMA quick_check").fetchone()[0]
-            depth = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+            depth = waiting_readings(db)
     except sqlite3.Error as exc:
         verdict, depth = str(exc), 0
     if verdict != "ok":

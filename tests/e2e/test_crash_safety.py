@@ -23,6 +23,7 @@ import pytest
 
 from drivers.modbus.emulator import EmulatedDevice, Emulator
 from drivers.modbus.profile import load_profile
+from sync.store import last_issued_seq, waiting_readings
 from tests.brokers import Mosquitto
 from tests.conftest import agent_argv, agent_env
 from tests.sync.conftest import SITE, query, wait_for
@@ -59,9 +60,7 @@ def _store_state(path: Path) -> tuple[int, int]:
     """(last seq ever issued, rows still waiting) of the agent's store, read beside the running agent."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
-        last = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-        waiting = db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-        return (int(last[0]) if last else 0), int(waiting)
+        return last_issued_seq(db), waiting_readings(db)
     except sqlite3.OperationalError:  # the agent has created the file but not its tables yet
         return 0, 0
     finally:

@@ -26,6 +26,7 @@ from control.traffic.config import IntersectionConfig
 from drivers.signals.emulator import ControllerEmulator, ModbusSignalEmulator
 from models.camera.synthetic import RoadScene
 from sync.signing import Signer, generate_keypair, sign_command
+from sync.store import stored_readings
 from sync.wire import Command
 from tests.brokers import Mosquitto
 from tests.conftest import agent_argv, agent_env, free_port
@@ -66,7 +67,8 @@ def _video(path: Path) -> Path:
 def _rows(db: Path) -> list[tuple[float, str, str, Any]]:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-            return conn.execute("SELECT ts, device, point, value FROM readings ORDER BY seq").fetchall()
+            return [(x.reading.ts, x.reading.device, x.reading.point, x.reading.value)
+                    for x in stored_readings(conn)]
     except sqlite3.OperationalError:  # not created yet
         return []
 

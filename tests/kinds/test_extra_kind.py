@@ -25,6 +25,7 @@ from hil.devices import EmulatorBank
 from hil.rig import AgentSettings, parse_rig
 from kernel.errors import ConfigError
 from kernel.kinds import GROUP, KindRegistry
+from sync.store import stored_readings
 from tests.conftest import agent_argv, agent_env
 
 SOURCE = Path(__file__).parent / "thermo_dist" / "kbe_thermo"
@@ -141,7 +142,8 @@ async def _wait_rows(db: Path, proc, timeout: float) -> list[tuple[str, str, flo
         if db.exists():
             try:
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0) as con:
-                    rows = list(con.execute("SELECT device, point, value FROM readings WHERE device = 'probe'"))
+                    rows = [(x.reading.device, x.reading.point, x.reading.value) for x in stored_readings(con)
+                            if x.reading.device == "probe"]
             except sqlite3.OperationalError:
                 pass  # not created yet, or busy
             if any(p == "temperature" for _, p, _ in rows):

@@ -10,6 +10,7 @@ import sqlite3
 
 import yaml
 
+from sync.store import stored_readings
 from tests.provisioning.rig import Site, run_cli, start_agent, stop_agent, wait_for
 
 
@@ -127,9 +128,9 @@ async def test_scan_finds_identifies_and_the_agent_reads_every_point(tmp_path):
             try:
                 with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
                     return {
-                        (d, p): v
-                        for d, p, v, q in db.execute("SELECT device, point, value, quality FROM readings")
-                        if q == 0
+                        (x.reading.device, x.reading.point): x.reading.value
+                        for x in stored_readings(db)
+                        if x.reading.quality == 0
                     }
             except sqlite3.OperationalError:  # created, schema not yet committed
                 return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 
@@ -127,10 +128,11 @@ def test_ack_and_reject_remove_exactly_the_named_rows_whether_runs_or_scattered(
 
 def test_cap_drops_oldest_telemetry_only_and_counts(tmp_path: Path) -> None:
     cap = 1024 * 1024
+    rng = random.Random(7)  # values that do not compress away: the store keeps rows zlib-packed
     with Store(tmp_path / "s.db", "site-a", max_bytes=cap) as s:
         alarm_seqs: list[int] = []
         for batch in range(60):
-            readings = [_r(batch * 1000 + i, value="x" * 40) for i in range(300)]
+            readings = [_r(batch * 1000 + i, value=rng.randbytes(100).hex()) for i in range(300)]
             s.append(readings)
             alarm_seqs += s.append([_r(batch, Priority.ALARM)])
         st_ = s.stats()
@@ -225,9 +227,10 @@ def test_disk_full_drops_oldest_telemetry_then_accepts(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 30) as s:
         alarms = s.append([_r(i, Priority.ALARM) for i in range(5)])
         events = s.append([_r(i, Priority.EVENT) for i in range(5)])
-        s.append([_r(i, value="x" * 200) for i in range(3000)])
+        rng = random.Random(8)  # values that do not compress away: the store keeps rows zlib-packed
+        s.append([_r(i, value=rng.randbytes(100).hex()) for i in range(3000)])
         _fill_to_disk_limit(s)
-        new = s.append([_r(i, Priority.ALARM, value="y" * 200) for i in range(50)])
+        new = s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(50)])
         assert len(new) == 50
         assert new[0] == s.stats().last_seq - 49
         dropped = s.stats().dropped
@@ -246,11 +249,12 @@ def test_disk_full_with_nothing_to_drop_refuses_and_stays_usable(tmp_path: Path)
     """With only alarms left a full disk refuses the append (nothing accepted, clear message), the
     failed transaction is rolled back, and the store works again once space returns."""
     with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 30) as s:
-        s.append([_r(i, Priority.ALARM, value="z" * 200) for i in range(200)])
+        rng = random.Random(9)
+        s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(200)])
         _fill_to_disk_limit(s)
         before = s.stats()
         with pytest.raises(StoreError, match="full"):
-            s.append([_r(i, Priority.ALARM, value="w" * 200) for i in range(200)])
+            s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(200)])
         after = s.stats()
         assert after.depth == before.depth
         assert after.last_seq == before.last_seq
@@ -288,28 +292,24 @@ def test_failure_inside_a_transaction_accepts_nothing_and_leaves_the_store_usabl
     """An error between INSERT and COMMIT rolls the whole append back; the next append works."""
     with Store(tmp_path / "s.db", "site-a") as s:
         s.append([_r(0)])
-        real = Store._last_seq
-        calls = {"n": 0}
+        import sync.store as store_mod
 
-        def failing_last_seq(self: Store) -> int:
-            calls["n"] += 1
-            if calls["n"] == 2:  # the call inside the transaction, after the INSERT
-                raise sqlite3.OperationalError("injected I/O error")
-            return real(self)
+        def failing_set_last_seq(db: sqlite3.Connection, seq: int) -> None:
+            raise sqlite3.OperationalError("injected I/O error")  # after the INSERT, before COMMIT
 
-        monkeypatch.setattr(Store, "_last_seq", failing_last_seq)
+        monkeypatch.setattr(store_mod, "_set_last_seq", failing_set_last_seq)
         with pytest.raises(StoreError, match="injected"):
             s.append([_r(i) for i in range(1, 4)])
-        monkeypatch.setattr(Store, "_last_seq", real)
+        monkeypatch.undo()
         assert s.stats().depth == 1
         assert [r.seq for r in s.pending(10)] == [1]
         assert s.append([_r(9)]) == [2]
 
 
-def test_split_runs_keeps_every_seq_once() -> None:
-    from sync.store import _split_runs
+def test_runs_keep_every_seq_once() -> None:
+    from sync.store import _runs
 
-    assert _split_runs([]) == ([], [])
-    assert _split_runs(list(range(5, 2005))) == ([(5, 2004)], [])
+    assert _runs([]) == []
+    assert _runs(list(range(5, 2005))) == [(5, 2004)]
     seqs = [*range(1, 11), 20, 22, *range(30, 38), 40]
-    assert _split_runs(seqs) == ([(1, 10), (30, 37)], [20, 22, 40])
+    assert _runs(seqs) == [(1, 10), (20, 20), (22, 22), (30, 37), (40, 40)]

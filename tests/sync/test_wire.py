@@ -53,6 +53,10 @@ readings = st.builds(
 )
 
 
+def _is_nan(v: object) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
 def same_value(a: object, b: object) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
         return math.isnan(b)
@@ -109,8 +113,11 @@ def test_batch_from_stored_rows_decodes_like_the_batch_from_readings(rs: list[Re
         rows = sorted(row for prio in Priority for row in store.pending_rows(100, 0, prio))
     assert [r[0] for r in rows] == seqs
     fast = wire.batch_json_rows("site-1", "b1", 2.5, rows, stats)
-    # The store keeps an empty meta as none (as it always has): the old uplink path sent null too.
-    as_stored = [dataclasses.replace(r, meta=r.meta or None) for r in rs]
+    # The store keeps an empty meta as none and a NaN value as null (SQLite has no NaN), as it always
+    # has: the old uplink path sent null for both too.
+    as_stored = [
+        dataclasses.replace(r, meta=r.meta or None, value=None if _is_nan(r.value) else r.value) for r in rs
+    ]
     slow = wire.batch_json("site-1", "b1", 2.5, list(zip(seqs, as_stored, strict=True)), stats)
     a = wire.decode_batch(wire.unpack_frame(wire.pack_frame(wire.compress(fast), msg_id="b1")))
     b = wire.decode_batch(wire.unpack_frame(wire.pack_frame(wire.compress(slow), msg_id="b1")))

@@ -14,7 +14,7 @@ from drivers.nmea.emulator import NmeaEmulator
 from drivers.pms.emulator import PmsEmulator
 from drivers.sds011.emulator import Sds011Emulator
 from kernel.readings import Priority
-from sync.store import Store
+from sync.store import Store, stored_readings
 from tests.conftest import agent_argv, agent_env
 
 WANTED = {
@@ -37,7 +37,7 @@ def _wait_for_points(db: Path, wanted: set[tuple[str, str]], proc: subprocess.Po
         if db.exists():
             try:
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0) as con:
-                    have = set(con.execute("SELECT DISTINCT device, point FROM readings"))
+                    have = {(x.reading.device, x.reading.point) for x in stored_readings(con)}
             except sqlite3.OperationalError:
                 pass  # not created yet, or busy
             if have >= wanted:

@@ -1,0 +1,204 @@
+"""A poll's readings as one stored row: each reading's wire-JSON text, encoded once at store time.
+
+A stored row holds consecutive sequence numbers ``seq_first..seq_last`` of one priority class and
+its readings as the comma-joined ``readings`` items of a schema v2 batch (the same text
+:func:`sync.wire.batch_json_rows` writes), so a batch is the concatenation of its rows. The text is
+stored zlib-compressed (:func:`pack`).
+
+Splitting a row's text back into readings is exact: inside a JSON string a quote is always
+escaped, so ``,{"seq":`` only ever occurs where one reading's object ends and the next begins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+
+from kernel.readings import ClockQuality, Priority, Quality, Reading
+from sync.wire import VT_BOOL, VT_FLOAT, VT_INT, VT_NULL, VT_STR, StoredRow
+
+ROW_MAX = 64
+"""Most readings in one stored row (a poll of a device rarely has more points)."""
+
+Chunk = tuple[int, int, int, str]
+"""A stored row, or a part of one: ``(seq_first, seq_last, priority, readings' JSON text)``."""
+
+NewRow = tuple[int, int, int, float, int, bytes]
+"""A row to insert: ``(seq_first, seq_last, priority, ts of its first reading, count, packed text)``."""
+
+_SEP = ',{"seq":'
+_json_str = json.JSONEncoder(ensure_ascii=False).encode
+_float_repr = float.__repr__
+_INF_NAN = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
+_PRIORITIES = tuple(Priority)
+_QUALITIES = tuple(Quality)
+_CLOCKS = tuple(ClockQuality)
+
+
+def pack(text: str) -> bytes:
+    """A row's text as stored: zlib at its fastest level (a poll's readings repeat their names, so a
+    row of 50 fits in one SQLite page instead of two overflow pages, and the byte cap holds more)."""
+    return zlib.compress(text.encode(), 1)
+
+
+def unpack(blob: bytes) -> str:
+    """A row's text from its stored form."""
+    return zlib.decompress(blob).decode()
+
+
+def _number(value: float) -> str:
+    text = _float_repr(value)
+    return _INF_NAN.get(text, text)
+
+
+def _value_json(value: object) -> str:
+    if type(value) is float:
+        # A NaN value was always stored as SQL NULL (SQLite has no NaN) and sent as null: kept so.
+        return "null" if value != value else _number(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return "null" if math.isnan(value) else _number(float(value))
+    return _json_str(str(value))
+
+
+def encode_tails(readings: Sequence[Reading]) -> list[str]:
+    """Every reading's wire JSON after its seq (``,"device":...}``): the costly part, done before a
+    seq is assigned. The text around the timestamp and value repeats from poll to poll, so it is
+    made once per call for each point and each unit/quality/class/clock."""
+    heads: dict[tuple[str, str], str] = {}
+    out: list[str] = []
+    append = out.append
+    last: tuple[object, ...] = ()
+    mid = ""
+    for r in readings:
+        key = (r.device, r.point)
+        head = heads.get(key)
+        if head is None:
+            head = heads[key] = f',"device":{_json_str(r.device)},"point":{_json_str(r.point)},"ts":'
+        # Enum members hash slowly; consecutive readings nearly always share these, so compare.
+        now = (r.unit, r.quality, r.priority, r.clock)
+        if now != last:
+            last = now
+            mid = (
+                f',"unit":{_json_str(r.unit)},"quality":{int(r.quality)},"priority":{int(r.priority)},'
+                f'"clock":{int(r.clock)},"meta":'
+            )
+        meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else "null"
+        append(f'{head}{_number(float(r.ts))},"value":{_value_json(r.value)}{mid}{meta}}}')
+    return out
+
+
+def group(readings: Sequence[Reading]) -> list[int]:
+    """Where rows start: a new row at each change of priority, and every ``ROW_MAX`` readings.
+
+    The writer commits whole polls in order, so a poll of up to ``ROW_MAX`` points mostly lands in
+    one row; the device is not a boundary, or sources that emit one reading at a time, interleaved,
+    would make one row per reading again.
+    """
+    starts: list[int] = []
+    prio = -1
+    n = 0
+    for i, r in enumerate(readings):
+        if r.priority != prio or n == ROW_MAX:
+            starts.append(i)
+            prio, n = r.priority, 0
+        n += 1
+    return starts
+
+
+def build_rows(first_seq: int, readings: Sequence[Reading], tails: Sequence[str]) -> list[NewRow]:
+    """Rows for ``readings`` numbered from ``first_seq``, their texts from :func:`encode_tails`."""
+    rows: list[NewRow] = []
+    starts = group(readings)
+    ends = [*starts[1:], len(readings)]
+    for start, end in zip(starts, ends, strict=True):
+        a = first_seq + start
+        text = ",".join([f'{{"seq":{a + k}{tails[start + k]}' for k in range(end - start)])
+        r = readings[start]
+        rows.append((a, first_seq + end - 1, int(r.priority), float(r.ts), end - start, pack(text)))
+    return rows
+
+
+def split(text: str) -> list[str]:
+    """A row's text as one JSON object per reading."""
+    parts = text.split(_SEP)
+    return [parts[0], *("{" + '"seq":' + p for p in parts[1:])]
+
+
+def clip(chunk: Chunk, lo: int, hi: int) -> Chunk:
+    """The part of a row with seqs in ``lo..hi`` (within the row's range)."""
+    a, b, prio, text = chunk
+    if lo <= a and hi >= b:
+        return chunk
+    lo, hi = max(lo, a), min(hi, b)
+    return lo, hi, prio, ",".join(split(text)[lo - a : hi - a + 1])
+
+
+def count(chunks: Sequence[Chunk]) -> int:
+    """Readings in these chunks."""
+    return sum(b - a + 1 for a, b, _, _ in chunks)
+
+
+def seqs_of(chunks: Sequence[Chunk]) -> list[int]:
+    """Every seq in these chunks, in order."""
+    return [s for a, b, _, _ in chunks for s in range(a, b + 1)]
+
+
+def cut(chunks: Sequence[Chunk], keep: int) -> list[Chunk]:
+    """The first ``keep`` readings of these chunks (the last one split if need be)."""
+    out: list[Chunk] = []
+    for chunk in chunks:
+        if keep <= 0:
+            break
+        a, b = chunk[0], chunk[1]
+        if b - a + 1 > keep:
+            chunk = clip(chunk, a, a + keep - 1)
+        out.append(chunk)
+        keep -= chunk[1] - chunk[0] + 1
+    return out
+
+
+def decode(fragment: str) -> tuple[int, Reading]:
+    """One reading's JSON back to its seq and :class:`Reading`."""
+    d = json.loads(fragment)
+    return d["seq"], Reading(
+        d["device"],
+        d["point"],
+        d["value"],
+        d["ts"],
+        d["unit"],
+        _QUALITIES[d["quality"]],
+        _PRIORITIES[d["priority"]],
+        _CLOCKS[d["clock"]],
+        d["meta"],
+    )
+
+
+def decode_text(text: str) -> Iterator[tuple[int, Reading]]:
+    """Every reading of a row, oldest first."""
+    for fragment in split(text):
+        yield decode(fragment)
+
+
+def stored_row(fragment: str) -> StoredRow:
+    """One reading's JSON as a ``sync.wire.StoredRow`` (the per-reading row the store used to keep)."""
+    seq, r = decode(fragment)
+    v = r.value
+    vtype = (
+        VT_NULL if v is None else VT_BOOL if isinstance(v, bool) else VT_INT if isinstance(v, int)
+        else VT_FLOAT if isinstance(v, float) else VT_STR
+    )  # fmt: skip
+    meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else None
+    return (seq, int(r.priority), r.ts, r.device, r.point, v, vtype, r.unit, int(r.quality), int(r.clock), meta)
+
+
+def row_ts(text: str) -> float:
+    """The timestamp of a row's first reading."""
+    return float(json.loads(split(text)[0])["ts"])

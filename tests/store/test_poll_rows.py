@@ -1,0 +1,280 @@
+"""One stored row per poll: the row encoding, seq-range acks and rejections across row boundaries,
+and the migration of a store written in the one-row-per-reading layout (schema version 1)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernel.readings import ClockQuality, Priority, Quality, Reading
+from sync import rowcodec, wire
+from sync.store import Store, StoreFile
+from sync.store_schema import MIGRATIONS, SCHEMA_VERSION
+from sync.wire import BufferStats
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=20),
+)
+names = st.text(min_size=1, max_size=12)
+readings = st.builds(
+    Reading,
+    device=st.sampled_from(["m-1", "Trạm đo 2", 'q"uo,{"seq":te']),
+    point=names,
+    value=values,
+    ts=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    unit=st.text(max_size=5),
+    quality=st.sampled_from(Quality),
+    priority=st.sampled_from(Priority),
+    clock=st.sampled_from(ClockQuality),
+    meta=st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=2)),
+)
+
+
+def _as_stored(r: Reading) -> Reading:
+    """What the store gives back: NaN as None (SQL NULL, as always), an empty meta as None."""
+    nan = isinstance(r.value, float) and math.isnan(r.value)
+    return Reading(r.device, r.point, None if nan else r.value, r.ts, r.unit, r.quality, r.priority, r.clock,
+                   r.meta or None)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(readings, min_size=1, max_size=150), st.integers(min_value=1, max_value=10**12))
+def test_rows_round_trip_any_reading(rs: list[Reading], first: int) -> None:
+    rows = rowcodec.build_rows(first, rs, rowcodec.encode_tails(rs))
+    assert rows[0][0] == first
+    assert rows[-1][1] == first + len(rs) - 1
+    back = []
+    for a, b, prio, ts, n, text in rows:
+        assert n == b - a + 1 <= rowcodec.ROW_MAX
+        frags = rowcodec.split(rowcodec.unpack(text))
+        assert len(frags) == n
+        decoded = [rowcodec.decode(f) for f in frags]
+        assert [s for s, _ in decoded] == list(range(a, b + 1))
+        assert {r.priority for _, r in decoded} == {prio}
+        assert ts == decoded[0][1].ts
+        back.extend(r for _, r in decoded)
+    want = [_as_stored(r) for r in rs]
+    assert back == want
+    assert [type(b.value) for b in back] == [type(w.value) for w in want]
+    assert [b.meta for b in back] == [w.meta for w in want]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(readings, min_size=1, max_size=100))
+def test_batch_of_stored_rows_is_the_batch_of_their_readings_byte_for_byte(rs: list[Reading]) -> None:
+    """A concatenation of stored rows is exactly the document the per-reading encoder writes."""
+    stats = BufferStats(depth=len(rs), bytes=10, oldest_ts=None, dropped={}, rejected=0)
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "s.db", "site-1") as store:
+        store.append(rs)
+        for prio in Priority:
+            chunks = store.pending_chunks(1000, 0, prio)
+            if not chunks:
+                continue
+            per_reading = store.pending_rows(1000, 0, prio)
+            fast = wire.batch_json_chunks("site-1", "b1", 2.5, chunks, stats)
+            assert fast == wire.batch_json_rows("site-1", "b1", 2.5, per_reading, stats)
+            batch = wire.decode_batch(wire.unpack_frame(wire.pack_frame(wire.compress(fast), msg_id="b1")))
+            assert batch.seqs() == [r[0] for r in per_reading]
+
+
+def _polls(n: int, points: int, start: int = 0) -> list[Reading]:
+    return [Reading(f"meter-{(start + i) % 5}", f"p{j}", float(i * 100 + j), 1.7e9 + i, "V")
+            for i in range(n) for j in range(points)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=6),
+    st.lists(st.tuples(st.integers(min_value=1, max_value=400), st.integers(min_value=0, max_value=90),
+                       st.booleans()), max_size=8),
+)
+def test_seq_range_acks_and_rejections_take_exactly_their_readings(points: list[int], cuts: list) -> None:
+    """Any seq ranges, cutting rows anywhere: exactly the readings named leave (acked, or set aside
+    and then put back by a resend); the rest stay readable, in order, and the depth is right."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.db"
+        with Store(path, "site-1") as store:
+            everything: dict[int, Reading] = {}
+            for k, p in enumerate(points):
+                rs = _polls(3, p, start=k)
+                everything.update(zip(store.append(rs), rs, strict=True))
+            left = dict(everything)
+            aside: dict[int, Reading] = {}
+            for i, (lo, length, reject) in enumerate(cuts):
+                seqs = list(range(lo, lo + length))
+                present = [s for s in seqs if s in left]
+                if reject:
+                    assert store.reject(seqs, f"b{i}", "malformed") == len(present)
+                    aside.update((s, left[s]) for s in present)
+                else:
+                    assert store.ack(seqs) == len(present)
+                for s in present:
+                    del left[s]
+                assert store.depth() == len(left)
+                got = store.pending(100_000)
+                assert [(g.seq, g.reading) for g in got] == sorted(left.items())
+            assert store.stats().depth == len(left)
+            assert sum(b.count for b in store.rejected_batches()) == len(aside)
+            for b in store.rejected_batches():
+                for r in store.rejected_readings(b.batch_id):
+                    assert aside[r.seq] == r.reading
+        sf = StoreFile(path, write=True)
+        try:
+            sf.resend([b.batch_id for b in sf.rejected_batches()])
+        finally:
+            sf.close()
+        with Store(path, "site-1") as store:
+            back = {g.seq: g.reading for g in store.pending(100_000)}
+            assert back == {**left, **aside}
+            assert store.stats().depth == len(back)
+
+
+def test_batches_cutting_rows_send_every_reading_once(tmp_path: Path) -> None:
+    """Batch sizes that do not fall on row boundaries: rows are split, nothing is sent twice or lost."""
+    from agent.config import SyncConfig
+    from kernel.clock import Clock
+    from sync.batches import BatchComposer
+    from sync.signing import Signer, generate_keypair
+
+    key, pub = generate_keypair(tmp_path / "keys", "site")
+    cfg = SyncConfig.model_validate({"broker": "mqtt://127.0.0.1:1", "allow_plaintext": True,
+                                     "signing_key_file": str(key), "centre_public_keys": [str(pub)],
+                                     "live_share": 0.25, "batch": {"max_count": 37, "backlog_max_count": 37}})
+    with Store(tmp_path / "s.db", "site-1") as store:
+        seqs = store.append(_polls(20, 50))
+        sent: set[int] = set()
+        composer = BatchComposer(cfg, "site-1", store, Clock(), Signer.from_file(key), sent)
+        composer.reset()
+        seqs += store.append(_polls(3, 50, start=20))  # live data arriving while the backlog drains
+        composer.flushing = True
+        seen: list[int] = []
+        while (prepared := composer.prepare()) is not None:
+            composed, (frame, batch_id, got, _digest) = prepared
+            batch = wire.decode_batch(wire.unpack_frame(frame))
+            assert batch.seqs() == got
+            assert batch.batch_id == batch_id
+            assert len(got) <= 37
+            sent.update(got)
+            composer.advance(composed)
+            seen.extend(got)
+            if len(seen) % 2:
+                store.ack(got)  # some acked at once, some still in flight
+                sent.difference_update(got)
+        assert sorted(seen) == seqs
+        assert len(seen) == len(set(seen))
+
+
+# --- migration from schema version 1 (one row per reading) ---------------------------------------
+
+_V1_INSERT = ("INSERT INTO {table} (seq, priority, ts, device, point, value, vtype, unit, quality, clock, meta{extra}) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{marks})")
+
+
+def _v1_row(seq: int, r: Reading) -> tuple:
+    """A reading as version 1 stored it: value with a type tag (bool as int), meta as JSON text."""
+    v = r.value
+    vtype, value = ((wire.VT_NULL, None) if v is None else (wire.VT_BOOL, int(v)) if isinstance(v, bool)
+                    else (wire.VT_INT, v) if isinstance(v, int) else (wire.VT_FLOAT, v) if isinstance(v, float)
+                    else (wire.VT_STR, v))  # fmt: skip
+    meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else None
+    return (seq, int(r.priority), r.ts, r.device, r.point, value, vtype, r.unit, int(r.quality), int(r.clock), meta)
+
+
+def _write_v1_store(path: Path, waiting: dict[int, Reading], rejected: dict[int, tuple[Reading, str]],
+                    last_seq: int) -> None:
+    """A store file exactly as schema version 1 (its own DDL, migration 0) left it."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN")
+    MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO meta (key, value) VALUES ('site_id', 'site-a')")
+    db.executemany(_V1_INSERT.format(table="readings", extra="", marks=""),
+                   [_v1_row(s, r) for s, r in waiting.items()])
+    db.executemany(_V1_INSERT.format(table="rejected", extra=", batch_id, reason, rejected_at", marks=", ?, ?, ?"),
+                   [(*_v1_row(s, r), bid, "malformed: bad", 1.7e9) for s, (r, bid) in rejected.items()])
+    db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'readings'", (last_seq,))
+    db.executemany("INSERT INTO counters (name, value) VALUES (?, ?)",
+                   [("dropped_telemetry", 17), ("rejected", len(rejected)), ("resend_generation", 2)])
+    db.execute("COMMIT")
+    db.close()
+
+
+def test_a_version_1_store_is_migrated_on_open_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    (tmp_path / "s.db.seq").write_text("1000000\n")
+    mixed = ["x", 7, True, None, 1.5, "Trạm Bắc Ninh ✓", -(2**63), float("inf")]
+    waiting: dict[int, Reading] = {}
+    seq = 0
+    for i in range(150):  # telemetry polls with holes where acks removed readings
+        seq += 1 if i % 40 else 3
+        waiting[seq] = Reading(f"meter-{i // 70}", f"p{i}", mixed[i % len(mixed)], 1.7e9 + i, "V")
+    seq += 1
+    waiting[seq] = Reading("cabinet", "door", "open", 1.7e9, priority=Priority.ALARM, meta={"text": "cửa mở"})
+    seq += 1
+    waiting[seq] = Reading("meter-1", "availability", "offline", 1.7e9, priority=Priority.EVENT,
+                           quality=Quality.BAD, clock=ClockQuality.RTC)
+    rejected = {seq + 1 + i: (Reading("meter-9", f"q{i}", float(i), 1.6e9 + i), "b-1" if i < 30 else "b-2")
+                for i in range(45)}
+    _write_v1_store(path, waiting, rejected, last_seq=seq + 60)
+
+    with Store(path, "site-a") as s:
+        got = s.pending(10_000)
+        assert [(g.seq, g.reading) for g in got] == sorted(waiting.items())
+        assert [type(g.reading.value) for g in got] == [type(waiting[g.seq].value) for g in got]
+        assert [g.seq for g in s.pending(10, priority=Priority.ALARM)] == [seq - 1]
+        assert s.stats().depth_by_priority == {Priority.ALARM: 1, Priority.EVENT: 1, Priority.TELEMETRY: 150}
+        assert s.stats().dropped[Priority.TELEMETRY] == 17
+        assert s.stats().last_seq == seq + 60
+        assert s.stats().oldest_ts == waiting[min(waiting)].ts
+        batches = s.rejected_batches()
+        assert [(b.batch_id, b.count, b.reason) for b in batches] == [("b-1", 30, "malformed: bad"),
+                                                                      ("b-2", 15, "malformed: bad")]
+        assert {r.seq: r.reading for b in batches for r in s.rejected_readings(b.batch_id)} == {
+            k: r for k, (r, _) in rejected.items()}
+        assert not s.resend_requested()
+        assert s.append([Reading("m", "p", 1.0, 1.0)]) == [seq + 61]
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"readings", "rejected"}.isdisjoint(tables)
+    finally:
+        db.close()
+
+
+def test_store_tool_refuses_an_unmigrated_file(tmp_path: Path) -> None:
+    from kernel.errors import StoreError
+
+    _write_v1_store(tmp_path / "s.db", {1: Reading("m", "p", 1.0, 1.0)}, {}, last_seq=1)
+    with pytest.raises(StoreError, match="schema version 1"):
+        StoreFile(tmp_path / "s.db")
+
+
+def test_tools_count_waiting_readings_before_and_after_the_migration(tmp_path: Path) -> None:
+    """The commissioning check counts readings, not rows, in a file of either version."""
+    from sync.store import last_issued_seq, waiting_readings
+
+    path = tmp_path / "s.db"
+    _write_v1_store(path, {k: Reading("m", f"p{k}", float(k), 1.0) for k in range(1, 131)}, {}, last_seq=140)
+    with sqlite3.connect(path) as db:
+        assert waiting_readings(db) == 130
+    Store(path, "site-a").close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM polls").fetchone()[0] < 130  # rows hold many readings
+        assert waiting_readings(db) == 130
+        assert last_issued_seq(db) == 140
+    finally:
+        db.close()
