@@ -99,6 +99,10 @@ class DetectorBoard:
             self._occupied.discard(name)
             self._on_since.pop(name, None)
 
+    def actuations(self) -> dict[str, int]:
+        """Vehicles each loop has counted since the board started (its actuations)."""
+        return dict(self._own)
+
     def has_buttons(self, group: str) -> bool:
         """True when pedestrians call ``group``'s walk with a push button (no button: it always walks)."""
         return group in self._buttons.values()
