@@ -196,10 +196,7 @@ class OutputConfig(StrictModel):
     relay_coil: int | None = Field(default=None, ge=0, le=65535)
     dim_register: int | None = Field(default=None, ge=0, le=65535)
     heartbeat_register: int | None = Field(
-        default=None,
-        ge=0,
-        le=65535,
-        description="modbus: holding register the controller's watchdog watches.",
+        default=None, ge=0, le=65535, description="modbus: holding register the controller's watchdog watches."
     )
     timeout_s: float = Field(default=2.0, gt=0, le=30)
     device: str | None = Field(default=None, pattern=NAME, description="gpio_bank: the gpio device.")

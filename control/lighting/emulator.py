@@ -165,9 +165,7 @@ class LightingControllerEmulator(_Server):
     ) -> None:
         points = [
             Point(name="relay", table="coil", address=relay_coil, type="bool", writable=True),
-            Point(
-                name="level", table="holding_register", address=dim_register, writable=True, min=0, max=100
-            ),
+            Point(name="level", table="holding_register", address=dim_register, writable=True, min=0, max=100),
         ]
         if heartbeat_register is not None:
             points.append(

@@ -102,9 +102,7 @@ def _bank_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any, banks: 
     return BankLightingOutput(o, banks)
 
 
-def _modbus_output(
-    cfg: LightingConfig, o: OutputConfig, pin_factory: Any, banks: GpioBanks
-) -> LightingOutput:
+def _modbus_output(cfg: LightingConfig, o: OutputConfig, pin_factory: Any, banks: GpioBanks) -> LightingOutput:
     return ModbusLightingOutput(o, ModbusLink.tcp(str(o.host), o.port, o.unit, o.timeout_s))
 
 
