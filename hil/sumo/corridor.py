@@ -16,6 +16,9 @@ The common plan (cycle 100 s; splits by volume, the arterial's through stage 52 
 are a traffic engineer's one-way progression for the peak direction: each junction's arterial green
 starts distance / progression speed (300 m / 12.5 m/s = 24 s) after its western neighbour's.
 
+Mode ``adaptive_counts`` starts from that plan and adapts the cycle, splits and offsets from the
+junctions' loop counts every ``PLAN_UPDATE_S`` (:class:`CountsPlanner`, :mod:`control.traffic.coordplan`).
+
 ``python -m hil.sumo.corridor --mode adaptive --seed 1 --scale 1.4`` prints one run's figures.
 """
 
