@@ -153,7 +153,7 @@ def corridor_part(seeds: list[int], scales: list[float], jobs: int) -> None:
         return (
             f"{scale:>6.1f} {seed:>4} {m:<20} {avg('arterial_delay_s'):>6.1f} {ratio:>6.2f} "
             f"{avg('arterial_stops'):>9.2f} {avg('side_delay_s'):>6.1f} {avg('mean_delay_s'):>6.1f} "
-            f"{avg('stops'):>5.2f} {avg('max_queue'):>5.0f} {avg('ped_delay_s'):>6.1f} {avg('arrived'):>7.0f} "
+            f"{all_ratio:>6.2f} {avg('stops'):>5.2f} {avg('max_queue'):>5.0f} {avg('ped_delay_s'):>6.1f} {avg('arrived'):>7.0f} "
             f"{sum(r.findings for r in rs):>4}"
         )
 
