@@ -140,3 +140,25 @@ def test_a_new_plan_from_counts_is_taken_up_at_a_cycle_boundary_without_a_fault(
     assert j.events() == ["coordinated"]
     assert j.emu.monitor.faults == []
     assert j.inter.envelope.refusals == {}
+
+
+def test_the_centre_hands_a_junction_its_part_of_a_corridor_plan_by_command() -> None:
+    """``coordinate`` (the command path the sync layer calls) is validated like a plan and taken up
+    at a cycle boundary; a split below a stage's minimum is refused and names the field."""
+    from control.traffic.commands import TrafficCommands
+
+    j = Junction()
+    cmds = TrafficCommands({j.ix.name: j.inter})
+    splits = dict(j.ix.plans[1].splits)
+    body = {"action": "coordinate", "intersection": j.ix.name, "cycle_s": 100, "start_s": 87, "from_s": 400}
+    bad = cmds.apply_command(body | {"splits": {k: (1.0 if k == "ew" else v) for k, v in splits.items()}})
+    assert bad.outcome == "refused"
+    assert "splits" in bad.reason
+    assert cmds.apply_command({**body, "cycle_s": "long", "splits": splits}).outcome == "refused"
+    j.run(350)
+    ok = cmds.apply_command(body | {"splits": splits})
+    assert ok.outcome == "accepted", ok.reason
+    after = j.run(450)
+    assert any(s <= 587.5 and abs(e - 612.5) <= 0.5 for s, e in after), after
+    assert j.emu.monitor.faults == []
+    assert j.inter.envelope.refusals == {}
