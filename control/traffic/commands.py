@@ -6,9 +6,16 @@ to :meth:`TrafficCommands.apply_command` (see :meth:`TrafficCommands.register`).
 
     {"action": "set_mode", "intersection": "c", "mode": "adaptive", "plan": "am_peak"}
     {"action": "set_plan", "intersection": "c", "plan": {"name": "p2", "cycle_s": 90, "splits": {...}}}
+    {"action": "coordinate", "intersection": "c", "cycle_s": 80, "start_s": 24, "from_s": 1.7e9,
+     "splits": {...}}
     {"action": "flash", "intersection": "c", "reason": "police on site"}
     {"action": "clear_flash", "intersection": "c", "operator": "nguyen.van.a"}
     {"action": "status", "intersection": "c"}
+
+``coordinate`` hands a coordinated intersection its part of a corridor plan computed from counts
+(:func:`control.traffic.coordplan.next_plan`): the common cycle, its coordinated stage's start on
+the shared time base (modulo the cycle), its splits, and from when (a shared time base value); the
+controller takes it up at its coordinated stage's next start from then on.
 
 A plan is validated against the intersection's approved plan and limits exactly like the site
 config; the envelope's limits can never be changed by a command.
@@ -61,6 +68,7 @@ class TrafficCommands:
         handler = {
             "set_mode": self._set_mode,
             "set_plan": self._set_plan,
+            "coordinate": self._coordinate,
             "flash": self._flash,
             "clear_flash": self._clear,
             "status": self._status,
@@ -100,6 +108,32 @@ class TrafficCommands:
         inter.controller.ix = checked
         inter.controller.set_mode(inter.controller.next_mode, plan)
         return _outcome("applied", f"plan {plan.name} (cycle {plan.cycle_s:g} s) from the next cycle")
+
+    def _coordinate(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
+        co = inter.ix.coordination
+        if co is None:
+            return _outcome("refused", f"intersection {inter.ix.name} has no coordination section")
+        start, since = body.get("start_s"), body.get("from_s")
+        if not isinstance(start, int | float) or not isinstance(since, int | float):
+            return _outcome("refused", "start_s and from_s: numbers (seconds on the shared time base)")
+        names = [s.name for s in inter.ix.stages]
+        splits = body.get("splits")
+        cycle = body.get("cycle_s")
+        if not isinstance(splits, dict) or not isinstance(cycle, int | float) or cycle <= 0:
+            return _outcome("refused", "cycle_s and splits: a positive cycle and a split per stage")
+        before = sum(float(splits.get(n, 0.0)) for n in names[: names.index(co.stage)])
+        raw = {"name": co.plan, "cycle_s": cycle, "offset_s": (start - before) % cycle, "splits": splits}
+        data = inter.ix.model_dump(by_alias=True)
+        data["plans"] = [p for p in data["plans"] if p["name"] != co.plan] + [raw]
+        try:
+            checked = IntersectionConfig.model_validate(data)
+        except ValidationError as exc:
+            return _outcome("refused", "; ".join(validation_problems(exc)), rule="plan_out_of_range")
+        plan = checked.plans[-1]
+        inter.controller.set_coordination(plan.cycle_s, float(start), plan.splits, float(since))
+        return _outcome(
+            "applied", f"coordination: cycle {plan.cycle_s:g} s, start {start:g} s, from {since:g}"
+        )
 
     def _flash(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
         inter.envelope.latch("operator_flash", str(body.get("reason", "flash ordered by the centre")))

@@ -13,7 +13,7 @@ asks a :class:`SignalPort` (the safety envelope) and a refused command is the en
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -47,6 +47,9 @@ class StageController:
     ADAPTIVE_GAP_S = 2.0
     MAX_CYCLE_S = 120.0
     PRESSURE = True
+    COORDINATED_PRESSURE = (
+        False  # coordinated adaptive: side stages by pressure (measured worse: docs/benchmarks.md)
+    )
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class StageController:
         self.ix = ix
         self._time_base = time_base or (lambda: None)
         self._coord = _Coordination.of(ix)
+        self._coord_next: tuple[float, _Coordination] | None = None  # (from, plan) not yet taken up
         self._tb: float | None = None  # the time base read this step
         self.coordinated = False  # coordination configured and a shared time base this step
         self._hold_until = -math.inf  # coordinated stage: no end before (its yield point)
@@ -85,6 +89,7 @@ class StageController:
         self._peds: dict[str, _Ped] = {}
         self._last_end = {s.name: -math.inf for s in ix.stages}
         self._green_len = 0.0
+        self._served: set[int] = set()  # stages run since the coordinated stage last started
         self._cycle_start = clock()
         self.cycles = 0
 
@@ -93,6 +98,16 @@ class StageController:
     def set_mode(self, mode: Mode, plan: PlanConfig | None = None) -> None:
         """Switch mode (and plan) at the next stage boundary."""
         self._pending = (mode, plan or self.plan)
+
+    def set_coordination(
+        self, cycle_s: float, start_s: float, splits: Mapping[str, float], from_s: float
+    ) -> None:
+        """A new coordination plan (common cycle, this junction's coordinated-stage start on the time
+        base, splits), taken up at the first start of the coordinated stage at or after ``from_s`` on
+        the time base (a cycle boundary); ignored without a ``coordination`` section."""
+        if self._coord is not None and self.ix.coordination is not None:
+            co = _Coordination.build(self.ix, self.ix.coordination.stage, cycle_s, start_s, splits)
+            self._coord_next = (from_s, co)
 
     @property
     def next_mode(self) -> Mode:
@@ -163,9 +178,22 @@ class StageController:
                 self.board.served(n)
         self._green_len = self._fixed_green(st, now)
         self._hold_until, self._force_at = -math.inf, math.inf
+        if self._coord is not None and stage == self._coord.stage:
+            self._served = set()
+            if self._coord_next is not None and (self._tb is None or self._tb >= self._coord_next[0]):
+                self._coord = self._coord_next[1]  # a new plan: from a cycle boundary
+                self._coord_next = None
+        self._served.add(stage)
         rel = self._coord_rel()
         if rel is not None and self._coord is not None:
             self._hold_until, self._force_at = self._coord.window(stage, rel, now)
+            if stage != self._coord.stage and self._coord.in_side_time(rel) and self._by_pressure():
+                # Chosen by pressure: run to the end of the side time less what the stages that
+                # must still run this cycle need (their minimums and changes).
+                reserve = sum(
+                    self._side_need(i) for i in self._pending_side() if not self._stage(i).skippable
+                )
+                self._force_at = now + self._coord.side_end - reserve - rel
 
     def _coord_rel(self) -> float | None:
         """Position in the common cycle from the coordinated stage's planned start, when coordinating."""
@@ -329,11 +357,59 @@ class StageController:
                 best, best_key = i, key
         return best
 
+    def _stage(self, i: int) -> StageConfig:
+        return self.ix.stages[i]
+
+    def _by_pressure(self) -> bool:
+        """Coordinated side stages chosen by pressure: adaptive mode, ``COORDINATED_PRESSURE`` and
+        fresh zones everywhere (otherwise in plan order)."""
+        if self.mode != "adaptive" or not self.PRESSURE or not self.COORDINATED_PRESSURE:
+            return False
+        return self.board.zones_fresh([g for s in self.ix.stages for g in self._vehicle_groups(s)])
+
+    def _side_need(self, i: int) -> float:
+        return self.yellow + self.red_clear + stage_min_green(self.ix, self._stage(i))
+
+    def _pending_side(self) -> list[int]:
+        """Non-coordinated stages not yet run this cycle that must run or have demand, in plan order."""
+        assert self._coord is not None
+        n = len(self.ix.stages)
+        order = [(self._coord.stage + k) % n for k in range(1, n)]
+        return [
+            i
+            for i in order
+            if i not in self._served
+            and i != self.stage
+            and (not self._stage(i).skippable or self._demand(self._stage(i)))
+        ]
+
+    def _pressure_side_next(self, rel: float) -> int:
+        """In the side time of a coordinated cycle: of the stages still to run, the one with the
+        most vehicles waiting whose minimum fits before the side time ends with room left for the
+        stages that must still run; the coordinated stage when none fits."""
+        assert self._coord is not None
+        pending = self._pending_side()
+        must = [i for i in pending if not self._stage(i).skippable]
+        best, best_key = self._coord.stage, (-1.0,)
+        for k, i in enumerate(pending):
+            reserve = sum(self._side_need(m) for m in must if m != i)
+            if rel + self._side_need(i) + reserve > self._coord.side_end and i not in must:
+                continue
+            groups = self._vehicle_groups(self._stage(i))
+            key = (float(self.board.halting(groups) + self.board.count(groups)) - k * 1e-3,)
+            if key > best_key:
+                best, best_key = i, key
+        if best == self._coord.stage and must:
+            return must[0]  # a stage that may not be skipped always runs
+        return best
+
     def _coordinated_next(self, rel: float) -> int:
         """In plan order up to the coordinated stage: the next stage with demand whose minimum
         (walk and clearance included) still fits before its force-off; a stage that may not be
         skipped always runs."""
         assert self._coord is not None
+        if self._coord.in_side_time(rel) and self._by_pressure():
+            return self._pressure_side_next(rel)
         n = len(self.ix.stages)
         change = self.yellow + self.red_clear
         for k in range(1, n + 1):
@@ -395,21 +471,39 @@ class _Coordination:
             return None
         plan = next(p for p in ix.plans if p.name == co.plan)
         names = [s.name for s in ix.stages]
-        c = names.index(co.stage)
+        before = sum(plan.splits[names[i]] for i in range(names.index(co.stage)))
+        return cls.build(ix, co.stage, plan.cycle_s, plan.offset_s + before, plan.splits)
+
+    @classmethod
+    def build(
+        cls, ix: IntersectionConfig, stage: str, cycle_s: float, start_s: float, splits: Mapping[str, float]
+    ) -> _Coordination:
+        """The coordination of ``stage`` starting at ``start_s`` on the time base every ``cycle_s``."""
+        names = [s.name for s in ix.stages]
+        c = names.index(stage)
         change = ix.limits.yellow + ix.limits.red_clearance_s
         starts, t = {}, 0.0
         for k in range(len(names)):
             i = (c + k) % len(names)
             starts[i] = t
-            t += plan.splits[names[i]]
-        before = sum(plan.splits[names[i]] for i in range(c))
+            t += splits[names[i]]
         return cls(
             stage=c,
-            cycle_s=plan.cycle_s,
-            start_s=(plan.offset_s + before) % plan.cycle_s,
-            yield_s=plan.splits[co.stage] - change,
-            force_off={i: starts[i] + plan.splits[names[i]] - change for i in starts if i != c},
+            cycle_s=cycle_s,
+            start_s=start_s % cycle_s,
+            yield_s=splits[stage] - change,
+            force_off={i: starts[i] + splits[names[i]] - change for i in starts if i != c},
         )
+
+    @property
+    def side_end(self) -> float:
+        """Where the last side stage must end (its force-off): the coordinated stage's next start
+        less a change interval."""
+        return max(self.force_off.values(), default=self.yield_s)
+
+    def in_side_time(self, rel: float) -> bool:
+        """True when ``rel`` is past the coordinated stage's yield point (the side stages' time)."""
+        return self.yield_s <= rel < self.cycle_s
 
     def rel(self, tb: float) -> float:
         """Where ``tb`` falls in the cycle, from the coordinated stage's planned start."""

@@ -9,7 +9,9 @@ directly (:meth:`DetectorBoard.loop`, :meth:`DetectorBoard.zone`) or as readings
 
 Detector health is checked too: a loop occupied without a break for ``stuck_on_s`` (a stuck
 relay, a parked vehicle), one that saw nothing for ``stuck_off_s`` while the junction's other loops
-saw ``stuck_off_others`` vehicles (a cut feeder, a dead card), or one that changed state more than
+counted so many vehicles that this loop should have seen ``stuck_off_expected`` of them at its own
+learned share of the junction's actuations (a cut feeder, a dead card: a quiet left bay is judged
+against its own rate, not the busy through lanes'), or one that changed state more than
 ``chatter_per_min`` times in a minute (a loose connection) is *failed*. A failed loop is left out:
 its group keeps demand and runs to its maximum green (the "max recall" of a failed detector), so an
 intersection whose detectors have all failed runs every stage to its maximum, a fixed-time plan.
@@ -45,7 +47,7 @@ class DetectorBoard:
 
     STUCK_ON_S = 240.0
     STUCK_OFF_S = 600.0
-    STUCK_OFF_OTHERS = 100
+    STUCK_OFF_EXPECTED = 8.0  # vehicles this loop should have seen meanwhile (Poisson: P(none) < 0.04 %)
     CHATTER_PER_MIN = 120
 
     def __init__(
@@ -65,6 +67,7 @@ class DetectorBoard:
             n: collections.deque(maxlen=self.CHATTER_PER_MIN + 1) for n in self._last_on
         }
         self._actuations = 0
+        self._own: dict[str, int] = dict.fromkeys(self._last_on, 0)  # each loop's actuations
         self.failed: dict[str, str] = {}  # loop -> stuck_on | stuck_off | chattering
         self._buttons = {n: self._group[n] for n, k in self._kind.items() if k == "button"}
         self._pressed: set[str] = set()
@@ -86,6 +89,7 @@ class DetectorBoard:
                 self._edges[name].append(now)
                 self._on_since[name] = now
                 self._actuations += 1
+                self._own[name] += 1
                 self._seen[name] = (now, self._actuations)
             self._last_on[name] = now
             self._occupied.add(name)
@@ -94,6 +98,10 @@ class DetectorBoard:
                 self._edges[name].append(now)
             self._occupied.discard(name)
             self._on_since.pop(name, None)
+
+    def actuations(self) -> dict[str, int]:
+        """Vehicles each loop has counted since the board started (its actuations)."""
+        return dict(self._own)
 
     def has_buttons(self, group: str) -> bool:
         """True when pedestrians call ``group``'s walk with a push button (no button: it always walks)."""
@@ -128,11 +136,18 @@ class DetectorBoard:
         if was == "chattering" and edges and now - edges[-1] < 60.0:
             return "chattering"
         seen_at, seen_count = self._seen[name]
-        if now - seen_at >= self.STUCK_OFF_S and self._actuations - seen_count >= self.STUCK_OFF_OTHERS:
+        if now - seen_at >= self.STUCK_OFF_S and self._missed(name, seen_count) >= self.STUCK_OFF_EXPECTED:
             return "stuck_off"
         if was == "stuck_on" and on is not None:
             return was
         return None
+
+    def _missed(self, name: str, seen_count: int) -> float:
+        """Vehicles ``name`` should have counted since it last saw one: the others' actuations since
+        then times its share of the junction's actuations up to then (Laplace-smoothed, so a loop with
+        no history starts at an equal share)."""
+        share = (self._own[name] + 1) / (seen_count + len(self._own))
+        return (self._actuations - seen_count) * share
 
     def _healthy(self, name: str) -> bool:
         return name not in self.failed

@@ -16,6 +16,9 @@ The common plan (cycle 100 s; splits by volume, the arterial's through stage 52 
 are a traffic engineer's one-way progression for the peak direction: each junction's arterial green
 starts distance / progression speed (300 m / 12.5 m/s = 24 s) after its western neighbour's.
 
+Mode ``adaptive_counts`` starts from that plan and adapts the cycle, splits and offsets from the
+junctions' loop counts every ``PLAN_UPDATE_S`` (:class:`CountsPlanner`, :mod:`control.traffic.coordplan`).
+
 ``python -m hil.sumo.corridor --mode adaptive --seed 1 --scale 1.4`` prints one run's figures.
 """
 
@@ -33,7 +36,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from control.traffic.config import IntersectionConfig
+from control.traffic import coordplan
+from control.traffic.config import IntersectionConfig, stage_min_green
 from control.traffic.runner import Intersection
 from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
@@ -55,7 +59,8 @@ CYCLE_S = 100.0
 SPLITS = {"ns_through": 24.0, "ns_left": 12.0, "ew_through": 52.0, "ew_left": 12.0}
 ARTERIAL_MAX_GREEN_S = 80.0
 
-AGENT_MODES = ("fixed", "actuated", "adaptive", "adaptive_free")
+AGENT_MODES = ("fixed", "actuated", "adaptive", "adaptive_counts", "adaptive_free")
+PLAN_UPDATE_S = 300.0  # adaptive_counts: a new corridor plan from the last period's counts
 SUMO_PROGRAMS = {
     "sumo_static": "static",  # common cycle, offsets for the progression
     "sumo_actuated": "actuated",  # fair, uncoordinated
@@ -320,6 +325,9 @@ class CorridorResult:
     series: list[tuple[float, int, int]] = field(default_factory=list)
     sim_s: float = 0.0
     wall_s: float = 0.0
+    plans: list[tuple[float, tuple[float, ...]]] = field(
+        default_factory=list
+    )  # adaptive_counts: (cycle, offsets)
 
     @property
     def findings(self) -> int:
@@ -353,7 +361,7 @@ class _Junction:
             conn.trafficlight.setProgram(j, SUMO_PROGRAMS[mode])
         else:
             peds = [g.name for g in self.ix.groups if g.kind == "pedestrian"]
-            agent_mode = "adaptive" if mode == "adaptive_free" else mode
+            agent_mode = "adaptive" if mode in ("adaptive_free", "adaptive_counts") else mode
             self.inter = Intersection(
                 self.ix,
                 SumoSignals(conn, j, links, peds),
@@ -388,7 +396,10 @@ class _Junction:
         for z in self.zones:
             zr = zones[z]
             self.inter.board.zone(
-                z, zr[tc.LAST_STEP_VEHICLE_NUMBER], zr[tc.LAST_STEP_VEHICLE_HALTING_NUMBER], zr[tc.JAM_LENGTH_METERS]
+                z,
+                zr[tc.LAST_STEP_VEHICLE_NUMBER],
+                zr[tc.LAST_STEP_VEHICLE_HALTING_NUMBER],
+                zr[tc.JAM_LENGTH_METERS],
             )
         self.inter.tick()
 
@@ -402,6 +413,65 @@ class _Junction:
             return False
         self.inter.envelope.check()
         return self.inter.controller.coordinated
+
+
+class CountsPlanner:
+    """adaptive_counts: the corridor plan (common cycle, splits, offsets) from each junction's loop
+    counts (:mod:`control.traffic.coordplan`), sent to every junction's controller, which takes it
+    up at its coordinated stage's next start. In the rig one planner serves the three junctions (as
+    the centre would, from the counts they report); it starts from the configured plan."""
+
+    def __init__(self, juncs: list[_Junction]) -> None:
+        self.juncs = juncs
+        self.spec = coordplan.CorridorSpec(tuple(_x(j.j) for j in juncs), PROGRESSION_MPS)
+        self.plan = coordplan.CorridorPlan(CYCLE_S, 0.0, tuple(_x(j.j) / PROGRESSION_MPS for j in juncs))
+        self._last = [self._group_counts(j) for j in juncs]
+        self.history: list[coordplan.CorridorPlan] = [self.plan]
+
+    @staticmethod
+    def _group_counts(jn: _Junction) -> dict[str, float]:
+        assert jn.inter is not None
+        out: dict[str, float] = {}
+        groups = {d.name: d.group for d in jn.ix.detectors if d.kind == "loop"}
+        for loop, n in jn.inter.board.actuations().items():
+            out[groups[loop]] = out.get(groups[loop], 0.0) + n
+        return out
+
+    def update(self, now: float) -> coordplan.CorridorPlan:
+        """Counts since the last update -> the next plan, sent to every junction."""
+        counts = [self._group_counts(j) for j in self.juncs]
+        period = [{g: c[g] - last.get(g, 0.0) for g in c} for c, last in zip(counts, self._last, strict=True)]
+        self._last = counts
+        hours = PLAN_UPDATE_S / 3600.0
+        demands = []
+        for jn, c in zip(self.juncs, period, strict=True):
+            ix = jn.ix
+            kinds = {g.name: g.kind for g in ix.groups}
+            lanes: dict[str, int] = {}
+            for d in ix.detectors:
+                if d.kind == "loop":
+                    lanes[d.group] = lanes.get(d.group, 0) + 1
+            change = ix.limits.yellow + ix.limits.red_clearance_s
+            demands.append(
+                coordplan.stage_demands(
+                    {st.name: [g for g in st.green if kinds[g] == "vehicle"] for st in ix.stages},
+                    lanes,
+                    c,
+                    hours,
+                    {st.name: stage_min_green(ix, st) + change for st in ix.stages},
+                    change,
+                )
+            )
+        east = [period[k + 1].get("w_through", 0.0) for k in range(len(self.juncs) - 1)]
+        west = [period[k].get("e_through", 0.0) for k in range(len(self.juncs) - 1)]
+        self.plan = coordplan.next_plan(self.spec, demands, COORDINATED_STAGE, east, west, self.plan, now)
+        self.history.append(self.plan)
+        for k, jn in enumerate(self.juncs):
+            assert jn.inter is not None
+            jn.inter.controller.set_coordination(
+                self.plan.cycle_s, self.plan.start_s(k), self.plan.splits[k], self.plan.anchor_s
+            )
+        return self.plan
 
 
 def _approaches() -> list[list[str]]:
@@ -485,6 +555,7 @@ def run(
     result = CorridorResult(mode, seed, scale)
     try:
         juncs = [_Junction(conn, paths["net"], j, mode, lambda: now[0], synced(j)) for j in JUNCTIONS]
+        planner = CountsPlanner(juncs) if mode == "adaptive_counts" else None
         approaches = _approaches()
         for e in {e for es in approaches for e in es}:
             conn.edge.subscribe(e, [tc.LAST_STEP_VEHICLE_HALTING_NUMBER])
@@ -498,6 +569,8 @@ def run(
                 jn.tick(now[0], loops, zones)
             conn.simulationStep()
             now[0] += 1.0
+            if planner is not None and now[0] % PLAN_UPDATE_S == 0:
+                planner.update(now[0])
             for jn in juncs:
                 if jn.check(now[0]):
                     result.coordinated_s[jn.j] += 1.0
@@ -511,6 +584,8 @@ def run(
                     result.violations = {jn.j: jn.monitor.violations for jn in juncs}
                     on_step(now[0], result)
         result.sim_s = conn.simulation.getTime()
+        if planner is not None:
+            result.plans = [(p.cycle_s, p.offsets_s) for p in planner.history]
         for jn in juncs:
             result.violations[jn.j] = jn.monitor.violations
             result.tripped_at[jn.j] = jn.tripped_at

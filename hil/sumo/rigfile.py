@@ -56,7 +56,7 @@ class ClockUnsync(StrictModel):
 
 
 SumoFault = Annotated[Union[ForcedConflict, ClockUnsync], Field(discriminator="kind")]
-CORRIDOR_ONLY = ("adaptive_free", "sumo_actuated_coord")
+CORRIDOR_ONLY = ("adaptive_counts", "adaptive_free", "sumo_actuated_coord")
 
 
 class SumoExpect(StrictModel):
@@ -85,6 +85,7 @@ class SumoRig(StrictModel):
         "fixed",
         "actuated",
         "adaptive",
+        "adaptive_counts",
         "adaptive_free",
         "sumo_static",
         "sumo_actuated",
@@ -219,7 +220,7 @@ def verdict_of(rig: SumoRig, r: Any) -> Verdict:
     """Every expectation of a traffic rig, from the run's figures."""
     exp = rig.expect
     checks: list[Check] = monitor_checks(rig, r) if exp.monitor else []
-    if isinstance(r, CorridorView) and exp.coordinated and rig.mode in ("fixed", "actuated", "adaptive"):
+    if isinstance(r, CorridorView) and exp.coordinated and rig.mode in ("fixed", "actuated", "adaptive", "adaptive_counts"):
         checks.append(coordination_check(rig, r))
     forced = [f for f in rig.faults if isinstance(f, ForcedConflict)]
     if forced:

@@ -146,3 +146,10 @@ def test_corridor_rig_files_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_any_rig(bad)
     assert "mode: 'sumo_actuated_coord' runs only in scenario corridor" in "\n".join(err.value.problems)
+    bad.write_text("kind: sumo\nrig: bad\nduration_s: 100\nmode: adaptive_counts\n")
+    with pytest.raises(ConfigError) as err:
+        load_any_rig(bad)
+    assert "mode: 'adaptive_counts' runs only in scenario corridor" in "\n".join(err.value.problems)
+    good = tmp_path / "good.yaml"
+    good.write_text("kind: sumo\nrig: good\nduration_s: 100\nscenario: corridor\nmode: adaptive_counts\n")
+    assert load_any_rig(good).mode == "adaptive_counts"  # type: ignore[union-attr]

@@ -122,3 +122,43 @@ def test_the_agent_shares_wall_time_only_from_a_synchronised_clock() -> None:
     for quality in (ClockQuality.RTC, ClockQuality.UNSYNCED):
         src.wall = Clock(override=quality)
         assert src.shared_time() is None
+
+
+def test_a_new_plan_from_counts_is_taken_up_at_a_cycle_boundary_without_a_fault() -> None:
+    """A plan sent mid-run (the coordinated stage now starting 10 s later: 87 s of the cycle) is taken
+    up at the first start of the coordinated stage after its ``from`` time; before, the old plan holds."""
+    j = Junction()
+    plan = j.ix.plans[1]
+    before = j.run(350)
+    j.inter.controller.set_coordination(plan.cycle_s, 87.0, plan.splits, from_s=400.0)
+    after = j.run(450)
+    assert any(s <= 277.5 and e >= 302.5 for s, e in before), before  # the old window
+    for k in range(4, 7):  # the new window, held to its new yield point
+        assert any(s <= 87.5 + 100 * k and abs(e - (112.5 + 100 * k)) <= 0.5 for s, e in after), (k, after)
+    assert not any(abs(e - 702.5) <= 0.5 for _, e in after)  # not the old yield point
+    assert all(e - s <= 60 + 0.2 for s, e in after)
+    assert j.events() == ["coordinated"]
+    assert j.emu.monitor.faults == []
+    assert j.inter.envelope.refusals == {}
+
+
+def test_the_centre_hands_a_junction_its_part_of_a_corridor_plan_by_command() -> None:
+    """``coordinate`` (the command path the sync layer calls) is validated like a plan and taken up
+    at a cycle boundary; a split below a stage's minimum is refused and names the field."""
+    from control.traffic.commands import TrafficCommands
+
+    j = Junction()
+    cmds = TrafficCommands({j.ix.name: j.inter})
+    splits = dict(j.ix.plans[1].splits)
+    body = {"action": "coordinate", "intersection": j.ix.name, "cycle_s": 100, "start_s": 87, "from_s": 400}
+    bad = cmds.apply_command(body | {"splits": {k: (1.0 if k == "ew" else v) for k, v in splits.items()}})
+    assert bad.outcome == "refused"
+    assert "splits" in bad.reason
+    assert cmds.apply_command({**body, "cycle_s": "long", "splits": splits}).outcome == "refused"
+    j.run(350)
+    ok = cmds.apply_command(body | {"splits": splits})
+    assert ok.outcome == "accepted", ok.reason
+    after = j.run(450)
+    assert any(s <= 587.5 and abs(e - 612.5) <= 0.5 for s, e in after), after
+    assert j.emu.monitor.faults == []
+    assert j.inter.envelope.refusals == {}

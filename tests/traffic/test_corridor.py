@@ -77,3 +77,18 @@ def test_sumo_coordinated_actuated_takes_over_at_a_cycle_start(rig_dir: Path) ->
         corridor._Junction.check = check  # type: ignore[method-assign]
     assert r.findings == 0
     assert all(len(phases) > 8 for phases in seen.values()), seen
+
+
+def test_a_plan_adapted_from_counts_runs_a_simulated_hour_without_violation(rig_dir: Path) -> None:
+    r = run("adaptive_counts", seed=1, out_dir=rig_dir)
+    assert r.sim_s >= 3600
+    assert r.findings == 0, {j: v[:3] for j, v in r.violations.items()}
+    assert r.flashed == dict.fromkeys(JUNCTIONS)
+    assert r.refusals == {j: {} for j in JUNCTIONS}
+    assert r.events == {j: ["coordinated"] for j in JUNCTIONS}
+    assert len(r.plans) == 1 + 12  # the configured plan, then one every 300 s
+    cycles = [c for c, _ in r.plans]
+    assert len(set(cycles)) > 1  # the cycle follows the counts
+    assert all(abs(b - a) <= 5.0 for a, b in itertools.pairwise(cycles))  # by bounded steps
+    assert all(70.0 <= c <= 130.0 for c in cycles)
+    assert r.arrived > 2500

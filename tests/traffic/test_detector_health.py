@@ -57,6 +57,30 @@ def test_a_loop_silent_while_the_others_count_is_stuck_off_and_recovers_on_a_veh
     assert board.check_health() == {"c": None}
 
 
+def test_a_quiet_left_bay_is_judged_by_its_own_rate_and_still_fails_when_dead() -> None:
+    """A left-bay loop seeing one vehicle in 50 while the through loops stream (about 30 veh/h):
+    a 700 s silence is normal for it (the old rule, 600 s and 100 others, flagged it), yet once it
+    has missed about eight of its own vehicles it is stuck_off."""
+    board, clock = _board()
+    for k in range(600):  # 1800 s of traffic, "c" every 50th pair of through actuations
+        if k % 25 == 0:
+            _pulse(board, clock, "c")
+        _pulse(board, clock, "a")
+        _pulse(board, clock, "b")
+        assert board.check_health() == {}
+    silent_from = clock.t
+    while clock.t - silent_from < 700:
+        _pulse(board, clock, "a")
+        _pulse(board, clock, "b")
+        assert board.check_health() == {}, clock.t - silent_from
+    health: dict[str, str | None] = {}
+    while not health and clock.t - silent_from < 1200:
+        _pulse(board, clock, "a")
+        _pulse(board, clock, "b")
+        health = board.check_health()
+    assert health == {"c": "stuck_off"}
+
+
 def test_a_quiet_junction_at_night_fails_no_loop() -> None:
     board, clock = _board()
     for _ in range(3600):
