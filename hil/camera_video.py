@@ -108,9 +108,10 @@ def motorcycle() -> tuple[np.ndarray, np.ndarray]:
     rows = np.arange(disparity.shape[0], dtype=np.float64)[:, None]
     floor = 31.0 + (rows - 350.0) * 0.17
     near = np.where(np.isfinite(disparity), disparity, 0.0)
-    mask = (near > np.maximum(36.0, floor + 4.0)).astype(np.uint8) * 255
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
+    raw = np.where(near > np.maximum(36.0, floor + 4.0), 255, 0).astype(np.uint8)
+    mask = cv2.morphologyEx(
+        cv2.morphologyEx(raw, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)), cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8)
+    )
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
     biggest = 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
     x, y, w, h = (int(v) for v in stats[biggest, :4])
@@ -267,10 +268,10 @@ class ApproachVideo:
         for v in self.vehicles:
             if v.arrive > t:
                 continue
-            x1, y1, x2, y2 = self._box(v)
+            x1, y1, x2, _ = self._box(v)
             if x2 <= 0 or x1 >= self.width:
                 continue
-            drawn.append((v, int(round(x1)), int(round(y1))))
+            drawn.append((v, round(x1), round(y1)))
         for v, x, y in drawn:  # cast shadows first: the sun is behind the camera, a little to the left
             _, alpha = self._sprites[(v.lane, v.colour)]
             h, w = alpha.shape
