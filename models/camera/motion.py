@@ -12,6 +12,10 @@ stopped vehicle stays foreground for ``max_hold_frames`` (then it is learned, li
 and when it leaves the road it uncovers still matches the background, so nothing is left behind.
 When more than half the picture differs at once (a lighting change, the camera moved) everything
 is learned as before.
+
+The signal the agent commands gates learning too (:meth:`MotionGate.set_stop`): while a zone's
+approach is shown red, none of its pixels is learned and a vehicle standing there never counts
+towards ``max_hold_frames``, however long the red; on green the zone learns again.
 """
 
 from __future__ import annotations
@@ -30,6 +34,20 @@ class MotionResult:
     fraction: float = 0.0
     frame_size: tuple[int, int] = (0, 0)
     areas: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    mask: np.ndarray | None = None
+    """The foreground mask at the gate's working size (255 where the frame differs from the road)."""
+
+    def covers(self, box: np.ndarray) -> float:
+        """The fraction of ``box`` (frame pixels) that differs from the background."""
+        if self.mask is None or not self.frame_size[0]:
+            return 0.0
+        sx = self.mask.shape[1] / self.frame_size[0]
+        sy = self.mask.shape[0] / self.frame_size[1]
+        x1, y1 = max(0, int(box[0] * sx)), max(0, int(box[1] * sy))
+        x2, y2 = min(self.mask.shape[1], int(np.ceil(box[2] * sx))), min(self.mask.shape[0], int(np.ceil(box[3] * sy)))
+        if x2 <= x1 or y2 <= y1:
+            return 0.0
+        return float(self.mask[y1:y2, x1:x2].mean() / 255)
 
     @property
     def moving(self) -> bool:
@@ -77,8 +95,35 @@ class MotionGate:
         self._sub = cv2.createBackgroundSubtractorMOG2(
             history=history, varThreshold=var_threshold, detectShadows=True
         )
+        self._zones: dict[str, tuple[tuple[float, float], ...]] = {}
+        self._stopped: dict[str, bool] = {}
+        self._zone_masks: dict[str, np.ndarray] = {}
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
+
+    def watch(self, name: str, polygon: tuple[tuple[float, float], ...]) -> None:
+        """A zone (normalised polygon) whose learning :meth:`set_stop` may pause."""
+        self._zones[name] = polygon
+        self._zone_masks.pop(name, None)
+
+    def set_stop(self, zone: str, stop: bool) -> None:
+        """The approach ``zone`` watches is shown red (``stop``) or green; safe from any thread."""
+        if zone in self._zones:
+            self._stopped[zone] = stop
+
+    def _frozen(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        frozen = None
+        for name, stop in list(self._stopped.items()):
+            if not stop:
+                continue
+            mask = self._zone_masks.get(name)
+            if mask is None or mask.shape != shape[:2]:
+                mask = np.zeros(shape[:2], np.uint8)
+                pts = np.array(self._zones[name]) * (shape[1], shape[0])
+                cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+                self._zone_masks[name] = mask
+            frozen = mask.astype(bool) if frozen is None else frozen | mask.astype(bool)
+        return frozen
 
     def update(self, frame: np.ndarray) -> MotionResult:
         """Learn from ``frame`` and return where it differs from the background."""
@@ -100,19 +145,23 @@ class MotionGate:
         min_px = self.min_area * mask.shape[0] * mask.shape[1]
         rows = [s for s in stats[1:count] if s[cv2.CC_STAT_AREA] >= min_px]
         if not rows:
-            return MotionResult(np.zeros((0, 4)), float(mask.mean() / 255), (w, h))
+            return MotionResult(np.zeros((0, 4)), float(mask.mean() / 255), (w, h), mask=mask)
         st = np.array(rows, np.float64)
         boxes = np.stack([st[:, 0], st[:, 1], st[:, 0] + st[:, 2], st[:, 1] + st[:, 3]], axis=1) / scale
-        return MotionResult(boxes, float(mask.mean() / 255), (w, h), st[:, 4] / (scale * scale))
+        return MotionResult(boxes, float(mask.mean() / 255), (w, h), st[:, 4] / (scale * scale), mask)
 
     def _learn(self, grey: np.ndarray, raw: np.ndarray) -> None:
         """Update the background from ``grey`` except where it differs (see the module docstring)."""
         differs = raw > 0  # foreground (255) or shadow (127)
         if self._held is None or self._held.shape != differs.shape:
             self._held = np.zeros(differs.shape, np.int32)
-        self._held = np.where(differs, self._held + 1, 0)
+        frozen = self._frozen(differs.shape)
+        counting = differs if frozen is None else differs & ~frozen
+        self._held = np.where(counting, self._held + 1, np.where(differs, self._held, 0))
         hold = differs & (self._held < self.max_hold_frames)
-        if hold.mean() > 0.5:
+        if frozen is not None:
+            hold |= frozen
+        if differs.mean() > 0.5:
             hold[:] = False  # the whole scene changed: learn it
         frame = grey
         if hold.any():

@@ -33,8 +33,12 @@ class CameraPipeline:
 
     With ``gate`` set, the detector runs only on frames where something moved and, for model
     detectors, only on crops around the moving regions; a still frame holds the tracks as they
-    are. A motion-blob detector always needs the gate (it *is* the gate's output).
+    are. A motion-blob detector always needs the gate (it *is* the gate's output). A track the
+    detector lost is kept while at least ``present_fraction`` of its box still differs from the
+    gate's background (a stopped vehicle).
     """
+
+    present_fraction = 0.35
 
     def __init__(self, detector: Detector, tracker: Tracker, gate: MotionGate | None = None) -> None:
         if detector.needs_motion and gate is None:
@@ -58,5 +62,9 @@ class CameraPipeline:
         detections = self.detector.detect(frame, motion)
         detect_s = time.perf_counter() - t0
         self.detector_runs += 1
-        state = self.tracker.update(detections, ts, size)
+        present = None
+        if motion is not None and motion.mask is not None:
+            gate_motion = motion
+            present = lambda box: gate_motion.covers(box) >= self.present_fraction  # noqa: E731
+        state = self.tracker.update(detections, ts, size, present)
         return FrameResult(state, detections, True, motion is not None, detect_s, time.perf_counter() - start)
