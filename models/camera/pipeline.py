@@ -6,13 +6,14 @@ numbers; frames are never stored.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.camera.detectors import Detection, Detector
-from models.camera.motion import MotionGate
+from models.camera.motion import MotionGate, MotionResult
 from models.camera.tracker import Tracker, TrackState
 
 
@@ -64,7 +65,11 @@ class CameraPipeline:
         self.detector_runs += 1
         present = None
         if motion is not None and motion.mask is not None:
-            gate_motion = motion
-            present = lambda box: gate_motion.covers(box) >= self.present_fraction  # noqa: E731
+            present = functools.partial(_present, motion, self.present_fraction)
         state = self.tracker.update(detections, ts, size, present)
         return FrameResult(state, detections, True, motion is not None, detect_s, time.perf_counter() - start)
+
+
+def _present(motion: MotionResult, fraction: float, box: np.ndarray) -> bool:
+    """Whether at least ``fraction`` of ``box`` still differs from the background."""
+    return motion.covers(box) >= fraction
