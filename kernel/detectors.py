@@ -1,9 +1,11 @@
-"""The detector bus: what cameras and loop inputs see on the road, handed to the traffic controller.
+"""The detector bus: what cameras and loop inputs see on the road, handed to the traffic controller,
+and the signal each camera zone's approach is shown, handed back to the camera.
 
 A service of the run context (``ctx.detectors``), one per agent. Publishers (a camera's zone counts,
-a ``gpio`` device's loop inputs) call :meth:`DetectorBus.publish` from any thread; subscribers (each
-intersection) get every event on the publisher's thread and must return at once: they copy it into
-a bounded queue that their own thread drains.
+a ``gpio`` device's loop inputs, an intersection's commanded signal) call :meth:`DetectorBus.publish`
+from any thread; subscribers (each intersection, each camera) get every event on the publisher's
+thread and must return at once: they copy it (into a bounded queue, or one flag) for their own
+thread.
 """
 
 from __future__ import annotations
@@ -36,7 +38,21 @@ class LoopPresence:
     occupied: bool
 
 
-DetectorEvent = ZoneCount | LoopPresence
+@dataclass(frozen=True)
+class ApproachSignal:
+    """The signal an intersection now shows the approach a camera zone watches.
+
+    ``stop`` is True while the group is not green (red, amber, flashing): vehicles there may stand
+    still, so the camera must not learn them as road. Published by the intersection for each of
+    its zone detectors fed by a camera (``source`` the camera, ``zone`` its zone).
+    """
+
+    source: str
+    zone: str
+    stop: bool
+
+
+DetectorEvent = ZoneCount | LoopPresence | ApproachSignal
 Listener = Callable[[DetectorEvent], None]
 
 

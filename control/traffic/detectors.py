@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from control.traffic.config import DetectorConfig
-from kernel.detectors import DetectorEvent, LoopPresence, ZoneCount
+from kernel.detectors import ApproachSignal, DetectorEvent, LoopPresence, ZoneCount
 from kernel.readings import Reading
 
 
@@ -248,6 +248,8 @@ class DetectorInbox:
         """Keep ``event`` if one of this intersection's detectors is fed by it."""
         if isinstance(event, ZoneCount):
             key = ("zone", event.source, event.zone)
+        elif isinstance(event, ApproachSignal):
+            return  # what the intersections themselves publish, for the cameras
         else:
             key = ("loop", event.source, event.input)
         name = self._by_source.get(key)
@@ -268,7 +270,7 @@ class DetectorInbox:
         for name, ev in events:
             if isinstance(ev, LoopPresence):
                 board.loop(name, ev.occupied)
-            else:
+            elif isinstance(ev, ZoneCount):
                 board.zone(name, ev.count, ev.halting, ev.queue_m)
         board.refresh_occupied()
         return len(events)

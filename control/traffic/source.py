@@ -6,7 +6,9 @@ touch its controller, envelope and signal output. Before each tick the thread ap
 detectors' sources published on the detector bus (camera zones, loop inputs) and the centre's
 commands handed to it (:meth:`TrafficSource.submit`), and answers those from there; a command also
 wakes it between ticks. Its reports (refusals, flash alarms, state changes) go through a bounded
-queue to the reading sink. The time-of-day schedule is checked on each tick; a new entry takes
+queue to the reading sink. The signal each camera-fed zone detector's group shows goes back on the
+bus as :class:`kernel.detectors.ApproachSignal` (on a change and every second), so the camera
+does not learn vehicles standing at a red as road. The time-of-day schedule is checked on each tick; a new entry takes
 effect at the controller's next cycle, and a mode or plan set by the centre holds until the
 schedule's next change point.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import math
 import queue
 import threading
 import time
@@ -38,6 +41,7 @@ from drivers.gpio.factory import PinFactories
 from drivers.signals.base import SignalOutput
 from kernel.clock import Clock
 from kernel.commands import Answer, CommandOutcome
+from kernel.detectors import ApproachSignal, DetectorEvent
 from kernel.errors import ConfigError
 from kernel.readings import ClockQuality, Priority, Reading
 from kernel.source import RunContext
@@ -46,6 +50,7 @@ TICK_S = CONTROL_TICK_S
 QUEUE_MAX = 10_000
 COMMANDS_MAX = 32
 STALL_S = 5.0  # no tick for this long: the thread is hung (a tick's I/O is bounded well below)
+SIGNAL_REFRESH_S = 1.0  # the cameras hear the approach signals at least this often
 
 
 def _modbus_output(ix: IntersectionConfig, pins: PinFactories) -> SignalOutput:
@@ -143,6 +148,8 @@ class TrafficSource:
         self.desk: TrafficDesk | None = None
         self.last_tick_mono: float | None = None
         self.stall_s = STALL_S
+        self.publish: Callable[[DetectorEvent], None] | None = None
+        self._watched = [(d.source, d.input or d.name, d.group) for d in ix.detectors if d.kind == "zone" and d.source]
 
     def shared_time(self) -> float | None:
         """Wall time when the run's clock is synchronised (NTP, GPS, the centre), else None: a
@@ -226,6 +233,7 @@ class TrafficSource:
             inter.envelope.latch("startup", "the junction flashes until it starts")
         inter.start()
         shown_before: dict[str, Any] = {}
+        told = -math.inf
         deadline = time.monotonic()
         while not self._stop.is_set():
             self.last_tick_mono = self.clock.advance()
@@ -240,6 +248,10 @@ class TrafficSource:
                     Reading(self.ix.name, "signal.state", text, time.time(), priority=Priority.EVENT)
                 )
                 shown_before = shown
+                told = -math.inf
+            if self.clock.now - told >= SIGNAL_REFRESH_S:
+                told = self.clock.now
+                self._tell_cameras(inter.envelope.shown())
             deadline += TICK_S
             while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
                 if self._wake.wait(left):  # a command: apply it now, then keep the tick's rhythm
@@ -251,6 +263,15 @@ class TrafficSource:
         self.clock.advance()
         with inter.lock:  # the output's link belongs to this thread
             inter.envelope.latch("agent_stopped", "the agent is stopping")
+
+    def _tell_cameras(self, shown: Mapping[str, Any]) -> None:
+        """Each camera zone detector's group: stopped (not green) or moving, on the detector bus."""
+        if self.publish is None:
+            return
+        for camera, zone, group in self._watched:
+            indication = shown.get(group)
+            stop = indication is None or not indication.is_green
+            self.publish(ApproachSignal(camera, zone, stop))
 
     def start(self) -> threading.Thread:
         """Start ticking in a thread of its own."""
@@ -280,6 +301,7 @@ class TrafficSource:
         if self.inbox.wanted:
             ctx.detectors.subscribe(self.inbox.on_event)
         self.wall = ctx.clock
+        self.publish = ctx.detectors.publish
         thread = self.start()
         try:
             while thread.is_alive():

@@ -33,7 +33,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from kernel.config_base import RelPath, StrictModel
-from kernel.detectors import ZoneCount
+from kernel.detectors import ApproachSignal, DetectorEvent, ZoneCount
 from kernel.errors import ModelError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext, Source
@@ -187,6 +187,8 @@ def build_pipeline(cfg: Config, registry: ModelRegistry) -> CameraPipeline:
             learning_rate=cfg.gate.learning_rate,
             var_threshold=cfg.gate.var_threshold,
         )
+        for z in cfg.zones:
+            gate.watch(z.name, tuple(z.polygon))
     lines = [CountLine(x.name, x.points[0], x.points[1], x.directions) for x in cfg.lines]
     zones = [Zone(z.name, tuple(z.polygon), z.queue_speed) for z in cfg.zones]
     tracker = Tracker(
@@ -215,6 +217,12 @@ class CameraSource:
         now = time.time()
         self._store_acc = CountsAccumulator(cfg.name, lines, zones, now)
         self._listen_acc = CountsAccumulator(cfg.name, lines, zones, now)
+
+    def on_detector_event(self, event: DetectorEvent) -> None:
+        """The detector bus: the signal an intersection shows this camera's zone pauses its learning."""
+        gate = self.pipeline.gate
+        if isinstance(event, ApproachSignal) and event.source == self.name and gate is not None:
+            gate.set_stop(event.zone, event.stop)
 
     def request_snapshot(self) -> asyncio.Future[Path]:
         """Ask for the next frame as a JPEG in ``snapshot_dir`` (the one way an image is written)."""
@@ -255,9 +263,11 @@ class CameraSource:
         except BaseException:
             worker.shutdown(wait=False)
             raise
+        ctx.detectors.subscribe(self.on_detector_event)
         try:
             await self._loop(ctx, worker, reader)
         finally:
+            ctx.detectors.unsubscribe(self.on_detector_event)
             closing = loop.run_in_executor(worker, reader.close)
             worker.shutdown(wait=False)
             await asyncio.shield(closing)

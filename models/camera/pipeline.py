@@ -6,13 +6,14 @@ numbers; frames are never stored.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.camera.detectors import Detection, Detector
-from models.camera.motion import MotionGate
+from models.camera.motion import MotionGate, MotionResult
 from models.camera.tracker import Tracker, TrackState
 
 
@@ -33,8 +34,12 @@ class CameraPipeline:
 
     With ``gate`` set, the detector runs only on frames where something moved and, for model
     detectors, only on crops around the moving regions; a still frame holds the tracks as they
-    are. A motion-blob detector always needs the gate (it *is* the gate's output).
+    are. A motion-blob detector always needs the gate (it *is* the gate's output). A track the
+    detector lost is kept while at least ``present_fraction`` of its box still differs from the
+    gate's background (a stopped vehicle).
     """
+
+    present_fraction = 0.35
 
     def __init__(self, detector: Detector, tracker: Tracker, gate: MotionGate | None = None) -> None:
         if detector.needs_motion and gate is None:
@@ -58,5 +63,13 @@ class CameraPipeline:
         detections = self.detector.detect(frame, motion)
         detect_s = time.perf_counter() - t0
         self.detector_runs += 1
-        state = self.tracker.update(detections, ts, size)
+        present = None
+        if motion is not None and motion.mask is not None:
+            present = functools.partial(_present, motion, self.present_fraction)
+        state = self.tracker.update(detections, ts, size, present)
         return FrameResult(state, detections, True, motion is not None, detect_s, time.perf_counter() - start)
+
+
+def _present(motion: MotionResult, fraction: float, box: np.ndarray) -> bool:
+    """Whether at least ``fraction`` of ``box`` still differs from the background."""
+    return motion.covers(box) >= fraction

@@ -3,7 +3,9 @@
 Detector-agnostic: it takes :class:`Detection` boxes per frame. Each detection is matched to the
 live track it overlaps most (IoU), else to the nearest track within ``max_distance`` (a fraction
 of the frame diagonal); unmatched detections start tracks; a track unseen for ``max_missed_s``
-is dropped. Geometry (lines, zones) is in normalised frame coordinates (0..1), so a config
+is dropped, unless the caller says its box still differs from the empty road (``present``): a
+vehicle standing in a queue, merged into its neighbour's blob or too still to be a blob of its own,
+stays counted where it stopped until its pixels are road again. Geometry (lines, zones) is in normalised frame coordinates (0..1), so a config
 survives a change of stream resolution.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -181,8 +183,18 @@ class Tracker:
             score[:, d] = -1.0
         return pairs
 
-    def update(self, detections: Sequence[Detection], ts: float, size: tuple[int, int]) -> TrackState:
-        """Feed one frame's detections (``size`` is the frame's width, height)."""
+    def update(
+        self,
+        detections: Sequence[Detection],
+        ts: float,
+        size: tuple[int, int],
+        present: Callable[[np.ndarray], bool] | None = None,
+    ) -> TrackState:
+        """Feed one frame's detections (``size`` is the frame's width, height).
+
+        ``present(box)`` tells whether an unmatched track's box still differs from the empty road;
+        such a track is kept where it is (it has stopped) instead of ageing out.
+        """
         boxes = np.array([d.box for d in detections], np.float64).reshape(-1, 4)
         crossings: list[Crossing] = []
         matched = set()
@@ -202,6 +214,11 @@ class Tracker:
             track.history.append((ts, self._point(boxes[i], size)))
             self.tracks[track.id] = track
             self._next_id += 1
+        if present is not None:
+            for track in self.tracks.values():
+                if track.last_ts != ts and track.hits >= self.min_hits and present(track.box):
+                    track.last_ts = ts
+                    track.history.append((ts, track.point))
         for track_id in [i for i, t in self.tracks.items() if ts - t.last_ts > self.max_missed_s]:
             del self.tracks[track_id]
         return self._state(ts, crossings)
@@ -210,6 +227,7 @@ class Tracker:
         """A frame where nothing moved: tracks keep their place (stopped objects stay counted)."""
         for track in self.tracks.values():
             track.last_ts = ts
+            track.history.append((ts, track.point))
         return self._state(ts, [])
 
     def _crossings(self, track: Track, previous: Point, ts: float) -> list[Crossing]:

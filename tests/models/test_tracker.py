@@ -86,3 +86,21 @@ def test_zone_polygon_contains() -> None:
     tri = Zone("tri", ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)))
     assert tri.contains((0.2, 0.2))
     assert not tri.contains((0.8, 0.8))
+
+
+def test_a_lost_track_stays_while_its_box_still_differs_from_the_road() -> None:
+    zone = Zone("q", ((0.0, 0.0), (0.6, 0.0), (0.6, 1.0), (0.0, 1.0)))
+    tracker = Tracker(zones=[zone], max_missed_s=0.5)
+    for i in range(3):  # two vehicles drive in and stop side by side
+        tracker.update([_box(100 + 10 * i, 500), _box(300 + 10 * i, 500)], i * 0.1, SIZE)
+    still = {1}  # vehicle 1's pixels still differ from the road; vehicle 2 has gone
+    state = None
+    for i in range(3, 60):  # 5.7 s: each frame the detector finds only vehicle 2's old place, empty
+        state = tracker.update([], i * 0.1, SIZE, present=lambda box: box[0] < 200 and bool(still))
+    assert state is not None
+    assert state.occupancy["q"] == 1
+    assert state.queue["q"] == 1
+    still.clear()
+    for i in range(60, 67):
+        state = tracker.update([], i * 0.1, SIZE, present=lambda box: False)
+    assert state.occupancy["q"] == 0
