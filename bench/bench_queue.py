@@ -54,7 +54,7 @@ def score(checkout: Path, video: Path, truth: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--ref", default="main")
+    ap.add_argument("--ref", default="13a3abc", help="the tree measured as \"before\" (default: main before the video work)")
     ap.add_argument("--fps", type=float, nargs="+", default=[5.0, 10.0, 15.0])
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
