@@ -36,6 +36,8 @@ from tests.sync.conftest import (  # noqa: F401 - fixtures
 # Never in a meter site's process: the camera and model stack (tens of MB), and cryptography (its
 # own OpenSSL: Ed25519 goes through the interpreter's libcrypto; X.509 only with certificates).
 HEAVY = ("numpy", "cv2", "ai_edge_litert", "tflite_runtime", "cryptography", "aiohttp", "jinja2")
+# Config sections the site does not have: their models stay out too.
+ABSENT_SECTIONS = ("control.lighting.config", "control.traffic.config", "agent.localpage.config")
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.M)
 
 
@@ -104,4 +106,6 @@ def test_a_modbus_site_process_imports_nothing_heavy(
     assert "sync.ed25519" in imported  # the signatures went through the light signer
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert heavy == [], f"a meter site imported {heavy}"
+    sections = sorted(imported.intersection(ABSENT_SECTIONS))
+    assert sections == [], f"a site without those sections imported {sections}"
 
