@@ -38,8 +38,10 @@ class BadSignature(SignatureError):
 
 def _loaded_libcrypto() -> str | None:
     """Path of the libcrypto this process already mapped for ``ssl``/``hashlib`` (Linux)."""
-    import _hashlib  # noqa: F401  - maps libcrypto when hashlib is OpenSSL-backed
-
+    try:
+        import _hashlib  # noqa: F401  - maps libcrypto when hashlib is OpenSSL-backed
+    except ImportError:
+        return None
     try:
         with open("/proc/self/maps") as f:
             for line in f:
