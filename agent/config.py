@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -18,9 +19,6 @@ from pydantic import (
     model_validator,
 )
 
-from agent.localpage.config import LocalPageConfig
-from control.lighting.config import LightingConfig, gpio_bank_problem
-from control.traffic.config import TrafficConfig, detector_source_problem
 from kernel.config_base import (
     RelPath,
     StrictModel,
@@ -33,6 +31,11 @@ from kernel.kinds import KindRegistry
 from kernel.site import NAME_PATTERN, SiteInfo
 from models.config import InferenceConfig
 from sync.config import StoreConfig, SyncConfig
+
+if TYPE_CHECKING:
+    from agent.localpage.config import LocalPageConfig
+    from control.lighting.config import LightingConfig
+    from control.traffic.config import TrafficConfig
 
 
 class DeviceConfigBase(StrictModel):
@@ -100,6 +103,43 @@ def _schema_device_list(kinds: KindRegistry) -> Any:
     """A list of any kind's config, for the JSON Schema only (imports every kind)."""
     classes = tuple(kind.config for kind in kinds.all())
     return list[Annotated[Union[classes], Field(discriminator="driver")]]  # type: ignore[valid-type]
+
+
+# Sections most sites leave out: their models are imported only when a site has the section.
+_SECTIONS = {
+    "lighting": ("control.lighting.config", "LightingConfig"),
+    "traffic": ("control.traffic.config", "TrafficConfig"),
+    "local_page": ("agent.localpage.config", "LocalPageConfig"),
+}
+
+
+def _section_model(field: str) -> type:
+    module, name = _SECTIONS[field]
+    model = getattr(importlib.import_module(module), name)
+    assert isinstance(model, type)
+    return model
+
+
+def _validate_section(value: Any, info: ValidationInfo) -> Any:
+    """Validate an optional section against its model, imported now; problems as ``path: message`` lines."""
+    if value is None:
+        return None
+    assert info.field_name is not None
+    model = _section_model(info.field_name)
+    if isinstance(value, model):
+        return value
+    try:
+        return _device_adapter(model).validate_python(value, context=info.context)
+    except ValidationError as exc:
+        raise ValueError("\n".join(p.removeprefix("(top level): ") for p in validation_problems(exc))) from None
+
+
+if TYPE_CHECKING:
+    LightingSection = LightingConfig | None
+    TrafficSection = TrafficConfig | None
+    LocalPageSection = LocalPageConfig | None
+else:
+    LightingSection = TrafficSection = LocalPageSection = Annotated[Any, BeforeValidator(_validate_section)]
 
 
 _LINE_FIELDS = ("baudrate", "parity", "stopbits")
@@ -216,11 +256,11 @@ class SiteConfig(StrictModel):
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
-    lighting: LightingConfig | None = None
+    lighting: LightingSection = None
     inference: InferenceConfig | None = None
-    traffic: TrafficConfig | None = Field(default=None, description="Signalised intersections (issue 5).")
+    traffic: TrafficSection = Field(default=None, description="Signalised intersections (issue 5).")
     update: UpdateConfig | None = Field(default=None, description="Signed updates; none means updates are refused.")
-    local_page: LocalPageConfig | None = Field(default=None, description="The technician's status page.")
+    local_page: LocalPageSection = Field(default=None, description="The technician's status page.")
 
     @field_validator("devices", mode="after")
     @classmethod
@@ -242,6 +282,8 @@ class SiteConfig(StrictModel):
         if len(idx) > 1:
             raise ValueError(f"devices[{idx[1]}]: only one lighting device per site (it runs every circuit)")
         if self.lighting is not None:
+            from control.lighting.config import gpio_bank_problem
+
             problem = gpio_bank_problem(self.lighting, list(self.devices))
             if problem:
                 raise ValueError(problem)
@@ -255,6 +297,8 @@ class SiteConfig(StrictModel):
         if len(idx) > 1:
             raise ValueError(f"devices[{idx[1]}]: only one traffic device per site (it runs every intersection)")
         if self.traffic is not None:
+            from control.traffic.config import detector_source_problem
+
             problem = detector_source_problem(self.traffic, list(self.devices))
             if problem:
                 raise ValueError(problem)
@@ -294,10 +338,15 @@ def load_config(path: Path | str, kinds: KindRegistry | None = None) -> SiteConf
 
 def config_json_schema(kinds: KindRegistry | None = None) -> dict[str, Any]:
     """The JSON Schema of the site config (with every registered device kind)."""
+    sections: dict[str, Any] = {
+        name: (_section_model(name) | None, Field(default=None, description=SiteConfig.model_fields[name].description))
+        for name in _SECTIONS
+    }
     schema_model = create_model(
         "SiteConfig",
         __base__=SiteConfig,
         __doc__=SiteConfig.__doc__,
         devices=(_schema_device_list(kinds or KindRegistry()), Field(default_factory=list)),
+        **sections,
     )
     return schema_model.model_json_schema(by_alias=True)

@@ -17,9 +17,7 @@ import contextlib
 import json
 import logging
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,6 +150,8 @@ class BalenaHealthReporter:
         return cls(url, key, uuid, health, interval_s=interval)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
+        import urllib.request  # only on a balena device: http.client and email stay out of other sites
+
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(  # noqa: S310 - the URL is the balena API address balena injects
             self.api + path,
@@ -176,6 +176,8 @@ class BalenaHealthReporter:
 
     def publish_once(self) -> None:
         """Upsert the tag once (blocking): POST, and PATCH when it exists (HTTP 409), like pinejs upsert."""
+        import urllib.error
+
         device = self._device()
         value = encode(summarize(self.health(), self.started, time.time()))
         query = urllib.parse.urlencode(

@@ -1,12 +1,15 @@
 """Agent memory and CPU with 50 Modbus devices configured, syncing to a receiver.
 
-    .venv/bin/python bench/bench_agent_rss.py [--devices 50] [--seconds 60]
+    .venv/bin/python bench/bench_agent_rss.py [--devices 50] [--seconds 60] [--compare CHECKOUT]
 
 Starts a Modbus TCP emulator with N devices (SDM120 profile, one unit id each, behind one gateway
 as at a cabinet, polled every second), a private Mosquitto, the reference receiver and
 `edge-agent run`, lets it settle, then samples the agent's RSS and CPU from /proc for the measuring
 window. Baseline in the same run: the RSS of a bare `python -c "import time; time.sleep(5)"`, and
-the RSS of the agent with no devices (import footprint).
+the RSS of the agent with no devices (import footprint), and with ``--compare`` the same site run
+from another checkout (e.g. the tree before a change), so a before/after ratio comes from one run.
+RSS is the kernel's resident set (``/proc/<pid>/statm``: shared library pages count in full); PSS
+(``smaps_rollup``, shared pages split between the processes mapping them) is printed beside it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ TICK = os.sysconf("SC_CLK_TCK")
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE / 2**20
+
+
+def pss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def cpu_s(pid: int) -> float:
@@ -84,8 +95,11 @@ def site(work: Path, key: Path, broker: str, port: int, n: int) -> Path:
     return path
 
 
-def measure(argv: list[str], log: Path, settle: float, window: float) -> tuple[float, float, float]:
-    proc = ManagedProcess("agent", argv, log, agent_env())
+def measure(
+    argv: list[str], log: Path, settle: float, window: float, env: dict[str, str] | None = None
+) -> tuple[float, float, float, float]:
+    """(last RSS, peak RSS, CPU fraction, last PSS) of the agent over the window after settling."""
+    proc = ManagedProcess("agent", argv, log, env or agent_env())
     progress = Progress(f"bench agent-rss {log.stem}")
     proc.start()
     try:
@@ -106,7 +120,7 @@ def measure(argv: list[str], log: Path, settle: float, window: float) -> tuple[f
             time.sleep(1.0)
         progress.close()
         cpu = (cpu_s(pid) - c0) / (time.monotonic() - t0)
-        return samples[-1], peak, cpu
+        return samples[-1], peak, cpu, pss_mb(pid)
     finally:
         proc.stop()
 
@@ -116,6 +130,7 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--settle", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--compare", type=Path, help="another checkout to run the same site from (baseline)")
     args = ap.parse_args()
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
@@ -155,28 +170,47 @@ def main() -> None:
             )
             rx.start()
             bare = bare_python_rss()
-            empty_last, _empty_peak, _empty_cpu = measure(
+            empty_last, _empty_peak, _empty_cpu, _empty_pss = measure(
                 agent_argv("run", "--config", str(site(work, key, broker.url, port, 0))),
                 work / "logs" / "agent0.log",
                 5.0,
                 5.0,
             )
-            last, peak, cpu = measure(
+            load_before = os.getloadavg()[0]
+            last, peak, cpu, pss = measure(
                 agent_argv("run", "--config", str(site(work, key, broker.url, port, args.devices))),
                 work / "logs" / "agent.log",
                 args.settle,
                 args.seconds,
             )
+            other = None
+            if args.compare is not None:
+                env = agent_env()
+                env["PYTHONPATH"] = str(args.compare.resolve())
+                (work / "compare").mkdir()
+                argv = agent_argv("run", "--config", str(site(work / "compare", key, broker.url, port, args.devices)))
+                other = measure(
+                    [argv[0], "-P", *argv[1:]],  # -P: the current directory must not shadow that checkout
+                    work / "logs" / "agent-compare.log",
+                    args.settle,
+                    args.seconds,
+                    env,
+                )
             points = sum(1 for _ in profile.points)
             print(
                 f"devices: {args.devices} x eastron-sdm120 ({points} points), polled every 1 s (fast class)"
             )
-            print(f"agent RSS with {args.devices} devices: {last:.1f} MB (peak {peak:.1f} MB)")
+            load = os.getloadavg()
+            print(f"load average {load_before:.2f} at start, now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+            print(f"agent RSS with {args.devices} devices: {last:.1f} MB (peak {peak:.1f} MB; PSS {pss:.1f} MB)")
             print(f"agent RSS with no devices:   {empty_last:.1f} MB (import footprint)")
             print(f"bare python RSS (baseline):  {bare:.1f} MB")
             print(f"ratio agent/bare python:     {peak / bare:.2f}")
             print(f"agent CPU: {cpu * 100:.1f} % of one core")
-            print(f"target RSS <= 60 MB: {'met' if peak <= 60 else 'NOT met'}")
+            if other is not None:
+                print(f"same site from {args.compare}: RSS {other[0]:.1f} MB (peak {other[1]:.1f} MB; "
+                      f"PSS {other[3]:.1f} MB), CPU {other[2] * 100:.1f} %; ratio this/that {peak / other[1]:.3f}")
+            print(f"target RSS <= 40 MB: {'met' if peak <= 40 else 'NOT met'}")
         finally:
             procs.stop_all()
             asyncio.run_coroutine_threadsafe(emu.close(), loop).result(10)

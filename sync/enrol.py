@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kernel.errors import SignatureError, SyncError
 from kernel.i18n import tr
 from sync.config import SyncConfig
+from sync.ed25519 import AnyPublicKey
 from sync.mqtt import LinkOptions, MqttLink
 from sync.pki import common_name, issued_by, same_public_key, write_public
 from sync.signing import Signer, load_public_key, public_pem, verify_frame
@@ -116,7 +118,7 @@ def open_request(data: bytes) -> tuple[EnrolRequest, Ed25519PublicKey]:
     return req, key
 
 
-def open_reply(data: bytes, centre_keys: list[Ed25519PublicKey]) -> EnrolReply:
+def open_reply(data: bytes, centre_keys: Sequence[AnyPublicKey]) -> EnrolReply:
     """Decode a reply signed by the centre; raise :class:`SignatureError` or :class:`WireError` otherwise."""
     if len(data) > MAX_ENROL_BYTES:
         raise WireError(f"enrolment reply of {len(data)} bytes")
@@ -252,7 +254,7 @@ class Enroller:
         finally:
             await asyncio.to_thread(link.stop)
 
-    def _accept(self, data: bytes, centre_keys: list[Ed25519PublicKey]) -> bool:
+    def _accept(self, data: bytes, centre_keys: Sequence[AnyPublicKey]) -> bool:
         try:
             reply = open_reply(data, centre_keys)
         except (WireError, SignatureError) as exc:

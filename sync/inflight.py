@@ -20,12 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from kernel.errors import SignatureError
 from kernel.metrics import Metrics
 from kernel.ratelog import RateLimitedLog
 from sync.config import SyncConfig
+from sync.ed25519 import AnyPublicKey
 from sync.mqtt import MqttLink
 from sync.signing import open_down
 from sync.store import Store
@@ -62,7 +61,7 @@ class InFlightWindow:
         site_id: str,
         store: Store,
         metrics: Metrics,
-        centre_keys: list[Ed25519PublicKey],
+        centre_keys: list[AnyPublicKey],
         topics: Topics,
         notify: Callable[[], None],
         on_rejected: Callable[[], None],

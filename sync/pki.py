@@ -2,7 +2,9 @@
 
 What ``config check`` uses to catch the files that fail on site (a garbage certificate, a public key
 given as the signing key), and what ``provision init`` and enrolment use to write keys and CSRs.
-Everything is ``cryptography`` (X.509, ECDSA P-256 for TLS, Ed25519 for signatures).
+Everything is ``cryptography`` (X.509, ECDSA P-256 for TLS, Ed25519 for signatures), imported by
+the function that needs it: a site without certificates never loads it (Ed25519 keys in their usual
+PEM forms are checked by :mod:`sync.ed25519`).
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from kernel.config_base import check_secret_file
 from kernel.i18n import N_, tr
+from sync import ed25519
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 _PRIVATE_MARKERS = (b"PRIVATE KEY-----",)
 _PUBLIC_MARKERS = (b"-----BEGIN PUBLIC KEY-----", b"-----BEGIN RSA PUBLIC KEY-----")
@@ -79,6 +81,8 @@ def check_cert_file(path: Path, now: dt.datetime | None = None) -> x509.Certific
         raise ValueError(
             tr("file {file!r} is not a certificate: {why}").format(file=str(path), why=tr(_KIND_TEXT[kind]))
         )
+    from cryptography import x509
+
     try:
         cert = x509.load_pem_x509_certificates(data)[0]
     except ValueError as exc:
@@ -100,6 +104,8 @@ def check_tls_key_file(path: Path) -> None:
     if kind != "private-key":
         why = tr("it holds a {kind}, not a private key").format(kind=kind.replace("-", " "))
         raise ValueError(tr("file {file!r} is not a TLS private key: {why}").format(file=str(path), why=why))
+    from cryptography.hazmat.primitives import serialization
+
     try:
         serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -122,6 +128,11 @@ def check_signing_key_file(path: Path) -> None:
     if kind != "private-key":
         why = tr(_KEY_GARBAGE) if kind == "garbage" else tr("it holds a {kind}, not a private key").format(kind=kind)
         raise ValueError(tr("file {file!r} is not an Ed25519 private key: {why}").format(file=str(path), why=why))
+    if ed25519.private_from_pem(data) is not None:
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -140,6 +151,10 @@ def check_private_key_file(path: Path) -> None:
     if kind != "private-key":
         what = kind.replace("-", " ") if kind in ("public-key", "certificate", "csr") else "no PEM key"
         raise ValueError(f"file {str(path)!r} holds a {what}; expected an unencrypted PEM private key")
+    if ed25519.private_from_pem(data) is not None:
+        return
+    from cryptography.hazmat.primitives import serialization
+
     try:
         serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -153,6 +168,11 @@ def check_public_key_file(path: Path) -> None:
         raise ValueError(
             f"file {str(path)!r} holds a private key; give the public key (.pub) here and keep the private one secret"
         )
+    if ed25519.public_from_pem(data) is not None:
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
@@ -166,9 +186,9 @@ def _first_line(exc: Exception) -> str:
     return lines[0][:120] if lines else type(exc).__name__
 
 
-def fingerprint(key: Ed25519PublicKey) -> str:
+def fingerprint(key: ed25519.AnyPublicKey) -> str:
     """A short, readable fingerprint of a public key: SHA-256 of the raw key, base32, 4 groups of 4."""
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = key.public_bytes_raw()
     b32 = base64.b32encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
     return "-".join(b32[i : i + 4] for i in range(0, 16, 4))
 
@@ -198,11 +218,15 @@ def write_public(path: Path, data: bytes) -> None:
 
 def new_tls_key() -> ec.EllipticCurvePrivateKey:
     """A TLS key (ECDSA P-256: small, fast on a Pi, accepted by Mosquitto and every TLS stack)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def private_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
     """PKCS#8 PEM, unencrypted (the file's mode protects it)."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -210,6 +234,10 @@ def private_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
 
 def make_csr(key: ec.EllipticCurvePrivateKey, site_id: str) -> x509.CertificateSigningRequest:
     """A CSR whose subject CN is the site id (the broker maps it to the MQTT username)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
     subject = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, site_id), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kinhbac-edge")]
     )
@@ -218,6 +246,8 @@ def make_csr(key: ec.EllipticCurvePrivateKey, site_id: str) -> x509.CertificateS
 
 def common_name(name: x509.Name) -> str | None:
     """The CN of a subject, or None."""
+    from cryptography.x509.oid import NameOID
+
     attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     value = attrs[0].value if attrs else None
     return value if isinstance(value, str) else None
@@ -225,6 +255,8 @@ def common_name(name: x509.Name) -> str | None:
 
 def same_public_key(a: object, b: object) -> bool:
     """Whether two ``cryptography`` public keys are the same key."""
+    from cryptography.hazmat.primitives import serialization
+
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
         return bool(a.public_bytes(*fmt) == b.public_bytes(*fmt))  # type: ignore[attr-defined]
@@ -234,6 +266,8 @@ def same_public_key(a: object, b: object) -> bool:
 
 def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     """Whether ``ca`` signed ``cert`` (issuer name and signature)."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
@@ -243,6 +277,9 @@ def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
 
 def cert_matches_key(cert_file: Path, key_file: Path) -> bool:
     """Whether the certificate in ``cert_file`` carries the public half of the key in ``key_file``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         cert = x509.load_pem_x509_certificates(_read(cert_file))[0]
         key = serialization.load_pem_private_key(_read(key_file), password=None)

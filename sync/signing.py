@@ -1,8 +1,10 @@
 """Ed25519 signatures on frames, key files, and the centre's registry of site public keys.
 
-The signature covers the exact compressed payload bytes of a frame (RFC 8032 Ed25519, via
-``cryptography``). Private keys are PEM (PKCS#8, unencrypted) files of mode 0600; a looser mode
-is refused. Public keys are PEM SubjectPublicKeyInfo files.
+The signature covers the exact compressed payload bytes of a frame (RFC 8032 Ed25519). Keys in
+the usual PEM forms are handled by :mod:`sync.ed25519` on the OpenSSL the interpreter has loaded;
+``cryptography`` is imported only for other forms, key generation and conversions. Private keys are
+PEM (PKCS#8, unencrypted) files of mode 0600; a looser mode is refused. Public keys are PEM
+SubjectPublicKeyInfo files.
 """
 
 from __future__ import annotations
@@ -12,13 +14,10 @@ import os
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import click
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import Field, ValidationError
 
 from kernel.config_base import (
@@ -29,6 +28,8 @@ from kernel.config_base import (
     validation_problems,
 )
 from kernel.errors import ConfigError, SignatureError, SyncError
+from sync import ed25519
+from sync.ed25519 import AnyPrivateKey, AnyPublicKey
 from sync.wire import (
     CODEC_JSON,
     SITE_PATTERN,
@@ -58,7 +59,7 @@ class CommandRefused(SyncError):
     """A verified command that this site must not execute (wrong target, or another kind than its topic's)."""
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
+def load_private_key(path: Path) -> AnyPrivateKey:
     """Read an Ed25519 private key; the file must be mode 0600 or stricter."""
     try:
         check_secret_file(path)
@@ -70,6 +71,12 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         raise SignatureError(str(exc)) from exc
     if b"PUBLIC KEY" in data and b"PRIVATE KEY" not in data:
         raise SignatureError(f"{path}: is a public key; the signing key must be the private one (site.key)")
+    light = ed25519.private_from_pem(data)
+    if light is not None:
+        return light
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -79,12 +86,18 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
+def load_public_key(path: Path) -> AnyPublicKey:
     """Read an Ed25519 public key (PEM)."""
     try:
         data = read_limited(path, KEY_FILE_LIMIT)
     except ValueError as exc:
         raise SignatureError(f"cannot read an Ed25519 public key: {exc}") from exc
+    light = ed25519.public_from_pem(data)
+    if light is not None:
+        return light
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
@@ -99,8 +112,12 @@ def _first_line(exc: Exception) -> str:
     return text[0][:120] if text else type(exc).__name__
 
 
-def public_pem(key: Ed25519PublicKey) -> bytes:
+def public_pem(key: AnyPublicKey) -> bytes:
     """PEM text of a public key."""
+    if isinstance(key, ed25519.PublicKey):
+        return key.pem()
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -111,6 +128,9 @@ def generate_keypair(out_dir: Path, name: str = "site") -> tuple[Path, Path]:
     for p in (key_path, pub_path):
         if p.exists():
             raise SignatureError(f"{p} exists; refusing to overwrite a key")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -134,7 +154,7 @@ def ensure_keypair(out_dir: Path, name: str) -> tuple[Path, Path]:
 class Signer:
     """Signs payloads with one private key and packs them into frames."""
 
-    def __init__(self, key: Ed25519PrivateKey) -> None:
+    def __init__(self, key: AnyPrivateKey) -> None:
         self._key = key
 
     @classmethod
@@ -142,7 +162,7 @@ class Signer:
         """Load the key from a 0600 PEM file."""
         return cls(load_private_key(path))
 
-    def public_key(self) -> Ed25519PublicKey:
+    def public_key(self) -> AnyPublicKey:
         """The matching public key."""
         return self._key.public_key()
 
@@ -160,27 +180,36 @@ class Signer:
         return pack_frame(payload, self.sign(payload), codec=CODEC_JSON, msg_id=msg_id)
 
 
-def verify_frame(frame: Frame, keys: list[Ed25519PublicKey]) -> None:
+def verifies(key: AnyPublicKey, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` is ``key``'s Ed25519 signature of ``data`` (either kind of key)."""
+    if isinstance(key, ed25519.PublicKey):
+        return key.verifies(signature, data)
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        key.verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify_frame(frame: Frame, keys: Sequence[AnyPublicKey]) -> None:
     """Raise :class:`SignatureError` unless one of ``keys`` verifies the frame's signature."""
     if not frame.signature:
         raise SignatureError("frame is unsigned")
-    for key in keys:
-        try:
-            key.verify(frame.signature, frame.payload)
-            return
-        except InvalidSignature:
-            continue
+    if any(verifies(key, frame.signature, frame.payload) for key in keys):
+        return
     raise SignatureError("signature does not verify against any registered key")
 
 
-def open_signed(data: bytes, keys: list[Ed25519PublicKey]) -> Frame:
+def open_signed(data: bytes, keys: Sequence[AnyPublicKey]) -> Frame:
     """Unpack a frame and verify its signature."""
     frame = unpack_frame(data)
     verify_frame(frame, keys)
     return frame
 
 
-def open_down(data: bytes, centre_keys: list[Ed25519PublicKey]) -> Ack | Rejection:
+def open_down(data: bytes, centre_keys: Sequence[AnyPublicKey]) -> Ack | Rejection:
     """Verify an ack or rejection frame against the centre's keys, then decode it.
 
     Raises :class:`SignatureError` (unsigned, or no registered centre key verifies it) or
@@ -193,7 +222,7 @@ def open_down(data: bytes, centre_keys: list[Ed25519PublicKey]) -> Ack | Rejecti
     return msg
 
 
-def open_reply(data: bytes, site_keys: list[Ed25519PublicKey]) -> CommandReply:
+def open_reply(data: bytes, site_keys: Sequence[AnyPublicKey]) -> CommandReply:
     """Verify a command reply frame against the site's keys, then decode it (the centre's side)."""
     frame = open_signed(data, site_keys)
     try:
@@ -202,7 +231,7 @@ def open_reply(data: bytes, site_keys: list[Ed25519PublicKey]) -> CommandReply:
         raise WireError(f"not a command reply: {exc.errors(include_url=False)[0]['msg']}") from exc
 
 
-def load_public_keys(paths: list[Path]) -> list[Ed25519PublicKey]:
+def load_public_keys(paths: list[Path]) -> list[AnyPublicKey]:
     """Every public key of a list of PEM files; the first bad one raises :class:`SignatureError`."""
     return [load_public_key(p) for p in paths]
 
@@ -235,7 +264,7 @@ class SiteRegistry:
 
     def __init__(
         self,
-        keys: Mapping[str, list[Ed25519PublicKey]],
+        keys: Mapping[str, list[AnyPublicKey]],
         path: Path | None = None,
         check_every_s: float = 1.0,
     ) -> None:
@@ -297,7 +326,7 @@ class SiteRegistry:
         self.poll()
         return sorted(s for s in self._keys if group is None or group in self.groups.get(s, []))
 
-    def keys_for(self, site_id: str) -> list[Ed25519PublicKey] | None:
+    def keys_for(self, site_id: str) -> list[AnyPublicKey] | None:
         """The keys of a site, or None when it is not registered.
 
         An unknown site makes the registry look at its file once more before answering None: a
@@ -327,13 +356,13 @@ def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _read_registry(path: Path) -> tuple[dict[str, list[Ed25519PublicKey]], dict[str, list[str]]]:
+def _read_registry(path: Path) -> tuple[dict[str, list[AnyPublicKey]], dict[str, list[str]]]:
     data = load_yaml(path)
     try:
         reg = RegistryFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(str(path), validation_problems(exc)) from exc
-    keys: dict[str, list[Ed25519PublicKey]] = {}
+    keys: dict[str, list[AnyPublicKey]] = {}
     problems = []
     for site, entry in reg.sites.items():
         if not re.match(SITE_PATTERN, site):
@@ -371,7 +400,7 @@ def sign_command(cmd: Command, signer: Signer) -> bytes:
 
 
 def open_command(
-    data: bytes, centre_keys: list[Ed25519PublicKey], site_id: str, kind: str | None = None
+    data: bytes, centre_keys: Sequence[AnyPublicKey], site_id: str, kind: str | None = None
 ) -> Command:
     """Verify and decode a command frame for this site; raise instead of returning anything doubtful.
 

@@ -20,14 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from kernel.clock import Clock
 from kernel.errors import SyncError
 from kernel.metrics import Metrics
 from sync.batches import BatchComposer
 from sync.commands_in import CommandHandler, CommandIntake
 from sync.config import SyncConfig
+from sync.ed25519 import AnyPublicKey as Ed25519PublicKey  # no cryptography in the agent process
 from sync.inflight import InFlight, InFlightWindow
 from sync.mqtt import LinkOptions, MqttLink
 from sync.signing import Signer, load_public_keys
