@@ -31,6 +31,7 @@ from kernel.ratelog import RateLimitedLog
 from sync.mqtt import LinkOptions, MqttLink
 from sync.pki import check_private_key_file
 from sync.receiver_db import ReceiverDB, open_db
+from sync.receiver_decode import decode_batch_fast
 from sync.receiver_health import HealthHttp, ReceiverHealth
 from sync.signing import Signer, SiteRegistry, open_reply, verify_frame
 from sync.status import agent_version
@@ -46,7 +47,6 @@ from sync.wire import (
     Topics,
     WireError,
     content_hash,
-    decode_batch,
     peek_batch_ids,
     shared_batch_subscription,
     site_of_topic,
@@ -121,7 +121,7 @@ class Receiver:
         # From here the site's own key signed the payload: the centre may answer in its name.
         digest = content_hash(frame.payload)
         try:
-            batch = decode_batch(frame)
+            batch = decode_batch_fast(frame)
         except WireError as exc:
             version = _schema_version(frame)
             answered: AnsweredReason = "schema-version" if version not in (None, SCHEMA_VERSION) else "malformed"
