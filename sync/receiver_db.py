@@ -13,13 +13,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from kernel.errors import ConfigError, SyncError
 from kernel.readings import AVAILABILITY_POINT, Priority
-from sync.receiver_decode import BatchFields
 from sync.wire import CommandReply, Status
+
+if TYPE_CHECKING:  # msgspec is the receiver's extra; the operator's tools read this module too
+    from sync.receiver_decode import BatchFields
 
 _T = TypeVar("_T")
 

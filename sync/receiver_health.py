@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -34,7 +34,9 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kernel.errors import AgentError
-from sync.receiver_decode import BatchFields
+
+if TYPE_CHECKING:  # a type only: no msgspec import for it
+    from sync.receiver_decode import BatchFields
 
 log = logging.getLogger("kbe.receiver")
 
