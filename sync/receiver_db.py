@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
@@ -246,6 +246,10 @@ class ReceiverDB(Protocol):
         """Persist a batch in one transaction; return (newly stored, duplicates)."""
         ...
 
+    def store_batches(self, batches: Sequence[BatchFields], receiver: str) -> list[tuple[int, int]]:
+        """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order."""
+        ...
+
     def record_rejection(
         self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
     ) -> None:
@@ -292,28 +296,36 @@ class SqliteReceiverDB:
 
     def store_batch(self, batch: BatchFields, receiver: str) -> tuple[int, int]:
         """Persist a batch in one transaction; return (newly stored, duplicates)."""
-        rows = _rows(batch, receiver, time.time())
+        return self.store_batches([batch], receiver)[0]
+
+    def store_batches(self, batches: Sequence[BatchFields], receiver: str) -> list[tuple[int, int]]:
+        """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order."""
+        now = time.time()
         marks = ", ".join("?" * len(READING_COLUMNS))
         sql = (
             f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) VALUES ({marks}) "  # noqa: S608 - constant columns
             "ON CONFLICT (site_id, seq) DO NOTHING"
         )
+        out = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                before = self._db.total_changes
-                self._db.executemany(sql, rows)
-                stored = self._db.total_changes - before
-                self._db.executemany(
-                    "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, seq) DO NOTHING",
-                    _event_rows(rows),
-                )
+                for batch in batches:
+                    rows = _rows(batch, receiver, now)
+                    before = self._db.total_changes
+                    self._db.executemany(sql, rows)
+                    stored = self._db.total_changes - before
+                    out.append((stored, len(rows) - stored))
+                    self._db.executemany(
+                        "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, seq) DO NOTHING",
+                        _event_rows(rows),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return stored, len(rows) - stored
+        return out
 
     def record_rejection(
         self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
@@ -391,15 +403,20 @@ class PostgresReceiverDB:
         return conn
 
     def store_batch(self, batch: BatchFields, receiver: str) -> tuple[int, int]:
-        """Persist a batch in one transaction; return (newly stored, duplicates).
+        """Persist a batch in one transaction; return (newly stored, duplicates)."""
+        return self.store_batches([batch], receiver)[0]
 
-        A broken connection (database restarted, session killed) is reopened once and the batch
+    def store_batches(self, batches: Sequence[BatchFields], receiver: str) -> list[tuple[int, int]]:
+        """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order.
+
+        A broken connection (database restarted, session killed) is reopened once and the batches
         written again; a commit that did land before the break only turns into duplicates.
         """
-        rows = _rows(batch, receiver, time.time())
-        events = _event_rows(rows)
+        now = time.time()
+        rows = [_rows(batch, receiver, now) for batch in batches]
+        events = [event for batch_rows in rows for event in _event_rows(batch_rows)]
         stored = self._reconnecting(lambda: self._write(rows, events))
-        return stored, len(rows) - stored
+        return [(new, len(batch_rows) - new) for new, batch_rows in zip(stored, rows, strict=True)]
 
     def _reconnecting(self, fn: Callable[[], _T]) -> _T:
         with self._lock:
@@ -413,20 +430,23 @@ class PostgresReceiverDB:
                 self.reconnects += 1
                 return fn()
 
-    def _write(self, rows: list[tuple[Any, ...]], events: list[tuple[Any, ...]]) -> int:
+    def _write(self, rows: list[list[tuple[Any, ...]]], events: list[tuple[Any, ...]]) -> list[int]:
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
-                self._copy_rows(cur, self._copy_direct, rows)
+                self._copy_rows(cur, self._copy_direct, [row for batch_rows in rows for row in batch_rows])
                 self._insert_events(cur, events)
-            return len(rows)
+            return [len(batch_rows) for batch_rows in rows]
         except self._psycopg.errors.UniqueViolation:
-            pass  # some of these readings are held already: count what is new
+            pass  # some of these readings are held already: count what is new, batch by batch
+        stored = []
         with self._conn.transaction(), self._conn.cursor() as cur:
-            self._copy_rows(cur, self._copy, rows)
-            cur.execute(self._insert)
-            stored = max(cur.rowcount, 0)
+            for batch_rows in rows:
+                self._copy_rows(cur, self._copy, batch_rows)
+                cur.execute(self._insert)
+                stored.append(max(cur.rowcount, 0))
+                cur.execute("TRUNCATE kbe_rx_incoming")
             self._insert_events(cur, events)
-            return stored
+        return stored
 
     @staticmethod
     def _copy_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
