@@ -95,3 +95,27 @@ def test_a_resend_takes_the_conflict_path_and_stores_nothing_twice(pg_url: str) 
     assert db.store_batch(batch("b-2", range(900, 1101)), "rx") == (100, 101)
     db.close()
     assert query(pg_url, "SELECT COUNT(*), SUM(value) FROM readings") == [(1100, sum(s * 0.5 for s in range(1, 1101)))]
+
+
+def test_a_group_of_batches_is_one_transaction_counted_batch_by_batch(db_url: str) -> None:
+    from sync.receiver_db import open_db
+
+    db = open_db(db_url)
+    assert db.store_batches([batch("b-1", range(1, 11)), batch("b-2", range(11, 21))], "rx") == [(10, 0), (10, 0)]
+    # The same batch twice in one group (a redelivery), and one overlapping what is held: each counted right.
+    group = [batch("b-3", range(21, 31)), batch("b-3", range(21, 31)), batch("b-4", range(15, 41))]
+    assert db.store_batches(group, "rx") == [(10, 0), (0, 10), (10, 16)]
+    db.close()
+    assert query(db_url, "SELECT COUNT(*), MIN(seq), MAX(seq), COUNT(DISTINCT batch_id) FROM readings") == [
+        (40, 1, 40, 4)]
+
+
+def test_a_failing_group_stores_nothing(db_url: str) -> None:
+    from sync.receiver_db import open_db
+
+    db = open_db(db_url)
+    bad = batch("b-2", range(11, 13)).model_copy(update={"site_id": None})  # NOT NULL refuses it
+    with pytest.raises(Exception):  # each backend raises its own error type
+        db.store_batches([batch("b-1", range(1, 11)), bad], "rx")
+    assert db.store_batches([batch("b-1", range(1, 11))], "rx") == [(10, 0)]
+    db.close()
