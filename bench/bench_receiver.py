@@ -141,14 +141,15 @@ class Receivers:
     procs: list[subprocess.Popen[bytes]]
 
     @classmethod
-    def start(cls, n: int, broker: str, db: str, sites: Path, key: Path, checkout: Path | None) -> Receivers:
+    def start(cls, tag: str, n: int, broker: str, db: str, sites: Path, key: Path, checkout: Path | None) -> Receivers:
+        """n receivers in the group ``bench-<tag>`` (new client ids and group per window: no old session's queue)."""
         env = agent_env()
         if checkout is not None:
             env["PYTHONPATH"] = str(checkout)
         procs = [
             subprocess.Popen(
                 agent_argv("receiver", "--broker", broker, "--db", db, "--sites", str(sites), "--signing-key",
-                           str(key), "--allow-plaintext", "--client-id", f"bench-rx-{i}", "--group", "bench",
+                           str(key), "--allow-plaintext", "--client-id", f"bench-rx-{tag}-{i}", "--group", f"bench-{tag}",
                            "--log-level", "WARNING"),
                 env=env, cwd=checkout,
             )
@@ -246,7 +247,7 @@ def measure(label: str, n_rx: int, frames: list[tuple[str, bytes]], args: argpar
     """Start n receivers on a fresh schema, publish every frame, stop them; the window's figures."""
     with fresh_schema(f"kbe_bench_rx{n_rx}") as db:
         since = log_size(broker)
-        rx = Receivers.start(n_rx, broker.url, db, tmp / "sites.yaml", tmp / "keys" / "centre.key", checkout)
+        rx = Receivers.start(f"{'before' if checkout else 'now'}-{n_rx}", n_rx, broker.url, db, tmp / "sites.yaml", tmp / "keys" / "centre.key", checkout)
         try:
             wait_connected(broker, n_rx, since)
             backends = backend_pids()
@@ -289,7 +290,7 @@ def uplink(n: int, key: Path, centre_pub: Path, tmp: Path, broker: Mosquitto) ->
                                      "centre_public_keys": [str(centre_pub)]})  # fmt: skip
     with fresh_schema("kbe_bench_uplink") as db:
         since = log_size(broker)
-        rx = Receivers.start(1, broker.url, db, tmp / "sites.yaml", tmp / "keys" / "centre.key", None)
+        rx = Receivers.start("uplink", 1, broker.url, db, tmp / "sites.yaml", tmp / "keys" / "centre.key", None)
         try:
             wait_connected(broker, 1, since)
             rx_before = rx.cpu()
