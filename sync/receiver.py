@@ -20,7 +20,8 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -93,11 +94,17 @@ class Receiver:
         checked = self._verify(topic, payload)
         return self._store([checked])[0] if isinstance(checked, _Verified) else checked
 
-    def _on_batch(self, topic: str, payload: bytes) -> None:
-        """The MQTT thread: verify and decode here, store and acknowledge on the writer thread."""
+    def _on_batch(self, topic: str, payload: bytes, done: Callable[[], None]) -> None:
+        """The MQTT thread: verify and decode here, store and acknowledge on the writer thread.
+
+        The broker's PUBACK (``done``) waits for the commit, so a batch this receiver dies holding
+        is delivered again by the broker; a refused frame is PUBACKed at once.
+        """
         checked = self._verify(topic, payload)
         if isinstance(checked, _Verified) and self._writer is not None:
-            self._writer.put(checked)
+            self._writer.put(replace(checked, done=done))
+        else:
+            done()
 
     def _verify(self, topic: str, payload: bytes) -> _Verified | Rejection | None:
         """A batch ready to store, or the refusal already recorded (and published when answered)."""
@@ -170,6 +177,7 @@ class Receiver:
                 receiver=self.name,
             )
             self._publish(v.site, ack)
+            v.done()
             self.health.batch_seconds.observe(time.monotonic() - v.started)
             acks.append(ack)
         return acks
@@ -183,6 +191,8 @@ class Receiver:
                 self._count("errors")
             self.health.errors.inc()
             log.exception("could not store %d batch(es); the sites will resend them", len(group))
+            for v in group:
+                v.done()  # PUBACK all the same: a batch that cannot be stored must not hold a broker slot
 
     def _publish(self, site: str, answer: Ack | Rejection) -> None:
         if self.link is not None:
@@ -285,7 +295,7 @@ class Receiver:
         self._count("replies")
         return reply
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, done: Callable[[], None]) -> None:
         if topic.endswith(("/status", "/cmd-reply")):
             try:
                 if topic.endswith("/status"):
@@ -295,17 +305,19 @@ class Receiver:
             except Exception:
                 self._count("errors")
                 log.exception("could not keep a message on %s", topic)
+            done()
             return
         try:
             if self._writer is not None:
-                self._on_batch(topic, payload)
-            else:
-                self.handle(topic, payload)
+                self._on_batch(topic, payload, done)
+                return
+            self.handle(topic, payload)
         except Exception:
             # Not acknowledged: the site sends the batch again after its ack timeout.
             self._count("errors")
             self.health.errors.inc()
             log.exception("could not process a batch on %s; it will be resent", topic)
+        done()
 
     def connect(self, opts: LinkOptions, group: str) -> MqttLink:
         """Start the writer thread, then the MQTT link with the shared subscription."""
@@ -313,7 +325,7 @@ class Receiver:
         self._writer.start()
         self.link = MqttLink(
             opts,
-            on_message=self._on_message,
+            on_message_acked=self._on_message,
             on_connect=lambda _session: self.health.broker_up(True),
             on_disconnect=lambda: self.health.broker_up(False),
             # Status and replies are not shared: every receiver keeps them (idempotent upserts), and a
@@ -335,6 +347,10 @@ class Receiver:
             self._writer.stop()
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class _Verified:
     """A batch the site signed and the schema accepts, waiting to be stored."""
@@ -343,6 +359,7 @@ class _Verified:
     batch: BatchFields
     digest: str
     started: float
+    done: Callable[[], None] = _nothing  # the broker's PUBACK, sent once the batch is committed
 
 
 def _schema_version(frame: Frame) -> object:
