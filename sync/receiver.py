@@ -183,7 +183,7 @@ class Receiver:
         return acks
 
     def _write_group(self, group: list[_Verified]) -> None:
-        """The writer thread's work: a failed group is counted and logged, never acknowledged."""
+        """The writer thread's work: a failed group is counted and logged, and no site gets an ack for it."""
         try:
             self._store(group)
         except Exception:
@@ -340,7 +340,7 @@ class Receiver:
         return self.link
 
     def disconnect(self) -> None:
-        """Stop the MQTT link, then the writer (batches still queued are not acknowledged: resent)."""
+        """Stop the MQTT link, then the writer; batches still queued were not PUBACKed, so the broker redelivers them."""
         if self.link is not None:
             self.link.stop()
         if self._writer is not None:
