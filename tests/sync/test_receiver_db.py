@@ -253,3 +253,50 @@ def test_postgres_unreachable_is_a_sync_error() -> None:
 
     with pytest.raises(SyncError, match="cannot connect to the receiver database"):
         PostgresReceiverDB("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_events_are_kept_whichever_path_first_stores_them(db_url: str) -> None:
+    db = open_db(db_url)
+    ev = {"point": "availability", "priority": Priority.EVENT}
+    db.store_batch(batch("b-1", [r(1, "offline", **ev)]), "rx")  # a new batch: PostgreSQL's direct COPY
+    assert query(db_url, "SELECT seq, state FROM device_events") == [(1, "offline")]
+    db.store_batch(batch("b-2", [r(1, "offline", **ev), r(2, "online", **ev)]), "rx")  # overlaps: ON CONFLICT path
+    assert query(db_url, "SELECT seq, state FROM device_events ORDER BY seq") == [(1, "offline"), (2, "online")]
+    db.close()
+
+
+def test_a_status_recorded_without_a_receiver_name_keeps_it_empty(db_url: str) -> None:
+    db = open_db(db_url)
+    db.record_status(_status())
+    db.close()
+    assert query(db_url, "SELECT receiver FROM site_status") == [("",)]
+
+
+def test_every_reconnect_is_counted(pg_url: str) -> None:
+    import psycopg
+
+    db = PostgresReceiverDB(pg_url)
+    for k in (1, 2):
+        pid = db.fetch("SELECT pg_backend_pid()")[0][0]
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert db.store_batch(batch(f"b-{k}", [r(k)]), "rx") == (1, 0)
+        assert db.reconnects == k
+    db.close()
+
+
+def test_without_psycopg_postgres_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from kernel.errors import SyncError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(SyncError, match=r"^postgresql:// needs psycopg: pip install 'kinhbac-edge\[receiver\]'$"):
+        PostgresReceiverDB("postgresql://postgres@127.0.0.1:1/none")
+
+
+def test_a_sqlite_url_with_a_host_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        open_db("sqlite://host/centre.db")
+    assert err.value.source == "--db"
+    assert str(err.value).startswith("--db: --db: 'sqlite://host/centre.db' is not sqlite:///relative.db")
