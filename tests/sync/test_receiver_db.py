@@ -79,6 +79,8 @@ def test_every_column_of_a_reading_is_stored(db_url: str) -> None:
     ]
     meta = rows[0][12]
     assert (meta if isinstance(meta, dict) else json.loads(meta)) == {"k": "ü"}
+    if isinstance(meta, str):
+        assert meta == '{"k": "ü"}'  # SQLite keeps the text: UTF-8, not \u escapes
     assert [row[12] for row in rows[1:]] == [None] * 4
     assert {row[13] for row in rows} == {"b-1"}
     assert {row[15] for row in rows} == {"rx-a"}
@@ -105,12 +107,14 @@ def test_only_availability_events_become_device_events_once(db_url: str) -> None
         r(2, "online", point="availability", priority=Priority.TELEMETRY),  # not an event
         r(3, "online", point="state", priority=Priority.EVENT),  # an event, not availability
         r(4, "online", point="availability", priority=Priority.EVENT),
+        r(5, 1, point="availability", priority=Priority.EVENT),  # not a string: kept as its text
     ]
     db.store_batch(batch("b-1", rs), "rx")
     db.store_batch(batch("b-1", rs), "rx")
     db.close()
     rows = query(db_url, "SELECT site_id, seq, device, state, ts, detail, received_at FROM device_events ORDER BY seq")
-    assert [row[:5] for row in rows] == [(SITE, 1, "meter-1", "offline", 101.0), (SITE, 4, "meter-1", "online", 104.0)]
+    assert [row[:5] for row in rows] == [
+        (SITE, 1, "meter-1", "offline", 101.0), (SITE, 4, "meter-1", "online", 104.0), (SITE, 5, "meter-1", "1", 105.0)]
     assert "unit 1" in rows[0][5]
     assert rows[1][5] is None
     assert all(row[6] > 1.7e9 for row in rows)
@@ -229,8 +233,9 @@ def test_database_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (tmp_path / "abs.db").exists()
     for bad, why in [("sqlite://", "is not sqlite:///relative.db"), ("sqlite:///", "is not sqlite:///relative.db"),
                      ("mysql://x", "is neither postgresql://")]:  # fmt: skip
-        with pytest.raises(ConfigError, match=why):
+        with pytest.raises(ConfigError, match=why) as err:
             open_db(bad)
+        assert err.value.source == "--db"
 
 
 @pytest.fixture
