@@ -70,6 +70,8 @@ def backoff_delay(attempt: int, low: float, high: float) -> float:
 
 OnConnect = Callable[[bool], None]
 OnMessage = Callable[[str, bytes], None]
+OnMessageAcked = Callable[[str, bytes, Callable[[], None]], None]
+"""Gets the topic, the payload and ``done``: the broker's PUBACK goes out only when ``done()`` is called."""
 
 
 class MqttLink:
@@ -82,12 +84,14 @@ class MqttLink:
         on_disconnect: Callable[[], None] | None = None,
         on_message: OnMessage | None = None,
         subscriptions: list[tuple[str, int]] | None = None,
+        on_message_acked: OnMessageAcked | None = None,
     ) -> None:
         self.opts = opts
         self.host, self.port, self.tls = opts.host_port()
         self._on_connect_cb = on_connect
         self._on_disconnect_cb = on_disconnect
         self._on_message_cb = on_message
+        self._on_message_acked_cb = on_message_acked
         self._subscriptions = list(subscriptions or [])
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -101,6 +105,8 @@ class MqttLink:
         o = self.opts
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=o.client_id, protocol=paho.MQTTv5)
         c.max_inflight_messages_set(o.max_inflight)
+        if self._on_message_acked_cb:
+            c.manual_ack_set(True)
         if o.will_topic:
             c.will_set(o.will_topic, o.will_payload, qos=1, retain=True)
         if self.tls:
@@ -207,5 +213,12 @@ class MqttLink:
         self._set_disconnected()
 
     def _handle_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        if self._on_message_cb:
+        if self._on_message_acked_cb:
+            mid, qos = msg.mid, msg.qos
+
+            def done() -> None:
+                client.ack(mid, qos)
+
+            self._on_message_acked_cb(msg.topic, bytes(msg.payload), done)
+        elif self._on_message_cb:
             self._on_message_cb(msg.topic, bytes(msg.payload))

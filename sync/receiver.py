@@ -20,6 +20,8 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -31,7 +33,9 @@ from kernel.ratelog import RateLimitedLog
 from sync.mqtt import LinkOptions, MqttLink
 from sync.pki import check_private_key_file
 from sync.receiver_db import ReceiverDB, open_db
+from sync.receiver_decode import BatchFields, decode_batch_fast
 from sync.receiver_health import HealthHttp, ReceiverHealth
+from sync.receiver_queue import GroupWriter
 from sync.signing import Signer, SiteRegistry, open_reply, verify_frame
 from sync.status import agent_version
 from sync.wire import (
@@ -46,7 +50,6 @@ from sync.wire import (
     Topics,
     WireError,
     content_hash,
-    decode_batch,
     peek_batch_ids,
     shared_batch_subscription,
     site_of_topic,
@@ -84,9 +87,27 @@ class Receiver:
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._quiet = RateLimitedLog(log, 60.0)
+        self._writer: GroupWriter[_Verified] | None = None
 
     def handle(self, topic: str, payload: bytes) -> Ack | Rejection | None:
-        """Process one message from the batch topic; publish and return the answer (None: not answered)."""
+        """Process one message from the batch topic there and then; publish and return the answer (None: not answered)."""
+        checked = self._verify(topic, payload)
+        return self._store([checked])[0] if isinstance(checked, _Verified) else checked
+
+    def _on_batch(self, topic: str, payload: bytes, done: Callable[[], None]) -> None:
+        """The MQTT thread: verify and decode here, store and acknowledge on the writer thread.
+
+        The broker's PUBACK (``done``) waits for the commit, so a batch this receiver dies holding
+        is delivered again by the broker; a refused frame is PUBACKed at once.
+        """
+        checked = self._verify(topic, payload)
+        if isinstance(checked, _Verified) and self._writer is not None:
+            self._writer.put(replace(checked, done=done))
+        else:
+            done()
+
+    def _verify(self, topic: str, payload: bytes) -> _Verified | Rejection | None:
+        """A batch ready to store, or the refusal already recorded (and published when answered)."""
         try:
             site = site_of_topic(topic)
         except WireError:
@@ -94,15 +115,14 @@ class Receiver:
             return None
         started = time.monotonic()
         with self._lock:
-            answer = self._process(site, topic, payload)
-        if answer is not None and self.link is not None:
-            self.link.publish(
-                Topics(self.prefix, site).ack, self.signer.small_frame(answer, answer.batch_id), qos=1
-            )
-        self.health.batch_seconds.observe(time.monotonic() - started)
-        return answer
+            checked = self._check(site, topic, payload, started)
+        if not isinstance(checked, _Verified):
+            if checked is not None:
+                self._publish(site, checked)
+            self.health.batch_seconds.observe(time.monotonic() - started)
+        return checked
 
-    def _process(self, site: str, topic: str, payload: bytes) -> Ack | Rejection | None:
+    def _check(self, site: str, topic: str, payload: bytes, started: float) -> _Verified | Rejection | None:
         try:
             frame = unpack_frame(payload)
         except WireError as exc:
@@ -121,7 +141,7 @@ class Receiver:
         # From here the site's own key signed the payload: the centre may answer in its name.
         digest = content_hash(frame.payload)
         try:
-            batch = decode_batch(frame)
+            batch = decode_batch_fast(frame)
         except WireError as exc:
             version = _schema_version(frame)
             answered: AnsweredReason = "schema-version" if version not in (None, SCHEMA_VERSION) else "malformed"
@@ -129,25 +149,54 @@ class Receiver:
         if batch.site_id != site:
             detail = f"batch says site {batch.site_id!r}, topic says {site!r}"
             return self._reject(site, topic, payload, frame, digest, "site-mismatch", detail)
-        stored, dup = self.db.store_batch(batch, self.name)
-        self._count("batches_stored")
-        self._count("readings_stored", stored)
-        self._count("readings_duplicate", dup)
-        self.health.stored(site, batch, stored, dup)
-        log.info(
-            "%s batch %s: %d readings stored, %d duplicates (seq %d..%d)",
-            site, batch.batch_id, stored, dup, batch.first_seq, batch.last_seq,
-        )  # fmt: skip
-        return Ack(
-            site_id=site,
-            batch_id=batch.batch_id,
-            first_seq=batch.first_seq,
-            last_seq=batch.last_seq,
-            batch_sha256=digest,
-            stored=stored,
-            duplicates=dup,
-            receiver=self.name,
-        )
+        return _Verified(site, batch, digest, started)
+
+    def _store(self, group: list[_Verified]) -> list[Ack]:
+        """Store verified batches in one transaction, then acknowledge each (an ack only after the commit)."""
+        results = self.db.store_batches([v.batch for v in group], self.name)
+        acks = []
+        for v, (stored, dup) in zip(group, results, strict=True):
+            batch = v.batch
+            with self._lock:
+                self._count("batches_stored")
+                self._count("readings_stored", stored)
+                self._count("readings_duplicate", dup)
+            self.health.stored(v.site, batch, stored, dup)
+            log.info(
+                "%s batch %s: %d readings stored, %d duplicates (seq %d..%d)",
+                v.site, batch.batch_id, stored, dup, batch.first_seq, batch.last_seq,
+            )  # fmt: skip
+            ack = Ack(
+                site_id=v.site,
+                batch_id=batch.batch_id,
+                first_seq=batch.first_seq,
+                last_seq=batch.last_seq,
+                batch_sha256=v.digest,
+                stored=stored,
+                duplicates=dup,
+                receiver=self.name,
+            )
+            self._publish(v.site, ack)
+            v.done()
+            self.health.batch_seconds.observe(time.monotonic() - v.started)
+            acks.append(ack)
+        return acks
+
+    def _write_group(self, group: list[_Verified]) -> None:
+        """The writer thread's work: a failed group is counted and logged, and no site gets an ack for it."""
+        try:
+            self._store(group)
+        except Exception:
+            with self._lock:
+                self._count("errors")
+            self.health.errors.inc()
+            log.exception("could not store %d batch(es); the sites will resend them", len(group))
+            for v in group:
+                v.done()  # PUBACK all the same: a batch that cannot be stored must not hold a broker slot
+
+    def _publish(self, site: str, answer: Ack | Rejection) -> None:
+        if self.link is not None:
+            self.link.publish(Topics(self.prefix, site).ack, self.signer.small_frame(answer, answer.batch_id), qos=1)
 
     def _drop(self, site: str, topic: str, payload: bytes, reason: RejectReason, detail: str) -> None:
         """A frame that cannot be attributed to the site: counted, recorded, logged (rate-limited), not answered."""
@@ -246,7 +295,7 @@ class Receiver:
         self._count("replies")
         return reply
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, done: Callable[[], None]) -> None:
         if topic.endswith(("/status", "/cmd-reply")):
             try:
                 if topic.endswith("/status"):
@@ -256,20 +305,27 @@ class Receiver:
             except Exception:
                 self._count("errors")
                 log.exception("could not keep a message on %s", topic)
+            done()
             return
         try:
+            if self._writer is not None:
+                self._on_batch(topic, payload, done)
+                return
             self.handle(topic, payload)
         except Exception:
             # Not acknowledged: the site sends the batch again after its ack timeout.
             self._count("errors")
             self.health.errors.inc()
             log.exception("could not process a batch on %s; it will be resent", topic)
+        done()
 
     def connect(self, opts: LinkOptions, group: str) -> MqttLink:
-        """Start the MQTT link with the shared subscription."""
+        """Start the writer thread, then the MQTT link with the shared subscription."""
+        self._writer = GroupWriter(self._write_group)
+        self._writer.start()
         self.link = MqttLink(
             opts,
-            on_message=self._on_message,
+            on_message_acked=self._on_message,
             on_connect=lambda _session: self.health.broker_up(True),
             on_disconnect=lambda: self.health.broker_up(False),
             # Status and replies are not shared: every receiver keeps them (idempotent upserts), and a
@@ -282,6 +338,28 @@ class Receiver:
         )
         self.link.start()
         return self.link
+
+    def disconnect(self) -> None:
+        """Stop the MQTT link, then the writer; batches still queued were not PUBACKed, so the broker redelivers them."""
+        if self.link is not None:
+            self.link.stop()
+        if self._writer is not None:
+            self._writer.stop()
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A batch the site signed and the schema accepts, waiting to be stored."""
+
+    site: str
+    batch: BatchFields
+    digest: str
+    started: float
+    done: Callable[[], None] = _nothing  # the broker's PUBACK, sent once the batch is committed
 
 
 def _schema_version(frame: Frame) -> object:
@@ -394,7 +472,7 @@ def receiver_cmd(
     if http is not None:
         http.start()
         log.info("receiver health on http://%s/health and /metrics", health_listen)
-    link = receiver.connect(opts, group)
+    receiver.connect(opts, group)
     log.info("receiver %s: %d sites registered, group %s, broker %s", name, len(registry), group, broker)
     next_stats = time.monotonic() + stats_every
     try:
@@ -410,7 +488,7 @@ def receiver_cmd(
                 log.warning("receiver %s is blind: %s (see /health)", name, ", ".join(report["reasons"]))
             log.info("receiver %s counters: %s", name, dict(receiver.counters))
     finally:
-        link.stop()
+        receiver.disconnect()
         if http is not None:
             http.stop()
         db.close()

@@ -11,14 +11,17 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from kernel.errors import ConfigError, SyncError
 from kernel.readings import AVAILABILITY_POINT, Priority
-from sync.wire import Batch, CommandReply, Status, WireReading
+from sync.wire import CommandReply, Status
+
+if TYPE_CHECKING:  # msgspec is the receiver's extra; the operator's tools read this module too
+    from sync.receiver_decode import BatchFields
 
 _T = TypeVar("_T")
 
@@ -188,6 +191,13 @@ _PG_DDL = [
 ]
 
 
+# The binary COPY format of each READING_COLUMNS column, as _PG_DDL declares it.
+_PG_READING_TYPES = (
+    "text", "int8", "text", "text", "float8", "float8", "text", "text", "text",
+    "int2", "int2", "int2", "jsonb", "text", "float8", "text",
+)  # fmt: skip
+
+
 def split_value(value: Any) -> tuple[float | None, str | None, str]:
     """(numeric column, text column, type tag) for a reading value; bools are 0/1 with tag 'bool'."""
     if value is None:
@@ -215,29 +225,29 @@ def join_value(value: float | None, text: str | None, kind: str) -> Any:
     return text
 
 
-def _rows(batch: Batch, receiver: str, now: float) -> list[tuple[Any, ...]]:
-    out = []
+def _rows(batch: BatchFields, receiver: str, now: float) -> list[tuple[Any, ...]]:
+    site, bid = batch.site_id, batch.batch_id
+    out: list[tuple[Any, ...]] = []
+    append = out.append
     for r in batch.readings:
         num, text, kind = split_value(r.value)
-        out.append(_row(batch, r, num, text, kind, receiver, now))
+        meta = json.dumps(r.meta, ensure_ascii=False) if r.meta else None
+        append((
+            site, r.seq, r.device, r.point, r.ts, num, text, kind, r.unit,
+            int(r.quality), int(r.priority), int(r.clock), meta, bid, now, receiver,
+        ))  # fmt: skip
     return out
-
-
-def _row(
-    batch: Batch, r: WireReading, num: float | None, text: str | None, kind: str, receiver: str, now: float
-) -> tuple[Any, ...]:
-    meta = json.dumps(r.meta, ensure_ascii=False) if r.meta else None
-    return (
-        batch.site_id, r.seq, r.device, r.point, r.ts, num, text, kind, r.unit,
-        int(r.quality), int(r.priority), int(r.clock), meta, batch.batch_id, now, receiver,
-    )  # fmt: skip
 
 
 class ReceiverDB(Protocol):
     """What the receiver needs from its database."""
 
-    def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
+    def store_batch(self, batch: BatchFields, receiver: str) -> tuple[int, int]:
         """Persist a batch in one transaction; return (newly stored, duplicates)."""
+        ...
+
+    def store_batches(self, batches: Sequence[BatchFields], receiver: str) -> list[tuple[int, int]]:
+        """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order."""
         ...
 
     def record_rejection(
@@ -263,11 +273,12 @@ class ReceiverDB(Protocol):
         ...
 
 
-def _event_rows(batch: Batch, now: float) -> list[tuple[Any, ...]]:
+def _event_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The device availability events among a batch's reading rows, as ``device_events`` rows."""
     return [
-        (batch.site_id, r.seq, r.device, str(r.value), r.ts, json.dumps(r.meta) if r.meta else None, now)
-        for r in batch.readings
-        if r.point == AVAILABILITY_POINT and r.priority == Priority.EVENT
+        (row[0], row[1], row[2], str(join_value(row[5], row[6], row[7])), row[4], row[12], row[14])
+        for row in rows
+        if row[3] == AVAILABILITY_POINT and row[10] == Priority.EVENT
     ]
 
 
@@ -283,30 +294,38 @@ class SqliteReceiverDB:
         for ddl in _SQLITE_DDL + _STATUS_DDL:
             self._db.execute(ddl)
 
-    def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
+    def store_batch(self, batch: BatchFields, receiver: str) -> tuple[int, int]:
         """Persist a batch in one transaction; return (newly stored, duplicates)."""
-        rows = _rows(batch, receiver, time.time())
+        return self.store_batches([batch], receiver)[0]
+
+    def store_batches(self, batches: Sequence[BatchFields], receiver: str) -> list[tuple[int, int]]:
+        """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order."""
+        now = time.time()
         marks = ", ".join("?" * len(READING_COLUMNS))
         sql = (
             f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) VALUES ({marks}) "  # noqa: S608 - constant columns
             "ON CONFLICT (site_id, seq) DO NOTHING"
         )
+        out = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                before = self._db.total_changes
-                self._db.executemany(sql, rows)
-                stored = self._db.total_changes - before
-                self._db.executemany(
-                    "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, seq) DO NOTHING",
-                    _event_rows(batch, rows[0][14] if rows else time.time()),
-                )
+                for batch in batches:
+                    rows = _rows(batch, receiver, now)
+                    before = self._db.total_changes
+                    self._db.executemany(sql, rows)
+                    stored = self._db.total_changes - before
+                    out.append((stored, len(rows) - stored))
+                    self._db.executemany(
+                        "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, seq) DO NOTHING",
+                        _event_rows(rows),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return stored, len(rows) - stored
+        return out
 
     def record_rejection(
         self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
@@ -341,9 +360,14 @@ class SqliteReceiverDB:
 
 
 class PostgresReceiverDB:
-    """``postgresql://...`` (psycopg 3): per batch, COPY into a temporary table, then one
-    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, all in one transaction (COPY is about three
-    times faster than ``unnest`` arrays or ``executemany`` for 2000 rows here)."""
+    """``postgresql://...`` (psycopg 3): a batch is one transaction, written with binary ``COPY``.
+
+    A batch the centre has not seen (nearly all of them) is copied straight into ``readings``. When
+    that meets a ``(site_id, seq)`` already held (a resend, or the same batch committed meanwhile by
+    another receiver of the group: PostgreSQL makes the second COPY wait for the first one's commit
+    and then refuses it), the transaction is rolled back and the batch written again through a
+    temporary table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which counts what was new.
+    """
 
     def __init__(self, url: str) -> None:
         try:
@@ -354,7 +378,8 @@ class PostgresReceiverDB:
         self._url = url
         self._lock = threading.Lock()
         cols = ", ".join(READING_COLUMNS)
-        self._copy = f"COPY kbe_rx_incoming ({cols}) FROM STDIN"
+        self._copy_direct = f"COPY readings ({cols}) FROM STDIN (FORMAT BINARY)"
+        self._copy = f"COPY kbe_rx_incoming ({cols}) FROM STDIN (FORMAT BINARY)"
         self._insert = (
             f"INSERT INTO readings ({cols}) SELECT {cols} FROM kbe_rx_incoming "  # noqa: S608 - constant
             "ON CONFLICT (site_id, seq) DO NOTHING"
@@ -377,15 +402,21 @@ class PostgresReceiverDB:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS kbe_rx_incoming (LIKE readings) ON COMMIT DELETE ROWS")
         return conn
 
-    def store_batch(self, batch: Batch, receiver: str) -> tuple[int, int]:
-        """Persist a batch in one transaction; return (newly stored, duplicates).
+    def store_batch(self, batch: BatchFields, receiver: str) -> tuple[int, int]:
+        """Persist a batch in one transaction; return (newly stored, duplicates)."""
+        return self.store_batches([batch], receiver)[0]
 
-        A broken connection (database restarted, session killed) is reopened once and the batch
+    def store_batches(self, batches: Sequence[BatchFields], receiver: str) -> list[tuple[int, int]]:
+        """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order.
+
+        A broken connection (database restarted, session killed) is reopened once and the batches
         written again; a commit that did land before the break only turns into duplicates.
         """
-        rows = _rows(batch, receiver, time.time())
-        stored = self._reconnecting(lambda: self._write(rows))
-        return stored, len(rows) - stored
+        now = time.time()
+        rows = [_rows(batch, receiver, now) for batch in batches]
+        events = [event for batch_rows in rows for event in _event_rows(batch_rows)]
+        stored = self._reconnecting(lambda: self._write(rows, events))
+        return [(new, len(batch_rows) - new) for new, batch_rows in zip(stored, rows, strict=True)]
 
     def _reconnecting(self, fn: Callable[[], _T]) -> _T:
         with self._lock:
@@ -399,20 +430,39 @@ class PostgresReceiverDB:
                 self.reconnects += 1
                 return fn()
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> int:
+    def _write(self, rows: list[list[tuple[Any, ...]]], events: list[tuple[Any, ...]]) -> list[int]:
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                self._copy_rows(cur, self._copy_direct, [row for batch_rows in rows for row in batch_rows])
+                self._insert_events(cur, events)
+            return [len(batch_rows) for batch_rows in rows]
+        except self._psycopg.errors.UniqueViolation:
+            pass  # some of these readings are held already: count what is new, batch by batch
+        stored = []
         with self._conn.transaction(), self._conn.cursor() as cur:
-            with cur.copy(self._copy) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cur.execute(self._insert)
-            stored = max(cur.rowcount, 0)
-            cur.execute(
+            for batch_rows in rows:
+                self._copy_rows(cur, self._copy, batch_rows)
+                cur.execute(self._insert)
+                stored.append(max(cur.rowcount, 0))
+                cur.execute("TRUNCATE kbe_rx_incoming")
+            self._insert_events(cur, events)
+        return stored
+
+    @staticmethod
+    def _copy_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with cur.copy(sql) as copy:
+            copy.set_types(_PG_READING_TYPES)
+            for row in rows:
+                copy.write_row(row)
+
+    @staticmethod
+    def _insert_events(cur: Any, events: list[tuple[Any, ...]]) -> None:
+        if events:
+            cur.executemany(
                 "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
-                "SELECT site_id, seq, device, value_text, ts, meta::text, received_at FROM kbe_rx_incoming "
-                "WHERE point = %s AND priority = %s ON CONFLICT (site_id, seq) DO NOTHING",
-                (AVAILABILITY_POINT, int(Priority.EVENT)),
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (site_id, seq) DO NOTHING",
+                events,
             )
-            return stored
 
     def record_rejection(
         self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str

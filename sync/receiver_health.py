@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -34,7 +34,9 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kernel.errors import AgentError
-from sync.wire import Batch
+
+if TYPE_CHECKING:  # a type only: no msgspec import for it
+    from sync.receiver_decode import BatchFields
 
 log = logging.getLogger("kbe.receiver")
 
@@ -98,7 +100,7 @@ class ReceiverHealth:
         if not up:
             log.warning("broker unreachable: /health is red until it is back")
 
-    def stored(self, site: str, batch: Batch, stored: int, duplicates: int) -> None:
+    def stored(self, site: str, batch: BatchFields, stored: int, duplicates: int) -> None:
         """A batch of ``site`` was stored."""
         with self._lock:
             self._last_stored[site] = self._last_heard[site] = self._clock()
