@@ -68,6 +68,8 @@ class Row:
     emulator_cpu_pct: float
     receiver_cpu_pct: float
     load: float
+    stretch: float = 1.0
+    skipped_per_s: float = 0.0
 
 
 # -- emulator processes ------------------------------------------------------------------------------
@@ -200,6 +202,28 @@ def start_py_spy(out: Path, pid: int, seconds: float) -> subprocess.Popen[bytes]
 
 
 # -- one rung ----------------------------------------------------------------------------------------
+def agent_metrics(listen: str) -> dict[str, float]:
+    """The agent's /metrics summed per metric name (labels folded); {} when it does not answer."""
+    import urllib.request
+
+    out: dict[str, float] = {}
+    try:
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        name = name.split("{", 1)[0]
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return out
+
+
 def slope(samples: list[tuple[float, int]]) -> float:
     """Least-squares slope of (t, pending) samples, per second."""
     if len(samples) < 2:
@@ -242,6 +266,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         agent.start()
         started.append(agent)
         store = work / "agent" / "store.db"
+        health = yaml.safe_load(cfg.read_text())["health"]["listen"]
         t_start = time.monotonic()
         total = args.warmup + args.window
         samples: list[tuple[float, int]] = []
@@ -260,6 +285,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
                 t0, w0 = now, time.time()
                 cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of([receiver])
                 seq0 = store_state(store).last_seq
+                skipped0 = agent_metrics(health).get("modbus_polls_skipped_total", 0.0)
                 if args.py_spy is not None:
                     spy = start_py_spy(args.py_spy / f"{label.replace(' ', '-')}.txt", agent.pid or 0, args.window)
             if measuring:
@@ -275,6 +301,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         emu = cpu_of(emulators) - emu0
         rx = cpu_of([receiver]) - rx0
         seq1 = store_state(store).last_seq
+        m = agent_metrics(health)
         load = os.getloadavg()[0]
         time.sleep(2.0)  # rows received in the window may still be committing
         n, p50, p99 = delivered(db, w0, w1)
@@ -300,6 +327,8 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             emulator_cpu_pct=100 * emu / dt,
             receiver_cpu_pct=100 * rx / dt,
             load=load,
+            stretch=m.get("kbe_acquisition_stretch", 1.0),
+            skipped_per_s=(m.get("modbus_polls_skipped_total", 0.0) - skipped0) / dt,
         )
     finally:
         for p in reversed(started):
@@ -314,7 +343,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
 HEADER = (
     "| rung | devices x 50 @ poll | offered pts/s | stored pts/s | delivered pts/s | agent µs CPU/pt "
     "| agent CPU % | RSS MiB | RSS KiB/device | latency p50 / p99 s | backlog slope /s | emulators CPU % "
-    "| receiver CPU % | load avg |"
+    "| receiver CPU % | poll stretch | polls skipped /s | load avg |"
 )
 
 
@@ -324,7 +353,7 @@ def md(r: Row) -> str:
         f"| {r.label} | {r.devices:,} @ {r.poll_s:g} s | {r.offered:,.0f} | {r.stored:,.0f} | **{r.delivered:,.0f}** "
         f"| {r.cpu_us_per_point:.1f} | {r.cpu_pct:.0f} | {r.rss_mib:.1f} | {r.rss_kib_per_device:.1f} "
         f"| {r.p50_s:.2f} / {r.p99_s:.2f} | {r.backlog_slope:+,.0f} | {r.emulator_cpu_pct:.0f} "
-        f"| {r.receiver_cpu_pct:.0f} | {r.load:.1f} |"
+        f"| {r.receiver_cpu_pct:.0f} | {r.stretch:.2f} | {r.skipped_per_s:,.0f} | {r.load:.1f} |"
     )
 
 
