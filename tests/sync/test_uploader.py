@@ -177,3 +177,194 @@ def test_a_backlog_goes_in_fewer_bigger_batches_alarms_first(mosquitto, store, s
     first = min((b for b, _, _ in batches), key=lambda b: int(b.rsplit("-", 1)[1]))
     marks = ",".join(str(q) for q in alarm_seqs)
     assert {b for (b,) in query(sqlite_url, f"SELECT batch_id FROM readings WHERE seq IN ({marks})")} == {first}
+
+
+# --- the ack path through the uploader's loop, one step at a time ----------------------------------
+# Fast: a real store and real keys; the broker link is a recorder (_Link) so each step's publishes can
+# be checked. The same loop over a real Mosquitto is tested above and in test_delivery.py.
+
+
+class _Link:
+    """Stands in for :class:`sync.mqtt.MqttLink`: records publishes; ``connected`` is set by the test."""
+
+    def __init__(self) -> None:
+        self.connected = True
+        self.connect_failures = 3
+        self.last_error = "timed out"
+        self.published: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.published.append((topic, payload))
+
+
+def _stepper(tmp_path, store, **cfg):
+    import asyncio
+    from typing import cast
+
+    from sync.mqtt import MqttLink
+    from sync.signing import Signer, generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    centre = Signer.from_file(generate_keypair(tmp_path / "keys", "centre")[0])
+    settings = {"max_in_flight": 1, "live_share": 0.0, "batch": {"max_count": 5, "backlog_max_count": 5, "max_age_s": 0.05}, **cfg}
+    up = Uploader(sync_config("mqtt://127.0.0.1:1883", key, **settings), SITE, store,
+                  centre_keys=[centre.public_key()])
+    link = _Link()
+    up._loop, up._wake, up._link = asyncio.get_running_loop(), asyncio.Event(), cast(MqttLink, link)
+    return up, link, centre
+
+
+def _batches(up, link):
+    from sync import wire
+
+    return [wire.decode_batch(wire.unpack_frame(p)) for t, p in link.published if t == up.topics.batch]
+
+
+def _ack_for(centre, payload_frame: bytes) -> bytes:
+    from sync import wire
+    from sync.wire import Ack
+
+    f = wire.unpack_frame(payload_frame)
+    b = wire.decode_batch(f)
+    ack = Ack(site_id=b.site_id, batch_id=b.batch_id, first_seq=b.first_seq, last_seq=b.last_seq,
+              batch_sha256=wire.content_hash(f.payload), stored=len(b.readings), duplicates=0)
+    return centre.small_frame(ack, b.batch_id)
+
+
+async def test_an_ack_from_the_network_thread_deletes_its_batch_and_lets_the_next_go(tmp_path, store):
+    import asyncio
+
+    up, link, centre = _stepper(tmp_path, store)
+    store.append(make_readings(8))
+    await up._step()
+    first = _batches(up, link)
+    assert [b.seqs() for b in first] == [[1, 2, 3, 4, 5]], "max_in_flight 1: one batch until it is acked"
+    assert any(t == up.topics.status for t, _ in link.published)
+    await up._step()
+    assert len(_batches(up, link)) == 1
+    up._wake.clear()
+    frame = next(p for t, p in link.published if t == up.topics.batch)
+    up._on_message(up.topics.ack, _ack_for(centre, frame))
+    await asyncio.sleep(0.01)
+    assert up._wake.is_set(), "an ack wakes the loop"
+    await up._step()
+    assert [r.seq for r in store.pending(100)] == [6, 7, 8]
+    assert len(_batches(up, link)) == 1, "the partial rest waits max_age_s"
+    await asyncio.sleep(0.06)
+    await up._step()
+    assert [b.seqs() for b in _batches(up, link)] == [[1, 2, 3, 4, 5], [6, 7, 8]]
+    assert up.acked_readings == 5
+    health = up.health()
+    assert (health["connected"], health["in_flight"], health["acked_readings"]) == (True, 1, 5)
+    assert (health["connect_failures"], health["last_error"]) == (3, "timed out")
+
+
+async def test_an_ack_received_just_before_a_disconnect_is_still_applied(tmp_path, store):
+    up, link, centre = _stepper(tmp_path, store)
+    store.append(make_readings(5))
+    await up._step()
+    frame = next(p for t, p in link.published if t == up.topics.batch)
+    link.connected = False
+    up._on_message(up.topics.ack, _ack_for(centre, frame))
+    await up._step()
+    assert store.stats().depth == 0
+    assert up.in_flight == {}
+    assert up.health()["connected"] is False
+
+
+async def test_a_rejection_is_counted_and_the_status_goes_out_at_once(tmp_path, store):
+    import asyncio
+
+    from sync import wire
+    from sync.wire import Rejection
+
+    up, link, centre = _stepper(tmp_path, store)
+    store.append(make_readings(5))
+    await up._step()
+    frame = wire.unpack_frame(next(p for t, p in link.published if t == up.topics.batch))
+    batch = wire.decode_batch(frame)
+    rej = Rejection(site_id=SITE, batch_id=batch.batch_id, batch_sha256=wire.content_hash(frame.payload),
+                    reason="malformed", detail="seq 2")
+    link.published.clear()
+    up._on_message(up.topics.ack, centre.small_frame(rej, batch.batch_id))
+    await up._step()
+    await asyncio.sleep(0.01)
+    assert up.rejected_batches == 1
+    assert up.last_rejection == f"{batch.batch_id}: malformed: seq 2"
+    assert up.health()["rejected_batches"] == 1
+    assert up.health()["last_rejection"] == up.last_rejection
+    assert up.status.due == 0.0 or any(t == up.topics.status for t, _ in link.published)
+    await up._step()
+    assert any(t == up.topics.status for t, _ in link.published), "the status reports the rejection"
+
+
+async def test_a_reconnect_without_the_session_resends_what_was_in_flight(tmp_path, store):
+    up, link, _centre = _stepper(tmp_path, store)
+    store.append(make_readings(5))
+    await up._step()
+    sent = [p for t, p in link.published if t == up.topics.batch]
+    link.published.clear()
+    up._on_connect(session_present=True)
+    await up._step()
+    assert [p for t, p in link.published if t == up.topics.batch] == [], "the broker kept the session"
+    assert up.metrics.get("kbe_sync_connected") == 1
+    up._on_disconnect()
+    assert up.metrics.get("kbe_sync_connected") == 0
+    up._on_connect(session_present=False)
+    await up._step()
+    assert [p for t, p in link.published if t == up.topics.batch] == sent, "same bytes, same batch id"
+    assert any(t == up.topics.status for t, _ in link.published)
+
+
+async def test_messages_on_command_topics_go_to_the_command_handler(tmp_path, store):
+    import asyncio
+
+    up, _link, _centre = _stepper(tmp_path, store)
+    got: list[tuple[str, bytes]] = []
+    up.on_commands(lambda kind, frame: got.append((kind, frame)))
+    up._on_message(up.topics.command("lighting"), b"frame")
+    await asyncio.sleep(0.01)
+    assert got == [("lighting", b"frame")]
+    assert not up.window.incoming
+
+
+async def test_flush_reports_whether_everything_was_acknowledged(tmp_path, store):
+    up, _link, _centre = _stepper(tmp_path, store)
+    assert await up.flush(1.0) is True
+    store.append(make_readings(2))
+    assert await up.flush(0.2) is False, "nothing acknowledges it here"
+    assert up.batches.flushing is False
+
+
+def test_poll_interval_follows_max_age_within_bounds(tmp_path, store):
+    from sync.signing import generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    for age, want in ((0.01, 0.02), (0.2, 0.1), (10.0, 0.25)):
+        up = Uploader(sync_config("mqtt://127.0.0.1:1883", key, batch={"max_age_s": age}), SITE, store)
+        assert up._poll_interval() == pytest.approx(want)
+    assert up.health() == {"connected": False, "broker": "mqtt://127.0.0.1:1883", "in_flight": 0,
+                           "acked_readings": 0, "rejected_batches": 0, "last_rejection": None,
+                           "connect_failures": 0, "last_error": ""}
+
+
+def test_the_link_is_made_from_the_config(tmp_path, store):
+    from kernel.errors import SyncError
+    from sync.signing import generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    pw.chmod(0o600)
+    up = Uploader(sync_config("mqtt://127.0.0.1:1883", key, username="site-a", password_file=str(pw),
+                              max_in_flight=3, keepalive_s=7), SITE, store)
+    link = up._make_link()
+    o = link.opts
+    assert (o.broker, o.client_id, o.username, o.password) == ("mqtt://127.0.0.1:1883", "kbe-site-a", "site-a",
+                                                               "s3cret")
+    assert (o.keepalive_s, o.max_inflight, o.will_topic) == (7, 7, up.topics.status)
+    assert b'"offline"' in o.will_payload
+    assert link._subscriptions == [(up.topics.ack, 1)]
+    pw.unlink()
+    with pytest.raises(SyncError, match=f"cannot read password_file {pw}: No such file"):
+        up._make_link()
