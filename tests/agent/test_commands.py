@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kernel.clock import Clock
 from kernel.commands import CommandOutcome, CommandRouter, IncomingCommand
 from kernel.errors import SafetyViolation
@@ -288,6 +290,8 @@ async def test_the_asynchronous_entry_point_checks_times_out_and_catches() -> No
         return CommandOutcome.accepted()
 
     def breaks(body: dict[str, Any]) -> CommandOutcome:
+        if body.get("bug"):
+            raise ZeroDivisionError("division by zero")
         raise SafetyViolation("rule", "no")
 
     router.register("hang", hangs)
@@ -301,6 +305,8 @@ async def test_the_asynchronous_entry_point_checks_times_out_and_catches() -> No
     assert hung == CommandOutcome("failed", "no answer from the hang loop in 0.25 s")
     broke = await router.dispatch_async(IncomingCommand("s-3", "site-a", "break", 1.0, 2.0, {}))
     assert broke == CommandOutcome("refused", "safety envelope: rule: no")
+    bug = await router.dispatch_async(IncomingCommand("s-4", "site-a", "break", 1.0, 2.0, {"bug": 1}))
+    assert bug == CommandOutcome("failed", "ZeroDivisionError: division by zero")
 
 
 def test_the_replay_guard_forgets_only_what_expired_more_than_a_day_ago(tmp_path: Path) -> None:
@@ -351,3 +357,23 @@ def test_an_unsynced_clock_days_ahead_still_refuses_a_replay(tmp_path: Path) -> 
     assert router.dispatch(_timed("c-2", centre_now, centre_now + 60)).outcome == "accepted"
     assert "replay" in router.dispatch(_timed("c-1", centre_now, centre_now + 60)).reason
     router.close()
+
+
+def test_the_replay_memory_lives_at_its_path_and_without_one_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "state").mkdir()
+    now = time.time()
+    persisted = CommandRouter("site-a", Clock(override=ClockQuality.SYNCED), tmp_path / "state" / "seen.db")
+    persisted.register("lighting", _Lamp())
+    assert persisted.dispatch(_timed("p-1", now, now + 60)).outcome == "accepted"
+    persisted.close()
+    assert sorted(p.name for p in (tmp_path / "state").iterdir() if p.suffix == ".db") == ["seen.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+    for _ in range(2):
+        memory = CommandRouter("site-a", Clock(override=ClockQuality.SYNCED))
+        memory.register("lighting", _Lamp())
+        assert memory.dispatch(_timed("m-1", now, now + 60)).outcome == "accepted", "nothing kept between runs"
+        memory.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
