@@ -262,6 +262,13 @@ async def test_a_rejection_without_detail_is_reported_by_its_reason(rig: Rig) ->
     rig.window.receive(rig.ack("b-2", d2, s2))
     await rig.window.handle_incoming()
     assert rig.window.last_rejection == "b-1: malformed"
+    assert rig.window.rejected_batches == 1
+    _s3, _frame, d3 = rig.send("b-3", 1)
+    rig.window.receive(rig.reject("b-3", d3, detail="again"))
+    await rig.window.handle_incoming()
+    assert rig.window.rejected_batches == 2
+    assert rig.window.last_rejection == "b-3: malformed: again"
+    assert rig.metric("kbe_sync_batches_rejected_total", reason="malformed") == 2
     assert rig.store.rejected_batches()[0].reason == "malformed"
     assert rig.window.acked_readings == 2
     assert rig.window.batches == {}

@@ -328,10 +328,14 @@ def test_a_command_reply_is_verified_against_the_site_and_must_be_a_reply(tmp_pa
     reply = CommandReply(site_id="site-a", command_id="c-1", outcome="refused", reason="no", ts=5.0)
     assert open_reply(site.small_frame(reply, "c-1"), [site.public_key()]) == reply
     not_reply = site.small_frame(CommandReply(site_id="site-a", command_id="c", outcome="accepted", ts=1.0))
-    bad = wire.pack_frame(b'{"type": "cmd-reply"}', site.sign(b'{"type": "cmd-reply"}'), codec=wire.CODEC_JSON)
+    bad = b'{"type": "cmd-reply"}'
     with pytest.raises(wire.WireError) as info:
-        open_reply(bad, [site.public_key()])
+        open_reply(wire.pack_frame(bad, site.sign(bad), codec=wire.CODEC_JSON), [site.public_key()])
     assert str(info.value) == "not a command reply: Field required"
+    one_wrong = b'{"type": "cmd-reply", "site_id": "site-a", "command_id": "c", "outcome": "maybe", "ts": 1}'
+    with pytest.raises(wire.WireError) as info:
+        open_reply(wire.pack_frame(one_wrong, site.sign(one_wrong), codec=wire.CODEC_JSON), [site.public_key()])
+    assert str(info.value) == "not a command reply: Input should be 'accepted', 'refused' or 'failed'"
     assert open_reply(not_reply, [site.public_key()]).outcome == "accepted"
 
 
@@ -400,7 +404,12 @@ def test_registry_in_memory_never_reloads() -> None:
     assert reg.reloads == 0
 
 
-def test_registry_reloads_a_changed_file_at_most_once_per_interval(tmp_path: Path) -> None:
+def test_registry_reloads_a_changed_file_at_most_once_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="kbe.registry")
     f = _registry_file(tmp_path, "bn-01")
     reg = SiteRegistry.load(f, check_every_s=0.4)
     assert reg.refresh() is False, "unchanged: nothing to do"
@@ -412,6 +421,7 @@ def test_registry_reloads_a_changed_file_at_most_once_per_interval(tmp_path: Pat
     time.sleep(0.45)
     assert reg.sites("canary") == ["bn-02"]
     assert reg.reloads == 1
+    assert f"site registry {f} reloaded: 2 sites (new: bn-02)" in caplog.messages, "the operator sees who enrolled"
     assert reg.refresh() is False
     assert reg.reloads == 1
     # A forced reload reads the file even when it did not change, and says it did.
@@ -422,13 +432,19 @@ def test_registry_reloads_a_changed_file_at_most_once_per_interval(tmp_path: Pat
 
 
 def test_registry_check_interval_defaults_to_a_second(tmp_path: Path) -> None:
+    from sync.signing import load_public_key
+
     f = _registry_file(tmp_path, "bn-01")
-    reg = SiteRegistry.load(f)
+    loaded = SiteRegistry.load(f)
+    made = SiteRegistry({"bn-01": [load_public_key(tmp_path / "bn-01.pub")]}, f)
+    assert made.refresh() is False, "made from a file, it knows the file's state"
     _registry_file(tmp_path, "bn-01", "bn-02")
     time.sleep(0.6)
-    assert reg.sites() == ["bn-01"]
+    assert loaded.sites() == ["bn-01"]
+    assert made.sites() == ["bn-01"]
     time.sleep(0.5)
-    assert reg.sites() == ["bn-01", "bn-02"]
+    assert loaded.sites() == ["bn-01", "bn-02"]
+    assert made.sites() == ["bn-01", "bn-02"]
 
 
 def test_an_unknown_site_makes_the_registry_look_at_once_but_a_known_one_does_not(tmp_path: Path) -> None:
@@ -479,7 +495,8 @@ def test_a_broken_registry_keeps_the_previous_one_until_it_changes_again(tmp_pat
     assert reg.reloads == 0
     problems = reg.last_error.split("; ")
     assert len(problems) == 3
-    assert problems[0].startswith("sites.bn-1.public_keys[0]: cannot read an Ed25519 public key")
+    for i, problem in enumerate(problems, 1):
+        assert problem.startswith(f"sites.bn-{i}.public_keys[0]: cannot read an Ed25519 public key")
     assert "missing-3.pub" in problems[2]
     assert reg.keys_for("bn-2") is None
     assert reg.reload_errors == 1, "the same broken file is not read again"

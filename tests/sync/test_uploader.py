@@ -332,7 +332,9 @@ async def test_flush_reports_whether_everything_was_acknowledged(tmp_path, store
     up, _link, _centre = _stepper(tmp_path, store)
     assert await up.flush(1.0) is True
     store.append(make_readings(2))
+    started = time.monotonic()
     assert await up.flush(0.2) is False, "nothing acknowledges it here"
+    assert time.monotonic() - started < 0.9, "it looks often, and gives up at its timeout"
     assert up.batches.flushing is False
 
 
