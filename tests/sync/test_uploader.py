@@ -370,3 +370,41 @@ def test_the_link_is_made_from_the_config(tmp_path, store):
     pw.unlink()
     with pytest.raises(SyncError, match=f"cannot read password_file {pw}: No such file"):
         up._make_link()
+
+
+def test_the_link_carries_the_tls_files_and_the_reconnect_bounds(tmp_path, store):
+    from sync.signing import generate_keypair
+    from tests.certs import make_tls
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    tls = make_tls(tmp_path / "pki")
+    plain = Uploader(sync_config("mqtt://127.0.0.1:1883", key, username="site-a"), SITE, store)
+    assert plain._make_link().opts.password is None, "no password file: no password"
+    cfg = sync_config("mqtts://127.0.0.1:8883", key, reconnect_min_s=0.7, reconnect_max_s=9.0,
+                      tls={"ca_file": str(tls.ca), "cert_file": str(tls.client_cert), "key_file": str(tls.client_key),
+                           "insecure_skip_verify": True})
+    o = Uploader(cfg, SITE, store)._make_link().opts
+    assert (o.ca_file, o.cert_file, o.key_file) == (tls.ca, tls.client_cert, tls.client_key)
+    assert o.insecure_skip_verify is True
+    assert (o.reconnect_min_s, o.reconnect_max_s) == (0.7, 9.0)
+    o = Uploader(sync_config("mqtt://127.0.0.1:1883", key), SITE, store)._make_link().opts
+    assert (o.ca_file, o.cert_file, o.key_file, o.insecure_skip_verify) == (None, None, None, False)
+
+
+async def test_plaintext_is_warned_at_every_start(tmp_path, store, caplog):
+    import asyncio
+    import contextlib
+    import uuid
+
+    from sync.signing import generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    # Port 9 (discard) is closed here: the link keeps retrying and never reaches anyone's broker.
+    up = Uploader(sync_config("mqtt://127.0.0.1:9", key, client_id=f"kbe-test-{uuid.uuid4().hex[:8]}"), SITE, store)
+    with caplog.at_level("WARNING", logger="kbe.sync"):
+        task = asyncio.create_task(up.run())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert any(m.startswith("plaintext MQTT to mqtt://127.0.0.1:9 (sync.allow_plaintext)") for m in caplog.messages)
