@@ -7,6 +7,7 @@ loop around the composer is tested over a real Mosquitto in test_uploader.py and
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,7 +227,10 @@ def test_reset_rewind_and_advance(store: Store, keys: Path) -> None:
 def test_batch_ids_are_unique_per_process_and_count_up(store: Store, keys: Path) -> None:
     a, b = composer(store, keys), composer(store, keys)
     ids = [a.new_batch_id() for _ in range(3)]
-    boot = ids[0].rsplit("-", 1)[0]
+    # <random boot id in hex>-<a counter from 1>
+    parts = [re.fullmatch(r"([0-9a-f]+)-([1-9][0-9]*)", i) for i in ids]
+    assert all(parts), ids
+    boot = parts[0].group(1) if parts[0] else ""
     assert ids == [f"{boot}-1", f"{boot}-2", f"{boot}-3"]
     assert b.new_batch_id().rsplit("-", 1)[0] != boot
     assert all(len(i) <= 80 for i in ids)
