@@ -192,9 +192,11 @@ class _Link:
         self.connect_failures = 3
         self.last_error = "timed out"
         self.published: list[tuple[str, bytes]] = []
+        self.qos: list[int] = []
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self.published.append((topic, payload))
+        self.qos.append(qos)
 
 
 def _stepper(tmp_path, store, **cfg):
@@ -404,7 +406,54 @@ async def test_plaintext_is_warned_at_every_start(tmp_path, store, caplog):
     with caplog.at_level("WARNING", logger="kbe.sync"):
         task = asyncio.create_task(up.run())
         await asyncio.sleep(0.3)
+        assert not task.done(), "run() keeps going until it is cancelled"
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert any(m.startswith("plaintext MQTT to mqtt://127.0.0.1:9 (sync.allow_plaintext)") for m in caplog.messages)
+
+
+async def test_each_step_fills_the_window_at_qos_1_and_a_lost_link_sends_nothing(tmp_path, store):
+    up, link, _centre = _stepper(tmp_path, store, max_in_flight=3)
+    store.append(make_readings(20))
+    await up._step()
+    assert [b.seqs() for b in _batches(up, link)] == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12, 13, 14, 15]]
+    assert set(link.qos) == {1}, "batches and the status go at QoS 1"
+    assert len(up.in_flight) == 3
+    link.connected = False
+    up.in_flight.clear()
+    assert await up._send_next() is False, "the link went down while the batch was prepared"
+    assert len(_batches(up, link)) == 3
+    assert up.in_flight == {}
+
+
+async def test_flush_sends_a_partial_batch_at_once_and_returns_when_it_is_acked(tmp_path, store):
+    import asyncio
+
+    up, link, centre = _stepper(tmp_path, store, batch={"max_count": 5, "max_age_s": 3600})
+    store.append(make_readings(2))
+    await up._step()
+    assert _batches(up, link) == [], "a partial batch waits max_age_s"
+    flushing = asyncio.create_task(up.flush(5.0))
+    await asyncio.sleep(0.01)
+    assert up.batches.flushing is True
+    await up._step()
+    frame = next(p for t, p in link.published if t == up.topics.batch)
+    up._on_message(up.topics.ack, _ack_for(centre, frame))
+    await up._step()
+    assert await flushing is True
+    assert up.batches.flushing is False
+
+
+async def test_the_loop_sleeps_at_most_its_poll_interval(tmp_path, store):
+    import asyncio
+
+    up, _link, _centre = _stepper(tmp_path, store)
+    started = time.monotonic()
+    await asyncio.wait_for(up._sleep(), 2.0)
+    assert 0.01 <= time.monotonic() - started < 1.5
+    up.notify()
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await up._sleep()
+    assert time.monotonic() - started < 0.02, "a wake-up that came first is not slept through"
