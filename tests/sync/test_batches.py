@@ -348,7 +348,9 @@ def test_batches_grow_under_a_backlog_within_max_bytes(store: Store, keys: Path)
     assert c.batch_count() == 10, "max_in_flight full batches waiting is no backlog yet"
     store.append(make_readings(2, start=20))
     assert c.batch_count() == 11
-    store.append(make_readings(38, start=22))
+    store.append(make_readings(1, start=22))
+    assert c.batch_count() == 11, "a whole number of readings: 23 waiting over 2 in flight"
+    store.append(make_readings(37, start=23))
     assert c.batch_count() == 30
     store.append(make_readings(100, start=60))
     assert c.batch_count() == 50

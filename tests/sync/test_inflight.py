@@ -137,6 +137,10 @@ async def test_an_ack_deletes_its_rows_and_frees_room(rig: Rig) -> None:
     assert rig.notified == [1]
     assert rig.rejected == []
     assert not rig.window.incoming
+    _s, _f, d2 = rig.send("b-3", 2)
+    rig.window.receive(rig.ack("b-3", d2, _s))
+    await rig.window.handle_incoming()
+    assert rig.window.acked_readings == 7, "counted since the uploader was made"
 
 
 async def test_acks_that_arrive_together_are_deleted_together_and_wake_once(rig: Rig) -> None:
