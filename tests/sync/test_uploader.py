@@ -207,7 +207,8 @@ def _stepper(tmp_path, store, **cfg):
     from sync.signing import Signer, generate_keypair
 
     key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
-    centre = Signer.from_file(generate_keypair(tmp_path / "keys", "centre")[0])
+    # Not the centre key of the config: the keys given to the uploader are the ones it trusts.
+    centre = Signer.from_file(generate_keypair(tmp_path / "given", "centre")[0])
     settings = {"max_in_flight": 1, "live_share": 0.0, "batch": {"max_count": 5, "backlog_max_count": 5, "max_age_s": 0.05}, **cfg}
     up = Uploader(sync_config("mqtt://127.0.0.1:1883", key, **settings), SITE, store,
                   centre_keys=[centre.public_key()])
@@ -316,6 +317,9 @@ async def test_a_reconnect_without_the_session_resends_what_was_in_flight(tmp_pa
     await up._step()
     assert [p for t, p in link.published if t == up.topics.batch] == sent, "same bytes, same batch id"
     assert any(t == up.topics.status for t, _ in link.published)
+    link.published.clear()
+    await up._step()
+    assert link.published == [], "a reconnect is handled once"
 
 
 async def test_messages_on_command_topics_go_to_the_command_handler(tmp_path, store):
@@ -369,6 +373,9 @@ def test_the_link_is_made_from_the_config(tmp_path, store):
     assert (o.keepalive_s, o.max_inflight, o.will_topic) == (7, 7, up.topics.status)
     assert b'"offline"' in o.will_payload
     assert link._subscriptions == [(up.topics.ack, 1)]
+    assert (up.topics.batch, up.topics.ack) == ("kbe/site-a/up/batch", "kbe/site-a/down/ack")
+    up.on_commands(lambda kind, frame: None)
+    assert up._make_link()._subscriptions == [(up.topics.ack, 1), ("kbe/site-a/down/cmd/+", 1)]
     pw.unlink()
     with pytest.raises(SyncError, match=f"cannot read password_file {pw}: No such file"):
         up._make_link()
@@ -457,3 +464,16 @@ async def test_the_loop_sleeps_at_most_its_poll_interval(tmp_path, store):
     started = time.monotonic()
     await up._sleep()
     assert time.monotonic() - started < 0.02, "a wake-up that came first is not slept through"
+
+
+def test_the_uplink_metrics_are_described(tmp_path, store):
+    from sync.signing import generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    up = Uploader(sync_config("mqtt://127.0.0.1:1883", key), SITE, store)
+    for name in ("kbe_sync_connected", "kbe_sync_readings_acked_total", "kbe_sync_batches_resent_total",
+                 "kbe_sync_batches_rejected_total", "kbe_sync_in_flight"):
+        up.metrics.inc(name, 0) if name.endswith("_total") else up.metrics.set(name, 0)
+        help_line = next(line for line in up.metrics.render().splitlines()
+                         if line.startswith((f"# HELP {name.removesuffix('_total')}_total ", f"# HELP {name} ")))
+        assert help_line.split(" ", 3)[3] != name.replace("_", " "), f"{name} has its own HELP text"
