@@ -237,6 +237,7 @@ async def test_untrusted_answers_are_counted_by_reason_logged_and_ignored(
     assert first.endswith("; nothing deleted or set aside")
     assert "claims batch 'b-1'" in lines[1]
     assert "claims batch ''" in lines[2]
+    assert lines[2].endswith("frame does not start with the KB magic; nothing deleted or set aside")
 
 
 async def test_a_rejection_sets_the_rows_aside_and_asks_for_the_status(rig: Rig) -> None:
@@ -267,6 +268,8 @@ async def test_a_rejection_without_detail_is_reported_by_its_reason(rig: Rig) ->
     await rig.window.handle_incoming()
     assert rig.window.last_rejection == "b-1: malformed"
     assert rig.window.rejected_batches == 1
+    assert rig.window.acked_readings == 2, "the ack behind a rejection is handled in the same pass"
+    assert rig.window.batches == {}
     _s3, _frame, d3 = rig.send("b-3", 1)
     rig.window.receive(rig.reject("b-3", d3, detail="again"))
     await rig.window.handle_incoming()
