@@ -368,6 +368,8 @@ def test_a_backlog_batch_is_bounded_by_what_max_bytes_holds(store: Store, keys: 
     }
     c = composer(store, keys, **cfg)
     assert c.batch_count() == 1000, "nothing framed yet: no size estimate"
+    small = {"max_in_flight": 1, "batch": {"max_count": 10, "backlog_max_count": 1000, "max_bytes": 1024}}
+    assert composer(store, keys, **small).batch_count() == 1000, "not even with a small max_bytes"
     first = c.prepare()
     assert first is not None
     frame, _bid, kept, _d = first[1]
