@@ -477,3 +477,17 @@ def test_the_uplink_metrics_are_described(tmp_path, store):
         help_line = next(line for line in up.metrics.render().splitlines()
                          if line.startswith((f"# HELP {name.removesuffix('_total')}_total ", f"# HELP {name} ")))
         assert help_line.split(" ", 3)[3] != name.replace("_", " "), f"{name} has its own HELP text"
+
+
+def test_notify_is_safe_before_run_and_after_its_loop_closed(tmp_path, store):
+    import asyncio
+
+    from sync.signing import generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    up = Uploader(sync_config("mqtt://127.0.0.1:1883", key), SITE, store)
+    up.notify()  # the writer appends before the uplink has started: nothing to wake, no error
+    loop = asyncio.new_event_loop()
+    up._loop, up._wake = loop, asyncio.Event()
+    loop.close()
+    up.notify()  # the uplink has stopped: no error either
