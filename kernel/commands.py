@@ -14,7 +14,6 @@ import inspect
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +85,9 @@ class _SeenIds:
             "CREATE TABLE IF NOT EXISTS seen (command_id TEXT PRIMARY KEY, expires_at REAL NOT NULL)"
         )
 
-    def add(self, command_id: str, expires_at: float) -> bool:
-        """Record an id; False if it was already there."""
+    def add(self, command_id: str, expires_at: float, forget_before: float | None) -> bool:
+        """Record an id; False if it was already there. Ids that expired before ``forget_before``
+        are dropped (None: keep every id)."""
         with self._lock:
             try:
                 self._db.execute(
@@ -95,7 +95,8 @@ class _SeenIds:
                 )
             except sqlite3.IntegrityError:
                 return False
-            self._db.execute("DELETE FROM seen WHERE expires_at < ?", (time.time() - 86400,))
+            if forget_before is not None:
+                self._db.execute("DELETE FROM seen WHERE expires_at < ?", (forget_before,))
             return True
 
     def close(self) -> None:
@@ -145,17 +146,21 @@ class CommandRouter:
                 f"no handler for command kind {cmd.kind!r} (have: {', '.join(self.kinds)})"
             )
         now = self.clock.now()
+        trusted = self.clock.quality() != ClockQuality.UNSYNCED
         # The one expiry policy (docs/wire-protocol.md): with an unsynchronised clock, wall-time
         # checks cannot be trusted either way; the replay check below still holds, and handlers
         # bound every effect by their own durations.
-        if self.clock.quality() != ClockQuality.UNSYNCED:
+        if trusted:
             if cmd.expires_at <= now:
                 return CommandOutcome.refused(f"command expired {now - cmd.expires_at:.0f} s ago")
             if cmd.issued_at > now + self.max_future_s:
                 return CommandOutcome.refused("command issued in the future; check the centre's clock")
         if cmd.expires_at <= cmd.issued_at:
             return CommandOutcome.refused("expires_at is not after issued_at")
-        if not self._seen.add(cmd.command_id, cmd.expires_at):
+        # Ids are forgotten a day after they expire, by a trusted clock only: a clock running days
+        # ahead would forget a command as it records it, and let the same command in again.
+        forget_before = now - 86400 if trusted else None
+        if not self._seen.add(cmd.command_id, cmd.expires_at, forget_before):
             return CommandOutcome.refused(f"command {cmd.command_id} was already handled (replay)")
         return handler
 
