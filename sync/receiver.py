@@ -102,7 +102,7 @@ class Receiver:
         """
         checked = self._verify(topic, payload)
         if isinstance(checked, _Verified) and self._writer is not None:
-            self._writer.put(replace(checked, done=done))
+            self._writer.put(replace(checked, done=_once(done)))
         else:
             done()
 
@@ -397,6 +397,19 @@ class _Verified:
     topic: str = ""
     size: int = 0
     done: Callable[[], None] = _nothing  # the broker's PUBACK, sent once the batch is committed
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` that runs at most once: a group that fails after some of its batches were answered
+    PUBACKs the rest without PUBACKing the answered ones twice (their packet ids may be reused)."""
+    called = threading.Event()
+
+    def run() -> None:
+        if not called.is_set():
+            called.set()
+            fn()
+
+    return run
 
 
 def _printable(detail: str) -> str:

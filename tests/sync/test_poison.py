@@ -14,6 +14,8 @@ import contextlib
 import json
 import sqlite3
 import zlib
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ import pytest
 from kernel.metrics import Metrics
 from kernel.readings import Reading
 from sync import wire
-from sync.receiver import Receiver
+from sync.receiver import Receiver, _once
 from sync.receiver_db import open_db
 from sync.signing import Signer, SiteRegistry
 from sync.store import Store
@@ -188,3 +190,18 @@ def _rename_readings(db_url: str, old: str, new: str) -> None:
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(sql)
+
+
+def test_each_batch_of_a_split_group_is_pubacked_once(rx, site_keys, db_url):
+    _refuse_point(db_url, "refused")
+    pubacks: Counter[str] = Counter()
+    group = [
+        replace(_verified(rx, site_keys, _batch(bid, seqs, point)), done=_once(lambda b=bid: pubacks.update([b])))
+        for bid, seqs, point in [("b-1", range(1, 4), "p"), ("b-2", range(4, 7), "refused"), ("b-3", range(7, 9), "p")]
+    ]
+    rx._write_group(group)  # the writer thread's entry
+    assert pubacks == {"b-1": 1, "b-2": 1, "b-3": 1}
+    group[0].done()
+    assert pubacks["b-1"] == 1
+    assert rx.counters["errors"] == 0
+    assert [r[1] for r in stored_readings(db_url)] == [1, 2, 3, 7, 8]
