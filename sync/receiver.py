@@ -32,7 +32,7 @@ from kernel.errors import ConfigError, SignatureError
 from kernel.ratelog import RateLimitedLog
 from sync.mqtt import LinkOptions, MqttLink
 from sync.pki import check_private_key_file
-from sync.receiver_db import ReceiverDB, open_db
+from sync.receiver_db import ReceiverDB, UnstorableError, open_db
 from sync.receiver_decode import BatchFields, decode_batch_fast
 from sync.receiver_health import HealthHttp, ReceiverHealth
 from sync.receiver_queue import GroupWriter
@@ -102,7 +102,7 @@ class Receiver:
         """
         checked = self._verify(topic, payload)
         if isinstance(checked, _Verified) and self._writer is not None:
-            self._writer.put(replace(checked, done=done))
+            self._writer.put(replace(checked, done=_once(done)))
         else:
             done()
 
@@ -149,12 +149,22 @@ class Receiver:
         if batch.site_id != site:
             detail = f"batch says site {batch.site_id!r}, topic says {site!r}"
             return self._reject(site, topic, payload, frame, digest, "site-mismatch", detail)
-        return _Verified(site, batch, digest, started)
+        return _Verified(site, batch, digest, started, topic, len(payload))
 
-    def _store(self, group: list[_Verified]) -> list[Ack]:
-        """Store verified batches in one transaction, then acknowledge each (an ack only after the commit)."""
-        results = self.db.store_batches([v.batch for v in group], self.name)
-        acks = []
+    def _store(self, group: list[_Verified]) -> list[Ack | Rejection]:
+        """Store verified batches in one transaction, then acknowledge each (an ack only after the commit).
+
+        When the database refuses a value, each batch of the group is tried alone, and the one it
+        refuses is answered with an ``unstorable`` rejection (the site sets it aside) instead of
+        staying unacknowledged and being resent forever. A lost connection still raises.
+        """
+        try:
+            results = self.db.store_batches([v.batch for v in group], self.name)
+        except UnstorableError as exc:
+            if len(group) > 1:
+                return [answer for v in group for answer in self._store([v])]
+            return [self._unstorable(group[0], str(exc))]
+        acks: list[Ack | Rejection] = []
         for v, (stored, dup) in zip(group, results, strict=True):
             batch = v.batch
             with self._lock:
@@ -182,6 +192,30 @@ class Receiver:
             acks.append(ack)
         return acks
 
+    def _unstorable(self, v: _Verified, detail: str) -> Rejection:
+        """A verified batch the database refused: recorded, counted and answered, signed and bound to it."""
+        batch = v.batch
+        detail = _printable(detail)
+        with self._lock:
+            self._count("rejected_unstorable")
+        self.health.rejected(v.site, "unstorable")
+        log.error("rejected batch %s from %s: unstorable: %s", batch.batch_id, v.site, detail)
+        self.db.record_rejection(v.site, batch.batch_id, "unstorable", detail, v.topic, v.size, self.name)
+        rejection = Rejection(
+            site_id=v.site,
+            batch_id=batch.batch_id,
+            batch_sha256=v.digest,
+            first_seq=batch.first_seq,
+            last_seq=batch.last_seq,
+            reason="unstorable",
+            detail=detail,
+            receiver=self.name,
+        )
+        self._publish(v.site, rejection)
+        v.done()
+        self.health.batch_seconds.observe(time.monotonic() - v.started)
+        return rejection
+
     def _write_group(self, group: list[_Verified]) -> None:
         """The writer thread's work: a failed group is counted and logged, and no site gets an ack for it."""
         try:
@@ -206,7 +240,7 @@ class Receiver:
             (site, reason), "dropped an unattributable frame on %s (%d bytes): %s: %s", topic, len(payload), reason,
             detail,
         )  # fmt: skip
-        self.db.record_rejection(site, None, reason, detail[:500], topic, len(payload), self.name)
+        self.db.record_rejection(site, None, reason, _printable(detail), topic, len(payload), self.name)
 
     def _reject(
         self,
@@ -220,10 +254,11 @@ class Receiver:
     ) -> Rejection | None:
         """A batch the site signed but the centre cannot take: recorded and answered, signed and bound to it."""
         bid, first, last = peek_batch_ids(frame)
+        detail = _printable(detail)
         self._count(f"rejected_{reason}")
         self.health.rejected(site, reason)
         log.warning("rejected batch %s from %s: %s: %s", bid, site, reason, detail)
-        self.db.record_rejection(site, bid, reason, detail[:500], topic, len(payload), self.name)
+        self.db.record_rejection(site, bid, reason, detail, topic, len(payload), self.name)
         if bid is None:
             return None  # nothing the site could match it to
         return Rejection(
@@ -233,7 +268,7 @@ class Receiver:
             first_seq=first,
             last_seq=last,
             reason=reason,
-            detail=detail[:500],
+            detail=detail,
             receiver=self.name,
         )
 
@@ -359,7 +394,28 @@ class _Verified:
     batch: BatchFields
     digest: str
     started: float
+    topic: str = ""
+    size: int = 0
     done: Callable[[], None] = _nothing  # the broker's PUBACK, sent once the batch is committed
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` that runs at most once: a group that fails after some of its batches were answered
+    PUBACKs the rest without PUBACKing the answered ones twice (their packet ids may be reused)."""
+    called = threading.Event()
+
+    def run() -> None:
+        if not called.is_set():
+            called.set()
+            fn()
+
+    return run
+
+
+def _printable(detail: str) -> str:
+    """A refusal's detail as the database can hold it: NULs and lone surrogates escaped, 500 characters."""
+    text = detail.replace("\x00", "\\x00")[:500]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _schema_version(frame: Frame) -> object:

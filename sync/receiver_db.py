@@ -25,6 +25,21 @@ if TYPE_CHECKING:  # msgspec is the receiver's extra; the operator's tools read 
 
 _T = TypeVar("_T")
 
+
+class UnstorableError(SyncError):
+    """The database refused a batch's values, not its connection: writing it again cannot succeed.
+
+    The schema refuses what the columns cannot hold (docs/wire-protocol.md), so this is the last line
+    of defence: the receiver answers such a batch with a ``unstorable`` rejection instead of leaving
+    it unacknowledged, which would make the site resend it forever.
+    """
+
+
+# Raised by Python while turning values into column values (float() of a huge int, a lone surrogate).
+_VALUE_ERRORS: tuple[type[Exception], ...] = (OverflowError, UnicodeError)
+# A NOT NULL column given NULL (SQLite stores a NaN as NULL), a value SQLite cannot bind.
+_SQLITE_VALUE_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, sqlite3.DataError, *_VALUE_ERRORS)
+
 READING_COLUMNS = (
     "site_id", "seq", "device", "point", "ts", "value", "value_text", "value_type", "unit",
     "quality", "priority", "clock", "meta", "batch_id", "received_at", "receiver",
@@ -247,7 +262,10 @@ class ReceiverDB(Protocol):
         ...
 
     def store_batches(self, batches: Sequence[BatchFields], receiver: str) -> list[tuple[int, int]]:
-        """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order."""
+        """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order.
+
+        Raises :class:`UnstorableError` (nothing written) when the database refuses a value.
+        """
         ...
 
     def record_rejection(
@@ -322,6 +340,9 @@ class SqliteReceiverDB:
                         _event_rows(rows),
                     )
                 self._db.execute("COMMIT")
+            except _SQLITE_VALUE_ERRORS as exc:
+                self._db.execute("ROLLBACK")
+                raise UnstorableError(f"SQLite refused a value: {type(exc).__name__}: {exc}") from exc
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -410,12 +431,19 @@ class PostgresReceiverDB:
         """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order.
 
         A broken connection (database restarted, session killed) is reopened once and the batches
-        written again; a commit that did land before the break only turns into duplicates.
+        written again; a commit that did land before the break only turns into duplicates. A value
+        the database refuses raises :class:`UnstorableError`.
         """
+        psycopg = self._psycopg
         now = time.time()
-        rows = [_rows(batch, receiver, now) for batch in batches]
-        events = [event for batch_rows in rows for event in _event_rows(batch_rows)]
-        stored = self._reconnecting(lambda: self._write(rows, events))
+        try:
+            rows = [_rows(batch, receiver, now) for batch in batches]
+            events = [event for batch_rows in rows for event in _event_rows(batch_rows)]
+            stored = self._reconnecting(lambda: self._write(rows, events))
+        except psycopg.errors.UniqueViolation:
+            raise  # a race between receivers, not the batch's values: leave it unacknowledged
+        except (psycopg.DataError, psycopg.IntegrityError, *_VALUE_ERRORS) as exc:
+            raise UnstorableError(f"PostgreSQL refused a value: {type(exc).__name__}: {exc}") from exc
         return [(new, len(batch_rows) - new) for new, batch_rows in zip(stored, rows, strict=True)]
 
     def _reconnecting(self, fn: Callable[[], _T]) -> _T:

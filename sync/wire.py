@@ -14,12 +14,13 @@ import hashlib
 import json
 import re
 import struct
+import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from kernel.errors import SyncError
 from kernel.readings import ClockQuality, Priority, Quality, Reading
@@ -28,6 +29,12 @@ SCHEMA_VERSION: Literal[2] = 2
 SITE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,80}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+# What the centre's database can hold (docs/wire-protocol.md, "Values the centre can store"): a
+# seq is a signed 64-bit integer (BIGINT, SQLite INTEGER), an integer value must convert to a
+# finite double (DOUBLE PRECISION, REAL) and no text may contain NUL (PostgreSQL TEXT and JSONB).
+MAX_SEQ = 2**63 - 1
+MAX_INT_VALUE = int(sys.float_info.max)
 
 # Frame: magic "KB", frame version, codec, signature length (0 or 64), id length, then the id
 # (batch or command id, ASCII; outside the payload so even a mangled payload can be answered).
@@ -50,22 +57,43 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 
-WireValue = Union[bool, int, float, str, None]  # smart union keeps True, 1 and 1.0 apart
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("text holds a NUL character (\\u0000), which the centre cannot store")
+    return text
+
+
+def _storable_value(value: bool | int | float | str | None) -> bool | int | float | str | None:
+    if isinstance(value, str):
+        return _no_nul(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT_VALUE:
+        raise ValueError("integer value does not fit a double, which the centre cannot store")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string without NUL characters (PostgreSQL TEXT and JSONB refuse them)."""
+
+WireSeq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+"""A sequence number: positive and within a signed 64-bit integer."""
+
+# Smart union keeps True, 1 and 1.0 apart; the validator refuses what no value column can hold.
+WireValue = Annotated[Union[bool, int, float, str, None], AfterValidator(_storable_value)]
 
 
 class WireReading(WireModel):
     """One reading with its store sequence number."""
 
-    seq: int = Field(ge=1, description="Sequence number, strictly increasing per site, survives restarts.")
-    device: str = Field(min_length=1, max_length=200)
-    point: str = Field(min_length=1, max_length=200)
-    ts: float = Field(description="UTC seconds since the epoch.")
+    seq: WireSeq = Field(description="Sequence number, strictly increasing per site, survives restarts.")
+    device: Text = Field(min_length=1, max_length=200)
+    point: Text = Field(min_length=1, max_length=200)
+    ts: float = Field(allow_inf_nan=False, description="UTC seconds since the epoch (finite).")
     value: WireValue
-    unit: str = Field(default="", max_length=50)
+    unit: Text = Field(default="", max_length=50)
     quality: Quality = Quality.GOOD
     priority: Priority = Priority.TELEMETRY
     clock: ClockQuality = ClockQuality.SYNCED
-    meta: dict[str, str] | None = None
+    meta: dict[Text, Text] | None = None
 
     @classmethod
     def from_reading(cls, seq: int, r: Reading) -> WireReading:
@@ -117,8 +145,8 @@ class Batch(WireModel):
     schema_version: Literal[2] = SCHEMA_VERSION
     site_id: str = Field(pattern=SITE_PATTERN)
     batch_id: str = Field(pattern=ID_PATTERN)
-    first_seq: int = Field(ge=1)
-    last_seq: int = Field(ge=1)
+    first_seq: WireSeq
+    last_seq: WireSeq
     created_at: float
     readings: list[WireReading] = Field(min_length=1)
     buffer: BufferStats
@@ -152,13 +180,14 @@ class Ack(WireModel):
 
 
 RejectReason = Literal[
-    "unsigned", "bad-signature", "unknown-site", "malformed", "site-mismatch", "schema-version"
+    "unsigned", "bad-signature", "unknown-site", "malformed", "site-mismatch", "schema-version", "unstorable"
 ]
 """Why the centre refused a frame (its ``rejections`` table and metrics)."""
 
-AnsweredReason = Literal["malformed", "site-mismatch", "schema-version"]
+AnsweredReason = Literal["malformed", "site-mismatch", "schema-version", "unstorable"]
 """The reasons the centre answers: only a frame the site's own key signed can be attributed to it.
-An unsigned, badly signed or unknown-site frame is counted and dropped, never answered."""
+An unsigned, badly signed or unknown-site frame is counted and dropped, never answered.
+``unstorable``: a valid batch whose values the centre's database refused (storing it again cannot work)."""
 
 
 class Rejection(WireModel):

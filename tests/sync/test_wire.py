@@ -31,13 +31,15 @@ from sync.wire import (
 
 REPO = Path(__file__).resolve().parents[2]
 
-names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+# Storable text: no NUL (test_unstorable_values_are_refused_by_name covers it).
+chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+names = st.text(chars, min_size=1, max_size=30)
 values = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=40),
+    st.text(chars, max_size=40),
 )
 readings = st.builds(
     Reading,
@@ -45,11 +47,11 @@ readings = st.builds(
     point=names,
     value=values,
     ts=st.floats(min_value=0, max_value=4e9, allow_nan=False),
-    unit=st.text(max_size=10),
+    unit=st.text(chars, max_size=10),
     quality=st.sampled_from(Quality),
     priority=st.sampled_from(Priority),
     clock=st.sampled_from(ClockQuality),
-    meta=st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.text(max_size=20), max_size=3)),
+    meta=st.one_of(st.none(), st.dictionaries(st.text(chars, max_size=8), st.text(chars, max_size=20), max_size=3)),
 )
 
 
@@ -169,6 +171,47 @@ def test_inconsistent_seq_range_is_refused() -> None:
         wire.decode_batch(wire.unpack_frame(wire.pack_frame(wire.encode_batch_payload(batch))))
 
 
+_GOOD = '{"seq":1,"device":"d","point":"p","ts":1.0,"value":1,"unit":"V","meta":{"k":"v"}}'
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "where", "why"),
+    [
+        ('"seq":1,', f'"seq":{2**63},', "readings.0.seq", "less than or equal to 9223372036854775807"),
+        ('"first_seq":1', f'"first_seq":{2**63}', "first_seq", "less than or equal to 9223372036854775807"),
+        ('"device":"d"', '"device":"d\\u0000"', "readings.0.device", "NUL"),
+        ('"point":"p"', '"point":"\\u0000"', "readings.0.point", "NUL"),
+        ('"unit":"V"', '"unit":"V\\u0000"', "readings.0.unit", "NUL"),
+        ('"value":1,', '"value":"a\\u0000b",', "readings.0.value", "NUL"),
+        ('{"k":"v"}', '{"k":"\\u0000"}', "readings.0.meta.k", "NUL"),
+        ('{"k":"v"}', '{"k\\u0000":"v"}', "readings.0.meta", "NUL"),
+        ('"value":1,', f'"value":{10**400},', "readings.0.value", "does not fit a double"),
+        ('"value":1,', f'"value":-{10**400},', "readings.0.value", "does not fit a double"),
+        ('"ts":1.0', '"ts":NaN', "readings.0.ts", "finite"),
+        ('"ts":1.0', '"ts":-Infinity', "readings.0.ts", "finite"),
+        ('"ts":1.0', '"ts":1e999', "readings.0.ts", "finite"),
+    ],
+)
+def test_unstorable_values_are_refused_by_name(good: str, bad: str, where: str, why: str) -> None:
+    """What the centre's columns cannot hold is refused by the schema, naming the field (docs/wire-protocol.md)."""
+    doc = ('{"site_id":"s","batch_id":"b","first_seq":1,"last_seq":1,"created_at":0.0,"readings":[%s],'
+           '"buffer":{"depth":1,"bytes":0}}')  # fmt: skip
+    ok = wire.Frame(wire.CODEC_JSON, b"", (doc % _GOOD).encode())
+    assert wire.decode_batch(ok).readings[0].value == 1
+    text = doc % _GOOD
+    assert good in text
+    frame = wire.Frame(wire.CODEC_JSON, b"", text.replace(good, bad, 1).encode())
+    with pytest.raises(WireError, match=why) as err:
+        wire.decode_batch(frame)
+    assert str(err.value).startswith(f"not a valid batch: {where}")
+
+
+def test_the_largest_storable_values_pass() -> None:
+    r = WireReading(seq=2**63 - 1, device="d", point="p", ts=1.0, value=wire.MAX_INT_VALUE, meta={"k": "v"})
+    assert float(r.value) == 1.7976931348623157e308  # type: ignore[arg-type]
+    assert WireReading(seq=1, device="d", point="p", ts=1.0, value=float("nan")).value != 0  # a NaN value travels
+
+
 _SHA = st.from_regex(r"\A[0-9a-f]{64}\Z")
 _CENTRE = Signer(Ed25519PrivateKey.generate())
 
@@ -179,7 +222,7 @@ _CENTRE = Signer(Ed25519PrivateKey.generate())
               first_seq=st.integers(1, 10**12), last_seq=st.integers(1, 10**12),
               stored=st.integers(0, 10**6), duplicates=st.integers(0, 10**6)),
     st.builds(Rejection, site_id=st.just("s1"), batch_id=st.just("b"), batch_sha256=_SHA,
-              reason=st.sampled_from(["malformed", "site-mismatch", "schema-version"]),
+              reason=st.sampled_from(["malformed", "site-mismatch", "schema-version", "unstorable"]),
               detail=st.text(max_size=50)),
 )
 def test_down_messages_round_trip_signed(ack: Ack, rej: Rejection) -> None:
