@@ -8,12 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from control.traffic.card import program_card
 from control.traffic.config import ite_yellow_s
 from control.traffic.envelope import ConflictMatrix
+from control.traffic.runner import Intersection
+from drivers.signals.emulator import ControllerEmulator, DirectLink
 from drivers.signals.indications import Indication
+from drivers.signals.modbus import ModbusSignalController
 from kernel.errors import SafetyViolation
 from kernel.readings import Priority
-from tests.traffic.helpers import GY, G, R, Rig, Y, junction
+from tests.traffic.helpers import GY, G, R, Rig, SimClock, Y, junction
 
 
 @pytest.fixture
@@ -290,3 +294,48 @@ def test_conflicts_in_matches_brute_force(pairs: set[tuple[str, str]], shown: tu
     active = [n for n in "abcd" if state[n] != R]
     expected = {(a, b) for a, b in itertools.combinations(active, 2) if (a, b) in pairs}
     assert set(matrix.conflicts_in(state)) == expected
+
+
+class LateWrites(DirectLink):
+    """A line on which every other change of state lands late: such a write moves the simulated clock
+    on by ``delay`` before the cabinet applies it (its monitor times the change from then)."""
+
+    def __init__(self, emu: ControllerEmulator, clock: SimClock, delay: float) -> None:
+        super().__init__(emu)
+        self.clock = clock
+        self.delay = delay
+        self._codes: list[int] = []
+        self._changes = 0
+
+    def write_registers(self, address: int, values: list[int]) -> None:
+        codes = values[2:]
+        if codes != self._codes:
+            self._codes = codes
+            self._changes += 1
+            if self._changes % 2:
+                self.clock.t = round(self.clock.t + self.delay, 6)
+        super().write_registers(address, values)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "actuated"])
+def test_late_writes_never_shorten_an_interval_the_cabinet_times(mode: str) -> None:
+    """Writes landing 0.3 s late, then on time: the cabinet's monitor, programmed at the plan's exact
+    minimums, sees no short green, yellow or clearance, and the controller is held, never refused.
+    Timing a change from the tick that asked for it (before its write) trips the card here."""
+    ix = junction()
+    clock = SimClock(0.0)
+    emu = ControllerEmulator(program_card(ix), clock, watchdog_s=1.0)
+    out = ModbusSignalController(tuple(g.name for g in ix.groups), LateWrites(emu, clock, 0.3))
+    inter = Intersection(ix, out, clock, mode=mode)  # type: ignore[arg-type]
+    inter.start()
+    seen = set()
+    end = clock.t + 300
+    while clock.t < end:
+        clock.t = round(clock.t + 0.1, 6)
+        inter.tick()
+        assert emu.monitor.faults == [], emu.monitor.faults
+        assert inter.envelope.latched is None, inter.envelope.latched
+        seen.add(inter.controller.current.name)
+    assert inter.envelope.refusals == {}
+    assert inter.envelope.held > 0  # the late writes really cut into intervals timed at their minimum
+    assert len(seen) >= 2
