@@ -417,13 +417,14 @@ class SafetyEnvelope:
     def _verify(self, shown: ShownState, now: float) -> None:
         if self._expected is None:
             return
+        if shown.seq is not None and self._unconfirmed.get(shown.seq) == shown.indications:
+            # A write whose answer was lost may still have been applied (the last one too): a state
+            # written (and so validated) since the last confirmed read-back is what the device shows.
+            self._unconfirmed.clear()
+            self._expected = dict(shown.indications)
+            self._advance(shown.indications, now)
+            return
         if shown.seq is not None and shown.seq != self._seq:
-            # A write whose answer was lost may still have been applied: a state written (and so
-            # validated) since the last confirmed read-back is what the device shows, nothing stale.
-            if self._unconfirmed.get(shown.seq) == shown.indications:
-                self._unconfirmed.clear()
-                self._advance(shown.indications, now)
-                return
             self.latch("stale_readback", f"read-back echoes command {shown.seq}, expected {self._seq}")
             return
         if shown.indications != self._expected:

@@ -15,7 +15,7 @@ from control.traffic.runner import Intersection
 from drivers.signals.emulator import ControllerEmulator, DirectLink
 from drivers.signals.indications import Indication
 from drivers.signals.modbus import ModbusSignalController
-from kernel.errors import SafetyViolation
+from kernel.errors import SafetyViolation, TransportError
 from kernel.readings import Priority
 from tests.traffic.helpers import GY, G, R, Rig, SimClock, Y, junction
 
@@ -339,3 +339,61 @@ def test_late_writes_never_shorten_an_interval_the_cabinet_times(mode: str) -> N
     assert inter.envelope.refusals == {}
     assert inter.envelope.held > 0  # the late writes really cut into intervals timed at their minimum
     assert len(seen) >= 2
+
+
+# ---- what the envelope reports, its boundaries and its link bookkeeping ------------------------
+
+
+class LostAnswers:
+    """Wraps the rig's link: the next ``n`` read-backs are lost on the line after the write landed."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.n = 0
+        self._read = rig.link.read_input_registers
+        rig.link.read_input_registers = self  # type: ignore[method-assign]
+
+    def __call__(self, address: int, count: int) -> list[int]:
+        if self.n > 0:
+            self.n -= 1
+            raise TransportError("injected lost answer")
+        return self._read(address, count)
+
+
+class SlowWrites:
+    """Wraps the rig's link: each state write lands ``delay`` seconds late (the clock moves on first)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.delay = 0.0
+        self._clock = rig.clock
+        self._write = rig.link.write_registers
+        rig.link.write_registers = self  # type: ignore[method-assign]
+
+    def __call__(self, address: int, values: list[int]) -> None:
+        self._clock.t = round(self._clock.t + self.delay, 6)
+        self._write(address, values)
+
+
+def alarms(rig: Rig, point: str = "envelope.flash") -> list[tuple[str, str]]:
+    return [(r.value, (r.meta or {}).get("message", "")) for r in rig.reports if r.point == point]
+
+
+def test_a_change_whose_answers_were_lost_is_confirmed_by_the_next_read_back(rig: Rig) -> None:
+    """Both tries of a write land but their answers are lost: the tick's read-back shows the new
+    state under the last sequence number, which is what was written, so nothing flashes."""
+    lost = LostAnswers(rig)
+    rig.go(8, ns=G, ped_ns=G, ns_left=GY)
+    rig.clock.t += 0.1
+    lost.n = 2
+    rig.env.command(rig.state(ns=G, ped_ns=Y, ns_left=GY))
+    assert rig.env.link_errors == 2
+    at = rig.clock.t
+    rig.clock.t += 0.1
+    assert rig.env.check() is not None
+    assert rig.env.latched is None, alarms(rig)
+    assert rig.env.shown()["ped_ns"] == Y
+    assert rig.env.elapsed("ped_ns") == pytest.approx(0.0)  # timed from the read-back that showed it
+    rig.clock.t += 0.1
+    assert rig.env.check() is not None  # and again, before the next write: still what was written
+    assert rig.env.latched is None, alarms(rig)
+    rig.clock.t = at + 5
+    assert rig.env.elapsed("ped_ns") == pytest.approx(4.9)
