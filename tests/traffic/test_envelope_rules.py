@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from control.traffic.card import program_card
 from control.traffic.config import ite_yellow_s
-from control.traffic.envelope import ConflictMatrix
+from control.traffic.envelope import ConflictMatrix, SafetyEnvelope
 from control.traffic.runner import Intersection
 from drivers.signals.emulator import ControllerEmulator, DirectLink
 from drivers.signals.indications import Indication
@@ -397,3 +397,363 @@ def test_a_change_whose_answers_were_lost_is_confirmed_by_the_next_read_back(rig
     assert rig.env.latched is None, alarms(rig)
     rig.clock.t = at + 5
     assert rig.env.elapsed("ped_ns") == pytest.approx(4.9)
+
+
+def test_a_refusal_is_counted_and_reported_with_its_message(rig: Rig) -> None:
+    ns_green(rig, 2)
+    first = refused(rig, "min_green", ns=Y, ped_ns=G, ns_left=GY)
+    refused(rig, "min_green", ns=Y, ped_ns=G, ns_left=GY)
+    assert rig.env.refusals == {"min_green": 2}
+    report = rig.reports[-1]
+    assert report.device == rig.ix.name
+    assert report.priority == Priority.EVENT
+    assert report.meta == {"message": str(first)}
+    assert str(first) == "min_green: ns: green 2.0 s < 5.0 s"
+
+
+def test_commands_while_flashing_are_refused_counted_and_reported(rig: Rig) -> None:
+    rig.env.latch("link_lost", "test")
+    for _ in range(2):
+        with pytest.raises(SafetyViolation) as info:
+            rig.env.command(rig.state())
+    assert info.value.rule == "flash_latched"
+    assert rig.env.refusals == {"flash_latched": 2}
+    msg = "the junction is flashing (link_lost); an operator must clear it"
+    assert str(info.value) == f"flash_latched: {msg}"
+    assert rig.reports[-1].point == "envelope.refused"
+    assert rig.reports[-1].value == "flash_latched"
+    assert rig.reports[-1].priority == Priority.EVENT
+    assert rig.reports[-1].meta == {"message": msg}
+
+
+def test_reports_carry_the_wall_clock_time() -> None:
+    rig = Rig()
+    env = SafetyEnvelope(rig.ix, rig.env._out, rig.clock, rig.reports.append, wall=lambda: 1.7e9)
+    env.start()
+    env.latch("internal_error", "boom")
+    assert rig.reports[-1].ts == 1.7e9
+    assert rig.reports[-1].point == "envelope.flash"
+
+
+def test_a_latch_is_reported_once_and_keeps_its_first_reason(rig: Rig) -> None:
+    rig.clock.t += 0.1
+    rig.env.latch("device_fault", "first")
+    at = rig.clock.t
+    rig.clock.t += 0.2
+    rig.env.latch("link_lost", "second")
+    assert rig.env.latched == "device_fault"
+    assert rig.env.flashes == 2  # the start-up flash, then this one
+    assert rig.env.flashed_at == at
+    assert alarms(rig) == [("device_fault", "first")]
+    assert rig.reports[-1].priority == Priority.ALARM
+    assert rig.emu.fault == "flash_requested"
+
+
+def test_a_failed_flash_command_is_left_to_the_device_watchdog(rig: Rig) -> None:
+    rig.link.down = True
+    rig.env.latch("link_lost", "cut")  # the flash write fails too: no exception, still latched
+    assert rig.env.latched == "link_lost"
+    assert rig.emu.fault is None
+
+
+def test_the_start_up_flash_is_not_an_alarm_and_start_refuses_other_latches() -> None:
+    rig = Rig()
+    assert alarms(rig) == []
+    assert rig.env.flashes == 1
+    assert alarms(rig, "envelope.cleared") == []
+    rig.env.latch("device_fault", "x")
+    with pytest.raises(SafetyViolation) as info:
+        rig.env.start()
+    assert str(info.value) == "flash_latched: ltt-ngt is latched (device_fault); an operator must clear it"
+
+
+def test_an_operator_clear_is_an_event_naming_the_operator(rig: Rig) -> None:
+    rig.env.latch("device_fault", "x")
+    rig.env.clear("operator:lan")
+    cleared = [r for r in rig.reports if r.point == "envelope.cleared"]
+    assert [(r.value, r.priority, r.meta) for r in cleared] == [("operator:lan", Priority.EVENT, None)]
+
+
+def test_after_a_clear_every_clearance_is_timed_from_the_reset(rig: Rig) -> None:
+    rig.env.latch("device_fault", "x")
+    rig.clock.t += 30
+    rig.env.clear("operator:lan")
+    rig.hold(1.0)
+    refused(rig, "red_clearance", ew=G)
+    rig.hold(1.0)
+    refused(rig, "ped_clearance", ew=G)  # a crosswalk may be in use: 10.9 s from the reset
+    rig.hold(9.0)
+    rig.env.command(rig.state(ew=G))
+    assert rig.env.shown()["ew"] == G
+
+
+def test_elapsed_is_the_time_shown(rig: Rig) -> None:
+    rig.go(2.5, ns=G)
+    assert rig.env.elapsed("ns") == pytest.approx(2.5)
+    assert rig.env.elapsed("ew") == pytest.approx(13.5)
+
+
+def test_unknown_indication_code_in_a_read_back_flashes(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.emu.shown[0] = 9
+    assert rig.env.check() is None
+    assert rig.env.latched == "readback_invalid"
+    [(reason, message)] = alarms(rig)
+    assert message.startswith("read-back is not a valid state: signal controller returned an unknown")
+
+
+def test_unknown_indication_code_in_a_write_read_back_flashes(rig: Rig) -> None:
+    read = rig.link.read_input_registers
+    rig.link.read_input_registers = lambda a, n: [*read(a, n)[:3], 9, *read(a, n)[4:]]  # type: ignore[method-assign]
+    rig.clock.t += 0.1
+    rig.env.command(rig.state())
+    assert rig.env.latched == "readback_invalid"
+    assert alarms(rig)[0][1].startswith("read-back is not a valid state: ")
+
+
+def test_failed_read_backs_name_their_cause_when_they_flash(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.link.down = True
+    for _ in range(2):
+        assert rig.env.check() is None
+    assert rig.env.latched is None
+    rig.env.check()
+    assert alarms(rig) == [
+        ("link_lost", "3 consecutive failed exchanges (limit 3); read-back failed: injected link loss")
+    ]
+
+
+def test_a_device_trip_seen_on_a_tick_names_the_device_fault(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.emu._trip("short_green ns", rig.clock.t)
+    rig.env.check()
+    assert alarms(rig) == [("device_fault", "the controller tripped on its own: short_green")]
+
+
+def test_a_device_trip_seen_on_a_write_names_the_device_fault(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.emu._trip("conflict ns ew", rig.clock.t)
+    rig.clock.t += 0.1
+    rig.env.command(rig.state(ns=G, ped_ns=G, ns_left=GY))
+    assert rig.env.latched == "device_fault"
+    assert alarms(rig) == [("device_fault", "the controller tripped on its own: conflict")]
+
+
+def test_the_watchdog_flashes_at_exactly_the_link_timeout(rig: Rig) -> None:
+    rig.env.check()
+    rig.clock.t += rig.ix.limits.link_timeout_s
+    rig.env.watchdog()
+    assert rig.env.latched == "link_lost"
+    assert alarms(rig) == [
+        ("link_lost", "no good read-back for 0.50 s (limit 0.5 s; 0 consecutive failures)")
+    ]
+
+
+def test_a_watchdog_after_a_flash_reports_nothing_more(rig: Rig) -> None:
+    rig.env.latch("device_fault", "x")
+    rig.clock.t += 5
+    rig.env.watchdog()
+    assert [a[0] for a in alarms(rig)] == ["device_fault"]
+
+
+def test_stale_and_mismatched_read_backs_name_what_they_saw(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.link.stale = True
+    rig.clock.t += 0.1
+    rig.env.command(rig.state(ns=G, ped_ns=Y, ns_left=GY))
+    seq = rig.env._seq
+    assert alarms(rig) == [("stale_readback", f"read-back echoes command {seq - 1}, expected {seq}")]
+    rig2 = Rig()
+    rig2.go(11)
+    rig2.emu.shown[0] = 2
+    rig2.env.check()
+    assert alarms(rig2) == [
+        (
+            "readback_mismatch",
+            "shown ew=r ew_left=r ns=y ns_left=r ped_ew=r ped_ns=r but commanded "
+            "ew=r ew_left=r ns=r ns_left=r ped_ew=r ped_ns=r",
+        )
+    ]
+
+
+def test_push_button_calls_are_taken_once(rig: Rig) -> None:
+    rig.emu.buttons = 2
+    rig.env._out.buttons = 2
+    rig.emu.press(1)
+    rig.env.check()
+    rig.emu.press(0)
+    rig.clock.t += 0.1
+    rig.env.command(rig.state())
+    assert rig.env.take_calls() == [1, 0]
+    assert rig.env.take_calls() == []
+
+
+def test_the_sequence_number_wraps_at_sixteen_bits(rig: Rig) -> None:
+    rig.env._seq = 0xFFFF
+    rig.clock.t += 0.1
+    rig.env.command(rig.state())
+    assert rig.emu.seq == 0
+    assert rig.env.latched is None
+
+
+def test_refusals_name_the_groups_and_times_involved(rig: Rig) -> None:
+    assert str(refused(rig, "conflict", ns=G, ew=G)) == "conflict: ew=G and ns=G conflict"
+    rig.go(6, ns=G)
+    rig.go(3.5, ns=Y)
+    rig.go(1.0)
+    assert str(refused(rig, "red_clearance", ew=G)) == "red_clearance: ew: foe ns red for 1.0 s < 2.0 s"
+    rig2 = Rig()
+    rig2.go(11)
+    rig2.go(7, ped_ns=G)
+    rig2.go(3, ped_ns=Y)
+    rig2.go(2.5)
+    e = refused(rig2, "ped_clearance", ew=G)
+    assert str(e) == "ped_clearance: ew: crosswalk ped_ns walk ended 5.5 s ago < 10.9 s"
+
+
+def test_a_foe_turning_red_in_the_same_command_gives_no_clearance(rig: Rig) -> None:
+    rig.go(6, ns=G)
+    rig.go(3.5, ns=Y)
+    e = refused(rig, "red_clearance", ew=G)  # ns goes red now: its clearance has not begun
+    assert str(e) == "red_clearance: ew: foe ns is not yet red"
+
+
+def test_bad_commands_say_what_is_wrong(rig: Rig) -> None:
+    with pytest.raises(SafetyViolation) as info:
+        rig.env.command({**rig.state(), "bogus": R})
+    assert str(info.value) == "bad_command: state must name every group (missing [], unknown ['bogus'])"
+    state = rig.state()
+    del state["ew"]
+    with pytest.raises(SafetyViolation) as info:
+        rig.env.command(state)
+    assert str(info.value) == "bad_command: state must name every group (missing ['ew'], unknown [])"
+    e = refused(rig, "bad_command", ns=Indication.FLASH)
+    assert "ns: " in str(e) and "cannot be commanded" in str(e)
+    assert (
+        str(refused(rig, "bad_command", ped_ns=GY))
+        == "bad_command: ped_ns: a pedestrian head has no permissive green"
+    )
+
+
+def test_yellow_may_run_to_exactly_its_maximum(rig: Rig) -> None:
+    rig.go(6, ns=G)
+    rig.go(6.0, ns=Y)
+    rig.env.command(rig.state(ns=Y))
+    assert rig.env.shown()["ns"] == Y
+    rig.clock.t += 0.1
+    e = refused(rig, "long_yellow", ns=Y)
+    assert str(e) == "long_yellow: ns: yellow for 6.1 s > 6.0 s"
+
+
+def test_flashing_dont_walk_has_no_maximum(rig: Rig) -> None:
+    rig.go(7, ped_ns=G)
+    rig.go(20, ped_ns=Y)
+    rig.env.command(rig.state(ped_ns=Y))
+    assert rig.env.shown()["ped_ns"] == Y
+
+
+def test_min_green_and_clearances_pass_at_exactly_their_minimum(rig: Rig) -> None:
+    rig.go(5.0, ns=G)
+    rig.go(3.5, ns=Y)
+    rig.go(2.0)
+    rig.env.command(rig.state(ew=G))
+    assert rig.env.shown()["ew"] == G
+    rig.go(7.0, ew=G, ped_ns=R)
+    rig2 = Rig()
+    rig2.go(11)
+    rig2.go(7.0, ped_ns=G)
+    rig2.go(3.0, ped_ns=Y)
+    rig2.env.command(rig2.state())
+    assert rig2.env.shown()["ped_ns"] == R
+
+
+def test_refused_timing_messages(rig: Rig) -> None:
+    rig.go(6, ns=G)
+    rig.go(1.0, ns=Y)
+    assert str(refused(rig, "short_yellow")) == "short_yellow: ns: yellow 1.0 s < 3.5 s"
+    rig2 = Rig()
+    rig2.go(11)
+    rig2.go(7, ped_ns=G)
+    rig2.go(1, ped_ns=Y)
+    assert str(refused(rig2, "ped_clearance")) == "ped_clearance: ped_ns: yellow 1.0 s < 3.0 s"
+    rig3 = Rig()
+    rig3.go(11)
+    rig3.go(3, ped_ns=G)
+    assert str(refused(rig3, "min_green", ped_ns=Y)) == "min_green: ped_ns: green 3.0 s < 7.0 s"
+
+
+def test_permissive_then_protected_green_counts_its_minimum_from_the_permissive_start(rig: Rig) -> None:
+    rig.go(3, ns_left=GY)
+    rig.go(2, ns_left=G)
+    rig.env.command(rig.state(ns_left=Y))
+    assert rig.env.shown()["ns_left"] == Y
+
+
+def test_a_yielding_stream_may_start_permissive_beside_the_stream_it_yields_to(rig: Rig) -> None:
+    rig.go(6, ns=G)
+    rig.env.command(rig.state(ns=G, ns_left=GY))
+    assert rig.env.shown()["ns_left"] == GY
+    rig.go(6, ns=Y, ns_left=GY)  # ns yellow, the left still permissive
+    refused(rig, "conflict", ns=Y, ns_left=G)  # protected only after ns has cleared
+
+
+def test_the_stream_yielded_to_may_start_beside_a_permissive_green(rig: Rig) -> None:
+    rig.go(6, ns_left=GY)
+    rig.env.command(rig.state(ns=G, ns_left=GY))
+    assert rig.env.shown()["ns"] == G
+
+
+def test_the_stream_yielded_to_may_not_start_beside_a_protected_green(rig: Rig) -> None:
+    rig.go(6, ns_left=G)
+    refused(rig, "conflict", ns=G, ns_left=G)
+
+
+def late_yellow(rig: Rig, delay: float = 0.3) -> SlowWrites:
+    """ns green, then its yellow write lands ``delay`` late."""
+    slow = SlowWrites(rig)
+    rig.go(6, ns=G)
+    slow.delay = delay
+    rig.clock.t += 0.1
+    rig.env.command(rig.state(ns=Y))
+    slow.delay = 0.0
+    return slow
+
+
+def test_a_late_change_holds_the_next_one_by_its_lateness_only(rig: Rig) -> None:
+    late_yellow(rig)
+    rig.hold(3.2)  # the controller's yellow is over by its own clock, 0.3 s short at the cabinet
+    rig.env.command(rig.state())
+    assert rig.env.held == 1
+    assert rig.env.shown()["ns"] == Y
+    assert rig.env.refusals == {}
+    rig.clock.t = round(rig.clock.t + 0.3, 6)
+    rig.env.command(rig.state())
+    assert rig.env.shown()["ns"] == R
+    assert rig.emu.monitor.faults == []
+
+
+def test_a_shortfall_beyond_the_lateness_is_refused(rig: Rig) -> None:
+    late_yellow(rig)
+    rig.hold(2.8)
+    refused(rig, "short_yellow")
+    assert rig.env.held == 0
+
+
+def test_lateness_never_excuses_a_conflict(rig: Rig) -> None:
+    late_yellow(rig)
+    rig.clock.t += 1.0
+    refused(rig, "conflict", ns=Y, ew=G)
+    assert rig.env.held == 0
+
+
+def test_lateness_is_forgotten_after_the_hold_window(rig: Rig) -> None:
+    slow = SlowWrites(rig)
+    slow.delay = 0.3
+    rig.clock.t += 0.1
+    rig.env.command(rig.state(ns=G))
+    slow.delay = 0.0
+    rig.hold(301, rig.state(ns=G), dt=0.4)
+    rig.env.command(rig.state(ns=Y))
+    rig.clock.t = round(rig.clock.t + 3.3, 6)
+    refused(rig, "short_yellow")
+    assert rig.env.held == 0
