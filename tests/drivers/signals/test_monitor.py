@@ -1,7 +1,7 @@
 """The emulated cabinet's conflict monitor (MMU) on its own: every rule at its boundary, latching, reset.
 
 The card has two conflicting vehicle channels ``a`` and ``b``, a left turn ``c`` that yields to ``a``
-(a permissive pair) and a crosswalk ``p`` across ``b``. Its minimum times differ from one another so
+(a permissive pair) and a crosswalk ``p`` that every vehicle channel crosses. Its minimum times differ from one another so
 that a rule timed against the wrong minimum is caught.
 """
 
@@ -16,8 +16,8 @@ T0 = 100.0
 
 
 def card() -> ProgramCard:
-    """a-b and a-c and b-p conflict; c yields to a; p is a crosswalk with a 6 s crossing."""
-    foes = {(A, B), (A, C), (B, P)}
+    """a-b, a-c and every vehicle-p pair conflict; c yields to a; p is a crosswalk with a 6 s crossing."""
+    foes = {(A, B), (A, C), (A, P), (B, P), (C, P)}
     foe = tuple(tuple((i, j) in foes or (j, i) in foes for j in range(4)) for i in range(4))
     return ProgramCard(
         channels=("a", "b", "c", "p"),
@@ -209,16 +209,16 @@ def test_a_permissive_pair_may_be_active_together(mon: ConflictMonitor) -> None:
 def test_the_first_channel_in_order_names_the_fault() -> None:
     m = ConflictMonitor(card())
     m.restart(0.0)
-    m.observe(codes(a=GREEN, p=GREEN), 30.0)
-    assert m.observe(codes(p=GREEN), 40.0) == "yellow_skipped a"
+    m.observe(codes(a=GREEN, c=GREEN_YIELD), 30.0)
+    assert m.observe(codes(), 40.0) == "yellow_skipped a"
 
 
 def test_a_fresh_monitor_times_its_clearances_from_time_zero() -> None:
     """Powered up all red at time zero: red clearance from 0, and every crosswalk may be in use."""
     m = ConflictMonitor(card())
-    assert m.observe(codes(a=GREEN), 1.99) == "red_clearance a after b"
+    assert m.observe(codes(p=GREEN), 1.99) == "red_clearance p after a"
     m = ConflictMonitor(card())
-    assert m.observe(codes(a=GREEN), 2.0) is None
+    assert m.observe(codes(p=GREEN), 2.0) is None
     m = ConflictMonitor(card())
     assert m.observe(codes(b=GREEN), 5.99) == "ped_clearance b after p"
     m = ConflictMonitor(card())
@@ -247,3 +247,63 @@ def test_what_is_recorded_is_a_copy_of_the_state_shown(mon: ConflictMonitor) -> 
     assert mon.codes == codes(a=GREEN)
     assert mon.changed[A] == T0
     assert mon.green_at[A] == T0
+
+
+def test_a_permissive_green_may_end_while_the_stream_it_yields_to_still_moves(mon: ConflictMonitor) -> None:
+    mon.observe(codes(a=GREEN), T0)
+    mon.observe(codes(a=GREEN, c=GREEN_YIELD), T0 + 1)
+    assert mon.observe(codes(a=GREEN, c=YELLOW), T0 + 6) is None
+
+
+def test_a_permissive_green_still_waits_for_the_other_foes_clearance(mon: ConflictMonitor) -> None:
+    """c may run beside a, but not into a crosswalk still being cleared: every foe is looked at."""
+    mon.observe(codes(p=GREEN), T0)
+    mon.observe(codes(p=YELLOW), T0 + 7)
+    mon.observe(codes(), T0 + 10.5)
+    assert mon.observe(codes(c=GREEN_YIELD), T0 + 12.5) == "ped_clearance c after p"
+
+
+def test_a_conflict_between_later_channels_is_found(mon: ConflictMonitor) -> None:
+    mon.observe(codes(p=GREEN), T0)
+    assert mon.observe(codes(b=YELLOW, p=GREEN), T0 + 1) == "conflict b p"
+
+
+def test_the_first_conflicting_pair_in_channel_order_is_named(mon: ConflictMonitor) -> None:
+    mon.observe(codes(a=GREEN), T0)
+    assert mon.observe(codes(a=GREEN, b=YELLOW, p=YELLOW), T0 + 1) == "conflict a b"
+
+
+# The monitor allows 1 microsecond for floating-point rounding: 1 us short of a minimum passes.
+
+
+def test_a_yellow_one_microsecond_short_passes() -> None:
+    m = ConflictMonitor(card())
+    m.restart(-20.0)
+    m.observe(codes(a=GREEN), -5.0)
+    m.observe(codes(a=YELLOW), 0.0)
+    assert m.observe(codes(), 3.0 - 1e-6) is None
+
+
+def test_a_green_one_microsecond_short_passes() -> None:
+    m = ConflictMonitor(card())
+    m.restart(-20.0)
+    m.observe(codes(a=GREEN), 0.0)
+    assert m.observe(codes(a=YELLOW), 5.0 - 1e-6) is None
+
+
+def test_a_red_clearance_one_microsecond_short_passes() -> None:
+    m = ConflictMonitor(card())
+    m.restart(-20.0)
+    m.observe(codes(b=GREEN), -8.0)
+    m.observe(codes(b=YELLOW), -3.0)
+    m.observe(codes(), 0.0)
+    assert m.observe(codes(a=GREEN), 2.0 - 1e-6) is None
+
+
+def test_a_crossing_one_microsecond_short_passes() -> None:
+    m = ConflictMonitor(card())
+    m.restart(-20.0)
+    m.observe(codes(p=GREEN), -7.0)
+    m.observe(codes(p=YELLOW), 0.0)
+    m.observe(codes(), 3.5)
+    assert m.observe(codes(b=GREEN), 6.0 - 1e-6) is None
