@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import re
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control.traffic.card import program_card
-from control.traffic.config import ite_yellow_s
+from control.traffic.config import IntersectionConfig, ite_yellow_s
 from control.traffic.envelope import ConflictMatrix, SafetyEnvelope
 from control.traffic.runner import Intersection
 from drivers.signals.emulator import ControllerEmulator, DirectLink
@@ -727,7 +729,12 @@ def test_a_late_change_holds_the_next_one_by_its_lateness_only(rig: Rig) -> None
     assert rig.env.held == 1
     assert rig.env.shown()["ns"] == Y
     assert rig.env.refusals == {}
-    rig.clock.t = round(rig.clock.t + 0.3, 6)
+    rig.clock.t = round(rig.clock.t + 0.1, 6)
+    rig.env.command(rig.state())
+    assert rig.env.held == 2
+    rig.env.watchdog()  # a hold is a good exchange too
+    assert rig.env.latched is None
+    rig.clock.t = round(rig.clock.t + 0.2, 6)
     rig.env.command(rig.state())
     assert rig.env.shown()["ns"] == R
     assert rig.emu.monitor.faults == []
@@ -758,3 +765,39 @@ def test_lateness_is_forgotten_after_the_hold_window(rig: Rig) -> None:
     rig.clock.t = round(rig.clock.t + 3.3, 6)
     refused(rig, "short_yellow")
     assert rig.env.held == 0
+
+
+def test_a_held_change_is_late_from_when_it_was_first_asked_for(rig: Rig) -> None:
+    """Ticks of 0.2 s: the red asked for at 3.2 s of a yellow that landed 0.3 s late is held twice and
+    shown 0.4 s after the controller asked; the green after it is held for that 0.4 s, not refused."""
+    late_yellow(rig)
+    rig.hold(3.2)
+    for _ in range(3):
+        rig.env.command(rig.state())
+        rig.clock.t = round(rig.clock.t + 0.2, 6)
+    assert rig.env.shown()["ns"] == R
+    assert rig.env.held == 2
+    rig.hold(1.4, rig.state())  # 2.0 s of red clearance since the controller asked for red
+    rig.env.command(rig.state(ew=G))
+    assert rig.env.refusals == {}
+    assert rig.env.held == 3
+    assert rig.env.shown()["ew"] == R
+
+
+def test_a_link_silent_in_real_time_flashes_without_another_exchange() -> None:
+    """The real-time bound: after a failure, once ``link_timeout_s`` has passed since the last good
+    exchange, the next check flashes at once instead of blocking in another exchange."""
+    data = junction().model_dump(by_alias=True, exclude_none=True)
+    data["limits"] = {**data.get("limits", {}), "link_timeout_s": 0.1, "link_failures": 10}
+    rig = Rig(IntersectionConfig.model_validate(data))
+    rig.go(11)
+    rig.link.down = True
+    rig.env.check()
+    assert rig.env.latched is None
+    time.sleep(0.15)
+    assert rig.env.check() is None
+    assert rig.env.latched == "link_lost"
+    assert rig.env.link_errors == 1
+    [(reason, message)] = alarms(rig)
+    assert reason == "link_lost"
+    assert re.fullmatch(r"no good read-back for 0\.\d\d s \(limit 0\.1 s; 1 consecutive failures\)", message)
