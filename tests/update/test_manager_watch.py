@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,28 @@ def test_a_rollback_keeps_the_last_ten_failed_versions(tmp_path: Path, boots: in
     mgr.journal.failed = list(range(100, 100 + 9 + boots))
     asyncio.run(mgr.run(Host(restarts=1)))
     assert mgr.journal.failed == [*list(range(100, 100 + 9 + boots))[-9:], 1]
+
+
+def test_a_rollback_cut_short_by_a_crash_is_finished_at_the_next_start(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The journal says "rolling_back" before the pointer moves back: a power cut between the two
+    (here the switch fails) leaves a journal the next start finishes from."""
+    mgr = switched(tmp_path)
+
+    def cut(version: int) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(mgr.versions, "switch", cut)
+    with pytest.raises(OSError, match="power cut"):
+        asyncio.run(mgr.run(Host(restarts=1)))
+    j = load_journal(mgr.versions.journal_path)
+    assert j.state == "rolling_back"
+    assert j.last is not None
+    assert j.last.outcome == "rolled_back"
+    assert abs(j.last.ts - time.time()) < 60
+    monkeypatch.undo()
+    mgr = _manager(tmp_path / "site.yaml")
+    assert mgr.current == 0
+    assert mgr.journal.state == "idle"
+    assert mgr.journal.failed == [1]

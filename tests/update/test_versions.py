@@ -164,3 +164,11 @@ def test_pruning_keeps_five_by_default(vs: Versions) -> None:
         committed(vs, v)
     vs.prune(keep=set())
     assert sorted(int(p.name) for p in vs.dir.iterdir()) == [3, 4, 5, 6, 7]
+
+
+def test_pruning_never_fails_on_an_entry_it_cannot_remove(vs: Versions) -> None:
+    (vs.dir / "1").write_text("not a version folder")
+    for v in range(2, 5):
+        committed(vs, v)
+    vs.prune(keep=set(), max_kept=2)
+    assert sorted(p.name for p in vs.dir.iterdir()) == ["1", "3", "4"]
