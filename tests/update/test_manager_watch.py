@@ -213,3 +213,30 @@ def test_a_rollback_cut_short_by_a_crash_is_finished_at_the_next_start(
     assert mgr.current == 0
     assert mgr.journal.state == "idle"
     assert mgr.journal.failed == [1]
+
+
+def test_a_dead_device_counts_after_half_a_short_watch(tmp_path: Path) -> None:
+    """The site's 5 s grace is cut to half of a 3 s watch: a device failing every poll ends the watch
+    at 1.5 s (the gate looks every 0.5 s), not sooner and not only at its end."""
+    mgr = switched(tmp_path)
+    assert mgr.journal.pending is not None
+    mgr.journal.pending.watch_s = 3.0
+    asyncio.run(mgr.run(Host(polls=(0, 5))))
+    assert mgr.last_verdict is not None
+    assert not mgr.last_verdict.healthy
+    assert 1.5 <= mgr.last_verdict.elapsed_s < 2.5, mgr.last_verdict
+
+
+def test_a_device_that_never_polled_names_no_first_failure(tmp_path: Path) -> None:
+    mgr = switched(tmp_path)
+    asyncio.run(mgr.run(Host(polls=(0, 0))))
+    assert mgr.journal.last is not None
+    expected = r"rolled back to version 0: device m1 did not poll during the watch \(unhealthy \d\.\d s into the watch\)"
+    assert re.fullmatch(expected, mgr.journal.last.reason), mgr.journal.last.reason
+
+
+def test_a_commit_is_stamped_with_the_time(tmp_path: Path) -> None:
+    mgr = switched(tmp_path)
+    asyncio.run(mgr.run(Host()))
+    assert mgr.journal.last is not None
+    assert abs(mgr.journal.last.ts - time.time()) < 60
