@@ -801,3 +801,44 @@ def test_a_link_silent_in_real_time_flashes_without_another_exchange() -> None:
     [(reason, message)] = alarms(rig)
     assert reason == "link_lost"
     assert re.fullmatch(r"no good read-back for 0\.\d\d s \(limit 0\.1 s; 1 consecutive failures\)", message)
+
+
+def test_transition_refusals_say_what_was_asked(rig: Rig) -> None:
+    ns_green(rig)
+    assert (
+        str(refused(rig, "no_yellow", ns=R, ped_ns=G, ns_left=GY)) == "no_yellow: ns: green straight to red"
+    )
+    rig2 = Rig()
+    rig2.go(11)
+    assert str(refused(rig2, "bad_transition", ns=Y)) == "bad_transition: ns: yellow follows green only"
+    rig2.go(6, ns_left=G)
+    e = refused(rig2, "bad_transition", ns_left=GY)
+    assert str(e) == "bad_transition: ns_left: protected green cannot drop to permissive without yellow"
+    rig2.go(6, ns_left=Y)
+    e = refused(rig2, "yellow_to_green", ns_left=G)
+    assert str(e) == "yellow_to_green: ns_left: yellow cannot return to green"
+
+
+def crosswalk_cleared(rig: Rig) -> float:
+    """ped_ns walks, clears and turns red; returns when its walk ended (its crossing runs from there)."""
+    rig.go(7, ped_ns=G)
+    walk_end = rig.clock.t
+    rig.go(3, ped_ns=Y)
+    rig.hold(5.0, rig.state())
+    return walk_end
+
+
+def test_a_green_across_a_crosswalk_waits_its_whole_crossing(rig: Rig) -> None:
+    """10.0 s after the walk is less than the 10.9 s crossing (12 m at 1.1 m/s), however close."""
+    walk_end = crosswalk_cleared(rig)
+    rig.hold(round(walk_end + 10.0 - rig.clock.t, 6), rig.state())
+    refused(rig, "ped_clearance", ew=G)
+
+
+def test_a_green_across_a_crosswalk_may_start_at_exactly_its_crossing_time(rig: Rig) -> None:
+    walk_end = crosswalk_cleared(rig)
+    crossing = 12 / rig.ix.limits.ped_speed_mps
+    rig.hold(round(walk_end + crossing - 0.05 - rig.clock.t, 6), rig.state())
+    rig.clock.t = walk_end + crossing
+    rig.env.command(rig.state(ew=G))
+    assert rig.env.shown()["ew"] == G
