@@ -842,3 +842,32 @@ def test_a_green_across_a_crosswalk_may_start_at_exactly_its_crossing_time(rig: 
     rig.clock.t = walk_end + crossing
     rig.env.command(rig.state(ew=G))
     assert rig.env.shown()["ew"] == G
+
+
+def test_a_change_retried_after_a_slow_lost_frame_is_timed_from_the_retry() -> None:
+    """The first write of a change blocks 0.2 s (real time) and is lost; the retry lands. The change
+    is timed from the retry, so the controller's next change on its own schedule is held, not shown
+    early."""
+    rig = Rig()
+    rig.go(11)
+    write = rig.link.write_registers
+    slow = {"n": 0}
+
+    def lossy(address: int, values: list[int]) -> None:
+        if slow["n"]:
+            slow["n"] -= 1
+            time.sleep(0.2)
+            raise TransportError("injected slow lost frame")
+        write(address, values)
+
+    rig.link.write_registers = lossy  # type: ignore[method-assign]
+    rig.go(6, ns=G)
+    slow["n"] = 1
+    rig.clock.t += 0.1
+    rig.env.command(rig.state(ns=Y))
+    assert rig.env.shown()["ns"] == Y
+    rig.hold(3.5 - 0.1)
+    rig.clock.t = round(rig.clock.t + 0.1, 6)
+    rig.env.command(rig.state())
+    assert rig.env.held == 1
+    assert rig.env.shown()["ns"] == Y
