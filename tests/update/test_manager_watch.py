@@ -240,3 +240,11 @@ def test_a_commit_is_stamped_with_the_time(tmp_path: Path) -> None:
     asyncio.run(mgr.run(Host()))
     assert mgr.journal.last is not None
     assert abs(mgr.journal.last.ts - time.time()) < 60
+
+
+def test_an_update_arriving_while_the_agent_runs_asks_it_to_restart(tmp_path: Path) -> None:
+    mgr = _manager(_site(tmp_path))
+    host = Host()
+    asyncio.run(mgr.run(host))
+    assert mgr.handle(_cmd("a", {"type": "release", "version": 1, "release": "r1"})).outcome == "accepted"
+    assert host.restart_requested == 1
