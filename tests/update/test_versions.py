@@ -172,3 +172,14 @@ def test_pruning_never_fails_on_an_entry_it_cannot_remove(vs: Versions) -> None:
         committed(vs, v)
     vs.prune(keep=set(), max_kept=2)
     assert sorted(p.name for p in vs.dir.iterdir()) == ["1", "3", "4"]
+
+
+def test_the_versions_folder_may_be_deep_in_a_fresh_disk(tmp_path: Path) -> None:
+    vs = Versions(tmp_path / "data" / "kbe" / "updates", tmp_path / "site.yaml")
+    assert vs.dir.is_dir()
+    assert vs.failed_dir.is_dir()
+
+
+def test_a_leftover_staging_entry_that_is_not_a_folder_does_not_stop_the_start(vs: Versions) -> None:
+    (vs.dir / "4.staging").write_text("a torn file")
+    Versions(vs.root, vs.bootstrap)
