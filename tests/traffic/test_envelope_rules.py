@@ -871,3 +871,13 @@ def test_a_change_retried_after_a_slow_lost_frame_is_timed_from_the_retry() -> N
     rig.env.command(rig.state())
     assert rig.env.held == 1
     assert rig.env.shown()["ns"] == Y
+
+
+def test_the_link_watchdog_runs_from_a_clear(rig: Rig) -> None:
+    """The all-red write of a clear is a good exchange: the watchdog times the link from it."""
+    rig.env.latch("device_fault", "x")
+    rig.clock.t += 5
+    rig.env.clear("operator:lan")
+    rig.clock.t += rig.ix.limits.link_timeout_s / 2
+    rig.env.watchdog()
+    assert rig.env.latched is None
