@@ -116,6 +116,9 @@ class SafetyEnvelope:
         self.matrix = ConflictMatrix(ix)
         self._out = output
         self._clock = clock
+        # Read-backs are stamped with this: a clock that moves during an exchange (the intersection's
+        # thread judges with a clock read once per step, so it sets this to time.monotonic).
+        self.confirm_clock: Callable[[], float] = clock
         self._wall = wall
         self._report = report or (lambda r: None)
         self._kind = {g.name: g.kind for g in ix.groups}
@@ -245,7 +248,7 @@ class SafetyEnvelope:
         if shown.fault is not None and self.latched is None:
             self.latch("device_fault", f"the controller tripped on its own: {shown.fault}")
         if self.latched is None:
-            self._verify(shown, self._clock())  # a late-confirmed change is timed from this read-back
+            self._verify(shown, self.confirm_clock())  # a late-confirmed change is timed from this read-back
         self._last_good = now
         return shown
 
@@ -293,7 +296,7 @@ class SafetyEnvelope:
     def clear(self, operator: str) -> None:
         """Operator reset: verify the link, then come back all red with full clearances before any green."""
         self._out.reset()
-        now = self._clock()  # the device restarts its clearances when the reset lands
+        now = self.confirm_clock()  # the device restarts its clearances when the reset lands
         self.latched = None
         self._all_red(now)
         self._write(dict.fromkeys(self.groups, R), now)
@@ -403,7 +406,7 @@ class SafetyEnvelope:
             self._change_failed_at = None
         at = now
         if changes:
-            at = max(now + late, self._clock())  # confirmed: it has landed by this read-back
+            at = max(now + late, self.confirm_clock())  # confirmed: it has landed by this read-back
             asked, self._asked_at = (now if self._asked_at is None else self._asked_at), None
             self._note_lag(at - asked, now)
         self._verify(shown, at)

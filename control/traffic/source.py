@@ -121,6 +121,8 @@ class TrafficSource:
         self.intersection = Intersection(
             ix, output or build_output(ix, pins), self.clock, self._report, defer_flash=True
         )
+        # The step's clock stands still during a Modbus exchange: read-backs are stamped in real time.
+        self.intersection.envelope.confirm_clock = time.monotonic
         self.inbox = DetectorInbox(ix.detectors)
         self._stop = threading.Event()
         self._wake = threading.Event()

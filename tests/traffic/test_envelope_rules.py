@@ -881,3 +881,14 @@ def test_the_link_watchdog_runs_from_a_clear(rig: Rig) -> None:
     rig.clock.t += rig.ix.limits.link_timeout_s / 2
     rig.env.watchdog()
     assert rig.env.latched is None
+
+
+def test_a_change_is_timed_by_the_confirm_clock(rig: Rig) -> None:
+    """The intersection's thread judges with a clock read once per step; its read-backs are stamped
+    with a clock that moved during the exchange (here 0.3 s on), so the change counts from there."""
+    real = SimClock(rig.clock.t)
+    rig.env.confirm_clock = real
+    rig.clock.t += 0.1
+    real.t = rig.clock.t + 0.3
+    rig.env.command(rig.state(ns=G))
+    assert rig.env.elapsed("ns") == pytest.approx(-0.3)
