@@ -13,6 +13,12 @@ link is ``limits.link_failures`` consecutive failed exchanges or no good read-ba
 tick, once (it is idempotent: the whole state and a new sequence number), so an isolated lost frame on a
 marginal RS-485 line neither flashes the junction nor shifts a timed interval. Every latch is
 reported as an ``envelope.flash`` alarm naming its reason, with the cause in its message.
+
+Every change is timed from its confirmed read-back, not from the tick that asked for it: the cabinet's
+monitor times a change from when the write lands, which may be late on a slow or jittery line, and a
+read-back showing it proves it has landed. So no interval the cabinet sees is shorter than the plan's.
+The controller times from its ticks; a change it asks for on time by its own clock is held (the state
+shown is kept for a tick) while it falls short only by how late earlier changes were confirmed.
 """
 
 from __future__ import annotations
@@ -110,6 +116,9 @@ class SafetyEnvelope:
         self.matrix = ConflictMatrix(ix)
         self._out = output
         self._clock = clock
+        # Read-backs are stamped with this: a clock that moves during an exchange (the intersection's
+        # thread judges with a clock read once per step, so it sets this to time.monotonic).
+        self.confirm_clock: Callable[[], float] = clock
         self._wall = wall
         self._report = report or (lambda r: None)
         self._kind = {g.name: g.kind for g in ix.groups}
@@ -130,6 +139,7 @@ class SafetyEnvelope:
         self._lag = 0.0  # how late a change reached the device after a lost frame (seconds)
         self._lag_until = -math.inf
         self._change_failed_at: float | None = None  # real time a change was first lost
+        self._asked_at: float | None = None  # when the controller first asked for a change still held
         self.held = 0
         self.link_errors = 0
         self.latched: str | None = None
@@ -238,7 +248,7 @@ class SafetyEnvelope:
         if shown.fault is not None and self.latched is None:
             self.latch("device_fault", f"the controller tripped on its own: {shown.fault}")
         if self.latched is None:
-            self._verify(shown, now)
+            self._verify(shown, self.confirm_clock())  # a late-confirmed change is timed from this read-back
         self._last_good = now
         return shown
 
@@ -285,8 +295,8 @@ class SafetyEnvelope:
 
     def clear(self, operator: str) -> None:
         """Operator reset: verify the link, then come back all red with full clearances before any green."""
-        now = self._clock()
         self._out.reset()
+        now = self.confirm_clock()  # the device restarts its clearances when the reset lands
         self.latched = None
         self._all_red(now)
         self._write(dict.fromkeys(self.groups, R), now)
@@ -344,8 +354,8 @@ class SafetyEnvelope:
         return False
 
     def _held_for_lag(self, exc: SafetyViolation, target: SignalState, now: float) -> bool:
-        """Hold what is shown (one more tick) when a lost frame made the device's last change late and
-        ``target`` would be allowed had it been on time; holding only lengthens an interval."""
+        """Hold what is shown (one more tick) when a lost frame or a late read-back made a change late
+        and ``target`` would be allowed had it been on time; holding only lengthens an interval."""
         if exc.rule not in TIMING_RULES or self._lag <= 0 or now > self._lag_until:
             return False
         try:
@@ -353,6 +363,8 @@ class SafetyEnvelope:
         except SafetyViolation:
             return False
         self.held += 1
+        if self._asked_at is None:
+            self._asked_at = now
         self._write(self.shown(), now)
         return True
 
@@ -390,21 +402,32 @@ class SafetyEnvelope:
         if self._change_failed_at is not None:
             # The change reached the device late: time it from now on, as the device does.
             late = min(LAG_MAX_S, time.monotonic() - self._change_failed_at)
-            self._lag, self._lag_until = max(self._lag, late), now + LAG_HOLD_S
+            self._note_lag(late, now)
             self._change_failed_at = None
-        self._verify(shown, now + late if changes else now)
+        at = now
+        if changes:
+            at = max(now + late, self.confirm_clock())  # confirmed: it has landed by this read-back
+            asked, self._asked_at = (now if self._asked_at is None else self._asked_at), None
+            self._note_lag(at - asked, now)
+        self._verify(shown, at)
         self._last_good = now
+
+    def _note_lag(self, lag: float, now: float) -> None:
+        """Remember how late a change was timed against the tick that asked for it (see _held_for_lag)."""
+        if lag > 0:
+            self._lag, self._lag_until = max(self._lag, lag), now + LAG_HOLD_S
 
     def _verify(self, shown: ShownState, now: float) -> None:
         if self._expected is None:
             return
+        if shown.seq is not None and self._unconfirmed.get(shown.seq) == shown.indications:
+            # A write whose answer was lost may still have been applied (the last one too): a state
+            # written (and so validated) since the last confirmed read-back is what the device shows.
+            self._unconfirmed.clear()
+            self._expected = dict(shown.indications)
+            self._advance(shown.indications, now)
+            return
         if shown.seq is not None and shown.seq != self._seq:
-            # A write whose answer was lost may still have been applied: a state written (and so
-            # validated) since the last confirmed read-back is what the device shows, nothing stale.
-            if self._unconfirmed.get(shown.seq) == shown.indications:
-                self._unconfirmed.clear()
-                self._advance(shown.indications, now)
-                return
             self.latch("stale_readback", f"read-back echoes command {shown.seq}, expected {self._seq}")
             return
         if shown.indications != self._expected:

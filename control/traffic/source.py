@@ -137,6 +137,8 @@ class TrafficSource:
             defer_flash=True,
             time_base=self.shared_time,
         )
+        # The step's clock stands still during a Modbus exchange: read-backs are stamped in real time.
+        self.intersection.envelope.confirm_clock = time.monotonic
         self.inbox = DetectorInbox(ix.detectors)
         self._stop = threading.Event()
         self._wake = threading.Event()
