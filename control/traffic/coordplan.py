@@ -22,6 +22,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from control.traffic.config import IntersectionConfig, stage_min_green
+
 SATURATION_VPH_PER_LANE = 1800.0
 MAX_FLOW_RATIO = 0.85  # above it Webster's cycle explodes: the bound takes over
 
@@ -188,3 +190,43 @@ def stage_demands(
         )
         out.append(StageDemand(name, y, min_split_s[name], lost_s))
     return out
+
+
+def junction_demands(ix: IntersectionConfig, group_counts: Mapping[str, float], hours: float) -> list[StageDemand]:
+    """A junction's stage demands from its loops' vehicles per signal group over ``hours``: lanes
+    are its loops per group, a stage's minimum split its minimum green (or walk and clearance) plus
+    the change interval."""
+    kinds = {g.name: g.kind for g in ix.groups}
+    lanes: dict[str, int] = {}
+    for d in ix.detectors:
+        if d.kind == "loop":
+            lanes[d.group] = lanes.get(d.group, 0) + 1
+    change = ix.limits.yellow + ix.limits.red_clearance_s
+    return stage_demands(
+        {st.name: [g for g in st.green if kinds[g] == "vehicle"] for st in ix.stages},
+        lanes,
+        group_counts,
+        hours,
+        {st.name: stage_min_green(ix, st) + change for st in ix.stages},
+        change,
+    )
+
+
+def group_counts(ix: IntersectionConfig, loop_counts: Mapping[str, float]) -> dict[str, float]:
+    """Vehicles per signal group from vehicles per loop detector (loops of other junctions ignored)."""
+    groups = {d.name: d.group for d in ix.detectors if d.kind == "loop"}
+    out: dict[str, float] = {}
+    for loop, n in loop_counts.items():
+        if loop in groups:
+            out[groups[loop]] = out.get(groups[loop], 0.0) + n
+    return out
+
+
+def arterial_flows(
+    counts: Sequence[Mapping[str, float]], eastbound: str, westbound: str
+) -> tuple[list[float], list[float]]:
+    """The arterial flows between neighbours from each junction's group counts: eastbound between
+    k and k+1 as counted arriving at k+1 (group ``eastbound``), westbound as counted arriving at k."""
+    east = [counts[k + 1].get(eastbound, 0.0) for k in range(len(counts) - 1)]
+    west = [counts[k].get(westbound, 0.0) for k in range(len(counts) - 1)]
+    return east, west

@@ -37,7 +37,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from control.traffic import coordplan
-from control.traffic.config import IntersectionConfig, stage_min_green
+from control.traffic.config import IntersectionConfig
 from control.traffic.runner import Intersection
 from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
@@ -431,11 +431,7 @@ class CountsPlanner:
     @staticmethod
     def _group_counts(jn: _Junction) -> dict[str, float]:
         assert jn.inter is not None
-        out: dict[str, float] = {}
-        groups = {d.name: d.group for d in jn.ix.detectors if d.kind == "loop"}
-        for loop, n in jn.inter.board.actuations().items():
-            out[groups[loop]] = out.get(groups[loop], 0.0) + n
-        return out
+        return coordplan.group_counts(jn.ix, jn.inter.board.actuations())
 
     def update(self, now: float) -> coordplan.CorridorPlan:
         """Counts since the last update -> the next plan, sent to every junction."""
@@ -443,27 +439,8 @@ class CountsPlanner:
         period = [{g: c[g] - last.get(g, 0.0) for g in c} for c, last in zip(counts, self._last, strict=True)]
         self._last = counts
         hours = PLAN_UPDATE_S / 3600.0
-        demands = []
-        for jn, c in zip(self.juncs, period, strict=True):
-            ix = jn.ix
-            kinds = {g.name: g.kind for g in ix.groups}
-            lanes: dict[str, int] = {}
-            for d in ix.detectors:
-                if d.kind == "loop":
-                    lanes[d.group] = lanes.get(d.group, 0) + 1
-            change = ix.limits.yellow + ix.limits.red_clearance_s
-            demands.append(
-                coordplan.stage_demands(
-                    {st.name: [g for g in st.green if kinds[g] == "vehicle"] for st in ix.stages},
-                    lanes,
-                    c,
-                    hours,
-                    {st.name: stage_min_green(ix, st) + change for st in ix.stages},
-                    change,
-                )
-            )
-        east = [period[k + 1].get("w_through", 0.0) for k in range(len(self.juncs) - 1)]
-        west = [period[k].get("e_through", 0.0) for k in range(len(self.juncs) - 1)]
+        demands = [coordplan.junction_demands(jn.ix, c, hours) for jn, c in zip(self.juncs, period, strict=True)]
+        east, west = coordplan.arterial_flows(period, "w_through", "e_through")
         self.plan = coordplan.next_plan(self.spec, demands, COORDINATED_STAGE, east, west, self.plan, now)
         self.history.append(self.plan)
         for k, jn in enumerate(self.juncs):
