@@ -32,7 +32,8 @@ def test_each_period_reports_every_loops_vehicles_in_it() -> None:
     now[0] = 70.0
     board.loop(loops[1], True)
     second = {loop_of(r.point): r.value for r in rep.poll(121.0, board.actuations())}
-    assert second[loops[0]] == 0 and second[loops[1]] == 1  # only the new period's vehicles
+    assert second[loops[0]] == 0
+    assert second[loops[1]] == 1
 
 
 def test_count_points_name_their_loop() -> None:
