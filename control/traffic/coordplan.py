@@ -192,7 +192,9 @@ def stage_demands(
     return out
 
 
-def junction_demands(ix: IntersectionConfig, group_counts: Mapping[str, float], hours: float) -> list[StageDemand]:
+def junction_demands(
+    ix: IntersectionConfig, group_counts: Mapping[str, float], hours: float
+) -> list[StageDemand]:
     """A junction's stage demands from its loops' vehicles per signal group over ``hours``: lanes
     are its loops per group, a stage's minimum split its minimum green (or walk and clearance) plus
     the change interval."""
