@@ -144,7 +144,8 @@ def configured_plan(c: Corridor) -> coordplan.CorridorPlan:
         cycle = plan.cycle_s
         starts.append((plan.offset_s + before) % cycle)
         splits.append(dict(plan.splits))
-    return coordplan.CorridorPlan(cycle, 0.0, tuple(starts), tuple(splits))
+    first = starts[0]  # the common cycle starts with the westernmost junction's coordinated stage
+    return coordplan.CorridorPlan(cycle, first, tuple((s - first) % cycle for s in starts), tuple(splits))
 
 
 def state_path(corridor_file: Path) -> Path:
