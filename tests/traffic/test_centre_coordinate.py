@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -98,12 +99,9 @@ def test_a_bad_corridor_file_lists_every_problem_and_exits_2(tmp_path: Path, cap
     doc["junctions"][2]["position_m"] = 100.0
     doc["junctions"][1]["intersection"] = "j9"
     path.write_text(yaml.safe_dump(doc))
-    try:
+    with pytest.raises(SystemExit) as exc:
         main(["centre", "coordinate", "--corridor", str(path), "--db", "sqlite:///x.db", "--dry-run"])
-    except SystemExit as exc:
-        assert exc.code == 2
-    else:
-        raise AssertionError("no exit")
+    assert exc.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert all(line.startswith(f"{path}: ") for line in lines), lines
     text = "\n".join(lines)
