@@ -1,5 +1,5 @@
 """A small coordinated corridor for the centre's tests: three junctions' site configs and the
-corridor file naming them (arterial groups ``w`` and ``e``, side street ``ns``, a 30 s cycle)."""
+corridor file naming them (arterial groups ``w`` and ``e``, side street ``ns``, a 20 s cycle, so a plan is taken up within seconds)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 SITES = ("kb-cor-1", "kb-cor-2", "kb-cor-3")
-POSITIONS = (0.0, 250.0, 500.0)
+POSITIONS = (0.0, 100.0, 200.0)
 LOOP_PINS = {"loop_w": 20, "loop_e": 21, "loop_ns": 22}
 
 
@@ -19,12 +19,12 @@ def junction(k: int, port: int) -> dict[str, Any]:
         "name": f"j{k + 1}",
         "groups": [{"name": "w"}, {"name": "e"}, {"name": "ns"}],
         "conflicts": [["w", "ns"], ["e", "ns"]],
-        "limits": {"speed_kmh": 50, "red_clearance_s": 1, "min_green_s": 4, "link_timeout_s": 0.9},
+        "limits": {"speed_kmh": 30, "red_clearance_s": 1, "min_green_s": 4, "link_timeout_s": 0.9},
         "stages": [
-            {"name": "ns", "green": ["ns"], "max_green_s": 12},
-            {"name": "ew", "green": ["w", "e"], "max_green_s": 30},
+            {"name": "ns", "green": ["ns"], "max_green_s": 10},
+            {"name": "ew", "green": ["w", "e"], "max_green_s": 20},
         ],
-        "plans": [{"name": "corridor", "cycle_s": 30, "offset_s": 8 * k, "splits": {"ns": 12, "ew": 18}}],
+        "plans": [{"name": "corridor", "cycle_s": 20, "offset_s": 4 * k, "splits": {"ns": 8, "ew": 12}}],
         "schedule": {"entries": [{"day_type": "all", "start": "00:00", "plan": "corridor", "mode": "actuated"}]},
         "coordination": {"plan": "corridor", "stage": "ew"},
         "counts_s": 5,
@@ -67,8 +67,8 @@ def write_corridor(folder: Path, ports: list[int], **override: Any) -> Path:
         "westbound": "e",
         "speed_mps": 12.5,
         "window_min": 5,
-        "cycle_min_s": 30,
-        "cycle_max_s": 40,
+        "cycle_min_s": 20,
+        "cycle_max_s": 25,
         "junctions": [
             {"site": SITES[k], "intersection": f"j{k + 1}", "config": f"{SITES[k]}.yaml", "position_m": POSITIONS[k]}
             for k in range(3)

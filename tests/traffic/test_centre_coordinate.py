@@ -61,25 +61,25 @@ def test_the_next_plan_comes_from_the_stored_counts(tmp_path: Path, db_url: str)
         assert n.loops == {loop: float(v * PERIODS) for loop, v in PER_PERIOD.items()}
         assert abs(n.hours - PERIODS * 5 / 3600) < 1e-9
     start = cor.configured_plan(c)
-    assert start.start_s(0) == 12.0  # offset 0 + the ns split before ew
+    assert start.start_s(0) == 8.0  # offset 0 + the ns split before ew
     plan = cor.next_corridor_plan(c, counts, start, now)
     # The same function the rig uses, given the same flows (veh/h).
     flows = [{"w": 720.0, "e": 2160.0, "ns": 720.0}] * 3
     demands = [coordplan.junction_demands(ix, f, 1.0) for ix, f in zip(c.junctions, flows, strict=True)]
     assert plan == coordplan.next_plan(c.spec, demands, "ew", [720.0] * 2, [2160.0] * 2, start, now)
-    assert plan.cycle_s == 35.0  # busy: toward Webster's, one 5 s step
-    # Westbound is heavier: each junction's arterial green starts 20 s (250 m at 12.5 m/s) *before*
-    # its western neighbour's, i.e. 15 s after in a 35 s cycle (0, 15, 30), reached from the
-    # configured 0, 8, 16 by steps of at most 10 s.
-    assert plan.offsets_s == (0.0, 15.0, 26.0)
+    assert plan.cycle_s == 25.0  # busy: toward Webster's, one 5 s step
+    # Westbound is heavier: each junction's arterial green starts 8 s (100 m at 12.5 m/s) *before*
+    # its western neighbour's, i.e. 17 s after in a 25 s cycle (0, 17, 9), reached from the
+    # configured 0, 4, 8 by steps of at most 10 s the short way round (j2: 4 - 10 = 19).
+    assert plan.offsets_s == (0.0, 19.0, 9.0), plan.offsets_s
     bodies = cor.command_bodies(c, plan)
     assert [s for s, _ in bodies] == list(SITES)
     assert all(b["action"] == "coordinate" and b["from_s"] == plan.anchor_s >= now for _, b in bodies)
-    assert all(sum(b["splits"].values()) == 35.0 for _, b in bodies)
+    assert all(sum(b["splits"].values()) == 25.0 for _, b in bodies)
 
     out = CliRunner().invoke(cli, ["centre", "coordinate", "--corridor", str(path), "--db", db_url, "--dry-run"])
     assert out.exit_code == 0, out.output
-    assert "test-corridor: cycle 35 s" in out.output
+    assert "test-corridor: cycle 25 s" in out.output
     assert "kb-cor-2/j2: start" in out.output
     assert not cor.state_path(path).exists()  # a dry run keeps nothing
 
