@@ -25,6 +25,7 @@ junctions' loop counts every ``PLAN_UPDATE_S`` (:class:`CountsPlanner`, :mod:`co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import tempfile
@@ -421,9 +422,11 @@ class CountsPlanner:
     up at its coordinated stage's next start. In the rig one planner serves the three junctions (as
     the centre would, from the counts they report); it starts from the configured plan."""
 
-    def __init__(self, juncs: list[_Junction]) -> None:
+    def __init__(self, juncs: list[_Junction], offset_hysteresis: float | None = None) -> None:
         self.juncs = juncs
         self.spec = coordplan.CorridorSpec(tuple(_x(j.j) for j in juncs), PROGRESSION_MPS)
+        if offset_hysteresis is not None:
+            self.spec = dataclasses.replace(self.spec, offset_hysteresis=offset_hysteresis)
         self.plan = coordplan.CorridorPlan(CYCLE_S, 0.0, tuple(_x(j.j) / PROGRESSION_MPS for j in juncs))
         self._last = [self._group_counts(j) for j in juncs]
         self.history: list[coordplan.CorridorPlan] = [self.plan]
@@ -471,10 +474,12 @@ def run(
     out_dir: Path | None = None,
     unsync: dict[str, tuple[float, float]] | None = None,
     on_step: Callable[[float, CorridorResult], None] | None = None,
+    offset_hysteresis: float | None = None,
 ) -> CorridorResult:
     """One corridor run; ``unsync`` takes a junction's clock out of synchronisation from one
     simulated time to another: ``{"j1": (1200.0, 2400.0)}``; ``on_step(sim_t, partial)`` is
-    called every ``SERIES_S`` simulated seconds (progress)."""
+    called every ``SERIES_S`` simulated seconds (progress); ``offset_hysteresis`` replaces the
+    plan's default (adaptive_counts; an A/B)."""
     import traci
     import traci.constants as tc
 
@@ -532,7 +537,7 @@ def run(
     result = CorridorResult(mode, seed, scale)
     try:
         juncs = [_Junction(conn, paths["net"], j, mode, lambda: now[0], synced(j)) for j in JUNCTIONS]
-        planner = CountsPlanner(juncs) if mode == "adaptive_counts" else None
+        planner = CountsPlanner(juncs, offset_hysteresis) if mode == "adaptive_counts" else None
         approaches = _approaches()
         for e in {e for es in approaches for e in es}:
             conn.edge.subscribe(e, [tc.LAST_STEP_VEHICLE_HALTING_NUMBER])
