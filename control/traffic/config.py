@@ -276,6 +276,10 @@ class IntersectionConfig(StrictModel):
     detectors: list[DetectorConfig] = Field(default_factory=list)
     gap_s: float = Field(default=3.0, ge=1.0, le=10.0, description="Actuated passage time (gap-out).")
     coordination: CoordinationConfig | None = None
+    counts_s: float = Field(
+        default=60.0, ge=5.0, le=3600.0,
+        description="Report each loop's vehicles every this many seconds (detector.<loop>.count).",
+    )  # fmt: skip
     output: OutputConfig | None = None
 
     @model_validator(mode="after")

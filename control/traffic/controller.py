@@ -65,6 +65,7 @@ class StageController:
         self._time_base = time_base or (lambda: None)
         self._coord = _Coordination.of(ix)
         self._coord_next: tuple[float, _Coordination] | None = None  # (from, plan) not yet taken up
+        self.taken_up: tuple[float, float, float] | None = None  # the last centre plan: (when, cycle, start)
         self._tb: float | None = None  # the time base read this step
         self.coordinated = False  # coordination configured and a shared time base this step
         self._hold_until = -math.inf  # coordinated stage: no end before (its yield point)
@@ -183,6 +184,8 @@ class StageController:
             if self._coord_next is not None and (self._tb is None or self._tb >= self._coord_next[0]):
                 self._coord = self._coord_next[1]  # a new plan: from a cycle boundary
                 self._coord_next = None
+                when = self._tb if self._tb is not None else math.nan
+                self.taken_up = (when, self._coord.cycle_s, self._coord.start_s)
         self._served.add(stage)
         rel = self._coord_rel()
         if rel is not None and self._coord is not None:

@@ -22,6 +22,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from control.traffic.config import IntersectionConfig, stage_min_green
+
 SATURATION_VPH_PER_LANE = 1800.0
 MAX_FLOW_RATIO = 0.85  # above it Webster's cycle explodes: the bound takes over
 
@@ -46,6 +48,9 @@ class CorridorSpec:
     cycle_max_s: float = 130.0
     cycle_step_s: float = 5.0
     offset_step_s: float = 10.0
+    # A pair keeps its previous offset unless another gets this share more of the weighted platoons
+    # through on green: with the two directions' counts close, the best offset would flip each update.
+    offset_hysteresis: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,19 @@ def splits(stages: Sequence[StageDemand], cycle_s: float) -> dict[str, float]:
 
 
 def pair_offset(
-    distance_m: float, speed_mps: float, green_s: float, cycle_s: float, w_east: float, w_west: float
+    distance_m: float,
+    speed_mps: float,
+    green_s: float,
+    cycle_s: float,
+    w_east: float,
+    w_west: float,
+    keep: float | None = None,
+    hysteresis: float = 0.0,
 ) -> float:
     """The downstream (eastern) junction's offset after its western neighbour that gets the most of
     both platoons through on green, weighted by direction (whole seconds; the nearest to the
-    eastbound ideal on a tie)."""
+    eastbound ideal on a tie). ``keep`` (the current offset) stays unless the best gets more than
+    ``hysteresis`` (a share) more through."""
     travel = distance_m / speed_mps
 
     def arrives_on_green(lag: float, o: float) -> float:
@@ -106,6 +119,11 @@ def pair_offset(
         d_best = abs((best - travel + cycle_s / 2) % cycle_s - cycle_s / 2)
         if v > best_v + 1e-9 or (abs(v - best_v) <= 1e-9 and d_east < d_best):
             best, best_v = o, v
+    if keep is not None:
+        kept = float(round(keep) % int(cycle_s))
+        v_keep = w_east * arrives_on_green(travel, kept) + w_west * arrives_on_green(-travel, kept)
+        if v_keep >= best_v * (1.0 - hysteresis) - 1e-9:
+            return kept
     return best
 
 
@@ -127,7 +145,8 @@ def next_plan(
     """The plan from ``effective_s`` on (a time base value): cycle and offsets moved toward the
     counts' optimum by at most a step, anchored on the previous plan's first common cycle start at or
     after ``effective_s``. ``stages[j]`` are junction j's stage demands; ``flows_east[k]`` and
-    ``flows_west[k]`` the arterial flows between junctions k and k+1 (veh/h)."""
+    ``flows_west[k]`` the arterial flows between junctions k and k+1 (veh/h). Each pair keeps its
+    previous relative offset unless another is better by more than ``spec.offset_hysteresis``."""
     want = max(webster_cycle(js, spec) for js in stages)
     step = max(-spec.cycle_step_s, min(spec.cycle_step_s, want - previous.cycle_s))
     cycle = previous.cycle_s + step
@@ -138,7 +157,10 @@ def next_plan(
             s.lost_s for s in stages[k + 1] if s.name == coordinated
         )
         dist = spec.positions_m[k + 1] - spec.positions_m[k]
-        rel = pair_offset(dist, spec.speed_mps, green, cycle, flows_east[k], flows_west[k])
+        was = (previous.offsets_s[k + 1] - previous.offsets_s[k]) % previous.cycle_s
+        rel = pair_offset(
+            dist, spec.speed_mps, green, cycle, flows_east[k], flows_west[k], was, spec.offset_hysteresis
+        )
         offsets.append((offsets[-1] + rel) % cycle)
     moved = tuple(
         _toward(old, new, spec.offset_step_s, cycle)
@@ -168,3 +190,45 @@ def stage_demands(
         )
         out.append(StageDemand(name, y, min_split_s[name], lost_s))
     return out
+
+
+def junction_demands(
+    ix: IntersectionConfig, group_counts: Mapping[str, float], hours: float
+) -> list[StageDemand]:
+    """A junction's stage demands from its loops' vehicles per signal group over ``hours``: lanes
+    are its loops per group, a stage's minimum split its minimum green (or walk and clearance) plus
+    the change interval."""
+    kinds = {g.name: g.kind for g in ix.groups}
+    lanes: dict[str, int] = {}
+    for d in ix.detectors:
+        if d.kind == "loop":
+            lanes[d.group] = lanes.get(d.group, 0) + 1
+    change = ix.limits.yellow + ix.limits.red_clearance_s
+    return stage_demands(
+        {st.name: [g for g in st.green if kinds[g] == "vehicle"] for st in ix.stages},
+        lanes,
+        group_counts,
+        hours,
+        {st.name: stage_min_green(ix, st) + change for st in ix.stages},
+        change,
+    )
+
+
+def group_counts(ix: IntersectionConfig, loop_counts: Mapping[str, float]) -> dict[str, float]:
+    """Vehicles per signal group from vehicles per loop detector (loops of other junctions ignored)."""
+    groups = {d.name: d.group for d in ix.detectors if d.kind == "loop"}
+    out: dict[str, float] = {}
+    for loop, n in loop_counts.items():
+        if loop in groups:
+            out[groups[loop]] = out.get(groups[loop], 0.0) + n
+    return out
+
+
+def arterial_flows(
+    counts: Sequence[Mapping[str, float]], eastbound: str, westbound: str
+) -> tuple[list[float], list[float]]:
+    """The arterial flows between neighbours from each junction's group counts: eastbound between
+    k and k+1 as counted arriving at k+1 (group ``eastbound``), westbound as counted arriving at k."""
+    east = [counts[k + 1].get(eastbound, 0.0) for k in range(len(counts) - 1)]
+    west = [counts[k].get(westbound, 0.0) for k in range(len(counts) - 1)]
+    return east, west

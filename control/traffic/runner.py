@@ -45,6 +45,7 @@ class Intersection:
         self.board = DetectorBoard(ix.detectors, clock)
         self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan, self._time)
         self._coordinated: bool | None = None
+        self._taken_up: tuple[float, float, float] | None = None
         self.lock = threading.RLock()  # ticks and centre commands come from different threads
 
     def start(self) -> None:
@@ -110,7 +111,22 @@ class Intersection:
         return self.time_base() if self.time_base is not None else None
 
     def _report_coordination(self) -> None:
-        """An event when the junction joins or leaves coordination (its time base came or went)."""
+        """An event when the junction joins or leaves coordination (its time base came or went), and
+        one when it takes up a plan from the centre (``coordination.plan``)."""
+        taken = self.controller.taken_up
+        if taken is not None and taken != self._taken_up:
+            self._taken_up = taken
+            when, cycle, start = taken
+            self._report(
+                Reading(
+                    self.ix.name,
+                    "coordination.plan",
+                    f"cycle {cycle:g} s, start {start:g} s",
+                    time.time(),
+                    priority=Priority.EVENT,
+                    meta={"cycle_s": f"{cycle:g}", "start_s": f"{start:g}", "taken_at": f"{when:.1f}"},
+                )
+            )
         now = self.controller.coordinated
         if self.ix.coordination is None or now == self._coordinated:
             return

@@ -6,8 +6,8 @@ touch its controller, envelope and signal output. Before each tick the thread ap
 detectors' sources published on the detector bus (camera zones, loop inputs) and the centre's
 commands handed to it (:meth:`TrafficSource.submit`), and answers those from there; a command also
 wakes it between ticks. Its reports (refusals, flash alarms, state changes) go through a bounded
-queue to the reading sink. The signal each camera-fed zone detector's group shows goes back on the
-bus as :class:`kernel.detectors.ApproachSignal` (on a change and every second), so the camera
+queue to the reading sink, and so do its loops' counts every ``counts_s``
+(:mod:`control.traffic.counts`). The signal each camera-fed zone detector's group shows goes back on the bus as :class:`kernel.detectors.ApproachSignal` (on a change and every second), so the camera
 does not learn vehicles standing at a red as road. The time-of-day schedule is checked on each tick; a new entry takes
 effect at the controller's next cycle, and a mode or plan set by the centre holds until the
 schedule's next change point.
@@ -34,6 +34,7 @@ from control.traffic.config import (
     ModbusOutputConfig,
     ScheduleEntry,
 )
+from control.traffic.counts import CountReporter
 from control.traffic.detectors import DetectorInbox
 from control.traffic.runner import Intersection
 from control.traffic.schedule import active_entry
@@ -236,6 +237,7 @@ class TrafficSource:
         inter.start()
         shown_before: dict[str, Any] = {}
         told = -math.inf
+        counts = CountReporter(self.ix.name, self.ix.counts_s, self.clock.now)
         deadline = time.monotonic()
         while not self._stop.is_set():
             self.last_tick_mono = self.clock.advance()
@@ -251,6 +253,8 @@ class TrafficSource:
                 )
                 shown_before = shown
                 told = -math.inf
+            for reading in counts.poll(self.clock.now, inter.board.actuations()):
+                self._report(reading)
             if self.clock.now - told >= SIGNAL_REFRESH_S:
                 told = self.clock.now
                 self._tell_cameras(inter.envelope.shown())

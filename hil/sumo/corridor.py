@@ -25,6 +25,7 @@ junctions' loop counts every ``PLAN_UPDATE_S`` (:class:`CountsPlanner`, :mod:`co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import tempfile
@@ -37,7 +38,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from control.traffic import coordplan
-from control.traffic.config import IntersectionConfig, stage_min_green
+from control.traffic.config import IntersectionConfig
 from control.traffic.runner import Intersection
 from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
@@ -421,9 +422,11 @@ class CountsPlanner:
     up at its coordinated stage's next start. In the rig one planner serves the three junctions (as
     the centre would, from the counts they report); it starts from the configured plan."""
 
-    def __init__(self, juncs: list[_Junction]) -> None:
+    def __init__(self, juncs: list[_Junction], offset_hysteresis: float | None = None) -> None:
         self.juncs = juncs
         self.spec = coordplan.CorridorSpec(tuple(_x(j.j) for j in juncs), PROGRESSION_MPS)
+        if offset_hysteresis is not None:
+            self.spec = dataclasses.replace(self.spec, offset_hysteresis=offset_hysteresis)
         self.plan = coordplan.CorridorPlan(CYCLE_S, 0.0, tuple(_x(j.j) / PROGRESSION_MPS for j in juncs))
         self._last = [self._group_counts(j) for j in juncs]
         self.history: list[coordplan.CorridorPlan] = [self.plan]
@@ -431,11 +434,7 @@ class CountsPlanner:
     @staticmethod
     def _group_counts(jn: _Junction) -> dict[str, float]:
         assert jn.inter is not None
-        out: dict[str, float] = {}
-        groups = {d.name: d.group for d in jn.ix.detectors if d.kind == "loop"}
-        for loop, n in jn.inter.board.actuations().items():
-            out[groups[loop]] = out.get(groups[loop], 0.0) + n
-        return out
+        return coordplan.group_counts(jn.ix, jn.inter.board.actuations())
 
     def update(self, now: float) -> coordplan.CorridorPlan:
         """Counts since the last update -> the next plan, sent to every junction."""
@@ -443,27 +442,8 @@ class CountsPlanner:
         period = [{g: c[g] - last.get(g, 0.0) for g in c} for c, last in zip(counts, self._last, strict=True)]
         self._last = counts
         hours = PLAN_UPDATE_S / 3600.0
-        demands = []
-        for jn, c in zip(self.juncs, period, strict=True):
-            ix = jn.ix
-            kinds = {g.name: g.kind for g in ix.groups}
-            lanes: dict[str, int] = {}
-            for d in ix.detectors:
-                if d.kind == "loop":
-                    lanes[d.group] = lanes.get(d.group, 0) + 1
-            change = ix.limits.yellow + ix.limits.red_clearance_s
-            demands.append(
-                coordplan.stage_demands(
-                    {st.name: [g for g in st.green if kinds[g] == "vehicle"] for st in ix.stages},
-                    lanes,
-                    c,
-                    hours,
-                    {st.name: stage_min_green(ix, st) + change for st in ix.stages},
-                    change,
-                )
-            )
-        east = [period[k + 1].get("w_through", 0.0) for k in range(len(self.juncs) - 1)]
-        west = [period[k].get("e_through", 0.0) for k in range(len(self.juncs) - 1)]
+        demands = [coordplan.junction_demands(jn.ix, c, hours) for jn, c in zip(self.juncs, period, strict=True)]
+        east, west = coordplan.arterial_flows(period, "w_through", "e_through")
         self.plan = coordplan.next_plan(self.spec, demands, COORDINATED_STAGE, east, west, self.plan, now)
         self.history.append(self.plan)
         for k, jn in enumerate(self.juncs):
@@ -494,10 +474,12 @@ def run(
     out_dir: Path | None = None,
     unsync: dict[str, tuple[float, float]] | None = None,
     on_step: Callable[[float, CorridorResult], None] | None = None,
+    offset_hysteresis: float | None = None,
 ) -> CorridorResult:
     """One corridor run; ``unsync`` takes a junction's clock out of synchronisation from one
     simulated time to another: ``{"j1": (1200.0, 2400.0)}``; ``on_step(sim_t, partial)`` is
-    called every ``SERIES_S`` simulated seconds (progress)."""
+    called every ``SERIES_S`` simulated seconds (progress); ``offset_hysteresis`` replaces the
+    plan's default (adaptive_counts; an A/B)."""
     import traci
     import traci.constants as tc
 
@@ -555,7 +537,7 @@ def run(
     result = CorridorResult(mode, seed, scale)
     try:
         juncs = [_Junction(conn, paths["net"], j, mode, lambda: now[0], synced(j)) for j in JUNCTIONS]
-        planner = CountsPlanner(juncs) if mode == "adaptive_counts" else None
+        planner = CountsPlanner(juncs, offset_hysteresis) if mode == "adaptive_counts" else None
         approaches = _approaches()
         for e in {e for es in approaches for e in es}:
             conn.edge.subscribe(e, [tc.LAST_STEP_VEHICLE_HALTING_NUMBER])

@@ -1,4 +1,4 @@
-"""``edge-agent centre send|follow|sites``: the operator's side of commands and updates."""
+"""``edge-agent centre send|follow|sites|coordinate``: the operator's side of commands and updates."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from kernel.config_base import load_yaml
-from kernel.errors import ConfigError
+from kernel.errors import AgentError, ConfigError
 
 _TARGETS = [
     click.option("--broker", required=True, help="mqtt://host:port or mqtts://host:port"),
@@ -263,3 +263,93 @@ def sites(db_url: str, sites_file: Path | None, group: str | None, as_json: bool
 
 
 
+
+
+@operate_cli.command("coordinate")
+@click.option("--corridor", "corridor_file", required=True, type=click.Path(path_type=Path),
+              help="The corridor file: junctions west to east, coordinated stage, arterial groups.")  # fmt: skip
+@click.option("--db", "db_url", required=True, help="The receiver's database: postgresql://... or sqlite:///path")
+@click.option("--broker", default=None, help="mqtt://host:port or mqtts://host:port (not needed with --dry-run)")
+@click.option("--key", "key_file", default=None, type=click.Path(path_type=Path),
+              help="The centre's Ed25519 private key (mode 0600).")  # fmt: skip
+@click.option("--sites", "sites_file", default=None, type=click.Path(path_type=Path),
+              help="The receiver's sites file: every junction's site must be in it.")  # fmt: skip
+@click.option("--prefix", default="kbe", show_default=True, help="Topic prefix.")
+@click.option("--ttl", default=120.0, show_default=True, help="Seconds each command stays valid.")
+@click.option("--minutes", default=None, type=float, help="Counts of the last N minutes (default: the file's).")
+@click.option("--state", "state_file", default=None, type=click.Path(path_type=Path),
+              help="The last plan sent (default: <corridor>.plan.json beside the corridor file).")  # fmt: skip
+@click.option("--wait", "wait_s", default=10.0, show_default=True, help="Follow the replies this many seconds.")
+@click.option("--every", "every_s", default=0.0, help="Repeat every S seconds until Ctrl-C (0: once).")
+@click.option("--dry-run", is_flag=True, help="Print the next plan; send nothing, keep nothing.")
+def coordinate(
+    corridor_file: Path, db_url: str, broker: str | None, key_file: Path | None, sites_file: Path | None,
+    prefix: str, ttl: float, minutes: float | None, state_file: Path | None, wait_s: float, every_s: float,
+    dry_run: bool,
+) -> None:  # fmt: skip
+    """A corridor's next coordination plan from its junctions' loop counts, sent to each junction."""
+    from provisioning.centre import corridor as cor
+    from sync.signing import SiteRegistry
+
+    c = cor.load_corridor(corridor_file)
+    state = state_file or cor.state_path(corridor_file)
+    if not dry_run:
+        missing = [o for o, v in (("--broker", broker), ("--key", key_file), ("--sites", sites_file)) if v is None]
+        if missing:
+            raise click.UsageError(f"{', '.join(missing)}: needed to send (or use --dry-run)")
+        assert sites_file is not None
+        registry = SiteRegistry.load(sites_file)
+        unknown = sorted({j.site for j in c.file.junctions if j.site not in registry})
+        if unknown:
+            raise ConfigError(str(sites_file), [f"site {s!r} of {corridor_file.name} is not registered" for s in unknown])
+    window_s = 60.0 * (minutes if minutes is not None else c.file.window_min)
+    while True:
+        try:
+            _coordinate_once(c, db_url, window_s, state, dry_run, (broker, key_file, sites_file, prefix, ttl, wait_s))
+        except AgentError as exc:
+            if every_s <= 0:
+                raise
+            click.echo(f"{c.file.name}: {exc}", err=True)
+        if every_s <= 0:
+            return
+        time.sleep(every_s)
+
+
+def _coordinate_once(
+    c: Any, db_url: str, window_s: float, state: Path, dry_run: bool, send: tuple[Any, ...]
+) -> None:
+    from provisioning.centre import corridor as cor
+    from provisioning.centre.link import is_final, make_command
+    from sync.receiver_db import open_db
+
+    db = open_db(db_url)
+    try:
+        counts = cor.read_counts(db, c, time.time() - window_s)
+    finally:
+        db.close()
+    previous = cor.load_state(state) or cor.configured_plan(c)
+    plan = cor.next_corridor_plan(c, counts, previous, time.time())
+    for line in cor.describe(c, plan, counts):
+        click.echo(line)
+    if dry_run:
+        return
+    broker, key_file, sites_file, prefix, ttl, wait_s = send
+    link = _link(broker, key_file, sites_file, prefix)
+    try:
+        ids = {}
+        for site, body in cor.command_bodies(c, plan):
+            cmd = make_command(site, "traffic", body, ttl)
+            link.send(cmd)
+            ids[cmd.command_id] = f"{site}/{body['intersection']}"
+            click.echo(f"{ids[cmd.command_id]}: sent coordinate {cmd.command_id}")
+        cor.save_state(state, plan)
+        if wait_s > 0:
+            link.wait(lambda: all(any(is_final(r) for r in link.replies_to(i)) for i in ids), wait_s)
+            for cid, who in ids.items():
+                finals = [r for r in link.replies_to(cid) if is_final(r)]
+                text = f"{finals[-1].outcome} {finals[-1].reason}" if finals else f"no reply in {wait_s:.0f} s"
+                click.echo(f"{who}: {cid} {text}")
+        else:
+            time.sleep(0.5)  # let QoS 1 publishes leave before disconnecting
+    finally:
+        link.stop()

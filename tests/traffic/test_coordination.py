@@ -138,6 +138,10 @@ def test_a_new_plan_from_counts_is_taken_up_at_a_cycle_boundary_without_a_fault(
     assert not any(abs(e - 702.5) <= 0.5 for _, e in after)  # not the old yield point
     assert all(e - s <= 60 + 0.2 for s, e in after)
     assert j.events() == ["coordinated"]
+    taken = [r for r in j.reports if r.point == "coordination.plan"]  # said once, when taken up
+    assert [r.value for r in taken] == ["cycle 100 s, start 87 s"]
+    assert taken[0].meta is not None
+    assert 400.0 <= float(taken[0].meta["taken_at"]) < 500.0
     assert j.emu.monitor.faults == []
     assert j.inter.envelope.refusals == {}
 
