@@ -38,8 +38,9 @@ from tests.sync.conftest import (  # noqa: F401 - fixtures
 HEAVY = ("numpy", "cv2", "ai_edge_litert", "tflite_runtime", "cryptography", "aiohttp", "jinja2")
 # Config sections the site does not have: their models stay out too.
 ABSENT_SECTIONS = ("control.lighting.config", "control.traffic.config", "agent.localpage.config")
-# Not needed by a TCP-only site: pyserial, and ctypes.util (find_library runs ldconfig in a subprocess).
-UNUSED = ("serial", "ctypes.util")
+# Not needed by a TCP-only site that serves no /metrics: pyserial, prometheus_client (and its
+# http.server), ctypes.util (find_library runs ldconfig in a subprocess).
+UNUSED = ("serial", "prometheus_client", "kernel.metrics_export", "http.server", "ctypes.util")
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.M)
 
 
@@ -110,7 +111,7 @@ def test_a_modbus_site_process_imports_nothing_heavy(
     assert heavy == [], f"a meter site imported {heavy}"
     sections = sorted(imported.intersection(ABSENT_SECTIONS))
     assert sections == [], f"a site without those sections imported {sections}"
-    unused = sorted(m for m in imported if m in UNUSED or m.split(".")[0] == "serial")
+    unused = sorted(m for m in imported if m in UNUSED or m.split(".")[0] in ("serial", "prometheus_client"))
     assert unused == [], f"a TCP meter site imported {unused}"
 
 
