@@ -39,8 +39,9 @@ HEAVY = ("numpy", "cv2", "ai_edge_litert", "tflite_runtime", "cryptography", "ai
 # Config sections the site does not have: their models stay out too.
 ABSENT_SECTIONS = ("control.lighting.config", "control.traffic.config", "agent.localpage.config")
 # Not needed by a TCP-only site that serves no /metrics: pyserial, prometheus_client (and its
-# http.server), ctypes.util (find_library runs ldconfig in a subprocess).
-UNUSED = ("serial", "prometheus_client", "kernel.metrics_export", "http.server", "ctypes.util")
+# http.server), click (``run --config`` starts without it), ctypes.util (find_library runs ldconfig
+# in a subprocess).
+UNUSED = ("serial", "prometheus_client", "kernel.metrics_export", "http.server", "click", "ctypes.util")
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.M)
 
 
@@ -111,7 +112,7 @@ def test_a_modbus_site_process_imports_nothing_heavy(
     assert heavy == [], f"a meter site imported {heavy}"
     sections = sorted(imported.intersection(ABSENT_SECTIONS))
     assert sections == [], f"a site without those sections imported {sections}"
-    unused = sorted(m for m in imported if m in UNUSED or m.split(".")[0] in ("serial", "prometheus_client"))
+    unused = sorted(m for m in imported if m in UNUSED or m.split(".")[0] in ("serial", "prometheus_client", "click"))
     assert unused == [], f"a TCP meter site imported {unused}"
 
 
