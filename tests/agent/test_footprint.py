@@ -37,7 +37,12 @@ from tests.sync.conftest import (  # noqa: F401 - fixtures
 # own OpenSSL: Ed25519 goes through the interpreter's libcrypto; X.509 only with certificates).
 HEAVY = ("numpy", "cv2", "ai_edge_litert", "tflite_runtime", "cryptography", "aiohttp", "jinja2")
 # Config sections the site does not have: their models stay out too.
-ABSENT_SECTIONS = ("control.lighting.config", "control.traffic.config", "agent.localpage.config")
+ABSENT_SECTIONS = (
+    "control.lighting.config",
+    "control.traffic.config",
+    "agent.localpage.config",
+    "models.config",
+)
 # Not needed by a TCP-only site that serves no /metrics: pyserial, prometheus_client (and its
 # http.server), click (``run --config`` starts without it), ctypes.util (find_library runs ldconfig
 # in a subprocess).
