@@ -506,15 +506,14 @@ def _version() -> str:
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas (``M_ARENA_MAX``): with a thread pool for SQLite commits, the default
     of 8 per core lets a small board's RSS creep up through fragmentation. False where not glibc."""
-    import ctypes
-    import ctypes.util
+    from kernel.libc import load_libc
 
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = load_libc()
+    if libc is None:
         return False
     try:
-        return bool(ctypes.CDLL(name).mallopt(-8, arenas))  # -8 is M_ARENA_MAX in <malloc.h>
-    except (OSError, AttributeError):
+        return bool(libc.mallopt(-8, arenas))  # -8 is M_ARENA_MAX in <malloc.h>
+    except AttributeError:
         return False
 
 

@@ -1,96 +1,24 @@
 """The ``edge-agent`` command. Every error the agent raises on purpose is printed as one line;
-``DEBUG=1`` shows the traceback instead."""
+``DEBUG=1`` shows the traceback instead.
+
+``edge-agent run --config FILE``, what a site runs, starts without importing ``click`` (0.7 MB
+resident for the life of the agent); every other command line goes to the ``click`` group in
+:mod:`agent.commands` (``agent.cli.cli`` is that group, imported when asked for).
+"""
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
-
 from kernel.errors import AgentError, ConfigError
 
-# Subcommands that live with their package: "module:attribute" of a click command or group.
-SUBCOMMANDS: dict[str, str] = {
-    "centre": "provisioning.centre.cli:centre_cli",
-    "demo": "hil.demo:demo_cmd",
-    "hil": "hil.cli:hil_cli",
-    "keys": "sync.signing:keys_cli",
-    "lighting": "agent.lighting_cli:lighting_cli",
-    "modbus": "drivers.modbus.cli:modbus",
-    "provision": "provisioning.cli:provision",
-    "receiver": "sync.receiver:receiver_cmd",
-    "schemas": "agent.schemas:schemas",
-    "store": "agent.store_cli:store_cli",
-    "firmware-test": "firmware_tests.cli:firmware_test",
-    "fleet": "provisioning.fleet.cli:fleet_cli",
-}
 
-
-class LazyGroup(click.Group):
-    """A click group whose subcommands are imported only when used (fast start on a small board)."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *SUBCOMMANDS])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in SUBCOMMANDS:
-            module, attr = SUBCOMMANDS[cmd_name].split(":")
-            cmd = getattr(importlib.import_module(module), attr)
-            assert isinstance(cmd, click.Command)
-            return cmd
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kinhbac-edge", prog_name="edge-agent")
-def cli() -> None:
-    """kinhbac-edge: the smart-city edge agent."""
-
-
-@cli.group()
-def config() -> None:
-    """Check a site config or print its JSON Schema."""
-
-
-@config.command("check")
-@click.argument("file", type=click.Path(path_type=Path))
-def config_check(file: Path) -> None:
-    """Validate FILE; print every problem with its path and exit 2 if there is one."""
-    from agent.config import load_config
-
-    cfg = load_config(file)
-    click.echo(f"{file}: ok (site {cfg.site.id}, {len(cfg.devices)} devices)")
-
-
-@config.command("kinds")
-def config_kinds() -> None:
-    """List the registered device kinds and the module of each (nothing is imported)."""
-    from kernel.kinds import KindRegistry
-
-    kinds = KindRegistry()
-    for name in kinds.names():
-        click.echo(f"{name:<12} {kinds.ref(name)}")
-
-
-@config.command("schema")
-def config_schema() -> None:
-    """Print the JSON Schema of the site config."""
-    from agent.config import config_json_schema
-
-    click.echo(json.dumps(config_json_schema(), indent=2, ensure_ascii=False))
-
-
-@cli.command("run")
-@click.option(
-    "--config", "config_file", required=True, type=click.Path(path_type=Path), help="Site config YAML."
-)
-def run_cmd(config_file: Path) -> None:
-    """Run the agent for one site until SIGTERM or Ctrl-C."""
+def run_site_file(config_file: Path) -> None:
+    """Run the agent for the site in ``config_file`` until SIGTERM or Ctrl-C."""
     from agent.app import run_agent
     from agent.update.manager import UpdateManager
     from kernel.kinds import KindRegistry
@@ -100,27 +28,65 @@ def run_cmd(config_file: Path) -> None:
     run_agent(cfg, kinds, updates=updates, reload=lambda: UpdateManager.resolve(config_file, kinds))
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Entry point of ``edge-agent``."""
+def run_config_arg(args: Sequence[str]) -> Path | None:
+    """The FILE of exactly ``run --config FILE`` (or ``--config=FILE``); None for any other line."""
+    if len(args) == 3 and args[0] == "run" and args[1] == "--config":
+        value = args[2]
+    elif len(args) == 2 and args[0] == "run" and args[1].startswith("--config="):
+        value = args[1].removeprefix("--config=")
+    else:
+        return None
+    if not value or value.startswith("-"):
+        return None  # click says what is wrong with it
+    return Path(value)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _click_main(args: list[str]) -> Any:
+    import click
+
+    from agent.commands import cli
+
     try:
-        return cli.main(args=argv, prog_name="edge-agent", standalone_mode=False)
+        return cli.main(args=args, prog_name="edge-agent", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("edge-agent: aborted", err=True)
+        _say("edge-agent: aborted")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of ``edge-agent``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        config_file = run_config_arg(args)
+        if config_file is not None:
+            return run_site_file(config_file)
+        return _click_main(args)
     except ConfigError as exc:
         if os.environ.get("DEBUG") == "1":
             raise
         # Every problem on its own line, named by its path; nothing was started.
         for problem in exc.problems:
-            click.echo(f"{exc.source}: {problem}", err=True)
+            _say(f"{exc.source}: {problem}")
         sys.exit(exc.exit_code)
     except AgentError as exc:
         if os.environ.get("DEBUG") == "1":
             raise
-        click.echo(f"edge-agent: error: {exc}", err=True)
+        _say(f"edge-agent: error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":  # the click group, for tests and tools that drive it directly
+        from agent.commands import cli
+
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,13 +29,13 @@ from kernel.errors import ConfigError
 from kernel.i18n import tr
 from kernel.kinds import KindRegistry
 from kernel.site import NAME_PATTERN, SiteInfo
-from models.config import InferenceConfig
 from sync.config import StoreConfig, SyncConfig
 
 if TYPE_CHECKING:
     from agent.localpage.config import LocalPageConfig
     from control.lighting.config import LightingConfig
     from control.traffic.config import TrafficConfig
+    from models.config import InferenceConfig
 
 
 class DeviceConfigBase(StrictModel):
@@ -110,6 +110,7 @@ _SECTIONS = {
     "lighting": ("control.lighting.config", "LightingConfig"),
     "traffic": ("control.traffic.config", "TrafficConfig"),
     "local_page": ("agent.localpage.config", "LocalPageConfig"),
+    "inference": ("models.config", "InferenceConfig"),
 }
 
 
@@ -138,8 +139,11 @@ if TYPE_CHECKING:
     LightingSection = LightingConfig | None
     TrafficSection = TrafficConfig | None
     LocalPageSection = LocalPageConfig | None
+    InferenceSection = InferenceConfig | None
 else:
-    LightingSection = TrafficSection = LocalPageSection = Annotated[Any, BeforeValidator(_validate_section)]
+    LightingSection = TrafficSection = LocalPageSection = InferenceSection = Annotated[
+        Any, BeforeValidator(_validate_section)
+    ]
 
 
 _LINE_FIELDS = ("baudrate", "parity", "stopbits")
@@ -257,7 +261,7 @@ class SiteConfig(StrictModel):
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     lighting: LightingSection = None
-    inference: InferenceConfig | None = None
+    inference: InferenceSection = None
     traffic: TrafficSection = Field(default=None, description="Signalised intersections (issue 5).")
     update: UpdateConfig | None = Field(default=None, description="Signed updates; none means updates are refused.")
     local_page: LocalPageSection = Field(default=None, description="The technician's status page.")

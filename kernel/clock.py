@@ -8,10 +8,10 @@ booted with no RTC and no NTP from a synchronised one.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import time
 from pathlib import Path
 
+from kernel.libc import load_libc
 from kernel.readings import ClockQuality
 
 _STA_UNSYNC = 0x0040
@@ -48,11 +48,10 @@ class _Timex(ctypes.Structure):
 
 def kernel_clock_synced() -> bool | None:
     """Whether the kernel says the clock is synchronised (adjtimex); None when it cannot tell."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = load_libc(use_errno=True)
+    if libc is None:
         return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
         tx = _Timex()
         state = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):

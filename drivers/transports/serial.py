@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-import serial
+from typing import TYPE_CHECKING, Literal
 
 from drivers.transports.fd import FdTransport
 from kernel.errors import TransportError
+
+if TYPE_CHECKING:
+    import serial
 
 Parity = Literal["N", "E", "O"]
 
@@ -28,6 +29,8 @@ class SerialTransport(FdTransport):
         self._serial: serial.Serial | None = None
 
     async def _open(self) -> None:
+        import serial  # pyserial only where a serial line is opened: TCP-only sites never load it
+
         try:
             self._serial = serial.Serial(
                 self.port,

@@ -37,7 +37,16 @@ from tests.sync.conftest import (  # noqa: F401 - fixtures
 # own OpenSSL: Ed25519 goes through the interpreter's libcrypto; X.509 only with certificates).
 HEAVY = ("numpy", "cv2", "ai_edge_litert", "tflite_runtime", "cryptography", "aiohttp", "jinja2")
 # Config sections the site does not have: their models stay out too.
-ABSENT_SECTIONS = ("control.lighting.config", "control.traffic.config", "agent.localpage.config")
+ABSENT_SECTIONS = (
+    "control.lighting.config",
+    "control.traffic.config",
+    "agent.localpage.config",
+    "models.config",
+)
+# Not needed by a TCP-only site that serves no /metrics: pyserial, prometheus_client (and its
+# http.server), click (``run --config`` starts without it), ctypes.util (find_library runs ldconfig
+# in a subprocess).
+UNUSED = ("serial", "prometheus_client", "kernel.metrics_export", "http.server", "click", "ctypes.util")
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.M)
 
 
@@ -108,4 +117,19 @@ def test_a_modbus_site_process_imports_nothing_heavy(
     assert heavy == [], f"a meter site imported {heavy}"
     sections = sorted(imported.intersection(ABSENT_SECTIONS))
     assert sections == [], f"a site without those sections imported {sections}"
+    unused = sorted(m for m in imported if m in UNUSED or m.split(".")[0] in ("serial", "prometheus_client", "click"))
+    assert unused == [], f"a TCP meter site imported {unused}"
 
+
+def test_libc_is_opened_by_soname_without_searching(monkeypatch) -> None:
+    import ctypes.util
+
+    from agent.app import limit_malloc_arenas
+    from kernel.clock import kernel_clock_synced
+
+    def no_search(name: str) -> str | None:
+        raise AssertionError(f"find_library({name!r}) starts a subprocess at every agent start")
+
+    monkeypatch.setattr(ctypes.util, "find_library", no_search)
+    assert limit_malloc_arenas(2) is True
+    assert kernel_clock_synced() in (True, False)

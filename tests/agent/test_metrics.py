@@ -46,3 +46,44 @@ def test_a_metric_used_as_another_kind_is_dropped_not_raised():
     m.set("kbe_x_total", 5)  # a slip in a driver must not stop acquisition
     m.observe("kbe_x_total", 0.1)
     assert m.get("kbe_x_total") == 1
+
+
+def test_counting_without_rendering_never_loads_prometheus_client() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import agent_env
+
+    code = (
+        "import sys\n"
+        "from kernel.metrics import Metrics\n"
+        "m = Metrics(process=True, version='1')\n"
+        "m.inc('a_total', labels={'d': 'x'}); m.set('g', 2); m.observe('s', 0.1); m.gauge_callback('c', lambda: 1)\n"
+        "assert m.get('a_total', {'d': 'x'}) == 1 and m.get('c') == 1\n"
+        "assert 'prometheus_client' not in sys.modules, 'loaded before /metrics was asked for'\n"
+        "assert 'kbe_a_total' in m.render() and 'prometheus_client' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=agent_env(), timeout=60)
+
+
+def test_the_exposition_is_prometheus_clients_own() -> None:
+    """The same operations on prometheus_client's metrics give the same text, line for line."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    from kernel.metrics import LATENCY_BUCKETS
+
+    m = Metrics()
+    reg = CollectorRegistry()
+    polls = Counter("kbe_polls", "Polls.", ("device", "result"), registry=reg)
+    depth = Gauge("kbe_depth", "kbe depth", registry=reg)
+    rtt = Histogram("kbe_rtt_seconds", "kbe rtt seconds", ("device",), registry=reg, buckets=LATENCY_BUCKETS)
+    m.describe("polls_total", "Polls.")
+    for device, result, n in (("m1", "ok", 3), ("m2", "failed", 1), ("m1", "ok", 2)):
+        m.inc("polls_total", n, labels={"result": result, "device": device})
+        polls.labels(device, result).inc(n)
+    m.set("depth", 4.5)
+    depth.set(4.5)
+    for value in (0.0005, 0.001, 0.0011, 0.3, 299.0, 301.0):
+        m.observe("rtt_seconds", value, labels={"device": "m1"})
+        rtt.labels("m1").observe(value)
+    assert m.render() == generate_latest(reg).decode()
