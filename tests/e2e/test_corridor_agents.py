@@ -141,7 +141,7 @@ def test_the_centre_coordinates_three_running_junctions_from_their_counts(tmp_pa
 
             # Every junction coordinated on its GPS-synchronised clock, and its westbound arrivals counted.
             wait_for(lambda: len(stored("SELECT DISTINCT site_id FROM readings WHERE point = 'coordination' "
-                                        "AND value_text = 'coordinated'")) == 3, 40, "three coordinated junctions")  # fmt: skip
+                                        "AND value_text = 'coordinated'")) == 3, 120, "three coordinated junctions")  # fmt: skip
             wait_for(lambda: len(stored("SELECT DISTINCT site_id FROM readings WHERE point = "
                                         "'detector.loop_e.count' AND value > 0")) == 3, 30, "counts from three junctions")  # fmt: skip
             out = subprocess.run(
@@ -159,7 +159,7 @@ def test_the_centre_coordinates_three_running_junctions_from_their_counts(tmp_pa
             assert plan["cycle_s"] == 25.0
             # Each junction takes it up at its coordinated stage's first start from the plan's anchor on.
             wait_for(lambda: len(stored("SELECT DISTINCT site_id FROM readings WHERE point = 'coordination.plan' "
-                                        "AND value_text LIKE 'cycle 25 s%'")) == 3, 40, "three junctions on the new plan")  # fmt: skip
+                                        "AND value_text LIKE 'cycle 25 s%'")) == 3, 120, "three junctions on the new plan")  # fmt: skip
             taken = stored("SELECT site_id, value_text, meta FROM readings WHERE point = 'coordination.plan'")
             for site, text, meta in taken:
                 k = SITES.index(site)

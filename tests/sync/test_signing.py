@@ -271,7 +271,7 @@ def test_generate_makes_its_folder_refuses_either_file_and_ensure_reuses_a_pair(
 def test_cli_keys_generate_says_which_file_stays_and_which_is_registered(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from sync.signing import keys_cli
+    from sync.keys_cli import keys_cli
 
     out = tmp_path / "k"
     result = CliRunner().invoke(keys_cli, ["generate", "--out", str(out), "--name", "bn-01"])
