@@ -316,6 +316,37 @@ def test_a_cut_keeps_the_live_share_of_what_it_keeps(store: Store, keys: Path) -
     assert composed.live_top == 30 + n_live
     c.advance(composed)
     assert c.live_top == 30 + n_live
+    # Advancing alone moves the streams, even in the middle of a stored row (nothing marked sent here).
+    again = c.compose(40)
+    assert again is not None
+    assert min(again.live) == 31 + n_live
+    assert min(seqs(again)) == n - n_live + 1
+
+
+def test_a_cut_with_few_live_rows_fills_up_with_backlog(store: Store, keys: Path) -> None:
+    store.append(noisy(30))  # 1..30
+    c = composer(store, keys, live_share=0.9, batch={"max_count": 40, "max_age_s": 3600})
+    c.reset()
+    store.append(noisy(3))  # 31..33: all the live rows there are
+    c.flushing = True
+    composed = c.compose(40)
+    assert composed is not None
+    assert composed.live == {31, 32, 33}
+    assert rowcodec.seqs_of(c._keep(composed, 20)) == [*range(1, 18), 31, 32, 33]
+    assert rowcodec.seqs_of(c._keep(composed, 2)) == [1, 31], "the live share of 2 is 1"
+
+
+def test_the_live_share_skips_rows_in_flight_inside_a_stored_row(store: Store, keys: Path) -> None:
+    c = composer(store, keys, {5, 8}, live_share=0.5)
+    c.reset()
+    store.append(make_readings(10))  # one stored row, 1..10, all live
+    c.flushing = True
+    got = c.compose(8)
+    assert got is not None
+    assert got.live == {6, 7, 9, 10}, "the newest 4 around the rows in flight"
+    wide = c.compose(20)
+    assert wide is not None
+    assert wide.live == {1, 2, 3, 4, 6, 7, 9, 10}, "fewer than the share: every unsent live row"
 
 
 def test_a_cut_with_too_little_backlog_fills_up_with_live_rows(store: Store, keys: Path) -> None:
