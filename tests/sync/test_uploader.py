@@ -612,3 +612,15 @@ async def test_run_starts_the_link_takes_commands_on_its_loop_and_says_offline_a
     assert topic == up.topics.status
     assert json.loads(payload)["state"] == "offline", "the offline status at stop"
     assert up.metrics.get("kbe_sync_connected") == 0
+
+
+async def test_a_rewind_never_takes_the_rows_of_batches_in_flight_again(tmp_path, store):
+    up, link, _centre = _stepper(tmp_path, store, max_in_flight=2)
+    store.append(make_readings(5))
+    await up._step()
+    store.append(make_readings(5, start=5))
+    up.batches.rewind()  # as the status does after `edge-agent store resend`
+    await up._step()
+    assert [b.seqs() for b in _batches(up, link)] == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], (
+        "the composer skips what the in-flight window holds"
+    )
