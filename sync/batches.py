@@ -7,6 +7,9 @@ A batch holds at most ``batch.max_count`` readings (more under a backlog, up to
    (or since the uploader started), so a long drain after an outage never starves live data;
 2. then alarms, then events, then the *oldest* unsent telemetry, each oldest first.
 
+A batch too big for ``max_bytes`` is cut to fewer readings keeping alarms, then events, then the
+live share, then the oldest telemetry, so a telemetry backlog never holds an alarm back.
+
 :class:`BatchComposer` only *reads* the store; it runs in a worker thread. It skips the rows of
 batches in flight (the ``sent`` set it shares with :class:`sync.inflight.InFlightWindow`) and keeps
 one cursor per priority class, advanced only when a batch is really sent (:meth:`BatchComposer.advance`).
@@ -217,8 +220,35 @@ class BatchComposer:
                 # The hash of the payload as framed and signed: what the centre's answer must name.
                 return frame, batch_id, rowcodec.seqs_of(rows), content_hash(unpack_frame(frame).payload)
             n = max(1, int(n * self.cfg.batch.max_bytes / len(frame) * 0.9))
-            rows = rowcodec.cut(rows, n)
+            rows = self._keep(composed, n)
         return None
+
+    def _keep(self, composed: Composed, n: int) -> list[Chunk]:
+        """The ``n`` readings of ``composed`` a cut for size keeps, in seq order: alarms, then events,
+        then the live share of ``n``, then the oldest telemetry, then more live rows; each oldest first.
+
+        So a cut never pushes an alarm behind an event or telemetry, nor an event behind telemetry,
+        and live data keeps its share of a cut batch as of a full one."""
+        live = [r for r in composed.rows if r[0] in composed.live]
+        classes = [[r for r in composed.rows if r[2] == p and r[0] not in composed.live] for p in Priority]
+        alarms, events, backlog = classes
+        room = n
+        keep = []
+        for rows in (alarms, events):
+            k = min(rowcodec.count(rows), room)
+            keep.append(k)
+            room -= k
+        n_live = min(rowcodec.count(live), int(n * self.cfg.live_share), room)
+        n_backlog = min(rowcodec.count(backlog), room - n_live)
+        n_live = min(rowcodec.count(live), room - n_backlog)
+        kept = [
+            *rowcodec.cut(alarms, keep[0]),
+            *rowcodec.cut(events, keep[1]),
+            *rowcodec.cut(backlog, n_backlog),
+            *rowcodec.cut(live, n_live),
+        ]
+        kept.sort()  # by seq: the pieces never overlap
+        return kept
 
     def _shrink_cursors(self, composed: Composed, kept: list[Chunk]) -> None:
         """After cutting a batch for size, move each class's cursor back to what was really taken."""

@@ -18,7 +18,7 @@ import pytest
 from kernel.clock import Clock
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
-from sync import wire
+from sync import rowcodec, wire
 from sync.batches import BatchComposer, Composed
 from sync.signing import Signer, generate_keypair, verify_frame
 from sync.store import Store
@@ -57,7 +57,8 @@ def noisy(n: int) -> list[Reading]:
 
 
 def seqs(c: Composed) -> list[int]:
-    return [r[0] for r in c.rows]
+    """Every seq the composed rows hold, in order (a row holds a run of them)."""
+    return rowcodec.seqs_of(c.rows)
 
 
 def test_a_full_batch_takes_the_newest_share_then_the_oldest(store: Store, keys: Path) -> None:
@@ -119,7 +120,7 @@ def test_rows_in_flight_are_never_taken_again_and_the_cursor_stops_at_the_last_t
     c2 = composer(store, keys, {30})
     got2 = c2.compose(8)
     assert got2 is not None
-    assert got2.live == {29}, "the newest share shrinks rather than resend a row in flight"
+    assert got2.live == {28, 29}, "the newest share skips a row in flight and takes the next newest"
     assert 30 not in seqs(got2)
 
 
@@ -184,7 +185,7 @@ def test_an_alarm_or_a_full_batch_goes_at_once(store: Store, keys: Path) -> None
     store.append(make_readings(5, start=2))
     full = composer(store, keys).compose(8)
     assert full is not None
-    assert len(full.rows) == 8
+    assert len(seqs(full)) == 8
 
 
 def test_nothing_stored_is_no_batch_and_ends_a_partial_wait(store: Store, keys: Path) -> None:
@@ -269,37 +270,34 @@ def test_the_frame_is_signed_and_names_its_rows_and_payload_hash(store: Store, k
 
 def test_a_batch_too_big_for_max_bytes_is_cut_and_the_rest_taken_later(store: Store, keys: Path) -> None:
     store.append(noisy(200))
-    store.append([alarm(i) for i in range(3)])  # seqs 201..203: cut off with the newest
+    store.append([alarm(i) for i in range(3)])  # seqs 201..203: kept first by the cut
     sent: set[int] = set()
     c = composer(store, keys, sent, batch={"max_count": 100, "max_bytes": 4096, "max_age_s": 3600})
     composed = c.compose(100)
     assert composed is not None
-    assert composed.live
-    assert composed.cursors[A] == 203
+    assert composed.live == set(range(176, 201))
+    assert composed.cursors == {A: 203, E: 0, T: 72}
     encoded = c.encode_within_bytes(composed)
     assert encoded is not None
     frame, _bid, kept, _digest = encoded
     assert len(frame) <= 4096
-    assert 20 <= len(kept) < 100
-    assert kept == list(range(1, len(kept) + 1))
+    n = len(kept)
+    assert 20 <= n < 100
+    # The alarms, the live share of the cut batch, the oldest telemetry in the rest.
+    n_live = int(n * 0.25)
+    n_old = n - 3 - n_live
+    assert kept == [*range(1, n_old + 1), *range(176, 176 + n_live), 201, 202, 203]
     assert seqs(composed) == kept
     # What was cut off is not taken: every class restarts after what the frame really holds.
-    assert composed.cursors == {A: 0, E: 0, T: len(kept)}
-    assert composed.live_top == 0
+    assert composed.cursors == {A: 203, E: 0, T: n_old}
+    assert composed.live_top == 175 + n_live
     # Drain it all: every row exactly once, every frame within max_bytes.
-    taken = list(kept)
     sent.update(kept)
     c.advance(composed)
-    while (p := c.prepare()) is not None:
-        comp, (frame, _bid, s, _d) = p
-        assert len(frame) <= 4096
-        taken += s
-        sent.update(s)
-        c.advance(comp)
-    assert sorted(taken) == list(range(1, 204))
+    assert sorted(kept + [s for b in drain(c) for s in b]) == list(range(1, 204))
 
 
-def test_a_cut_keeps_the_live_rows_it_holds(store: Store, keys: Path) -> None:
+def test_a_cut_keeps_the_live_share_of_what_it_keeps(store: Store, keys: Path) -> None:
     store.append(noisy(30))
     c = composer(store, keys, live_share=0.9, batch={"max_count": 40, "max_bytes": 2048, "max_age_s": 3600})
     c.reset()  # live data: what is appended from now on
@@ -310,12 +308,87 @@ def test_a_cut_keeps_the_live_rows_it_holds(store: Store, keys: Path) -> None:
     encoded = c.encode_within_bytes(composed)
     assert encoded is not None
     kept = encoded[2]
-    assert 12 < len(kept) < 40
-    assert kept == list(range(1, 11)) + list(range(31, 31 + len(kept) - 10))
-    assert composed.cursors == {A: 0, E: 0, T: 10}
-    assert composed.live_top == max(kept)
+    n = len(kept)
+    assert 12 < n < 40
+    n_live = int(n * 0.9)
+    assert kept == [*range(1, n - n_live + 1), *range(31, 31 + n_live)], "the oldest of each part"
+    assert composed.cursors == {A: 0, E: 0, T: n - n_live}
+    assert composed.live_top == 30 + n_live
     c.advance(composed)
-    assert c.live_top == max(kept)
+    assert c.live_top == 30 + n_live
+    # Advancing alone moves the streams, even in the middle of a stored row (nothing marked sent here).
+    again = c.compose(40)
+    assert again is not None
+    assert min(again.live) == 31 + n_live
+    assert min(seqs(again)) == n - n_live + 1
+
+
+def test_a_cut_with_few_live_rows_fills_up_with_backlog(store: Store, keys: Path) -> None:
+    store.append(noisy(30))  # 1..30
+    c = composer(store, keys, live_share=0.9, batch={"max_count": 40, "max_age_s": 3600})
+    c.reset()
+    store.append(noisy(3))  # 31..33: all the live rows there are
+    c.flushing = True
+    composed = c.compose(40)
+    assert composed is not None
+    assert composed.live == {31, 32, 33}
+    assert rowcodec.seqs_of(c._keep(composed, 20)) == [*range(1, 18), 31, 32, 33]
+    assert rowcodec.seqs_of(c._keep(composed, 2)) == [1, 31], "the live share of 2 is 1"
+
+
+def test_the_live_share_skips_rows_in_flight_inside_a_stored_row(store: Store, keys: Path) -> None:
+    c = composer(store, keys, {5, 8}, live_share=0.5)
+    c.reset()
+    store.append(make_readings(10))  # one stored row, 1..10, all live
+    c.flushing = True
+    got = c.compose(8)
+    assert got is not None
+    assert got.live == {6, 7, 9, 10}, "the newest 4 around the rows in flight"
+    wide = c.compose(20)
+    assert wide is not None
+    assert wide.live == {1, 2, 3, 4, 6, 7, 9, 10}, "fewer than the share: every unsent live row"
+
+
+def test_a_cut_with_too_little_backlog_fills_up_with_live_rows(store: Store, keys: Path) -> None:
+    store.append(noisy(2))
+    c = composer(store, keys, live_share=0.5, batch={"max_count": 60, "max_bytes": 1024, "max_age_s": 3600})
+    c.reset()
+    store.append(noisy(20))  # seqs 3..22: all live
+    c.flushing = True
+    composed = c.compose(60)
+    assert composed is not None
+    assert composed.live == set(range(3, 23))
+    encoded = c.encode_within_bytes(composed)
+    assert encoded is not None
+    kept = encoded[2]
+    n = len(kept)
+    assert 4 < n < 20
+    assert kept == list(range(1, n + 1)), "both backlog rows, then the oldest live rows fill the batch"
+    assert composed.cursors[T] == 2
+    assert composed.live_top == n
+
+
+def test_a_cut_too_small_for_the_alarms_carries_only_the_oldest_alarms(store: Store, keys: Path) -> None:
+    def big(n: int, prio: Priority, t0: int) -> list[Reading]:
+        return [
+            Reading("cam-1", "blob", os.urandom(60).hex(), 1.79e9 + t0 + i, priority=prio) for i in range(n)
+        ]
+
+    store.append(big(40, T, 0))  # 1..40
+    store.append(big(30, E, 40))  # 41..70
+    store.append(big(30, A, 70))  # 71..100
+    c = composer(store, keys, batch={"max_count": 100, "max_bytes": 1024, "max_age_s": 3600})
+    batches = drain(c)
+    assert sorted(s for b in batches for s in b) == list(range(1, 101))
+    assert batches[0] == list(range(71, 71 + len(batches[0]))), "only alarms while alarms wait, oldest first"
+    where = {s: i for i, b in enumerate(batches) for s in b}
+    assert max(where[s] for s in range(71, 101)) <= min(where[s] for s in range(41, 71)), (
+        "alarms before events"
+    )
+    assert max(where[s] for s in range(41, 71)) <= min(where[s] for s in range(1, 41)), (
+        "events before telemetry"
+    )
+    assert len(batches) > 4
 
 
 def test_an_uncut_batch_keeps_the_positions_compose_reached(store: Store, keys: Path) -> None:
@@ -378,3 +451,43 @@ def test_a_backlog_batch_is_bounded_by_what_max_bytes_holds(store: Store, keys: 
     assert 10 < n < 1000
     assert n * per_reading <= 8192, "a batch of that many readings fits max_bytes"
     assert n * per_reading >= 0.8 * 8192, "and uses most of it"
+
+
+def drain(c: BatchComposer) -> list[list[int]]:
+    """Every batch ``c`` prepares until the store has nothing left for it, as lists of seqs."""
+    c.flushing = True
+    batches: list[list[int]] = []
+    while (p := c.prepare()) is not None:
+        composed, (frame, _bid, s, _d) = p
+        assert len(frame) <= c.cfg.batch.max_bytes
+        batches.append(s)
+        c.sent.update(s)
+        c.advance(composed)
+    return batches
+
+
+def test_an_alarm_behind_a_telemetry_backlog_goes_in_the_first_batch(store: Store, keys: Path) -> None:
+    # The bug mut-data found: a byte cut kept the lowest seqs, so the alarm went in batch 47.
+    store.append(noisy(2000))
+    store.append([alarm(0)])  # seq 2001
+    c = composer(store, keys, batch={"max_count": 2000, "max_bytes": 4096, "max_age_s": 3600})
+    first = c.prepare()
+    assert first is not None
+    composed, (frame, _bid, kept, _d) = first
+    assert len(frame) <= 4096
+    assert 2001 in kept, "an alarm goes out in the first batch that can carry it"
+    assert composed.cursors[A] == 2001
+    assert 1 < len(kept) < 2000
+
+
+def test_a_cut_keeps_alarms_then_events_before_any_telemetry(store: Store, keys: Path) -> None:
+    store.append(noisy(300))  # 1..300
+    store.append([event(i) for i in range(5)])  # 301..305
+    store.append([alarm(i) for i in range(3)])  # 306..308
+    sent: set[int] = set()
+    c = composer(store, keys, sent, batch={"max_count": 400, "max_bytes": 2048, "max_age_s": 3600})
+    batches = drain(c)
+    assert sorted(s for b in batches for s in b) == list(range(1, 309)), "every row exactly once"
+    assert set(range(301, 309)) <= set(batches[0]), "the alarms, then the events, go in the first batch"
+    assert len(batches[0]) > 8, "and telemetry fills the rest of it"
+    assert all(len(b) < 100 for b in batches), "every batch was cut for size"

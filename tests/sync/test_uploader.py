@@ -491,3 +491,136 @@ def test_notify_is_safe_before_run_and_after_its_loop_closed(tmp_path, store):
     up._loop, up._wake = loop, asyncio.Event()
     loop.close()
     up.notify()  # the uplink has stopped: no error either
+
+
+# --- the link's wiring, replies and run()'s start and stop, without a broker -----------------------
+# Fast: a real store and real keys; the broker link is a recorder. The same paths over a real Mosquitto
+# are test_commands_reach_the_handler_and_replies_go_up and test_flush_delivers_a_partial_batch_and_says_offline.
+
+
+class _RunLink(_Link):
+    """A recorder ``run()`` can start and stop; it records what is retained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = False
+        self.stopped = False
+        self.retained: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        super().publish(topic, payload, qos, retain)
+        if retain:
+            self.retained.append((topic, payload))
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_reply_is_published_signed_by_the_site_and_refused_while_the_link_is_down(tmp_path, store):
+    from typing import cast
+
+    from sync.mqtt import MqttLink
+    from sync.signing import generate_keypair, open_reply
+    from sync.wire import CommandReply
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    up = Uploader(sync_config("mqtt://127.0.0.1:1883", key), SITE, store)
+    assert up.site_id == SITE
+    reply = CommandReply(site_id=SITE, command_id="c-1", outcome="accepted", ts=1_790_000_000.0)
+    assert up.reply(reply) is False, "no link yet"
+    link = _Link()
+    up._link = cast(MqttLink, link)
+    assert up.reply(reply) is True
+    assert [(t, q) for (t, _p), q in zip(link.published, link.qos, strict=True)] == [(up.topics.cmd_reply, 1)]
+    assert open_reply(link.published[0][1], [up.signer.public_key()]) == reply, "signed with the site key"
+    link.connected = False
+    assert up.reply(reply) is False
+    assert len(link.published) == 1, "nothing published while the link is down"
+
+
+def test_the_links_callbacks_reach_the_uploader(tmp_path, store):
+    from sync.signing import generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    up = Uploader(sync_config("mqtt://127.0.0.1:1883", key), SITE, store)
+    link = up._make_link()
+    assert link._on_connect_cb is not None
+    assert link._on_disconnect_cb is not None
+    assert link._on_message_cb is not None
+    link._on_connect_cb(False)
+    assert (up._session_present, up._connected_changed) == (False, True)
+    assert up.metrics.get("kbe_sync_connected") == 1
+    link._on_disconnect_cb()
+    assert up.metrics.get("kbe_sync_connected") == 0
+    link._on_message_cb(up.topics.ack, b"not a frame")
+    assert up.window.incoming, "an ack topic message goes to the in-flight window"
+
+
+async def test_acks_are_checked_with_the_centre_keys_of_the_config(tmp_path, store):
+    import asyncio
+    from typing import cast
+
+    from sync.mqtt import MqttLink
+    from sync.signing import Signer, generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    cfg = sync_config("mqtt://127.0.0.1:1883", key, max_in_flight=1, live_share=0.0,
+                      batch={"max_count": 5, "max_age_s": 3600})
+    centre = Signer.from_file(tmp_path / "keys" / "centre.key")  # the pair sync_config names
+    up = Uploader(cfg, SITE, store)  # no centre_keys given: read from centre_public_keys
+    link = _Link()
+    up._loop, up._wake, up._link = asyncio.get_running_loop(), asyncio.Event(), cast(MqttLink, link)
+    store.append(make_readings(5))
+    await up._step()
+    frame = next(p for t, p in link.published if t == up.topics.batch)
+    up._on_message(up.topics.ack, _ack_for(centre, frame))
+    await up._step()
+    assert store.stats().depth == 0, "the ack signed by the configured centre key was applied"
+    assert up.acked_readings == 5
+
+
+async def test_run_starts_the_link_takes_commands_on_its_loop_and_says_offline_at_stop(tmp_path, store):
+    import asyncio
+    import contextlib
+    import json
+
+    from sync.signing import generate_keypair
+
+    key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
+    up = Uploader(sync_config("mqtt://127.0.0.1:1883", key), SITE, store)
+    link = _RunLink()
+    up._make_link = lambda: link  # type: ignore[method-assign]
+    got: list[tuple[str, bytes]] = []
+    up.on_commands(lambda kind, frame: got.append((kind, frame)))
+    task = asyncio.create_task(up.run())
+    await asyncio.sleep(0.05)
+    assert link.started
+    assert up.connected
+    up._on_message(up.topics.command("lighting"), b"frame")  # as the network thread would
+    await asyncio.sleep(0.05)
+    assert got == [("lighting", b"frame")], "the command reaches the handler on run()'s loop"
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert link.stopped
+    assert up._link is None
+    assert not up.connected
+    topic, payload = link.retained[-1]
+    assert topic == up.topics.status
+    assert json.loads(payload)["state"] == "offline", "the offline status at stop"
+    assert up.metrics.get("kbe_sync_connected") == 0
+
+
+async def test_a_rewind_never_takes_the_rows_of_batches_in_flight_again(tmp_path, store):
+    up, link, _centre = _stepper(tmp_path, store, max_in_flight=2)
+    store.append(make_readings(5))
+    await up._step()
+    store.append(make_readings(5, start=5))
+    up.batches.rewind()  # as the status does after `edge-agent store resend`
+    await up._step()
+    assert [b.seqs() for b in _batches(up, link)] == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], (
+        "the composer skips what the in-flight window holds"
+    )
