@@ -98,7 +98,14 @@ def split_gateways(devices: int, per_gateway: int) -> list[tuple[int, int]]:
     """(port, units) per gateway: as few gateways as ``per_gateway`` units each allows, evenly filled."""
     n = max(1, math.ceil(devices / per_gateway))
     sizes = [devices // n + (1 if i < devices % n else 0) for i in range(n)]
-    return [(free_port(), s) for s in sizes]
+    # free_port() may hand out a port twice (the OS reuses a port freed a moment ago): two gateways
+    # on one port would put two devices at each unit id of one bus, which the site config refuses.
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return list(zip(ports, sizes))
 
 
 def start_emulators(
