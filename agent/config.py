@@ -142,7 +142,7 @@ else:
     LightingSection = TrafficSection = LocalPageSection = Annotated[Any, BeforeValidator(_validate_section)]
 
 
-_LINE_FIELDS = ("baudrate", "parity", "stopbits")
+_LINE_FIELDS = ("baudrate", "parity", "stopbits", "max_outstanding")
 
 
 def line_problems(devices: list[Any]) -> list[str]:

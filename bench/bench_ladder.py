@@ -105,7 +105,7 @@ def split_gateways(devices: int, per_gateway: int) -> list[tuple[int, int]]:
         port = free_port()
         if port not in ports:
             ports.append(port)
-    return list(zip(ports, sizes))
+    return list(zip(ports, sizes, strict=True))
 
 
 def start_emulators(
@@ -131,16 +131,17 @@ def start_emulators(
 
 # -- site, receiver ----------------------------------------------------------------------------------
 def site_config(
-    work: Path, broker: str, profile: Path, gateways: list[tuple[int, int]], poll_s: float
+    work: Path, broker: str, profile: Path, gateways: list[tuple[int, int]], poll_s: float, max_outstanding: int = 1
 ) -> Path:
-    """The agent's site config: every device a unit behind its gateway."""
+    """The agent's site config: every device a unit behind its gateway, ``max_outstanding`` requests
+    in flight per gateway connection."""
     devices = [
         {
             "driver": "modbus",
             "name": f"g{g}-u{u}",
             "profile": str(profile),
             "unit": u,
-            "line": {"type": "tcp", "host": "127.0.0.1", "port": port},
+            "line": {"type": "tcp", "host": "127.0.0.1", "port": port, "max_outstanding": max_outstanding},
             "poll": {"fast_s": poll_s, "slow_s": 3600},
             "timeout_s": 1.0,
         }
@@ -268,7 +269,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         receiver = ManagedProcess("receiver", rx_argv, work / "logs" / "receiver.log", agent_env())
         receiver.start()
         started.append(receiver)
-        cfg = site_config(work, broker.url, profile, gateways, poll_s)
+        cfg = site_config(work, broker.url, profile, gateways, poll_s, args.max_outstanding)
         agent = ManagedProcess("agent", agent_argv("run", "--config", str(cfg)), work / "logs" / "agent.log", agent_env())
         agent.start()
         started.append(agent)
@@ -375,6 +376,7 @@ def main() -> None:
     ap.add_argument("--sample-s", type=float, default=3.0, help="seconds between looks at the store")
     ap.add_argument("--emulators", type=int, default=2, help="emulator processes")
     ap.add_argument("--units-per-gateway", type=int, default=50, help="devices behind one Modbus TCP port (<= 247)")
+    ap.add_argument("--max-outstanding", type=int, default=1, help="pipelined Modbus TCP requests per gateway connection")
     ap.add_argument("--py-spy", type=Path, default=None, help="record the agent with py-spy over each window (collapsed stacks here)")
     ap.add_argument("--peer", default="", help="device counts to run ThingsBoard IoT Gateway at, e.g. 10,100")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
