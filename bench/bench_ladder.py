@@ -45,6 +45,7 @@ from kernel.progress import Progress, Snapshot
 POINTS = 50
 PG = "postgresql://127.0.0.1:5432"
 SITE = "ladder-site"
+SKIPPED = "kbe_modbus_polls_skipped_total"  # as /metrics exposes it (every name under the kbe_ prefix)
 
 
 @dataclass
@@ -293,7 +294,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
                 t0, w0 = now, time.time()
                 cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of([receiver])
                 seq0 = store_state(store).last_seq
-                skipped0 = agent_metrics(health).get("modbus_polls_skipped_total", 0.0)
+                skipped0 = agent_metrics(health).get(SKIPPED, 0.0)
                 if args.py_spy is not None:
                     spy = start_py_spy(args.py_spy / f"{label.replace(' ', '-')}.txt", agent.pid or 0, args.window)
             if measuring:
@@ -336,7 +337,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             receiver_cpu_pct=100 * rx / dt,
             load=load,
             stretch=m.get("kbe_acquisition_stretch", 1.0),
-            skipped_per_s=(m.get("modbus_polls_skipped_total", 0.0) - skipped0) / dt,
+            skipped_per_s=(m.get(SKIPPED, 0.0) - skipped0) / dt,
         )
     finally:
         for p in reversed(started):

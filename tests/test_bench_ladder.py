@@ -29,3 +29,12 @@ def test_split_gateways_with_ten_units_each_makes_a_valid_site(tmp_path: Path) -
     cfg = ladder.site_config(tmp_path, "mqtt://127.0.0.1:1883", write_profile(tmp_path), gateways, 1.0)
     site = load_config(cfg)  # raises ConfigError on two devices at one unit id of one port
     assert len(site.devices) == 1400
+
+
+def test_skipped_polls_are_read_under_their_exposed_name() -> None:
+    from kernel.metrics import Metrics
+
+    m = Metrics()
+    m.inc("modbus_polls_skipped_total", 3, labels={"bus": "tcp:127.0.0.1:5020"})
+    exposed = [line for line in m.render().splitlines() if line.startswith(ladder.SKIPPED + "{")]
+    assert exposed, m.render()  # the bench once read the unprefixed name and always saw 0
