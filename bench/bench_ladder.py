@@ -202,11 +202,13 @@ def delivered(db: str, t0: float, t1: float) -> tuple[int, float, float]:
     return int(n), float(p50 or math.nan), float(p99 or math.nan)
 
 
-def start_py_spy(out: Path, pid: int, seconds: float) -> subprocess.Popen[bytes]:
-    """py-spy recording ``pid`` for ``seconds`` into collapsed stacks at ``out``."""
+def start_py_spy(out: Path, pid: int, seconds: float, idle: bool = False) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for ``seconds`` into collapsed stacks at ``out``: the thread holding the
+    GIL (CPU), or with ``idle`` every thread at every sample (wall clock: what the event loop waits on)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).parent / "py-spy"
-    argv = [str(spy), "record", "--gil", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)]
+    mode = ["--idle", "--threads"] if idle else ["--gil"]
+    argv = [str(spy), "record", *mode, "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -296,7 +298,9 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
                 seq0 = store_state(store).last_seq
                 skipped0 = agent_metrics(health).get(SKIPPED, 0.0)
                 if args.py_spy is not None:
-                    spy = start_py_spy(args.py_spy / f"{label.replace(' ', '-')}.txt", agent.pid or 0, args.window)
+                    spy = start_py_spy(
+                        args.py_spy / f"{label.replace(' ', '-')}.txt", agent.pid or 0, args.window, args.py_spy_idle
+                    )
             if measuring:
                 st = store_state(store)
                 samples.append((now, st.depth))
@@ -379,6 +383,7 @@ def main() -> None:
     ap.add_argument("--units-per-gateway", type=int, default=50, help="devices behind one Modbus TCP port (<= 247)")
     ap.add_argument("--max-outstanding", type=int, default=1, help="pipelined Modbus TCP requests per gateway connection")
     ap.add_argument("--py-spy", type=Path, default=None, help="record the agent with py-spy over each window (collapsed stacks here)")
+    ap.add_argument("--py-spy-idle", action="store_true", help="with --py-spy: sample idle threads too (wall clock)")
     ap.add_argument("--peer", default="", help="device counts to run ThingsBoard IoT Gateway at, e.g. 10,100")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
     ap.add_argument("--serve", nargs=2, metavar=("PROFILE", "PORT:UNITS,..."), help=argparse.SUPPRESS)
