@@ -71,6 +71,7 @@ class Row:
     load: float
     stretch: float = 1.0
     skipped_per_s: float = 0.0
+    wait_pct: float = 0.0  # the agent's threads waiting for a core, % of the window
 
 
 # -- emulator processes ------------------------------------------------------------------------------
@@ -245,6 +246,16 @@ def slope(samples: list[tuple[float, int]]) -> float:
     return sum((t - mt) * (v - mv) for t, v in samples) / den if den else math.nan
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the threads of ``pid`` were ready to run but waited for a core (the second field of
+    /proc/PID/task/TID/schedstat): time lost to a loaded machine, not to waiting on I/O."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def cpu_of(procs: list[ManagedProcess]) -> float:
     """Total CPU seconds of the running processes."""
     return sum(proc_cpu_seconds(p.pid) or 0.0 for p in procs if p.pid is not None)
@@ -283,7 +294,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         samples: list[tuple[float, int]] = []
         rss_max = 0
         measuring = False
-        t0 = w0 = cpu0 = emu0 = rx0 = 0.0
+        t0 = w0 = cpu0 = emu0 = rx0 = wait0 = 0.0
         spy: subprocess.Popen[bytes] | None = None
         seq0 = 0
         while True:
@@ -295,6 +306,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
                 measuring = True
                 t0, w0 = now, time.time()
                 cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of([receiver])
+                wait0 = runqueue_wait_s(agent.pid or 0)
                 seq0 = store_state(store).last_seq
                 skipped0 = agent_metrics(health).get(SKIPPED, 0.0)
                 if args.py_spy is not None:
@@ -311,6 +323,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             time.sleep(min(args.sample_s, max(total - el, 0.05)))
         t1, w1 = time.monotonic(), time.time()
         cpu = cpu_of([agent]) - cpu0
+        wait = runqueue_wait_s(agent.pid or 0) - wait0
         emu = cpu_of(emulators) - emu0
         rx = cpu_of([receiver]) - rx0
         seq1 = store_state(store).last_seq
@@ -342,6 +355,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             load=load,
             stretch=m.get("kbe_acquisition_stretch", 1.0),
             skipped_per_s=(m.get(SKIPPED, 0.0) - skipped0) / dt,
+            wait_pct=100 * wait / dt,
         )
     finally:
         for p in reversed(started):
@@ -356,7 +370,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
 HEADER = (
     "| rung | devices x 50 @ poll | offered pts/s | stored pts/s | delivered pts/s | agent µs CPU/pt "
     "| agent CPU % | RSS MiB | RSS KiB/device | latency p50 / p99 s | backlog slope /s | emulators CPU % "
-    "| receiver CPU % | poll stretch | polls skipped /s | load avg |"
+    "| receiver CPU % | poll stretch | polls skipped /s | agent waiting for a core % | load avg |"
 )
 
 
@@ -366,7 +380,7 @@ def md(r: Row) -> str:
         f"| {r.label} | {r.devices:,} @ {r.poll_s:g} s | {r.offered:,.0f} | {r.stored:,.0f} | **{r.delivered:,.0f}** "
         f"| {r.cpu_us_per_point:.1f} | {r.cpu_pct:.0f} | {r.rss_mib:.1f} | {r.rss_kib_per_device:.1f} "
         f"| {r.p50_s:.2f} / {r.p99_s:.2f} | {r.backlog_slope:+,.0f} | {r.emulator_cpu_pct:.0f} "
-        f"| {r.receiver_cpu_pct:.0f} | {r.stretch:.2f} | {r.skipped_per_s:,.0f} | {r.load:.1f} |"
+        f"| {r.receiver_cpu_pct:.0f} | {r.stretch:.2f} | {r.skipped_per_s:,.0f} | {r.wait_pct:.0f} | {r.load:.1f} |"
     )
 
 

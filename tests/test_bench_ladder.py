@@ -38,3 +38,11 @@ def test_skipped_polls_are_read_under_their_exposed_name() -> None:
     m.inc("modbus_polls_skipped_total", 3, labels={"bus": "tcp:127.0.0.1:5020"})
     exposed = [line for line in m.render().splitlines() if line.startswith(ladder.SKIPPED + "{")]
     assert exposed, m.render()  # the bench once read the unprefixed name and always saw 0
+
+
+def test_runqueue_wait_is_read_from_schedstat() -> None:
+    import os
+
+    own = ladder.runqueue_wait_s(os.getpid())
+    assert 0.0 < own < 3600.0  # this process has waited for a core at least once since it started
+    assert ladder.runqueue_wait_s(2**22 + 7) == 0.0  # a pid that does not exist
