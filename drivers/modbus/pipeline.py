@@ -6,6 +6,10 @@ Implementation Guide V1.0b, modbus.org, 3.1.3 and 4.2). Gateways accept a config
 outstanding requests per connection; above it they queue, refuse or drop, so the number is a
 site setting (``max_outstanding`` on a ``tcp`` line), 1 by default.
 
+Requests made in the same turn of the event loop leave in one write (one system call, one TCP
+segment), as the answers that woke their senders mostly arrived in one read: on a loaded machine,
+every system call that wakes the gateway's side may cost the agent its core.
+
 One reader task owns the connection's input: it decodes every answer and hands it to the request
 waiting for that id. An answer nobody waits for (late after a timeout, or a wrong id) is counted and
 dropped; a malformed header means the stream lost its frame boundaries, so every request in flight
@@ -39,6 +43,9 @@ class MbapPipeline:
         self._pending: dict[int, tuple[int, asyncio.Future[bytes]]] = {}
         self._failed: TransportError | None = None
         self.reader: asyncio.Task[None] | None = None
+        self._out = bytearray()  # requests of this loop turn, sent together by _flush
+        self._flushing = False
+        self.writes = 0  # writes to the transport (each carrying one or more requests)
         self.stale = 0  # answers nobody waited for (late, or an unknown transaction id)
         self.resyncs = 0  # malformed headers after which the input was discarded
 
@@ -69,7 +76,7 @@ class MbapPipeline:
             fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self._pending[tid] = (unit, fut)
             try:
-                await self.transport.write(self.mbap.frame(tid, unit, pdu))
+                self._send(self.mbap.frame(tid, unit, pdu))
                 try:
                     return await with_timeout(fut, timeout)
                 except asyncio.TimeoutError:
@@ -78,6 +85,34 @@ class MbapPipeline:
                     ) from None
             finally:
                 self._pending.pop(tid, None)
+
+    def _send(self, frame: bytes) -> None:
+        if self.transport.closed:
+            raise TransportClosed(f"{self.transport.name}: connection lost")
+        self._out += frame
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        if not self._out:
+            return
+        data = bytes(self._out)
+        self._out.clear()
+        self.writes += 1
+        task = asyncio.ensure_future(self.transport.write(data))
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, TransportError):
+            self._failed = exc
+            self._fail_all(exc)
+        elif exc is not None:  # the OS buffer did not drain (DeviceTimeout): these requests are lost
+            self._fail_all(exc)
 
     def _free_tid(self) -> int:
         tid = self.mbap.next_tid()
@@ -117,7 +152,7 @@ class MbapPipeline:
         self.transport.reset_input()
         self._fail_all(exc)
 
-    def _fail_all(self, exc: Exception) -> None:
+    def _fail_all(self, exc: BaseException) -> None:
         for _, fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(exc)

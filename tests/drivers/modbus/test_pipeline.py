@@ -89,6 +89,20 @@ def test_answers_out_of_order_reach_their_requests() -> None:
     asyncio.run(main())
 
 
+def test_requests_of_one_loop_turn_leave_in_one_write() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            writer.write(answer(*await next_request(reader)))
+
+    async def main() -> None:
+        async with scripted(script) as pipe:
+            got = await gather_reads(pipe, [10, 20, 30, 40])
+            assert [value_of(b) for b in got] == [10, 20, 30, 40]
+            assert pipe.writes == 1  # four requests, one system call
+
+    asyncio.run(main())
+
+
 def test_a_lost_answer_times_out_alone() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
