@@ -488,6 +488,7 @@ class TcpServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        box = _Outbox(writer)
         slots = asyncio.Semaphore(self.max_outstanding)
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -499,10 +500,10 @@ class TcpServer:
                     dev.fault = Fault.NONE
                     return
                 if self.max_outstanding == 1:
-                    await self._answer(writer, h.tid, h.unit, pdu, dev)
+                    await self._answer(box, h.tid, h.unit, pdu, dev)
                     continue
                 await slots.acquire()
-                task = asyncio.ensure_future(self._answer(writer, h.tid, h.unit, pdu, dev))
+                task = asyncio.ensure_future(self._answer(box, h.tid, h.unit, pdu, dev))
                 tasks.add(task)
                 self.most_in_flight = max(self.most_in_flight, len(tasks))
                 task.add_done_callback(tasks.discard)
@@ -515,11 +516,9 @@ class TcpServer:
             self._writers.discard(writer)
             writer.close()
 
-    async def _answer(
-        self, writer: asyncio.StreamWriter, tid: int, unit: int, pdu: bytes, dev: EmulatedDevice | None
-    ) -> None:
+    async def _answer(self, box: _Outbox, tid: int, unit: int, pdu: bytes, dev: EmulatedDevice | None) -> None:
         if dev is None:
-            writer.write(MbapFramer.frame(tid, unit, bytes([pdu[0] | 0x80, 11])))
+            box.write(MbapFramer.frame(tid, unit, bytes([pdu[0] | 0x80, 11])))
             return
         if dev.rebooting or dev.fault is Fault.NO_ANSWER:
             return
@@ -535,8 +534,26 @@ class TcpServer:
         delay = dev.turnaround_s + (dev.fault_arg if dev.fault is Fault.LATE else 0.0)
         if delay:
             await asyncio.sleep(delay)
-        if not writer.is_closing():
-            writer.write(frame)
+        box.write(frame)
+
+
+class _Outbox:
+    """A connection's answers of one loop turn, written together: pipelined requests that arrived in
+    one segment are answered in one (as a gateway's TCP stack coalesces what it sends at once)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.buf = bytearray()
+
+    def write(self, frame: bytes) -> None:
+        if not self.buf:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.buf += frame
+
+    def flush(self) -> None:
+        if self.buf and not self.writer.is_closing():
+            self.writer.write(bytes(self.buf))
+        self.buf.clear()
 
 
 # -- pymodbus front end --------------------------------------------------------------------------------
