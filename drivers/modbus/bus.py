@@ -44,6 +44,7 @@ METRIC_HELP = {
     "modbus_writes_total": "Writes attempted per device.",
     "modbus_write_errors_total": "Writes refused by the device or failing read-back.",
     "modbus_polls_skipped_total": "Polls that fell due while the bus was busy and were merged into the next one, per bus.",
+    "modbus_stale_answers_total": "Pipelined Modbus TCP answers nobody waited for (late, or a wrong transaction id), per bus.",
 }
 ILLEGAL_DATA_ADDRESS = 2
 
@@ -147,7 +148,8 @@ class ModbusBus:
         if self.max_outstanding == 1:
             await self._worker(ctx)
             return
-        pipe = MbapPipeline(self.transport, self.max_outstanding)
+        stale = self.metrics.bound("counter", "modbus_stale_answers_total", {"bus": self.name})
+        pipe = MbapPipeline(self.transport, self.max_outstanding, stale.inc)
         pipe.start()
         self.client.pipeline = pipe
         workers = [asyncio.ensure_future(self._worker(ctx)) for _ in range(self.max_outstanding)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from drivers.modbus.mbap import HEADER_LEN, MbapFramer
 from drivers.transports.base import Transport, with_timeout
@@ -33,7 +34,9 @@ BODY_S = 0.5  # a header's PDU arrives right behind it (one TCP segment from a r
 class MbapPipeline:
     """Up to ``max_outstanding`` Modbus TCP transactions in flight on ``transport`` (open it first)."""
 
-    def __init__(self, transport: Transport, max_outstanding: int) -> None:
+    def __init__(
+        self, transport: Transport, max_outstanding: int, count_stale: Callable[[float], None] | None = None
+    ) -> None:
         if not 1 <= max_outstanding <= MAX_OUTSTANDING:
             raise ValueError(f"max_outstanding must be 1..{MAX_OUTSTANDING}, not {max_outstanding}")
         self.transport = transport
@@ -47,6 +50,7 @@ class MbapPipeline:
         self._flushing = False
         self.writes = 0  # writes to the transport (each carrying one or more requests)
         self.stale = 0  # answers nobody waited for (late, or an unknown transaction id)
+        self._count_stale = count_stale or (lambda n: None)
         self.resyncs = 0  # malformed headers after which the input was discarded
 
     @property
@@ -137,6 +141,7 @@ class MbapPipeline:
                 entry = self._pending.get(h.tid)
                 if entry is None or entry[1].done():
                     self.stale += 1
+                    self._count_stale(1)
                     continue
                 unit, fut = entry
                 if h.unit != unit:

@@ -128,13 +128,17 @@ def test_a_wrong_transaction_id_is_dropped_and_counted() -> None:
             wrong = pdu == read_pdu(20)
             writer.write(answer((tid + 1000) & 0xFFFF if wrong else tid, unit, pdu))
 
+    counted: list[float] = []
+
     async def main() -> None:
         async with scripted(script) as pipe:
+            pipe._count_stale = counted.append
             got = await gather_reads(pipe, [10, 20, 30], timeout=0.3)
             assert value_of(got[0]) == 10
             assert value_of(got[2]) == 30
             assert isinstance(got[1], DeviceTimeout)  # never handed the answer meant for nobody
             assert pipe.stale == 1
+            assert counted == [1]
 
     asyncio.run(main())
 
