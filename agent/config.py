@@ -146,7 +146,7 @@ else:
     ]
 
 
-_LINE_FIELDS = ("baudrate", "parity", "stopbits")
+_LINE_FIELDS = ("baudrate", "parity", "stopbits", "max_outstanding")
 
 
 def line_problems(devices: list[Any]) -> list[str]:

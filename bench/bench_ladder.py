@@ -45,6 +45,7 @@ from kernel.progress import Progress, Snapshot
 POINTS = 50
 PG = "postgresql://127.0.0.1:5432"
 SITE = "ladder-site"
+SKIPPED = "kbe_modbus_polls_skipped_total"  # as /metrics exposes it (every name under the kbe_ prefix)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Row:
     load: float
     stretch: float = 1.0
     skipped_per_s: float = 0.0
+    wait_pct: float = 0.0  # the agent's threads waiting for a core, % of the window
 
 
 # -- emulator processes ------------------------------------------------------------------------------
@@ -98,7 +100,14 @@ def split_gateways(devices: int, per_gateway: int) -> list[tuple[int, int]]:
     """(port, units) per gateway: as few gateways as ``per_gateway`` units each allows, evenly filled."""
     n = max(1, math.ceil(devices / per_gateway))
     sizes = [devices // n + (1 if i < devices % n else 0) for i in range(n)]
-    return [(free_port(), s) for s in sizes]
+    # free_port() may hand out a port twice (the OS reuses a port freed a moment ago): two gateways
+    # on one port would put two devices at each unit id of one bus, which the site config refuses.
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return list(zip(ports, sizes, strict=True))
 
 
 def start_emulators(
@@ -124,16 +133,17 @@ def start_emulators(
 
 # -- site, receiver ----------------------------------------------------------------------------------
 def site_config(
-    work: Path, broker: str, profile: Path, gateways: list[tuple[int, int]], poll_s: float
+    work: Path, broker: str, profile: Path, gateways: list[tuple[int, int]], poll_s: float, max_outstanding: int = 1
 ) -> Path:
-    """The agent's site config: every device a unit behind its gateway."""
+    """The agent's site config: every device a unit behind its gateway, ``max_outstanding`` requests
+    in flight per gateway connection."""
     devices = [
         {
             "driver": "modbus",
             "name": f"g{g}-u{u}",
             "profile": str(profile),
             "unit": u,
-            "line": {"type": "tcp", "host": "127.0.0.1", "port": port},
+            "line": {"type": "tcp", "host": "127.0.0.1", "port": port, "max_outstanding": max_outstanding},
             "poll": {"fast_s": poll_s, "slow_s": 3600},
             "timeout_s": 1.0,
         }
@@ -193,11 +203,13 @@ def delivered(db: str, t0: float, t1: float) -> tuple[int, float, float]:
     return int(n), float(p50 or math.nan), float(p99 or math.nan)
 
 
-def start_py_spy(out: Path, pid: int, seconds: float) -> subprocess.Popen[bytes]:
-    """py-spy recording ``pid`` for ``seconds`` into collapsed stacks at ``out``."""
+def start_py_spy(out: Path, pid: int, seconds: float, idle: bool = False) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for ``seconds`` into collapsed stacks at ``out``: the thread holding the
+    GIL (CPU), or with ``idle`` every thread at every sample (wall clock: what the event loop waits on)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     spy = Path(sys.executable).parent / "py-spy"
-    argv = [str(spy), "record", "--gil", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)]
+    mode = ["--idle", "--threads"] if idle else ["--gil"]
+    argv = [str(spy), "record", *mode, "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -234,6 +246,16 @@ def slope(samples: list[tuple[float, int]]) -> float:
     return sum((t - mt) * (v - mv) for t, v in samples) / den if den else math.nan
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the threads of ``pid`` were ready to run but waited for a core (the second field of
+    /proc/PID/task/TID/schedstat): time lost to a loaded machine, not to waiting on I/O."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def cpu_of(procs: list[ManagedProcess]) -> float:
     """Total CPU seconds of the running processes."""
     return sum(proc_cpu_seconds(p.pid) or 0.0 for p in procs if p.pid is not None)
@@ -261,7 +283,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         receiver = ManagedProcess("receiver", rx_argv, work / "logs" / "receiver.log", agent_env())
         receiver.start()
         started.append(receiver)
-        cfg = site_config(work, broker.url, profile, gateways, poll_s)
+        cfg = site_config(work, broker.url, profile, gateways, poll_s, args.max_outstanding)
         agent = ManagedProcess("agent", agent_argv("run", "--config", str(cfg)), work / "logs" / "agent.log", agent_env())
         agent.start()
         started.append(agent)
@@ -272,7 +294,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         samples: list[tuple[float, int]] = []
         rss_max = 0
         measuring = False
-        t0 = w0 = cpu0 = emu0 = rx0 = 0.0
+        t0 = w0 = cpu0 = emu0 = rx0 = wait0 = 0.0
         spy: subprocess.Popen[bytes] | None = None
         seq0 = 0
         while True:
@@ -284,10 +306,13 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
                 measuring = True
                 t0, w0 = now, time.time()
                 cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of([receiver])
+                wait0 = runqueue_wait_s(agent.pid or 0)
                 seq0 = store_state(store).last_seq
-                skipped0 = agent_metrics(health).get("modbus_polls_skipped_total", 0.0)
+                skipped0 = agent_metrics(health).get(SKIPPED, 0.0)
                 if args.py_spy is not None:
-                    spy = start_py_spy(args.py_spy / f"{label.replace(' ', '-')}.txt", agent.pid or 0, args.window)
+                    spy = start_py_spy(
+                        args.py_spy / f"{label.replace(' ', '-')}.txt", agent.pid or 0, args.window, args.py_spy_idle
+                    )
             if measuring:
                 st = store_state(store)
                 samples.append((now, st.depth))
@@ -298,6 +323,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             time.sleep(min(args.sample_s, max(total - el, 0.05)))
         t1, w1 = time.monotonic(), time.time()
         cpu = cpu_of([agent]) - cpu0
+        wait = runqueue_wait_s(agent.pid or 0) - wait0
         emu = cpu_of(emulators) - emu0
         rx = cpu_of([receiver]) - rx0
         seq1 = store_state(store).last_seq
@@ -328,7 +354,8 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             receiver_cpu_pct=100 * rx / dt,
             load=load,
             stretch=m.get("kbe_acquisition_stretch", 1.0),
-            skipped_per_s=(m.get("modbus_polls_skipped_total", 0.0) - skipped0) / dt,
+            skipped_per_s=(m.get(SKIPPED, 0.0) - skipped0) / dt,
+            wait_pct=100 * wait / dt,
         )
     finally:
         for p in reversed(started):
@@ -343,7 +370,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
 HEADER = (
     "| rung | devices x 50 @ poll | offered pts/s | stored pts/s | delivered pts/s | agent µs CPU/pt "
     "| agent CPU % | RSS MiB | RSS KiB/device | latency p50 / p99 s | backlog slope /s | emulators CPU % "
-    "| receiver CPU % | poll stretch | polls skipped /s | load avg |"
+    "| receiver CPU % | poll stretch | polls skipped /s | agent waiting for a core % | load avg |"
 )
 
 
@@ -353,7 +380,7 @@ def md(r: Row) -> str:
         f"| {r.label} | {r.devices:,} @ {r.poll_s:g} s | {r.offered:,.0f} | {r.stored:,.0f} | **{r.delivered:,.0f}** "
         f"| {r.cpu_us_per_point:.1f} | {r.cpu_pct:.0f} | {r.rss_mib:.1f} | {r.rss_kib_per_device:.1f} "
         f"| {r.p50_s:.2f} / {r.p99_s:.2f} | {r.backlog_slope:+,.0f} | {r.emulator_cpu_pct:.0f} "
-        f"| {r.receiver_cpu_pct:.0f} | {r.stretch:.2f} | {r.skipped_per_s:,.0f} | {r.load:.1f} |"
+        f"| {r.receiver_cpu_pct:.0f} | {r.stretch:.2f} | {r.skipped_per_s:,.0f} | {r.wait_pct:.0f} | {r.load:.1f} |"
     )
 
 
@@ -368,7 +395,9 @@ def main() -> None:
     ap.add_argument("--sample-s", type=float, default=3.0, help="seconds between looks at the store")
     ap.add_argument("--emulators", type=int, default=2, help="emulator processes")
     ap.add_argument("--units-per-gateway", type=int, default=50, help="devices behind one Modbus TCP port (<= 247)")
+    ap.add_argument("--max-outstanding", type=int, default=1, help="pipelined Modbus TCP requests per gateway connection")
     ap.add_argument("--py-spy", type=Path, default=None, help="record the agent with py-spy over each window (collapsed stacks here)")
+    ap.add_argument("--py-spy-idle", action="store_true", help="with --py-spy: sample idle threads too (wall clock)")
     ap.add_argument("--peer", default="", help="device counts to run ThingsBoard IoT Gateway at, e.g. 10,100")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
     ap.add_argument("--serve", nargs=2, metavar=("PROFILE", "PORT:UNITS,..."), help=argparse.SUPPRESS)

@@ -1,4 +1,5 @@
-"""One scheduler per physical bus: exactly one transaction at a time, earliest-due poll first.
+"""One scheduler per physical bus: earliest-due poll first, one transaction at a time (or, on a
+Modbus TCP line with ``max_outstanding`` above 1, that many pipelined, each for a different device).
 
 A dead device costs the bus one timeout per backoff period (circuit breaker), so the others keep
 their rate. Writes go through the same loop, ahead of polls, with read-back verification. A lost
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from drivers.modbus.client import Framing
 from drivers.modbus.device import ModbusDevice
 from drivers.modbus.link import ModbusLink
+from drivers.modbus.pipeline import MbapPipeline
 from drivers.modbus.plan import Block
 from drivers.modbus.profile import Point
 from drivers.transports.base import Transport, with_timeout
@@ -42,6 +44,7 @@ METRIC_HELP = {
     "modbus_writes_total": "Writes attempted per device.",
     "modbus_write_errors_total": "Writes refused by the device or failing read-back.",
     "modbus_polls_skipped_total": "Polls that fell due while the bus was busy and were merged into the next one, per bus.",
+    "modbus_stale_answers_total": "Pipelined Modbus TCP answers nobody waited for (late, or a wrong transaction id), per bus.",
 }
 ILLEGAL_DATA_ADDRESS = 2
 
@@ -80,8 +83,12 @@ class ModbusBus:
         framing: Framing = "rtu",
         extra_silence_s: float = 0.0,
         reconnect_max_s: float = 30.0,
+        max_outstanding: int = 1,
     ) -> None:
+        if max_outstanding > 1 and framing != "tcp":
+            raise ValueError("max_outstanding above 1 needs Modbus TCP framing (RTU has no transaction id)")
         self.name = name
+        self.max_outstanding = max_outstanding
         self.transport = transport
         # The one async Modbus link; the scheduler reopens the line itself (with backoff).
         self.link = ModbusLink(transport, 0, 1.0, framing, extra_silence_s, owns_transport=False)
@@ -96,6 +103,7 @@ class ModbusBus:
         self._transport_down = False
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
+        self._inflight: set[str] = set()  # devices a worker is polling (pipelined buses)
         self._series: dict[str, _DeviceSeries] = {}
         self.skipped = 0  # polls merged into late ones on this bus (also modbus_polls_skipped_total)
         self._count_skipped: Callable[[float], None] = lambda n: None
@@ -136,6 +144,29 @@ class ModbusBus:
 
     async def _serve(self, ctx: RunContext) -> None:
         self._heap.clear()  # rebuilt from the devices' own schedules
+        self._inflight.clear()
+        if self.max_outstanding == 1:
+            await self._worker(ctx)
+            return
+        stale = self.metrics.bound("counter", "modbus_stale_answers_total", {"bus": self.name})
+        pipe = MbapPipeline(self.transport, self.max_outstanding, stale.inc)
+        pipe.start()
+        self.client.pipeline = pipe
+        workers = [asyncio.ensure_future(self._worker(ctx)) for _ in range(self.max_outstanding)]
+        try:
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for w in done:
+                w.result()  # a worker only ends by raising (a lost connection): re-raise it
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self.client.pipeline = None
+            await pipe.stop()
+
+    async def _worker(self, ctx: RunContext) -> None:
+        """Take the earliest due poll (or a waiting write), do it, repeat; one per outstanding slot."""
+        pipelined = self.max_outstanding > 1
         while True:
             if self._writes:
                 await self._do_write(self._writes.popleft())
@@ -155,17 +186,23 @@ class ModbusBus:
                     pass
                 continue
             heapq.heappop(self._heap)
-            readings = await self.poll(dev, cls)
+            self._inflight.add(dev.name)
+            try:
+                readings = await self.poll(dev, cls)
+            finally:
+                self._inflight.discard(dev.name)
             nj = dev.next_job()
             if nj is not None:
                 heapq.heappush(self._heap, (nj[0], next(self._seq), dev.name, nj[1]))
+                if pipelined and self._heap[0][2] == dev.name:
+                    self._wake.set()  # now due first: the other workers wait for something later
             if readings:
                 await ctx.sink.put(readings)
 
     def _next(self) -> tuple[float, ModbusDevice, str] | None:
         """The device and class due first (a heap with lazy re-checks, O(log n) per poll)."""
         heap = self._heap
-        if not heap:
+        if not heap and not self._inflight:
             for dev in self.devices.values():
                 nj = dev.next_job()
                 if nj is not None:

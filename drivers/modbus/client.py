@@ -15,6 +15,7 @@ from typing import Literal
 
 from drivers.modbus import protocol as p
 from drivers.modbus.mbap import HEADER_LEN, MbapFramer
+from drivers.modbus.pipeline import MbapPipeline
 from drivers.transports.base import Transport
 from kernel.errors import DeviceTimeout, FrameError
 
@@ -31,7 +32,8 @@ def silence_s(transport: Transport) -> float:
 
 
 class ModbusClient:
-    """Sends requests and returns response PDUs; callers serialise access (the bus scheduler does)."""
+    """Sends requests and returns response PDUs; callers serialise access (the bus scheduler does),
+    except while a Modbus TCP :attr:`pipeline` is set: then it matches answers to requests itself."""
 
     def __init__(self, transport: Transport, framing: Framing = "rtu", extra_silence_s: float = 0.0) -> None:
         self.transport = transport
@@ -41,6 +43,7 @@ class ModbusClient:
         self._last_tx_end = 0.0
         self.stray_bytes = 0
         self.foreign_frames = 0
+        self.pipeline: MbapPipeline | None = None
 
     # -- high level -------------------------------------------------------------------------
     async def read(
@@ -130,6 +133,8 @@ class ModbusClient:
                 return
 
     async def _tcp(self, unit: int, pdu: bytes, timeout: float) -> bytes:
+        if self.pipeline is not None:
+            return await self.pipeline.transact(unit, pdu, timeout)
         t = self.transport
         self.stray_bytes += t.reset_input()
         tid = self.mbap.next_tid()

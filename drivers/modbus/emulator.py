@@ -445,11 +445,17 @@ class RtuLine:
 class TcpServer:
     """Modbus TCP (MBAP) server for emulated devices; unit 0 or 255 reaches a lone device."""
 
-    def __init__(self, devices: Sequence[EmulatedDevice], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, devices: Sequence[EmulatedDevice], host: str = "127.0.0.1", port: int = 0, max_outstanding: int = 1
+    ) -> None:
         self.devices = {d.unit: d for d in devices}
         self.host = host
         self.port = port
+        # Requests of one connection served at once (a gateway's pipelining depth): each waits its
+        # device's turnaround on its own, so answers may leave in another order than their requests.
+        self.max_outstanding = max_outstanding
         self.connections = 0
+        self.most_in_flight = 0  # the most requests of one connection served at once
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -482,38 +488,72 @@ class TcpServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        box = _Outbox(writer)
+        slots = asyncio.Semaphore(self.max_outstanding)
+        tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
                 h = MbapFramer.header(await reader.readexactly(HEADER_LEN), strict=False)
-                tid, unit = h.tid, h.unit
                 pdu = await reader.readexactly(h.pdu_len)
-                dev = self._device(unit)
-                if dev is None:
-                    writer.write(MbapFramer.frame(tid, unit, bytes([pdu[0] | 0x80, 11])))
-                    continue
-                if dev.fault is Fault.TCP_DROP:
+                dev = self._device(h.unit)
+                if dev is not None and dev.fault is Fault.TCP_DROP:
                     dev.fault = Fault.NONE
                     return
-                if dev.rebooting or dev.fault is Fault.NO_ANSWER:
+                if self.max_outstanding == 1:
+                    await self._answer(box, h.tid, h.unit, pdu, dev)
                     continue
-                out = dev.handle(pdu)
-                r_unit = unit
-                if dev.fault is Fault.WRONG_UNIT:
-                    r_unit = (unit % 247) + 1
-                frame = MbapFramer.frame(tid, r_unit, out)
-                if dev.fault is Fault.CRC:
-                    frame = MbapFramer.frame(tid, r_unit, out, protocol=7)
-                elif dev.fault is Fault.GARBAGE:
-                    frame = bytes(dev.rng.randrange(256) for _ in range(len(frame)))
-                delay = dev.turnaround_s + (dev.fault_arg if dev.fault is Fault.LATE else 0.0)
-                if delay:
-                    await asyncio.sleep(delay)
-                writer.write(frame)
+                await slots.acquire()
+                task = asyncio.ensure_future(self._answer(box, h.tid, h.unit, pdu, dev))
+                tasks.add(task)
+                self.most_in_flight = max(self.most_in_flight, len(tasks))
+                task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _: slots.release())
         except (asyncio.IncompleteReadError, ConnectionError, FrameError, asyncio.CancelledError):
             pass
         finally:
+            for task in tasks:
+                task.cancel()
             self._writers.discard(writer)
             writer.close()
+
+    async def _answer(self, box: _Outbox, tid: int, unit: int, pdu: bytes, dev: EmulatedDevice | None) -> None:
+        if dev is None:
+            box.write(MbapFramer.frame(tid, unit, bytes([pdu[0] | 0x80, 11])))
+            return
+        if dev.rebooting or dev.fault is Fault.NO_ANSWER:
+            return
+        out = dev.handle(pdu)
+        r_unit = unit
+        if dev.fault is Fault.WRONG_UNIT:
+            r_unit = (unit % 247) + 1
+        frame = MbapFramer.frame(tid, r_unit, out)
+        if dev.fault is Fault.CRC:
+            frame = MbapFramer.frame(tid, r_unit, out, protocol=7)
+        elif dev.fault is Fault.GARBAGE:
+            frame = bytes(dev.rng.randrange(256) for _ in range(len(frame)))
+        delay = dev.turnaround_s + (dev.fault_arg if dev.fault is Fault.LATE else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        box.write(frame)
+
+
+class _Outbox:
+    """A connection's answers of one loop turn, written together: pipelined requests that arrived in
+    one segment are answered in one (as a gateway's TCP stack coalesces what it sends at once)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.buf = bytearray()
+
+    def write(self, frame: bytes) -> None:
+        if not self.buf:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.buf += frame
+
+    def flush(self) -> None:
+        if self.buf and not self.writer.is_closing():
+            self.writer.write(bytes(self.buf))
+        self.buf.clear()
 
 
 # -- pymodbus front end --------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.profile import Profile, load_profile, profile_is_path, profile_path
-from drivers.transports.config import LineConfig, framing_of
+from drivers.transports.config import LineConfig, TcpLine, framing_of
 from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
 from kernel.kinds import RigSupport
@@ -162,5 +162,8 @@ def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
             units[c.unit] = c.name
         devices = [ModbusDevice(cached_profile(c.profile), c.settings()) for c in group]
         extra = max(c.extra_silence_ms for c in group) / 1000.0
-        sources.append(ModbusBus(key, first.line.build(), devices, framing_of(first.line), extra))
+        outstanding = first.line.max_outstanding if isinstance(first.line, TcpLine) else 1
+        sources.append(
+            ModbusBus(key, first.line.build(), devices, framing_of(first.line), extra, max_outstanding=outstanding)
+        )
     return sources

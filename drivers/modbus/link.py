@@ -52,6 +52,8 @@ class ModbusLink:
         return cls(TcpTransport(host, port, connect_timeout=timeout_s), unit, timeout_s)
 
     async def _run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if self.client.pipeline is not None:
+            return await fn()  # the pipeline bounds and matches transactions itself
         async with self._lock:
             if not self.owns_transport:
                 return await fn()

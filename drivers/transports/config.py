@@ -64,6 +64,13 @@ class TcpLine(StrictModel):
     host: str = Field(min_length=1)
     port: int = Field(default=502, ge=1, le=65535)
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    max_outstanding: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Requests in flight at once on the connection (pipelined, matched by transaction id). "
+        "Raise it only to what the gateway accepts (see its manual); 1 waits for each answer.",
+    )
 
     def key(self) -> str:
         """What identifies the physical bus."""

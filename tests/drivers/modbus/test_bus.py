@@ -203,13 +203,16 @@ def test_refused_block_is_split_and_other_points_still_read():
     asyncio.run(main())
 
 
-def test_tcp_drop_reconnects_and_keeps_reading(caplog):
+@pytest.mark.parametrize("outstanding", [1, 4])
+def test_tcp_drop_reconnects_and_keeps_reading(caplog, outstanding):
     async def main():
         emu = EmulatedDevice(make_profile(), unit=1)
         emu.set_value("temp", 20.0)
-        server = TcpServer([emu])
+        server = TcpServer([emu], max_outstanding=outstanding)
         await server.start()
-        bus = ModbusBus("tcp", TcpTransport("127.0.0.1", server.port), [device("d1", 1)], "tcp")
+        bus = ModbusBus(
+            "tcp", TcpTransport("127.0.0.1", server.port), [device("d1", 1)], "tcp", max_outstanding=outstanding
+        )
         sink = ListSink()
         ctx = context(sink)
         with caplog.at_level(logging.INFO, logger="kbe.test"):

@@ -29,7 +29,7 @@ PINNED = {
 }
 
 
-def site(tmp_path: Path, pty: str, port: int) -> Path:
+def site(tmp_path: Path, pty: str, port: int, outstanding: int = 1) -> Path:
     devices = []
     for name, profile, unit in RTU:
         devices.append(
@@ -50,7 +50,7 @@ def site(tmp_path: Path, pty: str, port: int) -> Path:
                 "name": name,
                 "profile": profile,
                 "unit": unit,
-                "line": {"type": "tcp", "host": "127.0.0.1", "port": port},
+                "line": {"type": "tcp", "host": "127.0.0.1", "port": port, "max_outstanding": outstanding},
                 "poll": {"fast_s": 0.5, "slow_s": 1.0},
             }
         )
@@ -65,7 +65,8 @@ def site(tmp_path: Path, pty: str, port: int) -> Path:
     return path
 
 
-def test_agent_reads_an_emulated_station_into_the_store(tmp_path):
+@pytest.mark.parametrize("outstanding", [1, 4])
+def test_agent_reads_an_emulated_station_into_the_store(tmp_path, outstanding):
     async def main():
         emu = Emulator()
         rtu = [EmulatedDevice(load_profile(p), unit) for _, p, unit in RTU]
@@ -75,7 +76,7 @@ def test_agent_reads_an_emulated_station_into_the_store(tmp_path):
                 dev.set_value(point, value)
         pty = await emu.add_rtu_line(rtu, 19200)
         port = await emu.add_tcp(tcp)
-        cfg = load_config(site(tmp_path, pty, port))
+        cfg = load_config(site(tmp_path, pty, port, outstanding))
         agent = Agent(cfg)
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
@@ -99,6 +100,8 @@ def test_agent_reads_an_emulated_station_into_the_store(tmp_path):
 
     agent = asyncio.run(main())
     assert len(agent.sources) == 2  # one bus per physical line
+    # The TCP gateway's bus pipelines as the site config says (RTU lines never do).
+    assert sorted(getattr(s, "max_outstanding", 0) for s in agent.sources) == sorted([1, outstanding])
     store = Store(tmp_path / "store.db", "station-1")
     rows = [s.reading for s in store.pending(100_000)]
     store.close()
