@@ -40,7 +40,9 @@ def test_an_unusable_update_dir_is_a_config_error_naming_the_dir_and_the_cause(t
     with pytest.raises(ConfigError) as info:
         UpdateManager.resolve(path)
     assert info.value.source == str(path)
-    assert info.value.problems == [f"update.dir: cannot use {str(tmp_path / 'afile' / 'updates')!r}: Not a directory"]
+    assert info.value.problems == [
+        f"update.dir: cannot use {str(tmp_path / 'afile' / 'updates')!r}: Not a directory"
+    ]
 
 
 def test_a_damaged_journal_takes_the_floor_from_set_aside_versions_too(tmp_path: Path) -> None:
@@ -71,7 +73,7 @@ def test_an_interrupted_switch_is_aborted_with_its_reason_and_time(tmp_path: Pat
     j = mgr.journal
     j.state, j.pending = "switching", Pending("b", 2, "config", 1, 5.0)
     save_journal(mgr.versions.journal_path, j)
-    cfg, mgr2 = UpdateManager.resolve(path)
+    _cfg, mgr2 = UpdateManager.resolve(path)
     assert mgr2 is not None
     assert mgr2.current == 1
     j = load_journal(mgr2.versions.journal_path)
@@ -104,14 +106,16 @@ def test_too_many_starts_during_a_watch_roll_back_with_the_count_in_the_reason(t
     assert mgr.handle(_cmd("b", {"type": "release", "version": 2, "release": "r2"})).outcome == "accepted"
     mgr = _manager(path)  # the first start of the watch is allowed
     assert (mgr.current, mgr.journal.state) == (2, "watching")
-    cfg, mgr = UpdateManager.resolve(path)  # the second is one too many
+    _cfg, mgr = UpdateManager.resolve(path)  # the second is one too many
     assert mgr is not None
     assert mgr.current == 1
     j = load_journal(mgr.versions.journal_path)
     assert (j.state, j.pending, j.failed) == ("idle", None, [2])
     assert j.last is not None
     assert j.last.outcome == "rolled_back"
-    assert j.last.reason == "rolled back to version 1: the agent started 2 times during the watch of version 2"
+    assert (
+        j.last.reason == "rolled back to version 1: the agent started 2 times during the watch of version 2"
+    )
     assert (mgr.versions.failed_dir / "2" / "site.json").is_file()
     assert not mgr.versions.path(2).exists()
 
@@ -174,7 +178,8 @@ def test_two_problems_in_a_version_that_does_not_load_are_joined_in_the_reason(t
     assert mgr.journal.last is not None
     reason = mgr.journal.last.reason
     assert reason.startswith("rolled back to version 0: version 1 does not load: "), reason
-    assert "logging.level" in reason and "store.commit_interval_s" in reason
+    assert "logging.level" in reason
+    assert "store.commit_interval_s" in reason
     assert reason.count("; ") == 1, reason
 
 
@@ -183,11 +188,13 @@ def test_an_unreadable_version_rolls_back_naming_the_read_error(tmp_path: Path) 
     mgr = _manager(path)
     assert mgr.handle(_cmd("a", {"type": "release", "version": 1, "release": "r1"})).outcome == "accepted"
     (mgr.versions.path(1) / "site.json").write_text("{half a file")
-    cfg, mgr = UpdateManager.resolve(path)
+    _cfg, mgr = UpdateManager.resolve(path)
     assert mgr is not None
     assert mgr.current == 0
     assert mgr.journal.last is not None
-    assert mgr.journal.last.reason.startswith("rolled back to version 0: version 1 does not load: version 1 cannot be read: ")
+    assert mgr.journal.last.reason.startswith(
+        "rolled back to version 0: version 1 does not load: version 1 cannot be read: "
+    )
 
 
 def test_a_committed_version_that_no_longer_loads_falls_back_to_the_sites_own_file(tmp_path: Path) -> None:
@@ -218,8 +225,9 @@ def test_a_watch_of_another_version_does_not_roll_back_the_one_that_fails_to_loa
     raw = json.loads((mgr.versions.path(1) / "site.json").read_text())
     raw["logging"] = {"level": "LOUD"}
     _break(mgr, 1, raw)
-    cfg, mgr = UpdateManager.resolve(path)
+    _cfg, mgr = UpdateManager.resolve(path)
     assert mgr is not None
     assert mgr.current == 0
     assert mgr.versions.path(1).exists()
-    assert mgr.journal.pending is not None and mgr.journal.pending.version == 7
+    assert mgr.journal.pending is not None
+    assert mgr.journal.pending.version == 7

@@ -299,7 +299,8 @@ def test_a_rollback_is_reported_as_failed_at_the_next_start(tmp_path: Path) -> N
     host = Host()
     asyncio.run(mgr.run(host))
     j = load_journal(mgr.versions.journal_path)
-    assert j.last is not None and j.last.reported
+    assert j.last is not None
+    assert j.last.reported
     meta = {"version": "1", "command_id": "a", "reason": j.last.reason}
     assert host.events == [("update", "rolled_back", meta)]
     assert host.replies == [("a", "failed", j.last.reason, "rolled-back", 1)]
