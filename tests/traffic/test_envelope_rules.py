@@ -892,3 +892,11 @@ def test_a_change_is_timed_by_the_confirm_clock(rig: Rig) -> None:
     real.t = rig.clock.t + 0.3
     rig.env.command(rig.state(ns=G))
     assert rig.env.elapsed("ns") == pytest.approx(-0.3)
+
+
+def test_a_change_a_fraction_short_of_its_minimum_is_refused(rig: Rig) -> None:
+    """0.4 s short of min green (5 s) and min walk (7 s): a rule that allowed even a second less fails."""
+    rig.go(4.6, ns=G, ped_ns=G)
+    refused(rig, "min_green", ns=Y, ped_ns=G)
+    rig.go(2.0, ns=G, ped_ns=G)  # 6.6 s of walk
+    refused(rig, "min_green", ns=G, ped_ns=Y)
