@@ -126,10 +126,13 @@ def test_a_pending_update_outside_a_watch_is_dropped(tmp_path: Path) -> None:
     path = _site(tmp_path)
     mgr = committed_at(path, 1)
     j = mgr.journal
-    j.pending = Pending("x", 5, "config", 1, 5.0)
+    j.pending = Pending("x", 5, "config", 1, 5.0, boots=99)
     save_journal(mgr.versions.journal_path, j)
     mgr = _manager(path)
-    assert load_journal(mgr.versions.journal_path).pending is None
+    j = load_journal(mgr.versions.journal_path)
+    assert (j.state, j.pending) == ("idle", None)
+    assert j.last is not None
+    assert j.last.outcome == "committed", "no watch, so no start is counted and nothing rolls back"
     assert mgr.current == 1
     assert mgr.handle(_cmd("c", {"type": "release", "version": 2, "release": "r2"})).outcome == "accepted"
 
