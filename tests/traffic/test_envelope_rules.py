@@ -900,3 +900,22 @@ def test_a_change_a_fraction_short_of_its_minimum_is_refused(rig: Rig) -> None:
     refused(rig, "min_green", ns=Y, ped_ns=G)
     rig.go(2.0, ns=G, ped_ns=G)  # 6.6 s of walk
     refused(rig, "min_green", ns=G, ped_ns=Y)
+
+
+class _CountsFlashes:
+    """An output that only counts flash commands: what a new envelope commands before anything else."""
+
+    def __init__(self) -> None:
+        self.flashes = 0
+
+    def flash(self) -> None:
+        self.flashes += 1
+
+
+def test_a_new_envelope_flashes_the_output_unless_its_owner_defers_it() -> None:
+    out = _CountsFlashes()
+    env = SafetyEnvelope(junction(), out, SimClock())  # type: ignore[arg-type]
+    assert (out.flashes, env.latched) == (1, "startup")
+    deferred = _CountsFlashes()
+    env = SafetyEnvelope(junction(), deferred, SimClock(), defer_flash=True)  # type: ignore[arg-type]
+    assert (deferred.flashes, env.latched) == (0, "startup")
