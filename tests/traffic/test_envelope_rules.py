@@ -919,3 +919,14 @@ def test_a_new_envelope_flashes_the_output_unless_its_owner_defers_it() -> None:
     deferred = _CountsFlashes()
     env = SafetyEnvelope(junction(), deferred, SimClock(), defer_flash=True)  # type: ignore[arg-type]
     assert (deferred.flashes, env.latched) == (0, "startup")
+
+
+def test_failed_writes_name_their_cause_when_they_flash(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.link.down = True
+    rig.env.command(rig.state(ns=Y, ped_ns=G, ns_left=GY))  # written twice, both lost
+    assert rig.env.latched is None
+    rig.env.command(rig.state(ns=Y, ped_ns=G, ns_left=GY))
+    assert alarms(rig) == [
+        ("link_lost", "3 consecutive failed exchanges (limit 3); write failed: injected link loss")
+    ]
