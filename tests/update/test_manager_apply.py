@@ -108,7 +108,8 @@ def test_a_rollback_with_a_config_of_its_own_installs_that_config(tmp_path: Path
 def test_the_journal_records_the_whole_pending_update(tmp_path: Path) -> None:
     mgr = _manager(_site(tmp_path))
     body = {"type": "release", "version": 1, "release": "r1", "watch_s": 45, "min_success": 0.7}
-    assert mgr.handle(_cmd("a", body)).outcome == "accepted"
+    out = mgr.handle(_cmd("a", body))
+    assert (out.outcome, out.reason) == ("accepted", "version 1 staged and switched in (was 0); watching 45 s")
     j = load_journal(mgr.versions.journal_path)
     assert j.pending == Pending("a", 1, "release", 0, 45.0, 0.7, "r1", 0)
     assert (j.state, j.highest) == ("watching", 1)
