@@ -69,7 +69,7 @@ class Journal:
                 last=last,
                 failed=[int(v) for v in doc.get("failed", [])],
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UpdateError(f"update journal is damaged: {exc}") from exc
 
 

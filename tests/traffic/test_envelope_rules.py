@@ -892,3 +892,41 @@ def test_a_change_is_timed_by_the_confirm_clock(rig: Rig) -> None:
     real.t = rig.clock.t + 0.3
     rig.env.command(rig.state(ns=G))
     assert rig.env.elapsed("ns") == pytest.approx(-0.3)
+
+
+def test_a_change_a_fraction_short_of_its_minimum_is_refused(rig: Rig) -> None:
+    """0.4 s short of min green (5 s) and min walk (7 s): a rule that allowed even a second less fails."""
+    rig.go(4.6, ns=G, ped_ns=G)
+    refused(rig, "min_green", ns=Y, ped_ns=G)
+    rig.go(2.0, ns=G, ped_ns=G)  # 6.6 s of walk
+    refused(rig, "min_green", ns=G, ped_ns=Y)
+
+
+class _CountsFlashes:
+    """An output that only counts flash commands: what a new envelope commands before anything else."""
+
+    def __init__(self) -> None:
+        self.flashes = 0
+
+    def flash(self) -> None:
+        self.flashes += 1
+
+
+def test_a_new_envelope_flashes_the_output_unless_its_owner_defers_it() -> None:
+    out = _CountsFlashes()
+    env = SafetyEnvelope(junction(), out, SimClock())  # type: ignore[arg-type]
+    assert (out.flashes, env.latched) == (1, "startup")
+    deferred = _CountsFlashes()
+    env = SafetyEnvelope(junction(), deferred, SimClock(), defer_flash=True)  # type: ignore[arg-type]
+    assert (deferred.flashes, env.latched) == (0, "startup")
+
+
+def test_failed_writes_name_their_cause_when_they_flash(rig: Rig) -> None:
+    ns_green(rig, 8)
+    rig.link.down = True
+    rig.env.command(rig.state(ns=Y, ped_ns=G, ns_left=GY))  # written twice, both lost
+    assert rig.env.latched is None
+    rig.env.command(rig.state(ns=Y, ped_ns=G, ns_left=GY))
+    assert alarms(rig) == [
+        ("link_lost", "3 consecutive failed exchanges (limit 3); write failed: injected link loss")
+    ]

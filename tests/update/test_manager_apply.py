@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.update.journal import load_journal
+from agent.update.journal import Pending, load_journal
 from agent.update.manager import UpdateManager
 from tests.update.test_manager_watch import Host
 from tests.update.test_update_units import _cmd, _manager, _site
@@ -103,3 +103,28 @@ def test_a_rollback_with_a_config_of_its_own_installs_that_config(tmp_path: Path
     out = mgr.handle(_cmd("r", {"type": "config", "version": 1, "rollback": True, "config": doc}))
     assert out.outcome == "accepted", out.reason
     assert mgr.versions.raw(1)["logging"] == {"level": "DEBUG"}
+
+
+def test_the_journal_records_the_whole_pending_update(tmp_path: Path) -> None:
+    mgr = _manager(_site(tmp_path))
+    body = {"type": "release", "version": 1, "release": "r1", "watch_s": 45, "min_success": 0.7}
+    out = mgr.handle(_cmd("a", body))
+    assert (out.outcome, out.reason) == ("accepted", "version 1 staged and switched in (was 0); watching 45 s")
+    j = load_journal(mgr.versions.journal_path)
+    assert j.pending == Pending("a", 1, "release", 0, 45.0, 0.7, "r1", 0)
+    assert (j.state, j.highest) == ("watching", 1)
+
+
+def test_relative_paths_in_an_update_resolve_beside_the_sites_own_file(tmp_path: Path) -> None:
+    """The candidate is read like the site's own file: a relative store path is the same store."""
+    path = _site(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["store"]["path"] = "store.db"
+    path.write_text(yaml.safe_dump(doc))
+    mgr = _manager(path)
+    out = mgr.handle(_cmd("a", {"type": "config", "version": 1, "patch": {"logging": {"level": "DEBUG"}},
+                                "base_version": 0}))  # fmt: skip
+    assert out.outcome == "accepted", out.reason
+    cfg, _mgr = UpdateManager.resolve(path)
+    assert cfg.store.path == tmp_path / "store.db"
+    assert cfg.logging.level == "DEBUG"

@@ -248,3 +248,59 @@ def test_an_update_arriving_while_the_agent_runs_asks_it_to_restart(tmp_path: Pa
     asyncio.run(mgr.run(host))
     assert mgr.handle(_cmd("a", {"type": "release", "version": 1, "release": "r1"})).outcome == "accepted"
     assert host.restart_requested == 1
+
+
+class SlowUplink(Host):
+    """An uplink that comes up ``after_s`` seconds (monotonic) after the first check."""
+
+    def __init__(self, after_s: float) -> None:
+        super().__init__()
+        self.after_s = after_s
+        self.first: float | None = None
+        self.checks = 0
+
+    def uplink_connected(self) -> bool:
+        now = time.monotonic()
+        self.first = now if self.first is None else self.first
+        self.checks += 1
+        return now - self.first >= self.after_s
+
+
+def test_the_report_retries_five_times_a_second_while_the_uplink_is_down(tmp_path: Path) -> None:
+    """The reply is retried every 0.2 s: soon after the uplink comes up, without spinning meanwhile."""
+    mgr = switched(tmp_path)
+    asyncio.run(mgr.run(Host()))  # commits; the report goes out at once
+    mgr.journal.last.reported = False  # type: ignore[union-attr]
+    host = SlowUplink(0.5)
+    t0 = time.monotonic()
+    asyncio.run(mgr._report(host))
+    took = time.monotonic() - t0
+    assert len(host.replies) == 1
+    assert 4 <= host.checks <= 6, host.checks  # checks at 0, 0.2, 0.4, 0.6 s (more only if the loop lags)
+    assert 0.5 <= took < 1.1, took
+
+
+def test_a_reported_outcome_is_not_sent_again_at_the_next_start(tmp_path: Path) -> None:
+    mgr = switched(tmp_path)
+    asyncio.run(mgr.run(Host()))
+    mgr = _manager(tmp_path / "site.yaml")
+    host = Host()
+    asyncio.run(mgr.run(host))
+    assert (host.events, host.replies) == ([], [])
+
+
+def test_a_rollback_is_reported_as_failed_at_the_next_start(tmp_path: Path) -> None:
+    mgr = switched(tmp_path)
+    host = Host(restarts=1)
+    asyncio.run(mgr.run(host))
+    assert host.restart_requested == 1
+    assert host.replies == [], "the report waits for the restart onto the old version"
+    mgr = _manager(tmp_path / "site.yaml")
+    host = Host()
+    asyncio.run(mgr.run(host))
+    j = load_journal(mgr.versions.journal_path)
+    assert j.last is not None
+    assert j.last.reported
+    meta = {"version": "1", "command_id": "a", "reason": j.last.reason}
+    assert host.events == [("update", "rolled_back", meta)]
+    assert host.replies == [("a", "failed", j.last.reason, "rolled-back", 1)]
