@@ -93,6 +93,44 @@ def _polls(n: int, points: int, start: int = 0) -> list[Reading]:
             for i in range(n) for j in range(points)]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=5),
+    st.integers(min_value=1, max_value=10**9),
+    st.integers(min_value=-2, max_value=360),
+    st.tuples(st.integers(min_value=0, max_value=80), st.integers(min_value=0, max_value=80)),
+)
+def test_chunks_cut_and_clip_to_exactly_the_seqs_asked(points: list[int], first: int, keep: int,
+                                                        window: tuple[int, int]) -> None:
+    """Rows as the uplink reads them (chunks): counting, listing, cutting to the first ``keep``
+    readings and clipping one row to a seq window give exactly those readings, each decodable."""
+    rs = [r for k, p in enumerate(points) for r in _polls(1, p, start=k)]
+    rows = rowcodec.build_rows(first, rs, rowcodec.encode_tails(rs))
+    chunks = [(a, b, prio, rowcodec.unpack(body)) for a, b, prio, _ts, _n, body in rows]
+    every = list(range(first, first + len(rs)))
+    assert rowcodec.count(chunks) == len(rs)
+    assert rowcodec.seqs_of(chunks) == every
+
+    def seqs_in(chunk: rowcodec.Chunk) -> list[int]:
+        decoded = [s for s, _ in rowcodec.decode_text(chunk[3])]
+        assert decoded == list(range(chunk[0], chunk[1] + 1))
+        return decoded
+
+    kept = rowcodec.cut(chunks, keep)
+    assert [s for c in kept for s in seqs_in(c)] == every[: max(keep, 0)]
+    assert rowcodec.count(kept) == min(max(keep, 0), len(rs))
+    for chunk in chunks:
+        a, b = chunk[0], chunk[1]
+        lo, hi = a + min(window), a + max(window)
+        if lo > b:
+            continue
+        clipped = rowcodec.clip(chunk, lo, hi)
+        assert seqs_in(clipped) == list(range(lo, min(hi, b) + 1))
+        assert rowcodec.row_ts(clipped[3]) == rs[lo - first].ts
+        assert clipped[2] == chunk[2]
+        assert rowcodec.clip(chunk, a - 1, b + 1) == chunk
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=6),
