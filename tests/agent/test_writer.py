@@ -6,7 +6,7 @@ and nothing queued is dropped, and the counters the health check reads move."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,9 @@ class _RecordingStore(Store):
         self.batches: list[int] = []
         self.fail = fail
 
+    def __enter__(self) -> _RecordingStore:
+        return self
+
     def append(self, readings: Sequence[Reading]) -> list[int]:
         if self.fail:
             self.fail -= 1
@@ -41,9 +44,9 @@ def _readings(n: int, start: int = 0) -> list[Reading]:
     return [Reading("dev", "p", float(i), 1_700_000_000.0 + i) for i in range(start, start + n)]
 
 
-async def _until(cond: object, timeout: float = 10.0) -> None:
+async def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     async def wait() -> None:
-        while not cond():  # type: ignore[operator]
+        while not cond():
             await _sleep(0.01)
 
     await asyncio.wait_for(wait(), timeout)
