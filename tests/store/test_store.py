@@ -313,3 +313,48 @@ def test_runs_keep_every_seq_once() -> None:
     assert _runs(list(range(5, 2005))) == [(5, 2004)]
     seqs = [*range(1, 11), 20, 22, *range(30, 38), 40]
     assert _runs(seqs) == [(1, 10), (20, 20), (22, 22), (30, 37), (40, 40)]
+
+
+def test_tools_beside_the_agent_see_what_the_store_holds(tmp_path: Path) -> None:
+    """``edge-agent store`` and the commissioning check read the file without the agent's Store:
+    the summary, the batches set aside and their readings, every waiting reading, the reasons."""
+    from sync.store import StoreFile, rejected_reasons, stored_readings
+
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        s.append([_r(i) for i in range(6)])  # seqs 1..6
+        s.append([_r(6, Priority.ALARM), _r(7, Priority.EVENT)])  # 7, 8
+        s.reject([2, 3], "b-1", "bad signature")
+        s.reject([5], "b-2", "malformed")
+        assert s._drop_oldest(1, reason="cap") == 1  # seq 1
+    db = sqlite3.connect(path)
+    try:
+        assert [(x.seq, x.reading) for x in stored_readings(db)] == [
+            (4, _r(3)), (6, _r(5)), (7, _r(6, Priority.ALARM)), (8, _r(7, Priority.EVENT))]
+        assert rejected_reasons(db) == {2: "bad signature", 3: "bad signature", 5: "malformed"}
+        size = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        db.close()
+    sf = StoreFile(path)
+    try:
+        assert sf.summary() == {
+            "path": str(path),
+            "waiting": 4,
+            "waiting_by_priority": {"telemetry": 2, "alarm": 1, "event": 1},
+            "oldest_waiting_ts": _r(3).ts,
+            "last_seq": 8,
+            "bytes": size,
+            "dropped": {"telemetry": 1},
+            "rejected_readings": 3,
+            "rejected_batches": 2,
+        }
+        assert [(b.batch_id, b.count, b.reason) for b in sf.rejected_batches()] == [
+            ("b-1", 2, "bad signature"), ("b-2", 1, "malformed")]
+        assert [(x.seq, x.reading) for x in sf.rejected_readings("b-1")] == [(2, _r(1)), (3, _r(2))]
+        assert [x.seq for x in sf.rejected_readings("b-1", limit=1)] == [2]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            sf.resend(["b-1"])  # opened to read: the tool cannot change the file
+    finally:
+        sf.close()
+    with pytest.raises(StoreError, match="does not exist"):
+        StoreFile(tmp_path / "other.db")
