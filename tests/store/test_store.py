@@ -358,3 +358,73 @@ def test_tools_beside_the_agent_see_what_the_store_holds(tmp_path: Path) -> None
         sf.close()
     with pytest.raises(StoreError, match="does not exist"):
         StoreFile(tmp_path / "other.db")
+
+
+def test_a_corrupt_file_is_moved_aside_with_its_wal_under_a_utc_stamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The corrupt file and its -wal/-shm go aside together as ``<name>.corrupt-<UTC time>-<pid>``
+    (docs/operations.md): a stale WAL left beside the fresh file would be replayed into it."""
+    import os
+    import re
+    import time
+
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        s.append([_r(i) for i in range(100)])
+    data = bytearray(path.read_bytes())
+    data[0:16] = b"this is garbage!"
+    path.write_bytes(bytes(data))
+    Path(str(path) + "-wal").write_bytes(b"old wal")
+    Path(str(path) + "-shm").write_bytes(b"old shm")
+    monkeypatch.setenv("TZ", "Asia/Ho_Chi_Minh")  # the stamp is UTC whatever the local zone
+    time.tzset()
+    try:
+        before = time.gmtime()
+        with Store(path, "site-a") as s:
+            (target,) = s.quarantined
+            assert len(s.pending(1000)) == 0  # nothing of the old WAL replayed into the fresh file
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    m = re.fullmatch(r"s\.db\.corrupt-(\d{8}T\d{6}Z)-(\d+)", target.name)
+    assert m is not None
+    assert m.group(2) == str(os.getpid())
+    stamp = time.strptime(m.group(1), "%Y%m%dT%H%M%SZ")
+    assert abs(time.mktime(stamp) - time.mktime(before)) < 120
+    assert target.read_bytes()[:16] == b"this is garbage!"
+    assert Path(str(target) + "-wal").read_bytes() == b"old wal"
+    assert Path(str(target) + "-shm").exists()  # SQLite rewrites the index while opening: moved all the same
+
+
+def test_newest_gives_the_newest_readings_above_a_seq_newest_first(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(0)])
+        assert [(x.seq, x.reading) for x in s.newest(5)] == [(1, _r(0))]
+        s.append([_r(i) for i in range(1, 10)])  # seqs 2..10, one row
+        assert [(x.seq, x.reading) for x in s.newest(3)] == [(10, _r(9)), (9, _r(8)), (8, _r(7))]
+        assert [x.seq for x in s.newest(100, above_seq=4)] == [10, 9, 8, 7, 6, 5]
+        assert [x.seq for x in s.newest(2, above_seq=8)] == [10, 9]
+        assert s.newest(5, priority=Priority.ALARM) == []
+
+
+def test_a_resend_by_the_tool_is_noticed_once_and_the_depth_recounted(tmp_path: Path) -> None:
+    from sync.store import StoreFile
+
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        assert not s.resend_requested()  # a new store: no resend yet
+        s.append([_r(i) for i in range(5)])
+        s.reject([2, 3], "b-1", "bad signature")
+        assert not s.resend_requested()
+        assert s.depth() == 3
+        sf = StoreFile(path, write=True)
+        try:
+            assert sf.resend(["b-1"]) == 2
+        finally:
+            sf.close()
+        assert s.resend_requested()
+        assert s.depth() == 5
+        assert s.stats().depth_by_priority[Priority.TELEMETRY] == 5
+        assert not s.resend_requested()  # once
+        assert s.stats().rejected == 0
