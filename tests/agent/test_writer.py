@@ -154,3 +154,25 @@ async def test_a_failing_disk_is_retried_with_doubling_capped_backoff_and_drops_
         await _stop(task)
         monkeypatch.undo()
         assert [s.reading.ts for s in store.pending(100)] == [r.ts for r in _readings(5)]
+
+
+async def test_an_idle_writer_waits_for_the_interval_instead_of_spinning(tmp_path: Path) -> None:
+    """With nothing queued a commit attempt reports 0 readings: the loop then waits for the next
+    interval or wakeup, even when ``max_batch`` is 1."""
+    with _RecordingStore(tmp_path / "s.db") as store:
+        writer = StoreWriter(store, Metrics(), queue_size=100, commit_interval_s=_LONG, max_batch=1)
+        attempts = 0
+        commit = writer._commit_locked
+
+        async def counted() -> int:
+            nonlocal attempts
+            attempts += 1
+            return await commit()
+
+        writer._commit_locked = counted  # type: ignore[method-assign]
+        task = asyncio.create_task(writer.run())
+        await writer.put(_readings(1))
+        await _until(lambda: writer.committed == 1)
+        await asyncio.sleep(0.2)
+        assert attempts <= 3
+        await _stop(task)
