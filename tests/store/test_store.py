@@ -428,3 +428,29 @@ def test_a_resend_by_the_tool_is_noticed_once_and_the_depth_recounted(tmp_path: 
         assert s.stats().depth_by_priority[Priority.TELEMETRY] == 5
         assert not s.resend_requested()  # once
         assert s.stats().rejected == 0
+
+
+def test_a_resend_on_a_full_disk_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    """The tool's resend is one transaction: on a full disk it is rolled back whole (the batch stays
+    aside, nothing is queued twice) and the error is the disk's."""
+    from sync.store import StoreFile
+
+    path = tmp_path / "s.db"
+    rng = random.Random(10)
+    with Store(path, "site-a") as s:
+        s.append([_r(i, value=rng.randbytes(100).hex()) for i in range(3000)])
+        s.reject(list(range(1, 3001)), "b-1", "bad")
+    vacuum = sqlite3.connect(path)
+    vacuum.execute("VACUUM")  # no free pages left: putting the rows back needs new ones
+    vacuum.close()
+    sf = StoreFile(path, write=True)
+    try:
+        pages = sf._db.execute("PRAGMA page_count").fetchone()[0]
+        sf._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            sf.resend(["b-1"])
+        assert not sf._db.in_transaction
+        assert sf.summary()["waiting"] == 0
+        assert sf.summary()["rejected_readings"] == 3000
+    finally:
+        sf.close()
