@@ -176,3 +176,14 @@ async def test_an_idle_writer_waits_for_the_interval_instead_of_spinning(tmp_pat
         await asyncio.sleep(0.2)
         assert attempts <= 3
         await _stop(task)
+
+
+async def test_the_metrics_page_describes_accepted_readings(tmp_path: Path) -> None:
+    metrics = Metrics()
+    with _RecordingStore(tmp_path / "s.db") as store:
+        writer = StoreWriter(store, metrics, queue_size=100, commit_interval_s=_LONG)
+        await writer.put(_readings(2))
+        await writer.flush()
+    page = metrics.render()
+    assert "# HELP kbe_readings_total Readings accepted into the store.\n" in page
+    assert "kbe_readings_total 2.0\n" in page
