@@ -454,3 +454,46 @@ def test_a_resend_on_a_full_disk_changes_nothing_and_says_so(tmp_path: Path) -> 
         assert sf.summary()["rejected_readings"] == 3000
     finally:
         sf.close()
+
+
+def test_drops_end_exactly_where_asked_and_are_counted_per_class_and_reason(tmp_path: Path) -> None:
+    """A drop that ends on a row boundary takes that row and no more; one that needs a single event
+    takes it; the metric counts each class and reason apart."""
+    from kernel.metrics import Metrics
+
+    metrics = Metrics()
+    with Store(tmp_path / "s.db", "site-a", metrics=metrics) as s:
+        s.append([_r(i) for i in range(4)])  # telemetry 1..4, one row
+        s.append([_r(i) for i in range(4, 8)])  # telemetry 5..8
+        s.append([_r(i, Priority.EVENT) for i in range(3)])  # events 9..11
+        assert s._drop_oldest(4, reason="cap") == 4
+        assert [r.seq for r in s.pending(100, priority=Priority.TELEMETRY)] == [5, 6, 7, 8]
+        assert s._drop_oldest(5, reason="disk_full") == 5
+        assert [r.seq for r in s.pending(100, priority=Priority.EVENT)] == [10, 11]
+        assert s.stats().depth_by_priority == {Priority.ALARM: 0, Priority.EVENT: 2, Priority.TELEMETRY: 0}
+    series = metrics.series("kbe_store_dropped_total")
+    assert series == {
+        (("priority", "telemetry"), ("reason", "cap")): 4,
+        (("priority", "telemetry"), ("reason", "disk_full")): 4,
+        (("priority", "event"), ("reason", "disk_full")): 1,
+    }
+
+
+def test_a_failed_drop_is_rolled_back_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sync.store as store_mod
+
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i) for i in range(10)])
+
+        def failing_bump(db: sqlite3.Connection, name: str, amount: int) -> None:
+            raise sqlite3.OperationalError("injected I/O error")  # after the DELETE, before COMMIT
+
+        monkeypatch.setattr(store_mod, "_bump", failing_bump)
+        with pytest.raises(sqlite3.OperationalError, match="injected"):
+            s._drop_oldest(3, reason="cap")
+        monkeypatch.undo()
+        assert not s._db.in_transaction
+        assert [r.seq for r in s.pending(100)] == list(range(1, 11))
+        assert s.stats().depth == 10
+        assert s._drop_oldest(3, reason="cap") == 3
+        assert s.stats().dropped[Priority.TELEMETRY] == 3
