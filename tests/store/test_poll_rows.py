@@ -88,6 +88,20 @@ def test_batch_of_stored_rows_is_the_batch_of_their_readings_byte_for_byte(rs: l
             assert batch.seqs() == [r[0] for r in per_reading]
 
 
+def test_per_reading_rows_carry_the_value_type_tag(tmp_path: Path) -> None:
+    """``pending_rows`` gives the per-reading layout (``sync.wire.StoredRow``): each value with the
+    type tag schema version 1 stored beside it."""
+    values = [None, True, 7, 1.5, "open"]
+    with Store(tmp_path / "s.db", "site-1") as store:
+        store.append([Reading("m", f"p{i}", v, 1.7e9 + i, "V", meta={"k": "v"} if i else None)
+                      for i, v in enumerate(values)])
+        rows = store.pending_rows(10, 0, Priority.TELEMETRY)
+    assert [(r[0], r[5], r[6]) for r in rows] == [
+        (1, None, wire.VT_NULL), (2, True, wire.VT_BOOL), (3, 7, wire.VT_INT), (4, 1.5, wire.VT_FLOAT),
+        (5, "open", wire.VT_STR)]
+    assert [r[10] for r in rows] == [None, '{"k":"v"}', '{"k":"v"}', '{"k":"v"}', '{"k":"v"}']
+
+
 def _polls(n: int, points: int, start: int = 0) -> list[Reading]:
     return [Reading(f"meter-{(start + i) % 5}", f"p{j}", float(i * 100 + j), 1.7e9 + i, "V")
             for i in range(n) for j in range(points)]
