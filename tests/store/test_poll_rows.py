@@ -96,6 +96,7 @@ def test_per_reading_rows_carry_the_value_type_tag(tmp_path: Path) -> None:
         store.append([Reading("m", f"p{i}", v, 1.7e9 + i, "V", meta={"k": "v"} if i else None)
                       for i, v in enumerate(values)])
         rows = store.pending_rows(10, 0, Priority.TELEMETRY)
+        assert [r[0] for r in store.pending_rows(2, 2, Priority.TELEMETRY)] == [3, 4]  # after seq 2, at most 2
     assert [(r[0], r[5], r[6]) for r in rows] == [
         (1, None, wire.VT_NULL), (2, True, wire.VT_BOOL), (3, 7, wire.VT_INT), (4, 1.5, wire.VT_FLOAT),
         (5, "open", wire.VT_STR)]
