@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,7 @@ def test_reject_keeps_rows_aside(tmp_path: Path) -> None:
             1,
             3,
         )
+        assert abs(batch.rejected_at - time.time()) < 600
         assert [x.reading for x in s.rejected_readings("b-1")] == [_r(0), _r(1), _r(2)]
 
 
@@ -367,7 +369,6 @@ def test_a_corrupt_file_is_moved_aside_with_its_wal_under_a_utc_stamp(
     (docs/operations.md): a stale WAL left beside the fresh file would be replayed into it."""
     import os
     import re
-    import time
 
     path = tmp_path / "s.db"
     with Store(path, "site-a") as s:
@@ -497,3 +498,16 @@ def test_a_failed_drop_is_rolled_back_whole(tmp_path: Path, monkeypatch: pytest.
         assert s.stats().depth == 10
         assert s._drop_oldest(3, reason="cap") == 3
         assert s.stats().dropped[Priority.TELEMETRY] == 3
+
+
+def test_chunks_stop_once_they_hold_the_readings_asked_for(tmp_path: Path) -> None:
+    """The uplink reads whole rows until they hold ``limit`` readings past ``after_seq`` (counting
+    only the part of the first row past it), and no row more."""
+    with Store(tmp_path / "s.db", "site-a") as s:
+        for k in range(4):
+            s.append([_r(5 * k + i) for i in range(5)])  # rows 1..5, 6..10, 11..15, 16..20
+        cases = {(5, 0): [1], (6, 0): [1, 6], (10, 0): [1, 6], (12, 0): [1, 6, 11], (4, 3): [1, 6], (2, 3): [1]}
+        for (limit, after), firsts in cases.items():
+            assert [c[0] for c in s.pending_chunks(limit, after, Priority.TELEMETRY)] == firsts, (limit, after)
+        assert [c[0] for c in s.newest_chunks(6, Priority.TELEMETRY, 0)] == [16, 11]
+        assert [c[0] for c in s.newest_chunks(5, Priority.TELEMETRY, 0)] == [16]
