@@ -417,11 +417,12 @@ def test_a_resend_by_the_tool_is_noticed_once_and_the_depth_recounted(tmp_path: 
         assert not s.resend_requested()  # a new store: no resend yet
         s.append([_r(i) for i in range(5)])
         s.reject([2, 3], "b-1", "bad signature")
+        s.reject([5], "b-2", "bad signature")
         assert not s.resend_requested()
-        assert s.depth() == 3
+        assert s.depth() == 2
         sf = StoreFile(path, write=True)
         try:
-            assert sf.resend(["b-1"]) == 2
+            assert sf.resend(["b-1", "b-2"]) == 3
         finally:
             sf.close()
         assert s.resend_requested()
