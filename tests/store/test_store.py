@@ -358,8 +358,11 @@ def test_tools_beside_the_agent_see_what_the_store_holds(tmp_path: Path) -> None
             sf.resend(["b-1"])  # opened to read: the tool cannot change the file
     finally:
         sf.close()
-    with pytest.raises(StoreError, match="does not exist"):
+    with pytest.raises(StoreError, match=r"other\.db' does not exist"):
         StoreFile(tmp_path / "other.db")
+    (tmp_path / "notes.db").write_text("not a database\n")
+    with pytest.raises(StoreError, match="not an agent store"):
+        StoreFile(tmp_path / "notes.db")
 
 
 def test_a_corrupt_file_is_moved_aside_with_its_wal_under_a_utc_stamp(
