@@ -360,6 +360,9 @@ def test_tools_beside_the_agent_see_what_the_store_holds(tmp_path: Path) -> None
         sf.close()
     with pytest.raises(StoreError, match=r"other\.db' does not exist"):
         StoreFile(tmp_path / "other.db")
+    (tmp_path / "torn.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)  # a store's header, then garbage
+    with pytest.raises(StoreError, match=r"torn\.db: cannot open the store: file is not a database"):
+        StoreFile(tmp_path / "torn.db")
     (tmp_path / "notes.db").write_text("not a database\n")
     with pytest.raises(StoreError, match="not an agent store"):
         StoreFile(tmp_path / "notes.db")
@@ -515,3 +518,16 @@ def test_chunks_stop_once_they_hold_the_readings_asked_for(tmp_path: Path) -> No
             assert [c[0] for c in s.pending_chunks(limit, after, Priority.TELEMETRY)] == firsts, (limit, after)
         assert [c[0] for c in s.newest_chunks(6, Priority.TELEMETRY, 0)] == [16, 11]
         assert [c[0] for c in s.newest_chunks(5, Priority.TELEMETRY, 0)] == [16]
+
+
+def test_the_store_counts_accepted_acked_and_rejected_readings(tmp_path: Path) -> None:
+    from kernel.metrics import Metrics
+
+    metrics = Metrics()
+    with Store(tmp_path / "s.db", "site-a", metrics=metrics) as s:
+        s.append([_r(i) for i in range(10)])
+        assert s.ack([1, 2, 3, 99]) == 3
+        assert s.reject([4, 5], "b-1", "bad") == 2
+    assert metrics.get("kbe_store_accepted_total") == 10
+    assert metrics.get("kbe_store_acked_total") == 3
+    assert metrics.get("kbe_store_rejected_total") == 2
