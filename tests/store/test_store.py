@@ -531,3 +531,25 @@ def test_the_store_counts_accepted_acked_and_rejected_readings(tmp_path: Path) -
     assert metrics.get("kbe_store_accepted_total") == 10
     assert metrics.get("kbe_store_acked_total") == 3
     assert metrics.get("kbe_store_rejected_total") == 2
+
+
+def test_a_failed_reject_is_rolled_back_whole_and_the_depth_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sync.store as store_mod
+
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i) for i in range(10)])
+
+        def failing_bump(db: sqlite3.Connection, name: str, amount: int) -> None:
+            raise sqlite3.OperationalError("injected I/O error")  # after the DELETEs, before COMMIT
+
+        monkeypatch.setattr(store_mod, "_bump", failing_bump)
+        with pytest.raises(sqlite3.OperationalError, match="injected"):
+            s.reject([2, 3, 4], "b-1", "bad")
+        monkeypatch.undo()
+        assert not s._db.in_transaction
+        assert [r.seq for r in s.pending(100)] == list(range(1, 11))
+        assert s.stats().depth_by_priority[Priority.TELEMETRY] == 10
+        assert s.rejected_batches() == []
+        assert s.reject([2, 3, 4], "b-1", "bad") == 3
