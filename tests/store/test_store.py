@@ -313,6 +313,7 @@ def test_runs_keep_every_seq_once() -> None:
 
     assert _runs([]) == []
     assert _runs(list(range(5, 2005))) == [(5, 2004)]
+    assert _runs([1, 2, 5]) == [(1, 2), (5, 5)]  # a gap of two: not one run
     seqs = [*range(1, 11), 20, 22, *range(30, 38), 40]
     assert _runs(seqs) == [(1, 10), (20, 20), (22, 22), (30, 37), (40, 40)]
 
