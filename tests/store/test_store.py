@@ -554,3 +554,11 @@ def test_a_failed_reject_is_rolled_back_whole_and_the_depth_kept(
         assert s.stats().depth_by_priority[Priority.TELEMETRY] == 10
         assert s.rejected_batches() == []
         assert s.reject([2, 3, 4], "b-1", "bad") == 3
+
+
+def test_stats_of_a_new_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 20) as s:
+        st_ = s.stats()
+        assert (st_.depth, st_.rejected, st_.quarantined, st_.oldest_ts, st_.max_bytes) == (0, 0, 0, None, 1 << 20)
+        assert st_.fill == st_.bytes_used / (1 << 20) > 0
+        assert st_.dropped == dict.fromkeys(Priority, 0)
