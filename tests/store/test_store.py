@@ -562,3 +562,10 @@ def test_stats_of_a_new_store(tmp_path: Path) -> None:
         assert (st_.depth, st_.rejected, st_.quarantined, st_.oldest_ts, st_.max_bytes) == (0, 0, 0, None, 1 << 20)
         assert st_.fill == st_.bytes_used / (1 << 20) > 0
         assert st_.dropped == dict.fromkeys(Priority, 0)
+
+
+def test_pending_inside_one_row_starts_after_the_seq_and_stops_at_the_limit(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i) for i in range(5)])  # one row, seqs 1..5
+        assert [x.seq for x in s.pending(10, after_seq=2)] == [3, 4, 5]
+        assert [x.seq for x in s.pending(2)] == [1, 2]
