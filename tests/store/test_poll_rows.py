@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kernel.readings import ClockQuality, Priority, Quality, Reading
@@ -93,9 +93,64 @@ def test_batch_of_stored_rows_is_the_batch_of_their_readings_byte_for_byte(rs: l
             assert batch.seqs() == [r[0] for r in per_reading]
 
 
+def test_per_reading_rows_carry_the_value_type_tag(tmp_path: Path) -> None:
+    """``pending_rows`` gives the per-reading layout (``sync.wire.StoredRow``): each value with the
+    type tag schema version 1 stored beside it."""
+    values = [None, True, 7, 1.5, "open"]
+    with Store(tmp_path / "s.db", "site-1") as store:
+        store.append([Reading("m", f"p{i}", v, 1.7e9 + i, "V", meta={"k": "v"} if i else None)
+                      for i, v in enumerate(values)])
+        rows = store.pending_rows(10, 0, Priority.TELEMETRY)
+        assert [r[0] for r in store.pending_rows(2, 2, Priority.TELEMETRY)] == [3, 4]  # after seq 2, at most 2
+    assert [(r[0], r[5], r[6]) for r in rows] == [
+        (1, None, wire.VT_NULL), (2, True, wire.VT_BOOL), (3, 7, wire.VT_INT), (4, 1.5, wire.VT_FLOAT),
+        (5, "open", wire.VT_STR)]
+    assert [r[10] for r in rows] == [None, '{"k":"v"}', '{"k":"v"}', '{"k":"v"}', '{"k":"v"}']
+
+
 def _polls(n: int, points: int, start: int = 0) -> list[Reading]:
     return [Reading(f"meter-{(start + i) % 5}", f"p{j}", float(i * 100 + j), 1.7e9 + i, "V")
             for i in range(n) for j in range(points)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=70), min_size=1, max_size=5),
+    st.integers(min_value=1, max_value=10**9),
+    st.integers(min_value=-2, max_value=360),
+    st.tuples(st.integers(min_value=0, max_value=80), st.integers(min_value=0, max_value=80)),
+)
+@example(points=[5], first=1, keep=4, window=(0, 0))  # cut one reading short of a whole row
+@example(points=[5], first=1, keep=3, window=(1, 3))
+def test_chunks_cut_and_clip_to_exactly_the_seqs_asked(points: list[int], first: int, keep: int,
+                                                        window: tuple[int, int]) -> None:
+    """Rows as the uplink reads them (chunks): counting, listing, cutting to the first ``keep``
+    readings and clipping one row to a seq window give exactly those readings, each decodable."""
+    rs = [r for k, p in enumerate(points) for r in _polls(1, p, start=k)]
+    rows = rowcodec.build_rows(first, rs, rowcodec.encode_tails(rs))
+    chunks = [(a, b, prio, rowcodec.unpack(body)) for a, b, prio, _ts, _n, body in rows]
+    every = list(range(first, first + len(rs)))
+    assert rowcodec.count(chunks) == len(rs)
+    assert rowcodec.seqs_of(chunks) == every
+
+    def seqs_in(chunk: rowcodec.Chunk) -> list[int]:
+        decoded = [s for s, _ in rowcodec.decode_text(chunk[3])]
+        assert decoded == list(range(chunk[0], chunk[1] + 1))
+        return decoded
+
+    kept = rowcodec.cut(chunks, keep)
+    assert [s for c in kept for s in seqs_in(c)] == every[: max(keep, 0)]
+    assert rowcodec.count(kept) == min(max(keep, 0), len(rs))
+    for chunk in chunks:
+        a, b = chunk[0], chunk[1]
+        lo, hi = a + min(window), a + max(window)
+        if lo > b:
+            continue
+        clipped = rowcodec.clip(chunk, lo, hi)
+        assert seqs_in(clipped) == list(range(lo, min(hi, b) + 1))
+        assert rowcodec.row_ts(clipped[3]) == rs[lo - first].ts
+        assert clipped[2] == chunk[2]
+        assert rowcodec.clip(chunk, a - 1, b + 1) == chunk
 
 
 @settings(max_examples=40, deadline=None)
@@ -233,13 +288,19 @@ def test_a_version_1_store_is_migrated_on_open_and_loses_nothing(tmp_path: Path)
     rejected = {seq + 1 + i: (Reading("meter-9", f"q{i}", float(i), 1.6e9 + i), "b-1" if i < 30 else "b-2")
                 for i in range(45)}
     _write_v1_store(path, waiting, rejected, last_seq=seq + 60)
+    waiting[seq + 50] = Reading("meter-1", "flow", None, 1.7e9, "V")  # version 1 kept a NaN as NULL, typed float
+    with sqlite3.connect(path) as db:
+        db.execute(_V1_INSERT.format(table="readings", extra="", marks=""),
+                   (seq + 50, int(Priority.TELEMETRY), 1.7e9, "meter-1", "flow", math.nan, wire.VT_FLOAT, "V",
+                    int(Quality.GOOD), int(ClockQuality.SYNCED), None))
 
     with Store(path, "site-a") as s:
         got = s.pending(10_000)
         assert [(g.seq, g.reading) for g in got] == sorted(waiting.items())
         assert [type(g.reading.value) for g in got] == [type(waiting[g.seq].value) for g in got]
+        assert [g.reading.meta for g in got] == [waiting[g.seq].meta for g in got]  # meta is not compared by ==
         assert [g.seq for g in s.pending(10, priority=Priority.ALARM)] == [seq - 1]
-        assert s.stats().depth_by_priority == {Priority.ALARM: 1, Priority.EVENT: 1, Priority.TELEMETRY: 150}
+        assert s.stats().depth_by_priority == {Priority.ALARM: 1, Priority.EVENT: 1, Priority.TELEMETRY: 151}
         assert s.stats().dropped[Priority.TELEMETRY] == 17
         assert s.stats().last_seq == seq + 60
         assert s.stats().oldest_ts == waiting[min(waiting)].ts

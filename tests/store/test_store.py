@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,7 @@ def test_reject_keeps_rows_aside(tmp_path: Path) -> None:
             1,
             3,
         )
+        assert abs(batch.rejected_at - time.time()) < 600
         assert [x.reading for x in s.rejected_readings("b-1")] == [_r(0), _r(1), _r(2)]
 
 
@@ -311,5 +313,259 @@ def test_runs_keep_every_seq_once() -> None:
 
     assert _runs([]) == []
     assert _runs(list(range(5, 2005))) == [(5, 2004)]
+    assert _runs([1, 2, 5]) == [(1, 2), (5, 5)]  # a gap of two: not one run
     seqs = [*range(1, 11), 20, 22, *range(30, 38), 40]
     assert _runs(seqs) == [(1, 10), (20, 20), (22, 22), (30, 37), (40, 40)]
+
+
+def test_tools_beside_the_agent_see_what_the_store_holds(tmp_path: Path) -> None:
+    """``edge-agent store`` and the commissioning check read the file without the agent's Store:
+    the summary, the batches set aside and their readings, every waiting reading, the reasons."""
+    from sync.store import StoreFile, rejected_reasons, stored_readings
+
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        s.append([_r(i) for i in range(6)])  # seqs 1..6
+        s.append([_r(6, Priority.ALARM), _r(7, Priority.EVENT)])  # 7, 8
+        s.reject([2, 3], "b-1", "bad signature")
+        s.reject([5], "b-2", "malformed")
+        assert s._drop_oldest(1, reason="cap") == 1  # seq 1
+    db = sqlite3.connect(path)
+    try:
+        assert [(x.seq, x.reading) for x in stored_readings(db)] == [
+            (4, _r(3)), (6, _r(5)), (7, _r(6, Priority.ALARM)), (8, _r(7, Priority.EVENT))]
+        assert rejected_reasons(db) == {2: "bad signature", 3: "bad signature", 5: "malformed"}
+        size = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        db.close()
+    sf = StoreFile(path)
+    try:
+        assert sf.summary() == {
+            "path": str(path),
+            "waiting": 4,
+            "waiting_by_priority": {"telemetry": 2, "alarm": 1, "event": 1},
+            "oldest_waiting_ts": _r(3).ts,
+            "last_seq": 8,
+            "bytes": size,
+            "dropped": {"telemetry": 1},
+            "rejected_readings": 3,
+            "rejected_batches": 2,
+        }
+        assert [(b.batch_id, b.count, b.reason) for b in sf.rejected_batches()] == [
+            ("b-1", 2, "bad signature"), ("b-2", 1, "malformed")]
+        assert [(x.seq, x.reading) for x in sf.rejected_readings("b-1")] == [(2, _r(1)), (3, _r(2))]
+        assert [x.seq for x in sf.rejected_readings("b-1", limit=1)] == [2]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            sf.resend(["b-1"])  # opened to read: the tool cannot change the file
+    finally:
+        sf.close()
+    with pytest.raises(StoreError, match=r"other\.db' does not exist"):
+        StoreFile(tmp_path / "other.db")
+    (tmp_path / "torn.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)  # a store's header, then garbage
+    with pytest.raises(StoreError, match=r"torn\.db: cannot open the store: file is not a database"):
+        StoreFile(tmp_path / "torn.db")
+    (tmp_path / "notes.db").write_text("not a database\n")
+    with pytest.raises(StoreError, match="not an agent store"):
+        StoreFile(tmp_path / "notes.db")
+
+
+def test_a_corrupt_file_is_moved_aside_with_its_wal_under_a_utc_stamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The corrupt file and its -wal/-shm go aside together as ``<name>.corrupt-<UTC time>-<pid>``
+    (docs/operations.md): a stale WAL left beside the fresh file would be replayed into it."""
+    import os
+    import re
+
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        s.append([_r(i) for i in range(100)])
+    data = bytearray(path.read_bytes())
+    data[0:16] = b"this is garbage!"
+    path.write_bytes(bytes(data))
+    Path(str(path) + "-wal").write_bytes(b"old wal")
+    Path(str(path) + "-shm").write_bytes(b"old shm")
+    monkeypatch.setenv("TZ", "Asia/Ho_Chi_Minh")  # the stamp is UTC whatever the local zone
+    time.tzset()
+    try:
+        before = time.gmtime()
+        with Store(path, "site-a") as s:
+            (target,) = s.quarantined
+            assert len(s.pending(1000)) == 0  # nothing of the old WAL replayed into the fresh file
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    m = re.fullmatch(r"s\.db\.corrupt-(\d{8}T\d{6}Z)-(\d+)", target.name)
+    assert m is not None
+    assert m.group(2) == str(os.getpid())
+    stamp = time.strptime(m.group(1), "%Y%m%dT%H%M%SZ")
+    assert abs(time.mktime(stamp) - time.mktime(before)) < 120
+    assert target.read_bytes()[:16] == b"this is garbage!"
+    assert Path(str(target) + "-wal").read_bytes() == b"old wal"
+    assert Path(str(target) + "-shm").exists()  # SQLite rewrites the index while opening: moved all the same
+
+
+def test_newest_gives_the_newest_readings_above_a_seq_newest_first(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(0)])
+        assert [(x.seq, x.reading) for x in s.newest(5)] == [(1, _r(0))]
+        s.append([_r(i) for i in range(1, 10)])  # seqs 2..10, one row
+        assert [(x.seq, x.reading) for x in s.newest(3)] == [(10, _r(9)), (9, _r(8)), (8, _r(7))]
+        assert [x.seq for x in s.newest(100, above_seq=4)] == [10, 9, 8, 7, 6, 5]
+        assert [x.seq for x in s.newest(2, above_seq=8)] == [10, 9]
+        assert s.newest(5, priority=Priority.ALARM) == []
+
+
+def test_a_resend_by_the_tool_is_noticed_once_and_the_depth_recounted(tmp_path: Path) -> None:
+    from sync.store import StoreFile
+
+    path = tmp_path / "s.db"
+    with Store(path, "site-a") as s:
+        assert not s.resend_requested()  # a new store: no resend yet
+        s.append([_r(i) for i in range(5)])
+        s.reject([2, 3], "b-1", "bad signature")
+        s.reject([5], "b-2", "bad signature")
+        assert not s.resend_requested()
+        assert s.depth() == 2
+        sf = StoreFile(path, write=True)
+        try:
+            assert sf.resend(["b-1", "b-2"]) == 3
+        finally:
+            sf.close()
+        assert s.resend_requested()
+        assert s.depth() == 5
+        assert s.stats().depth_by_priority[Priority.TELEMETRY] == 5
+        assert not s.resend_requested()  # once
+        assert s.stats().rejected == 0
+
+
+def test_a_resend_on_a_full_disk_changes_nothing_and_says_so(tmp_path: Path) -> None:
+    """The tool's resend is one transaction: on a full disk it is rolled back whole (the batch stays
+    aside, nothing is queued twice) and the error is the disk's."""
+    from sync.store import StoreFile
+
+    path = tmp_path / "s.db"
+    rng = random.Random(10)
+    with Store(path, "site-a") as s:
+        s.append([_r(i, value=rng.randbytes(100).hex()) for i in range(3000)])
+        s.reject(list(range(1, 3001)), "b-1", "bad")
+    vacuum = sqlite3.connect(path)
+    vacuum.execute("VACUUM")  # no free pages left: putting the rows back needs new ones
+    vacuum.close()
+    sf = StoreFile(path, write=True)
+    try:
+        pages = sf._db.execute("PRAGMA page_count").fetchone()[0]
+        sf._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            sf.resend(["b-1"])
+        assert not sf._db.in_transaction
+        assert sf.summary()["waiting"] == 0
+        assert sf.summary()["rejected_readings"] == 3000
+    finally:
+        sf.close()
+
+
+def test_drops_end_exactly_where_asked_and_are_counted_per_class_and_reason(tmp_path: Path) -> None:
+    """A drop that ends on a row boundary takes that row and no more; one that needs a single event
+    takes it; the metric counts each class and reason apart."""
+    from kernel.metrics import Metrics
+
+    metrics = Metrics()
+    with Store(tmp_path / "s.db", "site-a", metrics=metrics) as s:
+        s.append([_r(i) for i in range(4)])  # telemetry 1..4, one row
+        s.append([_r(i) for i in range(4, 8)])  # telemetry 5..8
+        s.append([_r(i, Priority.EVENT) for i in range(3)])  # events 9..11
+        assert s._drop_oldest(4, reason="cap") == 4
+        assert [r.seq for r in s.pending(100, priority=Priority.TELEMETRY)] == [5, 6, 7, 8]
+        assert s._drop_oldest(5, reason="disk_full") == 5
+        assert [r.seq for r in s.pending(100, priority=Priority.EVENT)] == [10, 11]
+        assert s.stats().depth_by_priority == {Priority.ALARM: 0, Priority.EVENT: 2, Priority.TELEMETRY: 0}
+    series = metrics.series("kbe_store_dropped_total")
+    assert series == {
+        (("priority", "telemetry"), ("reason", "cap")): 4,
+        (("priority", "telemetry"), ("reason", "disk_full")): 4,
+        (("priority", "event"), ("reason", "disk_full")): 1,
+    }
+
+
+def test_a_failed_drop_is_rolled_back_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sync.store as store_mod
+
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i) for i in range(10)])
+
+        def failing_bump(db: sqlite3.Connection, name: str, amount: int) -> None:
+            raise sqlite3.OperationalError("injected I/O error")  # after the DELETE, before COMMIT
+
+        monkeypatch.setattr(store_mod, "_bump", failing_bump)
+        with pytest.raises(sqlite3.OperationalError, match="injected"):
+            s._drop_oldest(3, reason="cap")
+        monkeypatch.undo()
+        assert not s._db.in_transaction
+        assert [r.seq for r in s.pending(100)] == list(range(1, 11))
+        assert s.stats().depth == 10
+        assert s._drop_oldest(3, reason="cap") == 3
+        assert s.stats().dropped[Priority.TELEMETRY] == 3
+
+
+def test_chunks_stop_once_they_hold_the_readings_asked_for(tmp_path: Path) -> None:
+    """The uplink reads whole rows until they hold ``limit`` readings past ``after_seq`` (counting
+    only the part of the first row past it), and no row more."""
+    with Store(tmp_path / "s.db", "site-a") as s:
+        for k in range(4):
+            s.append([_r(5 * k + i) for i in range(5)])  # rows 1..5, 6..10, 11..15, 16..20
+        cases = {(5, 0): [1], (6, 0): [1, 6], (10, 0): [1, 6], (12, 0): [1, 6, 11], (4, 3): [1, 6], (2, 3): [1]}
+        for (limit, after), firsts in cases.items():
+            assert [c[0] for c in s.pending_chunks(limit, after, Priority.TELEMETRY)] == firsts, (limit, after)
+        assert [c[0] for c in s.newest_chunks(6, Priority.TELEMETRY, 0)] == [16, 11]
+        assert [c[0] for c in s.newest_chunks(5, Priority.TELEMETRY, 0)] == [16]
+
+
+def test_the_store_counts_accepted_acked_and_rejected_readings(tmp_path: Path) -> None:
+    from kernel.metrics import Metrics
+
+    metrics = Metrics()
+    with Store(tmp_path / "s.db", "site-a", metrics=metrics) as s:
+        s.append([_r(i) for i in range(10)])
+        assert s.ack([1, 2, 3, 99]) == 3
+        assert s.reject([4, 5], "b-1", "bad") == 2
+    assert metrics.get("kbe_store_accepted_total") == 10
+    assert metrics.get("kbe_store_acked_total") == 3
+    assert metrics.get("kbe_store_rejected_total") == 2
+
+
+def test_a_failed_reject_is_rolled_back_whole_and_the_depth_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sync.store as store_mod
+
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i) for i in range(10)])
+
+        def failing_bump(db: sqlite3.Connection, name: str, amount: int) -> None:
+            raise sqlite3.OperationalError("injected I/O error")  # after the DELETEs, before COMMIT
+
+        monkeypatch.setattr(store_mod, "_bump", failing_bump)
+        with pytest.raises(sqlite3.OperationalError, match="injected"):
+            s.reject([2, 3, 4], "b-1", "bad")
+        monkeypatch.undo()
+        assert not s._db.in_transaction
+        assert [r.seq for r in s.pending(100)] == list(range(1, 11))
+        assert s.stats().depth_by_priority[Priority.TELEMETRY] == 10
+        assert s.rejected_batches() == []
+        assert s.reject([2, 3, 4], "b-1", "bad") == 3
+
+
+def test_stats_of_a_new_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 20) as s:
+        st_ = s.stats()
+        assert (st_.depth, st_.rejected, st_.quarantined, st_.oldest_ts, st_.max_bytes) == (0, 0, 0, None, 1 << 20)
+        assert st_.fill == st_.bytes_used / (1 << 20) > 0
+        assert st_.dropped == dict.fromkeys(Priority, 0)
+
+
+def test_pending_inside_one_row_starts_after_the_seq_and_stops_at_the_limit(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db", "site-a") as s:
+        s.append([_r(i) for i in range(5)])  # one row, seqs 1..5
+        assert [x.seq for x in s.pending(10, after_seq=2)] == [3, 4, 5]
+        assert [x.seq for x in s.pending(2)] == [1, 2]
