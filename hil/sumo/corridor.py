@@ -43,7 +43,7 @@ from control.traffic.runner import Intersection
 from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
 from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
-from hil.sumo.rig import sumo_programs
+from hil.sumo.rig import start_sumo, sumo_programs
 from hil.sumo.scenario import ARMS, LOOP_BEFORE_STOP_M, SLOT_S, TURN_SHARE, TURNS, ZONE_LENGTH_M, binary
 from kernel.errors import HilFailure
 from kernel.readings import Reading
@@ -497,35 +497,7 @@ def run(
         parts.append(text.removeprefix("<additional>\n").removesuffix("</additional>\n"))
     progs.write_text("<additional>\n" + "".join(parts) + "</additional>\n")
     tripinfo = out_dir / f"trip.{mode}.{seed}.{scale:g}.xml"
-    cmd = [
-        binary("sumo"),
-        "-n",
-        str(paths["net"]),
-        "-r",
-        str(paths["rou"]),
-        "-a",
-        f"{paths['det']},{progs}",
-        "--seed",
-        str(seed),
-        "--begin",
-        "0",
-        "--end",
-        str(duration_s),
-        "--step-length",
-        "1",
-        "--no-step-log",
-        "--no-warnings",
-        "--time-to-teleport",
-        "-1",
-        "--tripinfo-output",
-        str(tripinfo),
-        "--tripinfo-output.write-unfinished",
-        "--device.tripinfo.probability",
-        "1",
-    ]
-    label = f"corridor-{mode}-{seed}-{scale}-{time.monotonic_ns()}"
-    traci.start(cmd, label=label)
-    conn = traci.getConnection(label)
+    conn = start_sumo(traci, paths, progs, seed, duration_s, tripinfo, f"corridor-{mode}-{seed}-{scale}")
     wall0 = time.monotonic()
     now = [float(conn.simulation.getTime())]
     unsync = unsync or {}

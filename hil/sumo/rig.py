@@ -152,6 +152,30 @@ def sumo_programs(
     return "\n".join(out) + "\n"
 
 
+
+def start_sumo(traci: Any, paths: dict[str, Path], progs: Path, seed: int, duration_s: float, tripinfo: Path, name: str) -> Any:
+    """Start SUMO on a built scenario under TraCI (1 s steps, no teleports, every trip written to
+    ``tripinfo``, unfinished ones too); returns the connection, labelled ``name`` plus a unique suffix."""
+    cmd = [
+        binary("sumo"),
+        "-n", str(paths["net"]),
+        "-r", str(paths["rou"]),
+        "-a", f"{paths['det']},{progs}",
+        "--seed", str(seed),
+        "--begin", "0",
+        "--end", str(duration_s),
+        "--step-length", "1",
+        "--no-step-log",
+        "--no-warnings",
+        "--time-to-teleport", "-1",
+        "--tripinfo-output", str(tripinfo),
+        "--tripinfo-output.write-unfinished",
+        "--device.tripinfo.probability", "1",
+    ]  # fmt: skip
+    label = f"{name}-{time.monotonic_ns()}"
+    traci.start(cmd, label=label)
+    return traci.getConnection(label)
+
 def run(
     mode: str,
     seed: int = 1,
@@ -181,35 +205,7 @@ def run(
     progs = out_dir / "x.tls.xml"
     progs.write_text(sumo_programs(ix, n_links, links))
     tripinfo = out_dir / f"trip.{mode}.{seed}.{scale:g}.xml"
-    cmd = [
-        binary("sumo"),
-        "-n",
-        str(paths["net"]),
-        "-r",
-        str(paths["rou"]),
-        "-a",
-        f"{paths['det']},{progs}",
-        "--seed",
-        str(seed),
-        "--begin",
-        "0",
-        "--end",
-        str(duration_s),
-        "--step-length",
-        "1",
-        "--no-step-log",
-        "--no-warnings",
-        "--time-to-teleport",
-        "-1",
-        "--tripinfo-output",
-        str(tripinfo),
-        "--tripinfo-output.write-unfinished",
-        "--device.tripinfo.probability",
-        "1",
-    ]
-    label = f"rig-{mode}-{seed}-{scale}-{time.monotonic_ns()}"
-    traci.start(cmd, label=label)
-    conn = traci.getConnection(label)
+    conn = start_sumo(traci, paths, progs, seed, duration_s, tripinfo, f"rig-{mode}-{seed}-{scale}")
     wall0 = time.monotonic()
     monitor = link_monitor(paths["net"], planmod.TLS, links, list(ix.permissive))
     result = RunResult(mode, seed, scale, 0.0, 0.0, 0, 0)
