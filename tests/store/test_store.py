@@ -569,3 +569,89 @@ def test_pending_inside_one_row_starts_after_the_seq_and_stops_at_the_limit(tmp_
         s.append([_r(i) for i in range(5)])  # one row, seqs 1..5
         assert [x.seq for x in s.pending(10, after_seq=2)] == [3, 4, 5]
         assert [x.seq for x in s.pending(2)] == [1, 2]
+
+
+def _telemetry_then_events(s: Store, telemetry: int, events: int) -> tuple[list[int], list[int]]:
+    """Fill a store with ``telemetry`` readings that do not compress away, then ``events``."""
+    rng = random.Random(12)
+    t = s.append([_r(i, value=rng.randbytes(100).hex()) for i in range(telemetry)])
+    e = s.append([_r(i, Priority.EVENT) for i in range(events)])
+    return t, e
+
+
+@pytest.mark.parametrize(("new", "dropped"), [(50, 1000), (1200, 1200)])
+def test_a_full_disk_drops_at_least_a_thousand_oldest_telemetry_counted_as_disk_full(
+    tmp_path: Path, new: int, dropped: int
+) -> None:
+    """A full disk frees room for the append with one drop of the oldest telemetry: as many readings
+    as the append holds, and never fewer than 1,000 (so a full disk is not hit again on the next
+    poll); the drop is counted under ``reason="disk_full"``, the series operators alert on, apart
+    from the byte cap's ``reason="cap"``. Events and alarms are not touched."""
+    from kernel.metrics import Metrics
+
+    metrics = Metrics()
+    with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 30, metrics=metrics) as s:
+        telemetry, events = _telemetry_then_events(s, 1500, 5)
+        _fill_to_disk_limit(s)
+        seqs = s.append([_r(i, Priority.ALARM, value="x" * 20) for i in range(new)])
+        assert len(seqs) == new
+        st_ = s.stats()
+        assert st_.dropped == {Priority.ALARM: 0, Priority.EVENT: 0, Priority.TELEMETRY: dropped}
+        assert [r.seq for r in s.pending(2000, priority=Priority.TELEMETRY)] == telemetry[dropped:]
+        assert [r.seq for r in s.pending(100, priority=Priority.EVENT)] == events
+    assert metrics.series("kbe_store_dropped_total") == {
+        (("priority", "telemetry"), ("reason", "disk_full")): dropped
+    }
+
+
+def test_a_full_disk_that_drops_cannot_relieve_is_tried_three_times_then_refused(tmp_path: Path) -> None:
+    """When dropping telemetry does not free enough, the append is tried exactly three times (a drop
+    before the second and the third), then refused with the disk's own message; nothing is
+    accepted and the alarms stay."""
+    from kernel.metrics import Metrics
+
+    metrics = Metrics()
+    rng = random.Random(13)
+    with Store(tmp_path / "s.db", "site-a", max_bytes=1 << 30, metrics=metrics) as s:
+        alarms = s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(200)])
+        s.append([_r(i) for i in range(10)])
+        _fill_to_disk_limit(s)
+        attempts = 0
+        append_locked = s._append_locked
+
+        def counted(readings: list[Reading], tails: list[str]) -> list[int]:
+            nonlocal attempts
+            attempts += 1
+            return append_locked(readings, tails)
+
+        s._append_locked = counted  # type: ignore[method-assign]
+        with pytest.raises(StoreError, match=r"cannot commit readings to .*s\.db: .*full"):
+            s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(200)])
+        assert attempts == 3
+        assert s.stats().dropped[Priority.TELEMETRY] == 10
+        assert [r.seq for r in s.pending(1000)] == alarms
+    assert metrics.series("kbe_store_dropped_total") == {(("priority", "telemetry"), ("reason", "disk_full")): 10}
+
+
+def test_a_store_at_exactly_its_byte_cap_keeps_everything_and_one_byte_less_drops(tmp_path: Path) -> None:
+    """``store.max_bytes`` is the most the data may use: a store that reaches exactly its cap drops
+    nothing; only a store past it drops its oldest telemetry. The size of one append is measured
+    first in a store without a cap (the same readings give the same pages)."""
+    rng_seed = 11
+
+    def readings() -> list[Reading]:
+        rng = random.Random(rng_seed)
+        return [_r(i, value=rng.randbytes(100).hex()) for i in range(300)]
+
+    with Store(tmp_path / "free.db", "site-a") as s:
+        s.append(readings())
+        used = s.bytes_used()
+    with Store(tmp_path / "at-cap.db", "site-a", max_bytes=used) as s:
+        s.append(readings())
+        assert s.bytes_used() == used
+        assert (s.depth(), s.stats().dropped[Priority.TELEMETRY]) == (300, 0)
+    with Store(tmp_path / "past-cap.db", "site-a", max_bytes=used - 1) as s:
+        s.append(readings())
+        dropped = s.stats().dropped[Priority.TELEMETRY]
+        assert dropped > 0
+        assert s.depth() == 300 - dropped
