@@ -529,6 +529,8 @@ def test_the_store_counts_accepted_acked_and_rejected_readings(tmp_path: Path) -
         s.append([_r(i) for i in range(10)])
         assert s.ack([1, 2, 3, 99]) == 3
         assert s.reject([4, 5], "b-1", "bad") == 2
+        assert (s.ack([]), s.reject([], "b-2", "bad")) == (0, 0)  # nothing named: nothing removed
+        assert [b.batch_id for b in s.rejected_batches()] == ["b-1"]
     assert metrics.get("kbe_store_accepted_total") == 10
     assert metrics.get("kbe_store_acked_total") == 3
     assert metrics.get("kbe_store_rejected_total") == 2
@@ -655,3 +657,110 @@ def test_a_store_at_exactly_its_byte_cap_keeps_everything_and_one_byte_less_drop
         dropped = s.stats().dropped[Priority.TELEMETRY]
         assert dropped > 0
         assert s.depth() == 300 - dropped
+
+
+def _readings_300(seed: int = 11) -> list[Reading]:
+    rng = random.Random(seed)  # values that do not compress away: the store keeps rows zlib-packed
+    return [_r(i, value=rng.randbytes(100).hex()) for i in range(300)]
+
+
+def test_a_cap_drop_frees_the_excess_over_95_percent_of_the_cap_counted_as_cap(tmp_path: Path) -> None:
+    """Past its cap the store drops, in readings of its average stored size, what the data uses
+    above 95 % of the cap, plus one (so the next append does not hit the cap again), counted under
+    ``reason="cap"``; the over-cap gauge stays unset while telemetry can be dropped."""
+    from kernel.metrics import Metrics
+
+    with Store(tmp_path / "free.db", "site-a") as s:
+        s.append(_readings_300())
+        used = s.bytes_used()
+    cap = used - 1
+    want = int((used - int(cap * 0.95)) / (used / 300)) + 1
+    metrics = Metrics()
+    with Store(tmp_path / "s.db", "site-a", max_bytes=cap, metrics=metrics) as s:
+        s.append(_readings_300())
+        assert s.stats().dropped[Priority.TELEMETRY] == want
+        assert [r.seq for r in s.pending(1000)] == list(range(want + 1, 301))
+    assert metrics.series("kbe_store_dropped_total") == {(("priority", "telemetry"), ("reason", "cap")): want}
+    assert metrics.series("kbe_store_over_cap") == {}
+
+
+def test_a_store_over_its_cap_with_only_alarms_keeps_them_and_says_so(tmp_path: Path) -> None:
+    """Alarms are never dropped: a store past its cap with nothing else sets ``kbe_store_over_cap``
+    to 1 and keeps every alarm."""
+    from kernel.metrics import Metrics
+
+    metrics = Metrics()
+    rng = random.Random(14)
+    with Store(tmp_path / "s.db", "site-a", max_bytes=64 * 1024, metrics=metrics) as s:
+        seqs = s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(600)])
+        assert s.bytes_used() > 64 * 1024
+        assert [r.seq for r in s.pending(1000)] == seqs
+        assert s.stats().dropped == dict.fromkeys(Priority, 0)
+    assert metrics.series("kbe_store_over_cap") == {(): 1}
+    assert metrics.series("kbe_store_dropped_total") == {}
+
+
+def test_a_new_store_hands_out_seq_1_first_even_beside_an_empty_reservation_file(tmp_path: Path) -> None:
+    """A first start (no ``.seq`` file, or an empty one) begins at seq 1, and the store's folder is
+    made, parents included."""
+    with Store(tmp_path / "new" / "deeper" / "s.db", "site-a") as s:
+        assert s.append([_r(i) for i in range(3)]) == [1, 2, 3]
+    (tmp_path / "b.db.seq").write_text("")
+    with Store(tmp_path / "b.db", "site-a") as s:
+        assert s.append([_r(1)]) == [1]
+
+
+def test_a_failed_migration_is_rolled_back_and_raises_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that fails leaves the file at the version before it, with nothing half done, and
+    the caller sees the migration's own error."""
+    import sync.store as store_mod
+    from sync.store_schema import MIGRATIONS
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE half_done (x INTEGER)")
+        raise sqlite3.OperationalError("injected migration failure")
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [MIGRATIONS[0], broken])
+    db = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="injected migration failure"):
+            Store._migrate(db)
+        assert not db.in_transaction
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "half_done" not in tables
+        assert "meta" in tables
+    finally:
+        db.close()
+
+
+def test_close_checkpoints_the_wal_into_the_database_even_with_a_reader_open(tmp_path: Path) -> None:
+    """Closing the store moves what its WAL holds into the database file and truncates the WAL,
+    also while a tool beside the agent keeps the file open (SQLite itself then leaves the WAL)."""
+    path = tmp_path / "s.db"
+    s = Store(path, "site-a")
+    s.append(_readings_300())
+    reader = sqlite3.connect(path)
+    try:
+        reader.execute("SELECT COUNT(*) FROM polls").fetchone()
+        wal = Path(str(path) + "-wal")
+        assert wal.stat().st_size > 0
+        s.close()
+        assert wal.stat().st_size == 0
+    finally:
+        reader.close()
+
+
+def test_a_store_over_its_cap_with_events_drops_them_and_is_not_over_cap(tmp_path: Path) -> None:
+    """With no telemetry left, the cap takes the oldest events; the store is then back under its
+    cap, so the over-cap gauge stays unset."""
+    from kernel.metrics import Metrics
+
+    metrics = Metrics()
+    rng = random.Random(15)
+    with Store(tmp_path / "s.db", "site-a", max_bytes=64 * 1024, metrics=metrics) as s:
+        s.append([_r(i, Priority.EVENT, value=rng.randbytes(100).hex()) for i in range(600)])
+        assert s.stats().dropped[Priority.EVENT] > 0
+    assert metrics.series("kbe_store_over_cap") == {}
