@@ -351,3 +351,20 @@ def test_tools_count_waiting_readings_before_and_after_the_migration(tmp_path: P
         assert last_issued_seq(db) == 140
     finally:
         db.close()
+
+
+class _Float(float):
+    """A float subclass, as numpy's float64 is: model and driver values can be one."""
+
+
+def test_nan_is_stored_as_null_and_float_subclasses_as_numbers() -> None:
+    """A NaN value (a float or a float subclass such as numpy's) is stored as JSON null, as SQL NULL
+    always was; a float subclass is stored as the plain number it holds."""
+    rs = [Reading("m-1", "a", math.nan, 1.0), Reading("m-1", "b", _Float("nan"), 1.0),
+          Reading("m-1", "c", _Float(2.5), 1.0), Reading("m-1", "d", _Float("inf"), 1.0)]
+    rows = rowcodec.build_rows(1, rs, rowcodec.encode_tails(rs))
+    frags = rowcodec.split(rowcodec.unpack(rows[0][5]))
+    assert [json.loads(f)["value"] for f in frags] == [None, None, 2.5, math.inf]
+    values = [rowcodec.decode(f)[1].value for f in frags]
+    assert values == [None, None, 2.5, math.inf]
+    assert [type(v) for v in values] == [type(None), type(None), float, float]

@@ -708,6 +708,20 @@ def test_a_new_store_hands_out_seq_1_first_even_beside_an_empty_reservation_file
     (tmp_path / "b.db.seq").write_text("")
     with Store(tmp_path / "b.db", "site-a") as s:
         assert s.append([_r(1)]) == [1]
+    (tmp_path / "c.db.seq").write_text("garbage\n")  # unreadable: the database alone decides
+    with Store(tmp_path / "c.db", "site-a") as s:
+        assert s.append([_r(1)]) == [1]
+
+
+def test_someone_elses_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """A file that is not SQLite and has no ``.seq`` beside it is not a corrupt store of ours: the
+    store refuses it, saying why, and neither moves nor changes it."""
+    path = tmp_path / "notes.db"
+    path.write_text("not a database\n")
+    with pytest.raises(StoreError, match=r"notes\.db.*not an agent store"):
+        Store(path, "site-a")
+    assert path.read_text() == "not a database\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
 def test_a_failed_migration_is_rolled_back_and_raises_its_own_error(
