@@ -120,6 +120,18 @@ def test_red_clearance_before_conflicting_green_refused(rig: Rig) -> None:
     refused(rig, "red_clearance", ew=G)
 
 
+def test_red_clearance_is_checked_for_every_foe_after_one_that_may_run_beside(rig: Rig) -> None:
+    """A foe that may run beside the group (its permissive partner) is skipped, never the foes after
+    it: the matrix's foes are a set, in no fixed order, so the one that may run is put first here."""
+    rig.go(6, ew=G)
+    rig.go(3.5, ew=Y)
+    rig.go(1.0)
+    foes = rig.env.matrix.foes["ns"]
+    rig.env.matrix.foes["ns"] = ["ns_left", *sorted(foes - {"ns_left"})]  # type: ignore[assignment]
+    assert rig.env.matrix.may_run_with("ns", G, "ns_left")
+    refused(rig, "red_clearance", ns=G)
+
+
 def test_pedestrian_clearance_before_conflicting_green_refused(rig: Rig) -> None:
     rig.go(7, ped_ns=G)
     rig.go(3, ped_ns=Y)
