@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 
@@ -35,6 +36,12 @@ _INF_NAN = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
 _PRIORITIES = tuple(Priority)
 _QUALITIES = tuple(Quality)
 _CLOCKS = tuple(ClockQuality)
+NUL, REPLACEMENT = "\x00", "\ufffd"
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""Characters no batch may carry: NUL (PostgreSQL TEXT and JSONB refuse it, and so does the wire) and
+lone surrogates (not UTF-8: what bytes decoded with ``surrogateescape`` leave behind). One such
+reading would have its whole batch set aside at the centre (or fail its store), so each is stored as
+U+FFFD, the Unicode replacement character, and counted."""
 
 
 def pack(text: str) -> bytes:
@@ -65,13 +72,41 @@ def _value_json(value: object) -> str:
         return str(int(value))
     if isinstance(value, float):
         return "null" if math.isnan(value) else _number(float(value))
-    return _json_str(str(value))
+    return _json_str(storable(str(value)))
 
 
-def encode_tails(readings: Sequence[Reading]) -> list[str]:
+def storable(text: str) -> str:
+    """``text`` with every character of :data:`UNSTORABLE` replaced by U+FFFD."""
+    return UNSTORABLE.sub(REPLACEMENT, text)
+
+
+def _text_json(text: str, where: tuple[str, str], repaired: list[tuple[str, str]] | None) -> str:
+    """A text as a JSON string, an unstorable character in it replaced (:data:`UNSTORABLE`) and
+    noted in ``repaired``."""
+    # A NUL is found by one memchr; only a non-ASCII text (a flag Python keeps) can hold a surrogate.
+    if NUL in text or (not text.isascii() and UNSTORABLE.search(text)):
+        text = storable(text)
+        if repaired is not None:
+            repaired.append(where)
+    return _json_str(text)
+
+
+def _meta_json(meta: dict[str, str], where: tuple[str, str], repaired: list[tuple[str, str]] | None) -> str:
+    if any(UNSTORABLE.search(k) or UNSTORABLE.search(v) for k, v in meta.items()):
+        meta = {storable(k): storable(v) for k, v in meta.items()}
+        if repaired is not None:
+            repaired.append(where)
+    return json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_tails(readings: Sequence[Reading], repaired: list[tuple[str, str]] | None = None) -> list[str]:
     """Every reading's wire JSON after its seq (``,"device":...}``): the costly part, done before a
     seq is assigned. The text around the timestamp and value repeats from poll to poll, so it is
-    made once per call for each point and each unit/quality/class/clock."""
+    made once per call for each point and each unit/quality/class/clock.
+
+    A NUL or lone surrogate in any text is stored as U+FFFD (:data:`UNSTORABLE`); each time, the reading's (device, point)
+    is appended to ``repaired`` when given.
+    """
     heads: dict[tuple[str, str], str] = {}
     out: list[str] = []
     append = out.append
@@ -81,17 +116,21 @@ def encode_tails(readings: Sequence[Reading]) -> list[str]:
         key = (r.device, r.point)
         head = heads.get(key)
         if head is None:
-            head = heads[key] = f',"device":{_json_str(r.device)},"point":{_json_str(r.point)},"ts":'
+            head = heads[key] = (
+                f',"device":{_text_json(r.device, key, repaired)},"point":{_text_json(r.point, key, repaired)},"ts":'
+            )
         # Enum members hash slowly; consecutive readings nearly always share these, so compare.
         now = (r.unit, r.quality, r.priority, r.clock)
         if now != last:
             last = now
             mid = (
-                f',"unit":{_json_str(r.unit)},"quality":{int(r.quality)},"priority":{int(r.priority)},'
+                f',"unit":{_text_json(r.unit, key, repaired)},"quality":{int(r.quality)},"priority":{int(r.priority)},'
                 f'"clock":{int(r.clock)},"meta":'
             )
-        meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else "null"
-        append(f'{head}{_number(float(r.ts))},"value":{_value_json(r.value)}{mid}{meta}}}')
+        value = r.value
+        text = _text_json(value, key, repaired) if type(value) is str else _value_json(value)
+        meta = _meta_json(r.meta, key, repaired) if r.meta else "null"
+        append(f'{head}{_number(float(r.ts))},"value":{text}{mid}{meta}}}')
     return out
 
 

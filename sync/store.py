@@ -196,6 +196,7 @@ class Store:
         self.site_id = site_id
         self.max_bytes = max_bytes
         self.metrics = metrics or Metrics()
+        self._repaired_logged: set[tuple[str, str]] = set()
         self.quarantined: list[Path] = []
         self._lock = threading.Lock()
         problem = foreign_store_problem(self.path)
@@ -302,7 +303,10 @@ class Store:
         """
         if not readings:
             return []
-        tails = rowcodec.encode_tails(readings)  # before the lock: only the seqs are added under it
+        repaired: list[tuple[str, str]] = []
+        tails = rowcodec.encode_tails(readings, repaired)  # before the lock: only the seqs are added under it
+        if repaired:
+            self._count_repaired(repaired)
         with self._lock:
             for attempt in range(3):
                 try:
@@ -313,6 +317,17 @@ class Store:
                     # Disk full: give up the oldest telemetry (counted), then try again.
                     self._drop_oldest(max(len(readings), 1000), reason="disk_full")
         raise StoreError("unreachable")  # pragma: no cover
+
+    def _count_repaired(self, repaired: list[tuple[str, str]]) -> None:
+        """Count texts stored with U+FFFD in place of a NUL or lone surrogate (sync.rowcodec.UNSTORABLE);
+        log each point once."""
+        self.metrics.inc("kbe_store_text_repaired_total", len(repaired))
+        for device, point in dict.fromkeys(repaired):
+            if (device, point) not in self._repaired_logged and len(self._repaired_logged) < 1000:
+                self._repaired_logged.add((device, point))
+                log.warning("%s/%s sent text holding a NUL or a lone surrogate, which the centre cannot "
+                            "store: stored with U+FFFD in its place", rowcodec.storable(device),
+                            rowcodec.storable(point))
 
     def _append_locked(self, readings: Sequence[Reading], tails: list[str]) -> list[int]:
         db = self._db

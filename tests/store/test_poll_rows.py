@@ -47,10 +47,13 @@ readings = st.builds(
 
 
 def _as_stored(r: Reading) -> Reading:
-    """What the store gives back: NaN as None (SQL NULL, as always), an empty meta as None."""
+    """What the store gives back: NaN as None (SQL NULL, as always), an empty meta as None, a lone
+    surrogate as U+FFFD (``rowcodec.UNSTORABLE``)."""
     nan = isinstance(r.value, float) and math.isnan(r.value)
-    return Reading(r.device, r.point, None if nan else r.value, r.ts, r.unit, r.quality, r.priority, r.clock,
-                   r.meta or None)
+    value = None if nan else rowcodec.storable(r.value) if isinstance(r.value, str) else r.value
+    meta = {rowcodec.storable(k): rowcodec.storable(v) for k, v in r.meta.items()} if r.meta else None
+    s = rowcodec.storable
+    return Reading(s(r.device), s(r.point), value, r.ts, s(r.unit), r.quality, r.priority, r.clock, meta)
 
 
 @settings(max_examples=80, deadline=None)
