@@ -741,7 +741,16 @@ class StoreFile:
             raise StoreError(f"{path}: cannot open the store: {exc}") from exc
         if version != SCHEMA_VERSION:
             self._db.close()
-            raise StoreError(f"{path}: store schema version {version}, this tool reads {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: store schema version {version} was written by an older agent; start the agent "
+                    f"once (it migrates the store to version {SCHEMA_VERSION} on start, losing nothing), "
+                    "then run this again"
+                )
+            raise StoreError(
+                f"{path}: store schema version {version} was written by a newer agent; this one reads "
+                f"version {SCHEMA_VERSION}: use the edge-agent of the release that wrote it"
+            )
 
     def summary(self) -> dict[str, object]:
         """Depth per class, size, oldest waiting reading, drops and readings kept aside."""

@@ -327,7 +327,11 @@ def test_store_tool_refuses_an_unmigrated_file(tmp_path: Path) -> None:
     from kernel.errors import StoreError
 
     _write_v1_store(tmp_path / "s.db", {1: Reading("m", "p", 1.0, 1.0)}, {}, last_seq=1)
-    with pytest.raises(StoreError, match="schema version 1"):
+    with pytest.raises(StoreError, match="schema version 1 was written by an older agent; start the agent once"):
+        StoreFile(tmp_path / "s.db")
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 1} was written by a newer agent"):
         StoreFile(tmp_path / "s.db")
 
 
