@@ -197,6 +197,7 @@ class Store:
         self.max_bytes = max_bytes
         self.metrics = metrics or Metrics()
         self._repaired_logged: set[tuple[str, str]] = set()
+        self._tails = rowcodec.TailEncoder()
         self.quarantined: list[Path] = []
         self._lock = threading.Lock()
         problem = foreign_store_problem(self.path)
@@ -304,7 +305,7 @@ class Store:
         if not readings:
             return []
         repaired: list[tuple[str, str]] = []
-        tails = rowcodec.encode_tails(readings, repaired)  # before the lock: only the seqs are added under it
+        tails = self._tails.encode(readings, repaired)  # before the lock: only the seqs are added under it
         if repaired:
             self._count_repaired(repaired)
         with self._lock:

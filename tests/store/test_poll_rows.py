@@ -351,3 +351,26 @@ def test_tools_count_waiting_readings_before_and_after_the_migration(tmp_path: P
         assert last_issued_seq(db) == 140
     finally:
         db.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(readings, min_size=1, max_size=30), min_size=1, max_size=6))
+def test_an_encoder_kept_between_commits_writes_what_a_fresh_one_writes(commits: list[list[Reading]]) -> None:
+    """The store keeps one :class:`rowcodec.TailEncoder` (its (device, point) heads cached across
+    commits): every commit's text is exactly a fresh encoder's."""
+    kept = rowcodec.TailEncoder()
+    for rs in commits:
+        assert kept.encode(rs) == rowcodec.encode_tails(rs)
+
+
+def test_the_encoders_head_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rowcodec, "HEADS_MAX", 10)
+    enc = rowcodec.TailEncoder()
+    for i in range(25):
+        rs = [Reading(f"m-{i}", "p", 1.0, 1.0), Reading(f"m-{i}", "q", 2.0, 1.0)]
+        assert enc.encode(rs) == rowcodec.encode_tails(rs)
+        assert len(enc._heads) <= 10
+    noted: list[tuple[str, str]] = []
+    enc.encode([Reading("m\x00", "p", 1.0, 1.0)], noted)
+    enc.encode([Reading("m\x00", "p", 1.0, 1.0)], noted)  # the cached head still counts its repair
+    assert noted == [("m\x00", "p"), ("m\x00", "p")]
