@@ -62,6 +62,25 @@ class LinkOptions:
         return url.hostname, url.port or (8883 if tls else 1883), tls
 
 
+def is_plaintext(broker: str) -> bool:
+    """Whether ``broker`` is a plaintext ``mqtt://`` address (no TLS)."""
+    return broker.strip().lower().startswith("mqtt://")
+
+
+def refuse_plaintext(broker: str, allow: bool, source: str, option: str = "--broker") -> None:
+    """Raise :class:`ConfigError` (exit 2, one line naming ``option`` and its value) for an ``mqtt://``
+    broker unless ``allow`` (``--allow-plaintext``): the centre's tools never go plaintext silently."""
+    if is_plaintext(broker) and not allow:
+        raise ConfigError(source, [f"{option}: {broker} is plaintext MQTT; use mqtts:// or pass "
+                                   "--allow-plaintext (a lab only)"])  # fmt: skip
+
+
+def warn_plaintext(broker: str, what: str, logger: logging.Logger | None = None) -> None:
+    """Warn (at every start) that ``broker`` is plaintext MQTT and what crosses it unencrypted."""
+    if is_plaintext(broker):
+        (logger or log).warning("plaintext MQTT to %s (--allow-plaintext): %s", broker, what)
+
+
 def backoff_delay(attempt: int, low: float, high: float) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (1-based): jittered, exponential, capped."""
     ceiling = min(high, low * (2 ** min(attempt, 30)))

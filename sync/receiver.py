@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from kernel.config_base import check_secret_file
 from kernel.errors import ConfigError, SignatureError
 from kernel.ratelog import RateLimitedLog
-from sync.mqtt import LinkOptions, MqttLink
+from sync.mqtt import LinkOptions, MqttLink, refuse_plaintext, warn_plaintext
 from sync.pki import check_private_key_file
 from sync.receiver_db import ReceiverDB, UnstorableError, open_db
 from sync.receiver_decode import BatchFields, decode_batch_fast
@@ -426,18 +426,6 @@ def _schema_version(frame: Frame) -> object:
     return data.get("schema_version") if isinstance(data, dict) else None
 
 
-def _allow_plaintext(broker: str, allow: bool) -> None:
-    if broker.startswith("mqtt://") and not allow:
-        raise ConfigError("receiver", [f"--broker: {broker} is plaintext MQTT; use mqtts:// or pass "
-                                       "--allow-plaintext (a lab only)"])
-
-
-def _warn_plaintext(broker: str) -> None:
-    if broker.startswith("mqtt://"):
-        log.warning("plaintext MQTT to %s (--allow-plaintext): anyone on the path can read and drop batches",
-                    broker)  # fmt: skip
-
-
 def _check_key_files(signing_key: Path, key_file: Path | None) -> None:
     problems = []
     for option, path in (("--signing-key", signing_key), ("--key-file", key_file)):
@@ -502,12 +490,12 @@ def receiver_cmd(
 ) -> None:
     """Receive, verify, persist and acknowledge the sites' batches until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _allow_plaintext(broker, allow_plaintext)
+    refuse_plaintext(broker, allow_plaintext, "receiver")
     _check_key_files(signing_key, key_file)
     signer = Signer.from_file(signing_key)
     registry = SiteRegistry.load(sites_file)
     db = open_db(db_url)
-    _warn_plaintext(broker)
+    warn_plaintext(broker, "anyone on the path can read and drop batches", log)
     name = client_id or f"kbe-rx-{group}-{socket.gethostname()}"
     health = ReceiverHealth(silence_s, reject_window_s, version=agent_version())
     http = HealthHttp(health_listen, health) if health_listen else None

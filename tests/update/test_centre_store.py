@@ -115,7 +115,7 @@ def test_centre_follow_prints_replies(tmp_path: Path) -> None:
         result: dict[str, object] = {}
 
         def follow() -> None:
-            argv = ["centre", "follow", "--broker", broker.url, "--key", str(key), "--sites", str(registry),
+            argv = ["centre", "follow", "--broker", broker.url, "--allow-plaintext", "--key", str(key), "--sites", str(registry),
                     "--for", "4"]  # fmt: skip
             result["out"] = CliRunner().invoke(cli, argv)
 
