@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
 from kernel.config_base import check_secret_file
 from kernel.errors import ConfigError, SignatureError
@@ -36,7 +35,7 @@ from sync.receiver_db import ReceiverDB, UnstorableError, open_db
 from sync.receiver_decode import BatchFields, decode_batch_fast
 from sync.receiver_health import HealthHttp, ReceiverHealth
 from sync.receiver_queue import GroupWriter
-from sync.signing import Signer, SiteRegistry, open_reply, verify_frame
+from sync.signing import Signer, SiteRegistry, open_reply, open_status, verify_frame
 from sync.status import agent_version
 from sync.wire import (
     SCHEMA_VERSION,
@@ -87,6 +86,7 @@ class Receiver:
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._quiet = RateLimitedLog(log, 60.0)
+        self._status_warned: set[str] = set()
         self._writer: GroupWriter[_Verified] | None = None
 
     def handle(self, topic: str, payload: bytes) -> Ack | Rejection | None:
@@ -281,30 +281,45 @@ class Receiver:
         self.counters[name] += amount
 
     def handle_status(self, topic: str, payload: bytes) -> Status | None:
-        """Keep the latest status of a registered site (plain JSON, not signed: see docs/wire-protocol.md)."""
+        """Keep the latest status of a registered site, once its frame verifies against the site's keys.
+
+        An unsigned (plain JSON: an agent older than status version 3, or anyone), badly signed or
+        invalid status, or one for an unknown site, is not from the site: it is counted
+        (``kbe_receiver_status_untrusted_total{site,reason}``), logged once per site, and neither
+        stored nor taken as a sign of life."""
         try:
             site = site_of_topic(topic)
         except WireError:
             return None
-        if site not in self.registry:
-            self._count("status_unknown_site")
+        keys = self.registry.keys_for(site)
+        if keys is None:
+            self._untrusted_status(site, topic, "unknown-site", f"site {site!r} is not registered")
             return None
         try:
-            status = Status.model_validate_json(payload)
-        except ValidationError as exc:
-            self._count("status_invalid")
-            self._quiet.warning((site, "status"), "ignored an invalid status on %s: %s", topic,
-                                exc.errors(include_url=False)[0]["msg"])  # fmt: skip
+            status = open_status(payload, keys, site)
+        except SignatureError as exc:
+            unsigned = payload[:1] == b"{" or "unsigned" in str(exc)
+            self._untrusted_status(site, topic, "unsigned" if unsigned else "bad-signature", str(exc))
             return None
-        if status.site_id != site:
-            self._count("status_invalid")
-            self._quiet.warning((site, "status"), "ignored a status on %s that says site %r", topic, status.site_id)
+        except WireError as exc:
+            self._untrusted_status(site, topic, "invalid", str(exc))
             return None
         with self._lock:
             self.db.record_status(status, self.name)
         self.health.reported(site)
         self._count("status_stored")
         return status
+
+    def _untrusted_status(self, site: str, topic: str, reason: str, detail: str) -> None:
+        """A status the site's key did not sign (or not a status): counted, logged once per site, not kept."""
+        self._count(f"status_{reason.replace('-', '_')}")
+        self.health.status_untrusted(site, reason)
+        with self._lock:
+            first = site not in self._status_warned
+            self._status_warned.add(site)
+        if first:
+            log.warning("ignored a status on %s that is not from site %s: %s: %s (logged once per site; counted in "
+                        "kbe_receiver_status_untrusted_total)", topic, site, reason, _printable(detail)[:200])  # fmt: skip
 
     def handle_reply(self, topic: str, payload: bytes) -> CommandReply | None:
         """Keep a command reply for the centre tools (issue 11), once verified against the site's keys."""

@@ -15,7 +15,7 @@ from provisioning.centre.operate import config_update_body
 from provisioning.centre.overview import render, site_rows
 from sync.receiver import Receiver
 from sync.receiver_db import open_db
-from sync.signing import Signer, SiteRegistry, generate_keypair
+from sync.signing import Signer, SiteRegistry, generate_keypair, sign_status
 from sync.wire import BufferStats, CommandReply, Status
 from tests.sync.conftest import centre_pair, db_url  # noqa: F401 - fixture
 
@@ -43,15 +43,18 @@ def test_statuses_and_replies_are_kept_newest_first(tmp_path: Path, db_url: str)
     try:
         online = Status(site_id="site-a", state="online", ts=1000.0, buffer=BufferStats(depth=7, bytes=1),
                         config_version=3, update_state="idle", healthy=True, readings_per_s=4.5)  # fmt: skip
-        rx.handle_status("kbe/site-a/status", online.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", sign_status(online, site))
         older = online.model_copy(update={"ts": 900.0, "config_version": 2})
-        rx.handle_status("kbe/site-a/status", older.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", sign_status(older, site))
         offline = Status(site_id="site-a", state="offline", ts=1100.0)
-        rx.handle_status("kbe/site-a/status", offline.model_dump_json().encode())
-        # Another site's status on this topic, and an unregistered site: not kept.
-        rx.handle_status("kbe/site-b/status", online.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", sign_status(offline, site))
+        # Another site's status on this topic, an unregistered site, and an unsigned one: not kept.
+        assert rx.handle_status("kbe/site-b/status", sign_status(online, site)) is None
         forged = online.model_copy(update={"site_id": "site-x"})
-        rx.handle_status("kbe/site-x/status", forged.model_dump_json().encode())
+        assert rx.handle_status("kbe/site-x/status", sign_status(forged, site)) is None
+        newer = online.model_copy(update={"ts": 2000.0, "config_version": 9})
+        assert rx.handle_status("kbe/site-a/status", newer.model_dump_json().encode()) is None
+        assert rx.counters["status_unsigned"] == 1
         reply = CommandReply(site_id="site-a", command_id="u-1", outcome="accepted", reason="committed", ts=1.0,
                              phase="committed", version=3)  # fmt: skip
         for _ in range(2):
