@@ -64,9 +64,11 @@ class StatusReporter:
         """Monotonic time of the next online status; 0 publishes it at the uploader's next step."""
         self.info: Callable[[], dict[str, Any]] | None = None
         """Extra fields of the online status (config version, health), read at each publish."""
+        self.connected_at: float | None = None
+        """The ts of the last will made, i.e. when the current (or next) connection began."""
 
-    def document(self, state: str, buffer: BufferStats | None) -> Status:
-        """The status for ``state`` (``online`` or ``offline``), stamped now."""
+    def document(self, state: str, buffer: BufferStats | None, ts: float | None = None) -> Status:
+        """The status for ``state`` (``online`` or ``offline``), stamped ``ts`` (default now)."""
         extra: dict[str, Any] = {}
         if state == "online" and self.info is not None:
             try:
@@ -76,7 +78,8 @@ class StatusReporter:
         return Status(
             site_id=self.site_id,
             state="online" if state == "online" else "offline",
-            ts=self.clock.now(),
+            ts=self.clock.now() if ts is None else ts,
+            connected_at=self.connected_at,
             buffer=buffer,
             in_flight=len(self.window.batches),
             rejected_batches=self.window.rejected_batches,
@@ -90,8 +93,12 @@ class StatusReporter:
         return sign_status(self.document(state, buffer), self.signer)
 
     def will(self) -> bytes:
-        """The signed ``offline`` status the broker publishes if the site vanishes; made at each connect."""
-        return self.frame("offline", None)
+        """The signed ``offline`` status the broker publishes if the site vanishes; made at each connect
+        attempt, its ``ts`` and ``connected_at`` that attempt's time (the online statuses that follow
+        carry the same ``connected_at``)."""
+        now = self.clock.now()
+        self.connected_at = now
+        return sign_status(self.document("offline", None, ts=now), self.signer)
 
     async def publish(self, link: MqttLink | None, connected: bool) -> None:
         """Publish the online status (retained) and schedule the next one ``keepalive_s`` later."""

@@ -221,6 +221,11 @@ class Status(WireModel):
     ts: float | None = Field(
         default=None, description="When the status was made (site clock); for the last will, its connection time."
     )
+    connected_at: float | None = Field(
+        default=None,
+        description="When the connection this status went out on began (site clock); a will's equals its ts. "
+        "The centre takes a will over the older-stamped online statuses of its own connection.",
+    )
     buffer: BufferStats | None = None
     in_flight: int = 0
     rejected_batches: int = Field(

@@ -96,6 +96,9 @@ health: {{listen: null}}
         assert online.ts is not None
         # Made and signed at the connection: after the agent started, before its online statuses.
         assert started - 1.0 <= w.ts <= online.ts <= killed
+        assert w.connected_at == w.ts == online.connected_at, "the will of the connection the statuses went on"
+        # The receiver takes it over that connection's newer-stamped online statuses: the site is offline.
+        wait_for(lambda: _site_status(sqlite_url) == [("offline", w.ts)], 15, "the will at the receiver")
         rogue = Signer.from_file(generate_keypair(tmp_path / "rogue", "rogue")[0])
         payload = _retained(mosquitto.port)
         assert payload is not None
