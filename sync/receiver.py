@@ -316,6 +316,8 @@ class Receiver:
         self.health.status_untrusted(site, reason)
         with self._lock:
             first = site not in self._status_warned
+            if len(self._status_warned) >= 1000:  # bounded: topics of unknown sites are anyone's to invent
+                self._status_warned.clear()
             self._status_warned.add(site)
         if first:
             log.warning("ignored a status on %s that is not from site %s: %s: %s (logged once per site; counted in "

@@ -136,6 +136,8 @@ class CentreLink:
             return open_status(payload, keys, site)
         except (SignatureError, WireError) as exc:
             if site not in self._status_warned:  # network thread only
+                if len(self._status_warned) >= 1000:  # bounded: anyone can invent topics of unknown sites
+                    self._status_warned.clear()
                 self._status_warned.add(site)
                 log.warning("ignored a status on the topic of %s that is not from that site: %s (logged once per "
                             "site)", site, str(exc)[:200])  # fmt: skip
