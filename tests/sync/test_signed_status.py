@@ -200,3 +200,25 @@ def test_each_centre_command_warns_when_plaintext_is_allowed(
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(15)
+
+
+def test_the_will_is_made_afresh_before_each_connection_attempt() -> None:
+    from sync.mqtt import LinkOptions, MqttLink
+
+    made: list[float] = []
+
+    def will() -> bytes:
+        made.append(time.monotonic())
+        return f"will-{len(made)}".encode()
+
+    # Nothing listens on that port: every attempt fails, and each one is preceded by a new will.
+    opts = LinkOptions(broker=f"mqtt://127.0.0.1:{free_port()}", client_id="will-test", will_topic="kbe/x/status",
+                       will_factory=will, reconnect_min_s=0.05, reconnect_max_s=0.1)  # fmt: skip
+    link = MqttLink(opts)
+    link.start()
+    try:
+        wait_for(lambda: link.connect_failures >= 3, 10, "three failed attempts")
+    finally:
+        link.stop()
+    assert len(made) >= 3
+    assert len(made) >= link.connect_failures
