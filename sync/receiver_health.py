@@ -78,6 +78,11 @@ class ReceiverHealth:
             f"{PREFIX}rejected", "Frames refused, by site and reason.", ["site", "reason"], registry=r
         )
         self.statuses = Counter(f"{PREFIX}status_messages", "Status messages stored, by site.", ["site"], registry=r)
+        self.status_untrusted_total = Counter(
+            f"{PREFIX}status_untrusted",
+            "Status messages not kept: unsigned, bad-signature, unknown-site or invalid, by site.",
+            ["site", "reason"], registry=r,
+        )  # fmt: skip
         self.errors = Counter(f"{PREFIX}errors", "Batches that failed to store (resent by the site).", registry=r)
         self.lag = Gauge(
             f"{PREFIX}lag_seconds", "Receive time minus the newest reading's timestamp in the last batch.", ["site"],
@@ -114,6 +119,10 @@ class ReceiverHealth:
         with self._lock:
             self._last_heard[site] = self._clock()
         self.statuses.labels(site).inc()
+
+    def status_untrusted(self, site: str, reason: str) -> None:
+        """A message on ``site``'s status topic was not signed by it (or is not a status): not a sign of life."""
+        self.status_untrusted_total.labels(site, reason).inc()
 
     def rejected(self, site: str, reason: str) -> None:
         """A frame on ``site``'s topic was refused."""

@@ -585,9 +585,8 @@ async def test_acks_are_checked_with_the_centre_keys_of_the_config(tmp_path, sto
 async def test_run_starts_the_link_takes_commands_on_its_loop_and_says_offline_at_stop(tmp_path, store):
     import asyncio
     import contextlib
-    import json
 
-    from sync.signing import generate_keypair
+    from sync.signing import generate_keypair, open_status
 
     key, _pub = generate_keypair(tmp_path / "site-keys", SITE)
     up = Uploader(sync_config("mqtt://127.0.0.1:1883", key), SITE, store)
@@ -610,7 +609,7 @@ async def test_run_starts_the_link_takes_commands_on_its_loop_and_says_offline_a
     assert not up.connected
     topic, payload = link.retained[-1]
     assert topic == up.topics.status
-    assert json.loads(payload)["state"] == "offline", "the offline status at stop"
+    assert open_status(payload, [up.signer.public_key()], SITE).state == "offline", "the signed offline status"
     assert up.metrics.get("kbe_sync_connected") == 0
 
 
