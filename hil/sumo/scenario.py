@@ -122,24 +122,32 @@ def routes_xml(scale: float = 1.0) -> str:
     return "\n".join(out) + "\n"
 
 
-def detectors_xml(lane_length: dict[str, float], out_dir: Path) -> str:
-    """E1 loops and E2 zones on the three vehicle lanes of each approach."""
-    rows = ["<additional>"]
+def detector_rows(lane_length: dict[str, float], out_dir: Path, prefix: str = "") -> list[str]:
+    """One junction's E1 loops and E2 zones on the three vehicle lanes of each approach.
+
+    ``prefix`` starts every lane and detector id (``"j0_"`` gives ``j0_loop_n_1`` on lane
+    ``j0_n_in_1``); the single rig has none.
+    """
+    rows = []
     for a in ARMS:
         for lane in (1, 2, 3):
-            lid = f"{a}_in_{lane}"
+            lid = f"{prefix}{a}_in_{lane}"
             length = lane_length[lid]
             rows.append(
-                f'<inductionLoop id="loop_{a}_{lane}" lane="{lid}" pos="{length - LOOP_BEFORE_STOP_M:.2f}" '
+                f'<inductionLoop id="{prefix}loop_{a}_{lane}" lane="{lid}" pos="{length - LOOP_BEFORE_STOP_M:.2f}" '
                 f'period="3600" file={quoteattr(str(out_dir / "e1.xml"))}/>'
             )
             zone = min(ZONE_LENGTH_M, length - 1.0)
             rows.append(
-                f'<laneAreaDetector id="zone_{a}_{lane}" lane="{lid}" pos="{length - zone:.2f}" '
+                f'<laneAreaDetector id="{prefix}zone_{a}_{lane}" lane="{lid}" pos="{length - zone:.2f}" '
                 f'length="{zone:.2f}" period="3600" file={quoteattr(str(out_dir / "e2.xml"))}/>'
             )
-    rows.append("</additional>")
-    return "\n".join(rows) + "\n"
+    return rows
+
+
+def detectors_xml(lane_length: dict[str, float], out_dir: Path) -> str:
+    """E1 loops and E2 zones on the three vehicle lanes of each approach."""
+    return "\n".join(["<additional>", *detector_rows(lane_length, out_dir), "</additional>"]) + "\n"
 
 
 def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
