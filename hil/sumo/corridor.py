@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -43,7 +42,7 @@ from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
 from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
 from hil.sumo.rig import start_sumo, sumo_programs
-from hil.sumo.scenario import ARMS, SLOT_S, TURN_SHARE, TURNS, binary, detector_rows
+from hil.sumo.scenario import ARMS, SLOT_S, TURN_SHARE, TURNS, detector_rows, netconvert
 from kernel.errors import HilFailure
 from kernel.readings import Reading
 
@@ -232,31 +231,7 @@ def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
     paths["edg"].write_text(_edges())
     paths["con"].write_text(_connections())
     if not paths["net"].exists():
-        subprocess.run(
-            [
-                binary("netconvert"),
-                "--node-files",
-                str(paths["nod"]),
-                "--edge-files",
-                str(paths["edg"]),
-                "--connection-files",
-                str(paths["con"]),
-                "--no-turnarounds",
-                "--no-internal-links",
-                "false",
-                "--tls.default-type",
-                "static",
-                "--tls.yellow.time",
-                "4",
-                "--tls.allred.time",
-                "2",
-                "--output-file",
-                str(paths["net"]),
-                "--no-warnings",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        netconvert(paths)
     paths["rou"] = out_dir / f"corridor.rou.{scale:g}.xml"
     paths["rou"].write_text(routes_xml(scale))
     paths["det"].write_text(detectors_xml(lane_lengths(paths["net"]), out_dir))

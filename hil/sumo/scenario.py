@@ -150,6 +150,36 @@ def detectors_xml(lane_length: dict[str, float], out_dir: Path) -> str:
     return "\n".join(["<additional>", *detector_rows(lane_length, out_dir), "</additional>"]) + "\n"
 
 
+def netconvert(paths: dict[str, Path]) -> None:
+    """Build ``paths["net"]`` from the plain node, edge and connection files (static signals,
+    4 s yellow, 2 s all-red, no U-turns, internal links kept)."""
+    subprocess.run(
+        [
+            binary("netconvert"),
+            "--node-files",
+            str(paths["nod"]),
+            "--edge-files",
+            str(paths["edg"]),
+            "--connection-files",
+            str(paths["con"]),
+            "--no-turnarounds",
+            "--no-internal-links",
+            "false",
+            "--tls.default-type",
+            "static",
+            "--tls.yellow.time",
+            "4",
+            "--tls.allred.time",
+            "2",
+            "--output-file",
+            str(paths["net"]),
+            "--no-warnings",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
     """Write the network, routes and detectors into ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,31 +188,7 @@ def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
     paths["edg"].write_text(_edges())
     paths["con"].write_text(_connections())
     if not paths["net"].exists():
-        subprocess.run(
-            [
-                binary("netconvert"),
-                "--node-files",
-                str(paths["nod"]),
-                "--edge-files",
-                str(paths["edg"]),
-                "--connection-files",
-                str(paths["con"]),
-                "--no-turnarounds",
-                "--no-internal-links",
-                "false",
-                "--tls.default-type",
-                "static",
-                "--tls.yellow.time",
-                "4",
-                "--tls.allred.time",
-                "2",
-                "--output-file",
-                str(paths["net"]),
-                "--no-warnings",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        netconvert(paths)
     paths["rou"] = out_dir / f"x.rou.{scale:g}.xml"
     paths["rou"].write_text(routes_xml(scale))
     paths["det"].write_text(detectors_xml(lane_lengths(paths["net"]), out_dir))
