@@ -35,6 +35,7 @@ import paho.mqtt.client as paho
 import psycopg
 
 from agent.config import SyncConfig
+from bench.bench_sync import drain
 from bench.paho_pair import timed_publish
 from kernel.metrics import Metrics
 from kernel.readings import Reading
@@ -249,20 +250,6 @@ def measure(label: str, n_rx: int, frames: list[tuple[str, bytes]], args: argpar
     return Run(label, n, seconds, after[0] - before[0], after[1] - before[1], after[2] - before[2], here)
 
 
-async def _drain(uploader: Uploader, store: Store) -> tuple[float, float]:
-    task = asyncio.create_task(uploader.run())
-    while not uploader.connected:  # noqa: ASYNC110 - a benchmark's polling
-        await asyncio.sleep(0.01)
-    t, cpu = time.perf_counter(), time.process_time()
-    while store.stats().depth:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    dt, cpu = time.perf_counter() - t, time.process_time() - cpu
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return dt, cpu
-
-
 def uplink(n: int, key: Path, centre_pub: Path, tmp: Path, broker: Mosquitto) -> str:
     """The agent's uplink draining n readings to one receiver: its CPU µs per reading beside the receiver's."""
     site = "site-00"
@@ -277,7 +264,7 @@ def uplink(n: int, key: Path, centre_pub: Path, tmp: Path, broker: Mosquitto) ->
         try:
             wait_connected(broker, 1, since)
             rx_before = rx.cpu()
-            seconds, up_cpu = asyncio.run(_drain(Uploader(cfg, site, store, Metrics()), store))
+            seconds, up_cpu = asyncio.run(drain(Uploader(cfg, site, store, Metrics()), store, n))
             rx_cpu = rx.cpu() - rx_before
         finally:
             rx.stop()
