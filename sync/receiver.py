@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from kernel.config_base import check_secret_file
 from kernel.errors import ConfigError, SignatureError
 from kernel.ratelog import RateLimitedLog
+from kernel.version import agent_version
 from sync.mqtt import LinkOptions, MqttLink
 from sync.pki import check_private_key_file
 from sync.receiver_db import ReceiverDB, UnstorableError, open_db
@@ -37,7 +38,6 @@ from sync.receiver_decode import BatchFields, decode_batch_fast
 from sync.receiver_health import ReceiverHealth, health_http
 from sync.receiver_queue import GroupWriter
 from sync.signing import Signer, SiteRegistry, open_reply, verify_frame
-from sync.status import agent_version
 from sync.wire import (
     SCHEMA_VERSION,
     Ack,
