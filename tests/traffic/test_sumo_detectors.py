@@ -1,4 +1,4 @@
-"""The detector writer shared by the single-junction rig and the corridor (no SUMO needed)."""
+"""Pieces the single-junction rig and the corridor share: the detector writer, the link state string (no SUMO needed)."""
 
 from pathlib import Path
 
@@ -45,3 +45,12 @@ def test_single_rig_and_corridor_files_wrap_the_same_rows() -> None:
     assert body[: len(ARMS) * 6] == detector_rows(lanes, Path("/out"), prefix=f"{corridor.JUNCTIONS[0]}_")
     assert xml.startswith("<additional>\n")
     assert xml.endswith("</additional>\n")
+
+
+def test_link_states_show_each_group_on_its_links_and_red_elsewhere() -> None:
+    from hil.sumo.plan import link_states
+
+    links = {"n_through": [0, 1], "n_left": [2], "p_n": [5]}
+    assert link_states(6, links, {}) == "rrrrrr"
+    assert link_states(6, links, {"n_through": "G", "p_n": "g"}) == "GGrrrg"
+    assert link_states(6, links, {"n_through": "y", "n_left": "G", "p_n": "r"}) == "yyGrrr"
