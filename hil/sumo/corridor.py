@@ -42,7 +42,7 @@ from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
 from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
 from hil.sumo.rig import start_sumo, sumo_programs
-from hil.sumo.scenario import ARMS, SLOT_S, TURN_SHARE, TURNS, detector_rows, netconvert
+from hil.sumo.scenario import ARMS, SLOT_S, TURN_SHARE, TURNS, detector_rows, write_rig
 from kernel.errors import HilFailure
 from kernel.readings import Reading
 
@@ -223,19 +223,8 @@ def detectors_xml(lane_length: dict[str, float], out_dir: Path) -> str:
 
 def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
     """Write the corridor's network, routes and detectors into ``out_dir``; return their paths."""
-    from hil.sumo.scenario import lane_lengths
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {k: out_dir / f"corridor.{k}.xml" for k in ("nod", "edg", "con", "net", "rou", "det")}
-    paths["nod"].write_text(_nodes())
-    paths["edg"].write_text(_edges())
-    paths["con"].write_text(_connections())
-    if not paths["net"].exists():
-        netconvert(paths)
-    paths["rou"] = out_dir / f"corridor.rou.{scale:g}.xml"
-    paths["rou"].write_text(routes_xml(scale))
-    paths["det"].write_text(detectors_xml(lane_lengths(paths["net"]), out_dir))
-    return paths
+    plain = {"nod": _nodes(), "edg": _edges(), "con": _connections()}
+    return write_rig(out_dir, "corridor", scale, plain, routes_xml(scale), detectors_xml)
 
 
 def plan_offset(j: str) -> float:

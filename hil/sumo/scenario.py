@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -180,19 +181,33 @@ def netconvert(paths: dict[str, Path]) -> None:
     )
 
 
-def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
-    """Write the network, routes and detectors into ``out_dir``; return their paths."""
+def write_rig(
+    out_dir: Path,
+    stem: str,
+    scale: float,
+    plain: dict[str, str],
+    routes: str,
+    detectors: Callable[[dict[str, float], Path], str],
+) -> dict[str, Path]:
+    """Write a rig's plain node, edge and connection files (``plain``: ``nod``, ``edg``, ``con``),
+    build its network once (:func:`netconvert`), then its routes at ``scale`` and its detectors on
+    the built lanes, as ``<stem>.<kind>.xml`` in ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {k: out_dir / f"x.{k}.xml" for k in ("nod", "edg", "con", "net", "rou", "det")}
-    paths["nod"].write_text(_nodes())
-    paths["edg"].write_text(_edges())
-    paths["con"].write_text(_connections())
+    paths = {k: out_dir / f"{stem}.{k}.xml" for k in ("nod", "edg", "con", "net", "rou", "det")}
+    for kind in ("nod", "edg", "con"):
+        paths[kind].write_text(plain[kind])
     if not paths["net"].exists():
         netconvert(paths)
-    paths["rou"] = out_dir / f"x.rou.{scale:g}.xml"
-    paths["rou"].write_text(routes_xml(scale))
-    paths["det"].write_text(detectors_xml(lane_lengths(paths["net"]), out_dir))
+    paths["rou"] = out_dir / f"{stem}.rou.{scale:g}.xml"
+    paths["rou"].write_text(routes)
+    paths["det"].write_text(detectors(lane_lengths(paths["net"]), out_dir))
     return paths
+
+
+def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
+    """Write the network, routes and detectors into ``out_dir``; return their paths."""
+    plain = {"nod": _nodes(), "edg": _edges(), "con": _connections()}
+    return write_rig(out_dir, "x", scale, plain, routes_xml(scale), detectors_xml)
 
 
 def lane_lengths(net: Path) -> dict[str, float]:
