@@ -27,6 +27,7 @@ from kernel.readings import Priority, Reading
 from kernel.services import Services
 from kernel.sink import ReadingSink
 from kernel.source import Liveness, RunContext, Source
+from kernel.version import agent_version
 from sync.store import Store
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class Agent:
         self._restart = asyncio.Event()
         self._update_task: asyncio.Task[None] | None = None
         self.clock = clock or Clock()
-        self.metrics = metrics or Metrics(process=True, version=_version())
+        self.metrics = metrics or Metrics(process=True, version=agent_version())
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
         self.writer = StoreWriter(self.store, self.metrics, cfg.store.queue_size, cfg.store.commit_interval_s)
         self.supervisor = Supervisor(
@@ -492,15 +493,6 @@ class Agent:
                 notifier.notify("STOPPING=1")
             await self.shutdown(1.0 if restart else 5.0)
         return restart
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("kinhbac-edge")
-    except Exception:
-        return ""
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

@@ -29,14 +29,14 @@ import click
 from kernel.config_base import check_secret_file
 from kernel.errors import ConfigError, SignatureError
 from kernel.ratelog import RateLimitedLog
+from kernel.version import agent_version
 from sync.mqtt import LinkOptions, MqttLink, refuse_plaintext, warn_plaintext
 from sync.pki import check_private_key_file
 from sync.receiver_db import ReceiverDB, UnstorableError, open_db
 from sync.receiver_decode import BatchFields, decode_batch_fast
-from sync.receiver_health import HealthHttp, ReceiverHealth
+from sync.receiver_health import ReceiverHealth, health_http
 from sync.receiver_queue import GroupWriter
 from sync.signing import Signer, SiteRegistry, open_reply, open_status, verify_frame
-from sync.status import agent_version
 from sync.wire import (
     SCHEMA_VERSION,
     Ack,
@@ -515,7 +515,7 @@ def receiver_cmd(
     warn_plaintext(broker, "anyone on the path can read and drop batches", log)
     name = client_id or f"kbe-rx-{group}-{socket.gethostname()}"
     health = ReceiverHealth(silence_s, reject_window_s, version=agent_version())
-    http = HealthHttp(health_listen, health) if health_listen else None
+    http = health_http(health_listen, health) if health_listen else None
     receiver = Receiver(db, registry, signer, prefix, name, health)
     opts = LinkOptions(
         broker=broker,

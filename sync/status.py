@@ -15,6 +15,7 @@ from typing import Any
 
 from kernel.clock import Clock
 from kernel.metrics import Metrics
+from kernel.version import agent_version
 from sync.batches import BatchComposer
 from sync.config import SyncConfig
 from sync.inflight import InFlightWindow
@@ -24,16 +25,6 @@ from sync.store import Store
 from sync.wire import BufferStats, Status, Topics
 
 log = logging.getLogger("kbe.sync")
-
-
-def agent_version() -> str:
-    """The installed distribution's version, or empty."""
-    try:
-        from importlib.metadata import version
-
-        return version("kinhbac-edge")
-    except Exception:
-        return ""
 
 
 class StatusReporter:

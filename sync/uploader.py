@@ -23,6 +23,7 @@ from typing import Any
 from kernel.clock import Clock
 from kernel.errors import SyncError
 from kernel.metrics import Metrics
+from kernel.version import agent_version
 from sync.batches import BatchComposer
 from sync.commands_in import CommandHandler, CommandIntake
 from sync.config import SyncConfig
@@ -30,7 +31,7 @@ from sync.ed25519 import AnyPublicKey as Ed25519PublicKey  # no cryptography in 
 from sync.inflight import InFlight, InFlightWindow
 from sync.mqtt import LinkOptions, MqttLink
 from sync.signing import Signer, load_public_keys
-from sync.status import StatusReporter, agent_version
+from sync.status import StatusReporter
 from sync.store import Store
 from sync.wire import CommandReply, Topics
 

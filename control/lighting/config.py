@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kernel.config_base import RelPath, StrictModel
+from control.config_base import NAME
+from kernel.config_base import ModbusUnit, RelPath, StrictModel, TcpPort
 
-NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -92,8 +92,8 @@ class PhotocellConfig(StrictModel):
     window_min: float = Field(default=30.0, gt=0, le=180)
     debounce_s: float = Field(default=60.0, ge=0, le=3600)
     host: str | None = Field(default=None, description="modbus_lux: sensor or gateway address.")
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int = Field(default=1, ge=0, le=247)
+    port: TcpPort = 502
+    unit: ModbusUnit = 1
     lux_register: int | None = Field(
         default=None, ge=0, le=65535, description="modbus_lux: the lux register."
     )
@@ -191,8 +191,8 @@ class OutputConfig(StrictModel):
     pwm_frequency_hz: int = Field(default=200, ge=10, le=10_000)
     feedback_pin: int | None = Field(default=None, ge=0, le=27)
     host: str | None = Field(default=None, description="modbus: controller address.")
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int = Field(default=1, ge=0, le=247)
+    port: TcpPort = 502
+    unit: ModbusUnit = 1
     relay_coil: int | None = Field(default=None, ge=0, le=65535)
     dim_register: int | None = Field(default=None, ge=0, le=65535)
     heartbeat_register: int | None = Field(
@@ -239,7 +239,7 @@ class MeterConfig(StrictModel):
 
     type: Literal["sdm120", "sdm630"]
     host: str
-    port: int = Field(default=502, ge=1, le=65535)
+    port: TcpPort = 502
     unit: int = Field(default=1, ge=1, le=247)
     phase: Literal[1, 2, 3] = Field(default=1, description="SDM630 only: the phase that feeds the circuit.")
     timeout_s: float = Field(default=2.0, gt=0, le=30)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from control.config_base import ControllerDeviceConfig
 from control.lighting.astro import AstroClock
 from control.lighting.config import LightingConfig, OutputConfig
 from control.lighting.controller import LightingController
@@ -32,7 +33,6 @@ from drivers.gpio.factory import FactoryName, PinFactories
 from drivers.gpio.registry import GpioBanks
 from drivers.modbus.link import ModbusLink
 from kernel.commands import Answer, CommandOutcome
-from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext, Source
@@ -41,12 +41,10 @@ log = logging.getLogger("kbe.lighting")
 COMMANDS_MAX = 32  # centre commands waiting for the control task
 
 
-class Config(StrictModel):
+class Config(ControllerDeviceConfig):
     """The lighting controller as a device; its model is the top-level ``lighting`` section."""
 
     driver: Literal["lighting"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-    enabled: bool = True
     buffer_readings: int = Field(
         default=10_000, ge=100, le=1_000_000, description="Readings held for the sink when the store is slow."
     )
