@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from drivers.signals.config import GpioHeadConfig
-from kernel.config_base import StrictModel
+from kernel.config_base import RelPath, StrictModel
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 GRAVITY = 9.81
@@ -465,6 +466,11 @@ class TrafficConfig(StrictModel):
     """The optional ``traffic`` section of the site config."""
 
     intersections: list[IntersectionConfig] = Field(default_factory=list)
+    state_dir: RelPath = Field(
+        default=Path("var/traffic"),
+        validate_default=True,
+        description="Where each intersection keeps the centre's last coordination plan across restarts.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> TrafficConfig:
