@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
@@ -466,10 +465,10 @@ class TrafficConfig(StrictModel):
     """The optional ``traffic`` section of the site config."""
 
     intersections: list[IntersectionConfig] = Field(default_factory=list)
-    state_dir: RelPath = Field(
-        default=Path("var/traffic"),
-        validate_default=True,
-        description="Where each intersection keeps the centre's last coordination plan across restarts.",
+    state_dir: RelPath | None = Field(
+        default=None,
+        description="Where each intersection keeps the centre's last coordination plan across restarts "
+        "(default: a folder traffic/ beside the store, in the agent's state directory).",
     )
 
     @model_validator(mode="after")

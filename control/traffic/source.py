@@ -432,9 +432,12 @@ def traffic_sources(site: Any, pins: PinFactories | None = None) -> tuple[list[T
     traffic = getattr(site, "traffic", None)
     if traffic is None:
         return [], TrafficDesk({})
+    state_dir = traffic.state_dir
+    store = getattr(site, "store", None)
+    if state_dir is None and store is not None:
+        state_dir = Path(store.path).parent / "traffic"  # the agent's state directory
     sources = [
-        TrafficSource(ix, site.site.timezone, pins=pins, state_dir=traffic.state_dir)
-        for ix in traffic.intersections
+        TrafficSource(ix, site.site.timezone, pins=pins, state_dir=state_dir) for ix in traffic.intersections
     ]
     desk = TrafficDesk({s.ix.name: s for s in sources})
     for s in sources:

@@ -12,19 +12,22 @@ import stat
 import time
 from pathlib import Path
 
+import yaml
+
+from agent.config import load_config
 from control.traffic.card import program_card
 from control.traffic.commands import TrafficCommands
 from control.traffic.config import IntersectionConfig
 from control.traffic.keep import KeptPlan, PlanKeeper, config_fingerprint
 from control.traffic.runner import Intersection
-from control.traffic.source import CORRUPT_METRIC, TrafficSource
+from control.traffic.source import CORRUPT_METRIC, TrafficSource, traffic_sources
 from drivers.signals.emulator import ControllerEmulator, DirectLink
 from drivers.signals.modbus import ModbusSignalController
 from kernel.clock import Clock
 from kernel.commands import CommandOutcome, CommandRouter, IncomingCommand
 from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Reading
-from tests.traffic.helpers import G, SimClock
+from tests.traffic.helpers import SITE, G, SimClock
 from tests.traffic.test_coordination import coordinated
 
 TZ = "Asia/Ho_Chi_Minh"
@@ -285,3 +288,19 @@ def test_the_router_hands_the_whole_command_to_a_handler_that_keeps_it() -> None
     assert router.dispatch(cmd).outcome == "accepted"
     assert seen == [cmd]
     router.close()
+
+
+def test_the_plan_is_kept_beside_the_store_unless_the_config_names_a_folder(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "site.yaml"
+    path.parent.mkdir()
+    doc = yaml.safe_load(SITE.read_text())
+    doc["store"] = {"path": str(tmp_path / "lib" / "store.db")}
+    path.write_text(yaml.safe_dump(doc))
+    (src,), _ = traffic_sources(load_config(path))
+    assert src.keeper is not None
+    assert src.keeper.path == tmp_path / "lib" / "traffic" / "ltt-ngt.coordination.json"
+    doc["traffic"]["state_dir"] = "keep"  # relative to the config file's folder
+    path.write_text(yaml.safe_dump(doc))
+    (src,), _ = traffic_sources(load_config(path))
+    assert src.keeper is not None
+    assert src.keeper.path == tmp_path / "etc" / "keep" / "ltt-ngt.coordination.json"
