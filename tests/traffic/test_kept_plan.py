@@ -101,6 +101,10 @@ def _accepted(j: Junction, **extra: float) -> KeptPlan:
 def test_an_accepted_plan_is_kept_with_its_command_and_config(tmp_path: Path) -> None:
     j = Junction()
     j.inter.start()
+    refused = TrafficCommands({j.ix.name: j.inter}).apply_command(_body(j.ix, from_s=100, until_s=100))
+    assert refused.outcome == "refused"
+    assert "until_s" in refused.reason
+    assert j.kept == []
     plan = _accepted(j, until_s=5000)
     assert (plan.command_id, plan.issued_at, plan.expires_at) == ("cmd-7", 1000.0, 1120.0)
     assert plan.config == config_fingerprint(j.ix)
