@@ -96,7 +96,7 @@ def test_a_restarted_junction_runs_the_centres_plan_again_without_a_new_round(tm
                                         "'detector.loop_e.count' AND value > 0")) == 3, 30, "counts from three junctions")  # fmt: skip
             out = subprocess.run(
                 agent_argv("centre", "coordinate", "--corridor", str(corridor), "--db", db, "--broker", broker.url,
-                           "--key", str(centre_key), "--sites", str(sites_file), "--wait", "15"),
+                           "--allow-plaintext", "--key", str(centre_key), "--sites", str(sites_file), "--wait", "15"),
                 env=env, capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             assert out.returncode == 0, out.stdout + out.stderr
