@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from control.config_base import NAME
 from drivers.signals.config import GpioHeadConfig
-from kernel.config_base import ModbusUnit, StrictModel, TcpPort
+from kernel.config_base import ModbusUnit, RelPath, StrictModel, TcpPort
 
 GRAVITY = 9.81
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -465,6 +465,11 @@ class TrafficConfig(StrictModel):
     """The optional ``traffic`` section of the site config."""
 
     intersections: list[IntersectionConfig] = Field(default_factory=list)
+    state_dir: RelPath | None = Field(
+        default=None,
+        description="Where each intersection keeps the centre's last coordination plan across restarts "
+        "(default: a folder traffic/ beside the store, in the agent's state directory).",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> TrafficConfig:

@@ -337,12 +337,14 @@ def sites(db_url: str, sites_file: Path | None, group: str | None, as_json: bool
               help="The last plan sent (default: <corridor>.plan.json beside the corridor file).")  # fmt: skip
 @click.option("--wait", "wait_s", default=10.0, show_default=True, help="Follow the replies this many seconds.")
 @click.option("--every", "every_s", default=0.0, help="Repeat every S seconds until Ctrl-C (0: once).")
+@click.option("--valid-for", "valid_for_s", default=0.0, show_default=True,
+              help="Seconds each junction runs the plan before returning to its configured one (0: until replaced).")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the next plan; send nothing, keep nothing.")
 def coordinate(
     corridor_file: Path, db_url: str, broker: str | None, allow_plaintext: bool, ca_file: Path | None,
     cert_file: Path | None, tls_key_file: Path | None, key_file: Path | None, sites_file: Path | None,
     prefix: str, ttl: float, minutes: float | None, state_file: Path | None, wait_s: float, every_s: float,
-    dry_run: bool,
+    valid_for_s: float, dry_run: bool,
 ) -> None:  # fmt: skip
     """A corridor's next coordination plan from its junctions' loop counts, sent to each junction."""
     from provisioning.centre import corridor as cor
@@ -365,9 +367,8 @@ def coordinate(
     window_s = 60.0 * (minutes if minutes is not None else c.file.window_min)
     while True:
         try:
-            _coordinate_once(
-                c, db_url, window_s, state, dry_run, (broker, key_file, sites_file, prefix, ttl, wait_s, tls)
-            )
+            _coordinate_once(c, db_url, window_s, state, dry_run,
+                             (broker, key_file, sites_file, prefix, ttl, wait_s, tls, valid_for_s))  # fmt: skip
         except AgentError as exc:
             if every_s <= 0:
                 raise
@@ -395,11 +396,11 @@ def _coordinate_once(
         click.echo(line)
     if dry_run:
         return
-    broker, key_file, sites_file, prefix, ttl, wait_s, tls = send
+    broker, key_file, sites_file, prefix, ttl, wait_s, tls, valid_for_s = send
     link = _link(broker, key_file, sites_file, prefix, tls)
     try:
         ids = {}
-        for site, body in cor.command_bodies(c, plan):
+        for site, body in cor.command_bodies(c, plan, valid_for_s):
             cmd = make_command(site, "traffic", body, ttl)
             link.send(cmd)
             ids[cmd.command_id] = f"{site}/{body['intersection']}"
