@@ -11,10 +11,13 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from control.config_base import NAME
 from kernel.config_base import ModbusUnit, RelPath, StrictModel, TcpPort
+
+LEGACY_STATE = Path("var/lighting-state.json")
+"""The state file's default before it moved beside the store (relative to the config file's folder)."""
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -342,11 +345,27 @@ class LightingConfig(StrictModel):
     groups: list[GroupConfig] = Field(min_length=1)
     circuits: list[CircuitConfig] = Field(min_length=1)
     calendar: list[CalendarRule] = Field(default_factory=list)
-    state_path: RelPath = Field(default=Path("var/lighting-state.json"), validate_default=True)
+    state_path: RelPath | None = Field(
+        default=None,
+        validate_default=True,
+        description="Where overrides, profile switches and calibration are kept across restarts (default: "
+        "lighting-state.json beside the store, in the agent's state directory; a site that already has "
+        "var/lighting-state.json beside its config file, the default before, keeps using it).",
+    )
     max_override_s: float = Field(default=7 * 86400, gt=0, le=31 * 86400)
     tick_s: float = Field(default=5.0, ge=0.05, le=60)
     meter_period_s: float = Field(default=30.0, ge=0.1, le=3600)
     report_period_s: float = Field(default=300.0, ge=1, le=86400)
+
+    @field_validator("state_path")
+    @classmethod
+    def _legacy_state(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            base = (info.context or {}).get("base_dir")
+            legacy = Path(base) / LEGACY_STATE if base is not None else None
+            if legacy is not None and legacy.exists():
+                return legacy
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> LightingConfig:

@@ -13,6 +13,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -29,6 +30,7 @@ from control.lighting.outputs import (
     ModbusLightingOutput,
 )
 from control.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
+from control.lighting.state import LightingState, state_file
 from drivers.gpio.factory import FactoryName, PinFactories
 from drivers.gpio.registry import GpioBanks
 from drivers.modbus.link import ModbusLink
@@ -222,8 +224,11 @@ class LightingSource:
                 sensor = ModbusLuxSensor(pc, ModbusLink.tcp(str(pc.host), pc.port, pc.unit, pc.timeout_s))
             else:
                 sensor = GpioPhotocell(pc, self.pin_factory)
+        store = getattr(ctx.site, "store", None)
+        path = state_file(self.lighting.state_path, Path(store.path) if store is not None else None)
         return LightingController(
-            self.name, self.lighting, self.astro, outputs, build_meters(self.lighting), sensor
+            self.name, self.lighting, self.astro, outputs, build_meters(self.lighting), sensor,
+            LightingState.load(path),
         )
 
     async def _control(self, ctx: RunContext, ctl: LightingController) -> None:
