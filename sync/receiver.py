@@ -542,12 +542,10 @@ def receiver_cmd(
             receiver.poll_registry()
             if time.monotonic() >= next_stats:
                 next_stats += stats_every
+                report = health.report()
+                if not report["ok"]:
+                    log.warning("receiver %s is blind: %s (see /health)", name, ", ".join(report["reasons"]))
                 log.info("receiver %s counters: %s", name, dict(receiver.counters))
-        while not stop.wait(stats_every):
-            report = health.report()
-            if not report["ok"]:
-                log.warning("receiver %s is blind: %s (see /health)", name, ", ".join(report["reasons"]))
-            log.info("receiver %s counters: %s", name, dict(receiver.counters))
     finally:
         receiver.disconnect()
         if http is not None:
