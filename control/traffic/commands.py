@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,14 +49,14 @@ def check_coordinate(ix: IntersectionConfig, body: Mapping[str, Any]) -> KeptPla
     if co is None:
         return _outcome("refused", f"intersection {ix.name} has no coordination section")
     start, since, until = body.get("start_s"), body.get("from_s"), body.get("until_s")
-    if not isinstance(start, int | float) or not isinstance(since, int | float):
+    if not _number(start) or not _number(since):
         return _outcome("refused", "start_s and from_s: numbers (seconds on the shared time base)")
-    if until is not None and (not isinstance(until, int | float) or until <= since):
+    if until is not None and (not _number(until) or until <= since):
         return _outcome("refused", "until_s: a number after from_s (seconds on the shared time base)")
     names = [s.name for s in ix.stages]
     splits = body.get("splits")
     cycle = body.get("cycle_s")
-    if not isinstance(splits, dict) or not isinstance(cycle, int | float) or cycle <= 0:
+    if not isinstance(splits, dict) or not _number(cycle) or cycle <= 0:
         return _outcome("refused", "cycle_s and splits: a positive cycle and a split per stage")
     try:
         before = sum(float(splits.get(n, 0.0)) for n in names[: names.index(co.stage)])
@@ -77,6 +78,11 @@ def check_coordinate(ix: IntersectionConfig, body: Mapping[str, Any]) -> KeptPla
         splits=dict(plan.splits),
         until_s=None if until is None else float(until),
     )
+
+
+def _number(value: object) -> bool:
+    """A finite int or float; ``true``/``false`` (a bool is an int to Python) and NaN/Infinity are not."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _outcome(status: str, detail: str, **extra: Any) -> CommandOutcome:

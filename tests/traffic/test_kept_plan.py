@@ -308,3 +308,17 @@ def test_the_plan_is_kept_beside_the_store_unless_the_config_names_a_folder(tmp_
     (src,), _ = traffic_sources(load_config(path))
     assert src.keeper is not None
     assert src.keeper.path == tmp_path / "etc" / "keep" / "ltt-ngt.coordination.json"
+
+
+def test_a_coordinate_body_with_a_bool_nan_or_infinity_for_a_time_is_refused() -> None:
+    """``true`` is an int to Python and JSON decoders pass NaN/Infinity: none of them is a time."""
+    from control.traffic.commands import check_coordinate
+
+    ix = coordinated()
+    good = _body(ix)
+    assert isinstance(check_coordinate(ix, good), KeptPlan)
+    for field in ("start_s", "from_s", "until_s", "cycle_s"):
+        for bad in (True, False, float("nan"), float("inf"), float("-inf")):
+            out = check_coordinate(ix, {**good, field: bad})
+            assert isinstance(out, CommandOutcome), (field, bad)
+            assert out.outcome == "refused", (field, bad)
