@@ -68,4 +68,5 @@ def test_this_process_reads_a_figure_on_linux() -> None:
     meter.share()
     clock.t += 1.0
     share = meter.share()
-    assert share is not None and share >= 0.0
+    assert share is not None
+    assert share >= 0.0
