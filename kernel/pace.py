@@ -8,8 +8,9 @@ acknowledged by the centre. While the agent is starved and the backlog is either
 ``high_s`` of deliveries, and not shrinking) or keeps growing (accepted faster than acknowledged
 for ``growing_steps`` steps in a row, above ``low_s`` of deliveries), the sources stretch their
 poll periods (by 25 % a step, up to ``max_stretch``). Once caught up (below ``low_s`` and not
-growing while starved), or while the backlog shrinks, they come back (by 10 % a step), so what is
-taken in settles at what leaves. A poll moved later by the stretch counts as skipped, never queued.
+growing while starved) they come back by 10 % a step, and while the backlog shrinks by as much as it
+shrinks (up to 25 % a step), so what is taken in settles at what leaves. A step stretched for a
+growing backlog is left to show in the rates before the next. A poll moved later by the stretch counts as skipped, never queued.
 
 Starved means short of CPU: the event loop runs its timers late (``STARVED_LAG_S``: the agent's own
 core is full), or the agent's threads wait for a core (``STARVED_WAIT``: a machine shared with
@@ -78,7 +79,15 @@ class Pace:
         growing = drain_s > self.low_s and self._growing >= self.growing_steps
         if starved and (large or growing):
             self.stretch = min(self.stretch * UP, self.max_stretch)
-        elif (drain_s < self.low_s and not (starved and acc >= dlv)) or dlv > DRAINING * acc:
-            # Caught up, or the backlog shrinks: poll more, until what is taken in matches what leaves.
+            if not large:
+                # Let the step show in the (smoothed) rates before the next one: stretching again at
+                # every step while they lag overshoots, and polls relaxed later are readings lost.
+                self._growing = 0
+        elif dlv > DRAINING * acc:
+            # The backlog shrinks: poll more, by as much as it shrinks (at most 25 % a step), until what
+            # is taken in matches what leaves.
+            self.stretch = max(self.stretch / min(dlv / acc if acc > 0 else UP, UP), 1.0)
+        elif drain_s < self.low_s and not (starved and acc >= dlv):
+            # Caught up: poll more, gently, while the agent has CPU to spare or the backlog still shrinks.
             self.stretch = max(self.stretch / DOWN, 1.0)
         return self.stretch
