@@ -8,9 +8,10 @@ acknowledged by the centre. While the agent is starved and the backlog is either
 ``high_s`` of deliveries, and not shrinking) or keeps growing (accepted faster than acknowledged
 for ``growing_steps`` steps in a row, above ``low_s`` of deliveries), the sources stretch their
 poll periods (by 25 % a step, up to ``max_stretch``). Once caught up (below ``low_s`` and not
-growing while starved) they come back by 10 % a step, and while the backlog shrinks by as much as it
-shrinks (up to 25 % a step), so what is taken in settles at what leaves. A step stretched for a
-growing backlog is left to show in the rates before the next. A poll moved later by the stretch counts as skipped, never queued.
+growing while starved) they come back by 10 % a step, and while the backlog shrinks by as much as
+it shrinks (up to 25 % a step), so what is taken in settles at what leaves. A step stretched for a
+growing backlog is left to show in the rates before the next. A poll moved later by the stretch
+counts as skipped, never queued.
 
 Starved means short of CPU: the event loop runs its timers late (``STARVED_LAG_S``: the agent's own
 core is full), or the agent's threads wait for a core (``STARVED_WAIT``: a machine shared with
@@ -32,10 +33,10 @@ DRAINING = 1.1  # acknowledged this much faster than accepted: the backlog shrin
 GROWING = 1.03
 STARVED_LAG_S = 0.01  # the event loop runs timers this late on average: the agent lacks CPU
 # The agent's threads waited this many seconds per second for a core (summed over threads). Measured
-# with bench/bench_ladder.py on a 2-core machine at load 5-6: 0.13 for a light agent (100 devices,
-# 7 % of a core), 0.74 to 1.76 in every row at or past the ceiling (docs/benchmarks.md). A busy agent
-# that keeps up can pass it too (0.75 at 400 devices): starvation alone never stretches, the backlog
-# must also be large or growing.
+# with bench/bench_ladder.py on a 2-core machine: 0.13 for a light agent (100 devices, 7 % of a core,
+# load 5.5), 0.74 to 1.78 in every row at or past the ceiling (load 3 to 13; docs/benchmarks.md). A
+# busy agent that keeps up can pass it too (0.75 at 400 devices, load 6.1): starvation alone never
+# stretches, the backlog must also be large or growing.
 STARVED_WAIT = 0.5
 
 
