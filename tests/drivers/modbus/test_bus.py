@@ -14,7 +14,7 @@ from drivers.transports import TcpTransport, memory_pair
 from kernel.errors import DeviceError, WriteRefused
 from kernel.readings import Priority, Quality
 from kernel.sink import ListSink
-from tests.drivers.modbus.helpers import context, make_profile, running
+from tests.drivers.modbus.helpers import context, make_profile, running, until
 
 BAUD = 115200  # fast line: fault tests spend their time on faults, not on the wire
 
@@ -137,7 +137,7 @@ FAULTS = [
     (Fault.WRONG_UNIT, 0.0, "frame"),
     (Fault.EXCEPTION, 4, "exception_4"),
     (Fault.GARBAGE, 0.0, "frame"),
-    (Fault.REBOOT, 0.8, "timeout"),
+    (Fault.REBOOT, 3.0, "timeout"),  # silent long enough to be marked unavailable on a slow machine
 ]
 
 
@@ -149,13 +149,26 @@ def test_every_fault_is_counted_survived_and_recovered(fault, arg, kind, caplog)
         ctx = context(sink)
         with caplog.at_level(logging.INFO, logger="kbe.test"):
             async with running(bus, ctx) as task:
-                await asyncio.sleep(0.3)
+                # Each phase waits for what it is about (with a generous deadline), not for a fixed
+                # time: on a loaded machine the same polls take longer.
+                await until(lambda: values(sink, "d1", "temp") and values(sink, "d2", "temp"), "both read")
+                healthy_before = len(values(sink, "d2", "temp"))
                 emus[0].set_fault(fault, arg)
-                await asyncio.sleep(1.2)
-                healthy_during = len(values(sink, "d2", "temp"))
+                # d1 is marked unavailable, and the healthy device keeps being read meanwhile (a bus
+                # stalled on the faulty device never gets here).
+                await until(
+                    lambda: "offline" in [r.value for r in values(sink, "d1", "availability")]
+                    and len(values(sink, "d2", "temp")) - healthy_before >= 10,
+                    "d1 unavailable while d2 is read 10 times",
+                )
+                healthy_during = len(values(sink, "d2", "temp")) - healthy_before
                 faulty_mark = len(values(sink, "d1", "temp"))
-                emus[0].set_fault(Fault.NONE)
-                await asyncio.sleep(1.5)
+                if fault is Fault.REBOOT:
+                    await until(lambda: not emus[0].rebooting, "the reboot over")  # it ends by itself
+                else:
+                    emus[0].set_fault(Fault.NONE)
+                # The poll that reads d1 again also logs it back and sends the "online" event.
+                await until(lambda: len(values(sink, "d1", "temp")) > faulty_mark, "d1 read again")
                 assert not task.done()
         await line.stop()
         assert ctx.metrics.get("modbus_errors_total", {"device": "d1", "kind": kind}) >= 1
