@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable
 
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.profile import Profile
@@ -15,6 +13,9 @@ from kernel.metrics import Metrics
 from kernel.readings import ClockQuality
 from kernel.sink import ListSink
 from kernel.source import RunContext
+from tests.conftest import until
+
+__all__ = ["context", "make_profile", "running", "until"]
 
 TEST_PROFILE = {
     "model": "TestMeter",
@@ -88,15 +89,3 @@ async def running(bus: ModbusBus, ctx: RunContext):
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-
-async def until(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    """Wait until ``cond()`` holds; fail naming ``what`` after ``timeout`` seconds.
-
-    The deadline is generous on purpose: on a loaded machine the bus and the emulator run slower
-    together, and a test judges what happens, not how fast.
-    """
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(0.02)
