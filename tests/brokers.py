@@ -39,10 +39,12 @@ def mosquitto_binary() -> str:
     return exe
 
 
-def wait_port(port: int, timeout: float = 10.0) -> bool:
-    """Wait until something accepts TCP connections on 127.0.0.1:port."""
+def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Wait until something accepts TCP connections on 127.0.0.1:port (False at once if ``proc`` exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return True
@@ -137,7 +139,7 @@ class Mosquitto:
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Listening, and by this process: an exit means someone else answers on the port.
-        if not wait_port(self.port, timeout) or self.proc.poll() is not None:
+        if not wait_port(self.port, timeout, self.proc) or self.proc.poll() is not None:
             err = self.proc.stderr.read().decode() if self.proc.poll() is not None and self.proc.stderr else ""
             self.stop()
             log = self.log.read_text() if self.log.exists() else ""
