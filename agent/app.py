@@ -20,6 +20,7 @@ from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
 from kernel.clock import Clock
 from kernel.commands import CommandHandler, CommandOutcome, CommandRouter, IncomingCommand
+from kernel.cpuwait import RunQueueWait
 from kernel.errors import AgentError
 from kernel.kinds import KindRegistry
 from kernel.metrics import Metrics
@@ -27,6 +28,7 @@ from kernel.readings import Priority, Reading
 from kernel.services import Services
 from kernel.sink import ReadingSink
 from kernel.source import Liveness, RunContext, Source
+from kernel.version import agent_version
 from sync.store import Store
 
 if TYPE_CHECKING:
@@ -110,7 +112,7 @@ class Agent:
         self._restart = asyncio.Event()
         self._update_task: asyncio.Task[None] | None = None
         self.clock = clock or Clock()
-        self.metrics = metrics or Metrics(process=True, version=_version())
+        self.metrics = metrics or Metrics(process=True, version=agent_version())
         self.store = Store(cfg.store.path, cfg.site.id, cfg.store.max_bytes, self.metrics)
         self.writer = StoreWriter(self.store, self.metrics, cfg.store.queue_size, cfg.store.commit_interval_s)
         self.supervisor = Supervisor(
@@ -302,8 +304,11 @@ class Agent:
     async def _pace_loop(self) -> None:
         """Every few seconds: stretch or relax the sources' poll periods (kernel/pace.py)."""
         pace, loop = self.ctx.pace, asyncio.get_running_loop()
+        cpu_wait = self.ctx.services.get(RunQueueWait)
         self.metrics.describe("kbe_acquisition_stretch", "How many times slower than configured sources poll (1: as configured).")
+        self.metrics.describe("kbe_cpu_wait_ratio", "Seconds per second the agent's threads waited for a core (schedstat).")
         last_n, last_depth, last_t = self.writer.committed, self.store.depth(), time.monotonic()
+        cpu_wait.share()  # the first look only sets the mark
         ticks = round(PACE_EVERY_S / PACE_TICK_S)
         while True:
             lag = 0.0
@@ -316,9 +321,12 @@ class Agent:
             accepted = (n - last_n) / dt
             delivered = accepted - (depth - last_depth) / dt
             connected = self.uploader is not None and self.uploader.connected
+            waited = cpu_wait.share()
             before = pace.stretch
-            stretch = pace.update(depth, accepted, delivered, connected, lag / ticks)
+            stretch = pace.update(depth, accepted, delivered, connected, lag / ticks, waited)
             self.metrics.set("kbe_acquisition_stretch", stretch)
+            if waited is not None:
+                self.metrics.set("kbe_cpu_wait_ratio", waited)
             if before == 1.0 < stretch:
                 log.warning(
                     "the uplink cannot keep up (%d readings waiting, %.0f/s acknowledged): polling more slowly",
@@ -492,15 +500,6 @@ class Agent:
                 notifier.notify("STOPPING=1")
             await self.shutdown(1.0 if restart else 5.0)
         return restart
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("kinhbac-edge")
-    except Exception:
-        return ""
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

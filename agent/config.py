@@ -274,17 +274,22 @@ class SiteConfig(StrictModel):
             raise ValueError("\n".join(problems))
         return devices
 
+    def _section_device(self, driver: str, runs: str, add_hint: str | None) -> None:
+        """The device of kind ``driver`` that runs the top-level section of the same name: the
+        section is needed when the device is there, and one such device per site runs ``runs``;
+        with ``add_hint``, a section that no device runs is refused too, with that hint."""
+        section = getattr(self, driver)
+        idx = [i for i, dev in enumerate(self.devices) if dev.driver == driver]
+        if idx and section is None:
+            raise ValueError(f"devices[{idx[0]}]: a {driver} device needs the top-level {driver} section")
+        if add_hint is not None and section is not None and not idx:
+            raise ValueError(f"{driver}: nothing runs this section (add a device {add_hint})")
+        if len(idx) > 1:
+            raise ValueError(f"devices[{idx[1]}]: only one {driver} device per site (it runs {runs})")
+
     @model_validator(mode="after")
     def _lighting_device(self) -> SiteConfig:
-        idx = [i for i, dev in enumerate(self.devices) if dev.driver == "lighting"]
-        if idx and self.lighting is None:
-            raise ValueError(f"devices[{idx[0]}]: a lighting device needs the top-level lighting section")
-        if self.lighting is not None and not idx:
-            raise ValueError(
-                "lighting: nothing runs this section (add a device {driver: lighting, name: street-lights})"
-            )
-        if len(idx) > 1:
-            raise ValueError(f"devices[{idx[1]}]: only one lighting device per site (it runs every circuit)")
+        self._section_device("lighting", "every circuit", "{driver: lighting, name: street-lights}")
         if self.lighting is not None:
             from control.lighting.config import gpio_bank_problem
 
@@ -295,11 +300,7 @@ class SiteConfig(StrictModel):
 
     @model_validator(mode="after")
     def _traffic_device(self) -> SiteConfig:
-        idx = [i for i, dev in enumerate(self.devices) if dev.driver == "traffic"]
-        if idx and self.traffic is None:
-            raise ValueError(f"devices[{idx[0]}]: a traffic device needs the top-level traffic section")
-        if len(idx) > 1:
-            raise ValueError(f"devices[{idx[1]}]: only one traffic device per site (it runs every intersection)")
+        self._section_device("traffic", "every intersection", None)
         if self.traffic is not None:
             from control.traffic.config import detector_source_problem
 

@@ -14,7 +14,7 @@ import click
 from control.lighting.astro import AstroClock, night_of
 from control.lighting.calendar import rule_for_night
 from control.lighting.config import LightingConfig, night_minute
-from control.lighting.state import LightingState
+from control.lighting.state import LightingState, state_file
 
 
 def night_plan(cfg: LightingConfig, astro: AstroClock, night: dt.date, state: LightingState) -> str:
@@ -64,7 +64,8 @@ def plan(config_file: Path, start: str | None, nights: int) -> None:
         first = dt.date.fromisoformat(start) if start else night_of(dt.datetime.now(astro.tz))
     except ValueError:
         raise click.BadParameter(f"{start!r} is not a date like 2026-02-16", param_hint="--from") from None
-    state = LightingState.load(cfg.state_path if cfg.state_path.exists() else None)
+    path = state_file(cfg.state_path, site.store.path)
+    state = LightingState.load(path if path is not None and path.exists() else None)
     for i in range(nights):
         click.echo(night_plan(cfg, astro, first + dt.timedelta(days=i), state))
     for circuit, ov in sorted(state.overrides.items()):

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 
 from kernel.errors import StoreError
 from kernel.metrics import Metrics
@@ -73,7 +74,7 @@ class StoreWriter:
             if not self._queue:
                 return 0
             n = min(len(self._queue), self.max_batch)
-            batch = [self._queue[i] for i in range(n)]
+            batch = list(islice(self._queue, n))  # indexing a deque is slow away from its ends
             await asyncio.to_thread(self.store.append, batch)
             # Only now are they accepted; take them off the queue.
             for _ in range(n):

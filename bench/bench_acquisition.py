@@ -27,13 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_ladder import split_gateways
+from bench.bench_ladder import split_gateways, start_emulators
 from bench.modbus_tcp_throughput import write_profile
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.profile import load_profile
 from drivers.transports import TcpTransport
-from hil.procs import ManagedProcess, agent_env
 from kernel.clock import Clock
 from kernel.metrics import Metrics
 from kernel.readings import Reading
@@ -101,13 +100,8 @@ def main() -> None:
         work = Path(d)
         profile = write_profile(work)
         gateways = split_gateways(args.devices, args.units_per_gateway)
-        spec = ",".join(f"{port}:{units}" for port, units in gateways)
-        bench = str(Path(__file__).resolve().parent / "bench_ladder.py")
-        emu = ManagedProcess("emulator", [sys.executable, bench, "--serve", str(profile), spec], work / "emu.log", agent_env())
-        emu.start()
+        (emu,) = start_emulators(work, profile, gateways, 1)
         try:
-            while "ready" not in emu.tail(3):
-                time.sleep(0.2)
             load0 = os.getloadavg()[0]
             base = asyncio.run(measure(profile, gateways, args.window, True, None))
             new = asyncio.run(measure(profile, gateways, args.window, False, args.cprofile))

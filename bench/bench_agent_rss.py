@@ -125,6 +125,55 @@ def measure(
         proc.stop()
 
 
+class Meters:
+    """``devices`` emulated SDM120 meters behind one Modbus TCP gateway, on an event loop in a thread."""
+
+    def __init__(self, devices: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.emu = Emulator()
+        self.profile = load_profile("eastron-sdm120")
+        meters = [EmulatedDevice(self.profile, u, seed=u) for u in range(1, devices + 1)]
+        self.port = asyncio.run_coroutine_threadsafe(self.emu.add_tcp(meters), self.loop).result(10)
+
+    def close(self) -> None:
+        """Stop the gateway."""
+        asyncio.run_coroutine_threadsafe(self.emu.close(), self.loop).result(10)
+
+
+def start_centre(work: Path, procs: ProcessSet) -> tuple[Path, Broker]:
+    """A broker and the reference receiver (SQLite) for the site ``bench-rss``, logs in ``work/logs``;
+    returns the site's signing key and the broker."""
+    (work / "logs").mkdir()
+    broker = procs.add(Broker(work))
+    broker.start()
+    key, pub = generate_keypair(work / "keys", "site")
+    centre_key, _centre_pub = generate_keypair(work / "keys", "centre")
+    sites = work / "sites.yaml"
+    sites.write_text(yaml.safe_dump({"sites": {"bench-rss": {"public_keys": [str(pub)]}}}))
+    rx = procs.add(
+        ManagedProcess(
+            "receiver",
+            agent_argv(
+                "receiver",
+                "--broker",
+                broker.url,
+                "--db",
+                f"sqlite:///{work / 'centre.db'}",
+                "--sites",
+                str(sites),
+                "--signing-key",
+                str(centre_key),
+                "--allow-plaintext",
+            ),
+            work / "logs" / "receiver.log",
+            agent_env(),
+        )
+    )
+    rx.start()
+    return key, broker
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--devices", type=int, default=50)
@@ -132,43 +181,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--compare", type=Path, help="another checkout to run the same site from (baseline)")
     args = ap.parse_args()
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    emu = Emulator()
-    profile = load_profile("eastron-sdm120")
-    devices = [EmulatedDevice(profile, u, seed=u) for u in range(1, args.devices + 1)]
-    port = asyncio.run_coroutine_threadsafe(emu.add_tcp(devices), loop).result(10)
+    meters = Meters(args.devices)
+    profile, port = meters.profile, meters.port
     procs = ProcessSet()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "logs").mkdir()
         try:
-            broker = procs.add(Broker(work))
-            broker.start()
-            key, pub = generate_keypair(work / "keys", "site")
-            centre_key, _centre_pub = generate_keypair(work / "keys", "centre")
-            sites = work / "sites.yaml"
-            sites.write_text(yaml.safe_dump({"sites": {"bench-rss": {"public_keys": [str(pub)]}}}))
-            rx = procs.add(
-                ManagedProcess(
-                    "receiver",
-                    agent_argv(
-                        "receiver",
-                        "--broker",
-                        broker.url,
-                        "--db",
-                        f"sqlite:///{work / 'centre.db'}",
-                        "--sites",
-                        str(sites),
-                        "--signing-key",
-                        str(centre_key),
-                        "--allow-plaintext",
-                    ),
-                    work / "logs" / "receiver.log",
-                    agent_env(),
-                )
-            )
-            rx.start()
+            key, broker = start_centre(work, procs)
             bare = bare_python_rss()
             empty_last, _empty_peak, _empty_cpu, _empty_pss = measure(
                 agent_argv("run", "--config", str(site(work, key, broker.url, port, 0))),
@@ -213,7 +232,7 @@ def main() -> None:
             print(f"target RSS <= 40 MB: {'met' if peak <= 40 else 'NOT met'}")
         finally:
             procs.stop_all()
-            asyncio.run_coroutine_threadsafe(emu.close(), loop).result(10)
+            meters.close()
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ class Row:
     receiver_cpu_pct: float
     load: float
     stretch: float = 1.0
+    stretch_min: float = 1.0  # over the window's looks at /metrics (every ``--metrics-s``)
+    stretch_max: float = 1.0
     skipped_per_s: float = 0.0
     wait_pct: float = 0.0  # the agent's threads waiting for a core, % of the window
 
@@ -297,6 +299,8 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         t0 = w0 = cpu0 = emu0 = rx0 = wait0 = 0.0
         spy: subprocess.Popen[bytes] | None = None
         seq0 = 0
+        stretches: list[float] = []
+        next_metrics = 0.0
         while True:
             now = time.monotonic()
             el = now - t_start
@@ -317,6 +321,9 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
                 st = store_state(store)
                 samples.append((now, st.depth))
                 rss_max = max(rss_max, proc_rss_kib(agent.pid or 0) or 0)
+                if now >= next_metrics:  # /metrics costs the agent a little CPU: not at every sample
+                    stretches.append(agent_metrics(health).get("kbe_acquisition_stretch", 1.0))
+                    next_metrics = now + args.metrics_s
                 progress.update(Snapshot(el, total, stored=st.last_seq, phase=label))
             if el >= total:
                 break
@@ -354,6 +361,8 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             receiver_cpu_pct=100 * rx / dt,
             load=load,
             stretch=m.get("kbe_acquisition_stretch", 1.0),
+            stretch_min=min(stretches, default=1.0),
+            stretch_max=max(stretches, default=1.0),
             skipped_per_s=(m.get(SKIPPED, 0.0) - skipped0) / dt,
             wait_pct=100 * wait / dt,
         )
@@ -370,7 +379,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
 HEADER = (
     "| rung | devices x 50 @ poll | offered pts/s | stored pts/s | delivered pts/s | agent µs CPU/pt "
     "| agent CPU % | RSS MiB | RSS KiB/device | latency p50 / p99 s | backlog slope /s | emulators CPU % "
-    "| receiver CPU % | poll stretch | polls skipped /s | agent waiting for a core % | load avg |"
+    "| receiver CPU % | poll stretch at the end (min-max) | polls skipped /s | agent waiting for a core % | load avg |"
 )
 
 
@@ -380,7 +389,7 @@ def md(r: Row) -> str:
         f"| {r.label} | {r.devices:,} @ {r.poll_s:g} s | {r.offered:,.0f} | {r.stored:,.0f} | **{r.delivered:,.0f}** "
         f"| {r.cpu_us_per_point:.1f} | {r.cpu_pct:.0f} | {r.rss_mib:.1f} | {r.rss_kib_per_device:.1f} "
         f"| {r.p50_s:.2f} / {r.p99_s:.2f} | {r.backlog_slope:+,.0f} | {r.emulator_cpu_pct:.0f} "
-        f"| {r.receiver_cpu_pct:.0f} | {r.stretch:.2f} | {r.skipped_per_s:,.0f} | {r.wait_pct:.0f} | {r.load:.1f} |"
+        f"| {r.receiver_cpu_pct:.0f} | {r.stretch:.2f} ({r.stretch_min:.2f}-{r.stretch_max:.2f}) | {r.skipped_per_s:,.0f} | {r.wait_pct:.0f} | {r.load:.1f} |"
     )
 
 
@@ -393,6 +402,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=20.0)
     ap.add_argument("--window", type=float, default=60.0)
     ap.add_argument("--sample-s", type=float, default=3.0, help="seconds between looks at the store")
+    ap.add_argument("--metrics-s", type=float, default=10.0, help="seconds between looks at the agent's /metrics (stretch range)")
     ap.add_argument("--emulators", type=int, default=2, help="emulator processes")
     ap.add_argument("--units-per-gateway", type=int, default=50, help="devices behind one Modbus TCP port (<= 247)")
     ap.add_argument("--max-outstanding", type=int, default=1, help="pipelined Modbus TCP requests per gateway connection")

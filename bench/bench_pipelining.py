@@ -25,13 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_acquisition import CountingSink
-from bench.bench_ladder import runqueue_wait_s, split_gateways
+from bench.bench_ladder import runqueue_wait_s, split_gateways, start_emulators
 from bench.modbus_tcp_throughput import write_profile
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import DeviceSettings, ModbusDevice
 from drivers.modbus.profile import load_profile
 from drivers.transports import TcpTransport
-from hil.procs import ManagedProcess, agent_env
 from kernel.clock import Clock
 from kernel.metrics import Metrics
 from kernel.source import RunContext
@@ -74,14 +73,9 @@ def main() -> None:
         work = Path(d)
         profile = write_profile(work)
         gateways = split_gateways(args.devices, args.units_per_gateway)
-        spec = ",".join(f"{port}:{units}" for port, units in gateways)
-        bench = str(Path(__file__).resolve().parent / "bench_ladder.py")
-        emu = ManagedProcess("emulator", [sys.executable, bench, "--serve", str(profile), spec], work / "emu.log", agent_env())
-        emu.start()
+        (emu,) = start_emulators(work, profile, gateways, 1)
         got: dict[int, list[tuple[float, float, float, float]]] = {k: [] for k in depths}
         try:
-            while "ready" not in emu.tail(3):
-                time.sleep(0.2)
             for _ in range(2):
                 for depth in depths:
                     rate, us, wait = asyncio.run(measure(profile, gateways, args.window, depth))

@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,9 +33,10 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import SyncConfig
+from bench.bench_sync import drain
+from bench.paho_pair import timed_publish
 from kernel.metrics import Metrics
 from kernel.readings import Reading
 from sync.receiver_db import _PG_DDL, _PG_READING_TYPES, READING_COLUMNS, _rows
@@ -176,32 +176,16 @@ class Receivers:
 def publish_all(port: int, frames: list[tuple[str, bytes]], inflight: int) -> float:
     """Publish every frame at QoS 1; seconds until every batch is acknowledged."""
     acked: set[str] = set()
-    done = threading.Event()
 
-    def on_message(_c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
+    def on_ack(m: paho.MQTTMessage) -> bool:
         acked.add(unpack_frame(m.payload).msg_id)
-        if len(acked) == len(frames):
-            done.set()
+        return len(acked) == len(frames)
 
-    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-acks", protocol=paho.MQTTv5)
-    sub.on_message = on_message
-    sub.connect("127.0.0.1", port)
-    sub.subscribe("kbe/+/down/ack", qos=1)
-    sub.loop_start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=paho.MQTTv5)
-    pub.max_inflight_messages_set(inflight)
-    pub.connect("127.0.0.1", port)
-    pub.loop_start()
-    time.sleep(1.0)
-    t = time.perf_counter()
-    for site, frame in frames:
-        pub.publish(f"kbe/{site}/up/batch", frame, qos=1)
-    if not done.wait(600):
+    dt, reached = timed_publish(port, [(f"kbe/{site}/up/batch", frame) for site, frame in frames], inflight,
+                                listen="kbe/+/down/ack", on_message=on_ack, listener_id="bench-acks",
+                                settle_s=1.0, timeout_s=600)
+    if not reached:
         print(f"only {len(acked)} of {len(frames)} batches acknowledged in 600 s", file=sys.stderr)
-    dt = time.perf_counter() - t
-    for c in (pub, sub):
-        c.loop_stop()
-        c.disconnect()
     return dt
 
 
@@ -266,20 +250,6 @@ def measure(label: str, n_rx: int, frames: list[tuple[str, bytes]], args: argpar
     return Run(label, n, seconds, after[0] - before[0], after[1] - before[1], after[2] - before[2], here)
 
 
-async def _drain(uploader: Uploader, store: Store) -> tuple[float, float]:
-    task = asyncio.create_task(uploader.run())
-    while not uploader.connected:  # noqa: ASYNC110 - a benchmark's polling
-        await asyncio.sleep(0.01)
-    t, cpu = time.perf_counter(), time.process_time()
-    while store.stats().depth:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
-    dt, cpu = time.perf_counter() - t, time.process_time() - cpu
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return dt, cpu
-
-
 def uplink(n: int, key: Path, centre_pub: Path, tmp: Path, broker: Mosquitto) -> str:
     """The agent's uplink draining n readings to one receiver: its CPU µs per reading beside the receiver's."""
     site = "site-00"
@@ -294,7 +264,7 @@ def uplink(n: int, key: Path, centre_pub: Path, tmp: Path, broker: Mosquitto) ->
         try:
             wait_connected(broker, 1, since)
             rx_before = rx.cpu()
-            seconds, up_cpu = asyncio.run(_drain(Uploader(cfg, site, store, Metrics()), store))
+            seconds, up_cpu = asyncio.run(drain(Uploader(cfg, site, store, Metrics()), store, n))
             rx_cpu = rx.cpu() - rx_before
         finally:
             rx.stop()

@@ -12,24 +12,18 @@ soak with the first tenth after settling: a flat plateau has a ratio near 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml
-from bench_agent_rss import cpu_s, rss_mb, site
+from bench_agent_rss import Meters, cpu_s, rss_mb, site, start_centre
 
-from drivers.modbus.emulator import EmulatedDevice, Emulator
-from drivers.modbus.profile import load_profile
-from hil.procs import Broker, ManagedProcess, ProcessSet, agent_argv, agent_env
-from sync.signing import generate_keypair
+from hil.procs import ManagedProcess, ProcessSet, agent_argv, agent_env
 
 
 def main() -> None:
@@ -40,31 +34,14 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=30.0)
     ap.add_argument("--png", type=Path, default=Path("docs/benchmarks/rss-soak.png"))
     args = ap.parse_args()
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    emu = Emulator()
-    profile = load_profile("eastron-sdm120")
-    port = asyncio.run_coroutine_threadsafe(
-        emu.add_tcp([EmulatedDevice(profile, u, seed=u) for u in range(1, args.devices + 1)]), loop
-    ).result(10)
+    meters = Meters(args.devices)
+    profile, port = meters.profile, meters.port
     samples: list[tuple[float, float, float, float]] = []  # minutes, RSS MB, CPU %, load
     procs = ProcessSet()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "logs").mkdir()
         try:
-            broker = procs.add(Broker(work))
-            broker.start()
-            key, pub = generate_keypair(work / "keys", "site")
-            centre_key, _ = generate_keypair(work / "keys", "centre")
-            sites = work / "sites.yaml"
-            sites.write_text(yaml.safe_dump({"sites": {"bench-rss": {"public_keys": [str(pub)]}}}))
-            procs.add(ManagedProcess(
-                "receiver",
-                agent_argv("receiver", "--broker", broker.url, "--db", f"sqlite:///{work / 'centre.db'}",
-                           "--sites", str(sites), "--signing-key", str(centre_key), "--allow-plaintext"),
-                work / "logs" / "receiver.log", agent_env(),
-            )).start()
+            key, broker = start_centre(work, procs)
             agent = procs.add(ManagedProcess(
                 "agent", agent_argv("run", "--config", str(site(work, key, broker.url, port, args.devices))),
                 work / "logs" / "agent.log", agent_env(),
@@ -85,7 +62,7 @@ def main() -> None:
                       f"load {samples[-1][3]:.1f}", flush=True)
         finally:
             procs.stop_all()
-            asyncio.run_coroutine_threadsafe(emu.close(), loop).result(10)
+            meters.close()
     if not samples:
         return
     tenth = max(1, len(samples) // 10)

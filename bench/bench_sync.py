@@ -19,14 +19,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import SyncConfig
+from bench.paho_pair import timed_publish
 from kernel.metrics import Metrics
 from kernel.readings import Reading
 from sync.signing import Signer, generate_keypair
@@ -63,32 +62,14 @@ def frames_of(store: Store, signer: Signer, max_count: int) -> list[bytes]:
 
 def bare_paho(port: int, frames: list[bytes], max_inflight: int) -> float:
     """Seconds to move every frame publisher -> broker -> subscriber at QoS 1."""
-    got = threading.Event()
     count = [0]
 
-    def on_message(_c: paho.Client, _u: object, _m: paho.MQTTMessage) -> None:
+    def arrived(_m: paho.MQTTMessage) -> bool:
         count[0] += 1
-        if count[0] == len(frames):
-            got.set()
+        return count[0] == len(frames)
 
-    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub", protocol=paho.MQTTv5)
-    sub.on_message = on_message
-    sub.connect("127.0.0.1", port)
-    sub.subscribe("bench/base", qos=1)
-    sub.loop_start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=paho.MQTTv5)
-    pub.max_inflight_messages_set(max_inflight)
-    pub.connect("127.0.0.1", port)
-    pub.loop_start()
-    time.sleep(0.5)
-    t = time.perf_counter()
-    for f in frames:
-        pub.publish("bench/base", f, qos=1)
-    got.wait(300)
-    dt = time.perf_counter() - t
-    for c in (pub, sub):
-        c.loop_stop()
-        c.disconnect()
+    dt, _ = timed_publish(port, [("bench/base", f) for f in frames], max_inflight, listen="bench/base",
+                          on_message=arrived, listener_id="bench-sub", settle_s=0.5, timeout_s=300)
     return dt
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hil.expect import GOOD, Row, Verdict
+from hil.expect import GOOD, Check, Row, Verdict
 from hil.schedule import FaultWindow
 
 MAX_BUCKETS = 120
@@ -32,6 +32,21 @@ class RunData:
     end_wall: float
     elapsed_s: float
     drain_s: float | None = None
+
+
+def check_rows(checks: Sequence[Check]) -> list[dict[str, Any]]:
+    """The figures' row of each check: what it is, ``pass``, ``fail`` or ``not checked``, and why."""
+    return [
+        {
+            "label": c.label,
+            "name": c.name,
+            "device": c.device,
+            "status": "fail" if not c.ok else ("not checked" if c.skipped else "pass"),
+            "worst": c.worst,
+            "detail": c.detail,
+        }
+        for c in checks
+    ]
 
 
 def bucket_s(duration_s: float) -> float:
@@ -129,17 +144,6 @@ def figures(data: RunData) -> dict[str, Any]:
                 "failed": list(st.failed) if st else [],
             }
         )
-    checks = [
-        {
-            "label": c.label,
-            "name": c.name,
-            "device": c.device,
-            "status": "fail" if not c.ok else ("not checked" if c.skipped else "pass"),
-            "worst": c.worst,
-            "detail": c.detail,
-        }
-        for c in data.verdict.checks
-    ]
     return {
         "rig": data.rig.rig,
         "description": data.rig.description,
@@ -155,5 +159,5 @@ def figures(data: RunData) -> dict[str, Any]:
         "backlog": [[round(s.wall - start, 2), s.depth] for s in data.samples],
         "outages": _outage_drains(data),
         "drain_s": round(data.drain_s, 2) if data.drain_s is not None else None,
-        "checks": checks,
+        "checks": check_rows(data.verdict.checks),
     }

@@ -8,12 +8,15 @@ whatever is still running on exit, on error and on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +28,67 @@ log = logging.getLogger("kbe.hil")
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Ports handed out by free_port lie below the kernel's ephemeral range, so no bind to port 0 and no
+# outgoing connection (a client reconnecting to a stopped broker included) is ever given one; a lock
+# file per port, held until this process exits, keeps two free_port callers (pytest workers, rigs,
+# benches) from choosing the same one.
+PORT_LOCKS = Path(tempfile.gettempdir()) / "kbe-ports"
+RESERVED_LOW = 20000  # below: well-known and registered service ports (5432, 8080, ...)
+_held: dict[int, int] = {}  # port -> the descriptor holding its lock file
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (Linux ``ip_local_port_range``; the IANA default elsewhere)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _reserve(port: int) -> bool:
+    """Take the machine-wide lock of ``port`` for the life of this process (False if someone holds it)."""
+    try:
+        if not PORT_LOCKS.is_dir():
+            PORT_LOCKS.mkdir(exist_ok=True)
+            PORT_LOCKS.chmod(0o1777)  # shared by every user's runs, like /tmp
+        fd = os.open(PORT_LOCKS / f"{port}.lock", os.O_CREAT | os.O_RDONLY, 0o644)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    if not _bindable(port):
+        os.close(fd)  # closing drops the lock
+        return False
+    _held[port] = fd
+    return True
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that is free and that nobody else is handed while this process runs.
+
+    Picked below the kernel's ephemeral range and reserved by a lock file (see ``PORT_LOCKS``): a
+    port taken by someone else between this call and the server binding it was the cause of
+    failures on loaded machines. Falls back to a port the kernel picks if none can be reserved.
+    """
+    lo, _hi = ephemeral_range()
+    if lo - RESERVED_LOW >= 1000:
+        for _ in range(200):
+            port = random.randrange(RESERVED_LOW, lo)
+            if port not in _held and _reserve(port):
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -170,12 +232,21 @@ def wait_port(port: int, proc: ManagedProcess, timeout: float = 15.0) -> None:
     raise HilFailure(f"{proc.name} did not listen on port {port} within {timeout:.0f} s:\n{proc.tail()}")
 
 
+class PortTaken(HilFailure):
+    """Someone else holds the port a process was about to listen on."""
+
+
 class Broker(ManagedProcess):
     """A private Mosquitto on a free loopback port, with its own config; stop and start keep the port."""
 
     def __init__(self, work: Path, port: int | None = None) -> None:
+        self.picked = port is None  # the port was chosen here, not by the caller
         self.port = port or free_port()
-        conf = work / "mosquitto.conf"
+        self.conf = work / "mosquitto.conf"
+        self._write_conf()
+        super().__init__("broker", ["mosquitto", "-c", str(self.conf)], work / "logs" / "broker.log")
+
+    def _write_conf(self) -> None:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
@@ -187,8 +258,7 @@ class Broker(ManagedProcess):
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # Mosquitto 2 drops privileges to 'mosquitto' otherwise
-        conf.write_text("\n".join(lines) + "\n")
-        super().__init__("broker", ["mosquitto", "-c", str(conf)], work / "logs" / "broker.log")
+        self.conf.write_text("\n".join(lines) + "\n")
 
     @property
     def url(self) -> str:
@@ -196,11 +266,34 @@ class Broker(ManagedProcess):
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start Mosquitto and wait until it accepts connections."""
-        deadline = time.monotonic() + 10.0
+        """Start Mosquitto and wait until it accepts connections.
+
+        On its first start, a broker whose port was chosen for it moves to another free port if
+        someone took that port meanwhile (up to three times); a restart keeps the port its clients
+        were given, and fails if the port is taken.
+        """
+        movable = self.picked and self.starts == 0
+        for attempt in range(3):
+            try:
+                self._start_on_port(wait_s=0.0 if movable else 10.0)
+                return
+            except PortTaken as exc:
+                if not movable or attempt == 2:
+                    raise HilFailure(str(exc)) from None
+                log.warning("%s; moving the broker to another port", exc)
+                self.port = free_port()
+                self._write_conf()
+
+    def _start_on_port(self, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
         while port_open(self.port):  # the previous instance's socket may linger a moment
-            if time.monotonic() > deadline:
-                raise HilFailure(f"port {self.port} is taken; cannot start the broker again")
+            if time.monotonic() >= deadline:
+                raise PortTaken(f"port {self.port} is taken; cannot start the broker there")
             time.sleep(0.1)
         super().start()
-        wait_port(self.port, self)
+        try:
+            wait_port(self.port, self)
+        except HilFailure:
+            if "Address already in use" in self.tail().rsplit("--- start", 1)[-1]:
+                raise PortTaken(f"port {self.port} was taken before the broker bound it") from None
+            raise

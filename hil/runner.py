@@ -463,9 +463,10 @@ class RigRun:
         await self.bank.start()
         if self.pins is not None:
             await self.pins.start()
+        # The broker first: it may move to another port if its own was taken, and the configs name it.
+        await asyncio.to_thread(self.broker.start)
         run_cfg = self._write_config("site.yaml", self.site_config(key, self.bank.site_devices(rig.agent)))
         drain_cfg = self._write_config("site-drain.yaml", self.site_config(key, []))
-        await asyncio.to_thread(self.broker.start)
         self.receiver.argv = agent_argv(
             "receiver", "--broker", self.broker.url, "--allow-plaintext", "--db", self.db_url, "--sites",
             str(sites_file), "--signing-key", str(self.work / "keys" / "centre.key"),

@@ -123,7 +123,12 @@ class CommandRouter:
     def register(
         self, kind: str, handler: CommandHandler | Callable[[dict[str, Any]], Answer]
     ) -> None:
-        """Route commands of ``kind`` to ``handler``."""
+        """Route commands of ``kind`` to ``handler``; one that also has ``apply_incoming`` gets the
+        whole command there (its id and times: what a handler keeps across restarts needs them)."""
+        incoming = getattr(handler, "apply_incoming", None)
+        if callable(incoming):
+            self._handlers[kind] = incoming
+            return
         fn = handler.apply_command if isinstance(handler, CommandHandler) else handler
         self._handlers[kind] = lambda cmd: fn(cmd.body)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from kernel.errors import ConfigError
 
@@ -31,6 +31,12 @@ def _resolve_relative(value: Path, info: ValidationInfo) -> Path:
 
 RelPath = Annotated[Path, AfterValidator(_resolve_relative)]
 """A path in a config file; a relative one is taken relative to the file's own folder."""
+
+TcpPort = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port number (``port: TcpPort = 502``)."""
+
+ModbusUnit = Annotated[int, Field(ge=0, le=247)]
+"""A Modbus unit id a controller is addressed at; 0 (what most TCP controllers answer) included."""
 
 
 _PLAIN_KEY = re.compile(r"[\w.:@/+-]+")

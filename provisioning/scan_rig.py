@@ -19,6 +19,7 @@ from drivers.modbus import protocol as p
 from drivers.modbus.client import silence_s
 from drivers.modbus.emulator import EmulatedDevice, Fault, RtuLine
 from drivers.transports.fd import PtyPair
+from kernel.errors import DeviceTimeout, TransportError
 
 SPEEDS = {getattr(termios, f"B{b}"): b for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)}
 
@@ -66,14 +67,30 @@ class ScanRigLine(RtuLine):
         """Stop serving."""
         if self._babbler is not None:
             self._babbler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._babbler
         await super().stop()
 
     async def _babble(self) -> None:
-        rng = os.urandom
+        """Keep the pty full of noise, as a device in continuous-output mode keeps the wire busy.
+
+        A real babbler's bytes reach the serial port's kernel buffer whether or not the reader's
+        process runs. Writing a few bytes every few milliseconds from this event loop (the scanner's
+        too) did not model that: a stall of the loop (a loaded machine, a garbage collection) longer
+        than the scanner's quiet window held back the babbler's next write and let the window's timer
+        fire first, so the line looked quiet. Kept full, the pty holds more than one read of the
+        scanner takes, and the kernel hands the rest over while the loop stands still.
+        """
+        noise = os.urandom(4096)
         while True:
-            await asyncio.sleep(0.004)
-            with contextlib.suppress(Exception):
-                await self.transport.write(rng(12))
+            try:
+                # Returns at once while the pty has room; waits for room once it is full.
+                await self.transport.write(noise)
+            except DeviceTimeout:
+                continue  # nobody read for a while: keep the line full
+            except TransportError:
+                return  # the line was stopped
+            await asyncio.sleep(0)  # let the loop run between writes however fast the reader drains
 
     async def _answer(self, frame: bytes) -> None:
         self.frames_in += 1

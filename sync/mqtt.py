@@ -52,6 +52,9 @@ class LinkOptions:
     max_inflight: int = 20
     will_topic: str | None = None
     will_payload: bytes = b""
+    will_factory: Callable[[], bytes] | None = None
+    """When set, makes the will's payload afresh before each connection attempt (the site's signed
+    offline status, stamped with its connect time); ``will_payload`` is used if it raises."""
 
     def host_port(self) -> tuple[str, int, bool]:
         """Host, port and whether TLS is used, from ``mqtt://`` or ``mqtts://``."""
@@ -60,6 +63,25 @@ class LinkOptions:
             raise ConfigError("broker", [f"broker: {self.broker!r} is not mqtt://host:port or mqtts://host:port"])
         tls = url.scheme == "mqtts"
         return url.hostname, url.port or (8883 if tls else 1883), tls
+
+
+def is_plaintext(broker: str) -> bool:
+    """Whether ``broker`` is a plaintext ``mqtt://`` address (no TLS)."""
+    return broker.strip().lower().startswith("mqtt://")
+
+
+def refuse_plaintext(broker: str, allow: bool, source: str, option: str = "--broker") -> None:
+    """Raise :class:`ConfigError` (exit 2, one line naming ``option`` and its value) for an ``mqtt://``
+    broker unless ``allow`` (``--allow-plaintext``): the centre's tools never go plaintext silently."""
+    if is_plaintext(broker) and not allow:
+        raise ConfigError(source, [f"{option}: {broker} is plaintext MQTT; use mqtts:// or pass "
+                                   "--allow-plaintext (a lab only)"])  # fmt: skip
+
+
+def warn_plaintext(broker: str, what: str, logger: logging.Logger | None = None) -> None:
+    """Warn (at every start) that ``broker`` is plaintext MQTT and what crosses it unencrypted."""
+    if is_plaintext(broker):
+        (logger or log).warning("plaintext MQTT to %s (--allow-plaintext): %s", broker, what)
 
 
 def backoff_delay(attempt: int, low: float, high: float) -> float:
@@ -163,6 +185,7 @@ class MqttLink:
         props.SessionExpiryInterval = self.opts.session_expiry_s
         while not self._stop.is_set():
             accepted_before = self.connects
+            self._refresh_will()
             try:
                 self.client.connect(
                     self.host, self.port, self.opts.keepalive_s, clean_start=False, properties=props
@@ -186,6 +209,18 @@ class MqttLink:
             self._stop.wait(backoff_delay(attempt, self.opts.reconnect_min_s, self.opts.reconnect_max_s))
         with contextlib.suppress(Exception):  # best effort to flush the DISCONNECT
             self.client.loop(timeout=0.1)
+
+    def _refresh_will(self) -> None:
+        """Set the will made for this connection (paho sends it in the CONNECT that follows)."""
+        o = self.opts
+        if not o.will_topic or o.will_factory is None:
+            return
+        try:
+            payload = o.will_factory()
+        except Exception:  # a will must be set whatever happens: fall back to the one made at start
+            log.warning("%s: could not make the will; the one made at start is used", o.client_id, exc_info=True)
+            payload = o.will_payload
+        self.client.will_set(o.will_topic, payload, qos=1, retain=True)
 
     def _set_disconnected(self) -> None:
         if self._connected.is_set():

@@ -25,19 +25,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
 from kernel.config_base import check_secret_file
 from kernel.errors import ConfigError, SignatureError
 from kernel.ratelog import RateLimitedLog
-from sync.mqtt import LinkOptions, MqttLink
+from kernel.version import agent_version
+from sync.mqtt import LinkOptions, MqttLink, refuse_plaintext, warn_plaintext
 from sync.pki import check_private_key_file
 from sync.receiver_db import ReceiverDB, UnstorableError, open_db
 from sync.receiver_decode import BatchFields, decode_batch_fast
-from sync.receiver_health import HealthHttp, ReceiverHealth
+from sync.receiver_health import ReceiverHealth, health_http
 from sync.receiver_queue import GroupWriter
-from sync.signing import Signer, SiteRegistry, open_reply, verify_frame
-from sync.status import agent_version
+from sync.signing import Signer, SiteRegistry, open_reply, open_status, verify_frame
 from sync.wire import (
     SCHEMA_VERSION,
     Ack,
@@ -87,6 +86,7 @@ class Receiver:
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._quiet = RateLimitedLog(log, 60.0)
+        self._status_warned: set[str] = set()
         self._writer: GroupWriter[_Verified] | None = None
 
     def handle(self, topic: str, payload: bytes) -> Ack | Rejection | None:
@@ -281,30 +281,47 @@ class Receiver:
         self.counters[name] += amount
 
     def handle_status(self, topic: str, payload: bytes) -> Status | None:
-        """Keep the latest status of a registered site (plain JSON, not signed: see docs/wire-protocol.md)."""
+        """Keep the latest status of a registered site, once its frame verifies against the site's keys.
+
+        An unsigned (plain JSON: an agent older than status version 3, or anyone), badly signed or
+        invalid status, or one for an unknown site, is not from the site: it is counted
+        (``kbe_receiver_status_untrusted_total{site,reason}``), logged once per site, and neither
+        stored nor taken as a sign of life."""
         try:
             site = site_of_topic(topic)
         except WireError:
             return None
-        if site not in self.registry:
-            self._count("status_unknown_site")
+        keys = self.registry.keys_for(site)
+        if keys is None:
+            self._untrusted_status(site, topic, "unknown-site", f"site {site!r} is not registered")
             return None
         try:
-            status = Status.model_validate_json(payload)
-        except ValidationError as exc:
-            self._count("status_invalid")
-            self._quiet.warning((site, "status"), "ignored an invalid status on %s: %s", topic,
-                                exc.errors(include_url=False)[0]["msg"])  # fmt: skip
+            status = open_status(payload, keys, site)
+        except SignatureError as exc:
+            unsigned = payload[:1] == b"{" or "unsigned" in str(exc)
+            self._untrusted_status(site, topic, "unsigned" if unsigned else "bad-signature", str(exc))
             return None
-        if status.site_id != site:
-            self._count("status_invalid")
-            self._quiet.warning((site, "status"), "ignored a status on %s that says site %r", topic, status.site_id)
+        except WireError as exc:
+            self._untrusted_status(site, topic, "invalid", str(exc))
             return None
         with self._lock:
             self.db.record_status(status, self.name)
         self.health.reported(site)
         self._count("status_stored")
         return status
+
+    def _untrusted_status(self, site: str, topic: str, reason: str, detail: str) -> None:
+        """A status the site's key did not sign (or not a status): counted, logged once per site, not kept."""
+        self._count(f"status_{reason.replace('-', '_')}")
+        self.health.status_untrusted(site, reason)
+        with self._lock:
+            first = site not in self._status_warned
+            if len(self._status_warned) >= 1000:  # bounded: topics of unknown sites are anyone's to invent
+                self._status_warned.clear()
+            self._status_warned.add(site)
+        if first:
+            log.warning("ignored a status on %s that is not from site %s: %s: %s (logged once per site; counted in "
+                        "kbe_receiver_status_untrusted_total)", topic, site, reason, _printable(detail)[:200])  # fmt: skip
 
     def handle_reply(self, topic: str, payload: bytes) -> CommandReply | None:
         """Keep a command reply for the centre tools (issue 11), once verified against the site's keys."""
@@ -426,18 +443,6 @@ def _schema_version(frame: Frame) -> object:
     return data.get("schema_version") if isinstance(data, dict) else None
 
 
-def _allow_plaintext(broker: str, allow: bool) -> None:
-    if broker.startswith("mqtt://") and not allow:
-        raise ConfigError("receiver", [f"--broker: {broker} is plaintext MQTT; use mqtts:// or pass "
-                                       "--allow-plaintext (a lab only)"])
-
-
-def _warn_plaintext(broker: str) -> None:
-    if broker.startswith("mqtt://"):
-        log.warning("plaintext MQTT to %s (--allow-plaintext): anyone on the path can read and drop batches",
-                    broker)  # fmt: skip
-
-
 def _check_key_files(signing_key: Path, key_file: Path | None) -> None:
     problems = []
     for option, path in (("--signing-key", signing_key), ("--key-file", key_file)):
@@ -502,15 +507,15 @@ def receiver_cmd(
 ) -> None:
     """Receive, verify, persist and acknowledge the sites' batches until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _allow_plaintext(broker, allow_plaintext)
+    refuse_plaintext(broker, allow_plaintext, "receiver")
     _check_key_files(signing_key, key_file)
     signer = Signer.from_file(signing_key)
     registry = SiteRegistry.load(sites_file)
     db = open_db(db_url)
-    _warn_plaintext(broker)
+    warn_plaintext(broker, "anyone on the path can read and drop batches", log)
     name = client_id or f"kbe-rx-{group}-{socket.gethostname()}"
     health = ReceiverHealth(silence_s, reject_window_s, version=agent_version())
-    http = HealthHttp(health_listen, health) if health_listen else None
+    http = health_http(health_listen, health) if health_listen else None
     receiver = Receiver(db, registry, signer, prefix, name, health)
     opts = LinkOptions(
         broker=broker,
@@ -537,12 +542,10 @@ def receiver_cmd(
             receiver.poll_registry()
             if time.monotonic() >= next_stats:
                 next_stats += stats_every
+                report = health.report()
+                if not report["ok"]:
+                    log.warning("receiver %s is blind: %s (see /health)", name, ", ".join(report["reasons"]))
                 log.info("receiver %s counters: %s", name, dict(receiver.counters))
-        while not stop.wait(stats_every):
-            report = health.report()
-            if not report["ok"]:
-                log.warning("receiver %s is blind: %s (see /health)", name, ", ".join(report["reasons"]))
-            log.info("receiver %s counters: %s", name, dict(receiver.counters))
     finally:
         receiver.disconnect()
         if http is not None:

@@ -146,6 +146,7 @@ def _reply_row(reply: CommandReply, now: float) -> tuple[Any, ...]:
 
 
 def _upsert_status_sql(mark: str) -> str:
+    """The status upsert; ``mark`` is the placeholder, ``?`` for SQLite, ``%s`` for PostgreSQL."""
     cols = ", ".join(_STATUS_COLUMNS)
     marks = ", ".join([mark] * len(_STATUS_COLUMNS))
     # An offline status (the last will) carries no version or health: keep the last known ones.
@@ -156,10 +157,18 @@ def _upsert_status_sql(mark: str) -> str:
         else f"{c} = excluded.{c}"
         for c in _STATUS_COLUMNS[1:]
     )
-    # An older status (a retained one delivered late) never overwrites a newer one.
+    # An older status (a retained one delivered late) never overwrites a newer one, except the will
+    # of the connection the stored status went out on (or of a later one): its ts is the connection's
+    # start, older than that connection's online statuses, and it says the connection is gone.
+    if mark == "?":
+        new_conn, old_conn = "json_extract(excluded.doc, '$.connected_at')", "json_extract(site_status.doc, '$.connected_at')"
+    else:
+        new_conn, old_conn = (f"CAST(CAST({t}.doc AS jsonb) ->> 'connected_at' AS DOUBLE PRECISION)"
+                              for t in ("excluded", "site_status"))  # fmt: skip
     return (
         f"INSERT INTO site_status ({cols}) VALUES ({marks}) ON CONFLICT (site_id) DO UPDATE SET {updates} "  # noqa: S608
-        "WHERE site_status.ts IS NULL OR excluded.ts IS NULL OR excluded.ts >= site_status.ts"
+        "WHERE site_status.ts IS NULL OR excluded.ts IS NULL OR excluded.ts >= site_status.ts "
+        f"OR (excluded.state = 'offline' AND {new_conn} >= {old_conn})"
     )
 
 

@@ -13,12 +13,10 @@ Everything recovers by itself: the broker comes back, the site's next batch is s
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -31,9 +29,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from kernel.errors import AgentError
+from kernel.health_http import HealthServer, ThreadedHealthServer
 
 if TYPE_CHECKING:  # a type only: no msgspec import for it
     from sync.receiver_decode import BatchFields
@@ -78,6 +75,11 @@ class ReceiverHealth:
             f"{PREFIX}rejected", "Frames refused, by site and reason.", ["site", "reason"], registry=r
         )
         self.statuses = Counter(f"{PREFIX}status_messages", "Status messages stored, by site.", ["site"], registry=r)
+        self.status_untrusted_total = Counter(
+            f"{PREFIX}status_untrusted",
+            "Status messages not kept: unsigned, bad-signature, unknown-site or invalid, by site.",
+            ["site", "reason"], registry=r,
+        )  # fmt: skip
         self.errors = Counter(f"{PREFIX}errors", "Batches that failed to store (resent by the site).", registry=r)
         self.lag = Gauge(
             f"{PREFIX}lag_seconds", "Receive time minus the newest reading's timestamp in the last batch.", ["site"],
@@ -114,6 +116,10 @@ class ReceiverHealth:
         with self._lock:
             self._last_heard[site] = self._clock()
         self.statuses.labels(site).inc()
+
+    def status_untrusted(self, site: str, reason: str) -> None:
+        """A message on ``site``'s status topic was not signed by it (or is not a status): not a sign of life."""
+        self.status_untrusted_total.labels(site, reason).inc()
 
     def rejected(self, site: str, reason: str) -> None:
         """A frame on ``site``'s topic was refused."""
@@ -164,48 +170,8 @@ class ReceiverHealth:
         return generate_latest(self.registry)
 
 
-class HealthHttp:
-    """``/health`` (JSON, 503 when red) and ``/metrics`` (Prometheus) in a background thread."""
-
-    def __init__(self, listen: str, health: ReceiverHealth) -> None:
-        host, _, port = listen.rpartition(":")
-        self.health = health
-        handler = _handler(health)
-        try:
-            self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
-        except OSError as exc:
-            raise AgentError(f"health endpoint {listen}: cannot listen: {exc.strerror or exc}") from exc
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="kbe-rx-health", daemon=True)
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _handler(health: ReceiverHealth) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.startswith("/metrics"):
-                code, ctype, body = 200, CONTENT_TYPE_LATEST, health.metrics_text()
-            elif self.path.startswith("/health"):
-                report = health.report()
-                code, ctype = (200 if report["ok"] else 503), "application/json"
-                body = json.dumps(report, indent=1).encode()
-            else:
-                code, ctype, body = 404, "text/plain", b"try /metrics or /health\n"
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
+def health_http(listen: str, health: ReceiverHealth) -> ThreadedHealthServer:
+    """``/health`` (JSON, 503 when red) and ``/metrics`` (Prometheus) on ``listen``, in a background
+    thread: the agent's HTTP layer (:mod:`kernel.health_http`); ``start()`` binds and serves."""
+    server = HealthServer(listen, health.metrics_text, health.report, name="health endpoint")
+    return ThreadedHealthServer(server, thread_name="kbe-rx-health")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 
@@ -35,6 +36,12 @@ _INF_NAN = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
 _PRIORITIES = tuple(Priority)
 _QUALITIES = tuple(Quality)
 _CLOCKS = tuple(ClockQuality)
+NUL, REPLACEMENT = "\x00", "\ufffd"
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""Characters no batch may carry: NUL (PostgreSQL TEXT and JSONB refuse it, and so does the wire) and
+lone surrogates (not UTF-8: what bytes decoded with ``surrogateescape`` leave behind). One such
+reading would have its whole batch set aside at the centre (or fail its store), so each is stored as
+U+FFFD, the Unicode replacement character, and counted."""
 
 
 def pack(text: str) -> bytes:
@@ -65,34 +72,109 @@ def _value_json(value: object) -> str:
         return str(int(value))
     if isinstance(value, float):
         return "null" if math.isnan(value) else _number(float(value))
-    return _json_str(str(value))
+    return _json_str(storable(str(value)))
 
 
-def encode_tails(readings: Sequence[Reading]) -> list[str]:
-    """Every reading's wire JSON after its seq (``,"device":...}``): the costly part, done before a
-    seq is assigned. The text around the timestamp and value repeats from poll to poll, so it is
-    made once per call for each point and each unit/quality/class/clock."""
-    heads: dict[tuple[str, str], str] = {}
-    out: list[str] = []
-    append = out.append
-    last: tuple[object, ...] = ()
-    mid = ""
-    for r in readings:
-        key = (r.device, r.point)
-        head = heads.get(key)
-        if head is None:
-            head = heads[key] = f',"device":{_json_str(r.device)},"point":{_json_str(r.point)},"ts":'
-        # Enum members hash slowly; consecutive readings nearly always share these, so compare.
-        now = (r.unit, r.quality, r.priority, r.clock)
-        if now != last:
-            last = now
-            mid = (
-                f',"unit":{_json_str(r.unit)},"quality":{int(r.quality)},"priority":{int(r.priority)},'
-                f'"clock":{int(r.clock)},"meta":'
-            )
-        meta = json.dumps(r.meta, separators=(",", ":"), ensure_ascii=False) if r.meta else "null"
-        append(f'{head}{_number(float(r.ts))},"value":{_value_json(r.value)}{mid}{meta}}}')
-    return out
+def storable(text: str) -> str:
+    """``text`` with every character of :data:`UNSTORABLE` replaced by U+FFFD."""
+    return UNSTORABLE.sub(REPLACEMENT, text)
+
+
+def _text_json(text: str, where: tuple[str, str], repaired: list[tuple[str, str]] | None) -> str:
+    """A text as a JSON string, an unstorable character in it replaced (:data:`UNSTORABLE`) and
+    noted in ``repaired``."""
+    # A NUL is found by one memchr; only a non-ASCII text (a flag Python keeps) can hold a surrogate.
+    if NUL in text or (not text.isascii() and UNSTORABLE.search(text)):
+        text = storable(text)
+        if repaired is not None:
+            repaired.append(where)
+    return _json_str(text)
+
+
+def _meta_json(meta: dict[str, str], where: tuple[str, str], repaired: list[tuple[str, str]] | None) -> str:
+    if any(UNSTORABLE.search(k) or UNSTORABLE.search(v) for k, v in meta.items()):
+        meta = {storable(k): storable(v) for k, v in meta.items()}
+        if repaired is not None:
+            repaired.append(where)
+    return json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
+
+
+HEADS_MAX = 100_000
+"""Most (device, point) heads a :class:`TailEncoder` keeps (about 100 bytes each); past it, it starts over."""
+
+
+class TailEncoder:
+    """Encodes readings' wire JSON after their seq (``,"device":...}``): the costly part of storing
+    them, done before a seq is assigned.
+
+    The text around the timestamp and value repeats from poll to poll, so each (device, point)'s
+    head is made once and kept (at most :data:`HEADS_MAX`, then the cache starts over), and the unit,
+    quality, class and clock text once per run of readings sharing them. A NUL or lone surrogate in
+    any text is stored as U+FFFD (:data:`UNSTORABLE`); each time, the reading's (device, point) is
+    appended to ``repaired`` when given.
+    """
+
+    def __init__(self) -> None:
+        self._heads: dict[tuple[str, str], str] = {}
+        self._repaired_heads: set[tuple[str, str]] = set()
+
+    def _head(self, key: tuple[str, str]) -> str:
+        if len(self._heads) >= HEADS_MAX:
+            self._heads.clear()
+            self._repaired_heads.clear()
+        noted: list[tuple[str, str]] = []
+        head = self._heads[key] = (
+            f',"device":{_text_json(key[0], key, noted)},"point":{_text_json(key[1], key, noted)},"ts":'
+        )
+        if noted:
+            self._repaired_heads.add(key)
+        return head
+
+    def encode(self, readings: Sequence[Reading], repaired: list[tuple[str, str]] | None = None) -> list[str]:
+        """Every reading's wire JSON after its seq, in order."""
+        heads, repaired_heads = self._heads, self._repaired_heads
+        out: list[str] = []
+        append = out.append
+        l_unit: object = None
+        l_quality: object = None
+        l_priority: object = None
+        l_clock: object = None
+        mid = ""
+        last_ts: object = None
+        ts_text = ""
+        for r in readings:
+            key = (r.device, r.point)
+            head = heads.get(key)
+            if head is None:
+                head = self._head(key)
+            if repaired_heads and repaired is not None and key in repaired_heads:
+                repaired.append(key)
+            # Consecutive readings nearly always share these (the same objects): compare identities.
+            unit, quality, priority, clock = r.unit, r.quality, r.priority, r.clock
+            if unit is not l_unit or quality is not l_quality or priority is not l_priority or clock is not l_clock:
+                l_unit, l_quality, l_priority, l_clock = unit, quality, priority, clock
+                mid = (
+                    f',"unit":{_text_json(unit, key, repaired)},"quality":{int(quality)},'
+                    f'"priority":{int(priority)},"clock":{int(clock)},"meta":'
+                )
+            ts = r.ts
+            if ts is not last_ts:  # a poll's readings share one timestamp object
+                last_ts, ts_text = ts, _number(float(ts))
+            value = r.value
+            if type(value) is float:
+                text = "null" if value != value else _number(value)
+            elif type(value) is str:
+                text = _text_json(value, key, repaired)
+            else:
+                text = _value_json(value)
+            meta = _meta_json(r.meta, key, repaired) if r.meta else "null"
+            append(f'{head}{ts_text},"value":{text}{mid}{meta}}}')
+        return out
+
+
+def encode_tails(readings: Sequence[Reading], repaired: list[tuple[str, str]] | None = None) -> list[str]:
+    """:meth:`TailEncoder.encode` with a fresh encoder (no heads kept between calls)."""
+    return TailEncoder().encode(readings, repaired)
 
 
 def group(readings: Sequence[Reading]) -> list[int]:

@@ -37,10 +37,12 @@ from sync.wire import (
     CommandReply,
     Frame,
     Rejection,
+    Status,
     WireError,
     WireModel,
     decode_command,
     decode_down,
+    decode_status,
     encode_command_payload,
     encode_small,
     pack_frame,
@@ -228,6 +230,28 @@ def open_reply(data: bytes, site_keys: Sequence[AnyPublicKey]) -> CommandReply:
         return CommandReply.model_validate_json(frame.json_bytes())
     except ValidationError as exc:
         raise WireError(f"not a command reply: {exc.errors(include_url=False)[0]['msg']}") from exc
+
+
+def sign_status(status: Status, signer: Signer) -> bytes:
+    """The frame a site publishes (retained) on ``<prefix>/<site>/status``, and sets as its last will:
+    plain JSON (codec 0) signed by the site's key, the site id in the header."""
+    return signer.small_frame(status, status.site_id)
+
+
+def open_status(data: bytes, site_keys: Sequence[AnyPublicKey], site_id: str) -> Status:
+    """Verify a status frame against the site's keys, then decode it (the centre's side).
+
+    Raises :class:`SignatureError` (not signed, or no key of the site verifies it; a plain-JSON
+    status is unsigned) or :class:`~sync.wire.WireError` (not a frame, not a status, or a status
+    that names another site than ``site_id``, the site of its topic).
+    """
+    if data[:1] == b"{":
+        raise SignatureError("status is unsigned (plain JSON)")
+    frame = open_signed(data, site_keys)
+    status = decode_status(frame)
+    if status.site_id != site_id or (frame.msg_id and frame.msg_id != site_id):
+        raise WireError(f"status signed for site {status.site_id!r} on the topic of {site_id!r}")
+    return status
 
 
 def load_public_keys(paths: list[Path]) -> list[AnyPublicKey]:

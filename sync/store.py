@@ -196,6 +196,8 @@ class Store:
         self.site_id = site_id
         self.max_bytes = max_bytes
         self.metrics = metrics or Metrics()
+        self._repaired_logged: set[tuple[str, str]] = set()
+        self._tails = rowcodec.TailEncoder()
         self.quarantined: list[Path] = []
         self._lock = threading.Lock()
         problem = foreign_store_problem(self.path)
@@ -302,7 +304,10 @@ class Store:
         """
         if not readings:
             return []
-        tails = rowcodec.encode_tails(readings)  # before the lock: only the seqs are added under it
+        repaired: list[tuple[str, str]] = []
+        tails = self._tails.encode(readings, repaired)  # before the lock: only the seqs are added under it
+        if repaired:
+            self._count_repaired(repaired)
         with self._lock:
             for attempt in range(3):
                 try:
@@ -313,6 +318,17 @@ class Store:
                     # Disk full: give up the oldest telemetry (counted), then try again.
                     self._drop_oldest(max(len(readings), 1000), reason="disk_full")
         raise StoreError("unreachable")  # pragma: no cover
+
+    def _count_repaired(self, repaired: list[tuple[str, str]]) -> None:
+        """Count texts stored with U+FFFD in place of a NUL or lone surrogate (sync.rowcodec.UNSTORABLE);
+        log each point once."""
+        self.metrics.inc("kbe_store_text_repaired_total", len(repaired))
+        for device, point in dict.fromkeys(repaired):
+            if (device, point) not in self._repaired_logged and len(self._repaired_logged) < 1000:
+                self._repaired_logged.add((device, point))
+                log.warning("%s/%s sent text holding a NUL or a lone surrogate, which the centre cannot "
+                            "store: stored with U+FFFD in its place", rowcodec.storable(device),
+                            rowcodec.storable(point))
 
     def _append_locked(self, readings: Sequence[Reading], tails: list[str]) -> list[int]:
         db = self._db
@@ -726,7 +742,16 @@ class StoreFile:
             raise StoreError(f"{path}: cannot open the store: {exc}") from exc
         if version != SCHEMA_VERSION:
             self._db.close()
-            raise StoreError(f"{path}: store schema version {version}, this tool reads {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path}: store schema version {version} was written by an older agent; start the agent "
+                    f"once (it migrates the store to version {SCHEMA_VERSION} on start, losing nothing), "
+                    "then run this again"
+                )
+            raise StoreError(
+                f"{path}: store schema version {version} was written by a newer agent; this one reads "
+                f"version {SCHEMA_VERSION}: use the edge-agent of the release that wrote it"
+            )
 
     def summary(self) -> dict[str, object]:
         """Depth per class, size, oldest waiting reading, drops and readings kept aside."""

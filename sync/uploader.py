@@ -7,7 +7,7 @@ network. :class:`Uploader` owns the broker link and runs the loop; each job live
   oldest telemetry; bigger batches under a backlog) and its signed frame within ``batch.max_bytes``;
 * :mod:`sync.inflight` — at most ``max_in_flight`` batches unacknowledged; the centre's signed acks
   and rejections matched by batch id and payload hash; resends after ``ack_timeout_s``;
-* :mod:`sync.status` — the retained online status and the offline will;
+* :mod:`sync.status` — the retained online status and the offline will, signed like the batches;
 * :mod:`sync.commands_in` — commands from ``down/cmd/+`` to the agent's handler, and the replies.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 from kernel.clock import Clock
 from kernel.errors import SyncError
 from kernel.metrics import Metrics
+from kernel.version import agent_version
 from sync.batches import BatchComposer
 from sync.commands_in import CommandHandler, CommandIntake
 from sync.config import SyncConfig
@@ -30,7 +31,7 @@ from sync.ed25519 import AnyPublicKey as Ed25519PublicKey  # no cryptography in 
 from sync.inflight import InFlight, InFlightWindow
 from sync.mqtt import LinkOptions, MqttLink
 from sync.signing import Signer, load_public_keys
-from sync.status import StatusReporter, agent_version
+from sync.status import StatusReporter
 from sync.store import Store
 from sync.wire import CommandReply, Topics
 
@@ -68,7 +69,7 @@ class Uploader:
         """Batches sent and not yet acknowledged, by batch id (the window's own dict)."""
         self.batches = BatchComposer(cfg, site_id, store, self.clock, self.signer, self.window.sent)
         self.status = StatusReporter(
-            cfg, site_id, store, self.metrics, self.clock, self.topics, self.window, self.batches
+            cfg, site_id, store, self.metrics, self.clock, self.topics, self.window, self.batches, self.signer
         )
         self.commands = CommandIntake(self.topics, self.signer)
         self._wake: asyncio.Event | None = None
@@ -286,7 +287,8 @@ class Uploader:
             reconnect_max_s=cfg.reconnect_max_s,
             max_inflight=cfg.max_in_flight + 4,
             will_topic=self.topics.status,
-            will_payload=self.status.document("offline", None),
+            will_payload=self.status.will(),
+            will_factory=self.status.will,
         )
         return MqttLink(
             opts,

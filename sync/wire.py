@@ -1,11 +1,11 @@
 """The versioned wire schema between a site's agent and the centre, its topics and its framing.
 
-Every message is a pydantic v2 model serialised as JSON. Batches, commands, acks, rejections and
-command replies travel inside a *frame*: a 6-byte header, an Ed25519 signature and the payload
-(zlib-compressed JSON for batches and commands, plain JSON for the small ones). The signature covers
-exactly the payload bytes (see ``docs/wire-protocol.md``). Acks and rejections carry the SHA-256 of
-the batch payload they answer, so they bind to one batch's content, not just to its id. Only the
-retained status is plain JSON.
+Every message is a pydantic v2 model serialised as JSON. Batches, commands, acks, rejections,
+command replies and the retained status (also the last will) travel inside a *frame*: a 6-byte
+header, an Ed25519 signature and the payload (zlib-compressed JSON for batches and commands, plain
+JSON for the small ones). The signature covers exactly the payload bytes (see
+``docs/wire-protocol.md``). Acks and rejections carry the SHA-256 of the batch payload they answer,
+so they bind to one batch's content, not just to its id.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from kernel.errors import SyncError
 from kernel.readings import ClockQuality, Priority, Quality, Reading
 
 SCHEMA_VERSION: Literal[2] = 2
+STATUS_SCHEMA_VERSION: Literal[3] = 3
+"""The status went to version 3 when it became a signed frame; the other messages are unchanged at 2."""
 SITE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,80}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -210,13 +212,20 @@ DOWN_ADAPTER: TypeAdapter[Ack | Rejection] = TypeAdapter(DownMessage)
 
 
 class Status(WireModel):
-    """Retained site status (topic ``<prefix>/<site>/status``); the last will says ``offline``."""
+    """Retained site status (topic ``<prefix>/<site>/status``, a frame signed by the site); the last will says ``offline``."""
 
     type: Literal["status"] = "status"
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = STATUS_SCHEMA_VERSION
     site_id: str = Field(pattern=SITE_PATTERN)
     state: Literal["online", "offline"]
-    ts: float | None = None
+    ts: float | None = Field(
+        default=None, description="When the status was made (site clock); for the last will, its connection time."
+    )
+    connected_at: float | None = Field(
+        default=None,
+        description="When the connection this status went out on began (site clock); a will's equals its ts. "
+        "The centre takes a will over the older-stamped online statuses of its own connection.",
+    )
     buffer: BufferStats | None = None
     in_flight: int = 0
     rejected_batches: int = Field(
@@ -289,7 +298,7 @@ class Topics:
 
     @property
     def status(self) -> str:
-        """Agent -> anyone, QoS 1, retained Status JSON; also the last will."""
+        """Agent -> anyone, QoS 1, retained Status in a frame signed by the site; also the last will."""
         return f"{self.prefix}/{self.site}/status"
 
     def command(self, kind: str) -> str:
@@ -567,6 +576,14 @@ def decode_down(data: bytes) -> Ack | Rejection:
         return DOWN_ADAPTER.validate_json(data)
     except ValidationError as exc:
         raise WireError(f"not an ack or rejection: {_first_error(exc)}") from exc
+
+
+def decode_status(frame: Frame) -> Status:
+    """Validate the JSON inside a (verified) frame as a :class:`Status`."""
+    try:
+        return Status.model_validate_json(frame.json_bytes())
+    except ValidationError as exc:
+        raise WireError(f"not a valid status: {_first_error(exc)}") from exc
 
 
 def encode_command_payload(cmd: Command) -> bytes:

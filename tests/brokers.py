@@ -26,6 +26,7 @@ from types import TracebackType
 
 import pytest
 
+from hil.procs import port_open
 from tests.certs import TlsFiles
 from tests.conftest import free_port
 
@@ -38,16 +39,22 @@ def mosquitto_binary() -> str:
     return exe
 
 
-def wait_port(port: int, timeout: float = 10.0) -> bool:
-    """Wait until something accepts TCP connections on 127.0.0.1:port."""
+def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Wait until something accepts TCP connections on 127.0.0.1:port (False at once if ``proc`` exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return True
         except OSError:
             time.sleep(0.05)
     return False
+
+
+class PortTaken(RuntimeError):
+    """Someone else holds the port a broker was about to listen on."""
 
 
 class Mosquitto:
@@ -65,11 +72,13 @@ class Mosquitto:
         self.extra_conf = list(extra_conf or [])
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.picked = port is None  # chosen here: may move if taken before the first start
         self.port = port or free_port()
         self.tls = tls
         self.require_certificate = require_certificate
         self.persistence = persistence
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False  # listened once: its clients know the port from now on
         self.conf = self.dir / "mosquitto.conf"
         self.log = self.dir / "mosquitto.log"
 
@@ -107,17 +116,37 @@ class Mosquitto:
         self.conf.write_text("\n".join(lines) + "\n")
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
-        """Start (or restart on the same port) and wait until it accepts connections."""
+        """Start (or restart on the same port) and wait until it accepts connections.
+
+        Before its first start, a broker whose port was chosen for it moves to another free port
+        if someone took that port (up to three times); a restart keeps the port its clients know.
+        """
         if self.proc is not None and self.proc.poll() is None:
             return self
+        for attempt in range(3):
+            try:
+                return self._start_on_port(timeout)
+            except PortTaken:
+                if not self.picked or self.started or attempt == 2:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_on_port(self, timeout: float) -> Mosquitto:
+        if not self.started and port_open(self.port):
+            raise PortTaken(f"port {self.port} is taken before mosquitto started")
         self._write_conf()
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if not wait_port(self.port, timeout):
+        # Listening, and by this process: an exit means someone else answers on the port.
+        if not wait_port(self.port, timeout, self.proc) or self.proc.poll() is not None:
             err = self.proc.stderr.read().decode() if self.proc.poll() is not None and self.proc.stderr else ""
             self.stop()
             log = self.log.read_text() if self.log.exists() else ""
+            if "Address already in use" in err + log:
+                raise PortTaken(f"port {self.port} was taken before mosquitto bound it: {err} {log}")
             raise RuntimeError(f"mosquitto did not start on port {self.port}: {err} {log}")
+        self.started = True
         return self
 
     def stop(self, timeout: float = 10.0) -> None:

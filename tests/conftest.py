@@ -4,13 +4,17 @@ A private Mosquitto per test is in :mod:`tests.brokers`."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
 from hypothesis import HealthCheck, settings
 
 # One implementation for tests and rigs: free ports and running `edge-agent` from this checkout.
 from hil.procs import REPO, agent_argv, free_port
 from hil.procs import agent_env as _agent_env
 
-__all__ = ["REPO", "agent_argv", "agent_env", "free_port"]
+__all__ = ["REPO", "agent_argv", "agent_env", "free_port", "until"]
 
 # The suite runs on small, shared machines (CI, a developer's laptop beside a bench): property tests
 # judge results, never how long one example took.
@@ -24,3 +28,16 @@ def agent_env(**extra: str) -> dict[str, str]:
     env.update(extra)
     return env
 
+
+
+async def until(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Wait until ``cond()`` holds; fail naming ``what`` after ``timeout`` seconds.
+
+    The deadline is generous on purpose: on a loaded machine everything runs slower together, and
+    a test judges what happens, not how fast.
+    """
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        await asyncio.sleep(0.02)

@@ -46,3 +46,18 @@ def test_runqueue_wait_is_read_from_schedstat() -> None:
     own = ladder.runqueue_wait_s(os.getpid())
     assert 0.0 < own < 3600.0  # this process has waited for a core at least once since it started
     assert ladder.runqueue_wait_s(2**22 + 7) == 0.0  # a pid that does not exist
+
+
+def test_start_emulators_serves_every_gateway_until_stopped(tmp_path: Path) -> None:
+    import socket
+
+    gateways = ladder.split_gateways(6, 3)
+    (emu,) = ladder.start_emulators(tmp_path, write_profile(tmp_path), gateways, 1)
+    try:
+        assert emu.running()
+        for port, _units in gateways:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        emu.stop()
+    assert not emu.running()
+    assert (tmp_path / "logs" / "emulator0.log").is_file()

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
-from control.lighting.config import NAME
+from control.config_base import NAME
 from kernel.config_base import StrictModel, validation_problems
 
 

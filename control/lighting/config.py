@@ -11,11 +11,14 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from kernel.config_base import RelPath, StrictModel
+from control.config_base import NAME
+from kernel.config_base import ModbusUnit, RelPath, StrictModel, TcpPort
 
-NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+LEGACY_STATE = Path("var/lighting-state.json")
+"""The state file's default before it moved beside the store (relative to the config file's folder)."""
+
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -92,8 +95,8 @@ class PhotocellConfig(StrictModel):
     window_min: float = Field(default=30.0, gt=0, le=180)
     debounce_s: float = Field(default=60.0, ge=0, le=3600)
     host: str | None = Field(default=None, description="modbus_lux: sensor or gateway address.")
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int = Field(default=1, ge=0, le=247)
+    port: TcpPort = 502
+    unit: ModbusUnit = 1
     lux_register: int | None = Field(
         default=None, ge=0, le=65535, description="modbus_lux: the lux register."
     )
@@ -191,8 +194,8 @@ class OutputConfig(StrictModel):
     pwm_frequency_hz: int = Field(default=200, ge=10, le=10_000)
     feedback_pin: int | None = Field(default=None, ge=0, le=27)
     host: str | None = Field(default=None, description="modbus: controller address.")
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int = Field(default=1, ge=0, le=247)
+    port: TcpPort = 502
+    unit: ModbusUnit = 1
     relay_coil: int | None = Field(default=None, ge=0, le=65535)
     dim_register: int | None = Field(default=None, ge=0, le=65535)
     heartbeat_register: int | None = Field(
@@ -239,7 +242,7 @@ class MeterConfig(StrictModel):
 
     type: Literal["sdm120", "sdm630"]
     host: str
-    port: int = Field(default=502, ge=1, le=65535)
+    port: TcpPort = 502
     unit: int = Field(default=1, ge=1, le=247)
     phase: Literal[1, 2, 3] = Field(default=1, description="SDM630 only: the phase that feeds the circuit.")
     timeout_s: float = Field(default=2.0, gt=0, le=30)
@@ -342,11 +345,27 @@ class LightingConfig(StrictModel):
     groups: list[GroupConfig] = Field(min_length=1)
     circuits: list[CircuitConfig] = Field(min_length=1)
     calendar: list[CalendarRule] = Field(default_factory=list)
-    state_path: RelPath = Field(default=Path("var/lighting-state.json"), validate_default=True)
+    state_path: RelPath | None = Field(
+        default=None,
+        validate_default=True,
+        description="Where overrides, profile switches and calibration are kept across restarts (default: "
+        "lighting-state.json beside the store, in the agent's state directory; a site that already has "
+        "var/lighting-state.json beside its config file, the default before, keeps using it).",
+    )
     max_override_s: float = Field(default=7 * 86400, gt=0, le=31 * 86400)
     tick_s: float = Field(default=5.0, ge=0.05, le=60)
     meter_period_s: float = Field(default=30.0, ge=0.1, le=3600)
     report_period_s: float = Field(default=300.0, ge=1, le=86400)
+
+    @field_validator("state_path")
+    @classmethod
+    def _legacy_state(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            base = (info.context or {}).get("base_dir")
+            legacy = Path(base) / LEGACY_STATE if base is not None else None
+            if legacy is not None and legacy.exists():
+                return legacy
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> LightingConfig:

@@ -13,10 +13,12 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
+from control.config_base import ControllerDeviceConfig
 from control.lighting.astro import AstroClock
 from control.lighting.config import LightingConfig, OutputConfig
 from control.lighting.controller import LightingController
@@ -28,11 +30,11 @@ from control.lighting.outputs import (
     ModbusLightingOutput,
 )
 from control.lighting.photocell import BankPhotocell, GpioPhotocell, LightSensor, ModbusLuxSensor
+from control.lighting.state import LightingState, state_file
 from drivers.gpio.factory import FactoryName, PinFactories
 from drivers.gpio.registry import GpioBanks
 from drivers.modbus.link import ModbusLink
 from kernel.commands import Answer, CommandOutcome
-from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
 from kernel.readings import Priority, Reading
 from kernel.source import RunContext, Source
@@ -41,12 +43,10 @@ log = logging.getLogger("kbe.lighting")
 COMMANDS_MAX = 32  # centre commands waiting for the control task
 
 
-class Config(StrictModel):
+class Config(ControllerDeviceConfig):
     """The lighting controller as a device; its model is the top-level ``lighting`` section."""
 
     driver: Literal["lighting"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-    enabled: bool = True
     buffer_readings: int = Field(
         default=10_000, ge=100, le=1_000_000, description="Readings held for the sink when the store is slow."
     )
@@ -224,8 +224,11 @@ class LightingSource:
                 sensor = ModbusLuxSensor(pc, ModbusLink.tcp(str(pc.host), pc.port, pc.unit, pc.timeout_s))
             else:
                 sensor = GpioPhotocell(pc, self.pin_factory)
+        store = getattr(ctx.site, "store", None)
+        path = state_file(self.lighting.state_path, Path(store.path) if store is not None else None)
         return LightingController(
-            self.name, self.lighting, self.astro, outputs, build_meters(self.lighting), sensor
+            self.name, self.lighting, self.astro, outputs, build_meters(self.lighting), sensor,
+            LightingState.load(path),
         )
 
     async def _control(self, ctx: RunContext, ctl: LightingController) -> None:

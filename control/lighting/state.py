@@ -88,3 +88,11 @@ class LightingState:
                 del self.overrides[k]
             self.save()
         return gone
+
+
+def state_file(state_path: Path | None, store_path: Path | None) -> Path | None:
+    """Where the lighting state is kept: the configured ``state_path``, else ``lighting-state.json``
+    beside the store (the agent's state directory, writable under the systemd unit), else nowhere."""
+    if state_path is not None:
+        return state_path
+    return store_path.parent / "lighting-state.json" if store_path is not None else None

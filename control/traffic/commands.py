@@ -23,20 +23,66 @@ config; the envelope's limits can never be changed by a command.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from control.traffic.config import IntersectionConfig, PlanConfig
+from control.traffic.keep import KeptPlan
 from control.traffic.runner import Intersection
-from kernel.commands import CommandOutcome, CommandRouter
+from kernel.commands import CommandOutcome, CommandRouter, IncomingCommand
 from kernel.config_base import validation_problems
 from kernel.errors import AgentError, SafetyViolation
 
 MODES = ("fixed", "actuated", "adaptive")
 KIND = "traffic"
+
+
+def check_coordinate(ix: IntersectionConfig, body: Mapping[str, Any]) -> KeptPlan | CommandOutcome:
+    """A ``coordinate`` body checked against ``ix`` like a plan in the site config (the refusal
+    names the field), or the refusal. The centre's command and a kept plan both pass here."""
+    co = ix.coordination
+    if co is None:
+        return _outcome("refused", f"intersection {ix.name} has no coordination section")
+    start, since, until = body.get("start_s"), body.get("from_s"), body.get("until_s")
+    if not _number(start) or not _number(since):
+        return _outcome("refused", "start_s and from_s: numbers (seconds on the shared time base)")
+    if until is not None and (not _number(until) or until <= since):
+        return _outcome("refused", "until_s: a number after from_s (seconds on the shared time base)")
+    names = [s.name for s in ix.stages]
+    splits = body.get("splits")
+    cycle = body.get("cycle_s")
+    if not isinstance(splits, dict) or not _number(cycle) or cycle <= 0:
+        return _outcome("refused", "cycle_s and splits: a positive cycle and a split per stage")
+    try:
+        before = sum(float(splits.get(n, 0.0)) for n in names[: names.index(co.stage)])
+    except (TypeError, ValueError):
+        return _outcome("refused", "splits: a number of seconds per stage")
+    raw = {"name": co.plan, "cycle_s": cycle, "offset_s": (start - before) % cycle, "splits": splits}
+    data = ix.model_dump(by_alias=True)
+    data["plans"] = [p for p in data["plans"] if p["name"] != co.plan] + [raw]
+    try:
+        checked = IntersectionConfig.model_validate(data)
+    except ValidationError as exc:
+        return _outcome("refused", "; ".join(validation_problems(exc)), rule="plan_out_of_range")
+    plan = checked.plans[-1]
+    return KeptPlan(
+        intersection=ix.name,
+        cycle_s=plan.cycle_s,
+        start_s=float(start),
+        from_s=float(since),
+        splits=dict(plan.splits),
+        until_s=None if until is None else float(until),
+    )
+
+
+def _number(value: object) -> bool:
+    """A finite int or float; ``true``/``false`` (a bool is an int to Python) and NaN/Infinity are not."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _outcome(status: str, detail: str, **extra: Any) -> CommandOutcome:
@@ -58,26 +104,34 @@ class TrafficCommands:
         """Route commands of kind ``traffic`` here."""
         router.register(KIND, self)
 
-    def apply_command(self, body: Mapping[str, Any]) -> CommandOutcome:
-        """Apply one verified command body; never raises for a bad body, it answers ``refused``."""
+    def apply_command(self, body: Mapping[str, Any], cmd: IncomingCommand | None = None) -> CommandOutcome:
+        """Apply one verified command body; never raises for a bad body, it answers ``refused``.
+
+        ``cmd``: the whole command (its id and times are kept with an accepted ``coordinate``)."""
         kind = body.get("action")
         name = body.get("intersection")
         inter = self._ix.get(name) if isinstance(name, str) else None
         if inter is None:
             return _outcome("refused", f"intersection: {name!r} is not configured here")
+        if kind == "coordinate":
+            return self._guarded(inter, lambda: self._coordinate(inter, body, cmd))
         handler = {
             "set_mode": self._set_mode,
             "set_plan": self._set_plan,
-            "coordinate": self._coordinate,
             "flash": self._flash,
             "clear_flash": self._clear,
             "status": self._status,
         }.get(str(kind))
         if handler is None:
             return _outcome("refused", f"action: {kind!r} is not a traffic command")
+        return self._guarded(inter, lambda: handler(inter, body))
+
+    @staticmethod
+    def _guarded(inter: Intersection, apply: Callable[[], CommandOutcome]) -> CommandOutcome:
+        """Apply under the intersection's lock; a refusal or error of the envelope becomes the answer."""
         try:
             with inter.lock:
-                return handler(inter, body)
+                return apply()
         except SafetyViolation as exc:
             return _outcome("refused", str(exc), rule=exc.rule)
         except AgentError as exc:
@@ -109,30 +163,22 @@ class TrafficCommands:
         inter.controller.set_mode(inter.controller.next_mode, plan)
         return _outcome("applied", f"plan {plan.name} (cycle {plan.cycle_s:g} s) from the next cycle")
 
-    def _coordinate(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:
-        co = inter.ix.coordination
-        if co is None:
-            return _outcome("refused", f"intersection {inter.ix.name} has no coordination section")
-        start, since = body.get("start_s"), body.get("from_s")
-        if not isinstance(start, int | float) or not isinstance(since, int | float):
-            return _outcome("refused", "start_s and from_s: numbers (seconds on the shared time base)")
-        names = [s.name for s in inter.ix.stages]
-        splits = body.get("splits")
-        cycle = body.get("cycle_s")
-        if not isinstance(splits, dict) or not isinstance(cycle, int | float) or cycle <= 0:
-            return _outcome("refused", "cycle_s and splits: a positive cycle and a split per stage")
-        before = sum(float(splits.get(n, 0.0)) for n in names[: names.index(co.stage)])
-        raw = {"name": co.plan, "cycle_s": cycle, "offset_s": (start - before) % cycle, "splits": splits}
-        data = inter.ix.model_dump(by_alias=True)
-        data["plans"] = [p for p in data["plans"] if p["name"] != co.plan] + [raw]
-        try:
-            checked = IntersectionConfig.model_validate(data)
-        except ValidationError as exc:
-            return _outcome("refused", "; ".join(validation_problems(exc)), rule="plan_out_of_range")
-        plan = checked.plans[-1]
-        inter.controller.set_coordination(plan.cycle_s, float(start), plan.splits, float(since))
+    def _coordinate(
+        self, inter: Intersection, body: Mapping[str, Any], cmd: IncomingCommand | None
+    ) -> CommandOutcome:
+        checked = check_coordinate(inter.ix, body)
+        if isinstance(checked, CommandOutcome):
+            return checked
+        if cmd is not None:
+            checked = dataclasses.replace(
+                checked, command_id=cmd.command_id, issued_at=cmd.issued_at, expires_at=cmd.expires_at
+            )
+        inter.coordinate(dataclasses.replace(checked, config=inter.fingerprint))
+        until = "" if checked.until_s is None else f", until {checked.until_s:g}"
         return _outcome(
-            "applied", f"coordination: cycle {plan.cycle_s:g} s, start {start:g} s, from {since:g}"
+            "applied",
+            f"coordination: cycle {checked.cycle_s:g} s, start {checked.start_s:g} s, "
+            f"from {checked.from_s:g}{until}",
         )
 
     def _flash(self, inter: Intersection, body: Mapping[str, Any]) -> CommandOutcome:

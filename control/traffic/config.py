@@ -13,10 +13,10 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from control.config_base import NAME
 from drivers.signals.config import GpioHeadConfig
-from kernel.config_base import StrictModel
+from kernel.config_base import ModbusUnit, RelPath, StrictModel, TcpPort
 
-NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 GRAVITY = 9.81
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -234,8 +234,8 @@ class ModbusOutputConfig(StrictModel):
 
     driver: Literal["modbus"]
     host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int = Field(default=1, ge=0, le=247)
+    port: TcpPort = 502
+    unit: ModbusUnit = 1
     timeout_s: float = Field(default=0.3, gt=0, lt=1.0)
     buttons: int = Field(
         default=0, ge=0, le=16, description="Pedestrian push-button inputs on the controller (input 3+n)."
@@ -465,6 +465,11 @@ class TrafficConfig(StrictModel):
     """The optional ``traffic`` section of the site config."""
 
     intersections: list[IntersectionConfig] = Field(default_factory=list)
+    state_dir: RelPath | None = Field(
+        default=None,
+        description="Where each intersection keeps the centre's last coordination plan across restarts "
+        "(default: a folder traffic/ beside the store, in the agent's state directory).",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> TrafficConfig:

@@ -12,6 +12,7 @@ asks a :class:`SignalPort` (the safety envelope) and a refused command is the en
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class StageController:
         self._coord = _Coordination.of(ix)
         self._coord_next: tuple[float, _Coordination] | None = None  # (from, plan) not yet taken up
         self.taken_up: tuple[float, float, float] | None = None  # the last centre plan: (when, cycle, start)
+        self.lapsed: tuple[float, float] | None = None  # a centre plan ran out: (when, its until_s)
         self._tb: float | None = None  # the time base read this step
         self.coordinated = False  # coordination configured and a shared time base this step
         self._hold_until = -math.inf  # coordinated stage: no end before (its yield point)
@@ -101,13 +103,21 @@ class StageController:
         self._pending = (mode, plan or self.plan)
 
     def set_coordination(
-        self, cycle_s: float, start_s: float, splits: Mapping[str, float], from_s: float
+        self,
+        cycle_s: float,
+        start_s: float,
+        splits: Mapping[str, float],
+        from_s: float,
+        until_s: float | None = None,
     ) -> None:
         """A new coordination plan (common cycle, this junction's coordinated-stage start on the time
         base, splits), taken up at the first start of the coordinated stage at or after ``from_s`` on
-        the time base (a cycle boundary); ignored without a ``coordination`` section."""
+        the time base (a cycle boundary); ignored without a ``coordination`` section. With
+        ``until_s`` the configured plan comes back at the first such start from then on."""
         if self._coord is not None and self.ix.coordination is not None:
             co = _Coordination.build(self.ix, self.ix.coordination.stage, cycle_s, start_s, splits)
+            if until_s is not None:
+                co = dataclasses.replace(co, until_s=until_s)
             self._coord_next = (from_s, co)
 
     @property
@@ -186,6 +196,9 @@ class StageController:
                 self._coord_next = None
                 when = self._tb if self._tb is not None else math.nan
                 self.taken_up = (when, self._coord.cycle_s, self._coord.start_s)
+            if self._tb is not None and self._tb >= self._coord.until_s:
+                self.lapsed = (self._tb, self._coord.until_s)  # the centre's plan ran out
+                self._coord = _Coordination.of(self.ix)
         self._served.add(stage)
         rel = self._coord_rel()
         if rel is not None and self._coord is not None:
@@ -466,6 +479,7 @@ class _Coordination:
     start_s: float  # the coordinated stage's planned start on the time base, modulo the cycle
     yield_s: float
     force_off: dict[int, float]
+    until_s: float = math.inf  # on the time base: the configured plan comes back from then on
 
     @classmethod
     def of(cls, ix: IntersectionConfig) -> _Coordination | None:

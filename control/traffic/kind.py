@@ -10,21 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import Field
-
+from control.config_base import ControllerDeviceConfig
 from control.traffic.source import traffic_sources
 from drivers.gpio.factory import PinFactories
-from kernel.config_base import StrictModel
 from kernel.errors import ConfigError
 from kernel.source import RunContext, Source
 
 
-class Config(StrictModel):
+class Config(ControllerDeviceConfig):
     """The traffic-signal controller as a device; its model is the top-level ``traffic`` section."""
 
     driver: Literal["traffic"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-    enabled: bool = True
 
 
 def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:

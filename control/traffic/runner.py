@@ -11,6 +11,7 @@ from control.traffic.config import IntersectionConfig, PlanConfig
 from control.traffic.controller import Mode, StageController, TimeBase
 from control.traffic.detectors import DetectorBoard
 from control.traffic.envelope import SafetyEnvelope
+from control.traffic.keep import KeptPlan, config_fingerprint
 from drivers.signals.base import SignalOutput
 from kernel.errors import SafetyViolation
 from kernel.readings import Priority, Reading
@@ -46,6 +47,11 @@ class Intersection:
         self.controller = StageController(ix, self.envelope, self.board, clock, mode, plan, self._time)
         self._coordinated: bool | None = None
         self._taken_up: tuple[float, float, float] | None = None
+        self._lapsed: tuple[float, float] | None = None
+        self.fingerprint = config_fingerprint(ix)  # of the config as built, not as changed by commands
+        self.kept: KeptPlan | None = None  # the centre's plan, taken up again on start and clear
+        self.restored = False  # ``kept`` came from the state folder (a restart), not a command
+        self.on_kept: Callable[[KeptPlan | None], None] = lambda plan: None  # persist it (or drop: None)
         self.lock = threading.RLock()  # ticks and centre commands come from different threads
 
     def start(self) -> None:
@@ -60,6 +66,44 @@ class Intersection:
             self.controller = StageController(
                 self.ix, self.envelope, self.board, self._clock, c.next_mode, c.next_plan, self._time
             )
+            self._resume()
+
+    def coordinate(self, plan: KeptPlan, restored: bool = False) -> None:
+        """Take up the centre's coordination plan (checked by the caller like the command) at the
+        coordinated stage's first start from its ``from_s``, and keep it for a restart or a clear."""
+        with self.lock:
+            self.kept, self.restored = plan, restored
+            self.controller.set_coordination(plan.cycle_s, plan.start_s, plan.splits, plan.from_s, plan.until_s)
+            if not restored:
+                self.on_kept(plan)
+
+    def _resume(self) -> None:
+        """A fresh controller starts on the configured plan: give it the kept plan again, unless
+        that has run out meanwhile."""
+        plan = self.kept
+        if plan is None:
+            return
+        if plan.expired(self._time()):
+            self.drop_kept("expired", f"command {plan.command_id} was valid until {plan.until_s:.0f}")
+            return
+        self.controller.set_coordination(plan.cycle_s, plan.start_s, plan.splits, plan.from_s, plan.until_s)
+
+    def drop_kept(self, why: str, detail: str) -> None:
+        """Forget the kept plan (one log line and a ``coordination.dropped`` event)."""
+        plan = self.kept
+        self.kept = None
+        self.on_kept(None)
+        self.report_dropped(why, detail, plan.command_id if plan is not None else "")
+
+    def report_dropped(self, why: str, detail: str, command_id: str = "") -> None:
+        """Say that a centre plan is no longer run (``why``: expired, other_config, corrupt, ...)."""
+        log.warning("%s: centre coordination plan dropped (%s): %s", self.ix.name, why, detail)
+        meta = {"detail": detail}
+        if command_id:
+            meta["command_id"] = command_id
+        self._report(
+            Reading(self.ix.name, "coordination.dropped", why, time.time(), priority=Priority.EVENT, meta=meta)
+        )
 
     def tick(self) -> None:
         """One control period: the controller asks, the envelope decides, the read-back is checked."""
@@ -106,6 +150,7 @@ class Intersection:
             self.controller = StageController(
                 self.ix, self.envelope, self.board, self._clock, c.mode, c.plan, self._time
             )
+            self._resume()
 
     def _time(self) -> float | None:
         return self.time_base() if self.time_base is not None else None
@@ -117,6 +162,10 @@ class Intersection:
         if taken is not None and taken != self._taken_up:
             self._taken_up = taken
             when, cycle, start = taken
+            meta = {"cycle_s": f"{cycle:g}", "start_s": f"{start:g}", "taken_at": f"{when:.1f}"}
+            if self.kept is not None:
+                meta["command_id"] = self.kept.command_id
+                meta["source"] = "kept" if self.restored else "command"
             self._report(
                 Reading(
                     self.ix.name,
@@ -124,9 +173,14 @@ class Intersection:
                     f"cycle {cycle:g} s, start {start:g} s",
                     time.time(),
                     priority=Priority.EVENT,
-                    meta={"cycle_s": f"{cycle:g}", "start_s": f"{start:g}", "taken_at": f"{when:.1f}"},
+                    meta=meta,
                 )
             )
+        lapsed = self.controller.lapsed
+        if lapsed is not None and lapsed != self._lapsed:
+            self._lapsed = lapsed
+            if self.kept is not None and self.kept.until_s == lapsed[1]:
+                self.drop_kept("expired", f"valid until {lapsed[1]:.0f}: back on the configured plan")
         now = self.controller.coordinated
         if self.ix.coordination is None or now == self._coordinated:
             return

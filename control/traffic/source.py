@@ -18,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import logging
 import math
 import queue
 import threading
 import time
 import zoneinfo
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from control.traffic.commands import TrafficCommands
+from control.traffic.commands import TrafficCommands, check_coordinate
 from control.traffic.config import (
     CONTROL_TICK_S,
     GpioOutputConfig,
@@ -36,14 +38,16 @@ from control.traffic.config import (
 )
 from control.traffic.counts import CountReporter
 from control.traffic.detectors import DetectorInbox
+from control.traffic.keep import KeptPlan, PlanKeeper
 from control.traffic.runner import Intersection
 from control.traffic.schedule import active_entry
 from drivers.gpio.factory import PinFactories
 from drivers.signals.base import SignalOutput
 from kernel.clock import Clock
-from kernel.commands import Answer, CommandOutcome
+from kernel.commands import Answer, CommandOutcome, IncomingCommand
 from kernel.detectors import ApproachSignal, DetectorEvent
 from kernel.errors import ConfigError
+from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Priority, Reading
 from kernel.source import RunContext
 
@@ -52,6 +56,9 @@ QUEUE_MAX = 10_000
 COMMANDS_MAX = 32
 STALL_S = 5.0  # no tick for this long: the thread is hung (a tick's I/O is bounded well below)
 SIGNAL_REFRESH_S = 1.0  # the cameras hear the approach signals at least this often
+CORRUPT_METRIC = "kbe_traffic_state_corrupt_total"
+
+log = logging.getLogger("kbe.traffic")
 
 
 def _modbus_output(ix: IntersectionConfig, pins: PinFactories) -> SignalOutput:
@@ -123,6 +130,7 @@ class TrafficSource:
         tz: str,
         output: SignalOutput | None = None,
         pins: PinFactories | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.name = f"traffic:{ix.name}"
         self.ix = ix
@@ -140,13 +148,20 @@ class TrafficSource:
         )
         # The step's clock stands still during a Modbus exchange: read-backs are stamped in real time.
         self.intersection.envelope.confirm_clock = time.monotonic
+        # The centre's coordination plan, kept on disk; written off the ticking thread (an fsync on
+        # an SD card can take longer than the link watchdog allows a tick).
+        self.keeper = PlanKeeper(state_dir, ix.name) if state_dir is not None else None
+        self._to_keep: queue.SimpleQueue[KeptPlan | None] = queue.SimpleQueue()
+        self.intersection.on_kept = self._to_keep.put
         self.inbox = DetectorInbox(ix.detectors)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._running = threading.Event()
         self._entry: ScheduleEntry | None = None
         self._apply = TrafficCommands({ix.name: self.intersection})
-        self._commands: queue.Queue[tuple[Mapping[str, Any], concurrent.futures.Future[CommandOutcome]]]
+        self._commands: queue.Queue[
+            tuple[Mapping[str, Any], IncomingCommand | None, concurrent.futures.Future[CommandOutcome]]
+        ]
         self._commands = queue.Queue(COMMANDS_MAX)
         self.desk: TrafficDesk | None = None
         self.last_tick_mono: float | None = None
@@ -162,14 +177,17 @@ class TrafficSource:
             return None
         return wall.now()
 
-    def submit(self, body: Mapping[str, Any]) -> concurrent.futures.Future[CommandOutcome]:
-        """Hand a command body to this intersection's thread; the future holds its answer."""
+    def submit(
+        self, body: Mapping[str, Any], cmd: IncomingCommand | None = None
+    ) -> concurrent.futures.Future[CommandOutcome]:
+        """Hand a command body (and the command it came in) to this intersection's thread; the
+        future holds its answer."""
         fut: concurrent.futures.Future[CommandOutcome] = concurrent.futures.Future()
         if not self._running.is_set():
             fut.set_result(CommandOutcome.refused(f"intersection {self.ix.name} is not running"))
             return fut
         try:
-            self._commands.put_nowait((body, fut))
+            self._commands.put_nowait((body, cmd, fut))
         except queue.Full:
             fut.set_result(CommandOutcome.refused(f"intersection {self.ix.name}: too many commands waiting"))
         self._wake.set()
@@ -180,18 +198,73 @@ class TrafficSource:
         desk = self.desk or TrafficDesk({self.ix.name: self})
         return desk.apply_command(body)
 
-    def _take_commands(self, answer: Callable[[Mapping[str, Any]], CommandOutcome] | None = None) -> None:
+    def apply_incoming(self, cmd: IncomingCommand) -> Answer:
+        """The same, with the whole command: its id and times are kept with a ``coordinate``."""
+        desk = self.desk or TrafficDesk({self.ix.name: self})
+        return desk.apply_incoming(cmd)
+
+    def restore(self, metrics: Metrics | None = None) -> KeptPlan | None:
+        """Take up the kept coordination plan again (before the thread starts), when it is still
+        valid for this config; say why one was dropped. A corrupt file is counted and set aside."""
+        if self.keeper is None:
+            return None
+        inter = self.intersection
+        try:
+            loaded = self.keeper.load(self.ix, self.shared_time())
+        except OSError as exc:  # the folder itself: run on the configured plan
+            inter.report_dropped("unreadable", f"{self.keeper.path}: {exc}")
+            return None
+        if loaded.dropped == "corrupt" and metrics is not None:
+            metrics.inc(CORRUPT_METRIC, labels={"intersection": self.ix.name})
+        if loaded.dropped is not None:
+            inter.report_dropped(loaded.dropped, loaded.detail)
+        plan = loaded.plan
+        if plan is None:
+            return None
+        checked = check_coordinate(self.ix, plan.body())  # the same checks as the centre's command
+        if isinstance(checked, CommandOutcome):
+            self._to_keep.put(None)
+            inter.report_dropped("invalid", checked.reason, plan.command_id)
+            return None
+        inter.coordinate(plan, restored=True)
+        log.info(
+            "%s: centre coordination plan %s kept (cycle %g s, start %g s): taken up again",
+            self.ix.name, plan.command_id, plan.cycle_s, plan.start_s,
+        )  # fmt: skip
+        return plan
+
+    def flush_kept(self) -> None:
+        """Write (or delete) the kept plan: the last one handed over wins. Never raises."""
+        last: KeptPlan | bool | None = False
+        while True:
+            try:
+                last = self._to_keep.get_nowait()
+            except queue.Empty:
+                break
+        if last is False or self.keeper is None:
+            return
+        try:
+            if isinstance(last, KeptPlan):
+                self.keeper.save(last)
+            else:
+                self.keeper.drop()
+        except OSError as exc:
+            log.error("%s: could not keep the coordination plan in %s: %s", self.ix.name, self.keeper.path, exc)
+
+    def _take_commands(
+        self, answer: Callable[[Mapping[str, Any], IncomingCommand | None], CommandOutcome] | None = None
+    ) -> None:
         """Apply (on this thread) and answer every command handed over so far."""
         apply = answer or self._apply.apply_command
         while True:
             try:
-                body, fut = self._commands.get_nowait()
+                body, cmd, fut = self._commands.get_nowait()
             except queue.Empty:
                 return
             if fut.set_running_or_notify_cancel():
                 self.clock.advance()
                 try:
-                    fut.set_result(apply(body))
+                    fut.set_result(apply(body, cmd))
                 except Exception as exc:  # the router turns it into a 'failed' answer
                     fut.set_exception(exc)
 
@@ -227,7 +300,7 @@ class TrafficSource:
         finally:
             self._running.clear()
             stopping = CommandOutcome.refused(f"intersection {self.ix.name} is stopping")
-            self._take_commands(lambda body: stopping)
+            self._take_commands(lambda body, cmd: stopping)
 
     def _ticks(self) -> None:
         inter = self.intersection
@@ -308,16 +381,20 @@ class TrafficSource:
             ctx.detectors.subscribe(self.inbox.on_event)
         self.wall = ctx.clock
         self.publish = ctx.detectors.publish
+        await asyncio.to_thread(self.restore, ctx.metrics)
         thread = self.start()
         try:
             while thread.is_alive():
                 batch = self.drain()
                 if batch:
                     await ctx.sink.put(batch)
+                if not self._to_keep.empty():
+                    await asyncio.to_thread(self.flush_kept)
                 await asyncio.sleep(0.2)
         finally:
             ctx.detectors.unsubscribe(self.inbox.on_event)
             await asyncio.to_thread(self.stop, thread)
+            self.flush_kept()
 
 
 class TrafficDesk:
@@ -328,11 +405,18 @@ class TrafficDesk:
 
     def apply_command(self, body: Mapping[str, Any]) -> Answer:
         """The owner's answer, awaited on the caller's event loop (or at once if refused here)."""
+        return self._hand_over(body, None)
+
+    def apply_incoming(self, cmd: IncomingCommand) -> Answer:
+        """The same for the whole command (the router calls this one: the id is kept with a plan)."""
+        return self._hand_over(cmd.body, cmd)
+
+    def _hand_over(self, body: Mapping[str, Any], cmd: IncomingCommand | None) -> Answer:
         name = body.get("intersection")
         owner = self._owners.get(name) if isinstance(name, str) else None
         if owner is None:
             return CommandOutcome.refused(f"intersection: {name!r} is not configured here")
-        fut = owner.submit(body)
+        fut = owner.submit(body, cmd)
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # no loop to await on (a plain thread): wait for the owner here
@@ -348,7 +432,13 @@ def traffic_sources(site: Any, pins: PinFactories | None = None) -> tuple[list[T
     traffic = getattr(site, "traffic", None)
     if traffic is None:
         return [], TrafficDesk({})
-    sources = [TrafficSource(ix, site.site.timezone, pins=pins) for ix in traffic.intersections]
+    state_dir = traffic.state_dir
+    store = getattr(site, "store", None)
+    if state_dir is None and store is not None:
+        state_dir = Path(store.path).parent / "traffic"  # the agent's state directory
+    sources = [
+        TrafficSource(ix, site.site.timezone, pins=pins, state_dir=state_dir) for ix in traffic.intersections
+    ]
     desk = TrafficDesk({s.ix.name: s for s in sources})
     for s in sources:
         s.desk = desk

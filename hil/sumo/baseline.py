@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from control.traffic.config import IntersectionConfig, ped_clear_s, stage_min_green
-from hil.sumo.plan import TLS
+from hil.sumo.plan import TLS, link_states
 
 MAX_GAP_S = 3.0  # SUMO's default max-gap
 
@@ -146,11 +146,7 @@ def fair_programs(
     """
 
     def text(shown: dict[str, str]) -> str:
-        chars = ["r"] * n_links
-        for g, c in shown.items():
-            for i in links[g]:
-                chars[i] = c
-        return "".join(chars)
+        return link_states(n_links, links, shown)
 
     out: list[str] = []
     programs = [("actuated", "actuated", True), ("delay_based", "delay_based", False)]

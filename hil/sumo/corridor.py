@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -35,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 from control.traffic import coordplan
 from control.traffic.config import IntersectionConfig
@@ -44,7 +42,7 @@ from drivers.signals.sumo import SumoSignals
 from hil.sumo import plan as planmod
 from hil.sumo.monitor import LinkMonitor, Violation, link_monitor
 from hil.sumo.rig import start_sumo, sumo_programs
-from hil.sumo.scenario import ARMS, LOOP_BEFORE_STOP_M, SLOT_S, TURN_SHARE, TURNS, ZONE_LENGTH_M, binary
+from hil.sumo.scenario import ARMS, SLOT_S, TURN_SHARE, TURNS, detector_rows, write_rig
 from kernel.errors import HilFailure
 from kernel.readings import Reading
 
@@ -219,65 +217,14 @@ def routes_xml(scale: float = 1.0) -> str:
 
 def detectors_xml(lane_length: dict[str, float], out_dir: Path) -> str:
     """Each junction's E1 loops and E2 zones, named ``<junction>_loop_<arm>_<lane>`` and ``..._zone_..``."""
-    rows = ["<additional>"]
-    for j in JUNCTIONS:
-        for a in ARMS:
-            for lane in (1, 2, 3):
-                lid = f"{j}_{a}_in_{lane}"
-                length = lane_length[lid]
-                rows.append(
-                    f'<inductionLoop id="{j}_loop_{a}_{lane}" lane="{lid}" '
-                    f'pos="{length - LOOP_BEFORE_STOP_M:.2f}" period="3600" '
-                    f"file={quoteattr(str(out_dir / 'e1.xml'))}/>"
-                )
-                zone = min(ZONE_LENGTH_M, length - 1.0)
-                rows.append(
-                    f'<laneAreaDetector id="{j}_zone_{a}_{lane}" lane="{lid}" pos="{length - zone:.2f}" '
-                    f'length="{zone:.2f}" period="3600" file={quoteattr(str(out_dir / "e2.xml"))}/>'
-                )
-    rows.append("</additional>")
-    return "\n".join(rows) + "\n"
+    rows = [row for j in JUNCTIONS for row in detector_rows(lane_length, out_dir, prefix=f"{j}_")]
+    return "\n".join(["<additional>", *rows, "</additional>"]) + "\n"
 
 
 def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
     """Write the corridor's network, routes and detectors into ``out_dir``; return their paths."""
-    from hil.sumo.scenario import lane_lengths
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {k: out_dir / f"corridor.{k}.xml" for k in ("nod", "edg", "con", "net", "rou", "det")}
-    paths["nod"].write_text(_nodes())
-    paths["edg"].write_text(_edges())
-    paths["con"].write_text(_connections())
-    if not paths["net"].exists():
-        subprocess.run(
-            [
-                binary("netconvert"),
-                "--node-files",
-                str(paths["nod"]),
-                "--edge-files",
-                str(paths["edg"]),
-                "--connection-files",
-                str(paths["con"]),
-                "--no-turnarounds",
-                "--no-internal-links",
-                "false",
-                "--tls.default-type",
-                "static",
-                "--tls.yellow.time",
-                "4",
-                "--tls.allred.time",
-                "2",
-                "--output-file",
-                str(paths["net"]),
-                "--no-warnings",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    paths["rou"] = out_dir / f"corridor.rou.{scale:g}.xml"
-    paths["rou"].write_text(routes_xml(scale))
-    paths["det"].write_text(detectors_xml(lane_lengths(paths["net"]), out_dir))
-    return paths
+    plain = {"nod": _nodes(), "edg": _edges(), "con": _connections()}
+    return write_rig(out_dir, "corridor", scale, plain, routes_xml(scale), detectors_xml)
 
 
 def plan_offset(j: str) -> float:

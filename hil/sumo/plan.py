@@ -50,6 +50,16 @@ def group_links(
     return {k: sorted(v) for k, v in sorted(groups.items())}, request
 
 
+def link_states(n_links: int, links: dict[str, list[int]], shown: dict[str, str]) -> str:
+    """A SUMO ``state`` string: each group's signal (``G``, ``g``, ``y``, ``r``) on its links
+    (``links`` from :func:`group_links`), red on every link of a group not shown."""
+    chars = ["r"] * n_links
+    for g, c in shown.items():
+        for i in links[g]:
+            chars[i] = c
+    return "".join(chars)
+
+
 def stages() -> list[dict[str, Any]]:
     """Through stages with permissive lefts and parallel walks, then lagging protected lefts."""
     out: list[dict[str, Any]] = []

@@ -96,11 +96,7 @@ def sumo_programs(
     yellow = float(int(lim.yellow + 0.999))
 
     def text(shown: dict[str, str]) -> str:
-        chars = ["r"] * n_links
-        for g, c in shown.items():
-            for i in links[g]:
-                chars[i] = c
-        return "".join(chars)
+        return planmod.link_states(n_links, links, shown)
 
     phases: list[tuple[float, float, float, str]] = []  # dur, min, max, state
     stages = ix.stages

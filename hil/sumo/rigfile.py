@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, ValidationError, model_validator
 
 from hil.expect import Check, DeviceStats, Verdict
-from hil.figures import bucket_s
+from hil.figures import bucket_s, check_rows
 from hil.schedule import FaultWindow
 from kernel.config_base import StrictModel, validation_problems
 from kernel.errors import ConfigError
@@ -350,17 +350,7 @@ def sumo_figures(rig: SumoRig, verdict: Verdict, r: Any, elapsed_s: float) -> di
         "backlog": [[t, q] for t, q, _ in r.series],
         "outages": [],
         "drain_s": None,
-        "checks": [
-            {
-                "label": c.label,
-                "name": c.name,
-                "device": c.device,
-                "status": "fail" if not c.ok else ("not checked" if c.skipped else "pass"),
-                "worst": c.worst,
-                "detail": c.detail,
-            }
-            for c in verdict.checks
-        ],
+        "checks": check_rows(verdict.checks),
         "traffic": {
             "mode": rig.mode,
             "seed": rig.seed,

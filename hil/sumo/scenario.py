@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -122,63 +123,91 @@ def routes_xml(scale: float = 1.0) -> str:
     return "\n".join(out) + "\n"
 
 
-def detectors_xml(lane_length: dict[str, float], out_dir: Path) -> str:
-    """E1 loops and E2 zones on the three vehicle lanes of each approach."""
-    rows = ["<additional>"]
+def detector_rows(lane_length: dict[str, float], out_dir: Path, prefix: str = "") -> list[str]:
+    """One junction's E1 loops and E2 zones on the three vehicle lanes of each approach.
+
+    ``prefix`` starts every lane and detector id (``"j0_"`` gives ``j0_loop_n_1`` on lane
+    ``j0_n_in_1``); the single rig has none.
+    """
+    rows = []
     for a in ARMS:
         for lane in (1, 2, 3):
-            lid = f"{a}_in_{lane}"
+            lid = f"{prefix}{a}_in_{lane}"
             length = lane_length[lid]
             rows.append(
-                f'<inductionLoop id="loop_{a}_{lane}" lane="{lid}" pos="{length - LOOP_BEFORE_STOP_M:.2f}" '
+                f'<inductionLoop id="{prefix}loop_{a}_{lane}" lane="{lid}" pos="{length - LOOP_BEFORE_STOP_M:.2f}" '
                 f'period="3600" file={quoteattr(str(out_dir / "e1.xml"))}/>'
             )
             zone = min(ZONE_LENGTH_M, length - 1.0)
             rows.append(
-                f'<laneAreaDetector id="zone_{a}_{lane}" lane="{lid}" pos="{length - zone:.2f}" '
+                f'<laneAreaDetector id="{prefix}zone_{a}_{lane}" lane="{lid}" pos="{length - zone:.2f}" '
                 f'length="{zone:.2f}" period="3600" file={quoteattr(str(out_dir / "e2.xml"))}/>'
             )
-    rows.append("</additional>")
-    return "\n".join(rows) + "\n"
+    return rows
+
+
+def detectors_xml(lane_length: dict[str, float], out_dir: Path) -> str:
+    """E1 loops and E2 zones on the three vehicle lanes of each approach."""
+    return "\n".join(["<additional>", *detector_rows(lane_length, out_dir), "</additional>"]) + "\n"
+
+
+def netconvert(paths: dict[str, Path]) -> None:
+    """Build ``paths["net"]`` from the plain node, edge and connection files (static signals,
+    4 s yellow, 2 s all-red, no U-turns, internal links kept)."""
+    subprocess.run(
+        [
+            binary("netconvert"),
+            "--node-files",
+            str(paths["nod"]),
+            "--edge-files",
+            str(paths["edg"]),
+            "--connection-files",
+            str(paths["con"]),
+            "--no-turnarounds",
+            "--no-internal-links",
+            "false",
+            "--tls.default-type",
+            "static",
+            "--tls.yellow.time",
+            "4",
+            "--tls.allred.time",
+            "2",
+            "--output-file",
+            str(paths["net"]),
+            "--no-warnings",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def write_rig(
+    out_dir: Path,
+    stem: str,
+    scale: float,
+    plain: dict[str, str],
+    routes: str,
+    detectors: Callable[[dict[str, float], Path], str],
+) -> dict[str, Path]:
+    """Write a rig's plain node, edge and connection files (``plain``: ``nod``, ``edg``, ``con``),
+    build its network once (:func:`netconvert`), then its routes at ``scale`` and its detectors on
+    the built lanes, as ``<stem>.<kind>.xml`` in ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {k: out_dir / f"{stem}.{k}.xml" for k in ("nod", "edg", "con", "net", "rou", "det")}
+    for kind in ("nod", "edg", "con"):
+        paths[kind].write_text(plain[kind])
+    if not paths["net"].exists():
+        netconvert(paths)
+    paths["rou"] = out_dir / f"{stem}.rou.{scale:g}.xml"
+    paths["rou"].write_text(routes)
+    paths["det"].write_text(detectors(lane_lengths(paths["net"]), out_dir))
+    return paths
 
 
 def build(out_dir: Path, scale: float = 1.0) -> dict[str, Path]:
     """Write the network, routes and detectors into ``out_dir``; return their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {k: out_dir / f"x.{k}.xml" for k in ("nod", "edg", "con", "net", "rou", "det")}
-    paths["nod"].write_text(_nodes())
-    paths["edg"].write_text(_edges())
-    paths["con"].write_text(_connections())
-    if not paths["net"].exists():
-        subprocess.run(
-            [
-                binary("netconvert"),
-                "--node-files",
-                str(paths["nod"]),
-                "--edge-files",
-                str(paths["edg"]),
-                "--connection-files",
-                str(paths["con"]),
-                "--no-turnarounds",
-                "--no-internal-links",
-                "false",
-                "--tls.default-type",
-                "static",
-                "--tls.yellow.time",
-                "4",
-                "--tls.allred.time",
-                "2",
-                "--output-file",
-                str(paths["net"]),
-                "--no-warnings",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    paths["rou"] = out_dir / f"x.rou.{scale:g}.xml"
-    paths["rou"].write_text(routes_xml(scale))
-    paths["det"].write_text(detectors_xml(lane_lengths(paths["net"]), out_dir))
-    return paths
+    plain = {"nod": _nodes(), "edg": _edges(), "con": _connections()}
+    return write_rig(out_dir, "x", scale, plain, routes_xml(scale), detectors_xml)
 
 
 def lane_lengths(net: Path) -> dict[str, float]:

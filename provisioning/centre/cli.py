@@ -72,21 +72,26 @@ def token_new_cmd(directory: Path, site_id: str, ttl: str) -> None:
 
 @centre_cli.command("enrol")
 @_DIR
-@click.option("--broker", required=True, help="mqtts://host:port of the mTLS listener.")
+@click.option("--broker", required=True,
+              help="mqtts://host:port of the mTLS listener (mqtt:// only with --allow-plaintext).")
+@click.option("--allow-plaintext", is_flag=True, help="Accept an mqtt:// broker (a lab; warned at every start).")
 @click.option("--sites", "sites_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The receivers' site registry, updated as sites enrol.")  # fmt: skip
 @click.option("--prefix", default="kbe", show_default=True)
 @click.option("--client-id", default="kbe-enrol-service", show_default=True)
 @click.option("--ca-file", type=click.Path(path_type=Path), default=None, help="CA of the broker.")
 @click.option("--cert-file", type=click.Path(path_type=Path), default=None, help="Client certificate.")
-@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="Client key.")
+@click.option("--key-file", type=click.Path(path_type=Path), default=None, help="Client key, mode 0600.")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def enrol_cmd(directory: Path, broker: str, sites_file: Path, prefix: str, client_id: str,
+def enrol_cmd(directory: Path, broker: str, allow_plaintext: bool, sites_file: Path, prefix: str, client_id: str,
               ca_file: Path | None, cert_file: Path | None, key_file: Path | None, log_level: str) -> None:  # fmt: skip
     """Answer the sites' enrolment requests until SIGTERM or Ctrl-C."""
+    from provisioning.centre.operate import check_broker
     from provisioning.centre.service import EnrolService
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_broker("centre enrol", broker, allow_plaintext, key_file, "one-time tokens and certificates cross the "
+                 "network unencrypted")  # fmt: skip
     service = EnrolService(CentreFiles(directory), sites_file, prefix)
     opts = LinkOptions(broker=broker, client_id=client_id, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     stop = threading.Event()

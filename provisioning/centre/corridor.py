@@ -225,8 +225,13 @@ def next_corridor_plan(
     return coordplan.next_plan(c.spec, demands, c.file.stage, east, west, previous, effective_s)
 
 
-def command_bodies(c: Corridor, plan: coordplan.CorridorPlan) -> list[tuple[str, dict[str, Any]]]:
-    """Each junction's site and its ``coordinate`` command body."""
+def command_bodies(
+    c: Corridor, plan: coordplan.CorridorPlan, valid_for_s: float = 0.0
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each junction's site and its ``coordinate`` command body; with ``valid_for_s`` > 0 the plan
+    runs out that long after it starts (``until_s``: the junction then returns to its configured
+    plan, and does not take it up again after a restart)."""
+    until = {"until_s": plan.anchor_s + valid_for_s} if valid_for_s > 0 else {}
     return [
         (
             j.site,
@@ -237,6 +242,7 @@ def command_bodies(c: Corridor, plan: coordplan.CorridorPlan) -> list[tuple[str,
                 "start_s": plan.start_s(k),
                 "from_s": plan.anchor_s,
                 "splits": plan.splits[k],
+                **until,
             },
         )
         for k, j in enumerate(c.file.junctions)

@@ -1,24 +1,26 @@
 """The centre's MQTT side: publishes signed command frames, collects replies and statuses.
 
 Replies are frames signed by the site (``Signer.small_frame``); only those that verify against the
-site's registered keys, and name the site of their topic, are kept. Statuses are plain JSON
-(docs/wire-protocol.md) and are kept only for registered sites, on their own topic."""
+site's registered keys, and name the site of their topic, are kept. Statuses are frames signed by
+the site too (``sync.signing.sign_status``) and are kept on the same terms; any other status is
+counted in ``untrusted_status`` and ignored."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-
 from kernel.errors import SignatureError, SyncError
 from sync.mqtt import LinkOptions, MqttLink
-from sync.signing import Signer, SiteRegistry, open_reply, sign_command
+from sync.signing import Signer, SiteRegistry, open_reply, open_status, sign_command
 from sync.wire import Command, CommandReply, Status, Topics, WireError, site_of_topic
+
+log = logging.getLogger("kbe.centre")
 
 FINAL_PHASES = frozenset({"committed", "rolled-back", "aborted"})
 
@@ -55,6 +57,10 @@ class CentreLink:
         self.by_id: dict[str, list[tuple[CommandReply, float]]] = {}
         """Replies per command id, each with the monotonic time it arrived."""
         self.status: dict[str, Status] = {}
+        """The latest status of each site whose frame verified against its keys."""
+        self.untrusted_status = 0
+        self._status_warned: set[str] = set()
+        """Statuses dropped: unknown site, unsigned (plain JSON), bad signature, not a status, or another site's."""
         self.bytes_sent = 0
         self._cond = threading.Condition()
         self._listeners: list[Callable[[CommandReply], None]] = []
@@ -89,12 +95,11 @@ class CentreLink:
         except WireError:
             return
         if topic.endswith("/status"):
-            try:
-                status = Status.model_validate_json(payload)
-            except (ValidationError, ValueError):
-                return
-            if status.site_id == site and self.sites.keys_for(site) is not None:
-                with self._cond:
+            status = self._open_status(site, payload)
+            with self._cond:
+                if status is None:
+                    self.untrusted_status += 1
+                else:
                     self.status[status.site_id] = status
                     self._cond.notify_all()
             return
@@ -121,6 +126,22 @@ class CentreLink:
         except (SignatureError, WireError):
             return None
         return reply if reply.site_id == site else None
+
+    def _open_status(self, site: str, payload: bytes) -> Status | None:
+        """The status of a frame signed by ``site``'s key and naming that site, or None."""
+        keys = self.sites.keys_for(site)
+        try:
+            if keys is None:
+                raise SignatureError(f"site {site!r} is not registered")
+            return open_status(payload, keys, site)
+        except (SignatureError, WireError) as exc:
+            if site not in self._status_warned:  # network thread only
+                if len(self._status_warned) >= 1000:  # bounded: anyone can invent topics of unknown sites
+                    self._status_warned.clear()
+                self._status_warned.add(site)
+                log.warning("ignored a status on the topic of %s that is not from that site: %s (logged once per "
+                            "site)", site, str(exc)[:200])  # fmt: skip
+            return None
 
     def send(self, cmd: Command) -> int:
         """Sign and publish (QoS 1); returns the frame's size in bytes."""

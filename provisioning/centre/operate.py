@@ -16,8 +16,20 @@ import click
 from kernel.config_base import load_yaml
 from kernel.errors import AgentError, ConfigError
 
+_BROKER = [
+    click.option("--allow-plaintext", is_flag=True,
+                 help="Accept an mqtt:// broker (a lab; warned at every start)."),
+    click.option("--ca-file", type=click.Path(path_type=Path), default=None, help="CA of the broker (mqtts://)."),
+    click.option("--cert-file", type=click.Path(path_type=Path), default=None,
+                 help="Client certificate (mutual TLS)."),
+    click.option("--key-file", "tls_key_file", type=click.Path(path_type=Path), default=None,
+                 help="Client key (mutual TLS), mode 0600."),
+]  # fmt: skip
+"""The broker options every centre command that connects takes besides ``--broker``."""
+
 _TARGETS = [
-    click.option("--broker", required=True, help="mqtt://host:port or mqtts://host:port"),
+    click.option("--broker", required=True, help="mqtts://host:port (mqtt:// only with --allow-plaintext)"),
+    *_BROKER,
     click.option("--key", "key_file", required=True, type=click.Path(path_type=Path),
                  help="The centre's Ed25519 private key (mode 0600)."),
     click.option("--sites", "sites_file", required=True, type=click.Path(path_type=Path),
@@ -38,6 +50,33 @@ def _targets(f: Any) -> Any:
     return f
 
 
+def _broker_options(f: Any) -> Any:
+    for opt in reversed(_BROKER):
+        f = opt(f)
+    return f
+
+
+def check_broker(
+    source: str,
+    broker: str,
+    allow_plaintext: bool,
+    tls_key_file: Path | None,
+    what: str = "commands, replies and statuses cross the network unencrypted",
+) -> None:
+    """Refuse an ``mqtt://`` broker without ``--allow-plaintext`` and a client key readable by others
+    (exit 2, one line), before anything connects; warn when plaintext is allowed."""
+    from kernel.config_base import check_secret_file
+    from sync.mqtt import refuse_plaintext, warn_plaintext
+
+    refuse_plaintext(broker, allow_plaintext, source)
+    if tls_key_file is not None:
+        try:
+            check_secret_file(tls_key_file)
+        except ValueError as exc:
+            raise ConfigError(source, [f"--key-file: {exc}"]) from exc
+    warn_plaintext(broker, what)
+
+
 def _select(sites_file: Path, one: str | None, group: str | None, all_sites: bool) -> list[str]:
     from sync.signing import SiteRegistry
 
@@ -54,13 +93,21 @@ def _select(sites_file: Path, one: str | None, group: str | None, all_sites: boo
     return chosen
 
 
-def _link(broker: str, key_file: Path, sites_file: Path, prefix: str) -> Any:
-    """A started CentreLink; replies are kept only when signed by a site of ``sites_file``."""
+def _link(broker: str, key_file: Path, sites_file: Path, prefix: str, tls: dict[str, Path | None]) -> Any:
+    """A started CentreLink; replies and statuses are kept only when signed by a site of ``sites_file``.
+
+    ``tls``: ``ca_file``, ``cert_file`` and ``tls_key_file`` (each may be None)."""
     from provisioning.centre.link import CentreLink
     from sync.mqtt import LinkOptions
     from sync.signing import Signer, SiteRegistry
 
-    opts = LinkOptions(broker=broker, client_id=f"kbe-centre-{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
+    opts = LinkOptions(
+        broker=broker,
+        client_id=f"kbe-centre-{socket.gethostname()}-{uuid.uuid4().hex[:6]}",
+        ca_file=tls.get("ca_file"),
+        cert_file=tls.get("cert_file"),
+        key_file=tls.get("tls_key_file"),
+    )
     return CentreLink(opts, Signer.from_file(key_file), SiteRegistry.load(sites_file), prefix).start()
 
 
@@ -69,7 +116,7 @@ def _send(ctx: click.Context, kind: str, body: dict[str, Any]) -> None:
 
     p = ctx.obj
     sites = _select(p["sites_file"], p["one_site"], p["group"], p["all_sites"])
-    link = _link(p["broker"], p["key_file"], p["sites_file"], p["prefix"])
+    link = _link(p["broker"], p["key_file"], p["sites_file"], p["prefix"], p)
     try:
         ids = {}
         for site in sites:
@@ -101,6 +148,7 @@ def operate_cli() -> None:
 @click.pass_context
 def send(ctx: click.Context, **opts: Any) -> None:
     """Sign and send a command or an update to one site, a group, or all sites."""
+    check_broker("centre send", opts["broker"], opts["allow_plaintext"], opts["tls_key_file"])
     ctx.obj = opts
 
 
@@ -206,7 +254,8 @@ def send_rollback(ctx: click.Context, version: int, watch_s: float) -> None:
 
 
 @operate_cli.command("follow")
-@click.option("--broker", required=True)
+@click.option("--broker", required=True, help="mqtts://host:port (mqtt:// only with --allow-plaintext)")
+@_broker_options
 @click.option("--prefix", default="kbe", show_default=True)
 @click.option("--key", "key_file", required=True, type=click.Path(path_type=Path),
               help="The centre's key (only to open the same kind of link as send).")  # fmt: skip
@@ -214,9 +263,14 @@ def send_rollback(ctx: click.Context, version: int, watch_s: float) -> None:
               help="The receiver's sites file: a reply is shown only when signed by its site's key.")  # fmt: skip
 @click.option("--command-id", default=None, help="Only replies to this command.")
 @click.option("--for", "for_s", default=0.0, help="Stop after this many seconds (0: until Ctrl-C).")
-def follow(broker: str, prefix: str, key_file: Path, sites_file: Path, command_id: str | None, for_s: float) -> None:
+def follow(
+    broker: str, allow_plaintext: bool, ca_file: Path | None, cert_file: Path | None, tls_key_file: Path | None,
+    prefix: str, key_file: Path, sites_file: Path, command_id: str | None, for_s: float,
+) -> None:  # fmt: skip
     """Print the sites' command replies (verified against the sites' keys) as they arrive."""
-    link = _link(broker, key_file, sites_file, prefix)
+    check_broker("centre follow", broker, allow_plaintext, tls_key_file)
+    tls = {"ca_file": ca_file, "cert_file": cert_file, "tls_key_file": tls_key_file}
+    link = _link(broker, key_file, sites_file, prefix, tls)
 
     def show(r: Any) -> None:
         if command_id is None or r.command_id == command_id:
@@ -269,7 +323,9 @@ def sites(db_url: str, sites_file: Path | None, group: str | None, as_json: bool
 @click.option("--corridor", "corridor_file", required=True, type=click.Path(path_type=Path),
               help="The corridor file: junctions west to east, coordinated stage, arterial groups.")  # fmt: skip
 @click.option("--db", "db_url", required=True, help="The receiver's database: postgresql://... or sqlite:///path")
-@click.option("--broker", default=None, help="mqtt://host:port or mqtts://host:port (not needed with --dry-run)")
+@click.option("--broker", default=None,
+              help="mqtts://host:port (mqtt:// only with --allow-plaintext; not needed with --dry-run)")
+@_broker_options
 @click.option("--key", "key_file", default=None, type=click.Path(path_type=Path),
               help="The centre's Ed25519 private key (mode 0600).")  # fmt: skip
 @click.option("--sites", "sites_file", default=None, type=click.Path(path_type=Path),
@@ -281,16 +337,22 @@ def sites(db_url: str, sites_file: Path | None, group: str | None, as_json: bool
               help="The last plan sent (default: <corridor>.plan.json beside the corridor file).")  # fmt: skip
 @click.option("--wait", "wait_s", default=10.0, show_default=True, help="Follow the replies this many seconds.")
 @click.option("--every", "every_s", default=0.0, help="Repeat every S seconds until Ctrl-C (0: once).")
+@click.option("--valid-for", "valid_for_s", default=0.0, show_default=True,
+              help="Seconds each junction runs the plan before returning to its configured one (0: until replaced).")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the next plan; send nothing, keep nothing.")
 def coordinate(
-    corridor_file: Path, db_url: str, broker: str | None, key_file: Path | None, sites_file: Path | None,
+    corridor_file: Path, db_url: str, broker: str | None, allow_plaintext: bool, ca_file: Path | None,
+    cert_file: Path | None, tls_key_file: Path | None, key_file: Path | None, sites_file: Path | None,
     prefix: str, ttl: float, minutes: float | None, state_file: Path | None, wait_s: float, every_s: float,
-    dry_run: bool,
+    valid_for_s: float, dry_run: bool,
 ) -> None:  # fmt: skip
     """A corridor's next coordination plan from its junctions' loop counts, sent to each junction."""
     from provisioning.centre import corridor as cor
     from sync.signing import SiteRegistry
 
+    if broker is not None:
+        check_broker("centre coordinate", broker, allow_plaintext, tls_key_file)
+    tls = {"ca_file": ca_file, "cert_file": cert_file, "tls_key_file": tls_key_file}
     c = cor.load_corridor(corridor_file)
     state = state_file or cor.state_path(corridor_file)
     if not dry_run:
@@ -305,7 +367,8 @@ def coordinate(
     window_s = 60.0 * (minutes if minutes is not None else c.file.window_min)
     while True:
         try:
-            _coordinate_once(c, db_url, window_s, state, dry_run, (broker, key_file, sites_file, prefix, ttl, wait_s))
+            _coordinate_once(c, db_url, window_s, state, dry_run,
+                             (broker, key_file, sites_file, prefix, ttl, wait_s, tls, valid_for_s))  # fmt: skip
         except AgentError as exc:
             if every_s <= 0:
                 raise
@@ -333,11 +396,11 @@ def _coordinate_once(
         click.echo(line)
     if dry_run:
         return
-    broker, key_file, sites_file, prefix, ttl, wait_s = send
-    link = _link(broker, key_file, sites_file, prefix)
+    broker, key_file, sites_file, prefix, ttl, wait_s, tls, valid_for_s = send
+    link = _link(broker, key_file, sites_file, prefix, tls)
     try:
         ids = {}
-        for site, body in cor.command_bodies(c, plan):
+        for site, body in cor.command_bodies(c, plan, valid_for_s):
             cmd = make_command(site, "traffic", body, ttl)
             link.send(cmd)
             ids[cmd.command_id] = f"{site}/{body['intersection']}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provisioning.centre.link import CentreLink, make_command
+from provisioning.fleet.waves import cut_waves
 from sync.wire import CommandReply
 
 UPDATE_KIND = "update"
@@ -23,14 +24,8 @@ UPDATE_KIND = "update"
 
 def plan_waves(sites: Sequence[str], canary: int, fractions: Sequence[float]) -> list[list[str]]:
     """Split ``sites`` into a canary wave of ``canary`` sites, then waves up to each cumulative fraction."""
-    waves: list[list[str]] = []
-    done = 0
     marks = [min(canary, len(sites))] + [math.ceil(f * len(sites)) for f in fractions] + [len(sites)]
-    for mark in marks:
-        if mark > done:
-            waves.append(list(sites[done:mark]))
-            done = mark
-    return waves
+    return cut_waves(sites, marks)
 
 
 @dataclass

@@ -23,7 +23,7 @@ import json
 import math
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -227,15 +227,22 @@ def plan_waves(
     ]
     # Online devices first (the canary must be able to answer), then by uuid: the plan is repeatable.
     todo.sort(key=lambda d: (not d.online, d.uuid))
-    waves: list[list[Device]] = []
-    taken = min(canary, sum(1 for d in todo if d.online))
-    if taken:
-        waves.append(todo[:taken])
-    for pct in percents:
-        upto = max(taken, math.ceil(len(todo) * pct / 100.0))
-        if upto > taken:
-            waves.append(todo[taken:upto])
-            taken = upto
+    canary = min(canary, sum(1 for d in todo if d.online))
+    return cut_waves(todo, [canary, *(math.ceil(len(todo) * pct / 100.0) for pct in percents)])
+
+
+def cut_waves(items: Sequence[_T], marks: Iterable[int]) -> list[list[_T]]:
+    """Cut ``items``, in rollout order, into consecutive waves that end at each cumulative count of
+    ``marks`` (a canary, then each share of the fleet); a count not beyond the end of the previous
+    wave adds no wave, and items past the last count are in none (callers keep the counts within
+    ``len(items)``: a larger one gives an empty wave). The wave planning of both rollout
+    paths: balena (:func:`plan_waves`) and the centre's MQTT updates (``provisioning.centre.waves``)."""
+    waves: list[list[_T]] = []
+    done = 0
+    for mark in marks:
+        if mark > done:
+            waves.append(list(items[done:mark]))
+            done = mark
     return waves
 
 

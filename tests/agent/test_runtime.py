@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from kernel.errors import StoreError
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
 from sync.store import Store
-from tests.conftest import free_port
+from tests.conftest import free_port, until
 
 
 def _reading(i: int) -> Reading:
@@ -109,8 +110,7 @@ async def test_supervisor_restarts_then_cools_down() -> None:
     assert runs == 4
     assert not sup.healthy()
     assert sup.states["flaky"].last_error == "RuntimeError: device exploded"
-    await asyncio.sleep(0.7)
-    assert runs > 4, "after cooling down the task gets a fresh budget"
+    await until(lambda: runs > 4, "after cooling down the task gets a fresh budget")
     await sup.stop()
 
 
@@ -129,8 +129,10 @@ async def test_supervisor_keeps_other_tasks_running() -> None:
     sup = Supervisor(Metrics(), max_restarts=2, window_s=5, backoff_s=0.01)
     sup.start("steady", steady)
     sup.start("broken", broken)
-    await asyncio.sleep(0.3)
-    assert ticks > 10
+    # Once the broken task has spent its restarts, the steady one is still ticking.
+    await until(lambda: sup.states["broken"].state == "cooling-down", "the broken task cooling down")
+    mark = ticks
+    await until(lambda: ticks > mark + 10, "the steady task ticking on")
     assert sup.states["steady"].state == "running"
     await sup.stop()
 
@@ -149,13 +151,46 @@ def _get(url: str) -> tuple[int, str]:
         return resp.status, resp.read().decode()
 
 
+def _counter(text: str, name: str) -> float:
+    """The value of an unlabelled counter in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def until_metrics(port: int, cond: Callable[[str], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait until the agent's /metrics answers with text for which ``cond`` holds."""
+    text = ""
+
+    def fetch() -> str:
+        try:
+            return _get(f"http://127.0.0.1:{port}/metrics")[1]
+        except OSError:
+            return ""  # not listening yet
+
+    async def poll() -> None:
+        nonlocal text
+        while True:
+            text = await asyncio.to_thread(fetch)
+            if text and cond(text):
+                return
+            await asyncio.sleep(0.1)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"not within {timeout:.0f} s: {what}\n{text[-2000:]}") from None
+
+
 async def test_agent_runs_serves_health_and_flushes_on_shutdown(tmp_path: Path) -> None:
     port = free_port()
     cfg = parse_config(_site(tmp_path, port))
     agent = Agent(cfg)
     stop = asyncio.Event()
     run = asyncio.create_task(agent.run(stop))
-    await asyncio.sleep(1.5)
+    # Up (the endpoint answers), and more than the start event accepted (the board's first poll).
+    await until_metrics(port, lambda text: _counter(text, "kbe_readings_total") > 1, "the board's first poll stored")
     status, metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     assert "kbe_buffer_depth" in metrics
@@ -238,15 +273,19 @@ async def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, monkeypa
     agent = Agent(parse_config(_site(tmp_path, free_port())))
     stop = asyncio.Event()
     run = asyncio.create_task(agent.run(stop))
-    await asyncio.sleep(1.5)
+    messages: list[str] = []
+
+    def received() -> list[str]:
+        while True:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except BlockingIOError:
+                return messages
+
+    await until(lambda: received().count("WATCHDOG=1") >= 3, "three watchdog pets")
     stop.set()
     await asyncio.wait_for(run, 10)
-    messages = []
-    while True:
-        try:
-            messages.append(listener.recv(4096).decode())
-        except BlockingIOError:
-            break
+    received()
     listener.close()
     assert messages[0] == "READY=1"
     assert messages.count("WATCHDOG=1") >= 3
@@ -309,21 +348,22 @@ async def test_a_hung_task_stops_the_systemd_watchdog_feed(tmp_path: Path, monke
     run = asyncio.create_task(agent.run(stop))
     try:
         t0 = loop.time()
-        await asyncio.sleep(1.5)
+        await until(lambda: pets(t0, loop.time()) >= 4, "four pets while every task ticks")
         assert messages[0][1] == "READY=1"
-        assert pets(t0, loop.time()) >= 4
         link.free.clear()  # the intersection's thread hangs in its next write
-        await asyncio.sleep(1.2)  # the stall shows after stall_s
+        # The stall shows after stall_s; a pet sent before it did may still be in the socket: the
+        # drainer (every 20 ms on this loop) has read it by the end of the 0.3 s below.
+        await until(lambda: not agent.health()["ok"], "the hung task seen as stalled")
+        await asyncio.sleep(0.3)
         t1 = loop.time()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # over seven pet periods
         assert pets(t1, loop.time()) == 0
         health = agent.health()
         assert health["ok"] is False
         assert any("traffic:ltt-ngt: no tick" in s for s in health["stalled"])
         link.free.set()  # it ticks again: the feed resumes
         t2 = loop.time()
-        await asyncio.sleep(1.5)
-        assert pets(t2, loop.time()) >= 3
+        await until(lambda: pets(t2, loop.time()) >= 3, "the feed resumed")
     finally:
         link.free.set()
         stop.set()

@@ -146,7 +146,7 @@ def test_the_centre_coordinates_three_running_junctions_from_their_counts(tmp_pa
                                         "'detector.loop_e.count' AND value > 0")) == 3, 30, "counts from three junctions")  # fmt: skip
             out = subprocess.run(
                 agent_argv("centre", "coordinate", "--corridor", str(corridor), "--db", db, "--broker", broker.url,
-                           "--key", str(centre_key), "--sites", str(sites_file), "--wait", "15"),
+                           "--allow-plaintext", "--key", str(centre_key), "--sites", str(sites_file), "--wait", "15"),
                 env=env, capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             assert out.returncode == 0, out.stdout + out.stderr

@@ -224,3 +224,19 @@ def test_backlog_of_an_outage_that_never_ends_is_not_checked() -> None:
     assert check.ok
     assert check.skipped
     assert "not checked" in check.detail
+
+
+def test_check_rows_give_each_check_its_status_for_the_figures() -> None:
+    from hil.expect import Check
+    from hil.figures import check_rows
+
+    rows = check_rows([
+        Check("recovery", True, "back in 3 s", device="th1", worst=3.0),
+        Check("no_loss", False, "2 missing"),
+        Check("drain", True, "no outage", skipped=True),
+    ])
+    assert [r["status"] for r in rows] == ["pass", "fail", "not checked"]
+    assert rows[0] == {"label": "recovery[th1]", "name": "recovery", "device": "th1", "status": "pass",
+                       "worst": 3.0, "detail": "back in 3 s"}
+    assert rows[1]["label"] == "no_loss"
+    assert rows[1]["device"] is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,10 +12,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from hil.procs import Broker, ManagedProcess, ProcessSet, port_open, wait_port
+from hil.procs import Broker, ManagedProcess, ProcessSet, _bindable, ephemeral_range, port_open, wait_port
 from hil.sources import proc_cpu_seconds, proc_rss_kib
 from kernel.errors import HilFailure
-from tests.conftest import free_port
+from tests.brokers import Mosquitto
+from tests.conftest import agent_env, free_port
 
 
 def _mqtt_ok(port: int) -> bool:
@@ -108,3 +111,75 @@ def test_wait_port_reports_a_process_that_died(tmp_path: Path) -> None:
     with pytest.raises(HilFailure, match="exited before listening") as info:
         wait_port(free_port(), proc, timeout=10)
     assert "bad config" in str(info.value)
+
+
+def test_free_port_is_outside_the_ephemeral_range_and_held_for_this_process(tmp_path: Path) -> None:
+    lo, hi = ephemeral_range()
+    ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == 20
+    # Neither a bind to port 0 nor an outgoing connection is ever given one of these ports.
+    assert all(not lo <= p <= hi for p in ports)
+    # Another process cannot reserve a port this one holds (the lock lives as long as we do) ...
+    probe = (
+        "import sys; from hil.procs import _reserve; "
+        "print(' '.join(str(int(_reserve(int(p)))) for p in sys.argv[1:]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *map(str, ports[:3])], env=agent_env(), capture_output=True, text=True
+    )
+    assert out.stdout.split() == ["0", "0", "0"], out.stderr
+    # ... but can reserve a free one that nobody holds.
+    spare = next(p for p in range(ports[0] + 1, lo) if p not in ports and _bindable(p))
+    out = subprocess.run([sys.executable, "-c", probe, str(spare)], env=agent_env(), capture_output=True, text=True)
+    assert out.stdout.split() == ["1"], out.stderr
+
+
+def test_a_broker_whose_port_was_taken_before_its_first_start_moves(tmp_path: Path) -> None:
+    listening = socket.socket()  # someone listens on it
+    bound = socket.socket()  # someone holds it without listening: only the bind fails
+    for sock in (listening, bound):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    try:
+        for sock, listen in ((listening, True), (bound, False)):
+            work = tmp_path / ("listening" if listen else "bound")
+            work.mkdir()
+            broker = Broker(work)
+            taken = broker.port
+            sock.bind(("127.0.0.1", taken))
+            if listen:
+                sock.listen()
+            try:
+                broker.start()
+                assert broker.port != taken
+                assert broker.running()
+                assert _mqtt_ok(broker.port)
+                assert f"listener {broker.port} " in broker.conf.read_text()
+            finally:
+                broker.stop()
+    finally:
+        listening.close()
+        bound.close()
+
+
+def test_a_restarted_broker_keeps_its_port_even_when_taken(tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    broker.start()
+    port = broker.port
+    broker.stop()
+    with socket.socket() as intruder:
+        intruder.bind(("127.0.0.1", port))
+        intruder.listen()
+        with pytest.raises(HilFailure, match=f"port {port} is taken"):
+            broker.start()  # its clients know this port: no silent move
+    assert broker.port == port
+    broker.stop()
+
+
+def test_a_test_broker_whose_port_was_taken_moves(tmp_path: Path) -> None:
+    with socket.socket() as bound:
+        broker = Mosquitto(tmp_path / "broker", persistence=False)
+        taken = broker.port
+        bound.bind(("127.0.0.1", taken))
+        with broker:
+            assert broker.port != taken
+            assert _mqtt_ok(broker.port)

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import agent_argv, agent_env
 
@@ -85,7 +86,10 @@ def test_report_figures_match_the_receivers_rows(tmp_path: Path) -> None:
     assert outage["drained_after_s"] is not None
     checks = {c["label"]: c for c in fig["checks"]}
     assert checks["backlog_delivered"]["status"] == "pass"
-    assert 0 <= checks["backlog_delivered"]["worst"] <= 12
+    # Within the rig's own limit (24 s: resends after ack_timeout_s plus a jittered reconnect; 16.5 s
+    # seen on a loaded CI machine), which a passing check implies: a tighter bound here judged speed.
+    limit = yaml.safe_load(SHORT_RIG)["expect"]["backlog_delivered_s"]
+    assert 0 <= checks["backlog_delivered"]["worst"] <= limit
     assert checks["recovery[th]"]["status"] == "pass"
     assert checks["recovery[pm]"]["status"] == "not checked"  # no fault touched it
 

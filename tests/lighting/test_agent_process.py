@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from control.lighting.emulator import LightingControllerEmulator
@@ -20,12 +21,12 @@ from tests.conftest import agent_argv, agent_env, free_port
 from tests.lighting.conftest import lighting_dict
 
 
-def write_config(tmp_path: Path, ports: tuple[int, int]) -> Path:
+def write_config(tmp_path: Path, ports: tuple[int, int], state_path: Path | None = None) -> Path:
     key, _pub = generate_keypair(tmp_path / "keys", "bn-01")
     _centre_key, centre_pub = generate_keypair(tmp_path / "keys", "centre")
-    lighting = lighting_dict(
-        state_path=str(tmp_path / "lighting.json"), tick_s=0.2, default_when_clock_unsynced=False
-    )
+    lighting = lighting_dict(tick_s=0.2, default_when_clock_unsynced=False)
+    if state_path is not None:
+        lighting["state_path"] = str(state_path)
     lighting["circuits"] = [
         {
             "name": f"m{i + 1}",
@@ -91,9 +92,13 @@ async def stop_agent(proc: asyncio.subprocess.Process, log: Path) -> None:
     assert proc.returncode == 0, log.read_text()[-4000:]
 
 
-def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
+@pytest.mark.parametrize("configured", [True, False], ids=["state_path", "default-beside-the-store"])
+def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path, configured):
+    """With ``state_path`` set, or without it: then the state lives beside the store (the agent's
+    state directory, the one place the systemd unit lets it write)."""
     ports = (free_port(), free_port())
-    config = write_config(tmp_path, ports)
+    state = tmp_path / "lighting.json" if configured else tmp_path / "lighting-state.json"
+    config = write_config(tmp_path, ports, state if configured else None)
     now = time.time()
 
     def overrides(m2_until: float) -> None:
@@ -102,7 +107,7 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
             "m1": {"level": 60, "until": now + 3600, "set_at": now, "command_id": "op-1"},
             "m2": {"level": 0, "until": m2_until, "set_at": now, "command_id": "op-2"},
         }
-        (tmp_path / "lighting.json").write_text(json.dumps({"version": 1, "overrides": body, "profiles": {}}))
+        state.write_text(json.dumps({"version": 1, "overrides": body, "profiles": {}}))
 
     overrides(now + 3600)
 
@@ -144,4 +149,5 @@ def test_agent_runs_lighting_offline_and_after_power_cut(tmp_path):
     assert ("m1.mode", "override") in points
     assert ("m2.override", "expired") in points  # expired while the board was down, noticed at restart
     assert all(r.device == "street" for r in readings if r.point.startswith("m"))
-    assert not (tmp_path / "lighting.json.corrupt").exists()
+    assert not state.with_suffix(".json.corrupt").exists()
+    assert "m2" not in json.loads(state.read_text())["overrides"]  # the agent kept its state in that file

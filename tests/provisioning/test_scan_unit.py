@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -85,6 +88,30 @@ async def test_a_device_that_never_stops_talking_is_reported():
             ScanOptions(line.pair.path, bauds=(9600,), units=range(1, 4), margin_s=0.06)
         ).run()
     finally:
+        await stop_scan_line(line)
+    assert result.devices == []
+    assert any("never goes quiet" in m.render("en") for m in result.problems)
+
+
+async def test_a_babbler_is_heard_through_a_stalled_event_loop():
+    """The rig's babbler shares the scanner's loop; a real one talks on while the reader's process
+    stands still. Stalls longer than the 20 ms quiet window (a loaded machine, a garbage collection)
+    must not make the line look quiet: the old rig failed this every time."""
+
+    async def stall() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            time.sleep(0.03)  # the whole loop stops
+
+    dev = EmulatedDevice(load_profile("xy-md02"), 1)
+    line = await start_scan_line([(dev, 9600)], babbling=True)
+    staller = asyncio.create_task(stall())
+    try:
+        result = await Scanner(
+            ScanOptions(line.pair.path, bauds=(9600,), units=range(1, 4), margin_s=0.06)
+        ).run()
+    finally:
+        staller.cancel()
         await stop_scan_line(line)
     assert result.devices == []
     assert any("never goes quiet" in m.render("en") for m in result.problems)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sqlite3
 import time
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from kernel.errors import StoreError
 from kernel.readings import ClockQuality, Priority, Quality, Reading
+from sync.rowcodec import storable
 from sync.store import SCHEMA_VERSION, SEQ_BLOCK, Store
 
 
@@ -57,7 +59,9 @@ def test_values_round_trip_with_their_type(tmp_path_factory: pytest.TempPathFact
         s.append(readings)
         back = [x.reading for x in s.pending(100)]
         assert [type(b.value) for b in back] == [type(v) for v in values]
-        assert back == readings
+        # A NUL (which the centre cannot store) comes back as U+FFFD: tests/store/test_nul_text.py.
+        assert back == [dataclasses.replace(r, value=storable(r.value)) if isinstance(r.value, str) else r
+                        for r in readings]
         assert back[0].meta == {"k": "v"}
 
 

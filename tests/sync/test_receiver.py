@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sync import wire
 from sync.receiver import Receiver
 from sync.receiver_db import join_value, open_db, split_value
-from sync.signing import Signer, SiteRegistry
+from sync.signing import Signer, SiteRegistry, generate_keypair, sign_status
 from sync.wire import Ack, Batch, BufferStats, Rejection, WireReading
 from tests.conftest import agent_argv, agent_env
 from tests.sync.conftest import SITE, query
@@ -188,7 +188,7 @@ def test_receiver_cli_refuses_plaintext_and_loose_or_wrong_keys(site_keys, tmp_p
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_device_availability_events_and_site_status_are_kept(rx, site_keys, db_url):
+def test_device_availability_events_and_site_status_are_kept(rx, site_keys, db_url, tmp_path):
     from kernel.readings import Priority
     from sync.wire import Status
 
@@ -206,16 +206,23 @@ def test_device_availability_events_and_site_status_are_kept(rx, site_keys, db_u
     assert query(db_url, "SELECT device, state, ts FROM device_events ORDER BY seq") == [
         ("meter-1", "offline", 11.0), ("meter-1", "online", 42.0)]
     status = Status(site_id=SITE, state="online", ts=5.0, buffer=BufferStats(depth=7, bytes=1), in_flight=2)
-    assert rx.handle_status(f"kbe/{SITE}/status", status.model_dump_json().encode()) == status
+    assert rx.handle_status(f"kbe/{SITE}/status", sign_status(status, signer)) == status
     later = status.model_copy(update={"state": "offline", "ts": 6.0})
-    rx.handle_status(f"kbe/{SITE}/status", later.model_dump_json().encode())
-    # A status for an unregistered site, or claiming another site, is not kept.
-    assert rx.handle_status("kbe/site-zz/status", later.model_copy(update={"site_id": "site-zz"})
-                            .model_dump_json().encode()) is None
-    assert rx.handle_status(f"kbe/{SITE}/status", later.model_copy(update={"site_id": "site-b"})
-                            .model_dump_json().encode()) is None
+    rx.handle_status(f"kbe/{SITE}/status", sign_status(later, signer))
+    # A status for an unregistered site, claiming another site, unsigned, or signed by another key: not kept.
+    assert rx.handle_status("kbe/site-zz/status", sign_status(later.model_copy(update={"site_id": "site-zz"}),
+                                                               signer)) is None
+    assert rx.handle_status(f"kbe/{SITE}/status", sign_status(later.model_copy(update={"site_id": "site-b"}),
+                                                               signer)) is None
+    newest = later.model_copy(update={"state": "online", "ts": 9.0})
+    assert rx.handle_status(f"kbe/{SITE}/status", newest.model_dump_json().encode()) is None
+    rogue = Signer.from_file(generate_keypair(tmp_path / "rogue", "rogue")[0])
+    assert rx.handle_status(f"kbe/{SITE}/status", sign_status(newest, rogue)) is None
+    assert rx.handle_status(f"kbe/{SITE}/status", wire.pack_frame(wire.encode_small(newest), codec=0)) is None
     assert query(db_url, "SELECT site_id, state, ts, buffer_depth, in_flight FROM site_status") == [
         (SITE, "offline", 6.0, 7, 2)]
+    assert (rx.counters["status_unknown_site"], rx.counters["status_invalid"], rx.counters["status_unsigned"],
+            rx.counters["status_bad_signature"]) == (1, 1, 2, 1)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

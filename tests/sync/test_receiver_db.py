@@ -166,6 +166,25 @@ def test_the_newest_status_wins_and_an_offline_will_keeps_what_it_does_not_say(d
     db.close()
 
 
+def test_the_will_of_the_connection_of_the_stored_status_wins_over_it_and_an_older_will_does_not(
+    db_url: str,
+) -> None:
+    db = open_db(db_url)
+    db.record_status(_status(ts=100.0, connected_at=90.0), "rx-a")  # online, on the connection made at 90
+    db.record_status(Status(site_id=SITE, state="offline", ts=90.0, connected_at=90.0), "rx-a")  # its will
+    assert query(db_url, "SELECT state, ts FROM site_status") == [("offline", 90.0)]
+    db.record_status(_status(ts=200.0, connected_at=150.0), "rx-a")  # the next connection, at 150
+    for old_will in (Status(site_id=SITE, state="offline", ts=90.0, connected_at=90.0),
+                     Status(site_id=SITE, state="offline", ts=120.0)):  # fmt: skip
+        db.record_status(old_will, "rx-b")  # the earlier connection's will replayed; an older one without it
+    assert query(db_url, "SELECT state, ts FROM site_status") == [("online", 200.0)]
+    db.record_status(_status(ts=140.0, connected_at=150.0), "rx-b")  # an online of the same connection, older
+    assert query(db_url, "SELECT state, ts FROM site_status") == [("online", 200.0)]
+    db.record_status(Status(site_id=SITE, state="offline", ts=150.0, connected_at=150.0), "rx-b")
+    assert query(db_url, "SELECT state, ts FROM site_status") == [("offline", 150.0)]
+    db.close()
+
+
 def test_command_replies_are_kept_once_each(db_url: str) -> None:
     db = open_db(db_url)
     reply = CommandReply(site_id=SITE, command_id="c-1", outcome="accepted", ts=5.0, reason="x" * 2500,

@@ -94,7 +94,8 @@ def test_receiver_process_health_goes_red_and_green(tmp_path, site_keys, sqlite_
     port = free_port()
     with Mosquitto(tmp_path / "broker") as broker:
         rx = receivers(broker, sqlite_url, site_keys.registry, extra_args=[
-            "--health-listen", f"127.0.0.1:{port}", "--silence", "4", "--reject-window", "600"])
+            "--health-listen", f"127.0.0.1:{port}", "--silence", "4", "--reject-window", "600",
+            "--stats-every", "1"])
         rx.wait_subscribed()
         wait_for(lambda: _health(port).get("broker_connected") is True, 15, "the receiver connected")
 
@@ -128,6 +129,9 @@ def test_receiver_process_health_goes_red_and_green(tmp_path, site_keys, sqlite_
 
         running.stop()  # no site reports any more
         wait_for(lambda: _health(port).get("reasons") == ["no-site-reported"], 15, "/health red: silence")
+        # ... and its log says so at the next counters line (every --stats-every seconds).
+        wait_for(lambda: b"is blind: no-site-reported (see /health)" in rx.log.read_bytes(), 10,
+                 "the log says the receiver is blind")
 
         broker.stop()
         wait_for(lambda: "broker-unreachable" in _health(port).get("reasons", []), 15, "/health red: broker")

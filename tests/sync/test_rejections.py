@@ -46,7 +46,7 @@ def retained_status(broker_port: int, site: str) -> Status | None:
     while not got and time.monotonic() < deadline:
         c.loop(0.1)
     c.disconnect()
-    return Status.model_validate_json(got[-1]) if got else None
+    return wire.decode_status(wire.unpack_frame(got[-1])) if got else None
 
 
 class OtherSiteSigner(Signer):

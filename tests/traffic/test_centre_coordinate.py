@@ -76,6 +76,9 @@ def test_the_next_plan_comes_from_the_stored_counts(tmp_path: Path, db_url: str)
     assert [s for s, _ in bodies] == list(SITES)
     assert all(b["action"] == "coordinate" and b["from_s"] == plan.anchor_s >= now for _, b in bodies)
     assert all(sum(b["splits"].values()) == 25.0 for _, b in bodies)
+    assert all("until_s" not in b for _, b in bodies)  # by default a plan runs until the next one
+    bodies = cor.command_bodies(c, plan, valid_for_s=900)
+    assert all(b["until_s"] == plan.anchor_s + 900 for _, b in bodies)
 
     out = CliRunner().invoke(cli, ["centre", "coordinate", "--corridor", str(path), "--db", db_url, "--dry-run"])
     assert out.exit_code == 0, out.output

@@ -121,3 +121,14 @@ def test_traffic_device_needs_the_section(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "devices[0]: a traffic device needs the top-level traffic section" in info.value.problems
+
+
+def test_only_one_traffic_device_per_site(tmp_path: Path) -> None:
+    data = yaml.safe_load(SITE.read_text())
+    data["devices"].append({"driver": "traffic", "name": "signals-2"})
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    n = len(data["devices"]) - 1
+    assert f"devices[{n}]: only one traffic device per site (it runs every intersection)" in info.value.problems

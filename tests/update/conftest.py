@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kernel.errors import SignatureError
-from sync.signing import Signer, generate_keypair, load_public_keys, open_reply, sign_command
+from sync.signing import Signer, generate_keypair, load_public_keys, open_reply, open_status, sign_command
 from sync.wire import Command, CommandReply, Status, Topics, WireError
 from tests.e2e.test_crash_safety import _EmulatorThread
 from tests.sync.conftest import receivers, wait_for  # noqa: F401 - fixture
@@ -101,7 +101,10 @@ class Centre:
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         if msg.topic.endswith("/status"):
-            self.statuses.append(Status.model_validate_json(msg.payload))
+            try:  # a status is a frame signed by the site, like its replies
+                self.statuses.append(open_status(msg.payload, self.site_keys, self.site))
+            except (SignatureError, WireError):
+                self.refused.append(msg.payload)
         else:
             try:
                 reply = open_reply(msg.payload, self.site_keys)

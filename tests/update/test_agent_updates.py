@@ -132,7 +132,7 @@ def test_updates_refused_committed_and_rolled_back(tmp_path: Path, keys, meters,
             v2_file = write_config(tmp_path / "v2.yaml", v2)
             t_publish = time.monotonic()
             out = CliRunner().invoke(cli, [
-                "centre", "send", "--broker", broker.url, "--key", str(tmp_path / "keys" / "centre.key"),
+                "centre", "send", "--broker", broker.url, "--allow-plaintext", "--key", str(tmp_path / "keys" / "centre.key"),
                 "--sites", str(keys.registry), "--site", SITE, "--wait", "40", "config", str(v2_file), "--version", "2",
                 "--watch", "15",
             ])  # fmt: skip

@@ -15,7 +15,7 @@ from provisioning.centre.operate import config_update_body
 from provisioning.centre.overview import render, site_rows
 from sync.receiver import Receiver
 from sync.receiver_db import open_db
-from sync.signing import Signer, SiteRegistry, generate_keypair
+from sync.signing import Signer, SiteRegistry, generate_keypair, sign_status
 from sync.wire import BufferStats, CommandReply, Status
 from tests.sync.conftest import centre_pair, db_url  # noqa: F401 - fixture
 
@@ -43,15 +43,18 @@ def test_statuses_and_replies_are_kept_newest_first(tmp_path: Path, db_url: str)
     try:
         online = Status(site_id="site-a", state="online", ts=1000.0, buffer=BufferStats(depth=7, bytes=1),
                         config_version=3, update_state="idle", healthy=True, readings_per_s=4.5)  # fmt: skip
-        rx.handle_status("kbe/site-a/status", online.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", sign_status(online, site))
         older = online.model_copy(update={"ts": 900.0, "config_version": 2})
-        rx.handle_status("kbe/site-a/status", older.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", sign_status(older, site))
         offline = Status(site_id="site-a", state="offline", ts=1100.0)
-        rx.handle_status("kbe/site-a/status", offline.model_dump_json().encode())
-        # Another site's status on this topic, and an unregistered site: not kept.
-        rx.handle_status("kbe/site-b/status", online.model_dump_json().encode())
+        rx.handle_status("kbe/site-a/status", sign_status(offline, site))
+        # Another site's status on this topic, an unregistered site, and an unsigned one: not kept.
+        assert rx.handle_status("kbe/site-b/status", sign_status(online, site)) is None
         forged = online.model_copy(update={"site_id": "site-x"})
-        rx.handle_status("kbe/site-x/status", forged.model_dump_json().encode())
+        assert rx.handle_status("kbe/site-x/status", sign_status(forged, site)) is None
+        newer = online.model_copy(update={"ts": 2000.0, "config_version": 9})
+        assert rx.handle_status("kbe/site-a/status", newer.model_dump_json().encode()) is None
+        assert rx.counters["status_unsigned"] == 1
         reply = CommandReply(site_id="site-a", command_id="u-1", outcome="accepted", reason="committed", ts=1.0,
                              phase="committed", version=3)  # fmt: skip
         for _ in range(2):
@@ -115,8 +118,8 @@ def test_centre_follow_prints_replies(tmp_path: Path) -> None:
         result: dict[str, object] = {}
 
         def follow() -> None:
-            argv = ["centre", "follow", "--broker", broker.url, "--key", str(key), "--sites", str(registry),
-                    "--for", "4"]  # fmt: skip
+            argv = ["centre", "follow", "--broker", broker.url, "--allow-plaintext", "--key", str(key),
+                    "--sites", str(registry), "--for", "4"]  # fmt: skip
             result["out"] = CliRunner().invoke(cli, argv)
 
         t = threading.Thread(target=follow)
@@ -138,3 +141,36 @@ def test_centre_follow_prints_replies(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output  # type: ignore[attr-defined]
     assert "site-a: u-9 failed rolled-back rolled back to version 8" in out.output  # type: ignore[attr-defined]
     assert "u-8" not in out.output  # type: ignore[attr-defined]
+
+
+def test_the_centre_link_keeps_only_statuses_its_sites_signed(tmp_path: Path) -> None:
+    import paho.mqtt.client as mqtt
+
+    from provisioning.centre.link import CentreLink
+    from sync.mqtt import LinkOptions
+    from tests.brokers import Mosquitto
+
+    key, _ = generate_keypair(tmp_path / "keys", "centre")
+    registry = _registry(tmp_path)
+    site = _site_signer(tmp_path)
+    rogue = Signer.from_file(generate_keypair(tmp_path / "rogue", "rogue")[0])
+    genuine = Status(site_id="site-a", state="online", ts=10.0, config_version=4)
+    forged = genuine.model_copy(update={"ts": 20.0, "config_version": 99})
+    with Mosquitto(tmp_path / "broker") as broker:
+        link = CentreLink(LinkOptions(broker=broker.url, client_id="centre-test"), Signer.from_file(key),
+                          SiteRegistry.load(registry)).start()  # fmt: skip
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="site-a-test")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        try:
+            for payload in (forged.model_dump_json().encode(), sign_status(forged, rogue),
+                            sign_status(forged.model_copy(update={"site_id": "site-x"}), site)):  # fmt: skip
+                pub.publish("kbe/site-a/status", payload, qos=1).wait_for_publish(5)
+            pub.publish("kbe/site-a/status", sign_status(genuine, site), qos=1).wait_for_publish(5)
+            assert link.wait(lambda: "site-a" in link.status, 10)
+            assert link.wait(lambda: link.untrusted_status == 3, 5), link.untrusted_status
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+            link.stop()
+    assert link.status == {"site-a": genuine}

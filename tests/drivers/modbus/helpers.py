@@ -13,6 +13,9 @@ from kernel.metrics import Metrics
 from kernel.readings import ClockQuality
 from kernel.sink import ListSink
 from kernel.source import RunContext
+from tests.conftest import until
+
+__all__ = ["context", "make_profile", "running", "until"]
 
 TEST_PROFILE = {
     "model": "TestMeter",
@@ -85,3 +88,4 @@ async def running(bus: ModbusBus, ctx: RunContext):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+

@@ -14,7 +14,8 @@ from drivers.transports import TcpTransport, memory_pair
 from kernel.errors import DeviceError, WriteRefused
 from kernel.readings import Priority, Quality
 from kernel.sink import ListSink
-from tests.drivers.modbus.helpers import context, make_profile, running
+from tests.conftest import free_port
+from tests.drivers.modbus.helpers import context, make_profile, running, until
 
 BAUD = 115200  # fast line: fault tests spend their time on faults, not on the wire
 
@@ -137,7 +138,7 @@ FAULTS = [
     (Fault.WRONG_UNIT, 0.0, "frame"),
     (Fault.EXCEPTION, 4, "exception_4"),
     (Fault.GARBAGE, 0.0, "frame"),
-    (Fault.REBOOT, 0.8, "timeout"),
+    (Fault.REBOOT, 3.0, "timeout"),  # silent long enough to be marked unavailable on a slow machine
 ]
 
 
@@ -149,13 +150,26 @@ def test_every_fault_is_counted_survived_and_recovered(fault, arg, kind, caplog)
         ctx = context(sink)
         with caplog.at_level(logging.INFO, logger="kbe.test"):
             async with running(bus, ctx) as task:
-                await asyncio.sleep(0.3)
+                # Each phase waits for what it is about (with a generous deadline), not for a fixed
+                # time: on a loaded machine the same polls take longer.
+                await until(lambda: values(sink, "d1", "temp") and values(sink, "d2", "temp"), "both read")
+                healthy_before = len(values(sink, "d2", "temp"))
                 emus[0].set_fault(fault, arg)
-                await asyncio.sleep(1.2)
-                healthy_during = len(values(sink, "d2", "temp"))
+                # d1 is marked unavailable, and the healthy device keeps being read meanwhile (a bus
+                # stalled on the faulty device never gets here).
+                await until(
+                    lambda: "offline" in [r.value for r in values(sink, "d1", "availability")]
+                    and len(values(sink, "d2", "temp")) - healthy_before >= 10,
+                    "d1 unavailable while d2 is read 10 times",
+                )
+                healthy_during = len(values(sink, "d2", "temp")) - healthy_before
                 faulty_mark = len(values(sink, "d1", "temp"))
-                emus[0].set_fault(Fault.NONE)
-                await asyncio.sleep(1.5)
+                if fault is Fault.REBOOT:
+                    await until(lambda: not emus[0].rebooting, "the reboot over")  # it ends by itself
+                else:
+                    emus[0].set_fault(Fault.NONE)
+                # The poll that reads d1 again also logs it back and sends the "online" event.
+                await until(lambda: len(values(sink, "d1", "temp")) > faulty_mark, "d1 read again")
                 assert not task.done()
         await line.stop()
         assert ctx.metrics.get("modbus_errors_total", {"device": "d1", "kind": kind}) >= 1
@@ -215,14 +229,20 @@ def test_tcp_drop_reconnects_and_keeps_reading(caplog, outstanding):
         )
         sink = ListSink()
         ctx = context(sink)
+        def dropped() -> float:
+            return ctx.metrics.get("modbus_transport_errors_total", {"bus": "tcp"})
+
         with caplog.at_level(logging.INFO, logger="kbe.test"):
             async with running(bus, ctx) as task:
-                await asyncio.sleep(0.3)
-                emu.set_fault(Fault.TCP_DROP)
-                await asyncio.sleep(1.0)
+                await until(lambda: values(sink, "d1", "temp"), "d1 read")
+                emu.set_fault(Fault.TCP_DROP)  # the next request closes the connection
+                await until(lambda: dropped() >= 1 and server.connections >= 2, "the dropped connection reopened")
                 mark = len(values(sink, "d1", "temp"))
                 server.drop_connections()
-                await asyncio.sleep(1.5)
+                await until(
+                    lambda: dropped() >= 2 and server.connections >= 3 and len(values(sink, "d1", "temp")) > mark,
+                    "reopened after the gateway's reboot and read again",
+                )
                 assert not task.done()
         await server.stop()
         assert server.connections >= 3
@@ -237,20 +257,22 @@ def test_tcp_drop_reconnects_and_keeps_reading(caplog, outstanding):
 def test_tcp_server_restart_is_picked_up():
     async def main():
         emu = EmulatedDevice(make_profile(), unit=1)
-        server = TcpServer([emu])
+        # Not a port the kernel picked: during the outage the bus reconnects over and over, and an
+        # outgoing connection could be handed the ephemeral port (even connect to itself on it).
+        port = free_port()
+        server = TcpServer([emu], port=port)
         await server.start()
-        port = server.port
         bus = ModbusBus("tcp", TcpTransport("127.0.0.1", port, connect_timeout=0.5), [device("d1", 1)], "tcp")
         bus.reconnect_max_s = 0.5
         sink = ListSink()
         async with running(bus, context(sink)):
-            await asyncio.sleep(0.3)
+            await until(lambda: sink.readings, "read before the outage")
             await server.stop()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the outage: the bus keeps trying to reconnect
             mark = len(sink.readings)
             server = TcpServer([emu], port=port)
             await server.start()
-            await asyncio.sleep(1.5)
+            await until(lambda: len(sink.readings) > mark, "read again after the restart")
         await server.stop()
         assert len(sink.readings) > mark
 
