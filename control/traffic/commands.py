@@ -27,7 +27,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import ValidationError
 
@@ -80,7 +80,7 @@ def check_coordinate(ix: IntersectionConfig, body: Mapping[str, Any]) -> KeptPla
     )
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     """A finite int or float; ``true``/``false`` (a bool is an int to Python) and NaN/Infinity are not."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
