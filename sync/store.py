@@ -198,6 +198,7 @@ class Store:
         self.metrics = metrics or Metrics()
         self._repaired_logged: set[tuple[str, str]] = set()
         self._tails = rowcodec.TailEncoder()
+        self._over_cap = False
         self.quarantined: list[Path] = []
         self._lock = threading.Lock()
         problem = foreign_store_problem(self.path)
@@ -363,6 +364,10 @@ class Store:
     def _enforce_cap(self) -> None:
         used = self.bytes_used()
         if used <= self.max_bytes:
+            if self._over_cap:
+                self._over_cap = False
+                self.metrics.set("kbe_store_over_cap", 0)
+                log.info("store back under its cap")
             return
         total = sum(self._depth.values())
         per_reading = max(used / max(total, 1), 16.0)
@@ -372,7 +377,9 @@ class Store:
         dropped = self._drop_oldest(n, reason="cap")
         if dropped == 0 and self._depth[Priority.ALARM] + self._depth[Priority.EVENT] == total:
             self.metrics.set("kbe_store_over_cap", 1)
-            log.warning("store over its cap with only alarms and events left; keeping them")
+            if not self._over_cap:  # once per episode, not at every commit
+                log.warning("store over its cap with only alarms and events left; keeping them")
+            self._over_cap = True
 
     def _drop_oldest(self, n: int, reason: str) -> int:
         """Delete the oldest rows of telemetry (then events) holding at least ``n`` readings, never

@@ -704,6 +704,28 @@ def test_a_store_over_its_cap_with_only_alarms_keeps_them_and_says_so(tmp_path: 
     assert metrics.series("kbe_store_dropped_total") == {}
 
 
+def test_over_cap_is_said_once_and_cleared_when_the_alarms_leave(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The over-cap gauge and its warning belong to an episode: one warning however many commits
+    land over the cap, and the gauge back to 0 once delivered alarms free the space."""
+    from kernel.metrics import Metrics
+
+    caplog.set_level("INFO", logger="kbe.store")
+    metrics = Metrics()
+    rng = random.Random(15)
+    with Store(tmp_path / "s.db", "site-a", max_bytes=64 * 1024, metrics=metrics) as s:
+        seqs = s.append([_r(i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(600)])
+        for i in range(5):
+            seqs += s.append([_r(600 + i, Priority.ALARM, value=rng.randbytes(100).hex())])
+        assert metrics.series("kbe_store_over_cap") == {(): 1}
+        warned = [r for r in caplog.records if "over its cap" in r.getMessage()]
+        assert len(warned) == 1
+        s.ack(seqs)  # the centre has them all: their pages are free again
+        s.append([_r(0)])
+        assert s.bytes_used() <= 64 * 1024
+        assert metrics.series("kbe_store_over_cap") == {(): 0}
+        assert any("back under its cap" in r.getMessage() for r in caplog.records)
+
+
 def test_a_new_store_hands_out_seq_1_first_even_beside_an_empty_reservation_file(tmp_path: Path) -> None:
     """A first start (no ``.seq`` file, or an empty one) begins at seq 1, and the store's folder is
     made, parents included."""
