@@ -52,7 +52,7 @@ def test_insecure_skip_verify_is_warned_at_every_connect(tmp_path, store, site_k
     with Mosquitto(tmp_path / "broker", tls=tls) as broker:
         up = Uploader(sync_config(broker.url, site_keys.key, keepalive_s=5,
                                   tls={"ca_file": str(tls.ca), "insecure_skip_verify": True}), SITE, store)
-        with caplog.at_level("WARNING", logger="kbe.sync"):
+        with caplog.at_level("INFO", logger="kbe.sync"):
             uploaders(up)
             wait_for(lambda: up.connected, 15, "a connection without verification")
             broker.stop()
@@ -61,4 +61,7 @@ def test_insecure_skip_verify_is_warned_at_every_connect(tmp_path, store, site_k
             wait_for(lambda: up.connected, 30, "the second connection")
             time.sleep(0.2)
         warnings = [m for m in caplog.messages if "does not check that its certificate names" in m]
-        assert len(warnings) == 2
+        # One warning per connection: a loaded machine may add a reconnect, never drop the warning.
+        connects = [m for m in caplog.messages if m.startswith("connected to ") and "(session" in m]
+        assert len(connects) >= 2
+        assert len(warnings) == len(connects)
