@@ -92,3 +92,44 @@ def test_the_store_accepts_it_counts_it_and_logs_each_point_once(tmp_path: Path,
         assert values == ["x\ufffdy", "z\ufffd", "again\ufffd"]
         lines = [r.getMessage() for r in caplog.records if "NUL" in r.getMessage()]
         assert len(lines) == 2  # meter-1/v once (twice repaired), meter-1/w once
+
+
+def test_a_nul_in_a_point_name_alone_is_noted_at_every_commit() -> None:
+    """A point name is encoded once into the (device, point) head the encoder keeps: its repair
+    is still noted, at the first commit and at each later one that reuses the head."""
+    enc = rowcodec.TailEncoder()
+    for _ in range(2):
+        repaired: list[tuple[str, str]] = []
+        (doc,) = _decoded(enc.encode([_reading(1.0, point="p\x00")], repaired))
+        assert doc["point"] == "p\ufffd"
+        assert repaired == [("meter-1", "p\x00")]
+
+
+def test_readings_that_differ_only_in_clock_quality_keep_their_own() -> None:
+    """The unit/quality/class/clock text is reused while consecutive readings share them: a change
+    of clock quality alone starts a new one."""
+    rs = [_reading(1.0), Reading("meter-1", "p2", 2.0, 1_700_000_000.0, "V", Quality.GOOD, Priority.TELEMETRY,
+                                  ClockQuality.UNSYNCED, None)]
+    docs = _decoded(rowcodec.encode_tails(rs))
+    assert [d["clock"] for d in docs] == [int(ClockQuality.SYNCED), int(ClockQuality.UNSYNCED)]
+
+
+class _State(str):
+    """A str subclass (a StrEnum member, say): a value the encoder's plain-str path does not take."""
+
+
+def test_a_str_subclass_value_is_stored_as_its_text_with_nul_repaired() -> None:
+    docs = _decoded(rowcodec.encode_tails([_reading(_State("on")), _reading(_State("o\x00ff"), point="s")]))
+    assert [d["value"] for d in docs] == ["on", "o\ufffdff"]
+
+
+def test_the_store_logs_at_most_1000_repaired_points(tmp_path: Path, caplog) -> None:
+    """Each repaired point is logged once, and at most 1,000 of them (a device sending garbage under
+    ever new names cannot flood the log); every repair is still counted."""
+    metrics = Metrics()
+    with Store(tmp_path / "s.db", "site-1", metrics=metrics) as store:
+        store.append([_reading(f"x\x00{i}", point=f"p{i}") for i in range(1001)])
+        store.append([_reading("y\x00", point="late")])
+    assert metrics.total("kbe_store_text_repaired_total") == 1002
+    lines = [r.getMessage() for r in caplog.records if "NUL" in r.getMessage()]
+    assert len(lines) == 1000

@@ -332,8 +332,9 @@ def test_store_tool_refuses_an_unmigrated_file(tmp_path: Path) -> None:
     from kernel.errors import StoreError
 
     _write_v1_store(tmp_path / "s.db", {1: Reading("m", "p", 1.0, 1.0)}, {}, last_seq=1)
-    with pytest.raises(StoreError, match="schema version 1 was written by an older agent; start the agent once"):
+    with pytest.raises(StoreError, match="schema version 1 was written by an older agent; start the agent once") as err:
         StoreFile(tmp_path / "s.db")
+    assert str(err.value).endswith("losing nothing), then run this again")  # what to do after the start
     with sqlite3.connect(tmp_path / "s.db") as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 1} was written by a newer agent"):

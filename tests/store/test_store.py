@@ -724,6 +724,15 @@ def test_over_cap_is_said_once_and_cleared_when_the_alarms_leave(tmp_path: Path,
         assert s.bytes_used() <= 64 * 1024
         assert metrics.series("kbe_store_over_cap") == {(): 0}
         assert any("back under its cap" in r.getMessage() for r in caplog.records)
+        # A second episode is a new one: it is warned about again, and its end said again.
+        s.append([_r(700 + i, Priority.ALARM, value=rng.randbytes(100).hex()) for i in range(600)])
+        s.append([_r(1300, Priority.ALARM, value=rng.randbytes(100).hex())])  # the telemetry is gone
+        assert metrics.series("kbe_store_over_cap") == {(): 1}
+        assert len([r for r in caplog.records if "over its cap" in r.getMessage()]) == 2
+        s.ack([r.seq for r in s.pending(10_000)])
+        s.append([_r(1)])
+        assert metrics.series("kbe_store_over_cap") == {(): 0}
+        assert len([r for r in caplog.records if "back under its cap" in r.getMessage()]) == 2
 
 
 def test_a_new_store_hands_out_seq_1_first_even_beside_an_empty_reservation_file(tmp_path: Path) -> None:
