@@ -61,9 +61,8 @@ def _number(value: float) -> str:
 
 
 def _value_json(value: object) -> str:
-    if type(value) is float:
-        # A NaN value was always stored as SQL NULL (SQLite has no NaN) and sent as null: kept so.
-        return "null" if value != value else _number(value)
+    """A value's JSON other than a plain float or str (the encoder writes those itself); a NaN was
+    always stored as SQL NULL (SQLite has no NaN) and sent as null: kept so."""
     if value is None:
         return "null"
     if isinstance(value, bool):
