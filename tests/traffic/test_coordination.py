@@ -28,10 +28,11 @@ def coordinated() -> IntersectionConfig:
 
 
 class Junction:
-    """The coordinated junction in actuated mode; ``synced`` switches its time base on and off."""
+    """The coordinated junction in actuated mode; ``synced`` switches its time base on and off;
+    ``start=False`` leaves the intersection to be started by the test."""
 
-    def __init__(self) -> None:
-        self.ix = coordinated()
+    def __init__(self, ix: IntersectionConfig | None = None, start: bool = True) -> None:
+        self.ix = ix or coordinated()
         self.clock = SimClock(0.0)
         self.synced = True
         self.reports: list[Reading] = []
@@ -46,7 +47,8 @@ class Junction:
             plan=self.ix.plans[1],
             time_base=lambda: self.clock.t if self.synced else None,
         )
-        self.inter.start()
+        if start:
+            self.inter.start()
 
     def run(self, seconds: float) -> list[tuple[float, float]]:
         """Tick with a vehicle every 2 s on the main road (ns) and one every 2 min on the others; (start, end) of each

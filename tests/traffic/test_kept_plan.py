@@ -19,7 +19,6 @@ from control.traffic.card import program_card
 from control.traffic.commands import TrafficCommands
 from control.traffic.config import IntersectionConfig
 from control.traffic.keep import KeptPlan, PlanKeeper, config_fingerprint
-from control.traffic.runner import Intersection
 from control.traffic.source import CORRUPT_METRIC, TrafficSource, traffic_sources
 from drivers.signals.emulator import ControllerEmulator, DirectLink
 from drivers.signals.modbus import ModbusSignalController
@@ -27,48 +26,21 @@ from kernel.clock import Clock
 from kernel.commands import CommandOutcome, CommandRouter, IncomingCommand
 from kernel.metrics import Metrics
 from kernel.readings import ClockQuality, Reading
-from tests.traffic.helpers import SITE, G, SimClock
+from tests.traffic import test_coordination as coordination
+from tests.traffic.helpers import SITE, SimClock
 from tests.traffic.test_coordination import coordinated
 
 TZ = "Asia/Ho_Chi_Minh"
 
 
-class Junction:
-    """The coordinated junction on a simulated clock (also its time base), started on demand."""
+class Junction(coordination.Junction):
+    """The coordinated junction of tests/traffic/test_coordination.py, started on demand, keeping
+    what the intersection hands its plan keeper."""
 
     def __init__(self, ix: IntersectionConfig | None = None) -> None:
-        self.ix = ix or coordinated()
-        self.clock = SimClock(0.0)
-        self.reports: list[Reading] = []
-        self.emu = ControllerEmulator(program_card(self.ix), self.clock, watchdog_s=0.5)
-        out = ModbusSignalController(tuple(g.name for g in self.ix.groups), DirectLink(self.emu))
-        self.inter = Intersection(
-            self.ix, out, self.clock, self.reports.append, mode="actuated", plan=self.ix.plans[1],
-            time_base=lambda: self.clock.t,
-        )  # fmt: skip
+        super().__init__(ix, start=False)
         self.kept: list[KeptPlan | None] = []
         self.inter.on_kept = self.kept.append
-
-    def run(self, seconds: float) -> list[tuple[float, float]]:
-        """Tick (a vehicle on ns every 2 s); (start, end) of each ``ew`` green."""
-        greens: list[tuple[float, float]] = []
-        start: float | None = None
-        end = self.clock.t + seconds
-        while self.clock.t < end:
-            self.clock.t = round(self.clock.t + 0.1, 6)
-            tenths = round(self.clock.t * 10)
-            self.inter.board.loop("loop_ns", tenths % 20 == 0)
-            for loop in ("loop_ew", "loop_ns_left", "loop_ew_left"):
-                self.inter.board.loop(loop, tenths % 1200 == 0)
-            self.inter.tick()
-            assert self.inter.envelope.latched is None, self.inter.envelope.latched
-            green = self.inter.envelope.shown()["ew"] == G
-            if green and start is None:
-                start = self.clock.t
-            elif not green and start is not None:
-                greens.append((start, self.clock.t))
-                start = None
-        return greens
 
     def points(self, point: str) -> list[Reading]:
         return [r for r in self.reports if r.point == point]
