@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import math
 import os
@@ -38,12 +39,15 @@ from typing import Any
 import yaml
 
 from bench.modbus_tcp_throughput import write_profile
+from bench.pg_cluster import PrivatePostgres
 from hil.procs import REPO, Broker, ManagedProcess, agent_argv, agent_env, free_port
 from hil.sources import proc_cpu_seconds, proc_rss_kib, store_state
 from kernel.progress import Progress, Snapshot
 
 POINTS = 50
-PG = "postgresql://127.0.0.1:5432"
+SHARED_PG = "postgresql://127.0.0.1:5432"
+PG = SHARED_PG  # the private cluster's address once started (``--pg private``, the default)
+ADMIN_DB = "test"  # where CREATE DATABASE runs
 SITE = "ladder-site"
 SKIPPED = "kbe_modbus_polls_skipped_total"  # as /metrics exposes it (every name under the kbe_ prefix)
 
@@ -74,6 +78,8 @@ class Row:
     stretch_max: float = 1.0
     skipped_per_s: float = 0.0
     wait_pct: float = 0.0  # the agent's threads waiting for a core, % of the window
+    pg_cpu_pct: float = 0.0  # the private PostgreSQL cluster (every backend and worker); 0 when shared
+    busy_pct: float = 0.0  # the whole machine's CPU in use, % of all its cores
 
 
 # -- emulator processes ------------------------------------------------------------------------------
@@ -183,9 +189,37 @@ def keys(work: Path) -> Path:
     return sites
 
 
-def pg(sql: str, db: str = "test", args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement on the local PostgreSQL; rows if it returns any."""
+_PRIVATE: list[PrivatePostgres] = []  # the private cluster, once started
+
+
+def start_private_pg() -> None:
+    """Start the private, tuned PostgreSQL cluster; every rung's database is made there."""
+    global PG, ADMIN_DB
+    cluster = PrivatePostgres()
+    cluster.start()
+    atexit.register(cluster.stop)
+    _PRIVATE.append(cluster)
+    PG, ADMIN_DB = cluster.url, "postgres"
+    print("centre database: private PostgreSQL cluster, " + ", ".join(f"{k}={v}" for k, v in cluster.settings.items()), flush=True)
+
+
+def pg_cpu() -> float:
+    """CPU seconds of the private cluster so far (0 on the shared server: its CPU is not told apart)."""
+    return _PRIVATE[0].cpu_seconds() if _PRIVATE else 0.0
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return float(sum(fields) - idle), float(sum(fields))
+
+
+def pg(sql: str, db: str = "", args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the centre's PostgreSQL; rows if it returns any."""
     import psycopg
+
+    db = db or ADMIN_DB
 
     with psycopg.connect(f"{PG}/{db}", autocommit=True) as conn:
         cur = conn.execute(sql, args)
@@ -310,6 +344,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
                 measuring = True
                 t0, w0 = now, time.time()
                 cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of([receiver])
+                pg0, busy0 = pg_cpu(), machine_busy()
                 wait0 = runqueue_wait_s(agent.pid or 0)
                 seq0 = store_state(store).last_seq
                 skipped0 = agent_metrics(health).get(SKIPPED, 0.0)
@@ -333,6 +368,9 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         wait = runqueue_wait_s(agent.pid or 0) - wait0
         emu = cpu_of(emulators) - emu0
         rx = cpu_of([receiver]) - rx0
+        pgc = pg_cpu() - pg0
+        busy1 = machine_busy()
+        busy = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9)
         seq1 = store_state(store).last_seq
         m = agent_metrics(health)
         load = os.getloadavg()[0]
@@ -365,6 +403,8 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             stretch_max=max(stretches, default=1.0),
             skipped_per_s=(m.get(SKIPPED, 0.0) - skipped0) / dt,
             wait_pct=100 * wait / dt,
+            pg_cpu_pct=100 * pgc / dt,
+            busy_pct=100 * busy,
         )
     finally:
         for p in reversed(started):
@@ -379,7 +419,8 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
 HEADER = (
     "| rung | devices x 50 @ poll | offered pts/s | stored pts/s | delivered pts/s | agent µs CPU/pt "
     "| agent CPU % | RSS MiB | RSS KiB/device | latency p50 / p99 s | backlog slope /s | emulators CPU % "
-    "| receiver CPU % | poll stretch at the end (min-max) | polls skipped /s | agent waiting for a core % | load avg |"
+    "| receiver CPU % | PostgreSQL CPU % | machine busy % | poll stretch at the end (min-max) | polls skipped /s "
+    "| agent waiting for a core % | load avg |"
 )
 
 
@@ -389,7 +430,7 @@ def md(r: Row) -> str:
         f"| {r.label} | {r.devices:,} @ {r.poll_s:g} s | {r.offered:,.0f} | {r.stored:,.0f} | **{r.delivered:,.0f}** "
         f"| {r.cpu_us_per_point:.1f} | {r.cpu_pct:.0f} | {r.rss_mib:.1f} | {r.rss_kib_per_device:.1f} "
         f"| {r.p50_s:.2f} / {r.p99_s:.2f} | {r.backlog_slope:+,.0f} | {r.emulator_cpu_pct:.0f} "
-        f"| {r.receiver_cpu_pct:.0f} | {r.stretch:.2f} ({r.stretch_min:.2f}-{r.stretch_max:.2f}) | {r.skipped_per_s:,.0f} | {r.wait_pct:.0f} | {r.load:.1f} |"
+        f"| {r.receiver_cpu_pct:.0f} | {r.pg_cpu_pct:.0f} | {r.busy_pct:.0f} | {r.stretch:.2f} ({r.stretch_min:.2f}-{r.stretch_max:.2f}) | {r.skipped_per_s:,.0f} | {r.wait_pct:.0f} | {r.load:.1f} |"
     )
 
 
@@ -410,6 +451,13 @@ def main() -> None:
     ap.add_argument("--py-spy-idle", action="store_true", help="with --py-spy: sample idle threads too (wall clock)")
     ap.add_argument("--peer", default="", help="device counts to run ThingsBoard IoT Gateway at, e.g. 10,100")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
+    ap.add_argument(
+        "--pg",
+        choices=("private", "shared"),
+        default="private",
+        help="the centre's database: a private cluster tuned as a DBA would (bench/pg_cluster.py), or the "
+        "machine's shared PostgreSQL on 127.0.0.1:5432 with its packaged settings",
+    )
     ap.add_argument("--serve", nargs=2, metavar=("PROFILE", "PORT:UNITS,..."), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -420,6 +468,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     progress = Progress("ladder", every_s=30.0)
     rows: list[Row] = []
+    if args.pg == "private":
+        start_private_pg()
     print(f"bench_ladder: {REPO.name}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
     print(HEADER, flush=True)
     print("|" + "---|" * (HEADER.count("|") - 1), flush=True)
