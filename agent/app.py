@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.config import SiteConfig
@@ -18,6 +20,7 @@ from agent.fleet_report import BalenaHealthReporter
 from agent.health import HealthServer
 from agent.supervisor import Supervisor
 from agent.writer import StoreWriter
+from kernel import collector
 from kernel.clock import Clock
 from kernel.commands import CommandHandler, CommandOutcome, CommandRouter, IncomingCommand
 from kernel.cpuwait import RunQueueWait
@@ -160,6 +163,10 @@ class Agent:
         m.describe("kbe_buffer_dropped", "Readings dropped by the byte cap since the store was created.")
         m.gauge_callback("kbe_buffer_dropped", lambda: float(sum(self.store.stats().dropped.values())))
         m.describe("kbe_readings_per_second", "Readings accepted per second over the last 5 s.")
+        m.describe("kbe_gc_frozen_objects", "Objects kept out of the garbage collector's walks since start-up.")
+        m.gauge_callback("kbe_gc_frozen_objects", lambda: float(gc.get_freeze_count()))
+        m.describe("kbe_gc_full_collections", "Full garbage collections since the process started.")
+        m.gauge_callback("kbe_gc_full_collections", lambda: float(gc.get_stats()[2]["collections"]))
 
     def request_restart(self) -> None:
         """Stop this agent core; :meth:`run` returns True so the runtime starts it again (updates)."""
@@ -476,10 +483,15 @@ class Agent:
             log.error("watchdog not fed: %s", "; ".join(why))
         self._withheld = why
 
-    async def run(self, stop: asyncio.Event) -> bool:
-        """Start, run until ``stop`` is set (False) or a restart is requested (True), shut down."""
+    async def run(self, stop: asyncio.Event, started: Callable[[], object] | None = None) -> bool:
+        """Start, run until ``stop`` is set (False) or a restart is requested (True), shut down.
+
+        ``started`` is called once everything has started (the process entry freezes the start-up
+        objects out of the garbage collector's walks there: :mod:`kernel.collector`)."""
         notifier = _SystemdNotifier()
         await self.start()
+        if started is not None:
+            started()
         notifier.notify("READY=1")
         restart = False
         try:
@@ -522,10 +534,18 @@ async def run_site(
     reload: Any,
     stop: asyncio.Event,
     kinds: KindRegistry | None = None,
+    started: Callable[[], object] | None = None,
 ) -> None:
-    """Run one site until ``stop``; after an update's restart, rebuild it from ``reload()`` -> (cfg, updates)."""
+    """Run one site until ``stop``; after an update's restart, rebuild it from ``reload()`` -> (cfg, updates).
+
+    ``started`` is called each time an agent core has started; before a restart in this process the
+    objects it froze are given back to the garbage collector (:func:`kernel.collector.thaw`)."""
     while True:
-        restart = await Agent(cfg, kinds=kinds, updates=updates).run(stop)
+        try:
+            restart = await Agent(cfg, kinds=kinds, updates=updates).run(stop, started)
+        finally:
+            if started is not None:
+                collector.thaw()
         if not restart or stop.is_set():
             return
         log.info("restarting the agent core for the selected version")
@@ -539,12 +559,13 @@ def run_agent(
     ``updates`` and ``reload``: the update manager and how to rebuild the site after an update)."""
     setup_logging(cfg)
     limit_malloc_arenas()
+    collector.tune()
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_site(cfg, updates, reload or (lambda: (cfg, updates)), stop, kinds)
+        await run_site(cfg, updates, reload or (lambda: (cfg, updates)), stop, kinds, collector.freeze_started)
 
     asyncio.run(main())

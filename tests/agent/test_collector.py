@@ -1,0 +1,115 @@
+"""The garbage collector's settings for a long-running agent (:mod:`kernel.collector`).
+
+Unit checks of the three calls, then ``edge-agent run`` itself: once started it has frozen its
+start-up objects and set the thresholds, and says so on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+import yaml
+
+from hil.procs import free_port
+from kernel import collector
+from tests.agent.test_footprint import meter_port  # noqa: F401 - fixture
+from tests.conftest import agent_argv, agent_env
+from tests.sync.conftest import SITE, site_keys, wait_for  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def restored_collector() -> Iterator[None]:
+    before = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
+
+def test_tune_sets_the_thresholds(restored_collector) -> None:
+    gc.set_threshold(700, 10, 10)
+    collector.tune()
+    assert gc.get_threshold() == collector.THRESHOLDS
+    assert collector.THRESHOLDS[0] >= 10_000  # a young collection per 10,000 new containers, not 700
+
+
+def test_freeze_keeps_what_lives_out_of_collections_and_thaw_gives_it_back(restored_collector) -> None:
+    kept = [[i] for i in range(1000)]  # containers alive at "start-up"
+    frozen = collector.freeze_started()
+    assert frozen == gc.get_freeze_count() >= len(kept)
+    assert not any(gc.is_tracked(x) and x in gc.get_objects(generation=2) for x in kept[:3])
+    collector.thaw()
+    assert gc.get_freeze_count() == 0
+    assert any(x is kept[0] for x in gc.get_objects())
+
+
+def test_a_cycle_made_after_the_freeze_is_still_collected(restored_collector) -> None:
+    collector.tune()
+    collector.freeze_started()
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # type: ignore[attr-defined]
+    ref = id(a)
+    del a, b
+    assert gc.collect() >= 2
+    assert all(id(o) != ref for o in gc.get_objects())
+
+
+def _metrics(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - a local test URL
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("kbe_gc_"):
+            name, value = line.split()
+            out[name] = float(value)
+    return out
+
+
+def test_edge_agent_run_freezes_its_start_up_objects(tmp_path, site_keys, meter_port) -> None:  # noqa: F811
+    port = free_port()
+    cfg = {
+        "site": {"id": SITE, "name": "Meters", "location": {"lat": 21.18, "lon": 106.07}},
+        "devices": [
+            {
+                "driver": "modbus",
+                "name": "meter-1",
+                "profile": "eastron-sdm120",
+                "unit": 1,
+                "line": {"type": "tcp", "host": "127.0.0.1", "port": meter_port},
+                "poll": {"fast_s": 0.5, "slow_s": 2.0},
+            }
+        ],
+        "store": {"path": str(tmp_path / "agent-store.db")},
+        "health": {"listen": f"127.0.0.1:{port}"},
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen(
+        agent_argv("run", "--config", str(path)), env=agent_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    seen: dict[str, float] = {}
+
+    def frozen() -> bool:
+        try:
+            seen.update(_metrics(f"http://127.0.0.1:{port}/metrics"))
+        except OSError:
+            return False
+        return seen.get("kbe_gc_frozen_objects", 0) > 0
+
+    try:
+        wait_for(frozen, 30, "kbe_gc_frozen_objects on /metrics")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    # The whole agent (modules, config, the device, its plans) is thousands of containers.
+    assert seen["kbe_gc_frozen_objects"] > 10_000, seen
+    assert "kbe_gc_full_collections" in seen
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
