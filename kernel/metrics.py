@@ -155,6 +155,7 @@ class Metrics:
         self._metrics: dict[str, _Family] = {}
         self._help: dict[str, str] = {}
         self._registry: Any = None
+        self._text: Any = None
 
     @staticmethod
     def _name(name: str) -> str:
@@ -252,7 +253,8 @@ class Metrics:
         from prometheus_client import generate_latest
 
         if self._registry is None:
-            from kernel.metrics_export import build_registry
+            from kernel.metrics_export import AgentText, build_registry
 
             self._registry = build_registry(self, self._process, self._version)
-        return generate_latest(self._registry).decode()
+            self._text = AgentText(self)
+        return generate_latest(self._registry).decode() + self._text.render()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from kernel.metrics import Metrics
 
 
@@ -87,3 +90,69 @@ def test_the_exposition_is_prometheus_clients_own() -> None:
         m.observe("rtt_seconds", value, labels={"device": "m1"})
         rtt.labels("m1").observe(value)
     assert m.render() == generate_latest(reg).decode()
+
+
+_label_text = st.text(
+    st.one_of(st.sampled_from(['"', "\\", "\n", "a", "é"]), st.characters(blacklist_categories=("Cs",))), max_size=12
+)
+_number = st.one_of(
+    st.floats(allow_nan=False, min_value=0, max_value=1e300),
+    st.sampled_from([0.0, 1.0, 0.1, 1e-9, 123456789.0, 1.5e16, float("inf")]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["counter", "gauge", "histogram"]), st.sampled_from(["a", "b"]), _label_text, _number),
+        min_size=1,
+        max_size=25,
+    ),
+    help_text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=20),
+)
+def test_the_agents_series_are_written_as_generate_latest_writes_them(ops, help_text) -> None:
+    """Arbitrary label values (quotes, backslashes, newlines, any script) and numbers: the text the
+    agent writes for its own series is generate_latest's, byte for byte, scrape after scrape."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    from kernel.metrics import LATENCY_BUCKETS
+
+    m = Metrics()
+    reg = CollectorRegistry()
+    theirs = {
+        "counter": Counter("kbe_c", help_text or "kbe c total", ("site", "device"), registry=reg),
+        "gauge": Gauge("kbe_g", help_text or "kbe g", ("device",), registry=reg),
+        "histogram": Histogram("kbe_h_seconds", help_text or "kbe h seconds", ("device",), registry=reg, buckets=LATENCY_BUCKETS),
+    }
+    names = {"counter": "c_total", "gauge": "g", "histogram": "h_seconds"}
+    for kind in ("counter", "gauge", "histogram"):
+        if help_text:
+            m.describe(names[kind], help_text)
+    first = True
+    for kind, site, device, value in ops:
+        if kind == "counter":
+            labels = {"site": site, "device": device}
+            m.inc(names[kind], value, labels=labels)
+            theirs[kind].labels(**labels).inc(value)
+        elif kind == "gauge":
+            m.set(names[kind], value, labels={"device": device})
+            theirs[kind].labels(device).set(value)
+        else:
+            m.observe(names[kind], value, labels={"device": device})
+            theirs[kind].labels(device).observe(value)
+        if first:  # a scrape in the middle: the kept heads must not go stale
+            m.render()
+            first = False
+    # prometheus_client lists families in registration order; the agent in order of first use
+    order = list(dict.fromkeys(kind for kind, *_ in ops))
+    expected = "".join(_family_text(generate_latest(reg).decode(), names[k], k) for k in order)
+    assert m.render() == expected
+
+
+def _family_text(text: str, name: str, kind: str) -> str:
+    """The HELP/TYPE block and samples of one family from generate_latest's text."""
+    shown = "kbe_c_total" if kind == "counter" else f"kbe_{name}"
+    lines = [line + "\n" for line in text.split("\n")[:-1]]  # escaped text: only real line ends are \n
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"# HELP {shown} "))
+    end = next((i for i in range(start + 2, len(lines)) if lines[i].startswith("# HELP")), len(lines))
+    return "".join(lines[start:end])
