@@ -312,13 +312,17 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         broker = Broker(work)
         broker.start()
         started.append(broker)
-        rx_argv = agent_argv(
-            "receiver", "--broker", broker.url, "--allow-plaintext", "--db", f"{PG}/{db}",
-            "--sites", str(sites), "--signing-key", str(work / "keys" / "centre.key"),
-        )  # fmt: skip
-        receiver = ManagedProcess("receiver", rx_argv, work / "logs" / "receiver.log", agent_env())
-        receiver.start()
-        started.append(receiver)
+        receivers = []
+        for i in range(args.receivers):  # one $share group: the broker gives each batch to one of them
+            rx_argv = agent_argv(
+                "receiver", "--broker", broker.url, "--allow-plaintext", "--db", f"{PG}/{db}",
+                "--sites", str(sites), "--signing-key", str(work / "keys" / "centre.key"),
+                "--client-id", f"ladder-rx-{i}",
+            )  # fmt: skip
+            receiver = ManagedProcess(f"receiver{i}", rx_argv, work / "logs" / f"receiver{i}.log", agent_env())
+            receiver.start()
+            started.append(receiver)
+            receivers.append(receiver)
         cfg = site_config(work, broker.url, profile, gateways, poll_s, args.max_outstanding)
         agent = ManagedProcess("agent", agent_argv("run", "--config", str(cfg)), work / "logs" / "agent.log", agent_env())
         agent.start()
@@ -343,7 +347,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             if not measuring and el >= args.warmup:
                 measuring = True
                 t0, w0 = now, time.time()
-                cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of([receiver])
+                cpu0, emu0, rx0 = cpu_of([agent]), cpu_of(emulators), cpu_of(receivers)
                 pg0, busy0 = pg_cpu(), machine_busy()
                 wait0 = runqueue_wait_s(agent.pid or 0)
                 seq0 = store_state(store).last_seq
@@ -367,7 +371,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         cpu = cpu_of([agent]) - cpu0
         wait = runqueue_wait_s(agent.pid or 0) - wait0
         emu = cpu_of(emulators) - emu0
-        rx = cpu_of([receiver]) - rx0
+        rx = cpu_of(receivers) - rx0
         pgc = pg_cpu() - pg0
         busy1 = machine_busy()
         busy = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9)
@@ -452,6 +456,9 @@ def main() -> None:
     ap.add_argument("--peer", default="", help="device counts to run ThingsBoard IoT Gateway at, e.g. 10,100")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
     ap.add_argument(
+        "--receivers", type=int, default=1, help="receiver processes in one $share group (a centre scales out so)"
+    )
+    ap.add_argument(
         "--pg",
         choices=("private", "shared"),
         default="private",
@@ -470,7 +477,11 @@ def main() -> None:
     rows: list[Row] = []
     if args.pg == "private":
         start_private_pg()
-    print(f"bench_ladder: {REPO.name}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"bench_ladder: {REPO.name}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+        f"{args.receivers} receiver process(es)",
+        flush=True,
+    )
     print(HEADER, flush=True)
     print("|" + "---|" * (HEADER.count("|") - 1), flush=True)
     for n in [int(x) for x in args.devices.split(",") if x]:
