@@ -263,7 +263,7 @@ class Agent:
         own thread never holds the event loop. At most ``COMMANDS_IN_FLIGHT`` wait at once.
         """
         from sync.signing import CommandRefused, open_command
-        from sync.wire import WireError, unpack_frame
+        from sync.wire_base import WireError, unpack_frame
 
         try:
             if not self._command_keys:
@@ -292,12 +292,13 @@ class Agent:
         self._answer(kind, cmd.command_id, outcome, version if isinstance(version, int) else None)
 
     def _answer(self, kind: str, command_id: str, outcome: CommandOutcome, version: int | None = None) -> None:
-        from sync.wire import CommandReply
+        from sync.wire_msgs import CommandReply, build
 
         self.metrics.inc("kbe_commands_total", labels={"kind": kind, "outcome": outcome.outcome})
         if self.uploader is not None:
             self.uploader.reply(
-                CommandReply(
+                build(
+                    CommandReply,
                     site_id=self.cfg.site.id,
                     command_id=command_id,
                     outcome=outcome.outcome,

@@ -28,7 +28,9 @@ from sync.config import SyncConfig
 from sync.rowcodec import Chunk
 from sync.signing import Signer
 from sync.store import Store
-from sync.wire import BufferStats, batch_json_chunks, compress, content_hash, unpack_frame
+from sync.wire_base import compress, content_hash, unpack_frame
+from sync.wire_batch import batch_json_chunks
+from sync.wire_msgs import BufferStats, build
 
 Encoded = tuple[bytes, str, list[int], str]
 """A batch as sent: frame, batch id, seqs and the SHA-256 of its payload."""
@@ -196,7 +198,8 @@ class BatchComposer:
     def buffer_stats(self) -> BufferStats:
         """The store's fill state as the wire reports it (in batches and the status)."""
         s = self.store.stats()
-        return BufferStats(
+        return build(
+            BufferStats,
             depth=s.depth,
             bytes=s.bytes_used,
             oldest_ts=s.oldest_ts,

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from sync.mqtt import MqttLink
 from sync.signing import Signer
-from sync.wire import CommandReply, Topics
+from sync.wire_base import Topics
+from sync.wire_msgs import CommandReply
 
 CommandHandler = Callable[[str, bytes], None]
 """``handler(kind, frame)``: ``kind`` is the last level of the command topic."""

@@ -36,7 +36,7 @@ from sync.ed25519 import AnyPublicKey
 from sync.mqtt import LinkOptions, MqttLink
 from sync.pki import common_name, issued_by, same_public_key, write_public
 from sync.signing import Signer, load_public_key, public_pem, verify_frame
-from sync.wire import CODEC_JSON, SITE_PATTERN, WireError, pack_frame, unpack_frame
+from sync.wire_base import CODEC_JSON, SITE_PATTERN, WireError, pack_frame, unpack_frame
 
 log = logging.getLogger("kbe.enrol")
 

@@ -1,11 +1,11 @@
 """The uplink's in-flight window: batches sent and not yet answered, their acks, rejections and resends.
 
-Rows stay in the store until the receiver's :class:`~sync.wire.Ack` for their batch arrives, signed
+Rows stay in the store until the receiver's :class:`~sync.wire_msgs.Ack` for their batch arrives, signed
 by one of the centre's keys (``centre_public_keys``) and naming the batch's id and the SHA-256 of
 its payload; an ack or rejection that is unsigned, wrongly signed, for another batch or a replay
 of an old one is counted (``kbe_sync_untrusted_down_total``), logged and ignored. A
 batch unacknowledged after ``ack_timeout_s`` is sent again (same bytes, same batch id; the centre
-deduplicates on ``(site_id, seq)``). A :class:`~sync.wire.Rejection` moves the batch's rows aside
+deduplicates on ``(site_id, seq)``). A :class:`~sync.wire_msgs.Rejection` moves the batch's rows aside
 with :meth:`Store.reject`: counted, reported in the retained status, never deleted silently and
 never resent.
 """
@@ -28,7 +28,8 @@ from sync.ed25519 import AnyPublicKey
 from sync.mqtt import MqttLink
 from sync.signing import open_down
 from sync.store import Store
-from sync.wire import Rejection, Topics, WireError, unpack_frame
+from sync.wire_base import Topics, WireError, unpack_frame
+from sync.wire_msgs import Rejection
 
 log = logging.getLogger("kbe.sync")
 

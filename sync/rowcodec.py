@@ -2,7 +2,7 @@
 
 A stored row holds consecutive sequence numbers ``seq_first..seq_last`` of one priority class and
 its readings as the comma-joined ``readings`` items of a schema v2 batch (the same text
-:func:`sync.wire.batch_json_rows` writes), so a batch is the concatenation of its rows. The text is
+:func:`sync.wire_batch.batch_json_rows` writes), so a batch is the concatenation of its rows. The text is
 stored zlib-compressed (:func:`pack`).
 
 Splitting a row's text back into readings is exact: inside a JSON string a quote is always
@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 
 from kernel.readings import ClockQuality, Priority, Quality, Reading
-from sync.wire import VT_BOOL, VT_FLOAT, VT_INT, VT_NULL, VT_STR, StoredRow
+from sync.wire_batch import VT_BOOL, VT_FLOAT, VT_INT, VT_NULL, VT_STR, StoredRow
 
 ROW_MAX = 64
 """Most readings in one stored row (a poll of a device rarely has more points)."""
@@ -269,7 +269,7 @@ def decode_text(text: str) -> Iterator[tuple[int, Reading]]:
 
 
 def stored_row(fragment: str) -> StoredRow:
-    """One reading's JSON as a ``sync.wire.StoredRow`` (the per-reading row the store used to keep)."""
+    """One reading's JSON as a ``sync.wire_batch.StoredRow`` (the per-reading row the store used to keep)."""
     seq, r = decode(fragment)
     v = r.value
     vtype = (

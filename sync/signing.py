@@ -5,6 +5,10 @@ the usual PEM forms are handled by :mod:`sync.ed25519` on the OpenSSL the interp
 ``cryptography`` is imported only for other forms, key generation and conversions. Private keys are
 PEM (PKCS#8, unencrypted) files of mode 0600; a looser mode is refused. Public keys are PEM
 SubjectPublicKeyInfo files.
+
+What the agent's process calls (signing, ``open_down``, ``open_command``, ``sign_status``) imports
+no pydantic: messages go through :mod:`sync.wire_msgs`. The centre's functions (``open_reply``,
+``open_status``, ``sign_command``, the site registry) import :mod:`sync.wire` when called.
 """
 
 from __future__ import annotations
@@ -16,38 +20,26 @@ import stat
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import Field, ValidationError
-
-from kernel.config_base import (
-    StrictModel,
-    check_secret_file,
-    load_yaml,
-    read_limited,
-    validation_problems,
-)
 from kernel.errors import ConfigError, SignatureError, SyncError
 from sync import ed25519
 from sync.ed25519 import AnyPrivateKey, AnyPublicKey
-from sync.wire import (
-    CODEC_JSON,
-    SITE_PATTERN,
+from sync.wire_base import CODEC_JSON, SITE_PATTERN, Frame, WireError, pack_frame, unpack_frame
+from sync.wire_msgs import (
     Ack,
     Command,
-    CommandReply,
-    Frame,
+    PydanticMessage,
     Rejection,
     Status,
-    WireError,
-    WireModel,
+    WireStruct,
     decode_command,
     decode_down,
-    decode_status,
-    encode_command_payload,
     encode_small,
-    pack_frame,
-    unpack_frame,
 )
+
+if TYPE_CHECKING:
+    from sync import wire
 
 log = logging.getLogger("kbe.registry")
 
@@ -62,6 +54,8 @@ class CommandRefused(SyncError):
 
 def load_private_key(path: Path) -> AnyPrivateKey:
     """Read an Ed25519 private key; the file must be mode 0600 or stricter."""
+    from kernel.config_base import check_secret_file, read_limited
+
     try:
         check_secret_file(path)
     except ValueError as exc:
@@ -89,6 +83,8 @@ def load_private_key(path: Path) -> AnyPrivateKey:
 
 def load_public_key(path: Path) -> AnyPublicKey:
     """Read an Ed25519 public key (PEM)."""
+    from kernel.config_base import read_limited
+
     try:
         data = read_limited(path, KEY_FILE_LIMIT)
     except ValueError as exc:
@@ -175,8 +171,9 @@ class Signer:
         """A signed frame carrying ``payload`` (and the batch or command id in its header)."""
         return pack_frame(payload, self.sign(payload), msg_id=msg_id)
 
-    def small_frame(self, msg: WireModel, msg_id: str = "") -> bytes:
-        """A signed plain-JSON frame for an ack, a rejection or a command reply."""
+    def small_frame(self, msg: WireStruct | PydanticMessage, msg_id: str = "") -> bytes:
+        """A signed plain-JSON frame for an ack, a rejection, a status or a command reply (the
+        agent's :mod:`sync.wire_msgs` structs or the centre's :mod:`sync.wire` models)."""
         payload = encode_small(msg)
         return pack_frame(payload, self.sign(payload), codec=CODEC_JSON, msg_id=msg_id)
 
@@ -223,8 +220,12 @@ def open_down(data: bytes, centre_keys: Sequence[AnyPublicKey]) -> Ack | Rejecti
     return msg
 
 
-def open_reply(data: bytes, site_keys: Sequence[AnyPublicKey]) -> CommandReply:
+def open_reply(data: bytes, site_keys: Sequence[AnyPublicKey]) -> wire.CommandReply:
     """Verify a command reply frame against the site's keys, then decode it (the centre's side)."""
+    from pydantic import ValidationError
+
+    from sync.wire import CommandReply
+
     frame = open_signed(data, site_keys)
     try:
         return CommandReply.model_validate_json(frame.json_bytes())
@@ -232,19 +233,21 @@ def open_reply(data: bytes, site_keys: Sequence[AnyPublicKey]) -> CommandReply:
         raise WireError(f"not a command reply: {exc.errors(include_url=False)[0]['msg']}") from exc
 
 
-def sign_status(status: Status, signer: Signer) -> bytes:
+def sign_status(status: Status | wire.Status, signer: Signer) -> bytes:
     """The frame a site publishes (retained) on ``<prefix>/<site>/status``, and sets as its last will:
     plain JSON (codec 0) signed by the site's key, the site id in the header."""
     return signer.small_frame(status, status.site_id)
 
 
-def open_status(data: bytes, site_keys: Sequence[AnyPublicKey], site_id: str) -> Status:
+def open_status(data: bytes, site_keys: Sequence[AnyPublicKey], site_id: str) -> wire.Status:
     """Verify a status frame against the site's keys, then decode it (the centre's side).
 
     Raises :class:`SignatureError` (not signed, or no key of the site verifies it; a plain-JSON
     status is unsigned) or :class:`~sync.wire.WireError` (not a frame, not a status, or a status
     that names another site than ``site_id``, the site of its topic).
     """
+    from sync.wire import decode_status
+
     if data[:1] == b"{":
         raise SignatureError("status is unsigned (plain JSON)")
     frame = open_signed(data, site_keys)
@@ -257,21 +260,6 @@ def open_status(data: bytes, site_keys: Sequence[AnyPublicKey], site_id: str) ->
 def load_public_keys(paths: list[Path]) -> list[AnyPublicKey]:
     """Every public key of a list of PEM files; the first bad one raises :class:`SignatureError`."""
     return [load_public_key(p) for p in paths]
-
-
-class SiteEntry(StrictModel):
-    """One site in the registry: its public keys (more than one while a key is being rotated)."""
-
-    public_keys: list[Path] = Field(min_length=1)
-    groups: list[str] = Field(
-        default_factory=list, description="Groups the centre tools address together (canary, a district)."
-    )
-
-
-class RegistryFile(StrictModel):
-    """The receiver's ``--sites`` file."""
-
-    sites: dict[str, SiteEntry]
 
 
 class SiteRegistry:
@@ -380,6 +368,11 @@ def _file_stamp(path: Path | None) -> tuple[int, int, int] | None:
 
 
 def _read_registry(path: Path) -> tuple[dict[str, list[AnyPublicKey]], dict[str, list[str]]]:
+    from pydantic import ValidationError
+
+    from kernel.config_base import load_yaml, validation_problems
+    from sync.registry_file import RegistryFile
+
     data = load_yaml(path)
     try:
         reg = RegistryFile.model_validate(data)
@@ -402,8 +395,10 @@ def _read_registry(path: Path) -> tuple[dict[str, list[AnyPublicKey]], dict[str,
     return keys, {site: list(entry.groups) for site, entry in reg.sites.items()}
 
 
-def sign_command(cmd: Command, signer: Signer) -> bytes:
+def sign_command(cmd: wire.Command, signer: Signer) -> bytes:
     """The frame the centre publishes on ``<prefix>/<site>/down/cmd/<kind>``."""
+    from sync.wire import encode_command_payload
+
     return signer.frame(encode_command_payload(cmd), cmd.command_id)
 
 

@@ -22,7 +22,8 @@ from sync.inflight import InFlightWindow
 from sync.mqtt import MqttLink
 from sync.signing import Signer, sign_status
 from sync.store import Store
-from sync.wire import BufferStats, Status, Topics
+from sync.wire_base import Topics
+from sync.wire_msgs import BufferStats, Status, build
 
 log = logging.getLogger("kbe.sync")
 
@@ -66,7 +67,8 @@ class StatusReporter:
                 extra = self.info()
             except Exception:  # the status must go out even if a field cannot be read
                 log.debug("status_info failed", exc_info=True)
-        return Status(
+        return build(
+            Status,
             site_id=self.site_id,
             state="online" if state == "online" else "offline",
             ts=self.clock.now() if ts is None else ts,

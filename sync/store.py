@@ -28,7 +28,7 @@ from sync import rowcodec
 from sync.config import foreign_store_problem
 from sync.rowcodec import Chunk, NewRow
 from sync.store_schema import MIGRATIONS, POLL_COLUMNS, SCHEMA_VERSION
-from sync.wire import StoredRow
+from sync.wire_batch import StoredRow
 
 log = logging.getLogger("kbe.store")
 
@@ -482,7 +482,7 @@ class Store:
         return out
 
     def pending_rows(self, limit: int, after_seq: int, priority: Priority) -> list[StoredRow]:
-        """Like :meth:`pending` for one class, as per-reading rows (``sync.wire.StoredRow``)."""
+        """Like :meth:`pending` for one class, as per-reading rows (``sync.wire_batch.StoredRow``)."""
         out: list[StoredRow] = []
         for a, _b, _p, text in self.pending_chunks(limit, after_seq, priority):
             for k, fragment in enumerate(rowcodec.split(text)):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from kernel.readings import ClockQuality, Priority, Quality, Reading
 from sync.rowcodec import ROW_MAX, NewRow, build_rows, encode_tails
-from sync.wire import VT_BOOL, VT_FLOAT
+from sync.wire_batch import VT_BOOL, VT_FLOAT
 
 _V1_FIELDS = (
     "priority INTEGER NOT NULL, ts REAL NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL, value, "

@@ -33,7 +33,8 @@ from sync.mqtt import LinkOptions, MqttLink
 from sync.signing import Signer, load_public_keys
 from sync.status import StatusReporter
 from sync.store import Store
-from sync.wire import CommandReply, Topics
+from sync.wire_base import Topics
+from sync.wire_msgs import CommandReply
 
 __all__ = ["CommandHandler", "InFlight", "Uploader", "agent_version"]
 

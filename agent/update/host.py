@@ -68,14 +68,14 @@ class AgentUpdateHost:
 
     def send_reply(self, command_id: str, outcome: str, reason: str, phase: str, version: int) -> bool:
         """Publish the update's final reply, and a fresh status."""
-        from sync.wire import CommandReply
+        from sync.wire_msgs import CommandReply, build
 
         up = self.agent.uploader
         if up is None:
             return True
-        reply = CommandReply.model_validate(
-            {"site_id": self.agent.cfg.site.id, "command_id": command_id, "outcome": outcome,
-             "reason": reason, "ts": self.agent.clock.now(), "phase": phase, "version": version}
+        reply = build(
+            CommandReply, site_id=self.agent.cfg.site.id, command_id=command_id, outcome=outcome,
+            reason=reason, ts=self.agent.clock.now(), phase=phase, version=version,
         )  # fmt: skip
         sent = up.reply(reply)
         up.status_now()

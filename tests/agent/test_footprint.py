@@ -47,6 +47,9 @@ ABSENT_SECTIONS = (
 # http.server), click (``run --config`` starts without it), ctypes.util (find_library runs ldconfig
 # in a subprocess).
 UNUSED = ("serial", "prometheus_client", "kernel.metrics_export", "http.server", "click", "ctypes.util")
+# The centre's side of the wire: the pydantic wire models (the agent decodes and encodes with
+# msgspec, sync/wire_msgs.py), the site registry's models and the receiver.
+CENTRE_ONLY = ("sync.wire", "sync.registry_file", "sync.receiver", "sync.receiver_decode")
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.M)
 
 
@@ -119,6 +122,9 @@ def test_a_modbus_site_process_imports_nothing_heavy(
     assert sections == [], f"a site without those sections imported {sections}"
     unused = sorted(m for m in imported if m in UNUSED or m.split(".")[0] in ("serial", "prometheus_client", "click"))
     assert unused == [], f"a TCP meter site imported {unused}"
+    assert "sync.wire_msgs" in imported  # acks, commands, status and replies went through msgspec
+    centre = sorted(imported.intersection(CENTRE_ONLY))
+    assert centre == [], f"the agent imported the centre's side of the wire: {centre}"
 
 
 def test_libc_is_opened_by_soname_without_searching(monkeypatch) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from kernel.errors import ConfigError, SignatureError
@@ -86,7 +87,7 @@ def test_commands_are_verified_and_targeted_and_time_is_left_to_the_router(tmp_p
     cmd = Command(command_id="c-7", target="site-a", kind="lighting", issued_at=1000.0, expires_at=1060.0,
                   body={"override": "on", "dim": 80})
     frame = sign_command(cmd, centre)
-    assert open_command(frame, keys, "site-a", kind="lighting") == cmd
+    assert msgspec.to_builtins(open_command(frame, keys, "site-a", kind="lighting")) == cmd.model_dump()
     # Expired by any wall clock: still opened; expiry is the router's (one) policy.
     assert open_command(frame, keys, "site-a").expires_at == 1060.0
     with pytest.raises(CommandRefused, match="not 'site-b'"):
@@ -300,8 +301,8 @@ def test_frames_carry_their_id_and_a_frame_without_one_opens(tmp_path: Path) -> 
     small = wire.unpack_frame(centre.small_frame(ack, "b-1"))
     assert (small.msg_id, small.codec, small.payload) == ("b-1", wire.CODEC_JSON, wire.encode_small(ack))
     verify_frame(small, keys)
-    assert open_down(centre.small_frame(ack), keys) == ack
-    assert open_down(centre.small_frame(ack, "b-1"), keys) == ack
+    assert msgspec.to_builtins(open_down(centre.small_frame(ack), keys)) == ack.model_dump()
+    assert msgspec.to_builtins(open_down(centre.small_frame(ack, "b-1"), keys)) == ack.model_dump()
     with pytest.raises(wire.WireError) as info:
         open_down(centre.small_frame(ack, "b-2"), keys)
     assert str(info.value) == "frame id 'b-2' differs from the signed batch id 'b-1'"
