@@ -13,7 +13,6 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from agent.config import SiteConfig
 from agent.fleet_report import BalenaHealthReporter
 from agent.health import HealthServer
 from agent.supervisor import Supervisor
@@ -33,6 +32,7 @@ from sync.store import Store
 
 if TYPE_CHECKING:
     from agent.commissioning.live import LiveTap
+    from agent.config import SiteConfig
     from agent.localpage.server import LocalPage
     from agent.update.manager import UpdateManager
     from sync.enrol import Enroller
