@@ -4,7 +4,7 @@
     python tools/gen_runconfig.py --check   # exit 1 when agent/runconfig.py is not what this writes
 
 ``edge-agent run --config FILE`` validates the file with the pydantic models, then hands the running
-agent the normalised config as JSON (docs/footprint.md): the agent builds these frozen, slotted
+agent the normalised config as JSON (docs/architecture.md, "Start-up"): the agent builds these frozen, slotted
 dataclasses from it and never imports pydantic. Each runtime class has the pydantic model's field
 names in the same order, and inherits the same pydantic-free mixins (the ``...Methods`` classes the
 model inherits before ``StrictModel``), so the consumers' attribute reads and method calls are the
