@@ -58,15 +58,15 @@ def document(cfg: SiteConfig, source: str) -> dict[str, Any] | None:
         return None
     if any(dev.driver not in runconfig.DEVICE_KINDS for dev in cfg.devices):
         return None
+    from drivers.modbus.device import apply_overrides
+    from drivers.modbus.kind import cached_profile
+    from drivers.modbus.points import profile_path
+
     profiles: dict[str, Any] = {}
     problems: list[str] = []
     for i, dev in enumerate(cast(list[Any], cfg.devices)):
         if dev.driver != "modbus" or not dev.enabled:
             continue
-        from drivers.modbus.device import apply_overrides
-        from drivers.modbus.kind import cached_profile
-        from drivers.modbus.points import profile_path
-
         profile = cached_profile(dev.profile)
         for point, changes in dev.settings().overrides.items():
             try:
