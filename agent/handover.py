@@ -73,7 +73,9 @@ def document(cfg: SiteConfig, source: str) -> dict[str, Any] | None:
                 apply_overrides(profile, {point: changes})
             except ValidationError as exc:
                 where = f"devices[{i}].overrides.{point}"
-                problems.extend(f"{where}: {p.removeprefix('(top level): ')}" for p in validation_problems(exc))
+                problems.extend(
+                    f"{where}: {p.removeprefix('(top level): ')}" for p in validation_problems(exc)
+                )
         profiles[str(profile_path(dev.profile))] = plain(profile)
     if problems:
         raise ConfigError(source, problems)

@@ -57,7 +57,11 @@ def start_time(cfg: Path, handover: bool) -> float:
     env["KBE_HANDOVER"] = "1" if handover else "0"
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        agent_argv("run", "--config", str(cfg)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        agent_argv("run", "--config", str(cfg)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     try:
@@ -83,10 +87,14 @@ def main() -> None:
             times["hand-over"].append(start_time(cfg, True))
             times["in process"].append(start_time(cfg, False))
     load = os.getloadavg()
-    print(f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load average {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f}; {args.devices} devices, {args.runs} runs each")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f}; {args.devices} devices, {args.runs} runs each"
+    )
     for name, values in times.items():
-        print(f"{name:<12} median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})")
+        print(
+            f"{name:<12} median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ from drivers.modbus.profile import Profile
 OUT = Path(__file__).resolve().parents[1] / "agent" / "runconfig.py"
 
 # Models the running agent is handed (their nested models follow), and their runtime class names.
-ROOTS: dict[type[BaseModel], str] = {SiteConfig: "SiteConfig", Profile: "Profile", ModbusConfig: "ModbusConfig"}
+ROOTS: dict[type[BaseModel], str] = {
+    SiteConfig: "SiteConfig",
+    Profile: "Profile",
+    ModbusConfig: "ModbusConfig",
+}
 # Device kinds with runtime types: a site using any other kind is run with its pydantic objects.
 DEVICE_KINDS: dict[str, type[BaseModel]] = {"modbus": ModbusConfig}
 
@@ -83,7 +87,9 @@ class _Gen:
             (literal,) = typing.get_args(member.model_fields[tag].annotation)
             entries.append(f"    {literal!r}: _{self.name(member)},")
         annotation = " | ".join(self.name(m) for m in members)
-        self.dispatch.append(f"{table}: dict[str, Callable[[Any], Any]] = {{\n" + "\n".join(entries) + "\n}\n")
+        self.dispatch.append(
+            f"{table}: dict[str, Callable[[Any], Any]] = {{\n" + "\n".join(entries) + "\n}\n"
+        )
         return annotation, f"{table}[{value}[{tag!r}]]({value})"
 
     def conv(self, tp: Any, value: str) -> tuple[str, str]:
@@ -108,7 +114,9 @@ class _Gen:
             if args[0] is not str:
                 raise SystemExit(f"a dict with non-string keys: {tp!r}")
             inner, code = self.conv(args[1], "x")
-            return f"dict[str, {inner}]", (f"dict({value})" if code == "x" else f"{{k: {code} for k, x in {value}.items()}}")
+            return f"dict[str, {inner}]", (
+                f"dict({value})" if code == "x" else f"{{k: {code} for k, x in {value}.items()}}"
+            )
         if origin is Literal:
             return "Literal[" + ", ".join(repr(a) for a in args) + "]", value
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -129,7 +137,10 @@ class _Gen:
             name = self.names[model]
             bases = _own_mixins(model)
             doc = (model.__doc__ or name).strip().splitlines()[0]
-            lines = ["@dataclass(frozen=True, slots=True)", f"class {name}({', '.join(bases)}):" if bases else f"class {name}:"]
+            lines = [
+                "@dataclass(frozen=True, slots=True)",
+                f"class {name}({', '.join(bases)}):" if bases else f"class {name}:",
+            ]
             lines.append(f'    """{doc}"""')
             lines.append("")
             builds = []
@@ -142,7 +153,9 @@ class _Gen:
                 builds.append("        model_fields_set=frozenset(d['model_fields_set']),")
             out.append("\n".join(lines) + "\n")
             out.append(
-                f"def _{name}(d: dict[str, Any]) -> {name}:\n    return {name}(\n" + "\n".join(builds) + "\n    )\n"
+                f"def _{name}(d: dict[str, Any]) -> {name}:\n    return {name}(\n"
+                + "\n".join(builds)
+                + "\n    )\n"
             )
         return out
 
@@ -214,7 +227,9 @@ def render() -> str:
     text += "\nDEVICE_KINDS: dict[str, Callable[[dict[str, Any]], Any]] = {\n" + kinds + "}\n"
     text += '"""Device kinds with runtime types, by ``driver``."""\n'
     text += f"\nSECTIONS = {tuple(_SECTIONS)!r}\n"
-    text += '"""Optional sections without runtime types: a site that has one runs with its pydantic objects."""\n'
+    text += (
+        '"""Optional sections without runtime types: a site that has one runs with its pydantic objects."""\n'
+    )
     return text + "\n" + FOOTER
 
 

@@ -38,7 +38,6 @@ class PointOverride(PointOverrideMethods, StrictModel):
     poll: Literal["fast", "slow"] | None = None
 
 
-
 class Config(ModbusConfigMethods, StrictModel):
     """One Modbus device at a site."""
 

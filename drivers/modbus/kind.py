@@ -35,7 +35,7 @@ CONFIG = "drivers.modbus.config:Config"
 
 
 _PROFILES: dict[str, Profile] = {}
-# Checked profiles by file path, loaded once per process (profiles are read-only files of the release).
+"""Checked profiles by file path, loaded once per process (profiles are read-only files of the release)."""
 
 
 def cached_profile(ref: str) -> Profile:

@@ -31,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_generated_module_is_what_the_generator_writes() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "gen_runconfig.py"), "--check"], capture_output=True, text=True, check=False
+        [sys.executable, str(ROOT / "tools" / "gen_runconfig.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
 
@@ -84,7 +87,10 @@ def meter_site(tmp_path: Path) -> dict[str, Any]:
         {"driver": "modbus", "name": f"meter-{i}", "profile": "eastron-sdm120", "unit": 1 + i, "line": line}
         for i, line in enumerate(lines)
     ]
-    devices[0]["overrides"] = {"voltage": {"min": 180, "max": None, "poll": "slow"}, "frequency": {"enabled": False}}
+    devices[0]["overrides"] = {
+        "voltage": {"min": 180, "max": None, "poll": "slow"},
+        "frequency": {"enabled": False},
+    }
     devices[0]["max_gap"] = 4
     devices[1]["enabled"] = False
     return {
@@ -118,7 +124,9 @@ def test_a_meter_site_comes_back_with_the_same_fields_values_and_methods(
         assert dev.line.key() == model.line.key()
         assert type(dev.line.build()) is type(model.line.build())
         assert dev.settings() == model.settings()
-        assert dev == runconfig.DEVICE_KINDS["modbus"](plain(model))  # equality is by value (lines on one bus)
+        assert dev == runconfig.DEVICE_KINDS["modbus"](
+            plain(model)
+        )  # equality is by value (lines on one bus)
         for name, override in dev.overrides.items():
             assert override.as_update() == model.overrides[name].as_update()
     assert runtime.devices[0].overrides["voltage"].as_update() == {"min": 180.0, "max": None, "poll": "slow"}
@@ -145,7 +153,9 @@ def test_every_shipped_profile_comes_back_the_same(name: str) -> None:
 def test_a_site_with_a_part_without_runtime_types_is_not_handed_over(tmp_path: Path) -> None:
     site = {"id": "bn-01", "name": "Board", "location": {"lat": 21.0, "lon": 106.0}}
     cfg = parse_config(
-        {"site": site, "devices": [{"driver": "system", "name": "board"}], "store": {"path": "s.db"}}, "s", tmp_path
+        {"site": site, "devices": [{"driver": "system", "name": "board"}], "store": {"path": "s.db"}},
+        "s",
+        tmp_path,
     )
     assert document(cfg, "s") is None  # the system kind has no runtime types: it runs as before
     cfg = parse_config({"site": site, "store": {"path": "s.db"}}, "s", tmp_path)
