@@ -559,6 +559,27 @@ def _ModbusConfig(d: dict[str, Any]) -> ModbusConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SystemConfig:
+    """The board itself as a device."""
+
+    driver: Literal["system"]
+    name: str
+    enabled: bool
+    period_s: float
+    disk_path: Path
+
+
+def _SystemConfig(d: dict[str, Any]) -> SystemConfig:
+    return SystemConfig(
+        driver=d["driver"],
+        name=d["name"],
+        enabled=d["enabled"],
+        period_s=d["period_s"],
+        disk_path=Path(d["disk_path"]),
+    )
+
+
 _MODBUSCONFIG_LINE: dict[str, Callable[[Any], Any]] = {
     "serial": _SerialLine,
     "pty": _PtyLine,
@@ -568,6 +589,7 @@ _MODBUSCONFIG_LINE: dict[str, Callable[[Any], Any]] = {
 
 DEVICE_KINDS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "modbus": _ModbusConfig,
+    "system": _SystemConfig,
 }
 """Device kinds with runtime types, by ``driver``."""
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from agent.config import _SECTIONS, SiteConfig
+from agent.system_config import Config as SystemConfig
 from drivers.modbus.config import Config as ModbusConfig
 from drivers.modbus.profile import Profile
 
@@ -36,9 +37,10 @@ ROOTS: dict[type[BaseModel], str] = {
     SiteConfig: "SiteConfig",
     Profile: "Profile",
     ModbusConfig: "ModbusConfig",
+    SystemConfig: "SystemConfig",
 }
 # Device kinds with runtime types: a site using any other kind is run with its pydantic objects.
-DEVICE_KINDS: dict[str, type[BaseModel]] = {"modbus": ModbusConfig}
+DEVICE_KINDS: dict[str, type[BaseModel]] = {"modbus": ModbusConfig, "system": SystemConfig}
 
 
 class _Gen:

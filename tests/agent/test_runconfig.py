@@ -150,16 +150,18 @@ def test_every_shipped_profile_comes_back_the_same(name: str) -> None:
         assert runtime.point(r.name) == r
 
 
-def test_a_site_with_a_part_without_runtime_types_is_not_handed_over(tmp_path: Path) -> None:
+def test_a_site_with_a_kind_without_runtime_types_is_not_handed_over(tmp_path: Path) -> None:
     site = {"id": "bn-01", "name": "Board", "location": {"lat": 21.0, "lon": 106.0}}
-    cfg = parse_config(
-        {"site": site, "devices": [{"driver": "system", "name": "board"}], "store": {"path": "s.db"}},
-        "s",
-        tmp_path,
-    )
-    assert document(cfg, "s") is None  # the system kind has no runtime types: it runs as before
-    cfg = parse_config({"site": site, "store": {"path": "s.db"}}, "s", tmp_path)
-    assert document(cfg, "s") is not None
+    dust = {"driver": "pms", "name": "dust", "line": {"type": "serial", "port": "/dev/ttyUSB0"}}
+    cfg = parse_config({"site": site, "devices": [dust], "store": {"path": "s.db"}}, "s", tmp_path)
+    assert document(cfg, "s") is None  # the pms kind has no runtime types: the site runs as before
+    board = {"driver": "system", "name": "board", "period_s": 5, "disk_path": "/var"}
+    cfg = parse_config({"site": site, "devices": [board], "store": {"path": "s.db"}}, "s", tmp_path)
+    doc = document(cfg, "s")
+    assert doc is not None
+    runtime = runconfig.site_config(json.loads(json.dumps(doc))["config"])
+    same(runtime, cfg, "site")
+    assert isinstance(runtime.devices[0], runconfig.SystemConfig)
 
 
 def test_an_override_the_profile_refuses_is_a_config_problem_before_the_agent_starts(
