@@ -84,8 +84,10 @@ def document(cfg: SiteConfig, source: str) -> dict[str, Any] | None:
 
 def hand_over(cfg: SiteConfig, source: str) -> None:
     """``exec`` the running agent with ``cfg`` when the site can run without pydantic; return otherwise."""
+    if os.environ.get(OPT_OUT_ENV) == "0" or not can_exec():
+        return  # exactly as before the hand-over
     doc = document(cfg, source)
-    if doc is None or os.environ.get(OPT_OUT_ENV) == "0" or not can_exec():
+    if doc is None:
         return
     fd = _anonymous_file(json.dumps(doc, separators=(",", ":")).encode())
     try:
