@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint typecheck schemas docs-check bench mutate clean i18n
+.PHONY: help venv demo test lint typecheck schemas runconfig docs-check bench mutate clean i18n
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ test: $(STAMP) lint  ## lint, then the whole test suite (two workers: most tests
 
 schemas: $(STAMP)  ## regenerate the JSON Schemas in docs/schemas
 	$(PY) -m agent schemas --write docs/schemas
+
+runconfig: $(STAMP)  ## regenerate agent/runconfig.py (the running agent's config types) from the pydantic models
+	$(PY) tools/gen_runconfig.py
 
 bench: $(STAMP)  ## run every benchmark in bench/ and print figures
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

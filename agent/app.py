@@ -15,7 +15,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from agent.config import SiteConfig
 from agent.fleet_report import BalenaHealthReporter
 from agent.health import HealthServer
 from agent.supervisor import Supervisor
@@ -36,6 +35,7 @@ from sync.store import Store
 
 if TYPE_CHECKING:
     from agent.commissioning.live import LiveTap
+    from agent.config import SiteConfig
     from agent.localpage.server import LocalPage
     from agent.update.manager import UpdateManager
     from sync.enrol import Enroller

@@ -3,7 +3,8 @@
 
 ``edge-agent run --config FILE``, what a site runs, starts without importing ``click`` (0.7 MB
 resident for the life of the agent); every other command line goes to the ``click`` group in
-:mod:`agent.commands` (``agent.cli.cli`` is that group, imported when asked for).
+:mod:`agent.commands` (``agent.cli.cli`` is that group, imported when asked for). Once the file is
+checked, that command ``exec``s the running agent in the same process (:mod:`agent.handover`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,30 @@ from typing import Any
 from kernel.errors import AgentError, ConfigError
 
 
-def run_site_file(config_file: Path) -> None:
-    """Run the agent for the site in ``config_file`` until SIGTERM or Ctrl-C."""
+def run_site_file(config_file: Path, hand_over: bool = False) -> None:
+    """Run the agent for the site in ``config_file`` until SIGTERM or Ctrl-C.
+
+    With ``hand_over`` (the program's own command line), a checked config is run by a fresh
+    interpreter ``exec``ed in this process, which never imports pydantic (:mod:`agent.handover`).
+    """
+    from agent.runtime import HANDOVER_ENV
+
+    handed = os.environ.pop(HANDOVER_ENV, None)
+    if handed is not None and hand_over:
+        from agent.runtime import run_handed_over
+
+        run_handed_over(config_file, handed)
+        return
     from agent.app import run_agent
     from agent.update.manager import UpdateManager
     from kernel.kinds import KindRegistry
 
     kinds = KindRegistry()
     cfg, updates = UpdateManager.resolve(config_file, kinds)
+    if hand_over:
+        from agent.handover import hand_over as exec_checked
+
+        exec_checked(cfg, str(config_file))
     run_agent(cfg, kinds, updates=updates, reload=lambda: UpdateManager.resolve(config_file, kinds))
 
 
@@ -66,7 +83,7 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         config_file = run_config_arg(args)
         if config_file is not None:
-            return run_site_file(config_file)
+            return run_site_file(config_file, hand_over=argv is None)
         return _click_main(args)
     except ConfigError as exc:
         if os.environ.get("DEBUG") == "1":

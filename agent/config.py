@@ -28,7 +28,8 @@ from kernel.config_base import (
 from kernel.errors import ConfigError
 from kernel.i18n import tr
 from kernel.kinds import KindRegistry
-from kernel.site import NAME_PATTERN, SiteInfo
+from kernel.site import NAME_PATTERN
+from kernel.site_config import SiteInfo
 from sync.config import StoreConfig, SyncConfig
 
 if TYPE_CHECKING:

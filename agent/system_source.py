@@ -7,25 +7,18 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
-from kernel.config_base import StrictModel
 from kernel.readings import Reading
 from kernel.source import RunContext, Source
 
+if TYPE_CHECKING:
+    from agent.system_config import Config
+
+CONFIG = "agent.system_config:Config"
+"""The pydantic model of a device entry (:mod:`agent.system_config`), imported only to check a config."""
+
 _THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
-
-
-class Config(StrictModel):
-    """The board itself as a device."""
-
-    driver: Literal["system"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-    enabled: bool = True
-    period_s: float = Field(default=60.0, ge=1.0, le=86400)
-    disk_path: Path = Path("/")
 
 
 class SystemSource:
@@ -66,3 +59,11 @@ class SystemSource:
 def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
     """One source per system device."""
     return [SystemSource(c) for c in configs if c.enabled]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Config":  # the pydantic model, for the config check and older imports
+        from agent.system_config import Config
+
+        return Config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

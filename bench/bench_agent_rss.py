@@ -7,7 +7,8 @@ as at a cabinet, polled every second), a private Mosquitto, the reference receiv
 `edge-agent run`, lets it settle, then samples the agent's RSS and CPU from /proc for the measuring
 window. Baseline in the same run: the RSS of a bare `python -c "import time; time.sleep(5)"`, and
 the RSS of the agent with no devices (import footprint), and with ``--compare`` the same site run
-from another checkout (e.g. the tree before a change), so a before/after ratio comes from one run.
+from another checkout (e.g. the tree before a change), so a before/after ratio comes from one run;
+``--compare-env KBE_HANDOVER=0`` alone compares with this checkout's agent run in the checking process.
 RSS is the kernel's resident set (``/proc/<pid>/statm``: shared library pages count in full); PSS
 (``smaps_rollup``, shared pages split between the processes mapping them) is printed beside it.
 """
@@ -180,6 +181,14 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--compare", type=Path, help="another checkout to run the same site from (baseline)")
+    ap.add_argument(
+        "--compare-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of the baseline run; without --compare, the baseline is this checkout with it "
+        "(--compare-env KBE_HANDOVER=0: the agent in the checking process, pydantic resident)",
+    )
     args = ap.parse_args()
     meters = Meters(args.devices)
     profile, port = meters.profile, meters.port
@@ -203,18 +212,15 @@ def main() -> None:
                 args.seconds,
             )
             other = None
-            if args.compare is not None:
+            if args.compare is not None or args.compare_env:
                 env = agent_env()
-                env["PYTHONPATH"] = str(args.compare.resolve())
+                env.update(item.split("=", 1) for item in args.compare_env)
                 (work / "compare").mkdir()
                 argv = agent_argv("run", "--config", str(site(work / "compare", key, broker.url, port, args.devices)))
-                other = measure(
-                    [argv[0], "-P", *argv[1:]],  # -P: the current directory must not shadow that checkout
-                    work / "logs" / "agent-compare.log",
-                    args.settle,
-                    args.seconds,
-                    env,
-                )
+                if args.compare is not None:
+                    env["PYTHONPATH"] = str(args.compare.resolve())
+                    argv = [argv[0], "-P", *argv[1:]]  # -P: the current directory must not shadow that checkout
+                other = measure(argv, work / "logs" / "agent-compare.log", args.settle, args.seconds, env)
             points = sum(1 for _ in profile.points)
             print(
                 f"devices: {args.devices} x eastron-sdm120 ({points} points), polled every 1 s (fast class)"
@@ -227,7 +233,8 @@ def main() -> None:
             print(f"ratio agent/bare python:     {peak / bare:.2f}")
             print(f"agent CPU: {cpu * 100:.1f} % of one core")
             if other is not None:
-                print(f"same site from {args.compare}: RSS {other[0]:.1f} MB (peak {other[1]:.1f} MB; "
+                baseline = " ".join([str(args.compare or "this checkout"), *args.compare_env])
+                print(f"same site from {baseline}: RSS {other[0]:.1f} MB (peak {other[1]:.1f} MB; "
                       f"PSS {other[3]:.1f} MB), CPU {other[2] * 100:.1f} %; ratio this/that {peak / other[1]:.3f}")
             print(f"target RSS <= 40 MB: {'met' if peak <= 40 else 'NOT met'}")
         finally:

@@ -3,8 +3,10 @@
     .venv/bin/python bench/bench_imports.py [--devices 50] [--top 25] [--markdown]
 
 In a fresh interpreter: wraps ``builtins.__import__`` to read ``/proc/self/statm`` around every
-first import, then does what ``edge-agent run`` does before its loop starts (import the CLI, load
-a site config of N SDM120 meters with sync configured, build the agent and its sources). Each
+first import, then does what the running agent does before its loop starts (import the CLI, build
+the config of a site of N SDM120 meters with sync configured from the checked config the checking
+process hands over, build the agent and its sources; with ``--in-process``, load and validate the
+config with the pydantic models in the same process instead, as ``KBE_HANDOVER=0`` runs). Each
 module gets its *own* cost (its import minus its children's), summed per top-level package. The
 baseline in the same run is a bare interpreter (the first row). RSS includes shared libraries
 mapped by an extension module (libcrypto, libssl, libsqlite3), as the kernel counts them.
@@ -49,9 +51,18 @@ def hook(name, globals=None, locals=None, fromlist=(), level=0):
 builtins.__import__ = hook
 sys.path.insert(0, sys.argv[2])
 import agent.cli  # noqa: what `edge-agent run --config` imports (click only for other commands)
-from agent.config import load_config
 from agent.app import Agent
-cfg = load_config(sys.argv[1])
+if sys.argv[3] == "-":  # the agent in the checking process (KBE_HANDOVER=0, or a site without runtime types)
+    from agent.config import load_config
+    cfg = load_config(sys.argv[1])
+else:  # the running agent after the hand-over: what agent.runtime.run_handed_over builds
+    from agent import runconfig
+    with open(sys.argv[3]) as f:
+        doc = json.load(f)
+    cfg = runconfig.site_config(doc["config"])
+    if doc["profiles"]:
+        from drivers.modbus.kind import remember_profiles
+        remember_profiles({p: runconfig.profile(d) for p, d in doc["profiles"].items()})
 agent = Agent(cfg)
 sources = agent.build_sources()
 if cfg.sync is not None:
@@ -60,7 +71,7 @@ builtins.__import__ = real
 import gc; gc.collect()
 print(json.dumps({"base": base, "end": rss(), "own_rss": own_rss, "own_t": own_t,
                   "numpy": "numpy" in sys.modules, "cv2": "cv2" in sys.modules,
-                  "modules": len(sys.modules)}))
+                  "pydantic": "pydantic" in sys.modules, "modules": len(sys.modules)}))
 """
 
 
@@ -99,17 +110,31 @@ def site_yaml(work: Path, n: int) -> Path:
     return path
 
 
+def handover_file(cfg: Path) -> Path:
+    """The hand-over document of ``cfg``, as ``edge-agent run`` writes it before the exec, in a file beside it."""
+    from agent.config import load_config
+    from agent.handover import document
+
+    doc = document(load_config(cfg), str(cfg))
+    assert doc is not None, "a Modbus site is handed over"
+    path = cfg.with_suffix(".handover.json")
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--in-process", action="store_true", help="validate in the agent's process (KBE_HANDOVER=0)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = site_yaml(Path(tmp), args.devices)
+        handed = "-" if args.in_process else str(handover_file(cfg))
         out = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(cfg), str(ROOT)], capture_output=True, text=True, check=False
+            [sys.executable, "-c", _PROBE, str(cfg), str(ROOT), handed], capture_output=True, text=True, check=False
         )
     if out.returncode:
         sys.exit(out.stderr)
@@ -124,7 +149,8 @@ def main() -> None:
     mb = 2**20
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {args.devices} devices; "
-          f"{data['modules']} modules; numpy imported: {data['numpy']}; cv2 imported: {data['cv2']}")
+          f"{data['modules']} modules; numpy imported: {data['numpy']}; cv2 imported: {data['cv2']}; "
+          f"pydantic imported: {data['pydantic']}; {'in process' if args.in_process else 'after the hand-over'}")
     if args.markdown:
         print("| package | RSS (MB) | import time (ms) |\n|---|---:|---:|")
         print(f"| bare interpreter (baseline) | {data['base'] / mb:.1f} | |")

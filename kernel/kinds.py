@@ -7,7 +7,8 @@ A kind is declared in its distribution's ``pyproject.toml`` under the entry-poin
     pms = "drivers.pms.driver"
 
 The entry point names a module (or an object that satisfies :class:`Kind`). A module is a kind when
-it defines ``Config`` (a pydantic model whose ``driver`` field is a ``Literal`` naming the kind) and
+it defines ``Config`` (a pydantic model whose ``driver`` field is a ``Literal`` naming the kind; or
+``CONFIG``, a ``"module:attr"`` reference to it, so the running agent need not import pydantic) and
 ``build_sources(configs, ctx) -> list[Source]``; it may also define ``COMMAND_KINDS`` (the command
 kinds its control loop takes from the centre) and ``RIG`` (a :class:`RigSupport`: its emulator and
 its points' ranges, for HIL rigs and the firmware suite).
@@ -28,11 +29,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel
-
 from kernel.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from kernel.source import RunContext, Source
 
 GROUP = "kinhbac_edge.kinds"
@@ -117,8 +118,10 @@ class ModuleKind:
 
     @property
     def config(self) -> type[BaseModel]:
-        """The module's ``Config``."""
-        model: type[BaseModel] = self.module.Config
+        """The module's ``Config``, or the model its ``CONFIG`` names (``"module:attr"``, imported now:
+        a kind whose module leaves pydantic out names its model that way)."""
+        ref = getattr(self.module, "CONFIG", None)
+        model: type[BaseModel] = load_ref(ref) if isinstance(ref, str) else self.module.Config
         return model
 
     @property
@@ -223,7 +226,8 @@ class KindRegistry:
         kind: Any
         if isinstance(obj, ModuleType):
             kind = ModuleKind(name, obj)
-            valid = hasattr(obj, "Config") and callable(getattr(obj, "build_sources", None))
+            has_config = isinstance(getattr(obj, "CONFIG", None), str) or hasattr(obj, "Config")
+            valid = has_config and callable(getattr(obj, "build_sources", None))
         else:
             kind, valid = obj, isinstance(obj, Kind)
         if not valid:

@@ -20,17 +20,20 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kernel.clock import Clock
 from kernel.readings import Priority
 from sync import rowcodec
-from sync.config import SyncConfig
 from sync.rowcodec import Chunk
 from sync.signing import Signer
 from sync.store import Store
 from sync.wire_base import compress, content_hash, unpack_frame
 from sync.wire_batch import batch_json_chunks
 from sync.wire_msgs import BufferStats, build
+
+if TYPE_CHECKING:
+    from sync.config import SyncConfig
 
 Encoded = tuple[bytes, str, list[int], str]
 """A batch as sent: frame, batch id, seqs and the SHA-256 of its payload."""

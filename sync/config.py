@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from kernel.config_base import RelPath, StrictModel, check_secret_file
 from kernel.i18n import tr
+from sync.config_methods import TlsMethods
 from sync.pki import (
     cert_matches_key,
     check_cert_file,
@@ -16,9 +17,10 @@ from sync.pki import (
     check_signing_key_file,
     check_tls_key_file,
 )
+from sync.store_file import SQLITE_MAGIC, foreign_store_problem  # noqa: F401 - re-exported
 
 
-class TlsConfig(StrictModel):
+class TlsConfig(TlsMethods, StrictModel):
     """TLS towards the broker; with ``cert_file`` and ``key_file`` it is mutual TLS.
 
     ``cert_file`` may be missing while the site is not enrolled yet (``sync.enrol``): the agent gets
@@ -63,9 +65,6 @@ class TlsConfig(StrictModel):
             )
         return self
 
-    def enrolled(self) -> bool:
-        """Whether the client certificate is there (mutual TLS possible)."""
-        return self.cert_file is not None and self.cert_file.is_file()
 
 
 class EnrolConfig(StrictModel):
@@ -224,31 +223,6 @@ class SyncConfig(StrictModel):
         if problems:
             raise ValueError("\n".join(problems))
         return self
-
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def foreign_store_problem(path: Path) -> str | None:
-    """None when ``path`` is absent, empty, an SQLite file or a store this agent made; else why it is refused.
-
-    A file that is not SQLite and has no ``<path>.seq`` beside it is someone else's file: the agent
-    must refuse it, never move it aside as a "corrupt store".
-    """
-    try:
-        if path.is_dir():
-            return f"{str(path)!r} is a directory, not a store file"
-        if not path.exists():
-            return None
-        if not path.is_file():
-            return f"{str(path)!r} is not a regular file"
-        with path.open("rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        return f"{str(path)!r} cannot be read: {exc.strerror or exc}"
-    if not head or head == SQLITE_MAGIC or path.with_name(path.name + ".seq").exists():
-        return None
-    return f"{str(path)!r} exists and is not an agent store (not SQLite); refusing to use or move it"
 
 
 class StoreConfig(StrictModel):

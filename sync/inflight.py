@@ -19,17 +19,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kernel.errors import SignatureError
 from kernel.metrics import Metrics
 from kernel.ratelog import RateLimitedLog
-from sync.config import SyncConfig
 from sync.ed25519 import AnyPublicKey
 from sync.mqtt import MqttLink
 from sync.signing import open_down
 from sync.store import Store
 from sync.wire_base import Topics, WireError, unpack_frame
 from sync.wire_msgs import Rejection
+
+if TYPE_CHECKING:
+    from sync.config import SyncConfig
 
 log = logging.getLogger("kbe.sync")
 

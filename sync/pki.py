@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kernel.config_base import check_secret_file
+from kernel.config_files import check_secret_file
 from kernel.i18n import N_, tr
 from sync import ed25519
 

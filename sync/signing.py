@@ -54,7 +54,7 @@ class CommandRefused(SyncError):
 
 def load_private_key(path: Path) -> AnyPrivateKey:
     """Read an Ed25519 private key; the file must be mode 0600 or stricter."""
-    from kernel.config_base import check_secret_file, read_limited
+    from kernel.config_files import check_secret_file, read_limited
 
     try:
         check_secret_file(path)
@@ -83,7 +83,7 @@ def load_private_key(path: Path) -> AnyPrivateKey:
 
 def load_public_key(path: Path) -> AnyPublicKey:
     """Read an Ed25519 public key (PEM)."""
-    from kernel.config_base import read_limited
+    from kernel.config_files import read_limited
 
     try:
         data = read_limited(path, KEY_FILE_LIMIT)

@@ -11,19 +11,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel.clock import Clock
 from kernel.metrics import Metrics
 from kernel.version import agent_version
 from sync.batches import BatchComposer
-from sync.config import SyncConfig
 from sync.inflight import InFlightWindow
 from sync.mqtt import MqttLink
 from sync.signing import Signer, sign_status
 from sync.store import Store
 from sync.wire_base import Topics
 from sync.wire_msgs import BufferStats, Status, build
+
+if TYPE_CHECKING:
+    from sync.config import SyncConfig
 
 log = logging.getLogger("kbe.sync")
 

@@ -25,8 +25,8 @@ from kernel.errors import StoreCorrupt, StoreError
 from kernel.metrics import Metrics
 from kernel.readings import Priority, Reading
 from sync import rowcodec
-from sync.config import foreign_store_problem
 from sync.rowcodec import Chunk, NewRow
+from sync.store_file import foreign_store_problem
 from sync.store_schema import MIGRATIONS, POLL_COLUMNS, SCHEMA_VERSION
 from sync.wire_batch import StoredRow
 

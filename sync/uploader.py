@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel.clock import Clock
 from kernel.errors import SyncError
@@ -26,7 +26,6 @@ from kernel.metrics import Metrics
 from kernel.version import agent_version
 from sync.batches import BatchComposer
 from sync.commands_in import CommandHandler, CommandIntake
-from sync.config import SyncConfig
 from sync.ed25519 import AnyPublicKey as Ed25519PublicKey  # no cryptography in the agent process
 from sync.inflight import InFlight, InFlightWindow
 from sync.mqtt import LinkOptions, MqttLink
@@ -35,6 +34,9 @@ from sync.status import StatusReporter
 from sync.store import Store
 from sync.wire_base import Topics
 from sync.wire_msgs import CommandReply
+
+if TYPE_CHECKING:
+    from sync.config import SyncConfig
 
 __all__ = ["CommandHandler", "InFlight", "Uploader", "agent_version"]
 

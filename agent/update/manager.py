@@ -13,20 +13,17 @@ import logging
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import ValidationError
-
-from agent.config import SiteConfig, UpdateConfig, load_config, parse_config
-from agent.update.body import UpdateBody
 from agent.update.gate import GatePolicy, GateView, Verdict, watch
 from agent.update.journal import Journal, Outcome, Pending, load_journal, save_journal
-from agent.update.stage import candidate_document, stage_model, validate_document
 from agent.update.versions import Versions
 from kernel.commands import CommandOutcome, IncomingCommand
-from kernel.config_base import validation_problems
 from kernel.errors import ConfigError, UpdateError
 from kernel.kinds import KindRegistry
+
+if TYPE_CHECKING:
+    from agent.config import SiteConfig, UpdateConfig
 
 log = logging.getLogger("kbe.update")
 
@@ -81,14 +78,32 @@ class UpdateManager:
 
         ``kinds`` is the registry of device kinds every version is read with (default: discovered).
         """
+        from agent.config import load_config
+
         kinds = kinds if kinds is not None else KindRegistry()
         base = load_config(bootstrap, kinds)
         if base.update is None:
             return base, None
+        mgr = cls._open(base.update, bootstrap, kinds)
+        mgr.recover()
+        mgr.running = mgr._load_current(base)
+        return mgr.running, mgr
+
+    @classmethod
+    def attach(cls, running: SiteConfig, bootstrap: Path, kinds: KindRegistry | None = None) -> UpdateManager:
+        """The manager of a config :meth:`resolve` already chose (and whose journal it already recovered):
+        the running agent's, after the hand-over from the process that checked the config."""
+        assert running.update is not None
+        mgr = cls._open(running.update, bootstrap, kinds)
+        mgr.running = running
+        return mgr
+
+    @classmethod
+    def _open(cls, ucfg: UpdateConfig, bootstrap: Path, kinds: KindRegistry | None) -> UpdateManager:
         try:
-            versions = Versions(base.update.dir, bootstrap)
+            versions = Versions(ucfg.dir, bootstrap)
         except OSError as exc:
-            raise ConfigError(str(bootstrap), [f"update.dir: cannot use {str(base.update.dir)!r}: {exc.strerror or exc}"]) from exc
+            raise ConfigError(str(bootstrap), [f"update.dir: cannot use {str(ucfg.dir)!r}: {exc.strerror or exc}"]) from exc
         try:
             journal = load_journal(versions.journal_path)
         except UpdateError as exc:
@@ -96,10 +111,7 @@ class UpdateManager:
             held = [int(p.name) for d in (versions.dir, versions.failed_dir) for p in d.iterdir() if p.name.isdigit()]
             journal = Journal(highest=max([versions.current(), *held]))
             log.error("%s; starting a fresh journal (highest version %d)", exc, journal.highest)
-        mgr = cls(base.update, bootstrap, versions, journal, kinds)
-        mgr.recover()
-        mgr.running = mgr._load_current(base)
-        return mgr.running, mgr
+        return cls(ucfg, bootstrap, versions, journal, kinds)
 
     @property
     def current(self) -> int:
@@ -132,6 +144,8 @@ class UpdateManager:
         self._save()
 
     def _load_current(self, base: SiteConfig) -> SiteConfig:
+        from agent.config import parse_config
+
         cur = self.current
         if cur == 0:
             return base
@@ -179,6 +193,13 @@ class UpdateManager:
             return CommandOutcome.refused(str(exc))
 
     def _handle(self, cmd: IncomingCommand) -> CommandOutcome:
+        # An update is rare: its checks (pydantic models, as `config check`) are imported when one comes.
+        from pydantic import ValidationError
+
+        from agent.update.body import UpdateBody
+        from agent.update.stage import candidate_document, stage_model, validate_document
+        from kernel.config_base import validation_problems
+
         j, cur = self.journal, self.current
         if j.state != "idle" and j.pending is not None:
             raise UpdateError(f"version {j.pending.version} is still being watched; try again after it")

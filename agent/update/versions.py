@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.update.journal import fsync_dir, write_atomic
-from kernel.config_base import load_yaml
+from kernel.config_files import load_yaml
 from kernel.errors import UpdateError
 
 CONFIG_NAME = "site.json"

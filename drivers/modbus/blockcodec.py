@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from drivers.modbus.codec import Decoder, make_decoder, struct_code
 from drivers.modbus.plan import Block
-from drivers.modbus.profile import BIT_TABLES, Point, Profile
+from drivers.modbus.points import BIT_TABLES
+
+if TYPE_CHECKING:
+    from drivers.modbus.profile import Point, Profile
 
 
 class BlockDecoder:

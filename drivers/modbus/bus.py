@@ -16,13 +16,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from drivers.modbus.client import Framing
 from drivers.modbus.device import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.pipeline import MbapPipeline
 from drivers.modbus.plan import Block
-from drivers.modbus.profile import Point
 from drivers.transports.base import Transport, with_timeout
 from kernel.clock import Clock
 from kernel.errors import DeviceError, DeviceRefused, DeviceTimeout, FrameError, TransportError
@@ -30,6 +30,9 @@ from kernel.metrics import Metrics
 from kernel.pace import Pace
 from kernel.readings import Reading, availability_event
 from kernel.source import RunContext
+
+if TYPE_CHECKING:
+    from drivers.modbus.profile import Point
 
 MAX_PENDING_WRITES = 32
 METRIC_HELP = {

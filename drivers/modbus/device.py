@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from drivers.modbus.blockcodec import BlockDecoder
 from drivers.modbus.codec import INTEGER_TYPES, Decoder, encode_raw, make_decoder, unscale
 from drivers.modbus.plan import Block, Planner
-from drivers.modbus.profile import BIT_TABLES, Point, Profile
+from drivers.modbus.points import BIT_TABLES
 from kernel.errors import WriteRefused
 from kernel.readings import ClockQuality, Quality, Reading, telemetry_readings
+
+if TYPE_CHECKING:
+    from drivers.modbus.profile import Point, Profile
 
 
 @dataclass
@@ -223,5 +228,12 @@ def apply_overrides(profile: Profile, overrides: dict[str, dict[str, object]]) -
         ov = dict(overrides.get(p.name, {}))
         if ov.pop("enabled", True) is False:
             continue
-        out.append(Point.model_validate({**p.model_dump(exclude_none=True), **ov}) if ov else p)
+        out.append(_overridden(p, ov) if ov else p)
     return out
+
+
+def _overridden(p: Point, changes: dict[str, object]) -> Point:
+    """The point with a site's changes; a runtime point was checked with them before the agent started."""
+    if dataclasses.is_dataclass(p):
+        return cast(Any, dataclasses.replace)(p, **changes)
+    return type(p).model_validate({**p.model_dump(exclude_none=True), **changes})

@@ -15,31 +15,44 @@ Devices whose ``line`` names the same port (or host:port) share one bus and one 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from typing import TYPE_CHECKING, Any
 
 from drivers.modbus.bus import ModbusBus
-from drivers.modbus.device import DeviceSettings, ModbusDevice
-from drivers.modbus.profile import Profile, load_profile, profile_is_path, profile_path
-from drivers.transports.config import LineConfig, TcpLine, framing_of
-from kernel.config_base import StrictModel
+from drivers.modbus.device import ModbusDevice
+from drivers.modbus.points import profile_path
+from drivers.transports.lines import framing_of
 from kernel.errors import ConfigError
 from kernel.kinds import RigSupport
 from kernel.source import RunContext, Source
 
+if TYPE_CHECKING:
+    from drivers.modbus.config import Config
+    from drivers.modbus.profile import Profile
 
-@functools.lru_cache(maxsize=64)
-def _cached_profile(path: str) -> Profile:
-    return load_profile(path)
+CONFIG = "drivers.modbus.config:Config"
+"""The pydantic model of a device entry (:mod:`drivers.modbus.config`), imported only to check a config."""
+
+
+_PROFILES: dict[str, Profile] = {}
+"""Checked profiles by file path, loaded once per process (profiles are read-only files of the release)."""
 
 
 def cached_profile(ref: str) -> Profile:
-    """Load a profile once per process."""
-    return _cached_profile(str(profile_path(ref)))
+    """The profile ``ref`` names, loaded and checked once per process (pydantic is imported only to
+    load one that the running agent was not handed with its config: :func:`remember_profiles`)."""
+    path = str(profile_path(ref))
+    profile = _PROFILES.get(path)
+    if profile is None:
+        from drivers.modbus.profile import load_profile
+
+        profile = _PROFILES.setdefault(path, load_profile(path))
+    return profile
+
+
+def remember_profiles(profiles: Mapping[str, Profile]) -> None:
+    """Profiles already checked, by file path (the running agent's, handed over with its config)."""
+    _PROFILES.update(profiles)
 
 
 def profile_ranges(options: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
@@ -57,89 +70,6 @@ RIG = RigSupport(
     transport="modbus",
     ranges_for="drivers.modbus.kind:profile_ranges",
 )
-
-
-class PollConfig(StrictModel):
-    """Poll periods of the two point classes."""
-
-    fast_s: float = Field(default=1.0, gt=0, le=86400)
-    slow_s: float = Field(default=60.0, gt=0, le=86400)
-
-
-class PointOverride(StrictModel):
-    """Site changes to one profile point."""
-
-    enabled: bool = True
-    min: float | None = None
-    max: float | None = None
-    scale: float | None = None
-    offset: float | None = None
-    unit: str | None = None
-    poll: Literal["fast", "slow"] | None = None
-
-    def as_update(self) -> dict[str, object]:
-        """Only the fields the site set."""
-        return dict(self.model_dump(exclude_unset=True).items())
-
-
-class Config(StrictModel):
-    """One Modbus device at a site."""
-
-    driver: Literal["modbus"]
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-    enabled: bool = True
-    profile: str = Field(min_length=1, description="Shipped profile name or path to a profile YAML.")
-    unit: int = Field(ge=1, le=247, description="Modbus unit (slave) id.")
-    line: LineConfig
-    poll: PollConfig = PollConfig()
-    timeout_s: float = Field(default=0.5, gt=0, le=30, description="Device turnaround allowed per request.")
-    retries: int = Field(default=1, ge=0, le=5)
-    breaker_after: int = Field(
-        default=3, ge=1, le=100, description="Failed polls before the device is set aside."
-    )
-    backoff_min_s: float = Field(default=1.0, gt=0, le=3600)
-    backoff_max_s: float = Field(default=60.0, gt=0, le=86_400)
-    extra_silence_ms: float = Field(default=0.0, ge=0, le=1000, description="Added to the 3.5-character gap.")
-    max_gap: int | None = Field(default=None, ge=0, le=124, description="Overrides the profile's max_gap.")
-    overrides: dict[str, PointOverride] = Field(default_factory=dict)
-
-    @field_validator("profile")
-    @classmethod
-    def _loads(cls, value: str, info: ValidationInfo) -> str:
-        base = (info.context or {}).get("base_dir")
-        if base is not None and profile_is_path(value) and not Path(value).is_absolute():
-            value = str(Path(base) / value)  # a relative profile path is relative to the site config
-        try:
-            cached_profile(value)
-        except ConfigError as exc:
-            raise ValueError(f"profile {value!r}: {'; '.join(exc.problems[:3])}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _known_points(self) -> Config:
-        names = {p.name for p in cached_profile(self.profile).points}
-        unknown = sorted(set(self.overrides) - names)
-        if unknown:
-            raise ValueError(f"overrides name points the profile lacks: {', '.join(unknown)}")
-        if self.backoff_max_s < self.backoff_min_s:
-            raise ValueError("backoff_max_s must be at least backoff_min_s")
-        return self
-
-    def settings(self) -> DeviceSettings:
-        """Acquisition settings for :class:`ModbusDevice`."""
-        return DeviceSettings(
-            name=self.name,
-            unit=self.unit,
-            timeout_s=self.timeout_s,
-            retries=self.retries,
-            fast_s=self.poll.fast_s,
-            slow_s=self.poll.slow_s,
-            breaker_after=self.breaker_after,
-            backoff_min_s=self.backoff_min_s,
-            backoff_max_s=self.backoff_max_s,
-            max_gap=self.max_gap,
-            overrides={k: v.as_update() for k, v in self.overrides.items()},
-        )
 
 
 def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
@@ -162,8 +92,16 @@ def build_sources(configs: Sequence[Config], ctx: RunContext) -> list[Source]:
             units[c.unit] = c.name
         devices = [ModbusDevice(cached_profile(c.profile), c.settings()) for c in group]
         extra = max(c.extra_silence_ms for c in group) / 1000.0
-        outstanding = first.line.max_outstanding if isinstance(first.line, TcpLine) else 1
+        outstanding = first.line.max_outstanding if first.line.type == "tcp" else 1
         sources.append(
             ModbusBus(key, first.line.build(), devices, framing_of(first.line), extra, max_outstanding=outstanding)
         )
     return sources
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Config":  # the pydantic model, for the config check and older imports
+        from drivers.modbus.config import Config
+
+        return Config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

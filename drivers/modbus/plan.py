@@ -12,8 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from drivers.modbus.profile import BIT_TABLES, READ_FC, Point
+from drivers.modbus.points import BIT_TABLES, READ_FC
+
+if TYPE_CHECKING:
+    from drivers.modbus.profile import Point
 
 REFUSED_RETRY_S = 3600.0
 

@@ -1,5 +1,8 @@
 """Device profiles: one YAML file per device model, validated like the site config.
 
+The models are pydantic; what the running agent calls on a point or a profile is in
+:mod:`drivers.modbus.points` (shared with the plain runtime types of :mod:`agent.runconfig`).
+
 A profile lists a model's points (table, address, type, order, scale, unit, plausible range, poll
 class). Site configs reference a profile by name (a file in ``drivers/modbus/profiles/``) or by
 path, and may override a point's range, scale, unit or poll class. The format is documented in
@@ -13,15 +16,20 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from drivers.modbus.codec import DataType, Order, register_count
+from drivers.modbus.codec import DataType, Order
+from drivers.modbus.points import (  # noqa: F401 - re-exported
+    BIT_TABLES,
+    POINT_NAME,
+    PROFILE_DIR,
+    READ_FC,
+    PointMethods,
+    ProfileMethods,
+    Table,
+    profile_is_path,
+    profile_path,
+)
 from kernel.config_base import StrictModel, load_yaml, validation_problems
 from kernel.errors import ConfigError
-
-PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-POINT_NAME = r"^[a-z][a-z0-9_]{0,62}$"
-Table = Literal["coil", "discrete_input", "input_register", "holding_register"]
-BIT_TABLES = ("coil", "discrete_input")
-READ_FC: dict[str, int] = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
 
 
 class Emulate(StrictModel):
@@ -33,7 +41,7 @@ class Emulate(StrictModel):
     rate_per_h: float | None = Field(default=None, ge=0, description="Counter increase per hour.")
 
 
-class Point(StrictModel):
+class Point(PointMethods, StrictModel):
     """One value of a device."""
 
     name: str = Field(pattern=POINT_NAME)
@@ -85,17 +93,9 @@ class Point(StrictModel):
             raise ValueError("bit fields share a register and cannot be written on their own")
         return self
 
-    def registers(self) -> int:
-        """Registers (or bits, for coils and discrete inputs) this point occupies."""
-        return 1 if self.table in BIT_TABLES else register_count(self.type, self.count)
-
-    @property
-    def end(self) -> int:
-        """One past the last address."""
-        return self.address + self.registers()
 
 
-class Profile(StrictModel):
+class Profile(ProfileMethods, StrictModel):
     """A device model's register map."""
 
     model: str = Field(min_length=1)
@@ -127,31 +127,6 @@ class Profile(StrictModel):
                 )
         return self
 
-    def point(self, name: str) -> Point:
-        """The point called ``name`` (KeyError if none)."""
-        for p in self.points:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
-    def byte_order_of(self, p: Point) -> Order:
-        """The point's byte order, or the profile's."""
-        return p.byte_order or self.byte_order
-
-    def word_order_of(self, p: Point) -> Order:
-        """The point's word order, or the profile's."""
-        return p.word_order or self.word_order
-
-
-def profile_is_path(ref: str | Path) -> bool:
-    """Whether a profile reference is a file path (has a slash or a YAML suffix) rather than a shipped name."""
-    text = str(ref)
-    return "/" in text or text.endswith((".yaml", ".yml"))
-
-
-def profile_path(ref: str | Path) -> Path:
-    """A profile name (``eastron-sdm120``) or a path to a YAML file."""
-    return Path(str(ref)) if profile_is_path(ref) else PROFILE_DIR / f"{ref}.yaml"
 
 
 def load_profile(ref: str | Path) -> Profile:

@@ -2,6 +2,7 @@
 
 ``serial`` is an RS-485 adapter, ``pty`` a pseudo-terminal standing in for one (emulators, HIL),
 ``tcp`` a Modbus TCP device or gateway, ``rtu-over-tcp`` raw RTU frames through a serial gateway.
+What the running agent calls on a line (``key()``, ``build()``) is in :mod:`drivers.transports.lines`.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from drivers.transports.base import Transport
-from drivers.transports.fd import PtyTransport
-from drivers.transports.serial import SerialTransport
-from drivers.transports.tcp import TcpTransport
+from drivers.transports.lines import (  # noqa: F401 - framing_of re-exported
+    PtyLineMethods,
+    RtuOverTcpLineMethods,
+    SerialLineMethods,
+    TcpLineMethods,
+    framing_of,
+)
 from kernel.config_base import StrictModel
 
 BAUD_RATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200)
 
 
-class SerialLine(StrictModel):
+class SerialLine(SerialLineMethods, StrictModel):
     """An RS-485 adapter."""
 
     type: Literal["serial"]
@@ -30,16 +34,9 @@ class SerialLine(StrictModel):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
 
-    def key(self) -> str:
-        """What identifies the physical bus."""
-        return f"serial:{self.port}"
-
-    def build(self) -> Transport:
-        """The transport for this line."""
-        return SerialTransport(self.port, self.baudrate, self.parity, self.stopbits)
 
 
-class PtyLine(StrictModel):
+class PtyLine(PtyLineMethods, StrictModel):
     """A pseudo-terminal standing in for an RS-485 line (emulators, HIL rigs)."""
 
     type: Literal["pty"]
@@ -48,16 +45,9 @@ class PtyLine(StrictModel):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
 
-    def key(self) -> str:
-        """What identifies the physical bus."""
-        return f"pty:{self.path}"
-
-    def build(self) -> Transport:
-        """The transport for this line."""
-        return PtyTransport(self.path, self.baudrate, 1 + 8 + (self.parity != "N") + self.stopbits)
 
 
-class TcpLine(StrictModel):
+class TcpLine(TcpLineMethods, StrictModel):
     """A Modbus TCP device or TCP gateway (MBAP framing)."""
 
     type: Literal["tcp"]
@@ -72,16 +62,9 @@ class TcpLine(StrictModel):
         "Raise it only to what the gateway accepts (see its manual); 1 waits for each answer.",
     )
 
-    def key(self) -> str:
-        """What identifies the physical bus."""
-        return f"tcp:{self.host}:{self.port}"
-
-    def build(self) -> Transport:
-        """The transport for this line."""
-        return TcpTransport(self.host, self.port, self.connect_timeout_s)
 
 
-class RtuOverTcpLine(StrictModel):
+class RtuOverTcpLine(RtuOverTcpLineMethods, StrictModel):
     """An RS-485 line behind a transparent serial-to-TCP gateway (RTU frames inside TCP)."""
 
     type: Literal["rtu-over-tcp"]
@@ -90,21 +73,9 @@ class RtuOverTcpLine(StrictModel):
     baudrate: int = Field(default=9600, description="Baud rate of the serial line behind the gateway.")
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
 
-    def key(self) -> str:
-        """What identifies the physical bus."""
-        return f"rtu-over-tcp:{self.host}:{self.port}"
-
-    def build(self) -> Transport:
-        """The transport for this line."""
-        return TcpTransport(self.host, self.port, self.connect_timeout_s, baudrate=self.baudrate)
 
 
 LineConfig = Annotated[Union[SerialLine, PtyLine, TcpLine, RtuOverTcpLine], Field(discriminator="type")]
-
-
-def framing_of(line: SerialLine | PtyLine | TcpLine | RtuOverTcpLine) -> Literal["rtu", "tcp"]:
-    """``tcp`` (MBAP) for Modbus TCP, ``rtu`` (CRC frames) for everything else."""
-    return "tcp" if isinstance(line, TcpLine) else "rtu"
 
 
 AnyLine = Union[SerialLine, PtyLine, TcpLine, RtuOverTcpLine]

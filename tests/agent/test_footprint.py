@@ -1,13 +1,16 @@
 """The agent's footprint: a plain Modbus site never imports what it does not use.
 
-``edge-agent run`` runs as on site (``python -X importtime -m agent run``: the interpreter itself
-lists every import the process makes, at start-up and later) against an emulated meter, a private
-Mosquitto and the reference receiver; once the receiver holds the meter's signed readings, the
-agent is stopped and its import list checked. Nothing in the agent is changed for the test.
+``edge-agent run`` runs as on site (``python -v -m agent run``: the interpreter itself lists every
+module the process loads, at start-up and later) against an emulated meter, a private Mosquitto and
+the reference receiver; once the receiver holds the meter's signed readings, the agent is stopped and
+its import list checked. Nothing in the agent is changed for the test. The process checks the config
+with the pydantic models, then execs the running agent in the same PID (``agent/handover.py``): the
+log holds both interpreters' lists, and the running agent's must hold no config model.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import re
 import signal
@@ -15,6 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -47,10 +51,45 @@ ABSENT_SECTIONS = (
 # http.server), click (``run --config`` starts without it), ctypes.util (find_library runs ldconfig
 # in a subprocess).
 UNUSED = ("serial", "prometheus_client", "kernel.metrics_export", "http.server", "click", "ctypes.util")
+# ``python -v`` names every module a process loads, ``importlib.import_module`` included (the kinds).
+_IMPORT_LINE = re.compile(r"^import '([\w.]+)' # ", re.M)
+_INTERPRETER_START = "# installing zipimport hook"
 # The centre's side of the wire: the pydantic wire models (the agent decodes and encodes with
 # msgspec, sync/wire_msgs.py), the site registry's models and the receiver.
 CENTRE_ONLY = ("sync.wire", "sync.registry_file", "sync.receiver", "sync.receiver_decode")
-_IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.M)
+_ROOT = Path(__file__).resolve().parents[2]
+_OURS = ("kernel", "drivers", "sync", "models", "control", "agent")
+
+
+def _module_imports_pydantic(module: str) -> bool:
+    """Whether ``module``'s source imports pydantic when it is imported (``TYPE_CHECKING`` blocks and
+    imports inside functions do not count)."""
+    path = _ROOT.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    body = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    while body:
+        node = body.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            body.extend(node.orelse)
+        elif isinstance(node, ast.If | ast.Try):
+            body.extend([*node.body, *node.orelse, *getattr(node, "finalbody", [])])
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").split(".")[0] in ("pydantic", "pydantic_core")
+        ) or (
+            isinstance(node, ast.Import)
+            and any(a.name.split(".")[0] in ("pydantic", "pydantic_core") for a in node.names)
+        ):
+            return True
+    return False
+
+
+def _processes(log: str) -> tuple[set[str], set[str]]:
+    """Modules imported by the checking process and by the running agent it execs (``-v`` logs each
+    interpreter's start)."""
+    parts = [set(_IMPORT_LINE.findall(part)) for part in log.split(_INTERPRETER_START)[1:]]
+    assert len(parts) in (1, 2), f"{len(parts)} interpreters in one agent's import log"
+    return parts[0], (parts[1] if len(parts) == 2 else set())
 
 
 @pytest.fixture
@@ -66,9 +105,8 @@ def meter_port() -> Iterator[int]:
     thread.join(5)
 
 
-def test_a_modbus_site_process_imports_nothing_heavy(
-    mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter_port  # noqa: F811
-) -> None:
+def _run_meter_site(mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter_port) -> str:  # noqa: F811
+    """``edge-agent run`` of a Modbus site until the receiver holds its readings: its ``python -v`` log."""
     receivers(mosquitto, sqlite_url, site_keys.registry).wait_subscribed()
     cfg = {
         "site": {"id": SITE, "name": "Meters", "location": {"lat": 21.18, "lon": 106.07}},
@@ -98,7 +136,7 @@ def test_a_modbus_site_process_imports_nothing_heavy(
     err = tmp_path / "agent.err"
     with open(err, "wb") as out:
         proc = subprocess.Popen(
-            [agent_argv()[0], "-X", "importtime", *agent_argv("run", "--config", str(path))[1:]],
+            [agent_argv()[0], "-v", *agent_argv("run", "--config", str(path))[1:]],
             env=agent_env(),
             stdout=subprocess.DEVNULL,
             stderr=out,
@@ -113,8 +151,34 @@ def test_a_modbus_site_process_imports_nothing_heavy(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    imported = set(_IMPORT_LINE.findall(err.read_text(errors="replace")))
+    return err.read_text(errors="replace")
+
+
+def test_a_modbus_site_process_imports_nothing_heavy(
+    mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter_port  # noqa: F811
+) -> None:
+    log = _run_meter_site(mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter_port)
+    imported = set(_IMPORT_LINE.findall(log))
     assert "drivers.modbus.client" in imported, "the import list was not captured"
+    # The process checks the config, then execs the running agent (same PID): each prints its own list.
+    checking, running = _processes(log)
+    assert {"pydantic", "agent.config", "drivers.modbus.config"} <= checking, "the config was not checked"
+    assert "drivers.modbus.client" in running, "the running agent was not exec'ed after the check"
+    # No module of the running agent imports pydantic.
+    on_pydantic = sorted(m for m in running if m.split(".")[0] in _OURS and _module_imports_pydantic(m))
+    assert on_pydantic == [], f"the running agent imports modules that import pydantic: {on_pydantic}"
+    config_models = sorted(
+        running
+        & {
+            "agent.config",
+            "sync.config",
+            "kernel.site_config",
+            "drivers.modbus.config",
+            "drivers.modbus.profile",
+            "drivers.transports.config",
+        }
+    )
+    assert config_models == [], f"the running agent imported the config models {config_models}"
     assert "sync.ed25519" in imported  # the signatures went through the light signer
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert heavy == [], f"a meter site imported {heavy}"
@@ -122,9 +186,22 @@ def test_a_modbus_site_process_imports_nothing_heavy(
     assert sections == [], f"a site without those sections imported {sections}"
     unused = sorted(m for m in imported if m in UNUSED or m.split(".")[0] in ("serial", "prometheus_client", "click"))
     assert unused == [], f"a TCP meter site imported {unused}"
-    assert "sync.wire_msgs" in imported  # acks, commands, status and replies went through msgspec
-    centre = sorted(imported.intersection(CENTRE_ONLY))
+    assert "sync.wire_msgs" in running  # acks, commands, status and replies went through msgspec
+    centre = sorted(running.intersection(CENTRE_ONLY))
     assert centre == [], f"the agent imported the centre's side of the wire: {centre}"
+
+
+def test_the_running_agent_of_a_modbus_site_never_imports_pydantic(
+    mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter_port  # noqa: F811
+) -> None:
+    """Not pydantic, not pydantic_core, at any time in the running agent (the checking process before
+    the exec validates the config with them)."""
+    _checking, running = _processes(
+        _run_meter_site(mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter_port)
+    )
+    assert "drivers.modbus.client" in running, "the running agent was not exec'ed after the check"
+    on_pydantic = sorted(m for m in running if m.split(".")[0] in ("pydantic", "pydantic_core"))
+    assert on_pydantic == [], f"the running agent imported {on_pydantic[:5]} ({len(on_pydantic)} modules)"
 
 
 def test_libc_is_opened_by_soname_without_searching(monkeypatch) -> None:
