@@ -40,6 +40,7 @@ from bench.paho_pair import timed_publish
 from kernel.metrics import Metrics
 from kernel.readings import Reading
 from sync.receiver_db import _PG_DDL, _PG_READING_TYPES, READING_COLUMNS, _rows
+from sync.receiver_series import SeriesCache
 from sync.signing import Signer, generate_keypair
 from sync.store import Store
 from sync.uploader import Uploader
@@ -120,7 +121,8 @@ def backend_pids() -> list[int]:
 
 def bare_copy(frames: list[tuple[str, bytes]]) -> float:
     """Seconds for one connection to binary-COPY the same rows, one transaction per batch."""
-    batches = [_rows(decode_batch(unpack_frame(f)), "bare", 0.0) for _site, f in frames]
+    series = SeriesCache()
+    batches = [_rows(decode_batch(unpack_frame(f)), "bare", 0.0, series) for _site, f in frames]
     cols = ", ".join(READING_COLUMNS)
     with fresh_schema("kbe_bench_bare") as url, psycopg.connect(url, autocommit=True) as c:
         for ddl in _PG_DDL:
