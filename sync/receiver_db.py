@@ -258,16 +258,16 @@ def join_value(value: float | None, text: str | None, kind: str) -> Any:
 
 def _rows(batch: BatchFields, receiver: str, now: float, series: SeriesCache) -> list[tuple[Any, ...]]:
     site, bid = batch.site_id, batch.batch_id
-    memo, add = series.memo, series.add
+    devices, add = series.site(site), series.add
     out: list[tuple[Any, ...]] = []
     append = out.append
     for r in batch.readings:
         num, text, kind = split_value(r.value)
         meta = json.dumps(r.meta, ensure_ascii=False) if r.meta else None
-        key = (site, r.device, r.point)
-        sid = memo.get(key)
-        if sid is None:
-            sid = add(key)
+        try:
+            sid = devices[r.device][r.point]
+        except KeyError:
+            sid = add(site, r.device, r.point)
         append((
             site, r.seq, r.device, r.point, r.ts, num, text, kind, r.unit,
             int(r.quality), int(r.priority), int(r.clock), meta, bid, now, receiver, sid,

@@ -44,27 +44,33 @@ def register_sqlite(db: sqlite3.Connection) -> None:
 
 
 class SeriesCache:
-    """:func:`series_of` remembered per (site, device, point), at most ``limit`` keys.
+    """:func:`series_of` remembered per site, device and point, at most ``limit`` points.
 
-    A site reports the same points again and again, so nearly every lookup is a dict hit (well under
-    a microsecond); past ``limit`` keys the memo starts again empty.
+    A site reports the same points again and again, so nearly every lookup is two dict hits (about
+    0.1 µs); past ``limit`` points the memo starts again empty.
     """
 
     def __init__(self, limit: int = 131_072) -> None:
         self.limit = limit
-        self.memo: dict[tuple[str, str, str], int] = {}
+        self.size = 0
+        self.memo: dict[str, dict[str, dict[str, int]]] = {}
 
     def __call__(self, site_id: str, device: str, point: str) -> int:
         """The series of a point, from the memo when it is there."""
-        key = (site_id, device, point)
-        found = self.memo.get(key)
-        if found is None:
-            found = self.add(key)
-        return found
+        try:
+            return self.memo[site_id][device][point]
+        except KeyError:
+            return self.add(site_id, device, point)
 
-    def add(self, key: tuple[str, str, str]) -> int:
-        """Compute and remember a key's series (the memo emptied first when it is full)."""
-        if len(self.memo) >= self.limit:
+    def site(self, site_id: str) -> dict[str, dict[str, int]]:
+        """The memo of one site (device -> point -> series), for a caller looking up many of its points."""
+        return self.memo.setdefault(site_id, {})
+
+    def add(self, site_id: str, device: str, point: str) -> int:
+        """Compute and remember a point's series (the memo emptied first when it is full)."""
+        if self.size >= self.limit:
             self.memo.clear()
-        found = self.memo[key] = series_of(*key)
+            self.size = 0
+        found = self.site(site_id).setdefault(device, {})[point] = series_of(site_id, device, point)
+        self.size += 1
         return found

@@ -68,11 +68,12 @@ def test_null_in_gives_null_out(pg_conn, lite: sqlite3.Connection) -> None:
 def test_the_cache_answers_from_its_memo_and_stays_bounded() -> None:
     cache = SeriesCache(limit=3)
     assert cache("s", "d", "p") == series_of("s", "d", "p")
-    cache.memo["s", "d", "p"] = 42  # a hit never recomputes
+    cache.memo["s"]["d"]["p"] = 42  # a hit never recomputes
     assert cache("s", "d", "p") == 42
     for k in range(10):
-        assert cache("s", "d", f"p{k}") == series_of("s", "d", f"p{k}")
-        assert len(cache.memo) <= 3
+        assert cache(f"s{k % 2}", f"d{k % 3}", f"p{k}") == series_of(f"s{k % 2}", f"d{k % 3}", f"p{k}")
+        held = sum(len(points) for devices in cache.memo.values() for points in devices.values())
+        assert held == cache.size <= 3
 
 
 def _batch(bid: str, readings: list[WireReading], site: str = SITE) -> Batch:
