@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from kernel.errors import ConfigError, SyncError
 from kernel.readings import AVAILABILITY_POINT, Priority
-from sync.receiver_series import PG_FUNCTION, SeriesCache, register_sqlite
+from sync.receiver_series import PG_FUNCTION, SeriesCache, pg_series_sql, register_sqlite
 from sync.wire import CommandReply, Status
 
 if TYPE_CHECKING:  # msgspec is the receiver's extra; the operator's tools read this module too
@@ -437,8 +437,8 @@ def _pg_add_series(conn: Any) -> None:
     """A ``readings`` table made before the series key gets it, in the caller's transaction.
 
     ``readings_by_point`` is dropped first (not rebuilt for nothing), then the table is rewritten
-    once with every row's series (``ALTER COLUMN ... TYPE ... USING`` rewrites it in place, leaving no
-    dead rows behind as an ``UPDATE`` would); the caller then creates ``readings_by_series``.
+    once with every row's series (``ALTER COLUMN ... TYPE ... USING`` writes a new copy of the table,
+    leaving no dead rows behind as an ``UPDATE`` would); the caller then creates ``readings_by_series``.
     """
     table = conn.execute("SELECT to_regclass('readings')").fetchone()[0]
     if table is None:
@@ -455,8 +455,9 @@ def _pg_add_series(conn: Any) -> None:
     if old:
         conn.execute(f"DROP INDEX {old[0]}")  # a regclass's text: quoted and qualified by PostgreSQL
     conn.execute("ALTER TABLE readings ADD COLUMN series BIGINT")
+    # kbe_series' body written out: a call per row of a SQL function it cannot inline costs twice as much
     conn.execute(
-        "ALTER TABLE readings ALTER COLUMN series TYPE BIGINT USING kbe_series(site_id, device, point), "
+        f"ALTER TABLE readings ALTER COLUMN series TYPE BIGINT USING {pg_series_sql('site_id', 'device', 'point')}, "
         "ALTER COLUMN series SET NOT NULL"
     )
 

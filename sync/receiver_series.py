@@ -17,13 +17,22 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
+
+def pg_series_sql(site_id: str, device: str, point: str) -> str:
+    """The key as a PostgreSQL expression over three text expressions (the body of ``kbe_series``)."""
+    return (
+        rf"('x' || encode(substr(sha256(convert_to({site_id}, 'UTF8') || E'\\x00'::bytea"
+        rf" || convert_to({device}, 'UTF8') || E'\\x00'::bytea || convert_to({point}, 'UTF8')), 1, 8), 'hex'))"
+        "::bit(64)::bigint"
+    )
+
+
 # PostgreSQL 11+ (sha256). convert_to is STABLE (it reads the database's encoding, which never
 # changes), so the body is not inlined: the planner calls the function once for constant arguments.
-PG_FUNCTION = r"""CREATE FUNCTION kbe_series(site_id text, device text, point text) RETURNS bigint
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT ('x' || encode(substr(sha256(
-        convert_to(site_id, 'UTF8') || E'\\x00'::bytea || convert_to(device, 'UTF8') || E'\\x00'::bytea
-        || convert_to(point, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint $$"""
+PG_FUNCTION = (
+    "CREATE FUNCTION kbe_series(site_id text, device text, point text) RETURNS bigint "
+    f"LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT {pg_series_sql('site_id', 'device', 'point')} $$"
+)
 
 
 def series_of(site_id: str, device: str, point: str) -> int:
