@@ -6,7 +6,10 @@ batches of 2,000 rows, one transaction each, into a fresh ``readings`` table, on
 
 - ``point``: the schema before the series key, index ``readings_by_point (site_id, device, point, ts)``;
 - ``series``: today's schema (``sync.receiver_db._PG_DDL``), index ``readings_by_series (series, ts)``;
-- ``pk``: today's schema without its secondary index (primary key only): the floor.
+- ``pk``: today's schema without its secondary index (primary key only): the floor;
+- ``sha64`` and ``dense``: today's schema with other keys, for comparison: 8 random bytes (the first
+  8 of SHA-256 of the three names), and the points numbered in poll order (as a dictionary table
+  would number them).
 
 Per million rows: CPU of the one backend doing the COPY (``/proc/<pid>/stat``), CPU of the whole
 cluster (checkpointer, WAL writer and background writer included; private cluster only) and rows/s.
@@ -15,7 +18,7 @@ migration on it (PostgreSQL, then SQLite).
 
 The centre's database is the private, tuned cluster of :mod:`bench.pg_cluster` unless ``--pg shared``.
 
-Run: PYTHONPATH=. .venv/bin/python bench/bench_receiver_index.py [--rows 5000000] [--layouts point,series,pk]
+Run: PYTHONPATH=. .venv/bin/python bench/bench_receiver_index.py [--rows 5000000] [--layouts point,series,pk,sha64,dense]
      PYTHONPATH=. .venv/bin/python bench/bench_receiver_index.py --migrate 1000000
 """
 
@@ -23,11 +26,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +96,26 @@ def lookup_cost(devices: int, points: int) -> str:
     return ", ".join(f"{k} {v * 1e9 / len(keys):.0f} ns" for k, v in best.items())
 
 
-def batches(total: int, size: int, devices: int, points: int, series: bool) -> Iterator[list[tuple[Any, ...]]]:
+def sha64(site: str, device: str, point: str) -> int:
+    """A key without locality: the first 8 bytes of SHA-256 of the three names."""
+    return int.from_bytes(hashlib.sha256(f"{site}\0{device}\0{point}".encode()).digest()[:8], "big", signed=True)
+
+
+KEYS: dict[str, Callable[[int, str, str, str], int] | None] = {
+    "point": None,  # no series column
+    "series": lambda _i, s, d, p: series_of(s, d, p),
+    "pk": lambda _i, s, d, p: series_of(s, d, p),
+    "sha64": lambda _i, s, d, p: sha64(s, d, p),
+    "dense": lambda i, _s, _d, _p: i,  # numbered in poll order, as a dictionary table would number them
+}
+
+
+def batches(total: int, size: int, devices: int, points: int, layout: str) -> Iterator[list[tuple[Any, ...]]]:
     """``total`` rows in batches of ``size``: every point once a second, device by device."""
     keys = [(f"g{d // 50}-u{d % 50 + 1}", f"k{p}") for d in range(devices) for p in range(points)]
-    ids = [series_of(SITE, dev, pt) for dev, pt in keys]
+    key = KEYS[layout]
+    series = key is not None
+    ids = [key(i, SITE, dev, pt) if key else 0 for i, (dev, pt) in enumerate(keys)]
     seq, ts, out = 0, 1_790_000_000.0, []
     while seq < total:
         for (dev, pt), sid in zip(keys, ids, strict=True):
@@ -152,7 +172,7 @@ def probe(base: str, layout: str, args: argparse.Namespace, cluster: PrivatePost
               f"[{time.strftime('%H:%M:%S', time.gmtime())} UTC, {load()}]", flush=True)  # fmt: skip
         step, done, mark = args.step, 0, 0
         t0, b0, c0 = time.perf_counter(), cpu_seconds(pid), cluster.cpu_seconds() if cluster else 0.0
-        for rows in batches(args.rows, args.batch, args.devices, args.points, not old):
+        for rows in batches(args.rows, args.batch, args.devices, args.points, layout):
             copy_in(conn, rows, columns)
             done += len(rows)
             if done - mark >= step or done == args.rows:
@@ -175,7 +195,7 @@ def migrate(base: str, n: int, args: argparse.Namespace) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             for ddl in OLD_DDL:
                 conn.execute(ddl)
-            for rows in batches(n, args.batch, args.devices, args.points, False):
+            for rows in batches(n, args.batch, args.devices, args.points, "point"):
                 copy_in(conn, rows, OLD_COLUMNS)
             conn.execute("VACUUM ANALYZE readings")
         t = time.perf_counter()
@@ -192,7 +212,7 @@ def migrate(base: str, n: int, args: argparse.Namespace) -> None:
             for ddl in OLD_SQLITE_DDL:
                 db.execute(ddl)
             marks = ", ".join("?" * len(OLD_COLUMNS))
-            for rows in batches(n, args.batch, args.devices, args.points, False):
+            for rows in batches(n, args.batch, args.devices, args.points, "point"):
                 db.executemany(f"INSERT INTO readings ({', '.join(OLD_COLUMNS)}) VALUES ({marks})", rows)
         t = time.perf_counter()
         SqliteReceiverDB(path).close()

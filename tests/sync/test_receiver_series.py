@@ -43,9 +43,19 @@ def lite() -> Iterator[sqlite3.Connection]:
 def test_the_key_is_the_documented_one_and_never_changes() -> None:
     import hashlib
 
-    assert series_of("a", "b", "c") == int.from_bytes(hashlib.sha256(b"a\0b\0c").digest()[:8], "big", signed=True)
-    assert series_of("bn-01", "meter-1", "v") == -3983109422232631137  # pinned: stored keys must stay valid
+    device_half = hashlib.sha256(b"a\0b").digest()[:4]
+    point_half = hashlib.sha256(b"a\0b\0c").digest()[:4]
+    assert series_of("a", "b", "c") == int.from_bytes(device_half + point_half, "big", signed=True)
+    assert series_of("bn-01", "meter-1", "v") == 6189839903232698133  # pinned: stored keys must stay valid
     assert series_of("ab", "", "c") != series_of("a", "b", "c")  # the separator keeps the fields apart
+
+
+def test_the_points_of_a_device_share_the_high_half_of_their_keys() -> None:
+    keys = {series_of("bn-01", "meter-1", f"k{i}") for i in range(50)}
+    assert len(keys) == 50
+    assert len({k >> 32 for k in keys}) == 1  # side by side in the index
+    assert series_of("bn-01", "meter-2", "k0") >> 32 != series_of("bn-01", "meter-1", "k0") >> 32
+    assert series_of("bn-02", "meter-1", "k0") >> 32 != series_of("bn-01", "meter-1", "k0") >> 32
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
