@@ -4,7 +4,7 @@
 SHA-256(site_id NUL device NUL point) (UTF-8), read as a signed big-endian integer. The device's
 half comes first so that a device's points sit side by side in the index: a poll's readings then
 land on a few index pages instead of one random page each (a key of 8 random bytes cost PostgreSQL
-half as much again per row: docs/benchmarks.md). The same function exists in the database
+1.7 to 2 times as much CPU per row: docs/benchmarks.md). The same function exists in the database
 (``kbe_series``), so that a consumer can find a point's readings without Python::
 
     WHERE series = kbe_series('bn-01', 'meter-1', 'v') AND site_id = 'bn-01' AND device = 'meter-1'
