@@ -13,7 +13,10 @@ optionally the receiver of another checkout (``--before``, e.g. an export of ``m
 side is measured in the same run too: the real :class:`sync.uploader.Uploader` drains a backlog
 from the real store to the same receivers, and its CPU µs per reading is printed beside theirs.
 
-Run: PYTHONPATH=. .venv/bin/python bench/bench_receiver.py [--readings 400000] [--receivers 1,2]
+The centre's database is a private PostgreSQL cluster tuned as a DBA would (:mod:`bench.pg_cluster`,
+as the end-to-end ladder's), or with ``--pg shared`` the machine's server on port 5432.
+
+Run: PYTHONPATH=. .venv/bin/python bench/bench_receiver.py [--readings 400000] [--receivers 1,2] [--pg shared]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -37,9 +41,11 @@ import psycopg
 from agent.config import SyncConfig
 from bench.bench_sync import drain
 from bench.paho_pair import timed_publish
+from bench.pg_cluster import PrivatePostgres
 from kernel.metrics import Metrics
 from kernel.readings import Reading
 from sync.receiver_db import _PG_DDL, _PG_READING_TYPES, READING_COLUMNS, _rows
+from sync.receiver_series import SeriesCache
 from sync.signing import Signer, generate_keypair
 from sync.store import Store
 from sync.uploader import Uploader
@@ -47,7 +53,7 @@ from sync.wire import BufferStats, batch_json, compress, decode_batch, unpack_fr
 from tests.brokers import Mosquitto, wait_port
 from tests.conftest import agent_argv, agent_env
 
-PG = "postgresql://postgres@127.0.0.1:5432"
+PG = "postgresql://postgres@127.0.0.1:5432"  # the private cluster's address once started (``--pg private``)
 DATABASE = "bench_receiver_fast"
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -66,16 +72,29 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
 
 
-def readings(site_index: int, first_seq: int, n: int) -> list[tuple[int, Reading]]:
-    """n telemetry readings of one site: 20 meters x 5 points, as the store would hand them over."""
+@functools.cache
+def point_keys(points: int) -> list[tuple[str, str]]:
+    """(device, point) of ``points`` points: devices of 50 points ``k<i>``."""
+    return [(f"meter-{k // 50:04d}", f"k{k % 50}") for k in range(points)]
+
+
+def readings(site_index: int, first_seq: int, n: int, points: int = 0) -> list[tuple[int, Reading]]:
+    """n telemetry readings of one site, as the store would hand them over: 20 meters x 5 points, or
+    with ``points`` that many points (devices of 50 points ``k<i>``), each read once a second in turn."""
     t0 = 1_790_000_000.0
+    if points:
+        keys = point_keys(points)
+        return [
+            (seq, Reading(*keys[seq % points], 230.0 + (seq % 97) / 10, t0 + seq // points, unit="V"))
+            for seq in range(first_seq, first_seq + n)
+        ]
     return [
         (first_seq + i, Reading(f"meter-{i % 20:02d}", f"p{i % 5}", 230.0 + (i % 97) / 10, t0 + i * 0.01, unit="V"))
         for i in range(n)
     ]
 
 
-def build_frames(signers: dict[str, Signer], total: int, size: int) -> list[tuple[str, bytes]]:
+def build_frames(signers: dict[str, Signer], total: int, size: int, points: int = 0) -> list[tuple[str, bytes]]:
     """(site, signed frame) for ``total`` readings spread over the sites, ``size`` per batch."""
     out: list[tuple[str, bytes]] = []
     next_seq = dict.fromkeys(signers, 1)
@@ -83,7 +102,7 @@ def build_frames(signers: dict[str, Signer], total: int, size: int) -> list[tupl
     for k in range(total // size):
         site = sites[k % len(sites)]
         bid = f"bench-{k}"
-        doc = batch_json(site, bid, 0.0, readings(k, next_seq[site], size), BufferStats(depth=size, bytes=0))
+        doc = batch_json(site, bid, 0.0, readings(k, next_seq[site], size, points), BufferStats(depth=size, bytes=0))
         next_seq[site] += size
         out.append((site, signers[site].frame(compress(doc), bid)))
     return out
@@ -120,7 +139,8 @@ def backend_pids() -> list[int]:
 
 def bare_copy(frames: list[tuple[str, bytes]]) -> float:
     """Seconds for one connection to binary-COPY the same rows, one transaction per batch."""
-    batches = [_rows(decode_batch(unpack_frame(f)), "bare", 0.0) for _site, f in frames]
+    series = SeriesCache()
+    batches = [_rows(decode_batch(unpack_frame(f)), "bare", 0.0, series) for _site, f in frames]
     cols = ", ".join(READING_COLUMNS)
     with fresh_schema("kbe_bench_bare") as url, psycopg.connect(url, autocommit=True) as c:
         for ddl in _PG_DDL:
@@ -282,9 +302,33 @@ def main() -> None:
     ap.add_argument("--receivers", default="1,2", help="comma-separated receiver counts, each in its own window")
     ap.add_argument("--inflight", type=int, default=64, help="publisher's QoS 1 window")
     ap.add_argument("--before", type=Path, default=None, help="another checkout whose receiver runs as a baseline")
+    ap.add_argument("--before-all", action="store_true", help="the baseline at every --receivers count, not only the first")
     ap.add_argument("--uplink-readings", type=int, default=100_000, help="0: skip the agent-side window")
+    ap.add_argument("--points-per-site", type=int, default=0,
+                    help="distinct points per site (devices of 50 points); 0: 20 meters x 5 points")
+    ap.add_argument("--pg", choices=("private", "shared"), default="private",
+                    help="the centre's database: a private cluster tuned as a DBA would (bench/pg_cluster.py), or "
+                         "the machine's shared server")  # fmt: skip
     args = ap.parse_args()
     counts = [int(c) for c in args.receivers.split(",")]
+    with contextlib.ExitStack() as stack:
+        if args.pg == "private":
+            start_private_pg(stack)
+        run(args, counts)
+
+
+def start_private_pg(stack: contextlib.ExitStack) -> None:
+    """Start the private, tuned cluster; stopped (by PID) and removed when the stack closes."""
+    global PG
+    cluster = PrivatePostgres()
+    stack.callback(cluster.stop)
+    cluster.start()
+    PG = cluster.url
+    print("centre database: private PostgreSQL cluster, " + ", ".join(f"{k}={v}" for k, v in cluster.settings.items()))
+
+
+def run(args: argparse.Namespace, counts: list[int]) -> None:
+    """Every window of one run, printed as it ends."""
     ensure_database()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -296,7 +340,7 @@ def main() -> None:
         (tmp / "sites.yaml").write_text(
             "sites:\n" + "".join(f"  {s}:\n    public_keys: [keys/{s}.pub]\n" for s in sites)
         )
-        frames = build_frames(signers, args.readings, args.batch)
+        frames = build_frames(signers, args.readings, args.batch, args.points_per_site)
         print(f"{len(frames)} signed batches of {args.batch} readings from {len(sites)} sites; {load()}")
         bare = bare_copy(frames)
         n = len(frames) * args.batch
@@ -305,8 +349,9 @@ def main() -> None:
         with Mosquitto(tmp / "broker", persistence=False) as broker:
             assert wait_port(broker.port)
             if args.before is not None:
-                runs.append(measure("receiver before (1 process)", 1, frames, args, tmp, broker, args.before))
-                print(runs[-1].line())
+                for k in counts if args.before_all else counts[:1]:
+                    runs.append(measure(f"receiver before, {k} process(es)", k, frames, args, tmp, broker, args.before))
+                    print(runs[-1].line())
             for k in counts:
                 runs.append(measure(f"receiver, {k} process(es) on $share", k, frames, args, tmp, broker, None))
                 print(runs[-1].line())
@@ -315,8 +360,9 @@ def main() -> None:
         new = [r for r in runs if r.label.startswith("receiver,")]
         for r in new:
             print(f"ratio {r.label} / bare COPY: {(r.n / r.seconds) / (n / bare):.2f}")
-        if args.before is not None and new:
-            print(f"ratio receiver now / before (1 process each): {(new[0].n / new[0].seconds) / (n / runs[0].seconds):.2f}")
+        for b in (r for r in runs if r.label.startswith("receiver before")):
+            now = next(r for r in new if r.label.startswith(f"receiver, {b.label.split(', ')[1].split()[0]} "))
+            print(f"ratio receiver now / before ({b.label.split(', ')[1]} each): {(now.n / now.seconds) / (b.n / b.seconds):.2f}")
         if len(new) > 1:
             print(f"ratio {new[-1].label} / {new[0].label}: {(new[-1].n / new[-1].seconds) / (new[0].n / new[0].seconds):.2f}")
 

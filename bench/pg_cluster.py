@@ -1,8 +1,9 @@
 """A private PostgreSQL cluster for a benchmark's centre, tuned as the centre's DBA would tune it.
 
 The shared PostgreSQL on a development machine runs with the packaged defaults (``shared_buffers``
-128 MB, ``max_wal_size`` 1 GB). At 70,000 readings/s the receiver's ``readings_by_point`` index
-takes one entry per point per second, spread over every point of the site, so its hot pages
+128 MB, ``max_wal_size`` 1 GB). At 70,000 readings/s the receiver's per-point index (then
+``readings_by_point``, now ``readings_by_series``) takes one entry per point per second, spread
+over every point of the site, so its hot pages
 outgrow 128 MB within a minute and every insert then evicts a dirty buffer (measured: 0.4 buffer
 written by the inserting backend per reading). No centre would run its ingest database like that,
 and a benchmark must not change a shared service's settings, so the bench starts its own cluster

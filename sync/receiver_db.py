@@ -3,6 +3,8 @@
 ``readings`` has the primary key ``(site_id, seq)``; a batch is written in ONE transaction with
 ``INSERT ... ON CONFLICT (site_id, seq) DO NOTHING``, so a resent batch stores nothing twice.
 ``rejections`` records every refused batch. The columns are documented in docs/wire-protocol.md.
+Readings are indexed by their series key (:mod:`sync.receiver_series`) and time, ``readings_by_series
+(series, ts)``; a database made before the key existed is migrated once, when a receiver starts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import urlparse
 
 from kernel.errors import ConfigError, SyncError
 from kernel.readings import AVAILABILITY_POINT, Priority
+from sync.receiver_series import PG_FUNCTION, SeriesCache, pg_series_sql, register_sqlite
 from sync.wire import CommandReply, Status
 
 if TYPE_CHECKING:  # msgspec is the receiver's extra; the operator's tools read this module too
@@ -42,11 +45,10 @@ _SQLITE_VALUE_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, sql
 
 READING_COLUMNS = (
     "site_id", "seq", "device", "point", "ts", "value", "value_text", "value_type", "unit",
-    "quality", "priority", "clock", "meta", "batch_id", "received_at", "receiver",
+    "quality", "priority", "clock", "meta", "batch_id", "received_at", "receiver", "series",
 )  # fmt: skip
 
-_SQLITE_DDL = [
-    """CREATE TABLE IF NOT EXISTS readings (
+_SQLITE_READINGS = """CREATE TABLE IF NOT EXISTS readings (
         site_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
         device TEXT NOT NULL,
@@ -63,9 +65,13 @@ _SQLITE_DDL = [
         batch_id TEXT NOT NULL,
         received_at REAL NOT NULL,
         receiver TEXT NOT NULL,
+        series INTEGER NOT NULL,
         PRIMARY KEY (site_id, seq)
-    )""",
-    "CREATE INDEX IF NOT EXISTS readings_by_point ON readings (site_id, device, point, ts)",
+    )"""
+
+_SQLITE_DDL = [
+    _SQLITE_READINGS,
+    "CREATE INDEX IF NOT EXISTS readings_by_series ON readings (series, ts)",
     """CREATE TABLE IF NOT EXISTS rejections (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         site_id TEXT NOT NULL,
@@ -198,9 +204,10 @@ _PG_DDL = [
         batch_id TEXT NOT NULL,
         received_at DOUBLE PRECISION NOT NULL,
         receiver TEXT NOT NULL,
+        series BIGINT NOT NULL,
         PRIMARY KEY (site_id, seq)
     )""",
-    "CREATE INDEX IF NOT EXISTS readings_by_point ON readings (site_id, device, point, ts)",
+    "CREATE INDEX IF NOT EXISTS readings_by_series ON readings (series, ts)",
     """CREATE TABLE IF NOT EXISTS rejections (
         id BIGSERIAL PRIMARY KEY,
         site_id TEXT NOT NULL,
@@ -218,7 +225,7 @@ _PG_DDL = [
 # The binary COPY format of each READING_COLUMNS column, as _PG_DDL declares it.
 _PG_READING_TYPES = (
     "text", "int8", "text", "text", "float8", "float8", "text", "text", "text",
-    "int2", "int2", "int2", "jsonb", "text", "float8", "text",
+    "int2", "int2", "int2", "jsonb", "text", "float8", "text", "int8",
 )  # fmt: skip
 
 
@@ -249,16 +256,21 @@ def join_value(value: float | None, text: str | None, kind: str) -> Any:
     return text
 
 
-def _rows(batch: BatchFields, receiver: str, now: float) -> list[tuple[Any, ...]]:
+def _rows(batch: BatchFields, receiver: str, now: float, series: SeriesCache) -> list[tuple[Any, ...]]:
     site, bid = batch.site_id, batch.batch_id
+    devices, add = series.site(site), series.add
     out: list[tuple[Any, ...]] = []
     append = out.append
     for r in batch.readings:
         num, text, kind = split_value(r.value)
         meta = json.dumps(r.meta, ensure_ascii=False) if r.meta else None
+        try:
+            sid = devices[r.device][r.point]
+        except KeyError:
+            sid = add(site, r.device, r.point)
         append((
             site, r.seq, r.device, r.point, r.ts, num, text, kind, r.unit,
-            int(r.quality), int(r.priority), int(r.clock), meta, bid, now, receiver,
+            int(r.quality), int(r.priority), int(r.clock), meta, bid, now, receiver, sid,
         ))  # fmt: skip
     return out
 
@@ -309,17 +321,49 @@ def _event_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     ]
 
 
-class SqliteReceiverDB:
-    """``sqlite:///path``: one connection, WAL, one transaction per batch."""
+def _sqlite_add_series(db: sqlite3.Connection) -> None:
+    """A ``readings`` table made before the series key is rebuilt with it, in the caller's transaction.
 
-    def __init__(self, path: Path) -> None:
+    SQLite cannot add a NOT NULL column without a default, so the old table is renamed, the new one
+    created and filled from it (every row, its series computed), and the old one (with its
+    ``readings_by_point`` index) dropped.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
+    if not columns or "series" in columns:
+        return
+    db.execute("ALTER TABLE readings RENAME TO kbe_readings_before_series")
+    db.execute(_SQLITE_READINGS)
+    old = ", ".join(READING_COLUMNS[:-1])
+    db.execute(
+        f"INSERT INTO readings ({old}, series) "  # noqa: S608 - constant columns
+        f"SELECT {old}, kbe_series(site_id, device, point) FROM kbe_readings_before_series"
+    )
+    db.execute("DROP TABLE kbe_readings_before_series")
+
+
+class SqliteReceiverDB:
+    """``sqlite:///path``: one connection, WAL, one transaction per batch.
+
+    ``kbe_series(site_id, device, point)`` is registered on the connection (:mod:`sync.receiver_series`).
+    """
+
+    def __init__(self, path: Path, series: SeriesCache | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._series = series or SeriesCache()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        register_sqlite(self._db)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        for ddl in _SQLITE_DDL + _STATUS_DDL:
-            self._db.execute(ddl)
+        self._db.execute("BEGIN IMMEDIATE")  # receivers starting together: one makes the schema
+        try:
+            _sqlite_add_series(self._db)
+            for ddl in _SQLITE_DDL + _STATUS_DDL:
+                self._db.execute(ddl)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def store_batch(self, batch: BatchFields, receiver: str) -> tuple[int, int]:
         """Persist a batch in one transaction; return (newly stored, duplicates)."""
@@ -338,7 +382,7 @@ class SqliteReceiverDB:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for batch in batches:
-                    rows = _rows(batch, receiver, now)
+                    rows = _rows(batch, receiver, now, self._series)
                     before = self._db.total_changes
                     self._db.executemany(sql, rows)
                     stored = self._db.total_changes - before
@@ -389,6 +433,35 @@ class SqliteReceiverDB:
             self._db.close()
 
 
+def _pg_add_series(conn: Any) -> None:
+    """A ``readings`` table made before the series key gets it, in the caller's transaction.
+
+    ``readings_by_point`` is dropped first (not rebuilt for nothing), then the table is rewritten
+    once with every row's series (``ALTER COLUMN ... TYPE ... USING`` writes a new copy of the table,
+    leaving no dead rows behind as an ``UPDATE`` would); the caller then creates ``readings_by_series``.
+    """
+    table = conn.execute("SELECT to_regclass('readings')").fetchone()[0]
+    if table is None:
+        return
+    has = conn.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = 'readings'::regclass AND attname = 'series' AND NOT attisdropped"
+    ).fetchone()
+    if has:
+        return
+    old = conn.execute(
+        "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = 'readings'::regclass AND c.relname = 'readings_by_point'"
+    ).fetchone()
+    if old:
+        conn.execute(f"DROP INDEX {old[0]}")  # a regclass's text: quoted and qualified by PostgreSQL
+    conn.execute("ALTER TABLE readings ADD COLUMN series BIGINT")
+    # kbe_series' body written out: a call per row of a SQL function it cannot inline costs twice as much
+    conn.execute(
+        f"ALTER TABLE readings ALTER COLUMN series TYPE BIGINT USING {pg_series_sql('site_id', 'device', 'point')}, "
+        "ALTER COLUMN series SET NOT NULL"
+    )
+
+
 class PostgresReceiverDB:
     """``postgresql://...`` (psycopg 3): a batch is one transaction, written with binary ``COPY``.
 
@@ -399,13 +472,14 @@ class PostgresReceiverDB:
     temporary table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which counts what was new.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, series: SeriesCache | None = None) -> None:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise SyncError("postgresql:// needs psycopg: pip install 'kinhbac-edge[receiver]'") from exc
         self._psycopg = psycopg
         self._url = url
+        self._series = series or SeriesCache()
         self._lock = threading.Lock()
         cols = ", ".join(READING_COLUMNS)
         self._copy_direct = f"COPY readings ({cols}) FROM STDIN (FORMAT BINARY)"
@@ -427,6 +501,9 @@ class PostgresReceiverDB:
             # Receivers of one group start together; serialise their CREATE ... IF NOT EXISTS, which
             # PostgreSQL does not make race-free on its own.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+            if conn.execute("SELECT to_regprocedure('kbe_series(text,text,text)')").fetchone()[0] is None:
+                conn.execute(PG_FUNCTION)
+            _pg_add_series(conn)
             for ddl in _PG_DDL + _STATUS_DDL:
                 conn.execute(ddl)
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS kbe_rx_incoming (LIKE readings) ON COMMIT DELETE ROWS")
@@ -446,7 +523,7 @@ class PostgresReceiverDB:
         psycopg = self._psycopg
         now = time.time()
         try:
-            rows = [_rows(batch, receiver, now) for batch in batches]
+            rows = [_rows(batch, receiver, now, self._series) for batch in batches]
             events = [event for batch_rows in rows for event in _event_rows(batch_rows)]
             stored = self._reconnecting(lambda: self._write(rows, events))
         except psycopg.errors.UniqueViolation:

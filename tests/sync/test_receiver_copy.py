@@ -68,8 +68,8 @@ def test_a_batch_waits_for_an_uncommitted_reading_then_counts_it_right(pg_url: s
     other = psycopg.connect(pg_url)
     other.execute(
         f"INSERT INTO readings ({cols}) VALUES (%s, 2, 'x', 'v', 2.0, 1.0, NULL, 'float', '', 0, 2, 0, NULL, "
-        "'other', 0, 'rx-other')",
-        (SITE,),
+        "'other', 0, 'rx-other', kbe_series(%s, 'x', 'v'))",
+        (SITE, SITE),
     )  # open transaction: seq 2 is held, not committed
     out: list[tuple[int, int]] = []
     t = threading.Thread(target=lambda: out.append(db.store_batch(batch("b-1", range(1, 4)), "rx-1")))

@@ -18,6 +18,7 @@ from sync import wire
 from sync.receiver import Receiver
 from sync.receiver_db import _rows, open_db
 from sync.receiver_decode import FastBatch, _accept, decode_batch_fast
+from sync.receiver_series import SeriesCache
 from sync.signing import Signer, SiteRegistry
 from sync.wire import MAX_INT_VALUE, MAX_SEQ, Ack, Rejection
 from tests.sync.conftest import SITE
@@ -97,7 +98,7 @@ def _outcome(decode: Any, frame: wire.Frame) -> tuple[str, Any]:
         batch = decode(frame)
     except wire.WireError as exc:
         return "refused", str(exc)
-    return "stored", repr(_rows(batch, "rx", 0.0))
+    return "stored", repr(_rows(batch, "rx", 0.0, SeriesCache()))
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
@@ -126,7 +127,7 @@ def test_a_batch_as_the_agent_writes_it_takes_the_fast_path() -> None:
     frame = wire.Frame(wire.CODEC_ZLIB_JSON, b"", wire.compress(doc), "b-1")
     fast = _accept(frame)
     assert isinstance(fast, FastBatch)
-    assert repr(_rows(fast, "rx", 0.0)) == repr(_rows(wire.decode_batch(frame), "rx", 0.0))
+    assert repr(_rows(fast, "rx", 0.0, SeriesCache())) == repr(_rows(wire.decode_batch(frame), "rx", 0.0, SeriesCache()))
 
 
 _DOC = (
