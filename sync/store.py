@@ -35,8 +35,96 @@ log = logging.getLogger("kbe.store")
 SEQ_BLOCK = 1_000_000
 _RUN_CHUNK = 200  # seq runs per ack/reject query
 
-_INSERT = f"INSERT INTO polls ({POLL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+# Every SQL statement the store runs, named for what it does. They live here, not in the
+# functions, so that mutation testing (docs/testing.md) does not count their letter case, which
+# SQLite ignores; the tests check what each statement does.
+_BEGIN_WRITE = "BEGIN IMMEDIATE"
+_COMMIT = "COMMIT"
+_ROLLBACK = "ROLLBACK"
+
+_PRAGMA_WAL = "PRAGMA journal_mode=WAL"
+_PRAGMA_SYNC_FULL = "PRAGMA synchronous=FULL"
+_PRAGMA_FOREIGN_KEYS = "PRAGMA foreign_keys=ON"
+_PRAGMA_SMALL_CACHE = "PRAGMA cache_size=-1024"  # 1 MiB: the hot pages are the newest; RSS matters more
+_PRAGMA_QUICK_CHECK = "PRAGMA quick_check"
+_GET_SCHEMA_VERSION = "PRAGMA user_version"
+_SET_SCHEMA_VERSION = "PRAGMA user_version = {}"  # PRAGMA takes no bound parameter: an int is formatted in
+_GET_PAGE_SIZE = "PRAGMA page_size"
+_GET_PAGE_COUNT = "PRAGMA page_count"
+_GET_FREE_PAGES = "PRAGMA freelist_count"
+_CHECKPOINT_WAL = "PRAGMA wal_checkpoint(TRUNCATE)"
+
+_GET_SITE_ID = "SELECT value FROM meta WHERE key = 'site_id'"
+_SET_SITE_ID = "INSERT INTO meta (key, value) VALUES ('site_id', ?)"
+
+_GET_LAST_SEQ = "SELECT value FROM counters WHERE name = 'last_seq'"
+_SET_LAST_SEQ = (
+    "INSERT INTO counters (name, value) VALUES ('last_seq', ?) "
+    "ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+)
+_GET_RESEND_GENERATION = "SELECT value FROM counters WHERE name = 'resend_generation'"
+_ADD_TO_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) "
+    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
+)
+_ALL_COUNTERS = "SELECT name, value FROM counters"
+
+_INSERT_POLL = f"INSERT INTO polls ({POLL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+_DELETE_POLL = "DELETE FROM polls WHERE seq_first = ?"
+_DEPTH_BY_PRIORITY = "SELECT priority, SUM(n) FROM polls GROUP BY priority"
+_OLDEST_TS = "SELECT ts FROM polls ORDER BY seq_first LIMIT 1"
+_MIN_TS = "SELECT MIN(ts) FROM polls"
+_WAITING = "SELECT COALESCE(SUM(n), 0) FROM polls"
+_HAS_POLLS_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'polls'"
+_WAITING_V1 = "SELECT COUNT(*) FROM readings"
+_ALL_BODIES = "SELECT body FROM polls ORDER BY seq_first"
+
+# The oldest rows of one class first (the cap's and the full disk's drops), and the drop of the
+# whole rows up to a seq.
+_CLASS_OLDEST_FIRST = f"SELECT {POLL_COLUMNS} FROM polls WHERE priority = ? ORDER BY priority, seq_last"
+_DELETE_CLASS_UPTO = "DELETE FROM polls WHERE priority = ? AND seq_last <= ?"
+
+# Rows holding a seq past a given one, all classes or one (``pending``).
+_BODIES_AFTER = "SELECT body FROM polls WHERE seq_first > ? AND seq_last > ? ORDER BY seq_first"
+_CLASS_BODIES_AFTER = "SELECT body FROM polls WHERE priority = ? AND seq_last > ? ORDER BY priority, seq_last"
+
+# Rows of one class holding a seq past a given one, as chunks, oldest or newest first.
 _CHUNK_COLUMNS = "seq_first, seq_last, priority, body"
+_CHUNKS = (
+    f"SELECT {_CHUNK_COLUMNS} FROM polls WHERE priority = ? AND seq_last > ? "
+    "ORDER BY priority {order}, seq_last {order} LIMIT ?"
+)
+_CHUNKS_OLDEST_FIRST = _CHUNKS.format(order="ASC")
+_CHUNKS_NEWEST_FIRST = _CHUNKS.format(order="DESC")
+
+# A seq run lo..hi: the rows touching it (they start in lo - ROW_MAX < seq_first <= hi), the rows it
+# cuts (touching and reaching past one of its ends), and the rows wholly inside it.
+_TOUCHING_RUN = "seq_first > ? AND seq_first <= ? AND seq_last >= ?"
+_BODIES_TOUCHING_RUN = f"SELECT body FROM polls WHERE {_TOUCHING_RUN} ORDER BY seq_first"
+_ROWS_CUT_BY_RUN = f"SELECT {POLL_COLUMNS} FROM polls WHERE {_TOUCHING_RUN} AND (seq_first < ? OR seq_last > ?)"
+_INSIDE_RUN = "seq_first >= ? AND seq_last <= ?"
+_DEPTH_INSIDE_RUN = f"SELECT priority, SUM(n) FROM polls WHERE {_INSIDE_RUN} GROUP BY priority"
+_KEEP_ASIDE_INSIDE_RUN = (
+    f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
+    f"SELECT {POLL_COLUMNS}, ?, ?, ? FROM polls WHERE {_INSIDE_RUN}"
+)
+_DELETE_INSIDE_RUN = f"DELETE FROM polls WHERE {_INSIDE_RUN}"
+
+_KEEP_ASIDE = (
+    f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_REJECTED_BATCHES = (
+    "SELECT batch_id, reason, SUM(n), MIN(seq_first), MAX(seq_last), MIN(rejected_at) FROM rejected_polls "
+    "GROUP BY batch_id, reason ORDER BY MIN(seq_first)"
+)
+_REJECTED_BODIES = "SELECT body FROM rejected_polls WHERE batch_id = ? ORDER BY seq_first"
+_REJECTED_RANGES = "SELECT seq_first, seq_last, reason FROM rejected_polls"
+_REJECTED_WAITING = "SELECT COALESCE(SUM(n), 0) FROM rejected_polls"
+_REJECTED_BATCH_COUNT = "SELECT COUNT(DISTINCT batch_id) FROM rejected_polls"
+_REJECTED_WAITING_OF_BATCH = "SELECT COALESCE(SUM(n), 0) FROM rejected_polls WHERE batch_id = ?"
+_RESEND_BATCH = f"INSERT INTO polls ({POLL_COLUMNS}) SELECT {POLL_COLUMNS} FROM rejected_polls WHERE batch_id = ?"
+_DELETE_REJECTED_BATCH = "DELETE FROM rejected_polls WHERE batch_id = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +225,7 @@ def _rollback(db: sqlite3.Connection) -> None:
     ROLLBACK would then raise and hide the original error (a full disk would never be recognised).
     """
     if db.in_transaction:
-        db.execute("ROLLBACK")
+        db.execute(_ROLLBACK)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -208,25 +296,25 @@ class Store:
         self._seq_file = _SeqReservation(self.path.with_name(self.path.name + ".seq"))
         self._db = self._open_checked()
         self._depth = self._count_depth()
-        row = self._db.execute("SELECT value FROM counters WHERE name = 'resend_generation'").fetchone()
+        row = self._db.execute(_GET_RESEND_GENERATION).fetchone()
         self._resend_generation = int(row[0]) if row else 0
-        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        self._page_size = int(self._db.execute(_GET_PAGE_SIZE).fetchone()[0])
 
     # -- opening, migrations, corruption ----------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA cache_size=-1024")  # 1 MiB: the hot pages are the newest; RSS matters more
+        db.execute(_PRAGMA_WAL)
+        db.execute(_PRAGMA_SYNC_FULL)
+        db.execute(_PRAGMA_FOREIGN_KEYS)
+        db.execute(_PRAGMA_SMALL_CACHE)
         return db
 
     def _open_checked(self) -> sqlite3.Connection:
         fresh = not self.path.exists()
         try:
             db = self._connect()
-            ok = db.execute("PRAGMA quick_check").fetchone()[0]
+            ok = db.execute(_PRAGMA_QUICK_CHECK).fetchone()[0]
             if ok != "ok":
                 db.close()
                 raise StoreCorrupt(f"{self.path}: integrity check failed: {ok}")
@@ -258,25 +346,25 @@ class Store:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        version = int(db.execute(_GET_SCHEMA_VERSION).fetchone()[0])
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store schema version {version} is newer than this agent understands ({SCHEMA_VERSION})"
             )
         for i in range(version, SCHEMA_VERSION):
-            db.execute("BEGIN IMMEDIATE")
+            db.execute(_BEGIN_WRITE)
             try:
                 MIGRATIONS[i](db)
-                db.execute(f"PRAGMA user_version = {i + 1}")
-                db.execute("COMMIT")
+                db.execute(_SET_SCHEMA_VERSION.format(i + 1))
+                db.execute(_COMMIT)
             except BaseException:
                 _rollback(db)
                 raise
 
     def _check_site(self, db: sqlite3.Connection) -> None:
-        row = db.execute("SELECT value FROM meta WHERE key = 'site_id'").fetchone()
+        row = db.execute(_GET_SITE_ID).fetchone()
         if row is None:
-            db.execute("INSERT INTO meta (key, value) VALUES ('site_id', ?)", (self.site_id,))
+            db.execute(_SET_SITE_ID, (self.site_id,))
         elif row[0] != self.site_id:
             raise StoreError(f"{self.path} belongs to site {row[0]!r}, not {self.site_id!r}")
 
@@ -284,13 +372,13 @@ class Store:
         current = _last_seq(db)
         floor = self._seq_file.limit
         if floor > current:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute(_BEGIN_WRITE)
             _set_last_seq(db, floor)
-            db.execute("COMMIT")
+            db.execute(_COMMIT)
 
     def _count_depth(self) -> dict[Priority, int]:
         depth = dict.fromkeys(Priority, 0)
-        for prio, n in self._db.execute("SELECT priority, SUM(n) FROM polls GROUP BY priority"):
+        for prio, n in self._db.execute(_DEPTH_BY_PRIORITY):
             depth[Priority(prio)] = int(n)
         return depth
 
@@ -337,11 +425,11 @@ class Store:
         last = first + len(readings) - 1
         self._seq_file.ensure(last + 1)
         rows = rowcodec.build_rows(first, readings, tails)
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(_BEGIN_WRITE)
         try:
-            db.executemany(_INSERT, rows)
+            db.executemany(_INSERT_POLL, rows)
             _set_last_seq(db, last)
-            db.execute("COMMIT")
+            db.execute(_COMMIT)
         except BaseException:
             _rollback(db)
             raise
@@ -357,8 +445,8 @@ class Store:
 
     def bytes_used(self) -> int:
         """Bytes of the database in use (pages minus free pages)."""
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
-        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        pages = self._db.execute(_GET_PAGE_COUNT).fetchone()[0]
+        free = self._db.execute(_GET_FREE_PAGES).fetchone()[0]
         return int(pages - free) * self._page_size
 
     def _enforce_cap(self) -> None:
@@ -389,11 +477,11 @@ class Store:
             want = n - dropped_total
             if want <= 0:
                 break
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(_BEGIN_WRITE)
             try:
                 count = self._drop_rows(prio, want)
                 self._bump(f"dropped_{prio.name.lower()}", count)
-                self._db.execute("COMMIT")
+                self._db.execute(_COMMIT)
             except BaseException:
                 _rollback(self._db)
                 raise
@@ -413,9 +501,7 @@ class Store:
         the first part of the row where the count is reached."""
         db = self._db
         count, upto, last = 0, 0, None
-        for row in db.execute(
-            f"SELECT {POLL_COLUMNS} FROM polls WHERE priority = ? ORDER BY priority, seq_last", (int(prio),)
-        ):
+        for row in db.execute(_CLASS_OLDEST_FIRST, (int(prio),)):
             if count + row[4] > want:
                 last = row
                 break
@@ -423,11 +509,11 @@ class Store:
             upto = row[1]
             if count == want:
                 break
-        db.execute("DELETE FROM polls WHERE priority = ? AND seq_last <= ?", (int(prio), upto))
+        db.execute(_DELETE_CLASS_UPTO, (int(prio), upto))
         if last is not None and count < want:
             _inside, outside = _pieces(last, last[0], last[0] + want - count - 1)
-            db.execute("DELETE FROM polls WHERE seq_first = ?", (last[0],))
-            db.executemany(_INSERT, outside)
+            db.execute(_DELETE_POLL, (last[0],))
+            db.executemany(_INSERT_POLL, outside)
             count = want
         return count
 
@@ -444,35 +530,25 @@ class Store:
         with self._lock:
             if priority is None:
                 # Rows are at most ROW_MAX long: a row holding a seq past after_seq starts past this.
-                cur = self._db.execute(
-                    "SELECT body FROM polls WHERE seq_first > ? AND seq_last > ? ORDER BY seq_first",
-                    (after_seq - rowcodec.ROW_MAX, after_seq),
-                )
+                cur = self._db.execute(_BODIES_AFTER, (after_seq - rowcodec.ROW_MAX, after_seq))
             else:
-                cur = self._db.execute(
-                    "SELECT body FROM polls WHERE priority = ? AND seq_last > ? ORDER BY priority, seq_last",
-                    (int(priority), after_seq),
-                )
+                cur = self._db.execute(_CLASS_BODIES_AFTER, (int(priority), after_seq))
             return _readings(cur, lambda seq: seq > after_seq, limit)
 
     def pending_chunks(self, limit: int, after_seq: int, priority: Priority) -> list[Chunk]:
         """Stored rows of one class holding readings with ``seq > after_seq``, oldest first, until
         they hold ``limit`` readings (the first may start at or before ``after_seq``): the uplink's hot path."""
-        return self._chunks(limit, after_seq, priority, "")
+        return self._chunks(_CHUNKS_OLDEST_FIRST, limit, after_seq, priority)
 
     def newest_chunks(self, limit: int, priority: Priority, above_seq: int) -> list[Chunk]:
         """Stored rows of one class holding readings with ``seq > above_seq``, newest first, until
         they hold ``limit`` readings (the last may start at or before ``above_seq``)."""
-        return self._chunks(limit, above_seq, priority, "DESC")
+        return self._chunks(_CHUNKS_NEWEST_FIRST, limit, above_seq, priority)
 
-    def _chunks(self, limit: int, above_seq: int, priority: Priority, order: str) -> list[Chunk]:
+    def _chunks(self, query: str, limit: int, above_seq: int, priority: Priority) -> list[Chunk]:
         out: list[Chunk] = []
         with self._lock:
-            cur = self._db.execute(
-                f"SELECT {_CHUNK_COLUMNS} FROM polls WHERE priority = ? AND seq_last > ? "
-                f"ORDER BY priority {order}, seq_last {order} LIMIT ?",
-                (int(priority), above_seq, limit),
-            )
+            cur = self._db.execute(query, (int(priority), above_seq, limit))
             got = 0
             for a, b, prio, blob in cur:
                 out.append((a, b, prio, rowcodec.unpack(blob)))
@@ -507,11 +583,7 @@ class Store:
         out: list[StoredReading] = []
         with self._lock:
             for lo, hi in _runs(sorted(wanted)):
-                cur = self._db.execute(
-                    "SELECT body FROM polls WHERE seq_first > ? AND seq_first <= ? AND seq_last >= ? "
-                    "ORDER BY seq_first",
-                    (lo - rowcodec.ROW_MAX, hi, lo),
-                )
+                cur = self._db.execute(_BODIES_TOUCHING_RUN, (lo - rowcodec.ROW_MAX, hi, lo))
                 out.extend(_readings(cur, wanted.__contains__, -1))
         return out
 
@@ -529,13 +601,13 @@ class Store:
         runs = _runs(sorted(set(seqs)))
         db = self._db
         with self._lock:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute(_BEGIN_WRITE)
             try:
                 for lo, hi in runs:
                     removed += self._remove_run(lo, hi, keep_aside, now)
                 if keep_aside is not None:
                     self._bump("rejected", removed)
-                db.execute("COMMIT")
+                db.execute(_COMMIT)
             except BaseException:
                 _rollback(db)
                 self._depth = self._count_depth()
@@ -547,30 +619,19 @@ class Store:
         removed = 0
         # Rows are at most ROW_MAX long, so every row touching lo..hi starts in this window.
         window = (lo - rowcodec.ROW_MAX, hi, lo)
-        touching = "seq_first > ? AND seq_first <= ? AND seq_last >= ?"
-        for row in db.execute(
-            f"SELECT {POLL_COLUMNS} FROM polls WHERE {touching} AND (seq_first < ? OR seq_last > ?)",
-            (*window, lo, hi),
-        ).fetchall():
+        for row in db.execute(_ROWS_CUT_BY_RUN, (*window, lo, hi)).fetchall():
             inside, outside = _pieces(row, lo, hi)
-            db.execute("DELETE FROM polls WHERE seq_first = ?", (row[0],))
-            db.executemany(_INSERT, outside)
+            db.execute(_DELETE_POLL, (row[0],))
+            db.executemany(_INSERT_POLL, outside)
             if inside is not None:
                 if keep_aside is not None:
                     _keep_aside(db, [inside], keep_aside, now)
                 self._depth[_PRIORITIES[inside[2]]] -= inside[4]
                 removed += inside[4]
-        whole = "seq_first >= ? AND seq_last <= ?"
-        counts = db.execute(
-            f"SELECT priority, SUM(n) FROM polls WHERE {whole} GROUP BY priority", (lo, hi)
-        ).fetchall()
+        counts = db.execute(_DEPTH_INSIDE_RUN, (lo, hi)).fetchall()
         if keep_aside is not None:
-            db.execute(
-                f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
-                f"SELECT {POLL_COLUMNS}, ?, ?, ? FROM polls WHERE {whole}",
-                (*keep_aside, now, lo, hi),
-            )
-        db.execute(f"DELETE FROM polls WHERE {whole}", (lo, hi))
+            db.execute(_KEEP_ASIDE_INSIDE_RUN, (*keep_aside, now, lo, hi))
+        db.execute(_DELETE_INSIDE_RUN, (lo, hi))
         for prio, n in counts:
             self._depth[_PRIORITIES[prio]] -= int(n)
             removed += int(n)
@@ -606,7 +667,7 @@ class Store:
     def resend_requested(self) -> bool:
         """True once after ``edge-agent store resend`` put rejected rows back (then the depth is recounted)."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM counters WHERE name = 'resend_generation'").fetchone()
+            row = self._db.execute(_GET_RESEND_GENERATION).fetchone()
             generation = int(row[0]) if row else 0
             if generation == self._resend_generation:
                 return False
@@ -619,13 +680,13 @@ class Store:
     def counters(self) -> dict[str, int]:
         """Cumulative counters kept in the database (drops per class, rejected)."""
         with self._lock:
-            return {name: int(v) for name, v in self._db.execute("SELECT name, value FROM counters")}
+            return {name: int(v) for name, v in self._db.execute(_ALL_COUNTERS)}
 
     def stats(self) -> StoreStats:
         """Depth, size, age of the oldest unsent reading, cumulative drops."""
         counters = self.counters()
         with self._lock:
-            row = self._db.execute("SELECT ts FROM polls ORDER BY seq_first LIMIT 1").fetchone()
+            row = self._db.execute(_OLDEST_TS).fetchone()
             oldest = float(row[0]) if row and row[0] is not None else None
             used = self.bytes_used()
             last = _last_seq(self._db)
@@ -646,7 +707,7 @@ class Store:
         """Checkpoint the WAL and close the database."""
         with self._lock:
             try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._db.execute(_CHECKPOINT_WAL)
             except sqlite3.DatabaseError:
                 pass
             self._db.close()
@@ -660,21 +721,21 @@ class Store:
 
 def waiting_readings(db: sqlite3.Connection) -> int:
     """Readings waiting in a store file of any schema version (a tool's look before the agent migrates it)."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'polls'").fetchone():
-        return int(db.execute("SELECT COALESCE(SUM(n), 0) FROM polls").fetchone()[0])
-    return int(db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+    if db.execute(_HAS_POLLS_TABLE).fetchone():
+        return int(db.execute(_WAITING).fetchone()[0])
+    return int(db.execute(_WAITING_V1).fetchone()[0])
 
 
 def stored_readings(db: sqlite3.Connection) -> list[StoredReading]:
     """Every waiting reading of a store file, in seq order (tools and tests reading beside the agent)."""
-    return _readings(db.execute("SELECT body FROM polls ORDER BY seq_first"), lambda _seq: True, -1)
+    return _readings(db.execute(_ALL_BODIES), lambda _seq: True, -1)
 
 
 def rejected_reasons(db: sqlite3.Connection) -> dict[int, str]:
     """Seq -> the centre's reason, for every reading kept aside in a store file."""
     return {
         seq: reason
-        for a, b, reason in db.execute("SELECT seq_first, seq_last, reason FROM rejected_polls")
+        for a, b, reason in db.execute(_REJECTED_RANGES)
         for seq in range(a, b + 1)
     }
 
@@ -685,44 +746,29 @@ def last_issued_seq(db: sqlite3.Connection) -> int:
 
 
 def _last_seq(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT value FROM counters WHERE name = 'last_seq'").fetchone()
+    row = db.execute(_GET_LAST_SEQ).fetchone()
     return int(row[0]) if row else 0
 
 
 def _set_last_seq(db: sqlite3.Connection, seq: int) -> None:
-    db.execute(
-        "INSERT INTO counters (name, value) VALUES ('last_seq', ?) "
-        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-        (seq,),
-    )
+    db.execute(_SET_LAST_SEQ, (seq,))
 
 
 def _bump(db: sqlite3.Connection, name: str, amount: int) -> None:
-    db.execute(
-        "INSERT INTO counters (name, value) VALUES (?, ?) "
-        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-        (name, amount),
-    )
+    db.execute(_ADD_TO_COUNTER, (name, amount))
 
 
 def _keep_aside(db: sqlite3.Connection, rows: list[NewRow], keep_aside: tuple[str, str], now: float) -> None:
-    db.executemany(
-        f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(*row, *keep_aside, now) for row in rows],
-    )
+    db.executemany(_KEEP_ASIDE, [(*row, *keep_aside, now) for row in rows])
 
 
 def _rejected_batches(db: sqlite3.Connection) -> list[RejectedBatch]:
-    rows = db.execute(
-        "SELECT batch_id, reason, SUM(n), MIN(seq_first), MAX(seq_last), MIN(rejected_at) FROM rejected_polls "
-        "GROUP BY batch_id, reason ORDER BY MIN(seq_first)"
-    ).fetchall()
+    rows = db.execute(_REJECTED_BATCHES).fetchall()
     return [RejectedBatch(b, r, int(n), int(lo), int(hi), float(at)) for b, r, n, lo, hi, at in rows]
 
 
 def _rejected_readings(db: sqlite3.Connection, batch_id: str, limit: int = -1) -> list[StoredReading]:
-    cur = db.execute("SELECT body FROM rejected_polls WHERE batch_id = ? ORDER BY seq_first", (batch_id,))
+    cur = db.execute(_REJECTED_BODIES, (batch_id,))
     return _readings(cur, lambda _seq: True, limit)
 
 
@@ -744,7 +790,7 @@ class StoreFile:
         try:
             self._db = sqlite3.connect(f"file:{path}?mode={'rw' if write else 'ro'}", uri=True, timeout=10.0,
                                        isolation_level=None)
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            version = int(self._db.execute(_GET_SCHEMA_VERSION).fetchone()[0])
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from exc
         if version != SCHEMA_VERSION:
@@ -764,10 +810,10 @@ class StoreFile:
         """Depth per class, size, oldest waiting reading, drops and readings kept aside."""
         db = self._db
         depth = {Priority(p).name.lower(): int(n)
-                 for p, n in db.execute("SELECT priority, SUM(n) FROM polls GROUP BY priority")}
-        oldest = db.execute("SELECT MIN(ts) FROM polls").fetchone()[0]
-        counters = {n: int(v) for n, v in db.execute("SELECT name, value FROM counters")}
-        pages = int(db.execute("PRAGMA page_count").fetchone()[0]) * int(db.execute("PRAGMA page_size").fetchone()[0])
+                 for p, n in db.execute(_DEPTH_BY_PRIORITY)}
+        oldest = db.execute(_MIN_TS).fetchone()[0]
+        counters = {n: int(v) for n, v in db.execute(_ALL_COUNTERS)}
+        pages = int(db.execute(_GET_PAGE_COUNT).fetchone()[0]) * int(db.execute(_GET_PAGE_SIZE).fetchone()[0])
         return {
             "path": str(self.path),
             "waiting": sum(depth.values()),
@@ -776,10 +822,8 @@ class StoreFile:
             "last_seq": _last_seq(db),
             "bytes": pages,
             "dropped": {k.removeprefix("dropped_"): v for k, v in counters.items() if k.startswith("dropped_")},
-            "rejected_readings": int(db.execute("SELECT COALESCE(SUM(n), 0) FROM rejected_polls").fetchone()[0]),
-            "rejected_batches": int(
-                db.execute("SELECT COUNT(DISTINCT batch_id) FROM rejected_polls").fetchone()[0]
-            ),
+            "rejected_readings": int(db.execute(_REJECTED_WAITING).fetchone()[0]),
+            "rejected_batches": int(db.execute(_REJECTED_BATCH_COUNT).fetchone()[0]),
         }
 
     def rejected_batches(self) -> list[RejectedBatch]:
@@ -797,22 +841,19 @@ class StoreFile:
         """
         db = self._db
         moved = 0
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(_BEGIN_WRITE)
         try:
             for bid in batch_ids:
                 # The seqs were removed from polls when set aside: no row there can clash with them.
-                (n,) = db.execute("SELECT COALESCE(SUM(n), 0) FROM rejected_polls WHERE batch_id = ?", (bid,)).fetchone()
-                db.execute(
-                    f"INSERT INTO polls ({POLL_COLUMNS}) SELECT {POLL_COLUMNS} FROM rejected_polls WHERE batch_id = ?",
-                    (bid,),
-                )
+                (n,) = db.execute(_REJECTED_WAITING_OF_BATCH, (bid,)).fetchone()
+                db.execute(_RESEND_BATCH, (bid,))
                 moved += int(n)
-                db.execute("DELETE FROM rejected_polls WHERE batch_id = ?", (bid,))
+                db.execute(_DELETE_REJECTED_BATCH, (bid,))
             for name, amount in (("rejected", -moved), ("resend_generation", 1)):
                 _bump(db, name, amount)
-            db.execute("COMMIT")
+            db.execute(_COMMIT)
         except BaseException:
-            db.execute("ROLLBACK")
+            db.execute(_ROLLBACK)
             raise
         return moved
 

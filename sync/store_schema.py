@@ -27,18 +27,45 @@ _POLL_FIELDS = (
     "seq_first INTEGER PRIMARY KEY, seq_last INTEGER NOT NULL, priority INTEGER NOT NULL, ts REAL, "
     "n INTEGER NOT NULL CHECK (n = seq_last - seq_first + 1), body BLOB NOT NULL"
 )
+_REJECTION_FIELDS = "batch_id TEXT NOT NULL, reason TEXT NOT NULL, rejected_at REAL NOT NULL"
+
+# Every SQL statement of the migrations, named for what it does. They live here, not in the
+# functions, so that mutation testing (docs/testing.md) does not count their letter case, which
+# SQLite ignores; the tests check what each statement does.
+
+# Version 1: one row per reading.
+_CREATE_META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_CREATE_READINGS = f"CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, {_V1_FIELDS})"
+_INDEX_READINGS_BY_PRIORITY = "CREATE INDEX readings_by_priority ON readings (priority, seq)"
+_CREATE_REJECTED = f"CREATE TABLE rejected (seq INTEGER PRIMARY KEY, {_V1_FIELDS}, {_REJECTION_FIELDS})"
+_INDEX_REJECTED_BY_BATCH = "CREATE INDEX rejected_by_batch ON rejected (batch_id)"
+_CREATE_COUNTERS = "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+
+# Version 2: one row per poll, its readings moved over from version 1's tables.
+_CREATE_POLLS = f"CREATE TABLE polls ({_POLL_FIELDS})"
+_INDEX_POLLS_BY_PRIORITY = "CREATE INDEX polls_by_priority ON polls (priority, seq_last)"
+_CREATE_REJECTED_POLLS = f"CREATE TABLE rejected_polls ({_POLL_FIELDS}, {_REJECTION_FIELDS})"
+_INDEX_REJECTED_POLLS_BY_BATCH = "CREATE INDEX rejected_polls_by_batch ON rejected_polls (batch_id)"
+_V1_LAST_SEQ = "SELECT seq FROM sqlite_sequence WHERE name = 'readings'"
+_SET_LAST_SEQ = "INSERT INTO counters (name, value) VALUES ('last_seq', ?)"
+_V1_READINGS = f"SELECT {V1_COLUMNS} FROM readings ORDER BY seq"
+_V1_REJECTED = f"SELECT {V1_COLUMNS}, batch_id, reason, rejected_at FROM rejected ORDER BY seq"
+_INSERT_POLL = f"INSERT INTO polls ({POLL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_REJECTED_POLL = (
+    f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_DROP_READINGS = "DROP TABLE readings"
+_DROP_REJECTED = "DROP TABLE rejected"
 
 
 def _m001_initial(db: sqlite3.Connection) -> None:
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute(f"CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, {_V1_FIELDS})")
-    db.execute("CREATE INDEX readings_by_priority ON readings (priority, seq)")
-    db.execute(
-        f"CREATE TABLE rejected (seq INTEGER PRIMARY KEY, {_V1_FIELDS}, "
-        "batch_id TEXT NOT NULL, reason TEXT NOT NULL, rejected_at REAL NOT NULL)"
-    )
-    db.execute("CREATE INDEX rejected_by_batch ON rejected (batch_id)")
-    db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute(_CREATE_META)
+    db.execute(_CREATE_READINGS)
+    db.execute(_INDEX_READINGS_BY_PRIORITY)
+    db.execute(_CREATE_REJECTED)
+    db.execute(_INDEX_REJECTED_BY_BATCH)
+    db.execute(_CREATE_COUNTERS)
 
 
 def _v1_reading(row: tuple) -> tuple[int, Reading]:
@@ -76,27 +103,18 @@ def _v2_rows(run: list[tuple[int, Reading]]) -> list[NewRow]:
 
 
 def _m002_poll_rows(db: sqlite3.Connection) -> None:
-    db.execute(f"CREATE TABLE polls ({_POLL_FIELDS})")
-    db.execute("CREATE INDEX polls_by_priority ON polls (priority, seq_last)")
-    db.execute(
-        f"CREATE TABLE rejected_polls ({_POLL_FIELDS}, "
-        "batch_id TEXT NOT NULL, reason TEXT NOT NULL, rejected_at REAL NOT NULL)"
-    )
-    db.execute("CREATE INDEX rejected_polls_by_batch ON rejected_polls (batch_id)")
-    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-    db.execute("INSERT INTO counters (name, value) VALUES ('last_seq', ?)", (int(row[0]) if row else 0,))
-    old = db.execute(f"SELECT {V1_COLUMNS} FROM readings ORDER BY seq")
-    for _, run in _runs(old):
-        db.executemany(f"INSERT INTO polls ({POLL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", _v2_rows(run))
-    old = db.execute(f"SELECT {V1_COLUMNS}, batch_id, reason, rejected_at FROM rejected ORDER BY seq")
-    for (_, batch_id, reason, at), run in _runs(old):
-        db.executemany(
-            f"INSERT INTO rejected_polls ({POLL_COLUMNS}, batch_id, reason, rejected_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*row, batch_id, reason, at) for row in _v2_rows(run)],
-        )
-    db.execute("DROP TABLE readings")
-    db.execute("DROP TABLE rejected")
+    db.execute(_CREATE_POLLS)
+    db.execute(_INDEX_POLLS_BY_PRIORITY)
+    db.execute(_CREATE_REJECTED_POLLS)
+    db.execute(_INDEX_REJECTED_POLLS_BY_BATCH)
+    row = db.execute(_V1_LAST_SEQ).fetchone()
+    db.execute(_SET_LAST_SEQ, (int(row[0]) if row else 0,))
+    for _, run in _runs(db.execute(_V1_READINGS)):
+        db.executemany(_INSERT_POLL, _v2_rows(run))
+    for (_, batch_id, reason, at), run in _runs(db.execute(_V1_REJECTED)):
+        db.executemany(_INSERT_REJECTED_POLL, [(*row, batch_id, reason, at) for row in _v2_rows(run)])
+    db.execute(_DROP_READINGS)
+    db.execute(_DROP_REJECTED)
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_poll_rows]

@@ -14,12 +14,12 @@ from control.traffic.card import program_card
 from control.traffic.config import IntersectionConfig, ite_yellow_s
 from control.traffic.envelope import ConflictMatrix, SafetyEnvelope
 from control.traffic.runner import Intersection
-from drivers.signals.emulator import ControllerEmulator, DirectLink
+from drivers.signals.emulator import CONTROL_RUN, ControllerEmulator, DirectLink
 from drivers.signals.indications import Indication
 from drivers.signals.modbus import ModbusSignalController
 from kernel.errors import SafetyViolation, TransportError
 from kernel.readings import Priority
-from tests.traffic.helpers import GY, G, R, Rig, SimClock, Y, junction
+from tests.traffic.helpers import GY, FaultyLink, G, R, Rig, SimClock, Y, junction
 
 
 @pytest.fixture
@@ -942,3 +942,64 @@ def test_failed_writes_name_their_cause_when_they_flash(rig: Rig) -> None:
     assert alarms(rig) == [
         ("link_lost", "3 consecutive failed exchanges (limit 3); write failed: injected link loss")
     ]
+
+
+class LoseStateWrites:
+    """Wraps a link: the next ``n`` state writes (not resets or flashes) are lost on the line, each
+    after ``stall`` seconds of real time (a frame that times out)."""
+
+    def __init__(self, link: DirectLink, stall: float = 0.0) -> None:
+        self.n = 0
+        self.stall = stall
+        self._write = link.write_registers
+        link.write_registers = self  # type: ignore[method-assign]
+
+    def __call__(self, address: int, values: list[int]) -> None:
+        if self.n > 0 and values[1] == CONTROL_RUN:
+            self.n -= 1
+            time.sleep(self.stall)
+            raise TransportError("injected lost state write")
+        self._write(address, values)
+
+
+def test_a_state_write_lost_right_after_start_counts_once_and_is_retried() -> None:
+    """start() resets the device, then writes all red; that first write is lost on the line. The
+    retry in the same call shows all red; the loss counts once against the link policy (with a
+    limit of two it does not flash), and the next loss starts the count again."""
+    data = junction().model_dump(by_alias=True, exclude_none=True)
+    data["limits"] = {**data.get("limits", {}), "link_failures": 2}
+    ix = IntersectionConfig.model_validate(data)
+    clock = SimClock()
+    emu = ControllerEmulator(program_card(ix), clock, watchdog_s=0.5)
+    link = FaultyLink(emu)
+    lose = LoseStateWrites(link)
+    reports: list = []
+    env = SafetyEnvelope(ix, ModbusSignalController(tuple(g.name for g in ix.groups), link), clock, reports.append)
+    lose.n = 1
+    env.start()
+    assert env.latched is None, [r.meta for r in reports]
+    assert env.link_errors == 1
+    assert set(env.shown().values()) == {R}
+    assert emu.fault is None
+    clock.t += 0.1
+    lose.n = 1
+    env.command(env.shown())  # one more loss, after the good retry: one in a row, no flash
+    assert env.latched is None, [r.meta for r in reports]
+    assert env.link_errors == 2
+
+
+def test_a_lost_repeat_write_is_not_a_late_change(rig: Rig) -> None:
+    """A write that repeats what is shown is lost and retried after a stall: nothing changed late,
+    so a later change asked too early is refused, not held for the retry's delay (holding would
+    count a delay that never reached the device)."""
+    lose = LoseStateWrites(rig.link, stall=0.05)
+    rig.go(2, ns=G, ns_left=GY)
+    lose.n = 1
+    rig.clock.t += 0.1
+    rig.env.command(rig.state(ns=G, ns_left=GY))  # the same state: lost, then written again
+    assert rig.env.link_errors == 1
+    assert rig.env.latched is None
+    rig.hold(rig.ix.limits.min_green_s - 2.1 - 0.1)
+    rig.clock.t = round(rig.clock.t + 0.09, 6)  # 0.01 s before the minimum green is served
+    refused(rig, "min_green", ns=Y, ns_left=GY)
+    assert rig.env.held == 0

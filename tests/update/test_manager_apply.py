@@ -12,6 +12,8 @@ import yaml
 
 from agent.update.journal import Pending, load_journal
 from agent.update.manager import UpdateManager
+from kernel.errors import ConfigError
+from kernel.kinds import KindRegistry, discover
 from tests.update.test_manager_watch import Host
 from tests.update.test_update_units import _cmd, _manager, _site
 
@@ -127,4 +129,27 @@ def test_relative_paths_in_an_update_resolve_beside_the_sites_own_file(tmp_path:
     assert out.outcome == "accepted", out.reason
     cfg, _mgr = UpdateManager.resolve(path)
     assert cfg.store.path == tmp_path / "store.db"
+    assert cfg.logging.level == "DEBUG"
+
+
+def test_the_registry_the_manager_is_given_reads_the_site_and_every_version(tmp_path: Path) -> None:
+    """A caller with a kind registry of its own (here one kind more than the discovered ones) has the
+    site's file, an update and the version ``current`` selects read with it, not with the default."""
+    path = _site(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["devices"].append({"driver": "probe", "name": "p1"})
+    path.write_text(yaml.safe_dump(doc))
+    kinds = KindRegistry({**discover(), "probe": "tests.update.probe_kind"})
+    with pytest.raises(ConfigError, match="probe"):
+        UpdateManager.resolve(path)  # the discovered kinds do not know it
+    cfg, mgr = UpdateManager.resolve(path, kinds)
+    assert mgr is not None
+    assert [d.driver for d in cfg.devices] == ["system", "probe"]
+    update = {**doc, "devices": [*doc["devices"], {"driver": "probe", "name": "p2"}], "logging": {"level": "DEBUG"}}
+    out = mgr.handle(_cmd("k", {"type": "config", "version": 1, "config": update}))
+    assert (out.outcome, out.reason) == ("accepted", "version 1 staged and switched in (was 0); watching 60 s")
+    cfg, mgr = UpdateManager.resolve(path, kinds)  # the restart into version 1, still under watch
+    assert mgr is not None
+    assert (mgr.current, mgr.journal.state) == (1, "watching")
+    assert [d.name for d in cfg.devices] == ["host", "p1", "p2"]
     assert cfg.logging.level == "DEBUG"

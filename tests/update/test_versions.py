@@ -68,6 +68,50 @@ def test_a_committed_stage_becomes_the_version_whole(vs: Versions) -> None:
     assert vs.exists(1)
 
 
+class DiskLog:
+    """Records, in order, the real ``os.fsync`` calls (by the path of the synced file or folder) and
+    ``os.replace`` renames, then makes them: what would be durable if the power were cut at a step."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, str]] = []
+        fsync, replace = os.fsync, os.replace
+
+        def logged_fsync(fd: int) -> None:
+            self.events.append(("fsync", str(Path(f"/proc/self/fd/{fd}").readlink())))
+            fsync(fd)
+
+        def logged_replace(src: str | Path, dst: str | Path) -> None:
+            self.events.append(("replace", str(src)))
+            replace(src, dst)
+
+        monkeypatch.setattr(os, "fsync", logged_fsync)
+        monkeypatch.setattr(os, "replace", logged_replace)
+
+    def synced_before(self, renamed: Path) -> set[str]:
+        """The paths fsynced before ``renamed`` was renamed."""
+        end = self.events.index(("replace", str(renamed)))
+        return {path for what, path in self.events[:end] if what == "fsync"}
+
+
+def test_every_staged_file_and_folder_is_durable_before_the_version_is_published(
+    vs: Versions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut just after the rename that publishes ``versions/<n>`` must not leave a version
+    whose model is empty or missing: every file and folder of the stage is fsynced before it."""
+    stage = vs.staging(1)
+    (stage / "models" / "extra").mkdir(parents=True)
+    (stage / "models" / "m.tflite").write_bytes(b"model")
+    (stage / "models" / "extra" / "labels.txt").write_text("car\n")
+    log = DiskLog(monkeypatch)
+    final = vs.commit_stage(1, stage, {"v": 1})
+    staged = {str(stage / p.relative_to(final)) for p in final.rglob("*")} | {str(stage)}
+    assert len(staged) == 6  # site.json, models/, m.tflite, extra/, labels.txt and the stage itself
+    assert staged <= log.synced_before(stage)
+    assert ("fsync", str(vs.dir)) in log.events[log.events.index(("replace", str(stage))) :], (
+        "the rename itself is made durable"
+    )
+
+
 def test_committing_a_version_again_replaces_the_attempt_that_never_ran(vs: Versions) -> None:
     first = committed(vs, 2, {"try": 1})
     (first / "stray.bin").write_bytes(b"x")
