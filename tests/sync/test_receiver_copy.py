@@ -133,3 +133,19 @@ def test_a_group_failing_for_a_reason_other_than_its_values_stores_nothing_and_r
     assert db.store_batches([batch("b-1", range(1, 11))], "rx") == [(10, 0)]
     db.close()
     assert query(db_url, "SELECT COUNT(*) FROM readings") == [(10,)]
+
+
+def test_a_value_the_database_refuses_is_unstorable_and_the_error_names_the_refusal(db_url: str) -> None:
+    from sync.receiver_db import UnstorableError, open_db
+
+    db = open_db(db_url)
+    bad = batch("b-2", range(11, 13)).model_copy(update={"site_id": None})  # NOT NULL refuses it
+    with pytest.raises(UnstorableError) as refused:  # answered as an `unstorable` rejection, this text its detail
+        db.store_batches([batch("b-1", range(1, 11)), bad], "rx")
+    db.close()
+    said = str(refused.value)
+    if db_url.startswith("sqlite"):
+        assert said.startswith("SQLite refused a value: IntegrityError: NOT NULL constraint failed: readings.site_id")
+    else:
+        assert said.startswith("PostgreSQL refused a value: NotNullViolation: "), said
+        assert '"site_id"' in said, said
