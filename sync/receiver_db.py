@@ -151,38 +151,37 @@ def _reply_row(reply: CommandReply, now: float) -> tuple[Any, ...]:
             reply.ts, now)  # fmt: skip
 
 
-def _upsert_status_sql(mark: str) -> str:
-    """The status upsert; ``mark`` is the placeholder, ``?`` for SQLite, ``%s`` for PostgreSQL."""
-    cols = ", ".join(_STATUS_COLUMNS)
-    marks = ", ".join([mark] * len(_STATUS_COLUMNS))
-    # An offline status (the last will) carries no version or health: keep the last known ones.
-    keep = {"config_version", "release", "healthy", "readings_per_s", "buffer_depth"}
-    updates = ", ".join(
-        f"{c} = COALESCE(excluded.{c}, site_status.{c})" if c in keep
-        else f"{c} = CASE WHEN excluded.{c} = '' THEN site_status.{c} ELSE excluded.{c} END" if c == "update_state"
-        else f"{c} = excluded.{c}"
-        for c in _STATUS_COLUMNS[1:]
-    )
-    # An older status (a retained one delivered late) never overwrites a newer one, except the will
-    # of the connection the stored status went out on (or of a later one): its ts is the connection's
-    # start, older than that connection's online statuses, and it says the connection is gone.
-    if mark == "?":
-        new_conn, old_conn = "json_extract(excluded.doc, '$.connected_at')", "json_extract(site_status.doc, '$.connected_at')"
-    else:
-        new_conn, old_conn = (f"CAST(CAST({t}.doc AS jsonb) ->> 'connected_at' AS DOUBLE PRECISION)"
-                              for t in ("excluded", "site_status"))  # fmt: skip
-    return (
-        f"INSERT INTO site_status ({cols}) VALUES ({marks}) ON CONFLICT (site_id) DO UPDATE SET {updates} "  # noqa: S608
-        "WHERE site_status.ts IS NULL OR excluded.ts IS NULL OR excluded.ts >= site_status.ts "
-        f"OR (excluded.state = 'offline' AND {new_conn} >= {old_conn})"
-    )
-
-
-def _insert_reply_sql(mark: str) -> str:
-    cols = ", ".join(_REPLY_COLUMNS)
-    marks = ", ".join([mark] * len(_REPLY_COLUMNS))
-    return f"INSERT INTO command_replies ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"  # noqa: S608
-
+# The status upsert for each placeholder (``?`` SQLite, ``%s`` PostgreSQL). An offline status (the last
+# will) carries no version or health: the last known ones are kept.
+_STATUS_KEEP = {"config_version", "release", "healthy", "readings_per_s", "buffer_depth"}
+_STATUS_UPDATES = ", ".join(
+    f"{c} = COALESCE(excluded.{c}, site_status.{c})" if c in _STATUS_KEEP
+    else f"{c} = CASE WHEN excluded.{c} = '' THEN site_status.{c} ELSE excluded.{c} END" if c == "update_state"
+    else f"{c} = excluded.{c}"
+    for c in _STATUS_COLUMNS[1:]
+)  # fmt: skip
+# An older status (a retained one delivered late) never overwrites a newer one, except the will of the
+# connection the stored status went out on (or of a later one): its ts is the connection's start, older
+# than that connection's online statuses, and it says the connection is gone.
+_UPSERT_STATUS = (
+    f"INSERT INTO site_status ({', '.join(_STATUS_COLUMNS)}) VALUES ({{marks}}) "  # noqa: S608 - constant columns
+    f"ON CONFLICT (site_id) DO UPDATE SET {_STATUS_UPDATES} "
+    "WHERE site_status.ts IS NULL OR excluded.ts IS NULL OR excluded.ts >= site_status.ts "
+    "OR (excluded.state = 'offline' AND {new_conn} >= {old_conn})"
+)
+_SQLITE_UPSERT_STATUS = _UPSERT_STATUS.format(
+    marks=", ".join("?" * len(_STATUS_COLUMNS)),
+    new_conn="json_extract(excluded.doc, '$.connected_at')",
+    old_conn="json_extract(site_status.doc, '$.connected_at')",
+)
+_PG_UPSERT_STATUS = _UPSERT_STATUS.format(
+    marks=", ".join(["%s"] * len(_STATUS_COLUMNS)),
+    new_conn="CAST(CAST(excluded.doc AS jsonb) ->> 'connected_at' AS DOUBLE PRECISION)",
+    old_conn="CAST(CAST(site_status.doc AS jsonb) ->> 'connected_at' AS DOUBLE PRECISION)",
+)
+_INSERT_REPLY = f"INSERT INTO command_replies ({', '.join(_REPLY_COLUMNS)}) VALUES ({{}}) ON CONFLICT DO NOTHING"  # noqa: S608
+_SQLITE_INSERT_REPLY = _INSERT_REPLY.format(", ".join("?" * len(_REPLY_COLUMNS)))
+_PG_INSERT_REPLY = _INSERT_REPLY.format(", ".join(["%s"] * len(_REPLY_COLUMNS)))
 
 _DDL_LOCK_KEY = 0x6B6265_5244  # "kbe" "RD": advisory lock id for schema creation
 
@@ -227,6 +226,68 @@ _PG_READING_TYPES = (
     "text", "int8", "text", "text", "float8", "float8", "text", "text", "text",
     "int2", "int2", "int2", "jsonb", "text", "float8", "text", "int8",
 )  # fmt: skip
+
+
+# Every statement the receiver runs is a named module-level constant (mutation testing leaves those
+# alone, docs/testing.md); the placeholders are ``?`` for SQLite and ``%s`` for PostgreSQL.
+_BEGIN_WRITE = "BEGIN IMMEDIATE"
+_COMMIT = "COMMIT"
+_ROLLBACK = "ROLLBACK"
+_PRAGMA_WAL = "PRAGMA journal_mode=WAL"
+_PRAGMA_SYNC_FULL = "PRAGMA synchronous=FULL"
+
+_INSERT_READINGS = (
+    f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) VALUES ({', '.join('?' * len(READING_COLUMNS))}) "  # noqa: S608
+    "ON CONFLICT (site_id, seq) DO NOTHING"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
+    "VALUES ({marks}) ON CONFLICT (site_id, seq) DO NOTHING"
+)
+_SQLITE_INSERT_EVENTS = _INSERT_EVENTS.format(marks=", ".join("?" * 7))
+_PG_INSERT_EVENTS = _INSERT_EVENTS.format(marks=", ".join(["%s"] * 7))
+_INSERT_REJECTION = (
+    "INSERT INTO rejections (site_id, batch_id, reason, detail, topic, size, received_at, receiver) "
+    "VALUES ({marks})"
+)
+_SQLITE_INSERT_REJECTION = _INSERT_REJECTION.format(marks=", ".join("?" * 8))
+_PG_INSERT_REJECTION = _INSERT_REJECTION.format(marks=", ".join(["%s"] * 8))
+
+# SQLite's migration to the series key (_sqlite_add_series).
+_SQLITE_READING_COLUMNS = "PRAGMA table_info(readings)"
+_SQLITE_SET_OLD_ASIDE = "ALTER TABLE readings RENAME TO kbe_readings_before_series"
+_SQLITE_COPY_OLD = (
+    f"INSERT INTO readings ({', '.join(READING_COLUMNS[:-1])}, series) "  # noqa: S608 - constant columns
+    f"SELECT {', '.join(READING_COLUMNS[:-1])}, kbe_series(site_id, device, point) FROM kbe_readings_before_series"
+)
+_SQLITE_DROP_OLD = "DROP TABLE kbe_readings_before_series"
+
+# PostgreSQL's start-up (PostgresReceiverDB._connect) and migration to the series key (_pg_add_series).
+_PG_LOCK_DDL = "SELECT pg_advisory_xact_lock(%s)"
+_PG_SERIES_FUNCTION = "SELECT to_regprocedure('kbe_series(text,text,text)')"
+_PG_READINGS_TABLE = "SELECT to_regclass('readings')"
+_PG_HAS_SERIES = (
+    "SELECT 1 FROM pg_attribute WHERE attrelid = 'readings'::regclass AND attname = 'series' AND NOT attisdropped"
+)
+_PG_OLD_INDEX = (
+    "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+    "WHERE i.indrelid = 'readings'::regclass AND c.relname = 'readings_by_point'"
+)
+_PG_DROP_INDEX = "DROP INDEX {}"  # a regclass's text: quoted and qualified by PostgreSQL
+_PG_ADD_SERIES = "ALTER TABLE readings ADD COLUMN series BIGINT"
+# kbe_series' body written out: a call per row of a SQL function it cannot inline costs twice as much
+_PG_FILL_SERIES = (
+    f"ALTER TABLE readings ALTER COLUMN series TYPE BIGINT USING {pg_series_sql('site_id', 'device', 'point')}, "
+    "ALTER COLUMN series SET NOT NULL"
+)
+_PG_INCOMING = "CREATE TEMP TABLE IF NOT EXISTS kbe_rx_incoming (LIKE readings) ON COMMIT DELETE ROWS"
+_PG_EMPTY_INCOMING = "TRUNCATE kbe_rx_incoming"
+_PG_COPY_DIRECT = f"COPY readings ({', '.join(READING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_PG_COPY_INCOMING = f"COPY kbe_rx_incoming ({', '.join(READING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_PG_INSERT_INCOMING = (
+    f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "  # noqa: S608 - constant columns
+    f"SELECT {', '.join(READING_COLUMNS)} FROM kbe_rx_incoming ON CONFLICT (site_id, seq) DO NOTHING"
+)
 
 
 def split_value(value: Any) -> tuple[float | None, str | None, str]:
@@ -328,17 +389,13 @@ def _sqlite_add_series(db: sqlite3.Connection) -> None:
     created and filled from it (every row, its series computed), and the old one (with its
     ``readings_by_point`` index) dropped.
     """
-    columns = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
+    columns = {row[1] for row in db.execute(_SQLITE_READING_COLUMNS)}
     if not columns or "series" in columns:
         return
-    db.execute("ALTER TABLE readings RENAME TO kbe_readings_before_series")
+    db.execute(_SQLITE_SET_OLD_ASIDE)
     db.execute(_SQLITE_READINGS)
-    old = ", ".join(READING_COLUMNS[:-1])
-    db.execute(
-        f"INSERT INTO readings ({old}, series) "  # noqa: S608 - constant columns
-        f"SELECT {old}, kbe_series(site_id, device, point) FROM kbe_readings_before_series"
-    )
-    db.execute("DROP TABLE kbe_readings_before_series")
+    db.execute(_SQLITE_COPY_OLD)
+    db.execute(_SQLITE_DROP_OLD)
 
 
 class SqliteReceiverDB:
@@ -353,16 +410,16 @@ class SqliteReceiverDB:
         self._series = series or SeriesCache()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         register_sqlite(self._db)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("BEGIN IMMEDIATE")  # receivers starting together: one makes the schema
+        self._db.execute(_PRAGMA_WAL)
+        self._db.execute(_PRAGMA_SYNC_FULL)
+        self._db.execute(_BEGIN_WRITE)  # receivers starting together: one makes the schema
         try:
             _sqlite_add_series(self._db)
             for ddl in _SQLITE_DDL + _STATUS_DDL:
                 self._db.execute(ddl)
-            self._db.execute("COMMIT")
+            self._db.execute(_COMMIT)
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute(_ROLLBACK)
             raise
 
     def store_batch(self, batch: BatchFields, receiver: str) -> tuple[int, int]:
@@ -372,32 +429,23 @@ class SqliteReceiverDB:
     def store_batches(self, batches: Sequence[BatchFields], receiver: str) -> list[tuple[int, int]]:
         """Persist several batches in ONE transaction; (newly stored, duplicates) of each, in order."""
         now = time.time()
-        marks = ", ".join("?" * len(READING_COLUMNS))
-        sql = (
-            f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) VALUES ({marks}) "  # noqa: S608 - constant columns
-            "ON CONFLICT (site_id, seq) DO NOTHING"
-        )
         out = []
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(_BEGIN_WRITE)
             try:
                 for batch in batches:
                     rows = _rows(batch, receiver, now, self._series)
                     before = self._db.total_changes
-                    self._db.executemany(sql, rows)
+                    self._db.executemany(_INSERT_READINGS, rows)
                     stored = self._db.total_changes - before
                     out.append((stored, len(rows) - stored))
-                    self._db.executemany(
-                        "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, seq) DO NOTHING",
-                        _event_rows(rows),
-                    )
-                self._db.execute("COMMIT")
+                    self._db.executemany(_SQLITE_INSERT_EVENTS, _event_rows(rows))
+                self._db.execute(_COMMIT)
             except _SQLITE_VALUE_ERRORS as exc:
-                self._db.execute("ROLLBACK")
+                self._db.execute(_ROLLBACK)
                 raise UnstorableError(f"SQLite refused a value: {type(exc).__name__}: {exc}") from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute(_ROLLBACK)
                 raise
         return out
 
@@ -407,20 +455,18 @@ class SqliteReceiverDB:
         """Record a refused batch."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO rejections (site_id, batch_id, reason, detail, topic, size, received_at, receiver) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
+                _SQLITE_INSERT_REJECTION, (site_id, batch_id, reason, detail, topic, size, time.time(), receiver)
             )
 
     def record_status(self, status: Status, receiver: str = "") -> None:
         """Keep a site's latest status (the newest by its own timestamp)."""
         with self._lock:
-            self._db.execute(_upsert_status_sql("?"), _status_row(status, time.time(), receiver))
+            self._db.execute(_SQLITE_UPSERT_STATUS, _status_row(status, time.time(), receiver))
 
     def record_reply(self, reply: CommandReply) -> None:
         """Keep a command reply (the same reply twice is kept once)."""
         with self._lock:
-            self._db.execute(_insert_reply_sql("?"), _reply_row(reply, time.time()))
+            self._db.execute(_SQLITE_INSERT_REPLY, _reply_row(reply, time.time()))
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of a read-only query without parameters."""
@@ -440,26 +486,17 @@ def _pg_add_series(conn: Any) -> None:
     once with every row's series (``ALTER COLUMN ... TYPE ... USING`` writes a new copy of the table,
     leaving no dead rows behind as an ``UPDATE`` would); the caller then creates ``readings_by_series``.
     """
-    table = conn.execute("SELECT to_regclass('readings')").fetchone()[0]
+    table = conn.execute(_PG_READINGS_TABLE).fetchone()[0]
     if table is None:
         return
-    has = conn.execute(
-        "SELECT 1 FROM pg_attribute WHERE attrelid = 'readings'::regclass AND attname = 'series' AND NOT attisdropped"
-    ).fetchone()
+    has = conn.execute(_PG_HAS_SERIES).fetchone()
     if has:
         return
-    old = conn.execute(
-        "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE i.indrelid = 'readings'::regclass AND c.relname = 'readings_by_point'"
-    ).fetchone()
+    old = conn.execute(_PG_OLD_INDEX).fetchone()
     if old:
-        conn.execute(f"DROP INDEX {old[0]}")  # a regclass's text: quoted and qualified by PostgreSQL
-    conn.execute("ALTER TABLE readings ADD COLUMN series BIGINT")
-    # kbe_series' body written out: a call per row of a SQL function it cannot inline costs twice as much
-    conn.execute(
-        f"ALTER TABLE readings ALTER COLUMN series TYPE BIGINT USING {pg_series_sql('site_id', 'device', 'point')}, "
-        "ALTER COLUMN series SET NOT NULL"
-    )
+        conn.execute(_PG_DROP_INDEX.format(old[0]))
+    conn.execute(_PG_ADD_SERIES)
+    conn.execute(_PG_FILL_SERIES)
 
 
 class PostgresReceiverDB:
@@ -481,13 +518,6 @@ class PostgresReceiverDB:
         self._url = url
         self._series = series or SeriesCache()
         self._lock = threading.Lock()
-        cols = ", ".join(READING_COLUMNS)
-        self._copy_direct = f"COPY readings ({cols}) FROM STDIN (FORMAT BINARY)"
-        self._copy = f"COPY kbe_rx_incoming ({cols}) FROM STDIN (FORMAT BINARY)"
-        self._insert = (
-            f"INSERT INTO readings ({cols}) SELECT {cols} FROM kbe_rx_incoming "  # noqa: S608 - constant
-            "ON CONFLICT (site_id, seq) DO NOTHING"
-        )
         self._conn = self._connect()
         self.reconnects = 0
 
@@ -500,13 +530,13 @@ class PostgresReceiverDB:
         with conn.transaction():
             # Receivers of one group start together; serialise their CREATE ... IF NOT EXISTS, which
             # PostgreSQL does not make race-free on its own.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-            if conn.execute("SELECT to_regprocedure('kbe_series(text,text,text)')").fetchone()[0] is None:
+            conn.execute(_PG_LOCK_DDL, (_DDL_LOCK_KEY,))
+            if conn.execute(_PG_SERIES_FUNCTION).fetchone()[0] is None:
                 conn.execute(PG_FUNCTION)
             _pg_add_series(conn)
             for ddl in _PG_DDL + _STATUS_DDL:
                 conn.execute(ddl)
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS kbe_rx_incoming (LIKE readings) ON COMMIT DELETE ROWS")
+        conn.execute(_PG_INCOMING)
         return conn
 
     def store_batch(self, batch: BatchFields, receiver: str) -> tuple[int, int]:
@@ -547,7 +577,7 @@ class PostgresReceiverDB:
     def _write(self, rows: list[list[tuple[Any, ...]]], events: list[tuple[Any, ...]]) -> list[int]:
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
-                self._copy_rows(cur, self._copy_direct, [row for batch_rows in rows for row in batch_rows])
+                self._copy_rows(cur, _PG_COPY_DIRECT, [row for batch_rows in rows for row in batch_rows])
                 self._insert_events(cur, events)
             return [len(batch_rows) for batch_rows in rows]
         except self._psycopg.errors.UniqueViolation:
@@ -555,10 +585,10 @@ class PostgresReceiverDB:
         stored = []
         with self._conn.transaction(), self._conn.cursor() as cur:
             for batch_rows in rows:
-                self._copy_rows(cur, self._copy, batch_rows)
-                cur.execute(self._insert)
+                self._copy_rows(cur, _PG_COPY_INCOMING, batch_rows)
+                cur.execute(_PG_INSERT_INCOMING)
                 stored.append(max(cur.rowcount, 0))
-                cur.execute("TRUNCATE kbe_rx_incoming")
+                cur.execute(_PG_EMPTY_INCOMING)
             self._insert_events(cur, events)
         return stored
 
@@ -572,11 +602,7 @@ class PostgresReceiverDB:
     @staticmethod
     def _insert_events(cur: Any, events: list[tuple[Any, ...]]) -> None:
         if events:
-            cur.executemany(
-                "INSERT INTO device_events (site_id, seq, device, state, ts, detail, received_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (site_id, seq) DO NOTHING",
-                events,
-            )
+            cur.executemany(_PG_INSERT_EVENTS, events)
 
     def record_rejection(
         self, site_id: str, batch_id: str | None, reason: str, detail: str, topic: str, size: int, receiver: str
@@ -584,21 +610,19 @@ class PostgresReceiverDB:
         """Record a refused batch."""
         self._reconnecting(
             lambda: self._conn.execute(
-                "INSERT INTO rejections (site_id, batch_id, reason, detail, topic, size, received_at, receiver) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (site_id, batch_id, reason, detail, topic, size, time.time(), receiver),
+                _PG_INSERT_REJECTION, (site_id, batch_id, reason, detail, topic, size, time.time(), receiver)
             )
         )
 
     def record_status(self, status: Status, receiver: str = "") -> None:
         """Keep a site's latest status (the newest by its own timestamp)."""
         row = _status_row(status, time.time(), receiver)
-        self._reconnecting(lambda: self._conn.execute(_upsert_status_sql("%s"), row))
+        self._reconnecting(lambda: self._conn.execute(_PG_UPSERT_STATUS, row))
 
     def record_reply(self, reply: CommandReply) -> None:
         """Keep a command reply (the same reply twice is kept once)."""
         row = _reply_row(reply, time.time())
-        self._reconnecting(lambda: self._conn.execute(_insert_reply_sql("%s"), row))
+        self._reconnecting(lambda: self._conn.execute(_PG_INSERT_REPLY, row))
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of a read-only query without parameters."""

@@ -119,3 +119,33 @@ def test_a_failing_group_stores_nothing(db_url: str) -> None:
         db.store_batches([batch("b-1", range(1, 11)), bad], "rx")
     assert db.store_batches([batch("b-1", range(1, 11))], "rx") == [(10, 0)]
     db.close()
+
+
+def test_a_group_failing_for_a_reason_other_than_its_values_stores_nothing_and_raises_it(db_url: str) -> None:
+    from sync.receiver_db import UnstorableError, open_db
+
+    db = open_db(db_url)
+    odd = batch("b-2", range(11, 13))
+    odd = odd.model_copy(update={"readings": [odd.readings[0].model_copy(update={"meta": {"k": {1}}})]})  # no JSON
+    with pytest.raises(TypeError) as failed:  # a bug, not the batch's values: never answered as unstorable
+        db.store_batches([batch("b-1", range(1, 11)), odd], "rx")
+    assert not isinstance(failed.value, UnstorableError)
+    assert db.store_batches([batch("b-1", range(1, 11))], "rx") == [(10, 0)]
+    db.close()
+    assert query(db_url, "SELECT COUNT(*) FROM readings") == [(10,)]
+
+
+def test_a_value_the_database_refuses_is_unstorable_and_the_error_names_the_refusal(db_url: str) -> None:
+    from sync.receiver_db import UnstorableError, open_db
+
+    db = open_db(db_url)
+    bad = batch("b-2", range(11, 13)).model_copy(update={"site_id": None})  # NOT NULL refuses it
+    with pytest.raises(UnstorableError) as refused:  # answered as an `unstorable` rejection, this text its detail
+        db.store_batches([batch("b-1", range(1, 11)), bad], "rx")
+    db.close()
+    said = str(refused.value)
+    if db_url.startswith("sqlite"):
+        assert said.startswith("SQLite refused a value: IntegrityError: NOT NULL constraint failed: readings.site_id")
+    else:
+        assert said.startswith("PostgreSQL refused a value: NotNullViolation: "), said
+        assert '"site_id"' in said, said

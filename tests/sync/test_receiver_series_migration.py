@@ -152,3 +152,21 @@ def test_an_old_sqlite_database_is_migrated_once_and_loses_nothing(old_sqlite: s
     assert query(old_sqlite, "SELECT COUNT(*) FROM readings") == [(361,)]
     assert query(old_sqlite, "SELECT sql FROM sqlite_master WHERE name = 'readings'")[0][0].count("series INTEGER NOT NULL") == 1
     assert query(old_sqlite, "SELECT name FROM sqlite_master WHERE name LIKE 'kbe_readings%'") == []
+
+
+def test_an_old_sqlite_database_the_migration_cannot_copy_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "centre.db"
+    with closing(sqlite3.connect(path)) as db, db:  # an old table without its receiver column
+        db.execute("CREATE TABLE readings (site_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (site_id, seq))")
+        db.execute("INSERT INTO readings VALUES ('bn-01', 1)")
+    with pytest.raises(sqlite3.OperationalError, match="no such column") as failed:
+        open_db(f"sqlite:///{path}")
+    # While the failure is still held (its traceback keeps the receiver's connection), the database
+    # is as it was and nothing holds its write lock.
+    assert failed.value is not None
+    with closing(sqlite3.connect(path, timeout=0)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        assert other.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == [
+            ("readings",), ("sqlite_autoindex_readings_1",)]  # fmt: skip
+        assert other.execute("SELECT * FROM readings").fetchall() == [("bn-01", 1)]
+        other.execute("ROLLBACK")
