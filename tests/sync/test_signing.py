@@ -546,3 +546,71 @@ def test_registry_problems_are_all_listed_with_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         SiteRegistry.load(f)
     assert info.value.source == str(f)
+
+
+# --- the retained status: signed by the site, opened by the centre ------------------------------
+
+
+def test_a_status_is_signed_for_its_site_and_opened_only_on_that_sites_topic(tmp_path: Path) -> None:
+    """The status (and the last will) is plain JSON signed by the site, its site id in the header; the
+    centre keeps it only when a key of the topic's site verifies it and both ids name that site."""
+    from sync.signing import open_status, sign_status
+
+    site = Signer.from_file(generate_keypair(tmp_path, "site-a")[0])
+    keys = [site.public_key()]
+    status = wire.Status(site_id="site-a", state="online", ts=5.0)
+    frame = wire.unpack_frame(sign_status(status, site))
+    assert (frame.msg_id, frame.codec, frame.payload) == ("site-a", wire.CODEC_JSON, wire.encode_small(status))
+    assert open_status(sign_status(status, site), keys, "site-a") == status
+    assert open_status(site.small_frame(status), keys, "site-a") == status, "a frame without an id opens"
+    with pytest.raises(SignatureError) as info:
+        open_status(status.model_dump_json().encode(), keys, "site-a")
+    assert str(info.value) == "status is unsigned (plain JSON)"
+    rogue = Signer.from_file(generate_keypair(tmp_path / "r", "site-a")[0])
+    with pytest.raises(SignatureError, match="does not verify"):
+        open_status(sign_status(status, rogue), keys, "site-a")
+    other = wire.Status(site_id="site-b", state="offline")
+    for data in (sign_status(other, site), site.small_frame(other, "site-a"), site.small_frame(status, "site-b")):
+        with pytest.raises(wire.WireError) as werr:
+            open_status(data, keys, "site-a")
+        assert "on the topic of 'site-a'" in str(werr.value)
+    with pytest.raises(wire.WireError) as werr:
+        open_status(sign_status(other, site), keys, "site-a")
+    assert str(werr.value) == "status signed for site 'site-b' on the topic of 'site-a'"
+
+
+# --- the two kinds of key: the interpreter's OpenSSL, and cryptography ---------------------------
+
+
+def test_pem_key_files_load_on_the_interpreters_openssl_not_through_cryptography(tmp_path: Path) -> None:
+    """The agent's process signs and verifies with :mod:`sync.ed25519`: the usual PEM key files load
+    as its keys, so ``cryptography`` is not needed to start a site."""
+    from sync import ed25519
+    from sync.signing import load_public_key
+
+    if not ed25519.available():
+        pytest.skip("no libcrypto of OpenSSL 3 loaded in this interpreter")
+    key, pub = generate_keypair(tmp_path, "s1")
+    assert type(load_private_key(key)) is ed25519.PrivateKey
+    assert type(load_public_key(pub)) is ed25519.PublicKey
+
+
+def test_cryptography_keys_verify_and_refuse_like_the_light_ones(tmp_path: Path) -> None:
+    """A key object of ``cryptography`` (another PEM form, a caller's own key) verifies a good
+    signature and refuses a tampered frame or another signer's, like the interpreter's OpenSSL keys."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    from sync.signing import verifies, verify_frame
+
+    signer = Signer(Ed25519PrivateKey.generate())
+    other = Signer(Ed25519PrivateKey.generate())
+    key = signer.public_key()
+    assert isinstance(key, Ed25519PublicKey)
+    payload = wire.compress(b'{"x":1}')
+    sig = signer.sign(payload)
+    assert verifies(key, sig, payload) is True
+    assert verifies(key, sig, payload + b"!") is False
+    assert verifies(key, other.sign(payload), payload) is False
+    verify_frame(wire.unpack_frame(signer.frame(payload)), [other.public_key(), key])
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_frame(wire.unpack_frame(other.frame(payload)), [key])

@@ -16,6 +16,7 @@ import pytest
 from agent.update.journal import Pending, load_journal, save_journal
 from agent.update.manager import UpdateManager
 from kernel.errors import ConfigError
+from kernel.kinds import KindRegistry
 from tests.update.test_manager_apply import committed_at
 from tests.update.test_manager_watch import Host
 from tests.update.test_update_units import _cmd, _manager, _site
@@ -235,3 +236,26 @@ def test_a_watch_of_another_version_does_not_roll_back_the_one_that_fails_to_loa
     assert mgr.versions.path(1).exists()
     assert mgr.journal.pending is not None
     assert mgr.journal.pending.version == 7
+
+
+def test_the_running_agent_attaches_to_the_chosen_version_without_recovering_it_again(tmp_path: Path) -> None:
+    """After the hand-over, the exec'ed agent takes the manager of the config the checking process
+    chose: the same version and journal (a start under watch counted once, by ``resolve``), the
+    running config an update is checked against, and the kind registry it is given."""
+    path = _site(tmp_path)
+    assert _manager(path).handle(_cmd("a", {"type": "release", "version": 1, "release": "r1"})).outcome == "accepted"
+    cfg, chosen = UpdateManager.resolve(path)  # the checking process, after the restart
+    assert chosen is not None
+    kinds = KindRegistry()
+    mgr = UpdateManager.attach(cfg, path, kinds)
+    assert mgr.running is cfg
+    assert mgr.kinds is kinds
+    assert (mgr.ucfg, mgr.bootstrap) == (cfg.update, path)
+    assert (mgr.current, mgr.journal.state) == (1, "watching")
+    assert mgr.journal.pending is not None
+    assert mgr.journal.pending.boots == 1, "the start is counted once, by resolve"
+    on_disk = load_journal(mgr.versions.journal_path).pending
+    assert on_disk is not None
+    assert on_disk.boots == 1
+    out = mgr.handle(_cmd("b", {"type": "release", "version": 2, "release": "r2"}))
+    assert (out.outcome, out.reason) == ("refused", "version 1 is still being watched; try again after it")
