@@ -17,9 +17,9 @@ import yaml
 
 from hil.procs import free_port
 from kernel import collector
-from tests.agent.test_footprint import meter_port  # noqa: F401 - fixture
+from tests.agent.test_footprint import meter_port, meter_site  # noqa: F401 - fixture
 from tests.conftest import agent_argv, agent_env
-from tests.sync.conftest import SITE, site_keys, wait_for  # noqa: F401 - fixtures
+from tests.sync.conftest import site_keys, wait_for  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -75,21 +75,7 @@ def _metrics(url: str) -> dict[str, float]:
 
 def test_edge_agent_run_freezes_its_start_up_objects(tmp_path, site_keys, meter_port) -> None:  # noqa: F811
     port = free_port()
-    cfg = {
-        "site": {"id": SITE, "name": "Meters", "location": {"lat": 21.18, "lon": 106.07}},
-        "devices": [
-            {
-                "driver": "modbus",
-                "name": "meter-1",
-                "profile": "eastron-sdm120",
-                "unit": 1,
-                "line": {"type": "tcp", "host": "127.0.0.1", "port": meter_port},
-                "poll": {"fast_s": 0.5, "slow_s": 2.0},
-            }
-        ],
-        "store": {"path": str(tmp_path / "agent-store.db")},
-        "health": {"listen": f"127.0.0.1:{port}"},
-    }
+    cfg = meter_site(meter_port, tmp_path / "agent-store.db", health=f"127.0.0.1:{port}")
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen(

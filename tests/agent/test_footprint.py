@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -105,10 +106,9 @@ def meter_port() -> Iterator[int]:
     thread.join(5)
 
 
-def _run_meter_site(mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter_port) -> str:  # noqa: F811
-    """``edge-agent run`` of a Modbus site until the receiver holds its readings: its ``python -v`` log."""
-    receivers(mosquitto, sqlite_url, site_keys.registry).wait_subscribed()
-    cfg = {
+def meter_site(meter_port: int, store: Path, health: str | None = None) -> dict[str, Any]:
+    """The config of a site with one emulated SDM120 meter on ``meter_port`` (no uplink)."""
+    return {
         "site": {"id": SITE, "name": "Meters", "location": {"lat": 21.18, "lon": 106.07}},
         "devices": [
             {
@@ -120,15 +120,21 @@ def _run_meter_site(mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter
                 "poll": {"fast_s": 0.5, "slow_s": 2.0},
             }
         ],
-        "sync": {
-            "broker": mosquitto.url,
-            "allow_plaintext": True,
-            "centre_public_keys": [str(site_keys.key.parent / "centre.pub")],
-            "signing_key_file": str(site_keys.key),
-            "batch": {"max_age_s": 0.2},
-        },
-        "store": {"path": str(tmp_path / "agent-store.db")},
-        "health": {"listen": None},
+        "store": {"path": str(store)},
+        "health": {"listen": health},
+    }
+
+
+def _run_meter_site(mosquitto, tmp_path, site_keys, sqlite_url, receivers, meter_port) -> str:  # noqa: F811
+    """``edge-agent run`` of a Modbus site until the receiver holds its readings: its ``python -v`` log."""
+    receivers(mosquitto, sqlite_url, site_keys.registry).wait_subscribed()
+    cfg = meter_site(meter_port, tmp_path / "agent-store.db")
+    cfg["sync"] = {
+        "broker": mosquitto.url,
+        "allow_plaintext": True,
+        "centre_public_keys": [str(site_keys.key.parent / "centre.pub")],
+        "signing_key_file": str(site_keys.key),
+        "batch": {"max_age_s": 0.2},
     }
     ensure_keypair(site_keys.key.parent, "centre")  # the receiver signs its acks with it
     path = tmp_path / "site.yaml"
