@@ -1,12 +1,17 @@
 """RSS of the running agent over a long soak at about 2,000 readings/s, sampled and plotted.
 
-    .venv/bin/python bench/bench_rss_soak.py [--devices 134] [--minutes 60] [--every 10] [--png PATH]
+    .venv/bin/python bench/bench_rss_soak.py [--devices 134] [--minutes 60] [--every 10] [--png PATH] [--gc default]
 
 Same rig as bench_agent_rss.py (SDM120 meters, 15 points each, polled every second behind one
 emulated Modbus TCP gateway, a private Mosquitto and the reference receiver, `edge-agent run`):
 134 devices make about 2,000 readings/s. RSS from /proc every ``--every`` seconds with the load
 average; a CSV beside the PNG (matplotlib, dev extra). The last line compares the last tenth of the
-soak with the first tenth after settling: a flat plateau has a ratio near 1.
+soak with the first tenth after settling: a flat plateau has a ratio near 1. Each sample also splits
+RSS into its anonymous part (the heap: Python objects, SQLite's page cache, OpenSSL) and its
+file-backed and shared parts (``RssAnon``, ``RssFile``, ``RssShmem`` from ``/proc/<pid>/status``),
+so a drift can be told apart. ``--gc default`` runs the agent with CPython's default collector
+settings instead of :mod:`kernel.collector`'s (``bench/gcdefault``), so two soaks side by side show
+what the thresholds and the freeze do to memory.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=10.0)
     ap.add_argument("--settle", type=float, default=30.0)
     ap.add_argument("--png", type=Path, default=Path("docs/benchmarks/rss-soak.png"))
+    ap.add_argument("--gc", choices=("agent", "default"), default="agent",
+                    help="collector settings: the agent's own, or CPython's defaults (bench/gcdefault)")
     args = ap.parse_args()
     meters = Meters(args.devices)
     profile, port = meters.profile, meters.port
     samples: list[tuple[float, float, float, float]] = []  # minutes, RSS MB, CPU %, load
+    parts: list[tuple[float, float, float]] = []  # anonymous, file-backed, shared MB
     procs = ProcessSet()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -44,7 +52,7 @@ def main() -> None:
             key, broker = start_centre(work, procs)
             agent = procs.add(ManagedProcess(
                 "agent", agent_argv("run", "--config", str(site(work, key, broker.url, port, args.devices))),
-                work / "logs" / "agent.log", agent_env(),
+                work / "logs" / "agent.log", soak_env(args.gc),
             ))
             agent.start()
             time.sleep(args.settle)
@@ -57,8 +65,10 @@ def main() -> None:
                 now = time.monotonic()
                 c = cpu_s(pid)
                 samples.append(((now - t0) / 60, rss_mb(pid), (c - c_prev) / (now - t_prev) * 100, os.getloadavg()[0]))
+                parts.append(rss_parts(pid))
                 c_prev, t_prev = c, now
-                print(f"{samples[-1][0]:6.1f} min  RSS {samples[-1][1]:6.1f} MB  CPU {samples[-1][2]:5.1f} %  "
+                print(f"{samples[-1][0]:6.1f} min  RSS {samples[-1][1]:6.1f} MB  (anon {parts[-1][0]:5.1f}, "
+                      f"file {parts[-1][1]:5.1f}, shmem {parts[-1][2]:4.1f})  CPU {samples[-1][2]:5.1f} %  "
                       f"load {samples[-1][3]:.1f}", flush=True)
         finally:
             procs.stop_all()
@@ -71,10 +81,17 @@ def main() -> None:
     points = sum(1 for _ in profile.points)
     print(f"{args.devices} devices x {points} points @ 1 s = {args.devices * points} readings/s offered; "
           f"RSS first tenth {first:.1f} MB, last tenth {last:.1f} MB, ratio {last / first:.3f}; "
-          f"peak {max(s[1] for s in samples):.1f} MB")
+          f"peak {max(s[1] for s in samples):.1f} MB; collector settings: {args.gc}")
+    anon_first = sum(p[0] for p in parts[:tenth]) / tenth
+    anon_last = sum(p[0] for p in parts[-tenth:]) / tenth
+    print(f"anonymous (heap) first tenth {anon_first:.1f} MB, last tenth {anon_last:.1f} MB; "
+          f"file-backed {parts[0][1]:.1f} -> {parts[-1][1]:.1f} MB; shared {parts[0][2]:.1f} -> {parts[-1][2]:.1f} MB")
     csv = args.png.with_suffix(".csv")
     csv.parent.mkdir(parents=True, exist_ok=True)
-    csv.write_text("minutes,rss_mb,cpu_percent,load1\n" + "".join(f"{m:.2f},{r:.2f},{c:.1f},{ld:.2f}\n" for m, r, c, ld in samples))
+    csv.write_text("minutes,rss_mb,cpu_percent,load1,anon_mb,file_mb,shmem_mb\n" + "".join(
+        f"{m:.2f},{r:.2f},{c:.1f},{ld:.2f},{a:.2f},{fb:.2f},{sh:.2f}\n"
+        for (m, r, c, ld), (a, fb, sh) in zip(samples, parts, strict=True)
+    ))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,16 +99,39 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.plot([s[0] for s in samples], [s[1] for s in samples], label="agent RSS (MB)")
+    ax.plot([s[0] for s in samples], [p[0] for p in parts], label="of which anonymous (MB)", linestyle="--")
+    ax.legend(loc="lower right")
     ax.set_xlabel("minutes after settling")
     ax.set_ylabel("RSS (MB)")
     ax.set_ylim(0, max(s[1] for s in samples) * 1.2)
     ax2 = ax.twinx()
     ax2.plot([s[0] for s in samples], [s[3] for s in samples], color="grey", alpha=0.4, label="load average")
     ax2.set_ylabel("load average (1 min)")
-    ax.set_title(f"edge-agent run, {args.devices} SDM120 meters, {args.devices * points} readings/s")
+    gc_note = "" if args.gc == "agent" else ", CPython's default collector"
+    ax.set_title(f"edge-agent run, {args.devices} SDM120 meters, {args.devices * points} readings/s{gc_note}")
     fig.tight_layout()
     fig.savefig(args.png, dpi=100)
     print(f"wrote {args.png} and {csv}")
+
+
+def rss_parts(pid: int) -> tuple[float, float, float]:
+    """RssAnon, RssFile and RssShmem of ``pid`` in MB (``/proc/<pid>/status``)."""
+    found = {"RssAnon:": 0.0, "RssFile:": 0.0, "RssShmem:": 0.0}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(maxsplit=1)[0]
+            if key in found:
+                found[key] = int(line.split()[1]) / 1024
+    return found["RssAnon:"], found["RssFile:"], found["RssShmem:"]
+
+
+def soak_env(collector: str) -> dict[str, str]:
+    """The agent's environment; with ``collector == "default"``, ``bench/gcdefault`` on its path."""
+    env = agent_env()
+    if collector == "default":
+        env["KBE_GC_DEFAULT"] = "1"
+        env["PYTHONPATH"] = env["PYTHONPATH"] + os.pathsep + str(Path(__file__).resolve().parent / "gcdefault")
+    return env
 
 
 if __name__ == "__main__":
