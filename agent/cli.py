@@ -41,7 +41,7 @@ def run_site_file(config_file: Path, hand_over: bool = False) -> None:
     if hand_over:
         from agent.handover import hand_over as exec_checked
 
-        exec_checked(cfg, str(config_file))
+        exec_checked(cfg)
     run_agent(cfg, kinds, updates=updates, reload=lambda: UpdateManager.resolve(config_file, kinds))
 
 

@@ -16,13 +16,11 @@ import tempfile
 from pathlib import PurePath
 from typing import Any, cast
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from agent import runconfig
 from agent.config import SiteConfig
 from agent.runtime import FORMAT, can_exec, exec_self
-from kernel.config_base import validation_problems
-from kernel.errors import ConfigError
 
 log = logging.getLogger("kbe.agent")
 
@@ -47,46 +45,31 @@ def plain(value: Any) -> Any:
     return value
 
 
-def document(cfg: SiteConfig, source: str) -> dict[str, Any] | None:
+def document(cfg: SiteConfig) -> dict[str, Any] | None:
     """What the running agent is handed, or None when the site uses a part without runtime types.
 
-    Each enabled Modbus device's point overrides are applied to its profile here, with the models'
-    checks, so a bad combination (an override with ``scale: 0``) is a config problem now instead of
-    a failure when the device is built.
+    The profiles of the enabled Modbus devices go with the config; their overrides were checked
+    against them when the config was (an override with ``scale: 0`` is a config problem).
     """
     if any(getattr(cfg, section) is not None for section in runconfig.SECTIONS):
         return None
     if any(dev.driver not in runconfig.DEVICE_KINDS for dev in cfg.devices):
         return None
-    from drivers.modbus.device import apply_overrides
     from drivers.modbus.kind import cached_profile
     from drivers.modbus.points import profile_path
 
     profiles: dict[str, Any] = {}
-    problems: list[str] = []
-    for i, dev in enumerate(cast(list[Any], cfg.devices)):
-        if dev.driver != "modbus" or not dev.enabled:
-            continue
-        profile = cached_profile(dev.profile)
-        for point, changes in dev.settings().overrides.items():
-            try:
-                apply_overrides(profile, {point: changes})
-            except ValidationError as exc:
-                where = f"devices[{i}].overrides.{point}"
-                problems.extend(
-                    f"{where}: {p.removeprefix('(top level): ')}" for p in validation_problems(exc)
-                )
-        profiles[str(profile_path(dev.profile))] = plain(profile)
-    if problems:
-        raise ConfigError(source, problems)
+    for dev in cast(list[Any], cfg.devices):
+        if dev.driver == "modbus" and dev.enabled:
+            profiles[str(profile_path(dev.profile))] = plain(cached_profile(dev.profile))
     return {"format": FORMAT, "config": plain(cfg), "profiles": profiles}
 
 
-def hand_over(cfg: SiteConfig, source: str) -> None:
+def hand_over(cfg: SiteConfig) -> None:
     """``exec`` the running agent with ``cfg`` when the site can run without pydantic; return otherwise."""
     if os.environ.get(OPT_OUT_ENV) == "0" or not can_exec():
         return  # exactly as before the hand-over
-    doc = document(cfg, source)
+    doc = document(cfg)
     if doc is None:
         return
     fd = _anonymous_file(json.dumps(doc, separators=(",", ":")).encode())

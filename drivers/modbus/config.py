@@ -7,15 +7,16 @@ What the running agent calls on it (``settings()``, an override's ``as_update()`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from drivers.modbus.config_methods import ModbusConfigMethods, PointOverrideMethods
+from drivers.modbus.device import apply_overrides
 from drivers.modbus.kind import cached_profile
 from drivers.modbus.points import profile_is_path
 from drivers.transports.config import LineConfig
-from kernel.config_base import StrictModel
+from kernel.config_base import StrictModel, validation_problems
 from kernel.errors import ConfigError
 
 
@@ -73,13 +74,30 @@ class Config(ModbusConfigMethods, StrictModel):
 
     @model_validator(mode="after")
     def _known_points(self) -> Config:
-        names = {p.name for p in cached_profile(self.profile).points}
+        profile = cached_profile(self.profile)
+        names = {p.name for p in profile.points}
         unknown = sorted(set(self.overrides) - names)
         if unknown:
             raise ValueError(f"overrides name points the profile lacks: {', '.join(unknown)}")
+        refused = _refused_overrides(profile, self.overrides)
+        if refused:
+            raise ValueError("; ".join(refused))
         if self.backoff_max_s < self.backoff_min_s:
             raise ValueError("backoff_max_s must be at least backoff_min_s")
         return self
+
+
+def _refused_overrides(profile: Any, overrides: dict[str, PointOverride]) -> list[str]:
+    """``overrides.<point>: <problem>`` for each override the profile's point checks refuse (``scale: 0``)."""
+    refused: list[str] = []
+    for point, override in overrides.items():
+        try:
+            apply_overrides(profile, {point: override.as_update()})
+        except ValidationError as exc:
+            refused.extend(
+                f"overrides.{point}: {problem.removeprefix('(top level): ')}" for problem in validation_problems(exc)
+            )
+    return refused
 
 
 # The kind's module still serves this model (drivers.modbus.kind.Config, imported on demand): named there,

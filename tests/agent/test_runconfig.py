@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from agent import runconfig
@@ -25,6 +26,7 @@ from drivers.modbus.kind import cached_profile
 from drivers.modbus.profile import load_profile, shipped_profiles
 from kernel.errors import ConfigError
 from sync.signing import ensure_keypair
+from tests.conftest import agent_argv, agent_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +69,7 @@ def same(runtime: Any, model: Any, where: str = "") -> None:
 
 def handed(cfg: SiteConfig) -> tuple[Any, dict[str, Any]]:
     """The runtime config and profiles the running agent would build from ``cfg``'s hand-over."""
-    doc = document(cfg, "site.yaml")
+    doc = document(cfg)
     assert doc is not None
     doc = json.loads(json.dumps(doc))
     return runconfig.site_config(doc["config"]), {p: runconfig.profile(d) for p, d in doc["profiles"].items()}
@@ -154,21 +156,38 @@ def test_a_site_with_a_kind_without_runtime_types_is_not_handed_over(tmp_path: P
     site = {"id": "bn-01", "name": "Board", "location": {"lat": 21.0, "lon": 106.0}}
     dust = {"driver": "pms", "name": "dust", "line": {"type": "serial", "port": "/dev/ttyUSB0"}}
     cfg = parse_config({"site": site, "devices": [dust], "store": {"path": "s.db"}}, "s", tmp_path)
-    assert document(cfg, "s") is None  # the pms kind has no runtime types: the site runs as before
+    assert document(cfg) is None  # the pms kind has no runtime types: the site runs as before
     board = {"driver": "system", "name": "board", "period_s": 5, "disk_path": "/var"}
     cfg = parse_config({"site": site, "devices": [board], "store": {"path": "s.db"}}, "s", tmp_path)
-    doc = document(cfg, "s")
+    doc = document(cfg)
     assert doc is not None
     runtime = runconfig.site_config(json.loads(json.dumps(doc))["config"])
     same(runtime, cfg, "site")
     assert isinstance(runtime.devices[0], runconfig.SystemConfig)
 
 
-def test_an_override_the_profile_refuses_is_a_config_problem_before_the_agent_starts(
+def test_an_override_the_profile_refuses_is_a_config_problem_when_the_config_is_checked(
     meter_site: dict[str, Any], tmp_path: Path
 ) -> None:
     meter_site["devices"][0]["overrides"] = {"voltage": {"scale": 0}}
-    cfg = parse_config(meter_site, "site.yaml", tmp_path)
+    meter_site["devices"][1]["overrides"] = {"current": {"scale": 0.0, "min": 0}}  # a disabled device too
     with pytest.raises(ConfigError) as info:
-        document(cfg, "site.yaml")
-    assert info.value.problems == ["devices[0].overrides.voltage: scale must not be 0"]
+        parse_config(meter_site, "site.yaml", tmp_path)
+    assert info.value.problems == [
+        "devices[0].overrides.voltage: scale must not be 0",
+        "devices[1].overrides.current: scale must not be 0",
+    ]
+
+
+@pytest.mark.parametrize("command", [("config", "check"), ("run", "--config")], ids=["config check", "run"])
+def test_config_check_and_run_refuse_the_override_with_one_line_and_exit_2(
+    meter_site: dict[str, Any], tmp_path: Path, command: tuple[str, str]
+) -> None:
+    meter_site["devices"][0]["overrides"] = {"voltage": {"scale": 0}}
+    meter_site["store"] = {"path": str(tmp_path / "store.db")}
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(yaml.safe_dump(meter_site))
+    out = subprocess.run(agent_argv(*command, str(cfg)), env=agent_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [f"{cfg}: devices[0].overrides.voltage: scale must not be 0"]
+    assert not (tmp_path / "store.db").exists()  # nothing started
