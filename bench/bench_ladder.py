@@ -13,7 +13,10 @@ Per row: offered points/s (devices x 50 / poll), stored/s (the store's last seq)
 /proc/<pid>/stat), RSS and RSS per device, latency p50/p99 (reading timestamp to the receiver's
 ``received_at``), the backlog slope (least-squares slope of the store's pending count, readings/s),
 and the load average. Plateau rows (``--plateau 1.5,3``) offer that multiple of the ladder's best
-delivered rate with the same devices polled faster.
+delivered rate with the same devices polled faster. After each window (``--drain``, on by default)
+the devices are stopped, the agent empties its store into the centre, and every seq the store
+issued (1..last) is looked up at the centre: the last column says how many are missing ("0 lost of
+N"), or how many readings still waited for an ack when the drain timed out.
 
     PYTHONPATH=. .venv/bin/python bench/bench_ladder.py --devices 10,100,1000,2000 --window 60
 """
@@ -80,6 +83,7 @@ class Row:
     wait_pct: float = 0.0  # the agent's threads waiting for a core, % of the window
     pg_cpu_pct: float = 0.0  # the private PostgreSQL cluster (every backend and worker); 0 when shared
     busy_pct: float = 0.0  # the whole machine's CPU in use, % of all its cores
+    accounted: str = "not checked"  # after the drain: every seq the store issued, found at the centre?
 
 
 # -- emulator processes ------------------------------------------------------------------------------
@@ -382,6 +386,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
         n, p50, p99 = delivered(db, w0, w1)
         if spy is not None:
             spy.wait(60)
+        accounted = account(emulators, store, db, args.drain, label, progress) if args.drain > 0 else "not checked"
         dt = t1 - t0
         stored = seq1 - seq0
         return Row(
@@ -409,6 +414,7 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             wait_pct=100 * wait / dt,
             pg_cpu_pct=100 * pgc / dt,
             busy_pct=100 * busy,
+            accounted=accounted,
         )
     finally:
         for p in reversed(started):
@@ -419,12 +425,37 @@ def rung(args: argparse.Namespace, devices: int, poll_s: float, label: str, prog
             subprocess.run(["rm", "-rf", str(work)], check=False)
 
 
+def account(
+    emulators: list[ManagedProcess], store: Path, db: str, drain_s: float, label: str, progress: Progress
+) -> str:
+    """Stop the devices, let the agent empty its store into the centre (at most ``drain_s``), then
+    compare every seq the store issued with the rows the receivers committed: "0 lost of N" when
+    each of seqs 1..N is at the centre; how many are missing otherwise; "N not drained" when
+    readings were still waiting for an ack (nothing can be said of them yet)."""
+    for emulator in emulators:
+        emulator.stop(10.0)
+    t0 = time.monotonic()
+    state = store_state(store)
+    while state.depth and time.monotonic() - t0 < drain_s:
+        progress.update(Snapshot(time.monotonic() - t0, drain_s, phase=f"{label}: drain, {state.depth:,} waiting"))
+        time.sleep(1.0)
+        state = store_state(store)
+    time.sleep(2.0)  # the last acked batch is committed before its ack; its rows are visible now
+    last = state.last_seq
+    at_centre = pg(
+        "SELECT count(DISTINCT seq) FROM readings WHERE site_id = %s AND seq BETWEEN 1 AND %s", db, (SITE, last)
+    )[0][0]
+    if state.depth:
+        return f"{state.depth:,} not drained in {drain_s:g} s"
+    return f"{last - int(at_centre):,} lost of {last:,} (drained in {time.monotonic() - t0:.0f} s)"
+
+
 # -- output ------------------------------------------------------------------------------------------
 HEADER = (
     "| rung | devices x 50 @ poll | offered pts/s | stored pts/s | delivered pts/s | agent µs CPU/pt "
     "| agent CPU % | RSS MiB | RSS KiB/device | latency p50 / p99 s | backlog slope /s | emulators CPU % "
     "| receiver CPU % | PostgreSQL CPU % | machine busy % | poll stretch at the end (min-max) | polls skipped /s "
-    "| agent waiting for a core % | load avg |"
+    "| agent waiting for a core % | load avg | every seq at the centre after the drain |"
 )
 
 
@@ -434,7 +465,7 @@ def md(r: Row) -> str:
         f"| {r.label} | {r.devices:,} @ {r.poll_s:g} s | {r.offered:,.0f} | {r.stored:,.0f} | **{r.delivered:,.0f}** "
         f"| {r.cpu_us_per_point:.1f} | {r.cpu_pct:.0f} | {r.rss_mib:.1f} | {r.rss_kib_per_device:.1f} "
         f"| {r.p50_s:.2f} / {r.p99_s:.2f} | {r.backlog_slope:+,.0f} | {r.emulator_cpu_pct:.0f} "
-        f"| {r.receiver_cpu_pct:.0f} | {r.pg_cpu_pct:.0f} | {r.busy_pct:.0f} | {r.stretch:.2f} ({r.stretch_min:.2f}-{r.stretch_max:.2f}) | {r.skipped_per_s:,.0f} | {r.wait_pct:.0f} | {r.load:.1f} |"
+        f"| {r.receiver_cpu_pct:.0f} | {r.pg_cpu_pct:.0f} | {r.busy_pct:.0f} | {r.stretch:.2f} ({r.stretch_min:.2f}-{r.stretch_max:.2f}) | {r.skipped_per_s:,.0f} | {r.wait_pct:.0f} | {r.load:.1f} | {r.accounted} |"
     )
 
 
@@ -455,6 +486,9 @@ def main() -> None:
     ap.add_argument("--py-spy-idle", action="store_true", help="with --py-spy: sample idle threads too (wall clock)")
     ap.add_argument("--peer", default="", help="device counts to run ThingsBoard IoT Gateway at, e.g. 10,100")
     ap.add_argument("--keep", action="store_true", help="keep the work directories")
+    ap.add_argument("--drain", type=float, default=120.0,
+                    help="after each window stop the devices, wait up to this many s for the store to empty, "
+                         "and check every seq it issued is at the centre (0: skip)")
     ap.add_argument(
         "--receivers", type=int, default=1, help="receiver processes in one $share group (a centre scales out so)"
     )
