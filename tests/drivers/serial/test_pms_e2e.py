@@ -62,6 +62,10 @@ def test_passive_mode_reads_on_request_and_sleeps_between(emulator):
 
     async def body():
         await wait_for(ctx, lambda rs: len([r for r in rs if r.point == "pm2_5"]) >= 2, 10)
+        for _ in range(100):  # the sleep command follows the reading it came after: give it 5 s
+            if emulator.asleep:
+                break
+            await asyncio.sleep(0.05)
 
     asyncio.run(run_source(src, ctx, body))
     assert emulator.passive
