@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 
 SONAME = "libc.so.6"
 
 
+@functools.cache
 def load_libc(use_errno: bool = False) -> ctypes.CDLL | None:
     """glibc (already mapped into the process); None where there is no C library ``ctypes`` can open.
 
+    Opened once per ``use_errno`` and kept: every ``CDLL`` makes a new function-pointer class, so a
+    caller that asks every 30 s (the clock's NTP check) would leave a class a time for the collector.
     ``ctypes.util.find_library`` runs ``ldconfig -p`` (or gcc) in a subprocess and imports
     ``subprocess`` and ``shutil``: it is only asked when the glibc soname does not open (musl, macOS).
     """

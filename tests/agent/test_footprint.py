@@ -222,3 +222,26 @@ def test_libc_is_opened_by_soname_without_searching(monkeypatch) -> None:
     monkeypatch.setattr(ctypes.util, "find_library", no_search)
     assert limit_malloc_arenas(2) is True
     assert kernel_clock_synced() in (True, False)
+
+
+def test_the_clock_check_opens_libc_once_however_often_it_asks(monkeypatch) -> None:
+    import ctypes
+
+    from kernel.clock import kernel_clock_synced
+    from kernel.libc import load_libc
+
+    opened: list[str] = []
+    real = ctypes.CDLL
+
+    def counting(name: str, *args: object, **kwargs: object) -> ctypes.CDLL:
+        opened.append(name)
+        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    load_libc.cache_clear()
+    monkeypatch.setattr(ctypes, "CDLL", counting)
+    try:
+        results = {kernel_clock_synced() for _ in range(5)}  # the agent asks every 30 s
+    finally:
+        load_libc.cache_clear()
+    assert results <= {True, False}
+    assert opened == ["libc.so.6"]  # each CDLL is a new function-pointer class for the collector
