@@ -14,14 +14,14 @@ a batch msgspec accepts carries the values pydantic would have produced
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Annotated, Literal, Protocol, Union
 
 import msgspec
 from msgspec import Meta
 
-from sync.wire import ID_PATTERN, MAX_SEQ, SITE_PATTERN, Frame, decode_batch
+from sync.wire import MAX_SEQ, Frame, decode_batch
+from sync.wire_base import ID_RE, SITE_RE
 
 
 class ReadingFields(Protocol):
@@ -113,9 +113,6 @@ class FastBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 _DECODER = msgspec.json.Decoder(FastBatch)
 _NUL = b"\\u0000"  # JSON can only carry NUL escaped; a raw NUL byte is invalid JSON to both decoders
-# Anchored with fullmatch: ``$`` in Python's re also matches before a final newline; pydantic's does not.
-_SITE = re.compile(SITE_PATTERN.removeprefix("^").removesuffix("$"))
-_ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 def decode_batch_fast(frame: Frame) -> BatchFields:
@@ -133,7 +130,7 @@ def _accept(frame: Frame) -> FastBatch | None:
         batch = _DECODER.decode(doc)
     except (msgspec.DecodeError, ValueError):
         return None
-    if not (_SITE.fullmatch(batch.site_id) and _ID.fullmatch(batch.batch_id)):
+    if not (SITE_RE.match(batch.site_id) and ID_RE.match(batch.batch_id)):
         return None
     if frame.msg_id and frame.msg_id != batch.batch_id:
         return None

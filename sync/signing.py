@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 from kernel.errors import ConfigError, SignatureError, SyncError
 from sync import ed25519
 from sync.ed25519 import AnyPrivateKey, AnyPublicKey
-from sync.wire_base import CODEC_JSON, SITE_PATTERN, Frame, WireError, pack_frame, unpack_frame
+from sync.wire_base import CODEC_JSON, SITE_RE, Frame, WireError, pack_frame, unpack_frame
 from sync.wire_msgs import (
     Ack,
     Command,
@@ -381,7 +380,7 @@ def _read_registry(path: Path) -> tuple[dict[str, list[AnyPublicKey]], dict[str,
     keys: dict[str, list[AnyPublicKey]] = {}
     problems = []
     for site, entry in reg.sites.items():
-        if not re.match(SITE_PATTERN, site):
+        if not SITE_RE.match(site):
             problems.append(f"sites.{site}: {site!r} is not a valid site id")
             continue
         for i, p in enumerate(entry.public_keys):

@@ -29,6 +29,17 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 KIND_PATTERN = r"^[a-z][a-z0-9_-]{0,40}$"
 """A command kind: the last segment of its topic."""
 
+
+def anchored(pattern: str) -> str:
+    """``pattern`` with its final ``$`` as ``\\Z``: in Python's ``re`` (msgspec's patterns too) ``$`` also
+    matches before a final newline, in pydantic's it does not, and a value one side takes and the
+    other refuses (``"b-1\\n"``) would reach a model that raises where nothing expects it."""
+    return pattern.removesuffix("$") + r"\Z"
+
+
+SITE_RE = re.compile(anchored(SITE_PATTERN))
+ID_RE = re.compile(anchored(ID_PATTERN))
+
 # What the centre's database can hold (docs/wire-protocol.md, "Values the centre can store"): a
 # seq is a signed 64-bit integer (BIGINT, SQLite INTEGER), an integer value must convert to a
 # finite double (DOUBLE PRECISION, REAL) and no text may contain NUL (PostgreSQL TEXT and JSONB).
@@ -174,7 +185,7 @@ def content_hash(payload: bytes) -> str:
 
 def peek_batch_ids(frame: Frame) -> tuple[str | None, int | None, int | None]:
     """Best-effort batch id and seq range of a frame whose signature verified but whose batch does not."""
-    header_id = frame.msg_id if re.match(ID_PATTERN, frame.msg_id) else None
+    header_id = frame.msg_id if ID_RE.match(frame.msg_id) else None
     try:
         doc = json.loads(frame.json_bytes())
     except (WireError, ValueError):
@@ -183,7 +194,7 @@ def peek_batch_ids(frame: Frame) -> tuple[str | None, int | None, int | None]:
         return header_id, None, None
     bid, first, last = doc.get("batch_id"), doc.get("first_seq"), doc.get("last_seq")
     return (
-        bid if isinstance(bid, str) and re.match(ID_PATTERN, bid) else header_id,
+        bid if isinstance(bid, str) and ID_RE.match(bid) else header_id,
         first if isinstance(first, int) else None,
         last if isinstance(last, int) else None,
     )

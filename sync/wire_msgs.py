@@ -23,22 +23,17 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, Union
 import msgspec
 from msgspec import Meta
 
-from sync.wire_base import ID_PATTERN, KIND_PATTERN, SHA256_PATTERN, SITE_PATTERN, Frame, WireError
+from sync.wire_base import ID_PATTERN, KIND_PATTERN, SHA256_PATTERN, SITE_PATTERN, Frame, WireError, anchored
 
 MAX_BODY_DEPTH = 200
 """Containers a value of a command may sit in, counting the command itself: pydantic's JSON parser
 refuses a document nested deeper (its recursion limit), so this decoder does too."""
 
 
-def _anchored(pattern: str) -> str:
-    # msgspec searches with Python's re, whose ``$`` also matches before a final newline.
-    return pattern.removesuffix("$") + r"\Z"
-
-
-SiteId = Annotated[str, Meta(pattern=_anchored(SITE_PATTERN))]
-MsgId = Annotated[str, Meta(pattern=_anchored(ID_PATTERN))]
-Sha256 = Annotated[str, Meta(pattern=_anchored(SHA256_PATTERN))]
-CommandKind = Annotated[str, Meta(pattern=_anchored(KIND_PATTERN))]
+SiteId = Annotated[str, Meta(pattern=anchored(SITE_PATTERN))]
+MsgId = Annotated[str, Meta(pattern=anchored(ID_PATTERN))]
+Sha256 = Annotated[str, Meta(pattern=anchored(SHA256_PATTERN))]
+CommandKind = Annotated[str, Meta(pattern=anchored(KIND_PATTERN))]
 Count = Annotated[int, Meta(ge=0)]
 Seq = Annotated[int, Meta(ge=1)]  # as sync.wire.Ack: no upper bound (a batch's own seqs are bounded)
 

@@ -80,7 +80,7 @@ def batch_doc(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
         key = draw(st.sampled_from([*doc, "extra"]))
         doc[key] = draw(st.one_of(
             _any_scalar, _names, st.integers(-1, 9),
-            st.sampled_from(["site-a\n", "b 1", "b-2", "batch", "ack", "b\x00"]),
+            st.sampled_from(["site-a\n", "b 1", "b-2", "b-1\n", "batch", "ack", "b\x00"]),
             st.just([]), st.just({"depth": -1, "bytes": 0}), st.just({"depth": 1, "bytes": 0, "dropped": {"x": 1.5}}),
         ))  # fmt: skip
     if draw(st.integers(0, 4)) == 0:
@@ -175,4 +175,19 @@ def test_anything_the_site_signs_is_stored_or_answered_never_a_crash(rx_db, site
     assert answer is None or isinstance(answer, Ack | Rejection)
     if isinstance(answer, Rejection):  # the schema refuses what the database cannot hold: never "unstorable"
         assert answer.reason in ("malformed", "schema-version", "site-mismatch")
+    assert rx_db.counters["errors"] == 0
+
+
+def test_a_batch_id_with_a_final_newline_is_rejected_not_a_crash(rx_db, site_keys) -> None:
+    # Found by the test above: Python's ``$`` took "0\n" as a batch id for the rejection, pydantic's did not.
+    reading = {"seq": 1, "device": "meter-01", "point": "v", "ts": 1790000001.0, "value": None, "meta": None}
+    doc = {
+        "type": "batch", "schema_version": 2, "site_id": SITE, "batch_id": "0\n", "first_seq": 1, "last_seq": 1,
+        "created_at": 0.0, "readings": [reading, dict(reading)],
+        "buffer": {"depth": 1, "bytes": 0, "oldest_ts": None, "dropped": {}, "rejected": 0},
+    }  # fmt: skip
+    frame = Signer.from_file(site_keys.key).frame(wire.compress(json.dumps(doc).encode()), "b-1")
+    answer = rx_db.handle(f"kbe/{SITE}/up/batch", frame)
+    assert isinstance(answer, Rejection)
+    assert (answer.reason, answer.batch_id) == ("malformed", "b-1")  # the frame's id: the body's is not one
     assert rx_db.counters["errors"] == 0
