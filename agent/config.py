@@ -218,7 +218,7 @@ class HealthConfig(StrictModel):
     def _hostport(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if not re.match(r"^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$", value):
+        if not re.match(r"^[^:]+:\d{1,5}\Z|^\[[0-9a-fA-F:]+\]:\d{1,5}\Z", value):
             raise ValueError(f"{value!r} is not host:port")
         port = int(value.rpartition(":")[2])
         if not 0 <= port <= 65535:

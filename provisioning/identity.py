@@ -29,7 +29,7 @@ from kernel.errors import ConfigError
 from kernel.i18n import N_, gettext_for
 from sync.pki import fingerprint, make_csr, new_tls_key, private_pem, write_public, write_secret
 from sync.signing import public_pem
-from sync.wire import SITE_PATTERN
+from sync.wire_base import SITE_RE
 
 SERVICE_USER = "kbe"  # the user of provisioning/systemd/edge-agent.service (sysusers: kinhbac-edge.conf)
 DEFAULT_DIR = Path("/etc/kinhbac-edge")
@@ -120,9 +120,8 @@ def provision_init(
     user: str | None = None,
 ) -> Identity:
     """Write the site's keys, CSR, config skeleton and QR code; refuse to overwrite existing keys."""
-    import re
 
-    if not re.match(SITE_PATTERN, site_id):
+    if not SITE_RE.match(site_id):
         raise ConfigError("--site", [f"{site_id!r} is not a valid site id (a-z, 0-9, . _ -; 63 at most)"])
     if lat is None or lon is None:
         raise ConfigError("--lat/--lon", ["the site config needs the site's location"])

@@ -78,7 +78,7 @@ class EnrolConfig(StrictModel):
     @field_validator("broker")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^mqtts://[^/:]+(:\d{1,5})?/?$", value):
+        if not re.match(r"^mqtts://[^/:]+(:\d{1,5})?/?\Z", value):
             raise ValueError(f"{value!r} is not a TLS broker URL like mqtts://broker.example:8884")
         return value
 
@@ -141,7 +141,7 @@ class SyncConfig(StrictModel):
     @field_validator("broker")
     @classmethod
     def _url(cls, value: str) -> str:
-        m = re.match(r"^(mqtt|mqtts)://[^/:]+(:(\d{1,5}))?/?$", value)
+        m = re.match(r"^(mqtt|mqtts)://[^/:]+(:(\d{1,5}))?/?\Z", value)
         if not m:
             raise ValueError(f"{value!r} is not a broker URL like mqtts://broker.example:8883")
         if m.group(3) is not None and not 1 <= int(m.group(3)) <= 65535:

@@ -19,7 +19,7 @@ from kernel.config_base import ModbusUnit, RelPath, StrictModel, TcpPort
 LEGACY_STATE = Path("var/lighting-state.json")
 """The state file's default before it moved beside the store (relative to the config file's folder)."""
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)\Z")
 
 
 def night_minute(hhmm: str) -> int:

@@ -60,11 +60,10 @@ def token_group() -> None:
 @click.option("--ttl", default="7d", show_default=True, help="Lifetime: 30m, 12h, 7d.")
 def token_new_cmd(directory: Path, site_id: str, ttl: str) -> None:
     """Issue a one-time token for SITE (printed once; only its hash is kept)."""
-    import re
 
-    from sync.wire import SITE_PATTERN
+    from sync.wire_base import SITE_RE
 
-    if not re.match(SITE_PATTERN, site_id):
+    if not SITE_RE.match(site_id):
         raise click.BadParameter(f"{site_id!r} is not a valid site id", param_hint="--site")
     token = TokenBook(CentreFiles(directory).tokens).new(site_id, parse_ttl(ttl))
     click.echo(token)

@@ -85,6 +85,11 @@ def _case(name: str, tmp: Path, keys: dict[str, Path]) -> tuple[bytes, list[str]
                             ["local_page.listen: port 99999 in '127.0.0.1:99999' is not between 0 and 65535"]),
         "broker-port": (dump(_with(sync=_sync(keys, broker="mqtts://127.0.0.1:99999"))),
                         ["sync.broker: port 99999"]),
+        # Python's $ also matches before a final newline: a YAML block scalar ends with one
+        "health-final-newline": (dump(_with(health={"listen": "127.0.0.1:8080\n"})),
+                                 ["health.listen: '127.0.0.1:8080\\n' is not host:port"]),
+        "broker-final-newline": (dump(_with(sync=_sync(keys, broker="mqtts://127.0.0.1:8883\n"))),
+                                 ["sync.broker:"]),
         "inf-duration": (dump(_with(sync=_sync(keys))).replace(b"broker:", b"reconnect_max_s: .inf\n  broker:"),
                          ["sync.reconnect_max_s:"]),
         "store-on-foreign-file": (dump(_with(store={"path": str(foreign)})),
@@ -110,7 +115,7 @@ def _case(name: str, tmp: Path, keys: dict[str, Path]) -> tuple[bytes, list[str]
 
 
 CORPUS = ["driver-is-a-list", "alias-bomb", "non-utf8", "10mb-random", "deep-nesting", "profile-dev-zero",
-          "health-port", "local-page-port", "broker-port", "inf-duration", "store-on-foreign-file", "garbage-ca",
+          "health-port", "local-page-port", "broker-port", "health-final-newline", "broker-final-newline", "inf-duration", "store-on-foreign-file", "garbage-ca",
           "public-key-as-signing-key", "private-key-as-centre-key", "tls-key-of-another-cert",
           "tls-with-plaintext-url", "plaintext-not-allowed", "no-centre-key"]
 
