@@ -567,6 +567,10 @@ def run_agent(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_site(cfg, updates, reload or (lambda: (cfg, updates)), stop, kinds, collector.freeze_started)
+        sweeping = asyncio.create_task(collector.sweep(stop), name="gc-sweep")
+        try:
+            await run_site(cfg, updates, reload or (lambda: (cfg, updates)), stop, kinds, collector.freeze_started)
+        finally:
+            sweeping.cancel()
 
     asyncio.run(main())

@@ -10,8 +10,8 @@ soak with the first tenth after settling: a flat plateau has a ratio near 1. Eac
 RSS into its anonymous part (the heap: Python objects, SQLite's page cache, OpenSSL) and its
 file-backed and shared parts (``RssAnon``, ``RssFile``, ``RssShmem`` from ``/proc/<pid>/status``),
 so a drift can be told apart. ``--gc default`` runs the agent with CPython's default collector
-settings instead of :mod:`kernel.collector`'s (``bench/gcdefault``), so two soaks side by side show
-what the thresholds and the freeze do to memory.
+settings instead of :mod:`kernel.collector`'s (``bench/gcdefault``, which has other variants too), so
+soaks side by side show what the thresholds and the freeze do to memory.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=10.0)
     ap.add_argument("--settle", type=float, default=30.0)
     ap.add_argument("--png", type=Path, default=Path("docs/benchmarks/rss-soak.png"))
-    ap.add_argument("--gc", choices=("agent", "default"), default="agent",
-                    help="collector settings: the agent's own, or CPython's defaults (bench/gcdefault)")
+    ap.add_argument("--gc", default="agent",
+                    help="collector settings: the agent's own, or a variant of bench/gcdefault (default, "
+                         "freeze-only, thresholds-only, full-every-N)")
     args = ap.parse_args()
     meters = Meters(args.devices)
     profile, port = meters.profile, meters.port
@@ -107,7 +108,7 @@ def main() -> None:
     ax2 = ax.twinx()
     ax2.plot([s[0] for s in samples], [s[3] for s in samples], color="grey", alpha=0.4, label="load average")
     ax2.set_ylabel("load average (1 min)")
-    gc_note = "" if args.gc == "agent" else ", CPython's default collector"
+    gc_note = "" if args.gc == "agent" else f", collector: {args.gc}"
     ax.set_title(f"edge-agent run, {args.devices} SDM120 meters, {args.devices * points} readings/s{gc_note}")
     fig.tight_layout()
     fig.savefig(args.png, dpi=100)
@@ -126,10 +127,10 @@ def rss_parts(pid: int) -> tuple[float, float, float]:
 
 
 def soak_env(collector: str) -> dict[str, str]:
-    """The agent's environment; with ``collector == "default"``, ``bench/gcdefault`` on its path."""
+    """The agent's environment; with another ``collector`` than "agent", ``bench/gcdefault`` on its path."""
     env = agent_env()
-    if collector == "default":
-        env["KBE_GC_DEFAULT"] = "1"
+    if collector != "agent":
+        env["KBE_GC_VARIANT"] = collector
         env["PYTHONPATH"] = env["PYTHONPATH"] + os.pathsep + str(Path(__file__).resolve().parent / "gcdefault")
     return env
 

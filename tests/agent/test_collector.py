@@ -6,6 +6,7 @@ start-up objects and set the thresholds, and says so on ``/metrics``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import signal
 import subprocess
@@ -62,6 +63,25 @@ def test_a_cycle_made_after_the_freeze_is_still_collected(restored_collector) ->
     assert all(id(o) != ref for o in gc.get_objects())
 
 
+def test_sweep_collects_everything_on_its_period_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: calls.append(args) or 0)
+
+    async def body() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(collector.sweep(stop, every_s=0.05))
+        await asyncio.sleep(0.32)
+        stop.set()
+        await asyncio.wait_for(task, 1.0)  # returns at once when stopped
+        return len(calls)
+
+    at_stop = asyncio.run(body())
+    assert 4 <= at_stop <= 7
+    assert all(args == () for args in calls)  # full collections: every generation
+    assert len(calls) == at_stop  # none after the stop
+    assert collector.FULL_EVERY_S <= 120  # cyclic garbage waits at most two minutes
+
+
 def _metrics(url: str) -> dict[str, float]:
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
@@ -92,6 +112,10 @@ def test_edge_agent_run_freezes_its_start_up_objects(tmp_path, site_keys, meter_
 
     try:
         wait_for(frozen, 30, "kbe_gc_frozen_objects on /metrics")
+        at_start = seen["kbe_gc_full_collections"]
+        # A one-meter site makes almost no new containers: its next full collection is the sweep's.
+        wait_for(lambda: frozen() and seen["kbe_gc_full_collections"] > at_start, collector.FULL_EVERY_S + 30,
+                 "a full collection from the sweep")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
