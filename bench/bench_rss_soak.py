@@ -41,7 +41,12 @@ def main() -> None:
     ap.add_argument("--gc", default="agent",
                     help="collector settings: the agent's own, or a variant of bench/gcdefault (default, "
                          "freeze-only, thresholds-only, full-every-N)")
+    ap.add_argument("--overlay", nargs="+", metavar="LABEL=CSV",
+                    help="run nothing: draw the RSS of earlier soaks (their CSVs) on one chart at --png")
     args = ap.parse_args()
+    if args.overlay:
+        overlay(args.overlay, args.png)
+        return
     meters = Meters(args.devices)
     profile, port = meters.profile, meters.port
     samples: list[tuple[float, float, float, float]] = []  # minutes, RSS MB, CPU %, load
@@ -113,6 +118,31 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.png, dpi=100)
     print(f"wrote {args.png} and {csv}")
+
+
+def overlay(runs: list[str], png: Path) -> None:
+    """One chart of several soaks' RSS (``LABEL=CSV`` each, as this script writes them), with each
+    run's last-tenth / first-tenth ratio in its legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for run in runs:
+        label, _, path = run.partition("=")
+        rows = [line.split(",") for line in Path(path).read_text().splitlines()[1:] if line]
+        minutes, rss = [float(r[0]) for r in rows], [float(r[1]) for r in rows]
+        tenth = max(1, len(rss) // 10)
+        ratio = (sum(rss[-tenth:]) / tenth) / (sum(rss[:tenth]) / tenth)
+        ax.plot(minutes, rss, label=f"{label} (last/first tenth {ratio:.3f})")
+    ax.set_xlabel("minutes after settling")
+    ax.set_ylabel("agent RSS (MB)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("edge-agent run, 134 SDM120 meters, 2,010 readings/s: collector settings side by side")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    print(f"wrote {png}")
 
 
 def rss_parts(pid: int) -> tuple[float, float, float]:
