@@ -17,6 +17,7 @@ soaks side by side show what the thresholds and the freeze do to memory.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -40,12 +41,18 @@ def main() -> None:
     ap.add_argument("--png", type=Path, default=Path("docs/benchmarks/rss-soak.png"))
     ap.add_argument("--gc", default="agent",
                     help="collector settings: the agent's own, or a variant of bench/gcdefault (default, "
-                         "freeze-only, thresholds-only, full-every-N)")
+                         "freeze-only, thresholds-only, no-sweep)")
     ap.add_argument("--overlay", nargs="+", metavar="LABEL=CSV",
                     help="run nothing: draw the RSS of earlier soaks (their CSVs) on one chart at --png")
+    ap.add_argument("--summarize", nargs="+", metavar="LABEL=CSV",
+                    help="run nothing: print earlier soaks (their CSVs) as the markdown rows docs/benchmarks.md shows")
     args = ap.parse_args()
     if args.overlay:
         overlay(args.overlay, args.png)
+        return
+    if args.summarize:
+        runs = [(label, read_csv(Path(path))) for label, _, path in (r.partition("=") for r in args.summarize)]
+        print(summary_table(runs))
         return
     meters = Meters(args.devices)
     profile, port = meters.profile, meters.port
@@ -98,6 +105,7 @@ def main() -> None:
         f"{m:.2f},{r:.2f},{c:.1f},{ld:.2f},{a:.2f},{fb:.2f},{sh:.2f}\n"
         for (m, r, c, ld), (a, fb, sh) in zip(samples, parts, strict=True)
     ))
+    print(summary_table([(f"collector: {args.gc}", samples)]))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,6 +126,46 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.png, dpi=100)
     print(f"wrote {args.png} and {csv}")
+
+
+def read_csv(path: Path) -> list[tuple[float, float, float, float]]:
+    """(minutes, RSS MB, CPU %, load) of each sample of a soak's CSV."""
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line]
+    return [(float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in rows]
+
+
+def summary_table(runs: list[tuple[str, list[tuple[float, float, float, float]]]]) -> str:
+    """A markdown table, a row per soak: mean RSS per ten minutes (a last sample less than a minute past
+    the final ten counts in it), the first and last tenth and their ratio, the peak, mean agent CPU and
+    the load range."""
+    blocks = max(max(1, math.ceil(rows[-1][0] / 10 - 0.1)) for _, rows in runs)
+    heads = [f"{10 * b}-{10 * b + 10}" for b in range(blocks)]
+    end = max(rows[-1][0] for _, rows in runs)
+    if end < 10 * blocks - 0.5:  # a soak shorter than its last ten minutes: name where it ended
+        heads[-1] = f"{10 * (blocks - 1)}-{math.floor(end + 0.5)}"
+    heads[0] = f"RSS {heads[0]} min"
+    out = [
+        "| run | " + " | ".join(heads) + " | first tenth | last tenth | ratio | peak | agent CPU % | load |",
+        "|---|" + "---|" * (len(heads) + 6),
+    ]
+    for label, rows in runs:
+        last_block = max(1, math.ceil(rows[-1][0] / 10 - 0.1)) - 1
+        sums, counts = [0.0] * blocks, [0] * blocks
+        for minutes, rss, _cpu, _load in rows:
+            b = min(int(minutes // 10), last_block)
+            sums[b] += rss
+            counts[b] += 1
+        means = [f"{sums[b] / counts[b]:.2f}" if counts[b] else "" for b in range(blocks)]
+        tenth = max(1, len(rows) // 10)
+        first = sum(r[1] for r in rows[:tenth]) / tenth
+        last = sum(r[1] for r in rows[-tenth:]) / tenth
+        loads = [r[3] for r in rows]
+        out.append(
+            f"| {label} | " + " | ".join(means) + f" | {first:.1f} | {last:.1f} | **{last / first:.3f}** "
+            f"| {max(r[1] for r in rows):.1f} | {sum(r[2] for r in rows) / len(rows):.1f} "
+            f"| {min(loads):.1f}-{max(loads):.1f} |"
+        )
+    return "\n".join(out)
 
 
 def overlay(runs: list[str], png: Path) -> None:

@@ -7,7 +7,7 @@ What the running agent calls on it (``settings()``, an override's ``as_update()`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -15,6 +15,7 @@ from drivers.modbus.config_methods import ModbusConfigMethods, PointOverrideMeth
 from drivers.modbus.device import apply_overrides
 from drivers.modbus.kind import cached_profile
 from drivers.modbus.points import profile_is_path
+from drivers.modbus.profile import Profile
 from drivers.transports.config import LineConfig
 from kernel.config_base import StrictModel, validation_problems
 from kernel.errors import ConfigError
@@ -87,7 +88,7 @@ class Config(ModbusConfigMethods, StrictModel):
         return self
 
 
-def _refused_overrides(profile: Any, overrides: dict[str, PointOverride]) -> list[str]:
+def _refused_overrides(profile: Profile, overrides: dict[str, PointOverride]) -> list[str]:
     """``overrides.<point>: <problem>`` for each override the profile's point checks refuse (``scale: 0``)."""
     refused: list[str] = []
     for point, override in overrides.items():

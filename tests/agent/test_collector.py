@@ -67,16 +67,21 @@ def test_sweep_collects_everything_on_its_period_until_stopped(monkeypatch: pyte
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(gc, "collect", lambda *args: calls.append(args) or 0)
 
-    async def body() -> int:
+    async def body() -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        started = loop.time()
         task = asyncio.create_task(collector.sweep(stop, every_s=0.05))
-        await asyncio.sleep(0.32)
+        while len(calls) < 4 and loop.time() - started < 10:
+            await asyncio.sleep(0.01)
+        took = loop.time() - started
         stop.set()
         await asyncio.wait_for(task, 1.0)  # returns at once when stopped
-        return len(calls)
+        return took, len(calls)
 
-    at_stop = asyncio.run(body())
-    assert 4 <= at_stop <= 7
+    took, at_stop = asyncio.run(body())
+    assert at_stop >= 4
+    assert took >= 4 * 0.05  # four collections take four periods: never sooner
     assert all(args == () for args in calls)  # full collections: every generation
     assert len(calls) == at_stop  # none after the stop
     assert collector.FULL_EVERY_S <= 120  # cyclic garbage waits at most two minutes
